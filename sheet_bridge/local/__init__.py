@@ -1,0 +1,1 @@
+"""Local stand-ins (Sheets emulator, fake Meta), the playground and the demo."""

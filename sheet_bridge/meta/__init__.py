@@ -1,0 +1,1 @@
+"""Meta's rules, pure (names, windows, identity, payloads), and the CAPI client."""

@@ -1,0 +1,483 @@
+"""Customer information: normalize each user_data field exactly as Meta does, then hash it.
+
+DOMAIN.md §6 (Meta's customer-information-parameters page). One bad field is dropped and
+reported; the rest of the identity still goes. Nothing here raises on any input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Literal
+
+import phonenumbers
+
+HASHED_FIELDS: tuple[str, ...] = (
+    "em",
+    "ph",
+    "fn",
+    "ln",
+    "db",
+    "ge",
+    "ct",
+    "st",
+    "zp",
+    "country",
+    "external_id",
+)
+PLAIN_FIELDS: tuple[str, ...] = ("lead_id", "fbc", "fbp", "client_ip_address", "client_user_agent")
+USER_DATA_FIELDS: tuple[str, ...] = HASHED_FIELDS + PLAIN_FIELDS
+
+FIELD_NAMES: dict[str, str] = {
+    "em": "email",
+    "ph": "phone",
+    "fn": "first name",
+    "ln": "last name",
+    "db": "date of birth",
+    "ge": "gender",
+    "ct": "city",
+    "st": "state",
+    "zp": "zip code",
+    "country": "country",
+    "external_id": "external id",
+    "lead_id": "lead id",
+    "fbc": "click id (fbc)",
+    "fbp": "browser id (fbp)",
+    "client_ip_address": "IP address",
+    "client_user_agent": "user agent",
+}
+
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+_LEAD_ID_TEXT = re.compile(r"^\d{15,17}$")
+_SCIENTIFIC = re.compile(r"^\s*\d(\.\d+)?[eE]\+?\d+\s*$")
+# Largest integer a double (what a sheet number is) holds exactly.
+_EXACT_INT = 2**53
+
+US_STATES: dict[str, str] = {
+    "alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca",
+    "colorado": "co", "connecticut": "ct", "delaware": "de", "districtofcolumbia": "dc",
+    "florida": "fl", "georgia": "ga", "hawaii": "hi", "idaho": "id", "illinois": "il",
+    "indiana": "in", "iowa": "ia", "kansas": "ks", "kentucky": "ky", "louisiana": "la",
+    "maine": "me", "maryland": "md", "massachusetts": "ma", "michigan": "mi", "minnesota": "mn",
+    "mississippi": "ms", "missouri": "mo", "montana": "mt", "nebraska": "ne", "nevada": "nv",
+    "newhampshire": "nh", "newjersey": "nj", "newmexico": "nm", "newyork": "ny",
+    "northcarolina": "nc", "northdakota": "nd", "ohio": "oh", "oklahoma": "ok", "oregon": "or",
+    "pennsylvania": "pa", "rhodeisland": "ri", "southcarolina": "sc", "southdakota": "sd",
+    "tennessee": "tn", "texas": "tx", "utah": "ut", "vermont": "vt", "virginia": "va",
+    "washington": "wa", "westvirginia": "wv", "wisconsin": "wi", "wyoming": "wy",
+    "puertorico": "pr",
+}  # fmt: skip
+
+# Country names people type, to ISO 3166-1 alpha-2. Two-letter codes are checked against
+# phonenumbers' region list, which covers every assigned code.
+COUNTRY_NAMES: dict[str, str] = {
+    "india": "in", "bharat": "in", "unitedstates": "us", "unitedstatesofamerica": "us",
+    "usa": "us", "america": "us", "unitedkingdom": "gb", "uk": "gb", "greatbritain": "gb",
+    "england": "gb", "scotland": "gb", "wales": "gb", "canada": "ca", "australia": "au",
+    "germany": "de", "deutschland": "de", "france": "fr", "spain": "es", "italy": "it",
+    "netherlands": "nl", "ireland": "ie", "singapore": "sg", "unitedarabemirates": "ae",
+    "uae": "ae", "saudiarabia": "sa", "brazil": "br", "mexico": "mx", "japan": "jp",
+    "china": "cn", "newzealand": "nz", "southafrica": "za", "pakistan": "pk",
+    "bangladesh": "bd", "srilanka": "lk", "nepal": "np", "indonesia": "id",
+    "philippines": "ph", "malaysia": "my", "thailand": "th", "vietnam": "vn",
+}  # fmt: skip
+_REGIONS = frozenset(r.lower() for r in phonenumbers.SUPPORTED_REGIONS) | {"gb"}
+_MONTH_FIRST_COUNTRIES = frozenset({"us", "ph", "fm", "pw", "mh"})
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """A field that was dropped: which, the value shown safely, why, and what to do."""
+
+    field: str
+    shown: str
+    why: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{FIELD_NAMES.get(self.field, self.field)} {self.shown} dropped: {self.why}; {self.fix}"
+
+
+@dataclass(frozen=True)
+class HashedIdentity:
+    """The user_data to send, and the fields left out of it with the reason."""
+
+    user_data: dict[str, object]
+    problems: list[FieldProblem] = field(default_factory=list)
+
+
+class _Drop(Exception):
+    def __init__(self, why: str, fix: str) -> None:
+        super().__init__(why)
+        self.why = why
+        self.fix = fix
+
+
+def sha256_hex(text: str) -> str:
+    """Meta's hash: lowercase hex SHA-256 of the UTF-8 bytes of the NFC form."""
+    return hashlib.sha256(unicodedata.normalize("NFC", text).encode("utf-8")).hexdigest()
+
+
+def shown_safely(value: object) -> str:
+    """A cell value as it may appear in a message: long or personal text is masked."""
+    text = _cell_text(value)
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if len(text) <= 2:
+        return repr("*" * len(text))
+    if len(text) > 40:
+        return repr(text[:2] + "…" + f"({len(text)} chars)")
+    return repr(text[0] + "*" * (len(text) - 2) + text[-1])
+
+
+def _cell_text(value: object) -> str:
+    """A sheet cell as text: floats holding whole numbers lose the '.0' a sheet adds."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    return str(value)
+
+
+def _blank(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _text(value: object) -> str:
+    return unicodedata.normalize("NFC", _cell_text(value)).strip()
+
+
+def _strip_punct(text: str) -> str:
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "PSC")
+
+
+def _letters_only(text: str) -> str:
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] in "LM")
+
+
+def normalize_email(value: object) -> str:
+    text = _text(value).lower()
+    if text.startswith("mailto:"):
+        text = text[len("mailto:") :]
+    if not _EMAIL.match(text) or len(text) > 254:
+        raise _Drop("not an e-mail address", "fix the e-mail cell (name@example.com)")
+    return text
+
+
+def normalize_phone(value: object, region: str) -> str:
+    text = _text(value)
+    digits = re.sub(r"\D", "", text)
+    if len(digits) < 6 or len(digits) > 17:
+        raise _Drop(
+            "not a phone number",
+            "write the full number with its country code, e.g. +91 98765 43210",
+        )
+    candidates = [text]
+    if not text.startswith("+"):
+        if digits.startswith("00"):
+            candidates.append("+" + digits[2:])
+        candidates.append("+" + digits)
+    for candidate in candidates:
+        try:
+            number = phonenumbers.parse(candidate, region.upper())
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    raise _Drop(
+        f"not a valid phone number for {region.upper()} or with a country code",
+        "write the full number with its country code, e.g. +91 98765 43210",
+    )
+
+
+def normalize_name(value: object) -> str:
+    text = _strip_punct(_text(value).lower())
+    text = " ".join(text.split())
+    if not text:
+        raise _Drop("has no letters", "leave it empty or write the name")
+    return text
+
+
+def normalize_city(value: object) -> str:
+    text = _letters_only(_text(value).lower())
+    if not text:
+        raise _Drop("has no letters", "write the city name, e.g. New York")
+    return text
+
+
+def normalize_state(value: object, country: str | None) -> str:
+    text = _letters_only(_text(value).lower())
+    if not text:
+        raise _Drop("has no letters", "write the state, e.g. CA or Karnataka")
+    if country in (None, "us") and text in US_STATES:
+        return US_STATES[text]
+    return text
+
+
+def normalize_zip(value: object, country: str | None) -> str:
+    text = re.sub(r"[\s\-]", "", _text(value).lower())
+    text = _strip_punct(text)
+    if not text:
+        raise _Drop("is empty after cleaning", "write the postal code")
+    if country == "us":
+        digits = re.sub(r"\D", "", text)
+        if not digits:
+            raise _Drop("is not a US ZIP code", "write the 5-digit ZIP code")
+        if isinstance(value, int | float) and len(digits) < 5:
+            digits = digits.zfill(5)  # a sheet number dropped the leading zero (02134 → 2134)
+        if len(digits) < 5:
+            raise _Drop("is not a US ZIP code", "write the 5-digit ZIP code")
+        return digits[:5]
+    if country == "gb" and re.match(r"^[a-z]{1,2}\d[a-z\d]?\d[a-z]{2}$", text):
+        return text[:-2]  # area + district + sector: M1 1AE → m11
+    return text
+
+
+def normalize_country(value: object) -> str:
+    text = _letters_only(_text(value).lower())
+    if len(text) == 2 and text in _REGIONS:
+        return text
+    if text in COUNTRY_NAMES:
+        return COUNTRY_NAMES[text]
+    raise _Drop("is not a country", "write the 2-letter ISO code, e.g. IN or US")
+
+
+def normalize_gender(value: object) -> str:
+    text = _letters_only(_text(value).lower())
+    if text in ("f", "female", "woman", "w"):
+        return "f"
+    if text in ("m", "male", "man"):
+        return "m"
+    raise _Drop("is not f or m", "write f or m, or leave it empty")
+
+
+_SERIAL_EPOCH = date(1899, 12, 30)
+
+
+def normalize_birth_date(value: object, month_first: bool) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        serial = float(value)
+        if 1 <= serial < 80000:
+            return (_SERIAL_EPOCH + timedelta(days=int(serial))).strftime("%Y%m%d")
+        text = _cell_text(value)
+    else:
+        text = _text(value)
+    parsed = _parse_birth_date(text, month_first)
+    if parsed is None or not (1900 <= parsed.year <= 2100):
+        raise _Drop(
+            "is not a date",
+            "write it as YYYY-MM-DD (or format the cell as a date)",
+        )
+    return parsed.strftime("%Y%m%d")
+
+
+def _parse_birth_date(text: str, month_first: bool) -> date | None:
+    text = text.strip()
+    if re.fullmatch(r"\d{8}", text):
+        y, m, d = int(text[:4]), int(text[4:6]), int(text[6:])
+        return _date(y, m, d)
+    m = re.fullmatch(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[T ].*)?", text)
+    if m:
+        return _date(int(m[1]), int(m[2]), int(m[3]))
+    m = re.fullmatch(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})", text)
+    if m:
+        a, b, y = int(m[1]), int(m[2]), int(m[3])
+        if a > 12:
+            return _date(y, b, a)
+        if b > 12:
+            return _date(y, a, b)
+        return _date(y, a, b) if month_first else _date(y, b, a)
+    return None
+
+
+def _date(y: int, m: int, d: int) -> date | None:
+    try:
+        return date(y, m, d)
+    except ValueError:
+        return None
+
+
+def normalize_external_id(value: object) -> str:
+    text = _text(value)
+    if not text:
+        raise _Drop("is empty", "leave it empty or write the id")
+    return text
+
+
+def normalize_lead_id(value: object) -> int:
+    """The Instant Form leadgen_id: 15–17 digits, exact (DOMAIN.md §7)."""
+    fix = "format the column as Plain text and paste the id again"
+    if isinstance(value, bool):
+        raise _Drop("is not a lead id", "paste the 15–17 digit leadgen id")
+    if isinstance(value, int):
+        if abs(value) >= _EXACT_INT:
+            raise _Drop(
+                "is a number too long for the sheet to keep exactly; its digits may be lost",
+                fix,
+            )
+        digits = str(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer() or abs(value) >= _EXACT_INT:
+            raise _Drop("lost digits because the cell is a number", fix)
+        digits = str(int(value))
+        if len(digits) > 15:
+            # A sheet keeps 15 significant digits: anything longer typed as a number is suspect.
+            raise _Drop("lost digits because the cell is a number", fix)
+    else:
+        text = _text(value).lstrip("'")
+        if _SCIENTIFIC.match(text):
+            raise _Drop("lost digits because the cell is a number", fix)
+        digits = text
+    if not _LEAD_ID_TEXT.match(digits):
+        raise _Drop(
+            "is not 15–17 digits",
+            "copy the leadgen id exactly from the Instant Form export",
+        )
+    return int(digits)
+
+
+def _plain(value: object) -> str:
+    text = _cell_text(value).strip()
+    if not text:
+        raise _Drop("is empty", "leave it empty")
+    return text
+
+
+def _first_value(value: object) -> object:
+    if isinstance(value, list | tuple):
+        for item in value:
+            if not _blank(item):
+                return item
+        return None
+    return value
+
+
+def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIdentity:
+    """Normalize and hash every field of `raw` (Meta's keys) on its own.
+
+    `default_country` is used for the country field and as the phone region when the row has no
+    country of its own. Whether the resulting set is strong enough is the planner's call.
+    """
+    user_data: dict[str, object] = {}
+    problems: list[FieldProblem] = []
+    try:
+        fallback = normalize_country(default_country)
+    except _Drop:
+        fallback = "us"
+    country = fallback
+    raw_country = _first_value(raw.get("country"))
+    if not _blank(raw_country):
+        try:
+            country = normalize_country(raw_country)
+        except _Drop as exc:
+            problems.append(FieldProblem("country", shown_safely(raw_country), exc.why, exc.fix))
+        except Exception:
+            problems.append(
+                FieldProblem("country", "(unreadable)", "could not be read", "retype the cell")
+            )
+    user_data["country"] = sha256_hex(country)  # Meta: always send it
+
+    for key in USER_DATA_FIELDS:
+        if key == "country" or key not in raw:
+            continue
+        values = raw[key] if isinstance(raw[key], list | tuple) else [raw[key]]
+        out: list[object] = []
+        for value in values:  # type: ignore[union-attr]
+            if _blank(value):
+                continue
+            try:
+                out.append(_normalize_one(key, value, country))
+            except _Drop as exc:
+                problems.append(FieldProblem(key, shown_safely(value), exc.why, exc.fix))
+            except Exception:  # never raise on a cell, whatever it holds
+                problems.append(
+                    FieldProblem(key, "(unreadable)", "could not be read", "retype the cell")
+                )
+        if out:
+            unique = list(dict.fromkeys(out))
+            user_data[key] = unique[0] if len(unique) == 1 else unique
+    return HashedIdentity(user_data, problems)
+
+
+def _normalize_one(key: str, value: object, country: str) -> object:
+    if key in PLAIN_FIELDS:
+        return normalize_lead_id(value) if key == "lead_id" else _plain(value)
+    text = _cell_text(value).strip()
+    if _SHA256_HEX.match(text):
+        return text.lower()  # already hashed upstream: never hash twice
+    normalized = _normalize_hashed(key, value, country)
+    return sha256_hex(normalized)
+
+
+def _normalize_hashed(key: str, value: object, country: str) -> str:
+    if key == "em":
+        return normalize_email(value)
+    if key == "ph":
+        return normalize_phone(value, country)
+    if key in ("fn", "ln"):
+        return normalize_name(value)
+    if key == "db":
+        return normalize_birth_date(value, month_first=country in _MONTH_FIRST_COUNTRIES)
+    if key == "ge":
+        return normalize_gender(value)
+    if key == "ct":
+        return normalize_city(value)
+    if key == "st":
+        return normalize_state(value, country)
+    if key == "zp":
+        return normalize_zip(value, country)
+    return normalize_external_id(value)
+
+
+# ---- match keys: which identifiers a row carries, and our own strength label -------------
+
+Strength = Literal["strong", "good", "weak", "none"]
+
+# DOMAIN.md §6, Meta v13+: an event whose identifiers are only a subset of one of these sets
+# is rejected.
+INVALID_ALONE: tuple[frozenset[str], ...] = (
+    frozenset({"ct", "country", "st", "zp", "ge", "client_user_agent"}),
+    frozenset({"db", "client_user_agent"}),
+    frozenset({"fn", "ge"}),
+    frozenset({"ln", "ge"}),
+)
+
+
+@dataclass(frozen=True)
+class MatchKeys:
+    """The identifiers an event carries and sheet-bridge's strength label for them.
+
+    The label is ours, not Meta's Event Match Quality (which CRM events do not get): `strong`
+    has a lead id or a click id, or both e-mail and phone; `good` has e-mail, phone or an
+    external id; `weak` has only weaker keys Meta still accepts; `none` would be rejected.
+    """
+
+    keys: tuple[str, ...]
+    strength: Strength
+
+    @property
+    def sendable(self) -> bool:
+        return self.strength != "none"
+
+
+def match_keys(user_data: Mapping[str, object]) -> MatchKeys:
+    keys = frozenset(k for k in user_data if k in USER_DATA_FIELDS)
+    ordered = tuple(k for k in USER_DATA_FIELDS if k in keys)
+    if not keys or any(keys <= invalid for invalid in INVALID_ALONE):
+        return MatchKeys(ordered, "none")
+    if "lead_id" in keys or "fbc" in keys or {"em", "ph"} <= keys:
+        return MatchKeys(ordered, "strong")
+    if keys & {"em", "ph", "external_id"}:
+        return MatchKeys(ordered, "good")
+    return MatchKeys(ordered, "weak")

@@ -1,0 +1,38 @@
+"""A planned stage change → the Conversions API event dict Meta expects (DOMAIN.md §4, §8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def build_event(
+    *,
+    event_name: str,
+    event_time: int,
+    event_id: str,
+    action_source: str,
+    user_data: dict[str, object],
+    lead_status: str,
+    lead_event_source: str,
+    value: float | None = None,
+    currency: str | None = None,
+) -> dict[str, Any]:
+    """One CAPI event. `event_time` is Unix seconds. `custom_data` carries the raw status (for
+    custom conversions) and the two fields that make it a Conversion Leads event."""
+    custom_data: dict[str, Any] = {
+        "lead_status": lead_status,
+        "event_source": "crm",
+        "lead_event_source": lead_event_source,
+    }
+    if value is not None:
+        custom_data["value"] = value
+        if currency:
+            custom_data["currency"] = currency
+    return {
+        "event_name": event_name,
+        "event_time": int(event_time),
+        "event_id": event_id,
+        "action_source": action_source,
+        "user_data": dict(user_data),
+        "custom_data": custom_data,
+    }

@@ -1,0 +1,1 @@
+"""Reading and writing the lead sheet through the Sheets API."""

@@ -1,0 +1,1 @@
+"""One sync pass: the pure plan, the ledger, and the imperative run."""

@@ -1,0 +1,1 @@
+"""The Flask service the Apps Script sidebar calls."""
