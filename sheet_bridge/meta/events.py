@@ -117,8 +117,7 @@ def classify_event_name(name: str, custom: bool = False) -> EventNameCheck:
             name,
             "refused",
             suggestion,
-            f"{name!r} is not a Meta event name (names are case-sensitive); "
-            f"write {suggestion!r}",
+            f"{name!r} is not a Meta event name (names are case-sensitive); write {suggestion!r}",
         )
     if custom:
         return EventNameCheck(

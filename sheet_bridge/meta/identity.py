@@ -10,7 +10,7 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Literal
@@ -101,7 +101,8 @@ class FieldProblem:
     fix: str
 
     def __str__(self) -> str:
-        return f"{FIELD_NAMES.get(self.field, self.field)} {self.shown} dropped: {self.why}; {self.fix}"
+        name = FIELD_NAMES.get(self.field, self.field)
+        return f"{name} {self.shown} dropped: {self.why}; {self.fix}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,14 @@ class _Drop(Exception):
 def sha256_hex(text: str) -> str:
     """Meta's hash: lowercase hex SHA-256 of the UTF-8 bytes of the NFC form."""
     return hashlib.sha256(unicodedata.normalize("NFC", text).encode("utf-8")).hexdigest()
+
+
+def shown_as_sheet(value: object) -> str:
+    """A lead id as the sheet displays it (not personal data): big numbers as 1.23457E+15."""
+    if isinstance(value, float) and abs(value) >= 1e15:
+        mantissa, exponent = f"{value:.5E}".split("E")
+        return repr(f"{mantissa.rstrip('0').rstrip('.')}E+{int(exponent)}")
+    return repr(_cell_text(value)[:40])
 
 
 def shown_safely(value: object) -> str:
@@ -285,14 +294,13 @@ def normalize_birth_date(value: object, month_first: bool) -> str:
 def _parse_birth_date(text: str, month_first: bool) -> date | None:
     text = text.strip()
     if re.fullmatch(r"\d{8}", text):
-        y, m, d = int(text[:4]), int(text[4:6]), int(text[6:])
-        return _date(y, m, d)
-    m = re.fullmatch(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[T ].*)?", text)
-    if m:
-        return _date(int(m[1]), int(m[2]), int(m[3]))
-    m = re.fullmatch(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})", text)
-    if m:
-        a, b, y = int(m[1]), int(m[2]), int(m[3])
+        return _date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    iso = re.fullmatch(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[T ].*)?", text)
+    if iso:
+        return _date(int(iso[1]), int(iso[2]), int(iso[3]))
+    local = re.fullmatch(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})", text)
+    if local:
+        a, b, y = int(local[1]), int(local[2]), int(local[3])
         if a > 12:
             return _date(y, b, a)
         if b > 12:
@@ -391,15 +399,17 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
     for key in USER_DATA_FIELDS:
         if key == "country" or key not in raw:
             continue
-        values = raw[key] if isinstance(raw[key], list | tuple) else [raw[key]]
+        cell = raw[key]
+        values: Sequence[object] = cell if isinstance(cell, list | tuple) else [cell]
         out: list[object] = []
-        for value in values:  # type: ignore[union-attr]
+        for value in values:
             if _blank(value):
                 continue
             try:
                 out.append(_normalize_one(key, value, country))
             except _Drop as exc:
-                problems.append(FieldProblem(key, shown_safely(value), exc.why, exc.fix))
+                shown = shown_as_sheet(value) if key == "lead_id" else shown_safely(value)
+                problems.append(FieldProblem(key, shown, exc.why, exc.fix))
             except Exception:  # never raise on a cell, whatever it holds
                 problems.append(
                     FieldProblem(key, "(unreadable)", "could not be read", "retype the cell")
@@ -454,13 +464,18 @@ INVALID_ALONE: tuple[frozenset[str], ...] = (
 )
 
 
+_NAMES_AND_PLACES = frozenset({"fn", "ln", "ge", "ct", "st", "zp", "country"})
+
+
 @dataclass(frozen=True)
 class MatchKeys:
     """The identifiers an event carries and sheet-bridge's strength label for them.
 
     The label is ours, not Meta's Event Match Quality (which CRM events do not get): `strong`
     has a lead id or a click id, or both e-mail and phone; `good` has e-mail, phone or an
-    external id; `weak` has only weaker keys Meta still accepts; `none` would be rejected.
+    external id; `weak` has only weaker keys Meta still accepts (browser id, IP, birth date);
+    `none` is what Meta rejects (DOMAIN.md §6) and, our own rule, names and places alone:
+    they match nobody, and the country is always sent so it does not count.
     """
 
     keys: tuple[str, ...]
@@ -474,7 +489,7 @@ class MatchKeys:
 def match_keys(user_data: Mapping[str, object]) -> MatchKeys:
     keys = frozenset(k for k in user_data if k in USER_DATA_FIELDS)
     ordered = tuple(k for k in USER_DATA_FIELDS if k in keys)
-    if not keys or any(keys <= invalid for invalid in INVALID_ALONE):
+    if not keys or keys <= _NAMES_AND_PLACES or any(keys <= bad for bad in INVALID_ALONE):
         return MatchKeys(ordered, "none")
     if "lead_id" in keys or "fbc" in keys or {"em", "ph"} <= keys:
         return MatchKeys(ordered, "strong")

@@ -1,0 +1,232 @@
+"""`sheet-bridge check`: everything that would make Meta learn nothing, found before going live."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sheet_bridge.config import BridgeConfig, status_key
+from sheet_bridge.meta.events import classify_event_name, send_window
+
+Level = Literal["ok", "info", "warn", "error"]
+_MARK = {"ok": "ok   ", "info": "info ", "warn": "WARN ", "error": "ERROR"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    text: str
+
+
+@dataclass(frozen=True)
+class StageLine:
+    statuses: tuple[str, ...]
+    event: str
+    verdict: str  # standard | custom | refused | never sent
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "statuses": list(self.statuses),
+            "event": self.event,
+            "verdict": self.verdict,
+            "note": self.note,
+        }
+
+
+@dataclass
+class CheckReport:
+    findings: list[Finding] = field(default_factory=list)
+    stages: list[StageLine] = field(default_factory=list)
+
+    def add(self, level: Level, text: str) -> None:
+        self.findings.append(Finding(level, text))
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+    def warnings(self) -> list[str]:
+        return [f.text for f in self.findings if f.level in ("warn", "error")]
+
+    def text(self) -> str:
+        lines = ["Stages (funnel order):"]
+        width = max((len(", ".join(s.statuses)) for s in self.stages), default=10)
+        for s in self.stages:
+            lines.append(
+                f"  {', '.join(s.statuses):<{width}}  → {s.event:<16} {s.verdict:<11} {s.note}"
+            )
+        lines.append("")
+        lines.extend(f"{_MARK[f.level]} {f.text}" for f in self.findings)
+        lines.append("")
+        if self.ok:
+            lines.append("Ready: nothing found that would make Meta learn nothing.")
+        else:
+            n = sum(1 for f in self.findings if f.level == "error")
+            lines.append(f"Not ready: {n} problem(s) above would make Meta learn nothing.")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "stages": [s.to_json() for s in self.stages],
+            "findings": [{"level": f.level, "text": f.text} for f in self.findings],
+        }
+
+
+def check_stages(config: BridgeConfig, report: CheckReport) -> None:
+    """Each stage's event name: standard, custom by choice, or refused with a suggestion."""
+    for stage in config.stage_map.stages:
+        if not stage.send:
+            report.stages.append(StageLine(stage.statuses, stage.event, "never sent", ""))
+            continue
+        check = classify_event_name(stage.event, stage.custom)
+        note = ""
+        if check.verdict == "refused":
+            report.add("error", check.message)
+            note = f"did you mean {check.suggestion}?" if check.suggestion else "not a Meta event"
+        elif check.verdict == "custom":
+            label = stage.statuses[0]
+            note = (
+                f'create a custom conversion "{label}": event {stage.event}, or '
+                f"Lead where lead_status = {label}"
+            )
+            report.add(
+                "info",
+                f"{stage.event} is a custom event by choice (stage {label}); Meta records it but "
+                f'optimises on it only through a custom conversion: create "{label}" in Events '
+                f"Manager with the rule event = {stage.event} (or Lead where lead_status = "
+                f"{label})",
+            )
+        if stage.negative:
+            note = (note + "; " if note else "") + "negative: never counts as progress"
+        report.stages.append(StageLine(stage.statuses, stage.event, check.verdict, note))
+    positive = [s for s in config.stage_map.positive if s.send]
+    if not positive:
+        report.add("error", "no positive stage is sent: Meta would receive nothing")
+    elif positive[0].event != "Lead":
+        report.add(
+            "warn",
+            f"the first stage sends {positive[0].event}, not Lead; Conversion Leads expects the "
+            "first stage (the lead itself) to be sent too",
+        )
+    values = [(s.label, s.value) for s in positive if s.value is not None]
+    if len(values) < len(positive):
+        missing = [s.label for s in positive if s.value is None]
+        report.add(
+            "warn",
+            f"no value for stage(s) {', '.join(missing)}: send a value with every event so Meta "
+            "can bid on value (the ratio between stages matters most)",
+        )
+    for (a, va), (b, vb) in itertools.pairwise(values):
+        if va is not None and vb is not None and vb < va:
+            report.add("warn", f"stage {b} is worth less ({vb:g}) than the earlier {a} ({va:g})")
+
+
+def check_meta(config: BridgeConfig, report: CheckReport, environ: Mapping[str, str]) -> None:
+    meta = config.meta
+    if meta.access_token(environ):
+        report.add("ok", f"Meta access token found in ${meta.access_token_env}")
+    else:
+        report.add(
+            "error",
+            f"no Meta access token: set the environment variable {meta.access_token_env} "
+            "(Events Manager → your dataset → Settings → Conversions API → Generate access token)",
+        )
+    if "graph.facebook.com" not in meta.graph_url:
+        report.add("info", f"events go to {meta.graph_url}, not Meta (a local fake?)")
+    if meta.test_event_code:
+        report.add(
+            "warn",
+            f"test_event_code {meta.test_event_code!r} is set: test events are NOT a sandbox, "
+            "they count as production data; remove it when you go live",
+        )
+    if meta.action_source != "system_generated":
+        report.add(
+            "warn",
+            f"action_source is {meta.action_source!r}: Conversion Leads (CRM) events use "
+            "system_generated",
+        )
+    days = send_window(meta.action_source).days
+    report.add("info", f"events older than {days} days are marked expired and never sent")
+    server = config.server
+    if not server.shared_secret_env and not server.id_token_audience:
+        report.add(
+            "warn",
+            "[server] has neither shared_secret_env nor id_token_audience: the backend would "
+            "refuse every call from the sidebar",
+        )
+
+
+def check_sheet(config: BridgeConfig, report: CheckReport, sheets: Any = None) -> None:
+    """Open the sheet: headers, statuses in use, lead ids typed as numbers."""
+    from sheet_bridge.sheets.client import SheetsClient, SheetsError
+    from sheet_bridge.sheets.table import TableError
+    from sheet_bridge.sync.rows import column_layout, lead_rows
+
+    client = sheets or SheetsClient(config.sheets, base_dir=_base_dir(config))
+    try:
+        table = client.read_table()
+        layout = column_layout(table, config)
+    except (SheetsError, TableError) as exc:
+        report.add("error", str(exc))
+        return
+    report.add(
+        "ok",
+        f"sheet {table.title!r}, tab {config.sheets.tab!r}: {len(table.rows)} rows, "
+        f"time zone {table.time_zone}, all {len(layout.fields)} configured columns found",
+    )
+    if layout.new_headers:
+        names = ", ".join(name for _, name in layout.new_headers)
+        report.add("info", f"sheet-bridge will add its columns at the end: {names}")
+    rows = lead_rows(table, config, layout)
+    stage_map = config.stage_map
+    unmapped = Counter(
+        r.status.strip() for r in rows if r.status.strip() and stage_map.lookup(r.status) is None
+    )
+    if unmapped:
+        listed = ", ".join(f"{s!r} ({n})" for s, n in unmapped.most_common(8))
+        report.add(
+            "warn",
+            f"statuses in the sheet that no stage maps (never sent): {listed}; add them to "
+            "[[stages]] or fix the cells",
+        )
+    lost = [r.row_number for r in rows if any(p.field == "lead_id" for p in r.field_problems)]
+    if lost:
+        report.add(
+            "warn",
+            f"{len(lost)} lead id(s) typed as numbers lost digits (rows "
+            f"{', '.join(map(str, lost[:10]))}); format the column as Plain text and paste them",
+        )
+    seen = {status_key(r.status) for r in rows}
+    never = [
+        s.label for s in stage_map.stages if not any(status_key(x) in seen for x in s.statuses)
+    ]
+    if rows and never:
+        report.add("info", f"no row is at stage(s) {', '.join(never)} yet")
+
+
+def _base_dir(config: BridgeConfig) -> Any:
+    from pathlib import Path
+
+    return Path(config.source).parent if config.source != "<memory>" else None
+
+
+def run_checks(
+    config: BridgeConfig,
+    *,
+    connect: bool = True,
+    environ: Mapping[str, str] | None = None,
+    sheets: Any = None,
+) -> CheckReport:
+    report = CheckReport()
+    report.add("ok", f"config {config.source} is valid")
+    check_stages(config, report)
+    check_meta(config, report, environ if environ is not None else os.environ)
+    if connect:
+        check_sheet(config, report, sheets)
+    return report

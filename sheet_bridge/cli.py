@@ -1,0 +1,195 @@
+"""The `sheet-bridge` command: demo, sync, check, serve, emulate (thin wrappers over the API)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sheet_bridge import __version__
+from sheet_bridge.config import BridgeConfig, ConfigError, load_config
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(path: str) -> BridgeConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise AssertionError from None  # unreachable: _fail exits
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sheet-bridge")
+@click.option("-v", "--verbose", is_flag=True, help="Log what each step does (no PII, no token).")
+def main(verbose: bool) -> None:
+    """Send CRM lead stages from a Google Sheet to Meta's Conversions API."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-data"),
+    show_default=True,
+    help="Where the demo sheet, its config and the ledger live.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--serve", is_flag=True, help="Keep the playground up to edit cells by hand.")
+@click.option("--port", default=8080, show_default=True, help="Playground port (with --serve).")
+def demo(data_dir: Path, as_json: bool, serve: bool, port: int) -> None:
+    """Seed a local sheet of realistic leads, sync it to a fake Meta, print what happened."""
+    from sheet_bridge.local.demo import outcome_json, render_outcome, run_demo
+
+    outcome = run_demo(data_dir)
+    if as_json:
+        click.echo(json.dumps(outcome_json(outcome, data_dir), indent=2))
+    else:
+        click.echo(render_outcome(outcome, data_dir))
+    if serve:
+        from sheet_bridge.local.playground import serve_playground
+
+        serve_playground(data_dir, port=port)
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    words = {"read": "reading the sheet", "send": "sending to Meta", "write": "writing back"}
+    if stage == "send":
+        click.echo(f"  {words[stage]}: {done}/{total} events", err=True)
+    elif done == 0:
+        click.echo(f"  {words.get(stage, stage)}…", err=True)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
+@click.option("--dry-run", is_flag=True, help="Plan only: nothing is sent or written.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
+    """One full pass over the sheet. Exit 0 when the pass ran (row failures are reported)."""
+    from sheet_bridge.local.demo import format_table, summary_line
+    from sheet_bridge.sync.ledger import LedgerError, SyncBusy
+    from sheet_bridge.sync.run import Bridge, SyncError
+
+    config = _load(config_path)
+    try:
+        bridge = Bridge.from_config(config)
+        if bridge.capi is None and not dry_run:
+            _fail(
+                f"the Meta access token is missing: set the environment variable "
+                f"{config.meta.access_token_env} (generate a CAPI token in Events Manager), "
+                "or use --dry-run"
+            )
+        result = bridge.sync(
+            dry_run=dry_run, trigger="cli", progress=None if as_json else _progress
+        )
+    except SyncBusy:
+        _fail("another sync of this spreadsheet is running; try again in a minute", 3)
+        return
+    except (SyncError, LedgerError) as exc:
+        _fail(str(exc), 1)
+        return
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    labels = {r.row: r.lead_key for r in result.rows}
+    click.echo(format_table(result.rows, labels))
+    click.echo("")
+    click.echo(("Dry run: " if dry_run else "") + summary_line(result.counts))
+    if dry_run:
+        due = sum(1 for r in result.rows if r.outcome == "due")
+        click.echo(f"{due} row(s) would send events; nothing was sent or written.")
+    else:
+        click.echo(
+            f"{result.events_sent} event(s) sent in {result.meta_requests} request(s); "
+            f"{result.cells_written} cell(s) written back in {result.seconds:.1f} s."
+        )
+    for notice in result.notices:
+        click.echo(f"warning: {notice}", err=True)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
+@click.option("--offline", is_flag=True, help="Check the file only; do not open the sheet.")
+def check(config_path: str, offline: bool) -> None:
+    """Before going live: config, columns, event names, token; what Meta will optimise on."""
+    from sheet_bridge.checks import run_checks
+
+    config = _load(config_path)
+    report = run_checks(config, connect=not offline)
+    click.echo(report.text())
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="One bridge TOML, or a folder of them (one per sheet tab).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+def serve(config_path: str, host: str, port: int) -> None:
+    """Run the backend the Apps Script sidebar calls (use gunicorn in production)."""
+    from sheet_bridge.web.app import StartupError, create_app
+
+    try:
+        app = create_app(config_path)
+    except (ConfigError, StartupError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"sheet-bridge backend on http://{host}:{port} (Ctrl-C to stop)", err=True)
+    app.run(host=host, port=port, threaded=True)
+
+
+@main.group()
+def emulate() -> None:
+    """The local stand-ins: a Sheets API emulator and a fake Meta Graph endpoint."""
+
+
+@emulate.command("sheets")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--port", default=8085, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def emulate_sheets(data_path: str, port: int, host: str) -> None:
+    """Serve the Sheets v4 API over a JSON file (written back after each change)."""
+    from sheet_bridge.local.sheets_emulator import serve as serve_sheets
+
+    click.echo(f"Sheets API emulator on http://{host}:{port} over {data_path}", err=True)
+    serve_sheets(data_path, host, port)
+
+
+@emulate.command("meta")
+@click.option("--port", default=8086, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--record", type=click.Path(dir_okay=False), help="Append accepted events here.")
+@click.option(
+    "--token",
+    envvar="META_CAPI_TOKEN",
+    default="local-demo-token",
+    show_default=True,
+    help="The access token the fake accepts (default: $META_CAPI_TOKEN or the demo's).",
+)
+def emulate_meta(port: int, host: str, record: str | None, token: str) -> None:
+    """Serve a fake Meta Graph API that applies Meta's CAPI rules and keeps what it accepts."""
+    from sheet_bridge.local.fake_meta import serve as serve_meta
+
+    click.echo(f"Fake Meta Graph API on http://{host}:{port}", err=True)
+    serve_meta(host, port, record, access_token=token)
+
+
+def run() -> Any:  # pragma: no cover - console-script shim
+    return main()

@@ -1,0 +1,375 @@
+"""`sheet-bridge demo`: a local sheet of realistic leads, the emulator, the fake Meta, one sync."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sheet_bridge.config import BridgeConfig, parse_config
+from sheet_bridge.local import demo_leads as demo
+from sheet_bridge.local.fake_meta import create_fake_meta
+from sheet_bridge.local.server import BackgroundServer
+from sheet_bridge.local.sheets_emulator import create_emulator
+from sheet_bridge.meta.client import CapiClient
+from sheet_bridge.sheets.client import SheetsClient
+from sheet_bridge.sync.ledger import Ledger
+from sheet_bridge.sync.report import RowReport
+from sheet_bridge.sync.run import Bridge, SyncResult, utc_now
+
+SHEETS_PORT = 8085
+META_PORT = 8086
+BACKEND_PORT = 8080
+
+CONFIG_TEMPLATE = """\
+# Written by `sheet-bridge demo`: the demo sheet in the local emulator → the fake Meta.
+# Start both by hand and sync (see README "Run the pieces yourself"):
+#   sheet-bridge emulate sheets --data {data_dir}/sheets.json --port {sheets_port}
+#   sheet-bridge emulate meta --port {meta_port}
+#   META_CAPI_TOKEN={token} sheet-bridge sync --config {data_dir}/bridge.toml
+
+[sheets]
+spreadsheet_id = "{spreadsheet_id}"
+tab = "{tab}"
+api_endpoint = "http://127.0.0.1:{sheets_port}"
+credentials = "anonymous"
+
+[meta]
+pixel_id = "{pixel_id}"
+access_token_env = "META_CAPI_TOKEN"
+graph_url = "http://127.0.0.1:{meta_port}"
+api_version = "v25.0"
+action_source = "system_generated"
+lead_event_source = "Google Sheets"
+default_country = "IN"
+currency = "INR"
+
+[server]
+shared_secret_env = "SHEET_BRIDGE_SECRET"
+ledger = "sheet-bridge.db"
+
+[columns]
+status = "Lead Status"
+status_changed_at = "Status Changed At"
+created_at = "Created At"
+email = "Email"
+phone = "Phone"
+first_name = "First Name"
+last_name = "Last Name"
+city = "City"
+country = "Country"
+lead_id = "Leadgen ID"
+pixel_event_id = "Event ID"
+value = "Deal Value"
+
+[[stages]]
+status = ["New", "New Lead"]
+event = "Lead"
+value = 100
+
+[[stages]]
+status = "MQL"
+event = "QualifiedLead"   # not one of Meta's 17: a deliberate Conversion Leads stage name
+custom = true
+value = 1000
+
+[[stages]]
+status = "SQL"
+event = "Schedule"
+value = 5000
+
+[[stages]]
+status = "Opportunity"
+event = "StartTrial"
+value = 20000
+
+[[stages]]
+status = ["Customer", "Won"]
+event = "Purchase"
+value = 50000
+
+[[stages]]
+status = "On hold"
+event = "Contact"
+send = false
+
+[[stages]]
+status = ["Disqualified", "Junk"]
+event = "Disqualified"
+custom = true
+negative = true
+"""
+
+
+@dataclass
+class DemoEnvironment:
+    """The running pieces of a demo: emulator, fake Meta, and a bridge wired to them."""
+
+    data_dir: Path
+    config: BridgeConfig
+    bridge: Bridge
+    sheets_url: str
+    meta_url: str
+
+
+def write_config(data_dir: Path) -> Path:
+    path = data_dir / "bridge.toml"
+    if not path.exists():
+        path.write_text(
+            CONFIG_TEMPLATE.format(
+                data_dir=data_dir,
+                sheets_port=SHEETS_PORT,
+                meta_port=META_PORT,
+                token=demo.DEMO_TOKEN,
+                spreadsheet_id=demo.DEMO_SPREADSHEET_ID,
+                tab=demo.DEMO_TAB,
+                pixel_id=demo.DEMO_PIXEL_ID,
+            )
+        )
+    return path
+
+
+def seed_sheet(path: Path, rows: list[list[object]]) -> None:
+    data = {
+        "spreadsheets": {
+            demo.DEMO_SPREADSHEET_ID: {
+                "title": "Leads (sheet-bridge demo)",
+                "timeZone": demo.DEMO_TIME_ZONE,
+                "sheets": {demo.DEMO_TAB: rows},
+            }
+        }
+    }
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+
+
+@contextmanager
+def demo_environment(
+    data_dir: Path,
+    *,
+    sheets_port: int = 0,
+    meta_port: int = 0,
+    clock: Callable[[], datetime] | None = None,
+) -> Iterator[DemoEnvironment]:
+    """Start the emulator on the data dir's sheets.json and the fake Meta (port 0 = any free
+    port), and build a bridge for them from the data dir's bridge.toml."""
+    config_path = write_config(data_dir)
+    with ExitStack() as stack:
+        sheets = stack.enter_context(
+            BackgroundServer(create_emulator(data_path=data_dir / "sheets.json"), port=sheets_port)
+        )
+        meta = stack.enter_context(
+            BackgroundServer(
+                create_fake_meta(
+                    access_token=demo.DEMO_TOKEN,
+                    pixel_ids=[demo.DEMO_PIXEL_ID],
+                    record=data_dir / "meta-events.jsonl",
+                ),
+                port=meta_port,
+            )
+        )
+        config = _local_config(config_path, sheets.url, meta.url)
+        ledger = Ledger(config.ledger_path({}))
+        stack.callback(ledger.close)
+        capi = CapiClient.from_config(config.meta, demo.DEMO_TOKEN)
+        stack.callback(capi.close)
+        bridge = Bridge(
+            config,
+            sheets=SheetsClient(config.sheets),
+            ledger=ledger,
+            capi=capi,
+            clock=clock or utc_now,
+        )
+        yield DemoEnvironment(data_dir, config, bridge, sheets.url, meta.url)
+
+
+def _local_config(path: Path, sheets_url: str, meta_url: str) -> BridgeConfig:
+    import tomllib
+
+    data: dict[str, Any] = tomllib.loads(path.read_text())
+    data["sheets"]["api_endpoint"] = sheets_url
+    data["meta"]["graph_url"] = meta_url
+    return parse_config(data, source=str(path))
+
+
+@dataclass
+class DemoOutcome:
+    fresh: bool
+    yesterday: SyncResult | None
+    today: SyncResult
+    edits: int
+    new_rows: int
+    meta_events: int
+    custom_names: dict[str, int]
+
+
+def run_demo(data_dir: Path, *, now: datetime | None = None) -> DemoOutcome:
+    """Seed (first run only), replay yesterday's sync and today's edits, then sync now."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    now = now or datetime.now(UTC)
+    sheet_file = data_dir / "sheets.json"
+    fresh = not sheet_file.exists()
+    day = demo.demo_day(now)
+    if fresh:
+        for stale in (
+            "sheet-bridge.db",
+            "sheet-bridge.db-wal",
+            "sheet-bridge.db-shm",
+            "meta-events.jsonl",
+        ):
+            (data_dir / stale).unlink(missing_ok=True)
+        seed_sheet(sheet_file, day.yesterday_rows)
+    yesterday = None
+    with demo_environment(data_dir) as env:
+        bridge = env.bridge
+        if fresh:
+            real_clock = bridge.clock
+            bridge.clock = lambda: now - timedelta(days=1)
+            yesterday = bridge.sync(trigger="demo: yesterday's hourly sync")
+            bridge.clock = real_clock
+            _apply_today(env, day)
+        today = bridge.sync(trigger="demo")
+    total, custom = recorded_events(data_dir / "meta-events.jsonl")
+    return DemoOutcome(
+        fresh,
+        yesterday,
+        today,
+        len(day.edits) if fresh else 0,
+        len(day.new_rows) if fresh else 0,
+        total,
+        custom,
+    )
+
+
+def _apply_today(env: DemoEnvironment, day: demo.DemoDay) -> None:
+    """What the sales team did since yesterday: status edits (each reported as the onEdit
+    trigger does) and new leads arriving at the bottom of the sheet."""
+    header = demo.HEADER
+    status_col = header.index("Lead Status")
+    changed_col = header.index("Status Changed At")
+    cells: list[tuple[int, int, object]] = []
+    for row, old, new, at in day.edits:
+        cells.append((row, status_col, new))
+        cells.append((row, changed_col, demo.stamp(at)))
+        env.bridge.record_edit(row, old, new, at)
+    first_new = len(day.yesterday_rows) + 1
+    for i, values in enumerate(day.new_rows):
+        cells.extend((first_new + i, col, v) for col, v in enumerate(values) if v != "")
+    env.bridge.sheets.write_cells(cells)
+
+
+def recorded_events(path: Path) -> tuple[int, dict[str, int]]:
+    """Events the fake Meta accepted across demo runs (its --record file), and custom names."""
+    from sheet_bridge.meta.events import STANDARD_EVENTS
+
+    total, custom = 0, dict[str, int]()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            total += 1
+            name = json.loads(line).get("event_name", "")
+            if name not in STANDARD_EVENTS:
+                custom[name] = custom.get(name, 0) + 1
+    return total, custom
+
+
+# ---- printing ---------------------------------------------------------------------------
+
+_RESULT_WORDS = {
+    "sent": "sent",
+    "failed": "FAILED",
+    "expired": "expired",
+    "invalid": "invalid",
+    "skipped": "skipped",
+    "already_sent": "up to date",
+    "due": "due",
+}
+
+
+def lead_label(row: list[object], header: list[object]) -> str:
+    """First name and last initial: enough to find the row, no full personal data printed."""
+
+    def cell(name: str) -> str:
+        i = header.index(name) if name in header else -1
+        return str(row[i]).strip() if 0 <= i < len(row) and row[i] is not None else ""
+
+    first, last = cell("First Name"), cell("Last Name")
+    return (first + (f" {last[0]}." if last else "")).strip() or "(no name)"
+
+
+def format_table(reports: list[RowReport], labels: dict[int, str], width: int = 0) -> str:
+    width = width or max(100, shutil.get_terminal_size((140, 20)).columns)
+    lines = [f"{'Row':>4}  {'Lead':<14} {'Status':<15} {'Result':<10} What happened"]
+    lines.append("-" * min(width, 160))
+    room = max(40, width - 48)
+    for r in sorted(reports, key=lambda r: r.row):
+        text = r.message if len(r.message) <= room else r.message[: room - 1] + "…"
+        lines.append(
+            f"{r.row:>4}  {labels.get(r.row, '')[:14]:<14} {r.status[:15]:<15} "
+            f"{_RESULT_WORDS[r.outcome]:<10} {text}"
+        )
+    return "\n".join(lines)
+
+
+def summary_line(counts: dict[str, int]) -> str:
+    order = ["sent", "already_sent", "expired", "invalid", "skipped", "failed"]
+    words = {"already_sent": "up to date"}
+    return " · ".join(f"{words.get(k, k)} {counts.get(k, 0)}" for k in order)
+
+
+def render_outcome(outcome: DemoOutcome, data_dir: Path) -> str:
+    sheet = json.loads((data_dir / "sheets.json").read_text())
+    rows = sheet["spreadsheets"][demo.DEMO_SPREADSHEET_ID]["sheets"][demo.DEMO_TAB]
+    header = rows[0]
+    labels = {i + 1: lead_label(r, header) for i, r in enumerate(rows) if i > 0}
+    today = outcome.today
+    out = [
+        f"sheet-bridge demo: {len(rows) - 1} leads in a local Google Sheets emulator, synced to "
+        "a fake Meta. Nothing leaves this machine.",
+        "",
+    ]
+    if outcome.fresh and outcome.yesterday is not None:
+        out.append(
+            f"Yesterday's hourly sync sent {outcome.yesterday.events_sent} events. Since then the "
+            f"sales team made {outcome.edits} status edits and {outcome.new_rows} new leads "
+            "arrived. Today's sync:"
+        )
+    else:
+        out.append("Sync on the existing demo data (run `rm -rf demo-data` for a fresh start):")
+    out += ["", format_table(today.rows, labels), ""]
+    out.append(f"This sync: {summary_line(today.counts)}")
+    out.append(
+        f"Sent {today.events_sent} events in {today.meta_requests} request(s) to the fake Meta, "
+        f"which now holds {outcome.meta_events}; wrote {today.cells_written} cells back."
+    )
+    if today.events_sent == 0:
+        out.append("Nothing new to send: every lead's stages are already at Meta (or expired).")
+    if outcome.custom_names:
+        names = ", ".join(f"{k} ({v})" for k, v in sorted(outcome.custom_names.items()))
+        out.append(f"Custom (non-standard) event names Meta received: {names} — deliberate here.")
+    out += [
+        "",
+        f"Files: {data_dir}/sheets.json (the sheet), {data_dir}/bridge.toml (its config), "
+        f"{data_dir}/sheet-bridge.db (the ledger).",
+        f"Next: `sheet-bridge check --config {data_dir}/bridge.toml --offline`, or "
+        "`sheet-bridge demo --serve` to edit cells and click Sync now in the real sidebar.",
+    ]
+    return "\n".join(out)
+
+
+def outcome_json(outcome: DemoOutcome, data_dir: Path) -> dict[str, Any]:
+    return {
+        "fresh": outcome.fresh,
+        "data_dir": str(data_dir),
+        "yesterday": outcome.yesterday.to_json() if outcome.yesterday else None,
+        "summary": outcome.today.to_json(),
+        "edits": outcome.edits,
+        "new_rows": outcome.new_rows,
+        "meta_events": outcome.meta_events,
+        "custom_event_names": outcome.custom_names,
+    }

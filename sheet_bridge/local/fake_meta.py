@@ -1,0 +1,469 @@
+"""A local stand-in for Meta's Graph `/{version}/{pixel_id}/events` with Meta's rules and shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.serving import WSGIRequestHandler, run_simple
+
+from sheet_bridge.meta.events import ACTION_SOURCES, STANDARD_EVENTS, send_window
+from sheet_bridge.meta.identity import HASHED_FIELDS, INVALID_ALONE, USER_DATA_FIELDS
+
+MAX_EVENTS = 1000  # DOMAIN.md §4
+FUTURE_TOLERANCE = 300  # seconds; Meta documents none (DOMAIN.md §5), we allow clock skew
+SUBCODE_TOO_OLD = 2804003  # seen in the wild (DOMAIN.md §4)
+# Meta publishes no table of 2804xxx subcodes (DOMAIN.md §4). These are the fake's own, chosen
+# to look like Meta's so a client cannot tell them from real ones; only 2804003 is real.
+SUBCODE_BAD_NAME = 2804001
+SUBCODE_BAD_TIME = 2804004
+SUBCODE_BAD_SOURCE = 2804005
+SUBCODE_BAD_USER_DATA = 2804006
+SUBCODE_NOT_HASHED = 2804007
+SUBCODE_BAD_LEAD_ID = 2804008
+SUBCODE_BAD_FBC = 2804009
+SUBCODE_BAD_VALUE = 2804010
+SUBCODE_NO_SUCH_OBJECT = 33  # Graph's "object does not exist"
+
+FAULT_MODES = frozenset({"500", "timeout", "throttle", "token_expired"})
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_FBC = re.compile(r"^fb\.[0-2]\.\d+\..+$")
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+_VERSION = re.compile(r"^v\d+\.\d+$")
+_TEN_YEARS = 10 * 365 * 86400
+
+
+@dataclass
+class FakeMetaState:
+    """Everything the fake remembers; one lock guards it (werkzeug serves in threads)."""
+
+    access_token: str
+    pixel_ids: frozenset[str] | None
+    now: Callable[[], float]
+    record: str | None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 0
+    rejections: int = 0
+    custom_event_names: Counter[str] = field(default_factory=Counter)
+    fault_mode: str | None = None
+    fault_count: int = 0
+    fault_delay: float = 3.0
+
+    def reset(self) -> None:
+        with self.lock:
+            self.events.clear()
+            self.requests = 0
+            self.rejections = 0
+            self.custom_event_names.clear()
+            self.fault_mode, self.fault_count, self.fault_delay = None, 0, 3.0
+
+    def take_fault(self) -> tuple[str | None, float]:
+        with self.lock:
+            self.requests += 1
+            if self.fault_mode is None or self.fault_count <= 0:
+                return None, 0.0
+            self.fault_count -= 1
+            mode = self.fault_mode
+            if self.fault_count == 0:
+                self.fault_mode = None
+            return mode, self.fault_delay
+
+
+class Refusal(Exception):
+    """A Graph error: HTTP status and the fields of Meta's error envelope (DOMAIN.md §4)."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        subcode: int | None = None,
+        title: str | None = None,
+        user_msg: str | None = None,
+        transient: bool = False,
+        status: int = 400,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.subcode = subcode
+        self.title = title
+        self.user_msg = user_msg
+        self.transient = transient
+        self.status = status
+
+    def envelope(self) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": "OAuthException",
+            "code": self.code,
+        }
+        if self.subcode is not None:
+            error["error_subcode"] = self.subcode
+        error["is_transient"] = self.transient
+        if self.title is not None:
+            error["error_user_title"] = self.title
+        if self.user_msg is not None:
+            error["error_user_msg"] = self.user_msg
+        error["fbtrace_id"] = _fbtrace_id()
+        return {"error": error}
+
+
+def _fbtrace_id() -> str:
+    return "A" + secrets.token_urlsafe(15)[:20]
+
+
+def _invalid(index: int, subcode: int, title: str, detail: str) -> Refusal:
+    # Meta answers "Invalid parameter" and says in error_user_msg which event and why.
+    return Refusal(
+        100,
+        "Invalid parameter",
+        subcode=subcode,
+        title=title,
+        user_msg=f"{detail} (event at index {index} of data)",
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_event(event: object, index: int, now: float) -> None:
+    """Raise a Refusal when Meta would refuse this event (DOMAIN.md §4, §5, §6)."""
+    if not isinstance(event, dict):
+        raise _invalid(index, SUBCODE_BAD_NAME, "Invalid Event", "Each event must be an object")
+    name = event.get("event_name")
+    if not isinstance(name, str) or not name.strip():
+        raise _invalid(
+            index, SUBCODE_BAD_NAME, "Missing Event Name", "event_name must be a non-empty string"
+        )
+    source = event.get("action_source")
+    if source not in ACTION_SOURCES:
+        raise _invalid(
+            index,
+            SUBCODE_BAD_SOURCE,
+            "Invalid Action Source",
+            f"action_source {source!r} is not one of {', '.join(sorted(ACTION_SOURCES))}",
+        )
+    _check_time(event.get("event_time"), str(source), index, now)
+    user_data = event.get("user_data")
+    if not isinstance(user_data, dict):
+        raise _invalid(
+            index,
+            SUBCODE_BAD_USER_DATA,
+            "Missing User Data",
+            "user_data is required and must be an object with at least one customer identifier",
+        )
+    _check_user_data(user_data, index)
+    custom_data = event.get("custom_data")
+    if custom_data is not None:
+        _check_custom_data(custom_data, index)
+
+
+def _check_time(event_time: object, source: str, index: int, now: float) -> None:
+    if isinstance(event_time, bool) or not isinstance(event_time, int):
+        raise _invalid(
+            index,
+            SUBCODE_BAD_TIME,
+            "Invalid Event Timestamp",
+            f"event_time must be an integer Unix timestamp in seconds; got {event_time!r}",
+        )
+    if event_time >= 10**12 or event_time > now + _TEN_YEARS:
+        raise _invalid(
+            index,
+            SUBCODE_BAD_TIME,
+            "Invalid Event Timestamp",
+            f"event_time {event_time} looks like milliseconds; send Unix seconds",
+        )
+    if event_time > now + FUTURE_TOLERANCE:
+        raise _invalid(
+            index,
+            SUBCODE_BAD_TIME,
+            "Event Timestamp In The Future",
+            f"event_time {event_time} is {event_time - now:.0f} seconds in the future",
+        )
+    window = send_window(source).total_seconds()
+    age = now - event_time
+    if age > window:
+        raise _invalid(
+            index,
+            SUBCODE_TOO_OLD,
+            "Event Timestamp Too Old",
+            f"The timestamp for this event is {age / 86400:.1f} days old; events with "
+            f"action_source {source} must be sent within {window / 86400:.0f} days of when "
+            "they occurred",
+        )
+
+
+def _check_user_data(user_data: Mapping[str, Any], index: int) -> None:
+    present = frozenset(
+        k for k, v in user_data.items() if k in USER_DATA_FIELDS and v not in (None, "", [])
+    )
+    if not present:
+        raise _invalid(
+            index,
+            SUBCODE_BAD_USER_DATA,
+            "Missing Customer Information",
+            "user_data needs at least one customer information parameter",
+        )
+    if any(present <= invalid for invalid in INVALID_ALONE):
+        raise _invalid(
+            index,
+            SUBCODE_BAD_USER_DATA,
+            "Insufficient Customer Information",
+            f"user_data with only {', '.join(sorted(present))} cannot be matched; "
+            "add an e-mail, phone, lead_id or external_id",
+        )
+    for key in HASHED_FIELDS:
+        if key not in user_data:
+            continue
+        value = user_data[key]
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) and _HEX64.match(v) for v in values):
+            raise _invalid(
+                index,
+                SUBCODE_NOT_HASHED,
+                "Value Not Hashed",
+                f"user_data.{key} must be a lowercase hex SHA-256 hash (64 characters) "
+                "or a list of them",
+            )
+    if "lead_id" in user_data:
+        lead_id = user_data["lead_id"]
+        if not _is_int(lead_id) or not 15 <= len(str(abs(lead_id))) <= 17:
+            raise _invalid(
+                index,
+                SUBCODE_BAD_LEAD_ID,
+                "Invalid Lead ID",
+                f"user_data.lead_id must be an integer of 15 to 17 digits; got {lead_id!r}",
+            )
+    if "fbc" in user_data:
+        fbc = user_data["fbc"]
+        if not isinstance(fbc, str) or not _FBC.match(fbc):
+            raise _invalid(
+                index,
+                SUBCODE_BAD_FBC,
+                "Invalid Click ID",
+                "user_data.fbc must look like fb.1.<creation time>.<fbclid>",
+            )
+
+
+def _check_custom_data(custom_data: object, index: int) -> None:
+    if not isinstance(custom_data, dict):
+        raise _invalid(
+            index, SUBCODE_BAD_VALUE, "Invalid Custom Data", "custom_data must be an object"
+        )
+    if "value" not in custom_data:
+        return
+    if not _is_number(custom_data["value"]):
+        raise _invalid(
+            index,
+            SUBCODE_BAD_VALUE,
+            "Invalid Value",
+            f"custom_data.value must be a number; got {custom_data['value']!r}",
+        )
+    currency = custom_data.get("currency")
+    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+        raise _invalid(
+            index,
+            SUBCODE_BAD_VALUE,
+            "Invalid Currency",
+            f"custom_data.currency must be a 3-letter ISO 4217 code when value is sent; "
+            f"got {currency!r}",
+        )
+
+
+def _body() -> dict[str, Any]:
+    """Graph takes JSON, or a form whose `data` is a JSON string."""
+    if request.is_json:
+        parsed = request.get_json(silent=True)
+        if not isinstance(parsed, dict):
+            raise Refusal(100, "Invalid parameter", user_msg="The request body is not valid JSON")
+        return parsed
+    body: dict[str, Any] = dict(request.form.items())
+    if "data" in body:
+        try:
+            body["data"] = json.loads(body["data"])
+        except ValueError:
+            raise Refusal(
+                100, "(#100) param data must be an array.", user_msg="data is not valid JSON"
+            ) from None
+    return body
+
+
+def create_fake_meta(
+    access_token: str = "local-demo-token",
+    pixel_ids: Collection[str] | None = None,
+    now: Callable[[], float] = time.time,
+    record: str | os.PathLike[str] | None = None,
+) -> Flask:
+    """The fake Graph API as a Flask app. `pixel_ids=None` accepts any numeric pixel id;
+    `record` appends each accepted event to that file as a JSON line."""
+    app = Flask(__name__)
+    state = FakeMetaState(
+        access_token=access_token,
+        pixel_ids=frozenset(pixel_ids) if pixel_ids is not None else None,
+        now=now,
+        record=os.fspath(record) if record is not None else None,
+    )
+    app.extensions["fake_meta"] = state
+
+    @app.errorhandler(Refusal)
+    def _refused(exc: Refusal) -> tuple[Response, int]:
+        return jsonify(exc.envelope()), exc.status
+
+    @app.post("/<version>/<pixel_id>/events")
+    def events(version: str, pixel_id: str) -> tuple[Response, int]:
+        mode, delay = state.take_fault()
+        if mode is not None:
+            _serve_fault(mode, delay)
+        try:
+            accepted = _accept(state, version, pixel_id)
+        except Refusal:
+            with state.lock:
+                state.rejections += 1
+            raise
+        return jsonify(
+            {"events_received": accepted, "messages": [], "fbtrace_id": _fbtrace_id()}
+        ), 200
+
+    @app.get("/_fake/events")
+    def fake_events() -> Response:
+        with state.lock:
+            return jsonify({"events": list(state.events)})
+
+    @app.get("/_fake/stats")
+    def fake_stats() -> Response:
+        with state.lock:
+            return jsonify(
+                {
+                    "requests": state.requests,
+                    "events": len(state.events),
+                    "rejections": state.rejections,
+                    "custom_event_names": dict(state.custom_event_names),
+                }
+            )
+
+    @app.post("/_fake/reset")
+    def fake_reset() -> Response:
+        state.reset()
+        return jsonify({"ok": True})
+
+    @app.post("/_fake/faults")
+    def fake_faults() -> tuple[Response, int]:
+        spec = request.get_json(silent=True)
+        if not isinstance(spec, dict) or spec.get("mode") not in FAULT_MODES:
+            modes = ", ".join(sorted(FAULT_MODES))
+            return jsonify({"error": {"message": f"mode must be one of {modes}"}}), 400
+        count, delay = spec.get("count", 1), spec.get("delay", 3.0)
+        if not _is_int(count) or count < 0 or not _is_number(delay) or delay < 0:
+            msg = "count must be a whole number ≥ 0 and delay a number of seconds ≥ 0"
+            return jsonify({"error": {"message": msg}}), 400
+        with state.lock:
+            state.fault_mode = str(spec["mode"]) if count else None
+            state.fault_count = count
+            state.fault_delay = float(delay)
+        return jsonify({"ok": True, "mode": spec["mode"], "count": count}), 200
+
+    return app
+
+
+def _serve_fault(mode: str, delay: float) -> None:
+    """Answer the way Graph does when it is down, throttled, or the token has lapsed."""
+    if mode == "timeout":
+        time.sleep(delay)  # then answer normally: the client should have given up by now
+        return
+    if mode == "500":
+        raise Refusal(
+            2,
+            "An unexpected error has occurred. Please retry your request later.",
+            transient=True,
+            status=500,
+        )
+    if mode == "throttle":
+        raise Refusal(4, "(#4) Application request limit reached", transient=True)
+    raise Refusal(
+        190,
+        "Error validating access token: Session has expired.",
+        subcode=463,
+        user_msg="Session has expired",
+    )
+
+
+def _accept(state: FakeMetaState, version: str, pixel_id: str) -> int:
+    """Validate one events POST; keep every event or none (DOMAIN.md §4)."""
+    if not _VERSION.match(version):
+        raise Refusal(2500, f"Unknown path components: /{version}/{pixel_id}/events")
+    body = _body()
+    token = body.get("access_token") or request.args.get("access_token")
+    if not token or token != state.access_token:
+        raise Refusal(190, "Invalid OAuth access token - Cannot parse access token")
+    known = pixel_id.isdigit() if state.pixel_ids is None else pixel_id in state.pixel_ids
+    if not known:
+        raise Refusal(
+            100,
+            f"Unsupported post request. Object with ID '{pixel_id}' does not exist, cannot be "
+            "loaded due to missing permissions, or does not support this operation.",
+            subcode=SUBCODE_NO_SUCH_OBJECT,
+        )
+    data = body.get("data")
+    if data is None:
+        raise Refusal(100, "(#100) The parameter data is required")
+    if not isinstance(data, list) or not data:
+        raise Refusal(100, "(#100) param data must be a non-empty array")
+    if len(data) > MAX_EVENTS:
+        raise Refusal(
+            100,
+            f"(#100) param data must be an array of at most {MAX_EVENTS} events; got {len(data)}",
+        )
+    now = state.now()
+    for index, event in enumerate(data):
+        check_event(event, index, now)
+    extra: dict[str, Any] = {"pixel_id": pixel_id, "received_at": now}
+    if body.get("test_event_code"):
+        extra["test_event_code"] = body["test_event_code"]
+    kept = [{**event, **extra} for event in data]
+    with state.lock:
+        state.events.extend(kept)
+        state.custom_event_names.update(
+            e["event_name"] for e in kept if e["event_name"] not in STANDARD_EVENTS
+        )
+        if state.record is not None:
+            with open(state.record, "a", encoding="utf-8") as out:
+                out.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in kept)
+    return len(kept)
+
+
+class _QuietQueryHandler(WSGIRequestHandler):
+    """Request log lines without query strings: a token sent as ?access_token= stays unlogged."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path: str | None = getattr(self, "path", None)
+        if path is not None:
+            self.path = path.split("?", 1)[0]
+        self.requestline = re.sub(r"\?\S*", "", self.requestline)
+        try:
+            super().log_request(code, size)
+        finally:
+            if path is not None:
+                self.path = path
+
+
+def serve(host: str, port: int, record: str | None, access_token: str = "local-demo-token") -> None:
+    """Run the fake Meta in the foreground (`sheet-bridge emulate meta`) until interrupted."""
+    app = create_fake_meta(access_token=access_token, record=record)
+    print(f"fake Meta Graph API on http://{host}:{port} (POST /v25.0/<pixel_id>/events)")
+    run_simple(host, port, app, threaded=True, request_handler=_QuietQueryHandler)

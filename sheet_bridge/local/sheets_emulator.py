@@ -1,0 +1,797 @@
+"""A local Google Sheets v4 API on a JSON file: the paths, answers and errors the client meets."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, request
+
+from sheet_bridge.sheets.table import col_index, col_letter, quote_tab
+
+Cell = str | int | float | bool
+Rows = list[list[Cell]]
+
+DEFAULT_TIME_ZONE = "Etc/UTC"
+
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+# What Google says for the statuses a fault can inject, so clients meet the real wording.
+_FAULT_MESSAGES = {
+    403: "The caller does not have permission",
+    429: (
+        "Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute "
+        "per user' of service 'sheets.googleapis.com' for consumer 'project_number:0'."
+    ),
+    500: "Internal error encountered.",
+    503: "The service is currently unavailable.",
+}
+
+
+class ApiError(Exception):
+    """An answer in Google's error envelope: {"error": {"code", "message", "status"}}."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        status = _STATUS.get(self.code, "UNKNOWN")
+        return {"error": {"code": self.code, "message": self.message, "status": status}}
+
+
+# ---------------------------------------------------------------------------------------------
+# A1 ranges
+
+
+@dataclass(frozen=True)
+class GridRange:
+    """A parsed A1 range: 0-based, start inclusive, end exclusive; None = to the sheet's end."""
+
+    tab: str
+    r0: int
+    c0: int
+    r1: int | None
+    c1: int | None
+    single: bool = False  # written as one cell (B3): a write anchored there may spill over
+
+
+_ENDPOINT = re.compile(r"([A-Za-z]{1,3})?([1-9][0-9]*)?")
+
+
+def parse_range(text: str, tabs: list[str]) -> GridRange:
+    """Read A1 notation as Sheets does: `Leads`, `'Bob''s Leads'!A2:F`, `A:C`, `2:5`, `B3`."""
+    bad = ApiError(400, f"Unable to parse range: {text}")
+    s = text.strip()
+    ref: str | None
+    if s.startswith("'"):
+        name, i = [], 1
+        while True:
+            j = s.find("'", i)
+            if j == -1:
+                raise bad
+            name.append(s[i:j])
+            if s[j + 1 : j + 2] == "'":  # '' inside quotes is one '
+                name.append("'")
+                i = j + 2
+                continue
+            rest = s[j + 1 :]
+            break
+        tab = "".join(name)
+        if rest == "":
+            ref = None
+        elif rest.startswith("!") and len(rest) > 1:
+            ref = rest[1:]
+        else:
+            raise bad
+    elif "!" in s:
+        tab, ref = s.rsplit("!", 1)
+    elif s in tabs:
+        tab, ref = s, None
+    elif tabs:
+        # A bare reference such as A1:B2 means the first sheet.
+        tab, ref = tabs[0], s
+    else:
+        raise bad
+    if tab not in tabs:
+        raise bad
+    if ref is None:
+        return GridRange(tab, 0, 0, None, None)
+    parts = ref.split(":")
+    if len(parts) > 2 or not all(parts):
+        raise bad
+    ends = []
+    for part in parts:
+        m = _ENDPOINT.fullmatch(part)
+        if not m or not part:
+            raise bad
+        col = col_index(m.group(1)) if m.group(1) else None
+        row = int(m.group(2)) if m.group(2) else None
+        ends.append((col, row))
+    (cs, rs), (ce, re_) = ends[0], ends[-1]
+    if len(parts) == 1 and (cs is None or rs is None):
+        raise bad  # a single endpoint must be a cell such as B3
+    if cs is None and (ce is not None or re_ is None):
+        raise bad  # 2:F or 2: makes no sense; rows pair with rows (2:5)
+    if rs is None and ce is None:
+        raise bad  # A:5
+    if cs is not None and rs is None and re_ is not None and ce is None:
+        raise bad
+    if cs is not None and ce is not None and ce < cs:
+        cs, ce = ce, cs
+    if rs is not None and re_ is not None and re_ < rs:
+        rs, re_ = re_, rs
+    return GridRange(
+        tab,
+        (rs - 1) if rs is not None else 0,
+        cs if cs is not None else 0,
+        re_ if re_ is not None else None,
+        (ce + 1) if ce is not None else None,
+        single=len(parts) == 1,
+    )
+
+
+def format_range(tab: str, r0: int, c0: int, r1: int, c1: int) -> str:
+    """A1 text for 0-based rows/cols with exclusive ends, quoted as Google quotes tab names."""
+    start = f"{col_letter(c0)}{r0 + 1}"
+    end = f"{col_letter(max(c1, c0 + 1) - 1)}{max(r1, r0 + 1)}"
+    return f"{quote_tab(tab)}!{start}" + (f":{end}" if end != start else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cell values
+
+
+def _empty(v: object) -> bool:
+    return v is None or v == ""  # only "" equals "": 0 and False are values
+
+
+def _trim(row: list[Any]) -> list[Any]:
+    # The API drops trailing empty cells (DOMAIN.md §11): rows come back ragged.
+    end = len(row)
+    while end and _empty(row[end - 1]):
+        end -= 1
+    return row if end == len(row) else row[:end]
+
+
+def _trim_rows(rows: list[list[Any]]) -> None:
+    while rows and not rows[-1]:
+        rows.pop()
+
+
+def format_number(v: int | float) -> str:
+    """A number as a General-format cell shows it: 15 significant digits, then 1.23457E+15."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "#NUM!"
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    if abs(v) >= 1e15 or abs(v) < 1e-9:
+        mantissa, exp = f"{v:.5E}".split("E")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}E{exp[0]}{exp[1:].lstrip('0').zfill(2)}"
+    return f"{v:.15g}"
+
+
+def formatted(v: Cell) -> str:
+    """FORMATTED_VALUE: every cell as the text Sheets displays (no number formats kept here)."""
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, int | float):
+        return format_number(v)
+    return v
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def sheets_number(value: float) -> int | float:
+    """A number as Sheets stores it: a double kept to 15 significant digits, so a 16-digit id
+    written as a number loses digits (1234567890123456789 → 1.23456789012346E+18)."""
+    if not math.isfinite(value):
+        raise ApiError(400, "Invalid value: numbers must be finite")
+    stored = float(f"{value:.15g}")
+    return int(stored) if stored.is_integer() and abs(stored) < 1e15 else stored
+
+
+def raw(v: Cell) -> Cell:
+    """RAW: the value as given; only numbers change, to what a double cell can hold."""
+    if isinstance(v, bool | str):
+        return v
+    return sheets_number(v)
+
+
+def user_entered(v: Cell) -> Cell:
+    """USER_ENTERED: what typing `v` into a cell stores."""
+    if not isinstance(v, str):
+        return raw(v)
+    if v.startswith("'"):
+        return v[1:]  # a leading apostrophe forces text and is not part of the value
+    s = v.strip()
+    if s.upper() in ("TRUE", "FALSE"):
+        return s.upper() == "TRUE"
+    if _NUMBER.fullmatch(s):
+        return sheets_number(float(s))
+    # Real Sheets would also turn typed dates into serials and evaluate "=..." formulas; the
+    # emulator does neither, so such text is stored as the text it is (as RAW stores it).
+    return v
+
+
+def _check_cell(v: object, where: str) -> None:
+    if v is not None and not isinstance(v, str | int | float | bool):
+        raise ApiError(400, f"Invalid value at '{where}': cells hold strings, numbers or booleans")
+
+
+# ---------------------------------------------------------------------------------------------
+# Partial responses (the `fields` parameter)
+
+
+def _parse_fields(mask: str) -> dict[str, Any]:
+    """`properties(title,timeZone),sheets.properties` → {"properties": {...}, "sheets": {...}}."""
+    pos = 0
+
+    def parse_list() -> dict[str, Any]:
+        nonlocal pos
+        tree: dict[str, Any] = {}
+        while pos < len(mask):
+            m = re.compile(r"[A-Za-z0-9_./*]+").match(mask, pos)
+            if not m:
+                raise ApiError(400, f"Invalid field selection {mask}")
+            pos = m.end()
+            node = tree
+            names = re.split(r"[./]", m.group(0))
+            for name in names[:-1]:
+                node = node.setdefault(name, {})
+                if node is None:
+                    break
+            leaf: dict[str, Any] | None = None
+            if pos < len(mask) and mask[pos] == "(":
+                pos += 1
+                leaf = parse_list()
+                if pos >= len(mask) or mask[pos] != ")":
+                    raise ApiError(400, f"Invalid field selection {mask}")
+                pos += 1
+            if node is not None:
+                node[names[-1]] = leaf
+            if pos < len(mask) and mask[pos] == ",":
+                pos += 1
+            elif pos < len(mask) and mask[pos] == ")":
+                return tree
+        return tree
+
+    return parse_list()
+
+
+def _select(obj: Any, tree: dict[str, Any] | None) -> Any:
+    if tree is None or "*" in tree:
+        return obj
+    if isinstance(obj, list):
+        return [_select(item, tree) for item in obj]
+    if isinstance(obj, dict):
+        return {k: _select(obj[k], sub) for k, sub in tree.items() if k in obj}
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# The emulator
+
+
+class SheetsEmulator:
+    """The spreadsheets, the file they live in, call counts and injected faults."""
+
+    def __init__(self, data_path: str | Path | None = None, data: dict[str, Any] | None = None):
+        self.path = Path(data_path) if data_path is not None else None
+        self.lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self.faults: deque[int] = deque()
+        if data is not None:
+            # A JSON round trip is a fast deep copy and proves the data is what the file holds.
+            raw = json.loads(json.dumps(data))
+        elif self.path is not None and self.path.exists():
+            with self.path.open(encoding="utf-8") as f:
+                raw = json.load(f)
+        else:
+            raw = {"spreadsheets": {}}
+        self.data = _normalise(raw, str(self.path or "data"))
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the data file atomically: a temp file in the same folder, then os.replace."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                # No indent: a 100,000-row tab is rewritten after every change.
+                json.dump(self.data, f, ensure_ascii=False, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def spreadsheet(self, sid: str) -> dict[str, Any]:
+        book = self.data["spreadsheets"].get(sid)
+        if book is None:
+            raise ApiError(404, "Requested entity was not found.")
+        return book  # type: ignore[no-any-return]
+
+    def resolve(self, sid: str, text: str) -> tuple[Rows, GridRange]:
+        sheets = self.spreadsheet(sid)["sheets"]
+        rng = parse_range(text, list(sheets))
+        return sheets[rng.tab], rng
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def value_range(self, sid: str, text: str, render: str, major: str) -> dict[str, Any]:
+        rows, rng = self.resolve(sid, text)
+        stop = len(rows) if rng.r1 is None else min(rng.r1, len(rows))
+        block = rows[rng.r0 : stop]
+        if rng.c0 or rng.c1 is not None:
+            block = [_trim(r[rng.c0 : rng.c1]) for r in block]
+        while block and not block[-1]:
+            block.pop()
+        width = max(map(len, rows), default=0)
+        r1 = rng.r1 if rng.r1 is not None else max(len(rows), rng.r0 + 1)
+        c1 = rng.c1 if rng.c1 is not None else max(width, rng.c0 + 1)
+        answer: dict[str, Any] = {
+            "range": format_range(rng.tab, rng.r0, rng.c0, r1, c1),
+            "majorDimension": major,
+        }
+        if render == "FORMATTED_VALUE":
+            block = [[formatted(v) for v in r] for r in block]
+        if major == "COLUMNS" and block:
+            cols = max(map(len, block))
+            block = [_trim([r[j] if j < len(r) else "" for r in block]) for j in range(cols)]
+        if block:  # an empty range has no "values" key at all (DOMAIN.md §11)
+            answer["values"] = block
+        return answer
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def write(
+        self, sid: str, text: str, values: Any, input_option: str, major: str = "ROWS"
+    ) -> dict[str, Any]:
+        rows, rng = self.resolve(sid, text)
+        grid = self._grid(values, major)
+        if rng.single:
+            # Sheets takes a lone cell as the top-left corner of whatever is written.
+            rng = GridRange(rng.tab, rng.r0, rng.c0, None, None)
+        return self._put(sid, rows, rng.tab, rng, rng.r0, grid, input_option)
+
+    def _grid(self, values: Any, major: str) -> list[list[Any]]:
+        if values is None:
+            return []
+        if not isinstance(values, list) or not all(isinstance(r, list) for r in values):
+            raise ApiError(400, "Invalid values: expected a list of rows (lists of cells)")
+        for i, r in enumerate(values):
+            for j, v in enumerate(r):
+                _check_cell(v, f"data.values[{i}][{j}]")
+        if major == "COLUMNS" and values:
+            height = max(map(len, values))
+            return [[c[i] if i < len(c) else None for c in values] for i in range(height)]
+        return values
+
+    def _put(
+        self,
+        sid: str,
+        rows: Rows,
+        tab: str,
+        rng: GridRange,
+        top: int,
+        grid: list[list[Any]],
+        input_option: str,
+    ) -> dict[str, Any]:
+        answer: dict[str, Any] = {"spreadsheetId": sid}
+        if not grid:
+            return answer
+        width = max(map(len, grid))
+        if rng.r1 is not None and top + len(grid) > rng.r1:
+            within = format_range(tab, rng.r0, rng.c0, rng.r1, rng.c1 or rng.c0 + 1)
+            raise ApiError(
+                400,
+                f"Requested writing within range [{within}], but tried writing to row "
+                f"[{top + len(grid)}]",
+            )
+        if rng.c1 is not None and rng.c0 + width > rng.c1:
+            within = format_range(tab, rng.r0, rng.c0, rng.r1 or rng.r0 + 1, rng.c1)
+            raise ApiError(
+                400,
+                f"Requested writing within range [{within}], but tried writing to column "
+                f"[{col_letter(rng.c0 + width - 1)}]",
+            )
+        convert: Callable[[Cell], Cell] = user_entered if input_option == "USER_ENTERED" else raw
+        cells, touched_rows, touched_cols = 0, 0, set()
+        while len(rows) < top + len(grid):
+            rows.append([])
+        for i, values in enumerate(grid):
+            row = rows[top + i]
+            wrote = False
+            for j, v in enumerate(values):
+                if v is None:  # null in a write means "leave this cell as it is"
+                    continue
+                c = rng.c0 + j
+                if len(row) <= c:
+                    row.extend([""] * (c + 1 - len(row)))
+                row[c] = convert(v)
+                cells += 1
+                wrote = True
+                touched_cols.add(c)
+            if wrote:
+                touched_rows += 1
+            rows[top + i] = _trim(row)
+        _trim_rows(rows)
+        answer["updatedRange"] = format_range(tab, top, rng.c0, top + len(grid), rng.c0 + width)
+        if cells:
+            answer |= {
+                "updatedRows": touched_rows,
+                "updatedColumns": len(touched_cols),
+                "updatedCells": cells,
+            }
+        return answer
+
+    def append(
+        self, sid: str, text: str, values: Any, input_option: str, insert: str, major: str
+    ) -> dict[str, Any]:
+        rows, rng = self.resolve(sid, text)
+        grid = self._grid(values, major)
+        # The table is the block of rows with data in the range's columns; new rows go below
+        # its last non-empty row.
+        last = -1
+        stop = len(rows) if rng.r1 is None else min(rng.r1, len(rows))
+        for i in range(stop - 1, rng.r0 - 1, -1):
+            if _trim(rows[i][rng.c0 : rng.c1]):
+                last = i
+                break
+        top = max(last + 1, rng.r0)
+        answer: dict[str, Any] = {"spreadsheetId": sid}
+        if last >= 0:
+            width = max(len(_trim(r[rng.c0 : rng.c1])) for r in rows[rng.r0 : last + 1])
+            answer["tableRange"] = format_range(rng.tab, rng.r0, rng.c0, last + 1, rng.c0 + width)
+        if insert == "INSERT_ROWS" and top < len(rows):
+            rows[top:top] = [[] for _ in grid]
+        open_range = GridRange(rng.tab, top, rng.c0, None, None)
+        answer["updates"] = self._put(sid, rows, rng.tab, open_range, top, grid, input_option)
+        return answer
+
+    def clear(self, sid: str, text: str) -> dict[str, Any]:
+        rows, rng = self.resolve(sid, text)
+        stop = len(rows) if rng.r1 is None else min(rng.r1, len(rows))
+        for i in range(rng.r0, stop):
+            row = rows[i]
+            end = len(row) if rng.c1 is None else min(rng.c1, len(row))
+            for c in range(rng.c0, end):
+                row[c] = ""
+            rows[i] = _trim(row)
+        _trim_rows(rows)
+        width = max(map(len, rows), default=0)
+        r1 = rng.r1 if rng.r1 is not None else max(len(rows), rng.r0 + 1)
+        c1 = rng.c1 if rng.c1 is not None else max(width, rng.c0 + 1)
+        return {"spreadsheetId": sid, "clearedRange": format_range(rng.tab, rng.r0, rng.c0, r1, c1)}
+
+    # -- spreadsheet level ----------------------------------------------------------------
+
+    def describe(self, sid: str) -> dict[str, Any]:
+        book = self.spreadsheet(sid)
+        return {
+            "spreadsheetId": sid,
+            "properties": {
+                "title": book["title"],
+                "locale": "en_US",
+                "autoRecalc": "ON_CHANGE",
+                "timeZone": book["timeZone"],
+            },
+            "sheets": [
+                {"properties": self._sheet_properties(i, tab, rows)}
+                for i, (tab, rows) in enumerate(book["sheets"].items())
+            ],
+            "spreadsheetUrl": f"https://docs.google.com/spreadsheets/d/{sid}/edit",
+        }
+
+    @staticmethod
+    def _sheet_properties(i: int, tab: str, rows: Rows) -> dict[str, Any]:
+        # sheetId: the first tab is 0 as in Google; later ones keep their position (tabs are
+        # only ever added here, so ids stay stable). The grid is at least Google's 1000 x 26.
+        return {
+            "sheetId": i,
+            "title": tab,
+            "index": i,
+            "sheetType": "GRID",
+            "gridProperties": {
+                "rowCount": max(1000, len(rows)),
+                "columnCount": max(26, max(map(len, rows), default=0)),
+            },
+        }
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """spreadsheets.create: a new spreadsheet with the tabs asked for (default Sheet1)."""
+        props = body.get("properties") or {}
+        sid = str(body.get("spreadsheetId") or "")  # a test may pick the id; Google never does
+        while not sid or sid in self.data["spreadsheets"]:
+            sid = "emu-" + uuid.uuid4().hex[:20]
+        tabs = [
+            str((s.get("properties") or {}).get("title") or "") for s in body.get("sheets") or []
+        ]
+        tabs = [t or f"Sheet{i + 1}" for i, t in enumerate(tabs)] or ["Sheet1"]
+        self.data["spreadsheets"][sid] = {
+            "title": str(props.get("title") or "Untitled spreadsheet"),
+            "timeZone": str(props.get("timeZone") or DEFAULT_TIME_ZONE),
+            "sheets": {t: [] for t in tabs},
+        }
+        return self.describe(sid)
+
+    def batch_update(self, sid: str, body: dict[str, Any]) -> dict[str, Any]:
+        book = self.spreadsheet(sid)
+        requests = body.get("requests") or []
+        titles: list[str] = []
+        for n, req in enumerate(requests):
+            if not isinstance(req, dict) or set(req) != {"addSheet"}:
+                raise ApiError(400, f"Invalid requests[{n}]: only addSheet is emulated")
+            title = str(((req["addSheet"] or {}).get("properties") or {}).get("title") or "")
+            if not title:
+                title = f"Sheet{len(book['sheets']) + len(titles) + 1}"
+            if title in book["sheets"] or title in titles:
+                raise ApiError(
+                    400,
+                    f'Invalid requests[{n}].addSheet: A sheet with the name "{title}" already '
+                    "exists. Please enter another name.",
+                )
+            titles.append(title)
+        replies = []
+        for title in titles:
+            book["sheets"][title] = []
+            i = len(book["sheets"]) - 1
+            replies.append({"addSheet": {"properties": self._sheet_properties(i, title, [])}})
+        return {"spreadsheetId": sid, "replies": replies}
+
+
+def _normalise(raw: Any, source: str) -> dict[str, Any]:
+    """Check the data file's shape (DESIGN.md "Emulator data file") and trim empty ends."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("spreadsheets", {}), dict):
+        raise ValueError(f'{source}: expected {{"spreadsheets": {{"<id>": {{...}}}}}}')
+    books = raw.setdefault("spreadsheets", {})
+    for sid, book in books.items():
+        if not isinstance(book, dict) or not isinstance(book.get("sheets", {}), dict):
+            raise ValueError(f'{source}: spreadsheet {sid!r} needs "sheets": {{"<tab>": [[...]]}}')
+        book.setdefault("title", sid)
+        book.setdefault("timeZone", DEFAULT_TIME_ZONE)
+        sheets = book.setdefault("sheets", {})
+        for tab, rows in sheets.items():
+            if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+                raise ValueError(f"{source}: tab {tab!r} of {sid!r} must be a list of rows")
+            for i, row in enumerate(rows):
+                if any(v is None for v in row):
+                    row = ["" if v is None else v for v in row]
+                rows[i] = _trim(row)
+            _trim_rows(rows)
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP
+
+_VERB = re.compile(r"(.*):(append|clear|batchGet|batchUpdate|batchClear)")
+
+
+def create_emulator(
+    data_path: str | Path | None = None, data: dict[str, Any] | None = None
+) -> Flask:
+    """The emulator as a Flask app; `data` (else the file at `data_path`) is the starting state."""
+    emu = SheetsEmulator(data_path, data)
+    app = Flask(__name__)
+    app.extensions["sheets_emulator"] = emu
+
+    def reply(obj: Any, status: int = 200) -> Response:
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        return Response(body, status=status, content_type="application/json; charset=UTF-8")
+
+    @app.get("/_emulator/stats")
+    def stats() -> Response:
+        with emu.lock:
+            return reply({**emu.calls, "total": sum(emu.calls.values())})
+
+    @app.post("/_emulator/stats/reset")
+    def reset_stats() -> Response:
+        with emu.lock:
+            emu.calls.clear()
+        return reply({"ok": True})
+
+    @app.post("/_emulator/faults")
+    def faults() -> Response:
+        spec = request.get_json(silent=True) or {}
+        status, count = spec.get("status"), spec.get("count", 1)
+        if not isinstance(status, int) or not 400 <= status <= 599 or not isinstance(count, int):
+            return reply({"error": 'send {"status": 429|500|403, "count": N}'}, 400)
+        with emu.lock:
+            emu.faults.extend([status] * count)
+        return reply({"ok": True, "pending": len(emu.faults)})
+
+    @app.get("/_emulator/data")
+    def dump() -> Response:
+        with emu.lock:
+            return reply(emu.data)
+
+    def run(method: str, handler: Handler, sid: str) -> Response:
+        """Count the call, answer an injected fault if one is due, else run it; save changes."""
+        try:
+            with emu.lock:
+                emu.calls[method] += 1
+                if emu.faults:
+                    code = emu.faults.popleft()
+                    raise ApiError(code, _FAULT_MESSAGES.get(code, "Injected fault."))
+                answer, changed = handler(sid)
+                if changed:
+                    emu.save()
+                return reply(answer)
+        except ApiError as exc:
+            return reply(exc.body(), exc.code)
+
+    @app.post("/v4/spreadsheets")
+    def create() -> Response:
+        body = request.get_json(silent=True) or {}
+        return run("spreadsheets.create", lambda _: (emu.create(body), True), "")
+
+    @app.route("/v4/spreadsheets/<path:rest>", methods=["GET", "POST", "PUT"])
+    def api(rest: str) -> Response:
+        # The path is decoded here; ranges are the tail, so a tab name may even hold '/'.
+        sid, _, tail = rest.partition("/")
+        verb = ""
+        if not tail and ":" in sid:
+            sid, _, verb = sid.partition(":")
+        try:
+            method, handler = _route(emu, request.method, tail, verb)
+        except ApiError as exc:
+            return reply(exc.body(), exc.code)
+        return run(method, handler, sid)
+
+    @app.errorhandler(404)
+    def not_found(_: Exception) -> Response:
+        return reply(ApiError(404, f"Not found: {request.path}").body(), 404)
+
+    return app
+
+
+Handler = Callable[[str], tuple[dict[str, Any], bool]]
+
+
+def _route(emu: SheetsEmulator, http: str, tail: str, verb: str) -> tuple[str, Handler]:
+    """Which API method a request is, and the function that answers it (given the sheet id)."""
+    args = request.args
+
+    def body() -> dict[str, Any]:
+        obj = request.get_json(silent=True)
+        if not isinstance(obj, dict):
+            raise ApiError(400, "Invalid JSON payload received.")
+        return obj
+
+    def input_option(value: str | None) -> str:
+        if not value:
+            raise ApiError(400, "'valueInputOption' is required but not specified")
+        if value not in ("RAW", "USER_ENTERED"):
+            raise ApiError(400, f"Invalid valueInputOption {value!r}: use RAW or USER_ENTERED")
+        return value
+
+    render = args.get("valueRenderOption", "FORMATTED_VALUE")
+    major = args.get("majorDimension", "ROWS")
+
+    if tail == "" and verb == "" and http == "GET":
+        fields = args.get("fields")
+
+        def get_book(sid: str) -> tuple[dict[str, Any], bool]:
+            answer = emu.describe(sid)
+            return (_select(answer, _parse_fields(fields)) if fields else answer), False
+
+        return "spreadsheets.get", get_book
+    if tail == "" and verb == "batchUpdate" and http == "POST":
+        return "spreadsheets.batchUpdate", lambda sid: (emu.batch_update(sid, body()), True)
+    if tail == "values:batchGet" and http == "GET":
+        ranges = args.getlist("ranges")
+
+        def batch_get(sid: str) -> tuple[dict[str, Any], bool]:
+            got = [emu.value_range(sid, r, render, major) for r in ranges]
+            return {"spreadsheetId": sid, "valueRanges": got}, False
+
+        return "values.batchGet", batch_get
+    if tail == "values:batchUpdate" and http == "POST":
+
+        def batch_update(sid: str) -> tuple[dict[str, Any], bool]:
+            b = body()
+            option = input_option(b.get("valueInputOption"))
+            data = b.get("data") or []
+            emu.spreadsheet(sid)
+            # Check every range first so a bad one changes nothing, as in Sheets.
+            for d in data:
+                emu.resolve(sid, str(d.get("range", "")))
+                emu._grid(d.get("values"), d.get("majorDimension", "ROWS"))
+            answers = [
+                emu.write(sid, d["range"], d.get("values"), option, d.get("majorDimension", "ROWS"))
+                for d in data
+            ]
+            totals = {
+                "totalUpdatedRows": sum(a.get("updatedRows", 0) for a in answers),
+                "totalUpdatedColumns": sum(a.get("updatedColumns", 0) for a in answers),
+                "totalUpdatedCells": sum(a.get("updatedCells", 0) for a in answers),
+                "totalUpdatedSheets": len(
+                    {a["updatedRange"].rsplit("!", 1)[0] for a in answers if "updatedCells" in a}
+                ),
+            }
+            answer = {"spreadsheetId": sid, **{k: v for k, v in totals.items() if v}}
+            answer["responses"] = answers
+            return answer, bool(totals["totalUpdatedCells"])
+
+        return "values.batchUpdate", batch_update
+    if tail == "values:batchClear" and http == "POST":
+
+        def batch_clear(sid: str) -> tuple[dict[str, Any], bool]:
+            got = [emu.clear(sid, r)["clearedRange"] for r in body().get("ranges") or []]
+            return {"spreadsheetId": sid, "clearedRanges": got}, True
+
+        return "values.batchClear", batch_clear
+    if tail.startswith("values/"):
+        text = tail[len("values/") :]
+        m = _VERB.fullmatch(text)
+        action = ""
+        if m and m.group(2) in ("append", "clear"):
+            text, action = m.group(1), m.group(2)
+        if action == "" and http == "GET":
+            return "values.get", lambda sid: (emu.value_range(sid, text, render, major), False)
+        if action == "" and http == "PUT":
+
+            def update(sid: str) -> tuple[dict[str, Any], bool]:
+                b = body()
+                option = input_option(args.get("valueInputOption"))
+                answer = emu.write(
+                    sid, text, b.get("values"), option, b.get("majorDimension", "ROWS")
+                )
+                return answer, "updatedCells" in answer
+
+            return "values.update", update
+        if action == "append" and http == "POST":
+
+            def append(sid: str) -> tuple[dict[str, Any], bool]:
+                b = body()
+                option = input_option(args.get("valueInputOption"))
+                insert = args.get("insertDataOption", "OVERWRITE")
+                answer = emu.append(
+                    sid, text, b.get("values"), option, insert, b.get("majorDimension", "ROWS")
+                )
+                return answer, "updatedCells" in answer["updates"]
+
+            return "values.append", append
+        if action == "clear" and http == "POST":
+            return "values.clear", lambda sid: (emu.clear(sid, text), True)
+    raise ApiError(404, f"The emulator does not serve {http} /v4/spreadsheets/.../{tail or verb}")
+
+
+def serve(data_path: str, host: str, port: int) -> None:
+    """Run the emulator in the foreground until interrupted (`sheet-bridge emulate sheets`)."""
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, create_emulator(data_path), threaded=True)

@@ -1,0 +1,450 @@
+"""The lead sheet through the Sheets API: credentials, a one-call read, write-back, log append."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sheet_bridge.config import LOG_TAB, SheetsConfig
+from sheet_bridge.sheets.table import SheetTable, a1_range, quote_tab
+
+SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
+# Keep each write under 2 MB (DOMAIN.md §11); one batchUpdate carries everything below that.
+MAX_PAYLOAD_BYTES = 2_000_000
+# Time zone and tab names change rarely; re-read them now and then so a long-running server
+# notices a changed spreadsheet time zone.
+METADATA_TTL_SECONDS = 15 * 60
+
+
+class SheetsError(Exception):
+    """The Sheets API refused or failed; the message says what to do."""
+
+
+class SheetsAccessDenied(SheetsError):
+    """403/401: the account cannot open the spreadsheet."""
+
+
+class SheetsNotFound(SheetsError):
+    """404, or a tab that does not exist."""
+
+
+class SheetsTabNotFound(SheetsNotFound):
+    """The spreadsheet opens but has no tab of that name."""
+
+
+class SheetsQuotaExceeded(SheetsError):
+    """429 after every retry: the per-minute quota is used up."""
+
+
+class SheetsUnavailable(SheetsError):
+    """5xx or network failure after every retry."""
+
+
+@dataclass(frozen=True)
+class SpreadsheetInfo:
+    """What spreadsheets.get tells us: the title, time zone and tab names."""
+
+    title: str
+    time_zone: str
+    tabs: tuple[str, ...]
+    fetched_at: float
+
+
+# One entry per (endpoint, spreadsheet): a steady-state read is a single values.get.
+_metadata: dict[tuple[str, str], SpreadsheetInfo] = {}
+_metadata_lock = threading.Lock()
+
+
+def clear_metadata_cache() -> None:
+    """Forget every cached spreadsheet title/time zone (tests, or after renaming tabs)."""
+    with _metadata_lock:
+        _metadata.clear()
+
+
+def _is_loopback(url: str | None) -> bool:
+    host = urlsplit(url or "").hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def build_service(
+    config: SheetsConfig, *, user_token: str | None = None, base_dir: Path | None = None
+) -> Any:
+    """A googleapiclient Sheets v4 service for this config, built offline from the bundled
+    discovery document; `api_endpoint` (the emulator) replaces Google's host when set."""
+    from googleapiclient.discovery import build
+
+    return build(
+        "sheets",
+        "v4",
+        credentials=_credentials(config, user_token, base_dir),
+        static_discovery=True,
+        cache_discovery=False,
+        client_options={"api_endpoint": config.api_endpoint} if config.api_endpoint else None,
+    )
+
+
+def _key_file(config: SheetsConfig, base_dir: Path | None) -> Path:
+    path = Path(config.service_account_file or "")
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def _credentials(config: SheetsConfig, user_token: str | None, base_dir: Path | None) -> Any:
+    if config.credentials == "service_account":
+        from google.oauth2 import service_account
+
+        path = _key_file(config, base_dir)
+        try:
+            # google-auth ships partial type hints; these constructors are unannotated.
+            return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+                str(path), scopes=SCOPES
+            )
+        except FileNotFoundError:
+            raise SheetsError(
+                f"The service account key file {path} does not exist; download the JSON key "
+                "of the service account and set service_account_file to its path"
+            ) from None
+        except (ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise SheetsError(
+                f"{path} is not a service account JSON key ({exc}); download a new key "
+                "(IAM → Service accounts → Keys → Add key → JSON)"
+            ) from None
+    if config.credentials == "user_token":
+        from google.oauth2.credentials import Credentials
+
+        if not user_token:
+            raise SheetsError(
+                "credentials = 'user_token' needs the signed-in user's OAuth token; none was given"
+            )
+        return Credentials(user_token)  # type: ignore[no-untyped-call]
+    if not _is_loopback(config.api_endpoint):
+        # Never send anonymous calls to Google: it would only answer 401/403.
+        raise SheetsError(
+            "credentials = 'anonymous' only works with the local emulator; set api_endpoint "
+            "to http://127.0.0.1:PORT"
+        )
+    from google.auth.credentials import AnonymousCredentials
+
+    return AnonymousCredentials()  # type: ignore[no-untyped-call]
+
+
+class SheetsClient:
+    """Reads the lead tab and writes outcomes back; every operation is one API call plus retries.
+
+    Not thread-safe (httplib2 underneath is not): give each thread its own client.
+    """
+
+    def __init__(
+        self,
+        config: SheetsConfig,
+        service: Any = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        max_attempts: int = 5,
+        user_token: str | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self.service = (
+            service
+            if service is not None
+            else build_service(config, user_token=user_token, base_dir=base_dir)
+        )
+        self.sleep = sleep
+        self.max_attempts = max(1, max_attempts)
+        self.stats = 0  # API calls made, retries included
+
+    # -- public operations ----------------------------------------------------------------
+
+    def read_table(self) -> SheetTable:
+        """The whole tab in one values.get: stored values, dates as serial numbers."""
+        tab = self.config.tab
+        info = self._info()
+        request = (
+            self.service.spreadsheets()
+            .values()
+            .get(
+                spreadsheetId=self.config.spreadsheet_id,
+                range=quote_tab(tab),  # a bare tab name is the whole tab
+                valueRenderOption="UNFORMATTED_VALUE",  # numbers as numbers, text as text
+                dateTimeRenderOption="SERIAL_NUMBER",
+                majorDimension="ROWS",
+            )
+        )
+        answer = self._execute(request, tab=tab)
+        values: list[list[object]] = answer.get("values", [])  # no key when the tab is empty
+        return SheetTable(
+            title=info.title,
+            tab=tab,
+            time_zone=info.time_zone,
+            header=list(values[0]) if values else [],
+            rows=values[1:],
+            first_row=2,
+        )
+
+    def write_cells(self, cells: Sequence[tuple[int, int, object]]) -> int:
+        """Write (row 1-based, col 0-based, value) cells in one values.batchUpdate (RAW).
+
+        Horizontally adjacent cells of a row go as one range. RAW keeps a message that starts
+        with "=" as text (DOMAIN.md §11). None clears a cell. Returns the number of cells.
+        """
+        by_cell: dict[tuple[int, int], object] = {}
+        for row, col, value in cells:
+            by_cell[(row, col)] = _cell_value(value, row, col)
+        if not by_cell:
+            return 0
+        data: list[dict[str, Any]] = []
+        run: list[object] = []
+        start: tuple[int, int] | None = None
+        prev: tuple[int, int] | None = None
+        for key in sorted(by_cell):
+            if prev is not None and start is not None and key == (prev[0], prev[1] + 1):
+                run.append(by_cell[key])
+            else:
+                if start is not None:
+                    data.append(self._range_data(start, run))
+                start, run = key, [by_cell[key]]
+            prev = key
+        assert start is not None
+        data.append(self._range_data(start, run))
+        for chunk in _chunks(data, MAX_PAYLOAD_BYTES):
+            request = (
+                self.service.spreadsheets()
+                .values()
+                .batchUpdate(
+                    spreadsheetId=self.config.spreadsheet_id,
+                    body={"valueInputOption": "RAW", "data": chunk},
+                )
+            )
+            self._execute(request, tab=self.config.tab)
+        return len(by_cell)
+
+    def append_log(self, rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
+        """Append rows to the CAPI Log tab in one values.append; create the tab when missing."""
+        if not rows:
+            return
+        values = [list(r) for r in rows]
+        try:
+            self._append(values)
+        except SheetsTabNotFound:
+            if not self._add_sheet(LOG_TAB):
+                # Another run created it a moment ago, header included.
+                self._append(values)
+                return
+            self._append([list(header), *values])
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def _range_data(self, start: tuple[int, int], run: list[object]) -> dict[str, Any]:
+        row, col = start
+        end_col = col + len(run) - 1
+        return {"range": a1_range(self.config.tab, row, col, row, end_col), "values": [run]}
+
+    def _append(self, values: list[list[object]]) -> None:
+        request = (
+            self.service.spreadsheets()
+            .values()
+            .append(
+                spreadsheetId=self.config.spreadsheet_id,
+                range=quote_tab(LOG_TAB),
+                valueInputOption="RAW",
+                insertDataOption="INSERT_ROWS",
+                body={"values": values},
+            )
+        )
+        self._execute(request, tab=LOG_TAB)
+
+    def _add_sheet(self, title: str) -> bool:
+        """Add a tab; False when it already exists (someone else just made it)."""
+        request = self.service.spreadsheets().batchUpdate(
+            spreadsheetId=self.config.spreadsheet_id,
+            body={"requests": [{"addSheet": {"properties": {"title": title}}}]},
+        )
+        try:
+            self._execute(request)
+        except SheetsError as exc:
+            if "already exists" in str(exc):
+                return False
+            raise
+        self._forget_info()
+        return True
+
+    def _cache_key(self) -> tuple[str, str]:
+        return (self.config.api_endpoint or "google", self.config.spreadsheet_id)
+
+    def _forget_info(self) -> None:
+        with _metadata_lock:
+            _metadata.pop(self._cache_key(), None)
+
+    def _info(self, *, fresh: bool = False) -> SpreadsheetInfo:
+        key = self._cache_key()
+        with _metadata_lock:
+            cached = _metadata.get(key)
+        if (
+            cached is not None
+            and not fresh
+            and time.monotonic() - cached.fetched_at < METADATA_TTL_SECONDS
+        ):
+            return cached
+        request = self.service.spreadsheets().get(
+            spreadsheetId=self.config.spreadsheet_id,
+            fields="properties(title,timeZone),sheets.properties(title,sheetId)",
+        )
+        answer = self._execute(request)
+        props = answer.get("properties", {})
+        info = SpreadsheetInfo(
+            title=str(props.get("title", "")),
+            time_zone=str(props.get("timeZone") or "Etc/UTC"),
+            tabs=tuple(str(s["properties"]["title"]) for s in answer.get("sheets", [])),
+            fetched_at=time.monotonic(),
+        )
+        with _metadata_lock:
+            _metadata[key] = info
+        return info
+
+    def _execute(self, request: Any, *, tab: str | None = None) -> dict[str, Any]:
+        """Run one request, retrying 429/5xx/network errors with exponential backoff."""
+        from google.auth.exceptions import RefreshError, TransportError
+        from googleapiclient.errors import HttpError
+        from httplib2 import HttpLib2Error
+
+        for attempt in range(1, self.max_attempts + 1):
+            self.stats += 1
+            try:
+                # num_retries=0: retries are ours, so they use the injected sleep and count.
+                answer: dict[str, Any] = request.execute(num_retries=0)
+                return answer
+            except HttpError as exc:
+                status = int(exc.resp.status)
+                transient = status == 429 or status >= 500
+                if not transient or attempt == self.max_attempts:
+                    raise self._error(status, _reason(exc), tab) from None
+            except RefreshError as exc:
+                raise SheetsAccessDenied(
+                    f"Google refused to issue a token for {self._account()} ({exc}); the key "
+                    "may be revoked or the account deleted: create a new key"
+                ) from None
+            except (OSError, HttpLib2Error, TransportError) as exc:
+                if attempt == self.max_attempts:
+                    where = self.config.api_endpoint or "sheets.googleapis.com"
+                    raise SheetsUnavailable(
+                        f"Could not reach the Sheets API at {where} after {attempt} tries "
+                        f"({exc}); check the network and try again"
+                    ) from None
+            # 1 s, 2 s, 4 s, 8 s … with jitter so parallel runs do not retry in step.
+            delay = min(2.0 ** (attempt - 1), 32.0)
+            self.sleep(delay + random.uniform(0, delay / 4))
+        raise AssertionError("unreachable")
+
+    def _error(self, status: int, reason: str, tab: str | None) -> SheetsError:
+        sid = self.config.spreadsheet_id
+        if status == 429:
+            return SheetsQuotaExceeded(
+                f"Google Sheets quota exceeded for spreadsheet {sid} after {self.max_attempts} "
+                "tries (60 requests per minute per user, 300 per project); wait a minute and "
+                f"sync again ({reason})"
+            )
+        if status >= 500:
+            return SheetsUnavailable(
+                f"Google Sheets failed with HTTP {status} after {self.max_attempts} tries; "
+                f"try again in a few minutes ({reason})"
+            )
+        if status in (401, 403):
+            if "has not been used" in reason or "is disabled" in reason:
+                return SheetsAccessDenied(
+                    "The Google Sheets API is not enabled for the credentials' Google Cloud "
+                    f"project; enable it in the Cloud console (APIs & Services) ({reason})"
+                )
+            who = self._account()
+            if status == 401:
+                return SheetsAccessDenied(
+                    f"Google refused the credentials of {who} ({reason}); "
+                    "check the key file or sign in again"
+                )
+            if self.config.credentials == "service_account":
+                return SheetsAccessDenied(
+                    f"The service account {who} cannot open spreadsheet {sid}: share the "
+                    f"spreadsheet with {who} (Editor)"
+                )
+            return SheetsAccessDenied(
+                f"{who} cannot open spreadsheet {sid}: ask its owner to share it with you "
+                f"(Editor) ({reason})"
+            )
+        if status == 404:
+            return SheetsNotFound(
+                f"Spreadsheet {sid} was not found: check spreadsheet_id in the config (the long "
+                "id between /d/ and /edit in the sheet's address)"
+            )
+        if status == 400 and "Unable to parse range" in reason and tab is not None:
+            return self._missing_tab(tab, reason)
+        return SheetsError(f"Google Sheets refused the request (HTTP {status}): {reason}")
+
+    def _missing_tab(self, tab: str, reason: str) -> SheetsError:
+        sid = self.config.spreadsheet_id
+        try:
+            info = self._info(fresh=True)
+        except SheetsError:
+            return SheetsNotFound(f"Spreadsheet {sid}: the tab {tab!r} cannot be read ({reason})")
+        if tab in info.tabs:
+            return SheetsError(f"Google Sheets could not read tab {tab!r} of {sid}: {reason}")
+        tabs = ", ".join(repr(t) for t in info.tabs) or "none"
+        return SheetsTabNotFound(
+            f"Spreadsheet {sid} has no tab {tab!r}; its tabs are: {tabs}. "
+            "Set tab in the config to one of them or rename the tab."
+        )
+
+    def _account(self) -> str:
+        if self.config.credentials == "service_account":
+            path = _key_file(self.config, self.base_dir)
+            try:
+                email = json.loads(path.read_text(encoding="utf-8")).get("client_email")
+            except (OSError, ValueError, AttributeError):
+                email = None
+            return str(email) if email else f"in {path}"
+        if self.config.credentials == "user_token":
+            return "The signed-in Google account"
+        return "The anonymous caller"
+
+
+def _reason(exc: Any) -> str:
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return str(reason)
+    try:
+        return str(json.loads(exc.content)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {exc.resp.status}"
+
+
+def _cell_value(value: object, row: int, col: int) -> object:
+    if row < 1 or col < 0:
+        raise ValueError(f"cell ({row}, {col}) is outside the sheet: rows start at 1, cols at 0")
+    if value is None:
+        return ""  # "" clears; null would leave the cell as it is
+    if isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(
+        f"cell ({row}, {col}): {type(value).__name__} cannot go into a sheet; "
+        "pass text, a number or a boolean"
+    )
+
+
+def _chunks(data: list[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]]:
+    """Split ranges into as few calls as keep each body under `limit` bytes (usually one)."""
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for item in data:
+        n = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 1
+        if chunks[-1] and size + n > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += n
+    return chunks

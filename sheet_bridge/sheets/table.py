@@ -1,0 +1,327 @@
+"""The sheet as data, without I/O: A1 notation, the header map, and typed cells (dates)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+DateOrder = Literal["day_first", "month_first"]
+
+
+class TableError(Exception):
+    """A problem with the sheet's shape (headers, ranges) that a person can fix."""
+
+
+class CellError(TableError):
+    """A cell whose value cannot be read as the type it should hold."""
+
+
+# ---------------------------------------------------------------------------------------------
+# A1 notation
+
+
+def col_letter(index: int) -> str:
+    """Column letters for a 0-based index: 0 → A, 25 → Z, 26 → AA."""
+    if index < 0:
+        raise ValueError(f"column index must be 0 or more, got {index}")
+    letters = ""
+    n = index + 1
+    while n:
+        n, rem = divmod(n - 1, 26)
+        letters = chr(ord("A") + rem) + letters
+    return letters
+
+
+def col_index(letters: str) -> int:
+    """0-based column index for column letters: A → 0, Z → 25, AA → 26 (case-insensitive)."""
+    if not letters or not letters.isascii() or not letters.isalpha():
+        raise ValueError(f"{letters!r} is not a column name such as A, F or AB")
+    n = 0
+    for ch in letters.upper():
+        n = n * 26 + (ord(ch) - ord("A") + 1)
+    return n - 1
+
+
+# A name Sheets reads without quotes: letters, digits, underscore, not starting with a digit,
+# and not something that itself reads as a cell (A1, XFD5) or an R1C1 reference (R1C1, RC).
+_PLAIN_TAB = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CELL_LIKE = re.compile(r"[A-Za-z]{1,3}[0-9]+|[Rr][0-9]*[Cc][0-9]*")
+
+
+def quote_tab(name: str) -> str:
+    """The tab name as it goes before `!` in A1 notation: `Bob's Leads` → `'Bob''s Leads'`."""
+    if _PLAIN_TAB.fullmatch(name) and not _CELL_LIKE.fullmatch(name):
+        return name
+    return "'" + name.replace("'", "''") + "'"
+
+
+def a1(tab: str, row: int, col: int) -> str:
+    """One cell: row 1-based, col 0-based → `Leads!C5`."""
+    _check_row(row)
+    return f"{quote_tab(tab)}!{col_letter(col)}{row}"
+
+
+def a1_range(
+    tab: str,
+    start_row: int,
+    start_col: int,
+    end_row: int | None = None,
+    end_col: int | None = None,
+) -> str:
+    """A rectangle (rows 1-based, cols 0-based, ends inclusive); leave one end open for `A2:F`.
+
+    end_row=None → to the last row (`A2:F`); end_col=None → to the last column (`A2:5`).
+    """
+    _check_row(start_row)
+    start = f"{col_letter(start_col)}{start_row}"
+    if end_row is None and end_col is None:
+        raise ValueError("a1_range needs end_row or end_col (or both); use a1() for one cell")
+    if end_row is not None:
+        _check_row(end_row)
+    end = (col_letter(end_col) if end_col is not None else "") + (
+        str(end_row) if end_row is not None else ""
+    )
+    return f"{quote_tab(tab)}!{start}:{end}"
+
+
+def _check_row(row: int) -> None:
+    if row < 1:
+        raise ValueError(f"sheet rows are numbered from 1, got {row}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Header row
+
+
+def _header_key(value: object) -> str:
+    # Trimmed, case-folded, inner runs of spaces folded: "Lead  status " matches "Lead Status".
+    return " ".join(str(value).split()).casefold()
+
+
+def _header_text(value: object) -> str:
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+class HeaderMap:
+    """Header text → column index, matched trimmed and case-insensitively."""
+
+    def __init__(self, header: Sequence[object]) -> None:
+        self._index: dict[str, int] = {}
+        self.headers: list[tuple[int, str]] = []  # (column index, header text), non-empty only
+        for i, cell in enumerate(header):
+            text = _header_text(cell)
+            if not text:
+                continue
+            key = _header_key(text)
+            if key in self._index:
+                first = self._index[key]
+                raise TableError(
+                    f"Columns {col_letter(first)} and {col_letter(i)} are both headed "
+                    f"{text!r}; rename one"
+                )
+            self._index[key] = i
+            self.headers.append((i, text))
+        # One past the last non-empty header: where new columns go.
+        self.width: int = self.headers[-1][0] + 1 if self.headers else 0
+
+    def index(self, header: str) -> int | None:
+        """The column index of this header, or None when the sheet has no such column."""
+        return self._index.get(_header_key(header))
+
+    def require(self, headers: Mapping[str, str]) -> dict[str, int]:
+        """Logical field → column index for every header given; all must exist."""
+        found: dict[str, int] = {}
+        missing: list[str] = []
+        for logical, text in headers.items():
+            i = self.index(text)
+            if i is None:
+                missing.append(f"{text!r} (columns.{logical})")
+            else:
+                found[logical] = i
+        if missing:
+            existing = ", ".join(repr(t) for _, t in self.headers) or "none (row 1 is empty)"
+            raise TableError(
+                f"The sheet has no column headed {' or '.join(missing)}; its headers are: "
+                f"{existing}. Fix the header row or [columns] in the config."
+            )
+        return found
+
+
+@dataclass
+class SheetTable:
+    """One tab as read: the header row and the data rows below it (ragged, as the API sends)."""
+
+    title: str  # the spreadsheet's title
+    tab: str
+    time_zone: str  # the spreadsheet's time zone: how serial dates and naive times are read
+    header: list[object]
+    rows: list[list[object]] = field(default_factory=list)
+    first_row: int = 2  # sheet row number of rows[0]
+
+    def cell(self, row_i: int, col: int) -> object | None:
+        """The value at data row `row_i` (0-based), column `col`; None past a ragged row's end."""
+        if row_i < 0 or col < 0 or row_i >= len(self.rows):
+            return None
+        row = self.rows[row_i]
+        return row[col] if col < len(row) else None
+
+    def row_number(self, row_i: int) -> int:
+        """The sheet's row number (as a person sees it) of data row `row_i`."""
+        return self.first_row + row_i
+
+    def header_map(self) -> HeaderMap:
+        return HeaderMap(self.header)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed cells: date/time
+
+# Sheets' date serials count days from 1899-12-30 (DOMAIN.md §11); the fraction is the time.
+SERIAL_EPOCH = datetime(1899, 12, 30)
+MIN_YEAR, MAX_YEAR = 2000, 2100
+_LAST_SERIAL = 2_958_465  # 9999-12-31, the last date Sheets has
+
+_MONTHS = {
+    name: i + 1
+    for i, names in enumerate(
+        [
+            ("jan", "january"),
+            ("feb", "february"),
+            ("mar", "march"),
+            ("apr", "april"),
+            ("may",),
+            ("jun", "june"),
+            ("jul", "july"),
+            ("aug", "august"),
+            ("sep", "sept", "september"),
+            ("oct", "october"),
+            ("nov", "november"),
+            ("dec", "december"),
+        ]
+    )
+    for name in names
+}
+
+_TIME = (
+    r"(?:(?:\s+|\s*,\s*|T)(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:\.(?P<fr>\d{1,6})\d*)?)?"
+    r"\s*(?P<ampm>[AaPp]\.?[Mm]\.?)?)?"
+)
+_DATE_FORMS = [
+    # 31/01/2024, 01/31/2024, 31-01-2024, 31.01.2024: which number is the day needs date_order
+    re.compile(r"(?P<a>\d{1,2})(?P<sep>[/.-])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4})" + _TIME),
+    # 2024/01/31, 2024.01.31 (ISO's 2024-01-31 is handled by fromisoformat first)
+    re.compile(r"(?P<y>\d{4})(?P<sep>[/.-])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})" + _TIME),
+    # 31 Jan 2024, 31-Jan-2024
+    re.compile(r"(?P<d>\d{1,2})[\s-]+(?P<mon>[A-Za-z]{3,9})\.?[\s,-]+(?P<y>\d{4})" + _TIME),
+    # Jan 31, 2024 / January 31st 2024
+    re.compile(
+        r"(?P<mon>[A-Za-z]{3,9})\.?\s+(?P<d>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<y>\d{4})" + _TIME
+    ),
+]
+
+
+def _not_a_date(value: object, why: str = "") -> CellError:
+    shown = repr(value) if not isinstance(value, str) or value.strip() else "an empty cell"
+    extra = f" ({why})" if why else ""
+    return CellError(
+        f"{shown} is not a date/time{extra}; write it as 2026-11-24 14:30 or format the cell "
+        "as Date time"
+    )
+
+
+def parse_datetime(value: object, tz: ZoneInfo, date_order: DateOrder) -> datetime:
+    """A cell as an aware datetime: serial numbers and naive text are in the sheet's zone `tz`.
+
+    Accepts Sheets serial numbers, ISO 8601 (with or without offset, `T` or space), and the
+    common text forms (31/01/2024 14:30, 01/31/2024 2:30 PM, 31 Jan 2024, Jan 31, 2024).
+    Text whose day and month could be swapped is read by `date_order`; when one of them is
+    above 12 the date is read correctly either way.
+    """
+    if isinstance(value, datetime):
+        result = value if value.tzinfo else value.replace(tzinfo=tz)
+    elif isinstance(value, bool):
+        # bool is an int in Python; a checkbox is not a date.
+        raise _not_a_date(value)
+    elif isinstance(value, int | float):
+        result = _from_serial(value, tz)
+    elif isinstance(value, str):
+        result = _from_text(value, tz, date_order)
+    else:
+        raise _not_a_date(value)
+    if not MIN_YEAR <= result.year <= MAX_YEAR:
+        raise _not_a_date(value, f"year {result.year} is outside {MIN_YEAR}–{MAX_YEAR}")
+    return result
+
+
+def _from_serial(value: float, tz: ZoneInfo) -> datetime:
+    if not math.isfinite(value):
+        raise _not_a_date(value)
+    # Round to the millisecond: Sheets keeps times to the ms, and 14:30 as a fraction of a day
+    # comes back as 0.604166666... which would otherwise read as 14:29:59.999999.
+    ms = round(value * 86_400_000)
+    if not 0 < ms <= _LAST_SERIAL * 86_400_000:
+        raise _not_a_date(value, "not a date serial number")
+    return (SERIAL_EPOCH + timedelta(milliseconds=ms)).replace(tzinfo=tz)
+
+
+def _from_text(value: str, tz: ZoneInfo, date_order: DateOrder) -> datetime:
+    text = value.strip()
+    if not text:
+        raise _not_a_date(value)
+    if re.match(r"\d{4}-\d{2}-\d{2}", text):
+        iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+        try:
+            parsed = datetime.fromisoformat(iso)
+        except ValueError:
+            pass  # not ISO after all (e.g. 2024-1-31 9:05); try the text forms
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+    for form in _DATE_FORMS:
+        m = form.fullmatch(text)
+        if m:
+            return _from_match(m, value, tz, date_order)
+    raise _not_a_date(value)
+
+
+def _from_match(m: re.Match[str], value: str, tz: ZoneInfo, date_order: DateOrder) -> datetime:
+    g = m.groupdict()
+    year = int(g["y"])
+    if g.get("a") is not None:
+        a, b = int(g["a"]), int(g["b"])
+        if a > 12 >= b:
+            day, month = a, b
+        elif b > 12 >= a:
+            month, day = a, b
+        elif date_order == "day_first":
+            day, month = a, b
+        else:
+            month, day = a, b
+    elif g.get("mon") is not None:
+        month_number = _MONTHS.get(g["mon"].lower())
+        if month_number is None:
+            raise _not_a_date(value, f"{g['mon']!r} is not a month")
+        month, day = month_number, int(g["d"])
+    else:
+        month, day = int(g["m"]), int(g["d"])
+    hour = int(g["h"]) if g.get("h") else 0
+    minute = int(g["mi"]) if g.get("mi") else 0
+    second = int(g["s"]) if g.get("s") else 0
+    micro = int((g.get("fr") or "0").ljust(6, "0"))
+    ampm = (g.get("ampm") or "").replace(".", "").lower()
+    if ampm:
+        if not 1 <= hour <= 12:
+            raise _not_a_date(value, f"{hour} is not an hour on a 12-hour clock")
+        hour = hour % 12 + (12 if ampm == "pm" else 0)
+    try:
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+    except ValueError as exc:
+        raise _not_a_date(value, str(exc)) from None

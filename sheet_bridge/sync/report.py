@@ -1,0 +1,207 @@
+"""What a row says after a pass: its outcome in plain words and its bridge-owned cells."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any, Literal
+
+from sheet_bridge.meta.client import SendOutcome
+from sheet_bridge.sync.plan import EventRecord, PlannedEvent, RowDecision
+
+RowOutcome = Literal["sent", "failed", "expired", "invalid", "skipped", "already_sent", "due"]
+SUMMARY_KEYS: tuple[str, ...] = ("sent", "skipped", "expired", "invalid", "failed", "already_sent")
+
+_OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
+    "skipped": "skipped",
+    "duplicate": "skipped",
+    "invalid": "invalid",
+    "expired": "expired",
+    "already_sent": "already_sent",
+    "moved_back": "already_sent",
+}
+
+
+@dataclass
+class RowReport:
+    """One row's result, for the sheet, the API and the CLI table."""
+
+    row: int
+    lead_key: str
+    status: str
+    outcome: RowOutcome
+    message: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    strength: str | None = None
+    cells: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "row": self.row,
+            "lead_key": self.lead_key,
+            "status": self.status,
+            "outcome": self.outcome,
+            "message": self.message,
+            "events": self.events,
+            "strength": self.strength,
+        }
+
+
+def record_after(
+    event: PlannedEvent, outcome: SendOutcome, now: datetime, notes: str | None
+) -> EventRecord:
+    """The ledger record an outcome leaves (same fields the ledger stores)."""
+    state = {"sent": "sent", "expired": "expired"}.get(outcome.state, "failed")
+    return EventRecord(
+        event.event_name,
+        event.event_id,
+        state,  # type: ignore[arg-type]
+        event.event_time,
+        retry=outcome.state == "not_sent" or outcome.transient,
+        fingerprint=event.fingerprint,
+        sent_at=now if state == "sent" else None,
+        fbtrace_id=outcome.fbtrace_id,
+        error=None if state == "sent" else outcome.summary,
+        notes=notes,
+    )
+
+
+def format_sent_at(at: datetime, tz: tzinfo) -> str:
+    return at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def render_row(
+    decision: RowDecision,
+    records: Sequence[EventRecord],
+    tz: tzinfo,
+    *,
+    dry_run: bool = False,
+) -> RowReport:
+    """Build the row's report from its decision and the ledger records after the pass.
+
+    The text depends only on the records, so a pass that changes nothing writes nothing.
+    """
+    sent = [r for r in records if r.state == "sent"]
+    failed = [r for r in records if r.state in ("failed", "sending")]
+    expired = [r for r in records if r.state == "expired"]
+    outcome: RowOutcome
+    if decision.outcome == "due":
+        if dry_run:
+            outcome = "due"
+        elif failed:
+            outcome = "failed"
+        else:
+            outcome = "sent"
+    else:
+        outcome = _OUTCOME_OF_DECISION[decision.outcome]
+
+    parts: list[str] = []
+    if dry_run and decision.outcome == "due":
+        parts.append("Would send: " + ", ".join(e.event_name for e in decision.events))
+        if decision.expired:
+            parts.append(_expired_words_planned(decision))
+    elif decision.outcome in ("due", "already_sent", "expired"):
+        if sent:
+            parts.append("Sent: " + ", ".join(r.event_name for r in sent))
+        for r in failed:
+            again = "will retry next sync" if r.retry else "fix the row to retry"
+            parts.append(f"Failed: {r.event_name} ({r.error or 'no answer'}; {again})")
+        if expired:
+            parts.append(_expired_words(expired, tz))
+        if not parts:
+            parts.append(decision.message)
+    else:
+        label = {
+            "skipped": "Skipped",
+            "duplicate": "Skipped",
+            "invalid": "Invalid",
+            "moved_back": "No change",
+        }[decision.outcome]
+        parts.append(f"{label}: {decision.message}")
+    notes = decision.warnings if decision.warnings else _notes_of(sent)
+    if notes:
+        parts.append("Warning: " + "; ".join(notes))
+    text = " · ".join(parts)
+
+    latest_sent = max(sent, key=lambda r: (r.sent_at or datetime.min, r.event_time), default=None)
+    cells = {
+        "CAPI Key": decision.lead_key,
+        "CAPI Status": text,
+        "CAPI Event ID": latest_sent.event_id if latest_sent else "",
+        "CAPI Sent At": (
+            format_sent_at(latest_sent.sent_at, tz) if latest_sent and latest_sent.sent_at else ""
+        ),
+        "CAPI Response": _response_words(latest_sent, failed),
+    }
+    events = [
+        {
+            "event_name": r.event_name,
+            "event_id": r.event_id,
+            "state": r.state,
+            "event_time": r.event_time,
+        }
+        for r in records
+    ]
+    if dry_run:
+        events = [
+            {
+                "event_name": e.event_name,
+                "event_id": e.event_id,
+                "state": "due",
+                "event_time": e.event_time,
+            }
+            for e in decision.events
+        ] + [
+            {
+                "event_name": x.event_name,
+                "event_id": x.event_id,
+                "state": "expired",
+                "event_time": x.event_time,
+            }
+            for x in decision.expired
+        ]
+    return RowReport(
+        row=decision.row_number,
+        lead_key=decision.lead_key,
+        status=decision.status,
+        outcome=outcome,
+        message=text,
+        events=events,
+        strength=decision.match.strength if decision.match else None,
+        cells=cells,
+    )
+
+
+def _notes_of(sent: Sequence[EventRecord]) -> list[str]:
+    for r in reversed(sent):
+        if r.notes:
+            return [r.notes]
+    return []
+
+
+def _expired_words(expired: Sequence[EventRecord], tz: tzinfo) -> str:
+    names = ", ".join(r.event_name for r in expired)
+    first = min(expired, key=lambda r: r.event_time)
+    at = datetime.fromtimestamp(first.event_time, tz).strftime("%Y-%m-%d")
+    return f"Expired: {names} (status changed {at}, outside Meta's window; not sent)"
+
+
+def _expired_words_planned(decision: RowDecision) -> str:
+    names = ", ".join(x.event_name for x in decision.expired)
+    return f"Expired: {names} ({decision.expired[0].limit.days}-day window passed)"
+
+
+def _response_words(latest: EventRecord | None, failed: Sequence[EventRecord]) -> str:
+    if failed:
+        return failed[-1].error or ""
+    if latest is not None:
+        return "ok" + (f" · fbtrace_id {latest.fbtrace_id}" if latest.fbtrace_id else "")
+    return ""
+
+
+def summary_counts(reports: Sequence[RowReport]) -> dict[str, int]:
+    counts = dict.fromkeys(SUMMARY_KEYS, 0)
+    for r in reports:
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+    return counts

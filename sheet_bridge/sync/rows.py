@@ -1,0 +1,218 @@
+"""Sheet table → typed lead rows: the column layout, stable lead keys, and cell reading."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sheet_bridge.config import BRIDGE_COLUMNS, IDENTITY_COLUMNS, BridgeConfig
+from sheet_bridge.meta.identity import FieldProblem, shown_as_sheet
+from sheet_bridge.sheets.table import CellError, HeaderMap, SheetTable, parse_datetime
+from sheet_bridge.sync.plan import LeadRow
+
+# A sheet keeps 15 significant digits (DOMAIN.md §7): a longer id typed as a number is lost.
+_SHEET_DIGITS = 15
+_NUMBER_TEXT = re.compile(r"[^\d.\-]")
+
+
+@dataclass(frozen=True)
+class ColumnLayout:
+    """Where each configured field and each bridge-owned column is (0-based indexes)."""
+
+    fields: dict[str, int]
+    bridge: dict[str, int]
+    new_headers: list[tuple[int, str]]  # bridge columns to create: (index, header)
+
+
+def column_layout(table: SheetTable, config: BridgeConfig) -> ColumnLayout:
+    """Map the config's columns to the header; bridge columns go after the last header cell.
+
+    Raises TableError naming the missing headers and those that exist.
+    """
+    headers = HeaderMap(table.header)
+    fields = headers.require(config.columns)
+    bridge: dict[str, int] = {}
+    new: list[tuple[int, str]] = []
+    next_index = len(table.header)
+    for name in BRIDGE_COLUMNS:
+        index = headers.index(name)
+        if index is None:
+            index = next_index
+            next_index += 1
+            new.append((index, name))
+        bridge[name] = index
+    return ColumnLayout(fields, bridge, new)
+
+
+def time_zone(table: SheetTable) -> ZoneInfo:
+    try:
+        return ZoneInfo(table.time_zone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def derive_lead_key(spreadsheet_id: str, row: list[object], layout: ColumnLayout, n: int) -> str:
+    """A stable key for a row that has none yet: from the lead id, else e-mail or phone with the
+    created time, else the row number. Deterministic, so a pass interrupted before the key is
+    written back derives the same key again. No personal data in it (hashed)."""
+    fields = layout.fields
+    parts: list[str] = []
+    for name in ("lead_id", "email", "phone", "external_id", "created_at"):
+        if name in fields:
+            cell = _cell(row, fields[name])
+            if cell not in (None, ""):
+                parts.append(f"{name}={_text(cell).strip().lower()}")
+    if not any(p.split("=")[0] != "created_at" for p in parts):
+        parts.append(f"row={n}")
+    digest = hashlib.sha256(("\x1f".join([spreadsheet_id, *parts])).encode()).hexdigest()
+    return "L" + digest[:15]
+
+
+def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> list[LeadRow]:
+    """Every non-blank data row as a LeadRow (cells typed, problems in words)."""
+    tz = time_zone(table)
+    fields = layout.fields
+    key_col = layout.bridge["CAPI Key"]
+    order = config.sheets.date_order
+    out: list[LeadRow] = []
+    own = list(fields.values())
+    identity_cols = [
+        (key, fields[logical]) for logical, key in IDENTITY_COLUMNS.items() if logical in fields
+    ]
+    for i, row in enumerate(table.rows):
+        number = table.first_row + i
+        if all(_cell(row, c) in (None, "") for c in own):
+            continue
+        key_cell = _cell(row, key_col)
+        key = (
+            _text(key_cell).strip()
+            if key_cell not in (None, "")
+            else derive_lead_key(config.sheets.spreadsheet_id, row, layout, number)
+        )
+        time_problems: list[str] = []
+        changed = _time(row, fields, "status_changed_at", config, tz, order, time_problems)
+        created = _time(row, fields, "created_at", config, tz, order, time_problems)
+        identity: dict[str, object] = {}
+        field_problems: list[FieldProblem] = []
+        for meta_key, col in identity_cols:
+            cell = _cell(row, col)
+            if cell in (None, ""):
+                continue
+            if meta_key == "lead_id" and _lost_digits(cell):
+                field_problems.append(
+                    FieldProblem(
+                        "lead_id",
+                        shown_as_sheet(cell),
+                        "lost digits because the cell is a number",
+                        "format the column as Plain text and paste the id again",
+                    )
+                )
+                continue
+            identity[meta_key] = cell
+        value = None
+        if "value" in fields:
+            value = _number(_cell(row, fields["value"]), field_problems)
+        currency = None
+        if "currency" in fields:
+            currency = _currency(_cell(row, fields["currency"]), field_problems)
+        pixel_id = None
+        if "pixel_event_id" in fields:
+            cell = _cell(row, fields["pixel_event_id"])
+            pixel_id = _text(cell).strip()[:200] if cell not in (None, "") else None
+        status_cell = _cell(row, fields["status"])
+        out.append(
+            LeadRow(
+                row_number=number,
+                key=key,
+                status="" if status_cell is None else _text(status_cell),
+                status_changed_at=changed,
+                created_at=created,
+                identity=identity,
+                pixel_event_id=pixel_id or None,
+                value=value,
+                currency=currency,
+                time_problems=tuple(time_problems),
+                field_problems=tuple(field_problems),
+            )
+        )
+    return out
+
+
+def _cell(row: list[object], col: int) -> object:
+    return row[col] if col < len(row) else None
+
+
+def _text(cell: object) -> str:
+    if isinstance(cell, float) and math.isfinite(cell) and cell.is_integer():
+        return str(int(cell))
+    return str(cell)
+
+
+def _time(
+    row: list[object],
+    fields: dict[str, int],
+    name: str,
+    config: BridgeConfig,
+    tz: ZoneInfo,
+    order: str,
+    problems: list[str],
+) -> datetime | None:
+    if name not in fields:
+        return None
+    cell = _cell(row, fields[name])
+    if cell in (None, ""):
+        return None
+    try:
+        return parse_datetime(cell, tz, order)  # type: ignore[arg-type]
+    except CellError as exc:
+        header = config.columns[name]
+        problems.append(f"{header} {shown_as_sheet(cell)} {exc}")
+        return None
+
+
+def _lost_digits(cell: object) -> bool:
+    """A lead id stored as a number with more digits than a sheet keeps exactly."""
+    if isinstance(cell, bool) or not isinstance(cell, int | float):
+        return False
+    if isinstance(cell, float) and not (math.isfinite(cell) and cell.is_integer()):
+        return True
+    return len(str(int(cell))) > _SHEET_DIGITS
+
+
+def _number(cell: object, problems: list[FieldProblem]) -> float | None:
+    if cell in (None, "") or isinstance(cell, bool):
+        return None
+    if isinstance(cell, int | float):
+        return float(cell) if math.isfinite(cell) and cell >= 0 else None
+    text = _NUMBER_TEXT.sub("", str(cell))
+    try:
+        value = float(text)
+    except ValueError:
+        problems.append(
+            FieldProblem(
+                "value", repr(str(cell)[:20]), "is not a number", "write a number such as 5000"
+            )
+        )
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _currency(cell: object, problems: list[FieldProblem]) -> str | None:
+    if cell in (None, ""):
+        return None
+    text = str(cell).strip().upper()
+    if len(text) == 3 and text.isalpha():
+        return text
+    problems.append(
+        FieldProblem(
+            "currency",
+            repr(str(cell)[:20]),
+            "is not a 3-letter currency code",
+            "write a code such as INR or USD",
+        )
+    )
+    return None
