@@ -1,3 +1,225 @@
-"""Fixtures shared by the whole suite."""
+"""Fixtures shared by the whole suite: a running Sheets emulator and fake Meta, and a bridge
+wired to them on loopback (nothing here can reach Google or Meta)."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sheet_bridge.config import BridgeConfig, parse_config
+from sheet_bridge.local.fake_meta import create_fake_meta
+from sheet_bridge.local.server import BackgroundServer
+from sheet_bridge.local.sheets_emulator import create_emulator
+from sheet_bridge.meta.client import CapiClient
+from sheet_bridge.sheets.client import SheetsClient, clear_metadata_cache
+from sheet_bridge.sync.ledger import Ledger
+from sheet_bridge.sync.run import Bridge
+
+# Distinctive, so a leak anywhere is found by a plain substring search.
+WORLD_TOKEN = "EAAGworldToken-5c4b3a29-never-leak"
+WORLD_SECRET = "sidebar-shared-secret-1f2e3d"
+WORLD_SHEET = "1WorldTestSheet000000000000000000000000000"
+WORLD_PIXEL = "998877665544332"
+WORLD_TZ = "Asia/Kolkata"
+
+WORLD_HEADER = [
+    "Created At",
+    "First Name",
+    "Email",
+    "Phone",
+    "Leadgen ID",
+    "Event ID",
+    "Lead Status",
+    "Status Changed At",
+    "Deal Value",
+]
+
+WORLD_STAGES: list[dict[str, Any]] = [
+    {"status": ["New", "New Lead"], "event": "Lead", "value": 100},
+    {"status": "MQL", "event": "QualifiedLead", "custom": True, "value": 1000},
+    {"status": "SQL", "event": "Schedule", "value": 5000},
+    {"status": "Opportunity", "event": "StartTrial", "value": 20000},
+    {"status": ["Customer", "Won"], "event": "Purchase", "value": 50000},
+    {"status": "On hold", "event": "Contact", "send": False},
+    {"status": "Disqualified", "event": "Disqualified", "custom": True, "negative": True},
+]
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat(timespec="seconds")
+
+
+def lead_row(
+    i: int,
+    status: str,
+    *,
+    now: datetime,
+    created_hours: float = 30.0,
+    changed_hours: float | None = 2.0,
+    email: str | None = None,
+    phone: str = "",
+    lead_id: str = "",
+    pixel_id: str = "",
+    value: object = "",
+) -> list[object]:
+    """A data row for WORLD_HEADER: times relative to `now`, a unique valid e-mail."""
+    return [
+        iso(now - timedelta(hours=created_hours)),
+        f"Lead{i}",
+        email if email is not None else f"lead{i}@example.com",
+        phone,
+        lead_id,
+        pixel_id,
+        status,
+        iso(now - timedelta(hours=changed_hours)) if changed_hours is not None else "",
+        value,
+    ]
+
+
+@dataclass
+class World:
+    """The emulator, the fake Meta and a bridge between them, for one test."""
+
+    tmp: Path
+    sheets_url: str
+    meta_url: str
+    data_path: Path
+    config: BridgeConfig
+    now: datetime
+
+    def bridge(self, **kw: Any) -> Bridge:
+        ledger = Ledger(self.config.ledger_path({}))
+        capi = CapiClient.from_config(self.config.meta, WORLD_TOKEN, sleep=lambda s: None)
+        kw.setdefault("clock", lambda: self.now)
+        return Bridge(
+            self.config,
+            sheets=SheetsClient(self.config.sheets, sleep=lambda s: None),
+            ledger=ledger,
+            capi=capi,
+            **kw,
+        )
+
+    def rows(self) -> list[list[object]]:
+        """The tab as the emulator holds it now (header first)."""
+        data = httpx.get(self.sheets_url + "/_emulator/data", timeout=10).json()
+        rows: list[list[object]] = data["spreadsheets"][WORLD_SHEET]["sheets"]["Leads"]
+        return rows
+
+    def column(self, name: str) -> list[object]:
+        """One column's cells for the data rows (by header), '' where absent."""
+        rows = self.rows()
+        col = rows[0].index(name)
+        return [r[col] if col < len(r) else "" for r in rows[1:]]
+
+    def meta_events(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = httpx.get(
+            self.meta_url + "/_fake/events", timeout=10
+        ).json()["events"]
+        return events
+
+    def meta_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = httpx.get(self.meta_url + "/_fake/stats", timeout=10).json()
+        return stats
+
+    def meta_fault(self, mode: str, count: int = 1, **kw: Any) -> None:
+        httpx.post(
+            self.meta_url + "/_fake/faults", json={"mode": mode, "count": count, **kw}, timeout=10
+        ).raise_for_status()
+
+    def sheets_fault(self, status: int, count: int = 1) -> None:
+        httpx.post(
+            self.sheets_url + "/_emulator/faults",
+            json={"status": status, "count": count},
+            timeout=10,
+        ).raise_for_status()
+
+    def sheets_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = httpx.get(self.sheets_url + "/_emulator/stats", timeout=10).json()
+        return stats
+
+    def edit_cells(self, cells: list[tuple[int, str, object]]) -> None:
+        """Change cells the way a person would (row number, header, value)."""
+        header = self.rows()[0]
+        client = SheetsClient(self.config.sheets)
+        client.write_cells([(r, header.index(h), v) for r, h, v in cells])
+
+
+def world_config(tmp: Path, sheets_url: str, meta_url: str, **overrides: Any) -> BridgeConfig:
+    data: dict[str, Any] = {
+        "sheets": {
+            "spreadsheet_id": WORLD_SHEET,
+            "tab": "Leads",
+            "api_endpoint": sheets_url,
+            "credentials": "anonymous",
+        },
+        "meta": {
+            "pixel_id": WORLD_PIXEL,
+            "graph_url": meta_url,
+            "default_country": "IN",
+            "currency": "INR",
+            "batch_size": 500,
+        },
+        "server": {"shared_secret_env": "SHEET_BRIDGE_SECRET", "ledger": "ledger.db"},
+        "columns": {
+            "status": "Lead Status",
+            "status_changed_at": "Status Changed At",
+            "created_at": "Created At",
+            "email": "Email",
+            "phone": "Phone",
+            "first_name": "First Name",
+            "lead_id": "Leadgen ID",
+            "pixel_event_id": "Event ID",
+            "value": "Deal Value",
+        },
+        "stages": WORLD_STAGES,
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values}
+        else:
+            data[section] = values
+    return parse_config(data, source=str(tmp / "bridge.toml"))
+
+
+@pytest.fixture
+def world_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def make_world(tmp_path: Path, world_now: datetime) -> Iterator[Callable[..., World]]:
+    """make_world(rows, **config_overrides): start the emulator with WORLD_HEADER + rows and
+    the fake Meta (which checks Meta's rules against the real clock)."""
+    servers: list[BackgroundServer] = []
+
+    def make(rows: list[list[object]], **overrides: Any) -> World:
+        clear_metadata_cache()
+        data_path = tmp_path / "sheets.json"
+        data = {
+            "spreadsheets": {
+                WORLD_SHEET: {
+                    "title": "World",
+                    "timeZone": WORLD_TZ,
+                    "sheets": {"Leads": [list(WORLD_HEADER), *rows]},
+                }
+            }
+        }
+        data_path.write_text(json.dumps(data))
+        sheets = BackgroundServer(create_emulator(data_path=data_path)).start()
+        meta = BackgroundServer(
+            create_fake_meta(access_token=WORLD_TOKEN, pixel_ids=[WORLD_PIXEL])
+        ).start()
+        servers.extend([sheets, meta])
+        config = world_config(tmp_path, sheets.url, meta.url, **overrides)
+        return World(tmp_path, sheets.url, meta.url, data_path, config, world_now)
+
+    yield make
+    for server in servers:
+        server.stop()
