@@ -314,10 +314,16 @@ class BridgeConfig(_Strict):
 def _is_loopback(url: str | None) -> bool:
     if not url:
         return False
+    import ipaddress
     from urllib.parse import urlsplit
 
     host = urlsplit(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _FIXES = {

@@ -465,5 +465,4 @@ class _QuietQueryHandler(WSGIRequestHandler):
 def serve(host: str, port: int, record: str | None, access_token: str = "local-demo-token") -> None:
     """Run the fake Meta in the foreground (`sheet-bridge emulate meta`) until interrupted."""
     app = create_fake_meta(access_token=access_token, record=record)
-    print(f"fake Meta Graph API on http://{host}:{port} (POST /v25.0/<pixel_id>/events)")
     run_simple(host, port, app, threaded=True, request_handler=_QuietQueryHandler)

@@ -234,61 +234,14 @@ class CapiClient:
     ) -> None:
         """Send events[indices]; on an event-level refusal, bisect. `known_bad`: the caller knows
         this group holds a bad event (its sibling went), so skip straight to splitting it."""
-        if known_bad and len(indices) > 1:
-            answer = None
-        else:
+        if not known_bad or len(indices) == 1:
             answer, attempts = self._post_with_retries([events[i] for i in indices], started)
-            if answer.ok:
-                received = _int_or_none(answer.body.get("events_received")) if answer.body else None
-                if received is not None and received != len(indices):
-                    log.warning("Meta received %s of %s events", received, len(indices))
-                sent = SendOutcome(
-                    "sent", "sent to Meta", answer.fbtrace_id, events_received=received
-                )
+            outcome = self._batch_outcome(answer, attempts)
+            if outcome is None and len(indices) == 1:
+                outcome = self._refused(answer)
+            if outcome is not None:
                 for i in indices:
-                    outcomes[i] = sent
-                return
-            if answer.code == 190:
-                raise _Halt(
-                    SendOutcome(
-                        "not_sent",
-                        TOKEN_REJECTED,
-                        answer.fbtrace_id,
-                        190,
-                        answer.subcode,
-                        transient=True,
-                    )
-                )
-            if answer.transient:
-                failed = SendOutcome(
-                    "failed",
-                    f"Meta did not answer after {attempts} "
-                    f"{'try' if attempts == 1 else 'tries'} ({answer.problem}); "
-                    "will retry next sync",
-                    answer.fbtrace_id,
-                    answer.code,
-                    answer.subcode,
-                    transient=True,
-                )
-                for i in indices:
-                    outcomes[i] = failed
-                return
-            if not answer.event_level:
-                # Permissions, a wrong pixel, a wrong URL: every batch would fail alike, and
-                # bisecting would cost one request per event. Stop; a later pass may succeed
-                # once someone fixes the setup.
-                raise _Halt(
-                    SendOutcome(
-                        "not_sent",
-                        f"not sent: {answer.problem}",
-                        answer.fbtrace_id,
-                        answer.code,
-                        answer.subcode,
-                        transient=True,
-                    )
-                )
-            if len(indices) == 1:
-                outcomes[indices[0]] = self._refused(answer)
+                    outcomes[i] = outcome
                 return
         half = len(indices) // 2
         left, right = indices[:half], indices[half:]
@@ -298,6 +251,46 @@ class CapiClient:
         left_went = all(o is not None and o.state == "sent" for o in (outcomes[i] for i in left))
         log.debug("bisecting %s events (left half went: %s)", len(indices), left_went)
         self._send_batch(events, right, outcomes, started, known_bad=left_went)
+
+    def _batch_outcome(self, answer: _Answer, attempts: int) -> SendOutcome | None:
+        """The outcome every event of the batch shares, or None when Meta refused something
+        inside the batch (then it is bisected). Raises _Halt when no later batch can go."""
+        if answer.ok:
+            received = _int_or_none(answer.body.get("events_received")) if answer.body else None
+            return SendOutcome("sent", "sent to Meta", answer.fbtrace_id, events_received=received)
+        if answer.code == 190:
+            # DOMAIN.md §4: token invalid or expired: stop and alert, never retry.
+            raise _Halt(
+                SendOutcome(
+                    "not_sent", TOKEN_REJECTED, answer.fbtrace_id, 190, answer.subcode, True
+                )
+            )
+        if answer.transient:
+            tries = "try" if attempts == 1 else "tries"
+            return SendOutcome(
+                "failed",
+                f"Meta did not answer after {attempts} {tries} ({answer.problem}); "
+                "will retry next sync",
+                answer.fbtrace_id,
+                answer.code,
+                answer.subcode,
+                transient=True,
+            )
+        if not answer.event_level:
+            # Permissions, a wrong pixel, a wrong URL: every batch would fail alike, and
+            # bisecting would cost one request per event. Stop; a later pass may succeed
+            # once someone fixes the setup.
+            raise _Halt(
+                SendOutcome(
+                    "not_sent",
+                    f"not sent: {answer.problem}",
+                    answer.fbtrace_id,
+                    answer.code,
+                    answer.subcode,
+                    transient=True,
+                )
+            )
+        return None
 
     def _refused(self, answer: _Answer) -> SendOutcome:
         error = answer.error or {}

@@ -127,7 +127,7 @@ def sha256_hex(text: str) -> str:
 
 def shown_as_sheet(value: object) -> str:
     """A lead id as the sheet displays it (not personal data): big numbers as 1.23457E+15."""
-    if isinstance(value, float) and abs(value) >= 1e15:
+    if isinstance(value, float) and math.isfinite(value) and abs(value) >= 1e15:
         mantissa, exponent = f"{value:.5E}".split("E")
         return repr(f"{mantissa.rstrip('0').rstrip('.')}E+{int(exponent)}")
     return repr(_cell_text(value)[:40])
@@ -164,7 +164,10 @@ def _blank(value: object) -> bool:
 
 
 def _text(value: object) -> str:
-    return unicodedata.normalize("NFC", _cell_text(value)).strip()
+    """Cell text for normalizing: NFC, invisible format characters (zero-width spaces, BOM,
+    direction marks pasted from web pages) removed, outer space trimmed."""
+    text = unicodedata.normalize("NFC", _cell_text(value))
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
 
 
 def _strip_punct(text: str) -> str:
@@ -179,7 +182,8 @@ def normalize_email(value: object) -> str:
     text = _text(value).lower()
     if text.startswith("mailto:"):
         text = text[len("mailto:") :]
-    if not _EMAIL.match(text) or len(text) > 254:
+    has_control = any(unicodedata.category(ch) == "Cc" for ch in text)
+    if has_control or not _EMAIL.match(text) or len(text) > 254:
         raise _Drop("not an e-mail address", "fix the e-mail cell (name@example.com)")
     return text
 
@@ -248,8 +252,6 @@ def normalize_zip(value: object, country: str | None) -> str:
         if len(digits) < 5:
             raise _Drop("is not a US ZIP code", "write the 5-digit ZIP code")
         return digits[:5]
-    if country == "gb" and re.match(r"^[a-z]{1,2}\d[a-z\d]?\d[a-z]{2}$", text):
-        return text[:-2]  # area + district + sector: M1 1AE → m11
     return text
 
 
@@ -278,7 +280,9 @@ def normalize_birth_date(value: object, month_first: bool) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         serial = float(value)
         if 1 <= serial < 80000:
-            return (_SERIAL_EPOCH + timedelta(days=int(serial))).strftime("%Y%m%d")
+            day = _SERIAL_EPOCH + timedelta(days=int(serial))
+            if 1900 <= day.year <= 2100:
+                return day.strftime("%Y%m%d")
         text = _cell_text(value)
     else:
         text = _text(value)
@@ -329,11 +333,10 @@ def normalize_lead_id(value: object) -> int:
     if isinstance(value, bool):
         raise _Drop("is not a lead id", "paste the 15–17 digit leadgen id")
     if isinstance(value, int):
+        # Only an integer a double holds exactly: a larger one may come from a sheet's number
+        # cell (a double) and may already have lost digits (DOMAIN.md §7).
         if abs(value) >= _EXACT_INT:
-            raise _Drop(
-                "is a number too long for the sheet to keep exactly; its digits may be lost",
-                fix,
-            )
+            raise _Drop("is a number too long for a sheet to keep exactly", fix)
         digits = str(value)
     elif isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer() or abs(value) >= _EXACT_INT:
@@ -347,7 +350,8 @@ def normalize_lead_id(value: object) -> int:
         if _SCIENTIFIC.match(text):
             raise _Drop("lost digits because the cell is a number", fix)
         digits = text
-    if not _LEAD_ID_TEXT.match(digits):
+    if not _LEAD_ID_TEXT.match(digits) or digits.startswith("0"):
+        # A leading zero would vanish in the int Meta needs: a different id, never the same.
         raise _Drop(
             "is not 15–17 digits",
             "copy the leadgen id exactly from the Instant Form export",
@@ -385,6 +389,10 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
         fallback = "us"
     country = fallback
     raw_country = _first_value(raw.get("country"))
+    if not _blank(raw_country) and _SHA256_HEX.match(_cell_text(raw_country).strip()):
+        # Already hashed upstream: sent as is (the row's region for phones is then unknown).
+        user_data["country"] = _cell_text(raw_country).strip().lower()
+        raw_country = None
     if not _blank(raw_country):
         try:
             country = normalize_country(raw_country)
@@ -394,7 +402,7 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
             problems.append(
                 FieldProblem("country", "(unreadable)", "could not be read", "retype the cell")
             )
-    user_data["country"] = sha256_hex(country)  # Meta: always send it
+    user_data.setdefault("country", sha256_hex(country))  # Meta: always send it
 
     for key in USER_DATA_FIELDS:
         if key == "country" or key not in raw:

@@ -217,15 +217,18 @@ class _Planner:
             )
         if not stage.send:
             return skip(f"status {status!r} is never sent (send = false in the config)")
-        if stage.index in self.refused:
-            check = self.refused[stage.index]
-            return skip(f"not sent: {check.message}")
+        due = self._due_stages(stage)
+        refused = [self.refused[s.index] for s in due if s.index in self.refused]
+        if refused:
+            # Never send a name Meta ignores, not even as a backfilled earlier stage.
+            return skip(f"not sent: {refused[0].message}")
 
         history = self.history.get(row.key, LeadHistory())
-        due = self._due_stages(stage)
         records = [history.events[s.event] for s in due if s.event in history.events]
         pending = [s for s in due if self._needs_sending(history.events.get(s.event))]
-        if not pending:
+        highest = self._highest_reached(history)
+        moved_back = highest is not None and not stage.negative and highest.index > stage.index
+        if not pending or moved_back:
             return self._nothing_due(row, status, stage, history, records)
 
         if row.time_problems:

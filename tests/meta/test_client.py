@@ -482,3 +482,10 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def test_nothing_to_send_makes_no_request(httpserver, make_client):
+    client = make_client(base(httpserver))
+    assert client.send([]) == []
+    assert client.requests_made == 0
+    assert httpserver.log == []
