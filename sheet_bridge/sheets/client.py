@@ -220,7 +220,7 @@ class SheetsClient:
                 .values()
                 .batchUpdate(
                     spreadsheetId=self.config.spreadsheet_id,
-                    body={"valueInputOption": "USER_ENTERED", "data": chunk},
+                    body={"valueInputOption": "RAW", "data": chunk},
                 )
             )
             self._execute(request, tab=self.config.tab)
@@ -323,7 +323,7 @@ class SheetsClient:
                 return answer
             except HttpError as exc:
                 status = int(exc.resp.status)
-                transient = False
+                transient = status == 429 or status >= 500
                 if not transient or attempt == self.max_attempts:
                     raise self._error(status, _reason(exc), tab) from None
             except RefreshError as exc:
