@@ -137,7 +137,8 @@ def _credentials(config: SheetsConfig, user_token: str | None, base_dir: Path | 
 class SheetsClient:
     """Reads the lead tab and writes outcomes back; every operation is one API call plus retries.
 
-    Not thread-safe (httplib2 underneath is not): give each thread its own client.
+    Safe to share between threads (the web server's): httplib2 underneath is not, so each
+    request runs under the client's lock.
     """
 
     def __init__(
@@ -160,6 +161,7 @@ class SheetsClient:
         self.sleep = sleep
         self.max_attempts = max(1, max_attempts)
         self.stats = 0  # API calls made, retries included
+        self._lock = threading.RLock()
 
     # -- public operations ----------------------------------------------------------------
 
@@ -319,7 +321,8 @@ class SheetsClient:
             self.stats += 1
             try:
                 # num_retries=0: retries are ours, so they use the injected sleep and count.
-                answer: dict[str, Any] = request.execute(num_retries=0)
+                with self._lock:
+                    answer: dict[str, Any] = request.execute(num_retries=0)
                 return answer
             except HttpError as exc:
                 status = int(exc.resp.status)
