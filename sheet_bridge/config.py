@@ -49,6 +49,13 @@ class ConfigError(Exception):
     """A config problem a person can fix: where it is, what is wrong, what to do."""
 
 
+def currency_code(value: str) -> str:
+    """An ISO 4217 code, upper-cased; ValueError with the fix otherwise."""
+    if len(value) != 3 or not value.isalpha():
+        raise ValueError(f"currency {value!r} must be a 3-letter ISO 4217 code such as 'INR'")
+    return value.upper()
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -110,9 +117,7 @@ class MetaConfig(_Strict):
     @field_validator("currency")
     @classmethod
     def _currency(cls, v: str) -> str:
-        if len(v) != 3 or not v.isalpha():
-            raise ValueError(f"currency {v!r} must be a 3-letter ISO 4217 code such as 'INR'")
-        return v.upper()
+        return currency_code(v)
 
     @field_validator("action_source")
     @classmethod
@@ -175,11 +180,7 @@ class StageConfig(_Strict):
     @field_validator("currency")
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        if len(v) != 3 or not v.isalpha():
-            raise ValueError(f"currency {v!r} must be a 3-letter ISO 4217 code such as 'INR'")
-        return v.upper()
+        return None if v is None else currency_code(v)
 
 
 def status_key(value: object) -> str:

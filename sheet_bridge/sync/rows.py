@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sheet_bridge.config import BRIDGE_COLUMNS, IDENTITY_COLUMNS, BridgeConfig
+from sheet_bridge.config import BRIDGE_COLUMNS, IDENTITY_COLUMNS, BridgeConfig, currency_code
 from sheet_bridge.meta.identity import FieldProblem, shown_as_sheet
 from sheet_bridge.sheets.table import CellError, HeaderMap, SheetTable, parse_datetime
 from sheet_bridge.sync.plan import LeadRow
@@ -204,9 +204,10 @@ def _number(cell: object, problems: list[FieldProblem]) -> float | None:
 def _currency(cell: object, problems: list[FieldProblem]) -> str | None:
     if cell in (None, ""):
         return None
-    text = str(cell).strip().upper()
-    if len(text) == 3 and text.isalpha():
-        return text
+    try:
+        return currency_code(str(cell).strip())
+    except ValueError:
+        pass
     problems.append(
         FieldProblem(
             "currency",
