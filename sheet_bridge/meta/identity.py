@@ -166,7 +166,10 @@ def _blank(value: object) -> bool:
 def _text(value: object) -> str:
     """Cell text for normalizing: NFC, invisible format characters (zero-width spaces, BOM,
     direction marks pasted from web pages) removed, outer space trimmed."""
-    text = unicodedata.normalize("NFC", _cell_text(value))
+    text = _cell_text(value)
+    if text.isascii():  # the common case: ASCII is NFC already and holds no Cf character
+        return text.strip()
+    text = unicodedata.normalize("NFC", text)
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
 
 

@@ -7,9 +7,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sheet_bridge.config import LOG_TAB, SheetsConfig
@@ -229,18 +229,26 @@ class SheetsClient:
         return len(by_cell)
 
     def append_log(self, rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
-        """Append rows to the CAPI Log tab in one values.append; create the tab when missing."""
+        """Append rows to the CAPI Log tab: one values.append per ≤ 2 MB of rows (usually one).
+
+        The tab is created first, header included, when the cached tab list lacks it.
+        """
         if not rows:
             return
-        values = [list(r) for r in rows]
+        first, *rest = _chunks([list(r) for r in rows], MAX_PAYLOAD_BYTES)
+        if LOG_TAB not in self._info().tabs and self._add_sheet(LOG_TAB):
+            first = [list(header), *first]
         try:
-            self._append(values)
+            self._append(first)
         except SheetsTabNotFound:
+            # Deleted since the tab list was cached.
             if not self._add_sheet(LOG_TAB):
                 # Another run created it a moment ago, header included.
-                self._append(values)
-                return
-            self._append([list(header), *values])
+                self._append(first)
+            else:
+                self._append([list(header), *first])
+        for chunk in rest:
+            self._append(chunk)
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -273,17 +281,21 @@ class SheetsClient:
             self._execute(request)
         except SheetsError as exc:
             if "already exists" in str(exc):
+                self._remember_tab(title)
                 return False
             raise
-        self._forget_info()
+        self._remember_tab(title)
         return True
 
     def _cache_key(self) -> tuple[str, str]:
         return (self.config.api_endpoint or "google", self.config.spreadsheet_id)
 
-    def _forget_info(self) -> None:
+    def _remember_tab(self, title: str) -> None:
+        """Add a tab just created to the cached tab list (no extra spreadsheets.get)."""
         with _metadata_lock:
-            _metadata.pop(self._cache_key(), None)
+            cached = _metadata.get(self._cache_key())
+            if cached is not None and title not in cached.tabs:
+                _metadata[self._cache_key()] = replace(cached, tabs=(*cached.tabs, title))
 
     def _info(self, *, fresh: bool = False) -> SpreadsheetInfo:
         key = self._cache_key()
@@ -439,9 +451,12 @@ def _cell_value(value: object, row: int, col: int) -> object:
     )
 
 
-def _chunks(data: list[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]]:
-    """Split ranges into as few calls as keep each body under `limit` bytes (usually one)."""
-    chunks: list[list[dict[str, Any]]] = [[]]
+_Item = TypeVar("_Item")
+
+
+def _chunks(data: list[_Item], limit: int) -> list[list[_Item]]:
+    """Split ranges (or rows) into as few calls as keep each body under `limit` bytes."""
+    chunks: list[list[_Item]] = [[]]
     size = 0
     for item in data:
         n = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 1

@@ -156,7 +156,13 @@ class Ledger:
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._check_schema(self._connect())
+            # Look before changing anything: a file that is not a ledger stays byte for byte.
+            probe = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            try:
+                self._check_schema(probe)
+            finally:
+                probe.close()
+            self._connect()
         except sqlite3.Error as exc:
             raise self._explain(exc) from None
 
@@ -277,6 +283,7 @@ class Ledger:
         events: dict[str, dict[str, EventRecord]] = {}
         transitions: dict[str, list[Transition]] = {}
         db = self._connect()
+        sent_times: dict[float, datetime] = {}  # one per batch sent: convert each once
         try:
             for key, name, eid, state, etime, retry, fp, sent_at, trace, err, notes in db.execute(
                 "SELECT lead_key, event_name, event_id, state, event_time, retry, fingerprint, "
@@ -290,7 +297,9 @@ class Ledger:
                     etime,
                     bool(retry),
                     fp,
-                    _dt(sent_at) if sent_at else None,
+                    (sent_times.get(sent_at) or sent_times.setdefault(sent_at, _dt(sent_at)))
+                    if sent_at
+                    else None,
                     trace,
                     err,
                     notes,
@@ -380,15 +389,16 @@ class Ledger:
     ) -> None:
         """Before the POST: the event exists, with its final event_id, as `sending`."""
         t = _ts(now)
-        rows = []
-        for e in events:
-            custom = e.payload.get("custom_data")
-            value = currency = None
-            if isinstance(custom, dict):
-                value = custom.get("value")
-                currency = custom.get("currency")
-            rows.append(
-                (
+
+        def rows() -> Iterator[tuple[object, ...]]:
+            # A generator: 100,000 leads' user_data JSON never sits in memory all at once.
+            for e in events:
+                custom = e.payload.get("custom_data")
+                value = currency = None
+                if isinstance(custom, dict):
+                    value = custom.get("value")
+                    currency = custom.get("currency")
+                yield (
                     spreadsheet_id,
                     e.lead_key,
                     e.event_name,
@@ -406,7 +416,7 @@ class Ledger:
                     json.dumps(e.payload.get("user_data"), sort_keys=True),
                     notes.get(e.lead_key),
                 )
-            )
+
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO events (spreadsheet_id, lead_key, event_name, event_id, state, "
@@ -420,7 +430,7 @@ class Ledger:
                 "updated_at=excluded.updated_at, value=excluded.value, "
                 "currency=excluded.currency, match_strength=excluded.match_strength, "
                 "user_data=excluded.user_data, notes=excluded.notes",
-                rows,
+                rows(),
             )
 
     def record_outcomes(

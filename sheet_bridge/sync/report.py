@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
 
 from sheet_bridge.meta.client import SendOutcome
@@ -13,6 +13,7 @@ from sheet_bridge.sync.plan import EventRecord, PlannedEvent, RowDecision
 RowOutcome = Literal["sent", "failed", "expired", "invalid", "skipped", "already_sent", "due"]
 SUMMARY_KEYS: tuple[str, ...] = ("sent", "skipped", "expired", "invalid", "failed", "already_sent")
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
     "skipped": "skipped",
     "duplicate": "skipped",
@@ -124,7 +125,10 @@ def render_row(
         parts.append("Warning: " + "; ".join(notes))
     text = " · ".join(parts)
 
-    latest_sent = max(sent, key=lambda r: (r.sent_at or datetime.min, r.event_time), default=None)
+    # Records come in funnel order and sorted() is stable: among events sent together, the
+    # last is the deepest stage.
+    by_time = sorted(sent, key=lambda r: (r.sent_at or _EPOCH, r.event_time))
+    latest_sent = by_time[-1] if by_time else None
     cells = {
         "CAPI Key": decision.lead_key,
         "CAPI Status": text,

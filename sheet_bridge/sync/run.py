@@ -161,6 +161,7 @@ class Bridge:
                 only = (only or set()) | {r.key for r in leads if r.row_number in wanted}
             the_plan = plan(leads, cfg, ledger.history(sid), now, only_keys=only)
             result = self._send_and_record(the_plan, table, dry_run, trigger, progress, now)
+            del the_plan  # its payloads are sent: free them before the write-back's buffers
             if not dry_run:
                 self._write_back(table, layout, result, leads, progress)
         except Exception as exc:
@@ -214,6 +215,12 @@ class Bridge:
                 after[(x.lead_key, x.event_name)] = EventRecord(
                     x.event_name, x.event_id, "expired", x.event_time
                 )
+        for d in the_plan.decisions:
+            if any(e.resend for e in d.events):
+                d.warnings.append(
+                    "an earlier sync was interrupted before Meta's answer was recorded; sent "
+                    "again with the same event id, so Meta can deduplicate it"
+                )
         notes = {d.lead_key: "; ".join(d.warnings) or None for d in the_plan.decisions}
         if events and not dry_run:
             if self.capi is None:
@@ -239,7 +246,9 @@ class Bridge:
                 progress("send", min(start + size, len(events)), len(events))
             meta_requests = self.capi.requests_made - before
         tz = time_zone(table)
-        reports = [self._report(d, after, tz, dry_run) for d in the_plan.decisions]
+        # Built once per pass: config.stage_map builds a new StageMap on every access.
+        order = {s.event: s.index for s in self.config.stage_map.stages}
+        reports = [self._report(d, after, tz, dry_run, order) for d in the_plan.decisions]
         stamp = format_sent_at(self.clock(), tz)
         by_key = {r.lead_key: r for r in reports}
         log_rows: list[list[object]] = [
@@ -274,13 +283,13 @@ class Bridge:
         after: Mapping[tuple[str, str], EventRecord],
         tz: Any,
         dry_run: bool,
+        order: Mapping[str, int],
     ) -> RowReport:
         records = {r.event_name: r for r in decision.records}
         names = [e.event_name for e in decision.events] + [x.event_name for x in decision.expired]
         for name in names:
             if (decision.lead_key, name) in after:
                 records[name] = after[(decision.lead_key, name)]
-        order = {s.event: s.index for s in self.config.stage_map.stages}
         ordered = sorted(records.values(), key=lambda r: order.get(r.event_name, 99))
         return render_row(decision, ordered, tz, dry_run=dry_run)
 
