@@ -1,4 +1,4 @@
-"""The `sheet-bridge` command: demo, sync, check, serve, emulate (thin wrappers over the API)."""
+"""The `sheet-bridge` command: demo, sync, check, report, audience, serve, emulate."""
 
 from __future__ import annotations
 
@@ -130,6 +130,75 @@ def check(config_path: str, offline: bool) -> None:
     report = run_checks(config, connect=not offline)
     click.echo(report.text())
     sys.exit(0 if report.ok else 1)
+
+
+def _ledger_events(config: BridgeConfig) -> list[Any]:
+    """The ledger's events for the config's sheet; a missing ledger is an error, not a new file."""
+    from sheet_bridge.sync.ledger import Ledger, LedgerError
+
+    path = config.ledger_path()
+    if not path.exists():
+        _fail(
+            f"no ledger at {path}: run a sync first, or point [server] ledger (or "
+            "SHEET_BRIDGE_LEDGER) at the bridge's ledger file"
+        )
+    try:
+        return list(Ledger(path).events(config.sheets.spreadsheet_id))
+    except LedgerError as exc:
+        _fail(str(exc), 1)
+        raise AssertionError from None  # unreachable: _fail exits
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
+@click.option(
+    "--chart",
+    "chart_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the weekly chart here (SVG).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def report(config_path: str, chart_path: Path | None, as_json: bool) -> None:
+    """Funnel report and advice from the ledger (no token, no network)."""
+    from datetime import UTC, datetime
+
+    from sheet_bridge.sync.chart import weekly_chart
+    from sheet_bridge.sync.funnel import funnel_report
+
+    if chart_path is not None and chart_path.suffix.lower() != ".svg":
+        _fail(f"--chart {chart_path}: only SVG is written (no image libraries); use a .svg name")
+    config = _load(config_path)
+    result = funnel_report(_ledger_events(config), config, datetime.now(UTC))
+    if chart_path is not None:
+        chart_path.write_text(weekly_chart(result), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(result.text())
+    if chart_path is not None:
+        click.echo(f"Chart written to {chart_path}", err=True)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The customer-list CSV to write.",
+)
+@click.option("--days", default=90, show_default=True, type=click.IntRange(min=1))
+def audience(config_path: str, out_path: Path, days: int) -> None:
+    """Junk audience: recently disqualified leads as a hashed Meta customer list (CSV)."""
+    from datetime import UTC, datetime
+
+    from sheet_bridge.sync.audience import junk_audience
+
+    config = _load(config_path)
+    result = junk_audience(_ledger_events(config), config, datetime.now(UTC), days=days)
+    result.write(out_path)
+    click.echo(result.text(out_path))
 
 
 @main.command()

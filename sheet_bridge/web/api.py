@@ -1,4 +1,4 @@
-"""The /api blueprint the Apps Script sidebar calls: sync, edits, status."""
+"""The /api blueprint the Apps Script sidebar calls: sync, edits, status, report."""
 
 from __future__ import annotations
 
@@ -155,3 +155,19 @@ def status() -> Any:
     sid = request.args.get("spreadsheet_id", "")
     bridge = _bridge(sid, request.args.get("tab"))
     return jsonify(bridge_status(bridge))
+
+
+@api.get("/report")
+def report() -> Any:
+    from sheet_bridge.sync.chart import weekly_chart
+    from sheet_bridge.sync.funnel import funnel_report
+
+    sid = request.args.get("spreadsheet_id", "")
+    bridge = _bridge(sid, request.args.get("tab"))
+    try:
+        events = bridge.ledger.events(bridge.spreadsheet_id)
+    except LedgerError as exc:
+        log.error("ledger: %s", exc)
+        raise ApiError(500, "ledger_unavailable", str(exc)) from None
+    result = funnel_report(events, bridge.config, bridge.clock())
+    return jsonify({**result.to_json(), "svg": weekly_chart(result)})
