@@ -116,21 +116,23 @@ def _run(bridge: Bridge, **kw: Any) -> dict[str, Any]:
     return result.to_json()
 
 
+def _bridge_for_body(model: type[_Body]) -> tuple[Bridge, Any]:
+    """The JSON body's bridge (authenticated first), then the body validated."""
+    body = _json_body()
+    sid, tab = body.get("spreadsheet_id"), body.get("tab")
+    bridge = _bridge(sid if isinstance(sid, str) else "", tab if isinstance(tab, str) else None)
+    return bridge, _parse(model, body)
+
+
 @api.post("/sync")
 def sync() -> Any:
-    body = _json_body()
-    sid = body.get("spreadsheet_id") if isinstance(body.get("spreadsheet_id"), str) else ""
-    bridge = _bridge(sid or "", body.get("tab") if isinstance(body.get("tab"), str) else None)
-    req: SyncRequest = _parse(SyncRequest, body)
+    bridge, req = _bridge_for_body(SyncRequest)
     return jsonify(_run(bridge, dry_run=req.dry_run, keys=req.keys, trigger="sync"))
 
 
 @api.post("/edits")
 def edits() -> Any:
-    body = _json_body()
-    sid = body.get("spreadsheet_id") if isinstance(body.get("spreadsheet_id"), str) else ""
-    bridge = _bridge(sid or "", body.get("tab") if isinstance(body.get("tab"), str) else None)
-    req: EditRequest = _parse(EditRequest, body)
+    bridge, req = _bridge_for_body(EditRequest)
     bridge.record_edit(req.row, req.old_value, req.new_value, req.at)
     try:
         summary = _run(bridge, rows=[req.row], trigger="edit")
