@@ -219,13 +219,21 @@ class StageMap:
             for status in stage.statuses:
                 self._by_status[status_key(status)] = stage
         self.positive: tuple[Stage, ...] = tuple(s for s in self.stages if not s.negative)
+        # Per-row lookups on a 100,000-lead sheet: memoised, and rank by index, not by
+        # comparing whole Stage objects.
+        self._rank = {s.index: i for i, s in enumerate(self.positive)}
+        self._seen: dict[str, Stage | None] = {}
 
     def lookup(self, status: object) -> Stage | None:
+        if isinstance(status, str) and len(self._seen) < 10_000:
+            if status not in self._seen:
+                self._seen[status] = self._by_status.get(status_key(status))
+            return self._seen[status]
         return self._by_status.get(status_key(status))
 
     def rank(self, stage: Stage) -> int:
         """Position among positive stages (funnel progress); -1 for a negative stage."""
-        return -1 if stage.negative else self.positive.index(stage)
+        return -1 if stage.negative else self._rank[stage.index]
 
     def configured_statuses(self) -> list[str]:
         return [status for stage in self.stages for status in stage.statuses]

@@ -223,3 +223,45 @@ def make_world(tmp_path: Path, world_now: datetime) -> Iterator[Callable[..., Wo
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def meta_token_never_leaks(tmp_path: Path) -> Iterator[None]:
+    """Suite-wide (issue 7): after each test, the fixtures' Meta tokens are in no log record
+    (our loggers at DEBUG), no logged exception, and no file under the test's tmp_path (sheet
+    JSON, ledger, -wal)."""
+    import logging
+
+    from tests.meta.conftest import TOKEN as META_TEST_TOKEN
+
+    class KeepRecords(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(level=logging.DEBUG)
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    tokens = (WORLD_TOKEN, META_TEST_TOKEN)
+    handler = KeepRecords()
+    root, ours = logging.getLogger(), logging.getLogger("sheet_bridge")
+    previous = ours.level
+    root.addHandler(handler)
+    ours.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        ours.setLevel(previous)
+    formatter = logging.Formatter()
+    for record in handler.records:
+        text = record.getMessage()
+        if record.exc_info:
+            text += formatter.formatException(record.exc_info)
+        for token in tokens:
+            assert token not in text, f"Meta token in a log record from {record.name}"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for token in tokens:
+                assert token.encode() not in data, f"Meta token in {path}"

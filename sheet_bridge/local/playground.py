@@ -1,9 +1,176 @@
-"""The playground: the emulated sheet as an editable grid beside the real sidebar (issue 6)."""
+"""The playground: the emulated sheet as an editable grid beside the real sidebar (issue 6).
+
+One page on loopback. The real `sidebar/Code.gs` runs in the page over `apps_script_local.js`
+(the Apps Script stand-in the Node tests use too), so editing a grid cell goes through Code.gs's
+own onEdit handler, and the real `sidebar/Sidebar.html` (served unchanged, with one script
+element that provides `google.script.run`) calls Code.gs's functions. Code.gs reaches the real
+backend, mounted at /backend, with its UrlFetchApp; the stand-in reaches the Sheets emulator
+through /sheets. Nothing here decides anything about leads: that is all the backend's.
+"""
 
 from __future__ import annotations
 
+import re
+import secrets
+import signal
+import threading
 from pathlib import Path
+from typing import Any
+
+import httpx
+from flask import Flask, Response, jsonify, request
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.serving import make_server
+
+from sheet_bridge.local.demo import META_PORT, SHEETS_PORT, DemoEnvironment, demo_environment
+from sheet_bridge.web.app import create_app
+
+# One source of truth: the files clasp pushes, read from the checkout (never a packaged copy).
+SIDEBAR_DIR = Path(__file__).resolve().parents[2] / "sidebar"
+PLAYGROUND_USER = "you@example.com"
+# What the host adds to the sidebar page, as Apps Script adds its own google.script API.
+SHIM_TAG = '<script src="/static/script_run_shim.js"></script>\n'
+_DOCTYPE = re.compile(r"\A(\ufeff?\s*<!DOCTYPE[^>]*>\s*\n?)", re.IGNORECASE)
 
 
-def serve_playground(data_dir: Path, port: int = 8080) -> None:
-    raise SystemExit("the playground is not built yet")
+class PlaygroundError(Exception):
+    """The playground cannot start; the message says what to do."""
+
+
+def sidebar_source(name: str, sidebar_dir: Path = SIDEBAR_DIR) -> str:
+    """The text of sidebar/Code.gs or sidebar/Sidebar.html, from the source checkout."""
+    path = sidebar_dir / name
+    if not path.is_file():
+        raise PlaygroundError(
+            f"the playground serves the add-on's own files and cannot find {path}; run it from "
+            "a clone of the repository installed with `pip install -e .` (as `make demo` does)"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def sidebar_page(html: str) -> str:
+    """Sidebar.html as written, with the google.script.run shim right after the doctype (so
+    the page keeps standards mode and the shim exists before the sidebar's own script runs)."""
+    m = _DOCTYPE.match(html)
+    cut = m.end() if m else 0
+    return html[:cut] + SHIM_TAG + html[cut:]
+
+
+def create_playground(
+    env: DemoEnvironment, secret: str, *, sidebar_dir: Path = SIDEBAR_DIR
+) -> Flask:
+    """The playground page, the sidebar, a /sheets proxy to the emulator, and the real backend
+    (create_app over the demo's bridge, accepting `secret`) mounted at /backend."""
+    code_gs = sidebar_source("Code.gs", sidebar_dir)
+    sidebar_html = sidebar_source("Sidebar.html", sidebar_dir)
+    backend = create_app(bridges=[env.bridge], environ={"SHEET_BRIDGE_SECRET": secret})
+    sheets = httpx.Client(base_url=env.sheets_url, timeout=30)
+
+    app = Flask(__name__)  # serves sheet_bridge/local/static at /static
+    app.extensions["sheets_proxy"] = sheets
+
+    @app.get("/")
+    def page() -> Response:
+        return app.send_static_file("playground.html")
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status=204)
+
+    @app.get("/playground/config")
+    def config() -> Response:
+        return jsonify(
+            {
+                "spreadsheet_id": env.config.sheets.spreadsheet_id,
+                "tab": env.config.sheets.tab,
+                "backend_url": request.host_url.rstrip("/") + "/backend",
+                # A fresh random secret per run, handed only to this loopback page; Code.gs
+                # keeps it in its Document Properties as it would in a real spreadsheet.
+                "secret": secret,
+                "sheets_url": "/sheets",
+                "user": PLAYGROUND_USER,
+                # For the grid's colouring and the status cell's suggestions only.
+                "status_column": env.config.columns["status"],
+                "statuses": env.config.stage_map.configured_statuses(),
+            }
+        )
+
+    @app.get("/playground/Code.gs")
+    def code() -> Response:
+        return Response(code_gs, content_type="text/javascript; charset=utf-8")
+
+    @app.get("/playground/sidebar")
+    def sidebar() -> Response:
+        return Response(sidebar_page(sidebar_html), content_type="text/html; charset=utf-8")
+
+    @app.route("/sheets/<path:_rest>", methods=["GET", "POST", "PUT"])
+    def sheets_proxy(_rest: str) -> Response:
+        # The raw URI keeps the A1 range's percent-encoding exactly as the page sent it.
+        raw = str(request.environ.get("RAW_URI") or request.full_path)
+        answer = sheets.request(
+            request.method,
+            raw[len("/sheets") :],
+            content=request.get_data(),
+            headers={"Content-Type": request.content_type or "application/json"},
+        )
+        return Response(
+            answer.content,
+            status=answer.status_code,
+            content_type=answer.headers.get("content-type", "application/json"),
+        )
+
+    app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, {"/backend": backend}
+    )
+    return app
+
+
+def serve_playground(
+    data_dir: Path,
+    port: int = 8080,
+    *,
+    sheets_port: int = SHEETS_PORT,
+    meta_port: int = META_PORT,
+) -> None:
+    """Run the playground on 127.0.0.1:`port` until Ctrl-C (the emulator and the fake Meta on
+    their demo ports), seeding the demo data first if `data_dir` has none. A taken port stops
+    the start with werkzeug's "Port N is in use by another program"."""
+    from sheet_bridge.local.demo import run_demo
+
+    if not (data_dir / "sheets.json").exists():
+        run_demo(data_dir)
+    _stop_on_signals()
+    secret = secrets.token_urlsafe(24)
+    try:
+        with demo_environment(data_dir, sheets_port=sheets_port, meta_port=meta_port) as env:
+            app = create_playground(env, secret)
+            server = make_server("127.0.0.1", port, app, threaded=True)
+            url = f"http://127.0.0.1:{server.server_port}"
+            print(
+                f"\nPlayground: {url}  (sheet emulator {env.sheets_url}, fake Meta "
+                f"{env.meta_url}; data in {data_dir}). Ctrl-C stops everything.",
+                flush=True,
+            )
+            try:
+                server.serve_forever()  # werkzeug's returns on KeyboardInterrupt
+            finally:
+                server.server_close()
+                _close(app)
+        print("\nPlayground stopped.", flush=True)
+    except PlaygroundError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both end serve_forever with KeyboardInterrupt, so the emulator, the
+    fake Meta and the ledger close cleanly (a shell starts background jobs with SIGINT ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def _close(app: Flask) -> None:
+    client: Any = app.extensions.get("sheets_proxy")
+    if client is not None:
+        client.close()

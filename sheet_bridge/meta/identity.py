@@ -6,6 +6,7 @@ reported; the rest of the identity still goes. Nothing here raises on any input.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -386,11 +387,7 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
     """
     user_data: dict[str, object] = {}
     problems: list[FieldProblem] = []
-    try:
-        fallback = normalize_country(default_country)
-    except _Drop:
-        fallback = "us"
-    country = fallback
+    country = _default_country(default_country)
     raw_country = _first_value(raw.get("country"))
     if not _blank(raw_country) and _SHA256_HEX.match(_cell_text(raw_country).strip()):
         # Already hashed upstream: sent as is (the row's region for phones is then unknown).
@@ -405,7 +402,7 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
             problems.append(
                 FieldProblem("country", "(unreadable)", "could not be read", "retype the cell")
             )
-    user_data.setdefault("country", sha256_hex(country))  # Meta: always send it
+    user_data.setdefault("country", _country_hash(country))  # Meta: always send it
 
     for key in USER_DATA_FIELDS:
         if key == "country" or key not in raw:
@@ -429,6 +426,21 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
             unique = list(dict.fromkeys(out))
             user_data[key] = unique[0] if len(unique) == 1 else unique
     return HashedIdentity(user_data, problems)
+
+
+@functools.lru_cache(maxsize=32)
+def _default_country(code: str) -> str:
+    """The config's default country, normalized once (not once per row)."""
+    try:
+        return normalize_country(code)
+    except _Drop:
+        return "us"
+
+
+@functools.lru_cache(maxsize=256)
+def _country_hash(country: str) -> str:
+    # One string shared by every row of a country, not one copy per row.
+    return sha256_hex(country)
 
 
 def _normalize_one(key: str, value: object, country: str) -> object:

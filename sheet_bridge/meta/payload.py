@@ -33,6 +33,8 @@ def build_event(
         "event_time": int(event_time),
         "event_id": event_id,
         "action_source": action_source,
-        "user_data": dict(user_data),
+        # Not copied: a lead's events share one user_data dict (a 100,000-lead first pass
+        # holds ~190,000 events in memory); nothing mutates a payload once built.
+        "user_data": user_data,
         "custom_data": custom_data,
     }

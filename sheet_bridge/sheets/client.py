@@ -194,28 +194,23 @@ class SheetsClient:
     def write_cells(self, cells: Sequence[tuple[int, int, object]]) -> int:
         """Write (row 1-based, col 0-based, value) cells in one values.batchUpdate (RAW).
 
-        Horizontally adjacent cells of a row go as one range. RAW keeps a message that starts
-        with "=" as text (DOMAIN.md §11). None clears a cell. Returns the number of cells.
+        Horizontally adjacent cells of a row go as one range, and such runs on consecutive rows
+        (same columns) as one block. RAW keeps a message that starts with "=" as text
+        (DOMAIN.md §11). None clears a cell. Returns the number of cells.
         """
         by_cell: dict[tuple[int, int], object] = {}
         for row, col, value in cells:
             by_cell[(row, col)] = _cell_value(value, row, col)
         if not by_cell:
             return 0
-        data: list[dict[str, Any]] = []
-        run: list[object] = []
-        start: tuple[int, int] | None = None
-        prev: tuple[int, int] | None = None
-        for key in sorted(by_cell):
-            if prev is not None and start is not None and key == (prev[0], prev[1] + 1):
-                run.append(by_cell[key])
+        runs: list[tuple[int, int, list[object]]] = []  # (row, first col, values)
+        for row, col in sorted(by_cell):
+            last = runs[-1] if runs else None
+            if last is not None and last[0] == row and last[1] + len(last[2]) == col:
+                last[2].append(by_cell[(row, col)])
             else:
-                if start is not None:
-                    data.append(self._range_data(start, run))
-                start, run = key, [by_cell[key]]
-            prev = key
-        assert start is not None
-        data.append(self._range_data(start, run))
+                runs.append((row, col, [by_cell[(row, col)]]))
+        data = [self._range_data(block) for block in _blocks(runs)]
         for chunk in _chunks(data, MAX_PAYLOAD_BYTES):
             request = (
                 self.service.spreadsheets()
@@ -235,7 +230,7 @@ class SheetsClient:
         """
         if not rows:
             return
-        first, *rest = _chunks([list(r) for r in rows], MAX_PAYLOAD_BYTES)
+        first, *rest = _chunks(list(rows), MAX_PAYLOAD_BYTES)
         if LOG_TAB not in self._info().tabs and self._add_sheet(LOG_TAB):
             first = [list(header), *first]
         try:
@@ -252,12 +247,15 @@ class SheetsClient:
 
     # -- calls ----------------------------------------------------------------------------
 
-    def _range_data(self, start: tuple[int, int], run: list[object]) -> dict[str, Any]:
-        row, col = start
-        end_col = col + len(run) - 1
-        return {"range": a1_range(self.config.tab, row, col, row, end_col), "values": [run]}
+    def _range_data(self, block: list[tuple[int, int, list[object]]]) -> dict[str, Any]:
+        row, col, first = block[0]
+        end_row, end_col = row + len(block) - 1, col + len(first) - 1
+        return {
+            "range": a1_range(self.config.tab, row, col, end_row, end_col),
+            "values": [values for _, _, values in block],
+        }
 
-    def _append(self, values: list[list[object]]) -> None:
+    def _append(self, values: Sequence[Sequence[object]]) -> None:
         request = (
             self.service.spreadsheets()
             .values()
@@ -452,6 +450,27 @@ def _cell_value(value: object, row: int, col: int) -> object:
 
 
 _Item = TypeVar("_Item")
+# Rows per block range: small enough that the 2 MB split stays fine-grained.
+_BLOCK_ROWS = 200
+
+
+def _blocks(runs: list[tuple[int, int, list[object]]]) -> list[list[tuple[int, int, list[object]]]]:
+    """Group runs on consecutive rows with the same columns into rectangles."""
+    blocks: list[list[tuple[int, int, list[object]]]] = []
+    for run in runs:
+        if blocks:
+            block = blocks[-1]
+            row, col, values = block[-1]
+            if (
+                len(block) < _BLOCK_ROWS
+                and run[0] == row + 1
+                and run[1] == col
+                and len(run[2]) == len(values)
+            ):
+                block.append(run)
+                continue
+        blocks.append([run])
+    return blocks
 
 
 def _chunks(data: list[_Item], limit: int) -> list[list[_Item]]:

@@ -230,6 +230,8 @@ _DATE_FORMS = [
 
 
 def _not_a_date(value: object, why: str = "") -> CellError:
+    if isinstance(value, str) and len(value) > 60:
+        value = value[:60] + "…"  # a cell may hold 50,000 characters; the message must not
     shown = repr(value) if not isinstance(value, str) or value.strip() else "an empty cell"
     extra = f" ({why})" if why else ""
     return CellError(

@@ -163,6 +163,12 @@ def payload_fingerprint(payload: Mapping[str, object]) -> str:
     return hashlib.sha256(repr(sorted(payload.items())).encode()).hexdigest()[:16]
 
 
+def _cut(text: str, limit: int = 60) -> str:
+    """A cell quoted in a status message, cut short: a cell holds up to 50,000 characters, and
+    so does the CAPI Status cell the message goes to (Google refuses a longer one)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def describe_time(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M")
 
@@ -198,6 +204,7 @@ class _Planner:
         for logical in ("value", "currency"):
             self.header_for[logical] = headers.get(logical, logical)
         self.observations: list[Observation] = []
+        self.shared_pixel_ids: set[str] = set()
 
     # -- one row ---------------------------------------------------------------------------
     def decide(self, row: LeadRow) -> RowDecision:
@@ -212,11 +219,11 @@ class _Planner:
         if stage is None:
             configured = ", ".join(self.stages.configured_statuses())
             return skip(
-                f"status {status!r} is not in the stage map (configured: {configured}); "
+                f"status {_cut(status)!r} is not in the stage map (configured: {configured}); "
                 "fix the cell or add it to [[stages]] in the config"
             )
         if not stage.send:
-            return skip(f"status {status!r} is never sent (send = false in the config)")
+            return skip(f"status {_cut(status)!r} is never sent (send = false in the config)")
         due = self._due_stages(stage)
         refused = [self.refused[s.index] for s in due if s.index in self.refused]
         if refused:
@@ -363,7 +370,7 @@ class _Planner:
         if highest is not None and not stage.negative and highest.index > stage.index:
             decision.outcome = "moved_back"
             decision.message = (
-                f"moved back from {highest.label} to {status}: nothing sent "
+                f"moved back from {highest.label} to {_cut(status)}: nothing sent "
                 f"(Meta already has {highest.event})"
             )
             return decision
@@ -446,8 +453,16 @@ class _Planner:
     def _event_id(self, row: LeadRow, stage: Stage) -> str:
         # DOMAIN.md §9: the first stage reuses the pixel's event id so Meta deduplicates it
         # against the browser's Lead.
-        if row.pixel_event_id and stage.index == self.stages.positive[0].index:
-            return row.pixel_event_id
+        # A pixel id on several rows (or with control characters) is pasted junk: reusing it
+        # would make Meta drop one lead's Lead as the other's duplicate.
+        pixel = row.pixel_event_id
+        if (
+            pixel is not None
+            and pixel.isprintable()
+            and pixel not in self.shared_pixel_ids
+            and stage.index == self.stages.positive[0].index
+        ):
+            return pixel
         return event_id_for(self.config.sheets.spreadsheet_id, row.key, stage.event)
 
     def _expired_message(self, expired: list[ExpiredEvent]) -> str:
@@ -481,6 +496,11 @@ def plan(
     if now.tzinfo is None:
         raise ValueError("plan() needs an aware `now`")
     planner = _Planner(config, history, now)
+    leads_of_pixel_id: dict[str, set[str]] = {}
+    for r in rows:
+        if r.pixel_event_id:
+            leads_of_pixel_id.setdefault(r.pixel_event_id, set()).add(r.key)
+    planner.shared_pixel_ids = {p for p, keys in leads_of_pixel_id.items() if len(keys) > 1}
     decisions: list[RowDecision] = []
     first_row_of: dict[str, int] = {}
     for row in rows:

@@ -88,10 +88,9 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
         if all(_cell(row, c) in (None, "") for c in own):
             continue
         key_cell = _cell(row, key_col)
-        key = (
-            _text(key_cell).strip()
-            if key_cell not in (None, "")
-            else derive_lead_key(config.sheets.spreadsheet_id, row, layout, number)
+        # A blank-looking key (spaces pasted over it) is no key: derive one, never key "".
+        key = ("" if key_cell is None else _text(key_cell).strip()) or derive_lead_key(
+            config.sheets.spreadsheet_id, row, layout, number
         )
         time_problems: list[str] = []
         changed = _time(row, fields, "status_changed_at", config, tz, order, time_problems)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sheet_bridge.config import BridgeConfig
-from sheet_bridge.meta.client import CapiClient
+from sheet_bridge.meta.client import CapiClient, SendOutcome
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync.ledger import Ledger
@@ -221,7 +221,11 @@ class Bridge:
                     "an earlier sync was interrupted before Meta's answer was recorded; sent "
                     "again with the same event id, so Meta can deduplicate it"
                 )
-        notes = {d.lead_key: "; ".join(d.warnings) or None for d in the_plan.decisions}
+        notes = {
+            d.lead_key: "; ".join(d.warnings) or None
+            for d in the_plan.decisions
+            if d.outcome != "duplicate"  # a later row with the same key must not erase them
+        }
         if events and not dry_run:
             if self.capi is None:
                 raise SyncError(
@@ -234,9 +238,16 @@ class Bridge:
             ledger.mark_sending(sid, events, strengths, notes, now)
             size = self.config.meta.batch_size
             before = self.capi.requests_made
+            halted: SendOutcome | None = None
             for start in range(0, len(events), size):
                 chunk = events[start : start + size]
-                outcomes = self.capi.send([e.payload for e in chunk])
+                if halted is not None:
+                    # DOMAIN.md §4: a rejected token (190) or a setup error stops the pass; the
+                    # other batches would fail alike. They stay due for the next pass.
+                    outcomes = [halted] * len(chunk)
+                else:
+                    outcomes = self.capi.send([e.payload for e in chunk])
+                    halted = next((o for o in outcomes if o.state == "not_sent"), None)
                 sent_at = self.clock()
                 ledger.record_outcomes(sid, list(zip(chunk, outcomes, strict=True)), sent_at)
                 for e, o in zip(chunk, outcomes, strict=True):

@@ -1,0 +1,210 @@
+"""The playground in a real browser (Debian's Chromium, headless): the grid's status edit runs
+the real Code.gs onEdit flow and fills the row's CAPI columns, Sync now updates the counts, a
+backend error shows in the sidebar, and the sidebar is the repository's file, unchanged.
+
+Set PLAYGROUND_SCREENSHOT=docs/playground.png to refresh the README's screenshot."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from sheet_bridge.local import demo_leads as demo
+from sheet_bridge.local.demo import DemoEnvironment, demo_environment, run_demo
+from sheet_bridge.local.playground import (
+    SHIM_TAG,
+    SIDEBAR_DIR,
+    PlaygroundError,
+    create_playground,
+)
+from sheet_bridge.local.server import BackgroundServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+05:30$")
+WAIT_MS = 20_000
+
+
+@dataclass
+class Playground:
+    url: str
+    env: DemoEnvironment
+
+    def rows(self) -> list[list[Any]]:
+        data = httpx.get(self.env.sheets_url + "/_emulator/data", timeout=10).json()
+        rows: list[list[Any]] = data["spreadsheets"][demo.DEMO_SPREADSHEET_ID]["sheets"][
+            demo.DEMO_TAB
+        ]
+        return rows
+
+    def rows_with_status(self, status: str) -> list[int]:
+        rows = self.rows()
+        col = rows[0].index("Lead Status")
+        return [i + 1 for i, r in enumerate(rows) if i and len(r) > col and r[col] == status]
+
+    def meta_event_names(self) -> list[str]:
+        events = httpx.get(self.env.meta_url + "/_fake/events", timeout=10).json()["events"]
+        return [e["event_name"] for e in events]
+
+
+@pytest.fixture(scope="module")
+def playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]:
+    data_dir = tmp_path_factory.mktemp("playground")
+    run_demo(data_dir)
+    with demo_environment(data_dir) as env:
+        app = create_playground(env, secrets.token_urlsafe(16))
+        with BackgroundServer(app) as server:
+            yield Playground(server.url, env)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "Debian's /usr/bin/chromium is not installed (.ci/run installs it); "
+            "`playwright install` cannot download a browser here"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, playground: Playground) -> Iterator[Any]:
+    page = browser.new_page(viewport={"width": 1500, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(playground.url)
+    sidebar = page.frame_locator("#sidebar")
+    sidebar.locator("#counts li").first.wait_for(timeout=WAIT_MS)
+    yield page
+    page.close()
+    assert errors == [], "the page threw"
+
+
+def cell(page: Any, row: int, header: str) -> Any:
+    return page.locator(f'#grid td[data-row="{row}"][data-header="{header}"]')
+
+
+def sent_count(page: Any) -> int:
+    text = page.frame_locator("#sidebar").locator('#counts [data-count="sent"] b').inner_text()
+    return int(text)
+
+
+def test_editing_a_status_in_the_grid_runs_the_onedit_flow_and_fills_capi_status(
+    page: Any, playground: Playground
+) -> None:
+    row = playground.rows_with_status("New")[0]
+    assert "QualifiedLead" not in cell(page, row, "CAPI Status").inner_text()
+    meta_before = playground.meta_event_names()
+
+    cell(page, row, "Lead Status").click()
+    page.locator("#grid td.editing input").fill("MQL")
+    page.keyboard.press("Enter")
+
+    capi = cell(page, row, "CAPI Status")
+    capi.filter(has_text="QualifiedLead").wait_for(timeout=WAIT_MS)
+    stamp = cell(page, row, "Status Changed At").inner_text()
+    assert ISO_WITH_OFFSET.match(stamp), stamp
+    assert "QualifiedLead" in playground.meta_event_names()[len(meta_before) :]
+    executions = page.locator("#executions").inner_text()
+    assert re.search(r"UrlFetchApp POST /backend/api/edits → 200", executions), executions
+
+
+def test_preview_then_sync_now_updates_the_counts(page: Any, playground: Playground) -> None:
+    sidebar = page.frame_locator("#sidebar")
+    before = sent_count(page)
+    # A status changed by an API write (an import, say): no onEdit fires, Sync now catches it.
+    row = playground.rows_with_status("New")[-1]
+    header = playground.rows()[0]
+    now = datetime.now(ZoneInfo(demo.DEMO_TIME_ZONE)).replace(microsecond=0)
+    playground.env.bridge.sheets.write_cells(
+        [
+            (row, header.index("Lead Status"), "SQL"),
+            (row, header.index("Status Changed At"), now.isoformat()),
+        ]
+    )
+
+    sidebar.locator("#preview").click()
+    due = sidebar.locator(f'#preview-due li[data-outcome="due"]:has(a[data-row="{row}"])')
+    due.wait_for(timeout=WAIT_MS)
+    would = re.search(r"Would send: ([\w, ]+)", due.locator(".message").inner_text())
+    assert would and would.group(1).endswith("QualifiedLead, Schedule"), due.inner_text()
+    events = would.group(1).split(", ")
+    assert due.locator(".badge").inner_text() in ("strong", "good", "weak")
+    assert sent_count(page) == before, "a preview sends nothing"
+    shot = os.environ.get("PLAYGROUND_SCREENSHOT")
+    if shot:
+        # Lead Status at the left edge, the edited row in view: the screenshot shows the flow.
+        cell(page, row, "Lead Status").evaluate(
+            "td => { const w = td.closest('#grid-wrap');"
+            " w.scrollLeft = td.offsetLeft - 40; w.scrollTop = td.offsetTop - 200; }"
+        )
+        page.screenshot(path=shot)
+
+    sidebar.locator("#sync-now").click()
+    sidebar.locator("#sync-result").wait_for(timeout=WAIT_MS)
+    sent = sidebar.locator(f'#result li[data-outcome="sent"]:has(a[data-row="{row}"])')
+    assert sent.locator(".message").inner_text().endswith(", ".join(events))
+    sidebar.locator(f'#counts [data-count="sent"] b:text-is("{before + len(events)}")').wait_for(
+        timeout=WAIT_MS
+    )
+    cell(page, row, "CAPI Status").filter(has_text="Schedule").wait_for(timeout=WAIT_MS)
+
+
+def test_a_jump_link_selects_the_row_in_the_grid(page: Any) -> None:
+    sidebar = page.frame_locator("#sidebar")
+    link = sidebar.locator("#attention a.row").first
+    row = link.get_attribute("data-row")
+    link.click()
+    page.locator(f'#grid tr.active[data-row="{row}"]').wait_for(timeout=WAIT_MS)
+
+
+def test_a_backend_error_shows_in_the_sidebar(page: Any, playground: Playground) -> None:
+    # 403 is permanent (no retry with real sleeps): the backend's read fails at once.
+    httpx.post(
+        playground.env.sheets_url + "/_emulator/faults", json={"status": 403, "count": 1}
+    ).raise_for_status()
+    sidebar = page.frame_locator("#sidebar")
+    sidebar.locator("#sync-now").click()
+    error = sidebar.locator("#error")
+    error.wait_for(state="visible", timeout=WAIT_MS)
+    text = error.inner_text()
+    assert "HTTP 502" in text and "permission" in text, text
+
+
+def test_the_sidebar_is_the_repository_file_unchanged(playground: Playground) -> None:
+    served = httpx.get(playground.url + "/playground/sidebar", timeout=10).text
+    assert served.count(SHIM_TAG) == 1
+    assert served.replace(SHIM_TAG, "", 1) == (SIDEBAR_DIR / "Sidebar.html").read_text()
+    code = httpx.get(playground.url + "/playground/Code.gs", timeout=10).text
+    assert code == (SIDEBAR_DIR / "Code.gs").read_text()
+
+
+def test_a_missing_sidebar_folder_is_named_with_what_to_do(
+    playground: Playground, tmp_path: Path
+) -> None:
+    with pytest.raises(PlaygroundError, match=r"cannot find .*Code\.gs; run it from a clone"):
+        create_playground(playground.env, "s", sidebar_dir=tmp_path)
