@@ -10,15 +10,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from flask import Flask, Response, request
 from flask.testing import FlaskClient
 from google.auth import crypt
@@ -29,6 +26,7 @@ from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.sync.run import SyncError
 from sheet_bridge.web.app import create_app
 from tests.conftest import WORLD_PIXEL, WORLD_SECRET, WORLD_SHEET, WORLD_TOKEN, World, lead_row
+from tests.google_tokens import certificate_pem, private_pem, rsa_key
 
 MakeWorld = Callable[..., World]
 AUDIENCE = "1234-sheetbridge.apps.googleusercontent.com"
@@ -38,34 +36,14 @@ KID = "local-test-key-1"
 # ---- ID tokens signed locally ------------------------------------------------------------------
 
 
-def new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 @pytest.fixture(scope="module")
 def google_key() -> rsa.RSAPrivateKey:
-    return new_key()
+    return rsa_key()
 
 
 @pytest.fixture(scope="module")
 def forger_key() -> rsa.RSAPrivateKey:
-    return new_key()
-
-
-def certificate(key: rsa.RSAPrivateKey) -> str:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "accounts.google.invalid")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    return rsa_key()
 
 
 def id_token(key: rsa.RSAPrivateKey, **claims: Any) -> str:
@@ -80,12 +58,7 @@ def id_token(key: rsa.RSAPrivateKey, **claims: Any) -> str:
         "exp": now + 3600,
         **claims,
     }
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    signer = crypt.RSASigner.from_string(pem, key_id=KID)  # type: ignore[no-untyped-call]
+    signer = crypt.RSASigner.from_string(private_pem(key), key_id=KID)  # type: ignore[no-untyped-call]
     token: bytes = google_jwt.encode(signer, payload)  # type: ignore[no-untyped-call]
     return token.decode()
 
@@ -107,7 +80,7 @@ def guarded(
     """Five leads due, a backend that accepts the shared secret or a Google ID token for
     AUDIENCE from example.com, Google's certificate served on loopback."""
     httpserver.expect_request("/certs").respond_with_data(
-        json.dumps({KID: certificate(google_key)}), content_type="application/json"
+        json.dumps({KID: certificate_pem(google_key)}), content_type="application/json"
     )
     world = make_world(
         [lead_row(i, "SQL", now=world_now) for i in range(5)],

@@ -17,10 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.testing import FlaskClient
 from google.auth import crypt
@@ -43,6 +40,7 @@ from tests.conftest import (
     lead_row,
     world_config,
 )
+from tests.google_tokens import certificate_pem, private_pem, rsa_key
 
 MakeWorld = Callable[..., World]
 AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
@@ -435,35 +433,6 @@ def test_backend_without_a_config_says_which_variable_to_set() -> None:
 
 
 # -- Google ID tokens, verified for real against a local certificate endpoint ---------------
-
-
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def certificate_pem(key: rsa.RSAPrivateKey) -> str:
-    """A self-signed x509 certificate, the form Google's v1 certs endpoint serves."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "accounts.google.invalid")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 @pytest.fixture(scope="module")
