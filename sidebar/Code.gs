@@ -317,6 +317,15 @@ function fetchStatus_() {
   return status;
 }
 
+/** The funnel report for the sidebar's panel: weekly counts (with an SVG chart) and advice. */
+function getReport() {
+  var ref = bridgeRef_();
+  var query = '?spreadsheet_id=' + encodeURIComponent(ref.spreadsheet_id) + (ref.tab ? '&tab=' + encodeURIComponent(ref.tab) : '');
+  return withLock_('Report', function () {
+    return callBackend_('get', '/api/report' + query);
+  });
+}
+
 function refreshColumns_() {
   var columns = cacheColumns_(fetchStatus_());
   if (!columns) throw new Error('The backend did not say which column holds the lead status.');

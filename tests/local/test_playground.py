@@ -182,6 +182,17 @@ def test_a_jump_link_selects_the_row_in_the_grid(page: Any) -> None:
     page.locator(f'#grid tr.active[data-row="{row}"]').wait_for(timeout=WAIT_MS)
 
 
+def test_the_report_panel_shows_the_funnel_chart_and_the_advice(page: Any) -> None:
+    sidebar = page.frame_locator("#sidebar")
+    sidebar.locator("#report-panel summary").click()
+    sidebar.locator("#report-advice li").first.wait_for(timeout=WAIT_MS)
+    assert sidebar.locator("#report-chart svg").count() == 1
+    stages = sidebar.locator("#report-stages li").all_inner_texts()
+    assert stages[0].startswith("Lead: ") and "reached" in stages[0], stages
+    advice = " ".join(sidebar.locator("#report-advice li").all_inner_texts())
+    assert "Lead" in advice and "Sales Funnel" in advice, advice
+
+
 def test_a_backend_error_shows_in_the_sidebar(page: Any, playground: Playground) -> None:
     # 403 is permanent (no retry with real sleeps): the backend's read fails at once.
     httpx.post(
