@@ -33,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from sheet_bridge.local.demo_leads import DEMO_STAGES
+
 SIZES = (1_000, 10_000, 100_000)
 BASELINE_ROWS = 1_000
 TOKEN = "bench-token-not-a-real-one"
@@ -64,15 +66,6 @@ STATUS_WEIGHTS = [
     ("Disqualified", 8),
     ("On hold", 3),
     ("", 2),
-]
-STAGES: list[dict[str, Any]] = [
-    {"status": ["New", "New Lead"], "event": "Lead", "value": 100},
-    {"status": "MQL", "event": "QualifiedLead", "custom": True, "value": 1000},
-    {"status": "SQL", "event": "Schedule", "value": 5000},
-    {"status": "Opportunity", "event": "StartTrial", "value": 20000},
-    {"status": ["Customer", "Won"], "event": "Purchase", "value": 50000},
-    {"status": "On hold", "event": "Contact", "send": False},
-    {"status": "Disqualified", "event": "Disqualified", "custom": True, "negative": True},
 ]
 FIRST = ["Aarav", "Diya", "Vihaan", "Ananya", "Arjun", "Ishita", "Kabir", "Meera", "Rohan", "Zoya"]
 LAST = ["Sharma", "Patel", "Iyer", "Reddy", "Khan", "Das", "Gupta", "Nair", "Singh", "Joshi"]
@@ -171,7 +164,7 @@ def config_data(sheets_url: str, meta_url: str, ledger: Path) -> dict[str, Any]:
             "lead_id": "Leadgen ID",
             "value": "Deal Value",
         },
-        "stages": STAGES,
+        "stages": DEMO_STAGES,
     }
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from sheet_bridge.config import BridgeConfig, parse_config
+from sheet_bridge.local.demo_leads import DEMO_STAGES
 from sheet_bridge.local.fake_meta import create_fake_meta
 from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.local.sheets_emulator import create_emulator
@@ -41,15 +42,7 @@ WORLD_HEADER = [
     "Deal Value",
 ]
 
-WORLD_STAGES: list[dict[str, Any]] = [
-    {"status": ["New", "New Lead"], "event": "Lead", "value": 100},
-    {"status": "MQL", "event": "QualifiedLead", "custom": True, "value": 1000},
-    {"status": "SQL", "event": "Schedule", "value": 5000},
-    {"status": "Opportunity", "event": "StartTrial", "value": 20000},
-    {"status": ["Customer", "Won"], "event": "Purchase", "value": 50000},
-    {"status": "On hold", "event": "Contact", "send": False},
-    {"status": "Disqualified", "event": "Disqualified", "custom": True, "negative": True},
-]
+WORLD_STAGES = DEMO_STAGES
 
 
 def iso(at: datetime) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 DEMO_SPREADSHEET_ID = "1DemoLeadsSheetBridge0000000000000000000000"
@@ -26,6 +27,17 @@ HEADER = [
     "Lead Status",
     "Status Changed At",
     "Deal Value",
+]
+
+# The demo's stage map as config data (what demo-data/bridge.toml says), for tests and bench.
+DEMO_STAGES: list[dict[str, Any]] = [
+    {"status": ["New", "New Lead"], "event": "Lead", "value": 100},
+    {"status": "MQL", "event": "QualifiedLead", "custom": True, "value": 1000},
+    {"status": "SQL", "event": "Schedule", "value": 5000},
+    {"status": "Opportunity", "event": "StartTrial", "value": 20000},
+    {"status": ["Customer", "Won"], "event": "Purchase", "value": 50000},
+    {"status": "On hold", "event": "Contact", "send": False},
+    {"status": "Disqualified", "event": "Disqualified", "custom": True, "negative": True},
 ]
 
 _SERIAL_EPOCH = datetime(1899, 12, 30)
