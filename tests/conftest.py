@@ -4,6 +4,7 @@ wired to them on loopback (nothing here can reach Google or Meta)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
 
 from sheet_bridge.config import BridgeConfig, parse_config
 from sheet_bridge.local.demo_leads import DEMO_STAGES
@@ -22,6 +24,12 @@ from sheet_bridge.meta.client import CapiClient
 from sheet_bridge.sheets.client import SheetsClient, clear_metadata_cache
 from sheet_bridge.sync.ledger import Ledger
 from sheet_bridge.sync.run import Bridge
+
+# CI runs the same examples every time (a failure there is reproducible); locally Hypothesis
+# keeps exploring new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # Distinctive, so a leak anywhere is found by a plain substring search.
 WORLD_TOKEN = "EAAGworldToken-5c4b3a29-never-leak"

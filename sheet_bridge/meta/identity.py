@@ -424,7 +424,10 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
                 )
         if out:
             unique = list(dict.fromkeys(out))
-            user_data[key] = unique[0] if len(unique) == 1 else unique
+            # Only hashed fields may be lists (DOMAIN.md §6); lead_id, fbc, fbp, IP and user
+            # agent take the first usable value.
+            many = len(unique) > 1 and key in HASHED_FIELDS
+            user_data[key] = unique if many else unique[0]
     return HashedIdentity(user_data, problems)
 
 
