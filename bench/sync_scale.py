@@ -213,8 +213,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def run_size(size: int, workdir: Path) -> dict[str, Any]:
-    """Child mode: the servers are already up (URLs in the environment); two or three passes."""
+def child_bridge(workdir: Path, *, with_capi: bool) -> Any:
+    """The bridge a child process measures, wired to the servers named in the environment."""
     from sheet_bridge.config import parse_config
     from sheet_bridge.meta.client import CapiClient
     from sheet_bridge.sheets.client import SheetsClient
@@ -225,12 +225,19 @@ def run_size(size: int, workdir: Path) -> dict[str, Any]:
     config = parse_config(
         config_data(sheets_url, meta_url, workdir / "ledger.db"), source=str(workdir / "b.toml")
     )
-    bridge = Bridge(
+    return Bridge(
         config,
         sheets=SheetsClient(config.sheets),
         ledger=Ledger(config.ledger_path({})),
-        capi=CapiClient.from_config(config.meta, TOKEN),
+        capi=CapiClient.from_config(config.meta, TOKEN) if with_capi else None,
     )
+
+
+def run_size(size: int, workdir: Path) -> dict[str, Any]:
+    """Child mode: the servers are already up (URLs in the environment); two or three passes."""
+    bridge = child_bridge(workdir, with_capi=True)
+    config = bridge.config
+    sheets_url, meta_url = os.environ["BENCH_SHEETS_URL"], os.environ["BENCH_META_URL"]
     rss_before = peak_rss_mb()
     passes = []
     for name in ("first", "no change", "steady"):
@@ -281,23 +288,11 @@ def edit_some_statuses(config: Any, size: int) -> None:
 
 def run_baseline(workdir: Path) -> dict[str, Any]:
     """Child mode: one POST per row, as a hand-written Apps Script does, same client and fake."""
-    from sheet_bridge.config import parse_config
     from sheet_bridge.meta.client import CapiClient
-    from sheet_bridge.sheets.client import SheetsClient
-    from sheet_bridge.sync.ledger import Ledger
     from sheet_bridge.sync.plan import plan
-    from sheet_bridge.sync.run import Bridge
 
-    sheets_url, meta_url = os.environ["BENCH_SHEETS_URL"], os.environ["BENCH_META_URL"]
-    config = parse_config(
-        config_data(sheets_url, meta_url, workdir / "ledger.db"), source=str(workdir / "b.toml")
-    )
-    bridge = Bridge(
-        config,
-        sheets=SheetsClient(config.sheets),
-        ledger=Ledger(config.ledger_path({})),
-        capi=None,
-    )
+    bridge = child_bridge(workdir, with_capi=False)
+    config = bridge.config
     _, _, leads = bridge.read()
     the_plan = plan(leads, config, {}, datetime.now(UTC))
     per_row = [[e.payload for e in d.events] for d in the_plan.decisions if d.events]

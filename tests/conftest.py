@@ -25,6 +25,9 @@ from sheet_bridge.sheets.client import SheetsClient, clear_metadata_cache
 from sheet_bridge.sync.ledger import Ledger
 from sheet_bridge.sync.run import Bridge
 
+# The google_key / forger_key fixtures for ID-token tests.
+pytest_plugins = ["tests.google_tokens"]
+
 # CI runs the same examples every time (a failure there is reproducible); locally Hypothesis
 # keeps exploring new ones.
 settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -3,12 +3,19 @@ certs endpoint serves, made locally so nothing reaches Google."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from google.auth import crypt
+from google.auth import jwt as google_jwt
+
+AUDIENCE = "1234-sheetbridge.apps.googleusercontent.com"
 
 
 def rsa_key() -> rsa.RSAPrivateKey:
@@ -38,3 +45,33 @@ def certificate_pem(key: rsa.RSAPrivateKey) -> str:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.fixture(scope="module")
+def google_key() -> rsa.RSAPrivateKey:
+    """The key "Google" signs with (its certificate is what the test certs endpoint serves)."""
+    return rsa_key()
+
+
+@pytest.fixture(scope="module")
+def forger_key() -> rsa.RSAPrivateKey:
+    """Someone else's key: tokens it signs must be refused."""
+    return rsa_key()
+
+
+def id_token(key: rsa.RSAPrivateKey, kid: str, **claims: Any) -> str:
+    """A Google-shaped ID token for AUDIENCE, valid for an hour unless `claims` say otherwise."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": "https://accounts.google.com",
+        "aud": AUDIENCE,
+        "sub": "1098765432101234567890",
+        "email": "ops@example.com",
+        "email_verified": True,
+        "iat": now - 60,
+        "exp": now + 3600,
+        **claims,
+    }
+    signer = crypt.RSASigner.from_string(private_pem(key), key_id=kid)  # type: ignore[no-untyped-call]
+    token: bytes = google_jwt.encode(signer, payload)  # type: ignore[no-untyped-call]
+    return token.decode()

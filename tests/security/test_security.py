@@ -18,49 +18,24 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, Response, request
 from flask.testing import FlaskClient
-from google.auth import crypt
-from google.auth import jwt as google_jwt
 from pytest_httpserver import HTTPServer
 
 from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.sync.run import SyncError
 from sheet_bridge.web.app import create_app
 from tests.conftest import WORLD_PIXEL, WORLD_SECRET, WORLD_SHEET, WORLD_TOKEN, World, lead_row
-from tests.google_tokens import certificate_pem, private_pem, rsa_key
+from tests.google_tokens import AUDIENCE, certificate_pem
+from tests.google_tokens import id_token as google_id_token
 
 MakeWorld = Callable[..., World]
-AUDIENCE = "1234-sheetbridge.apps.googleusercontent.com"
 KID = "local-test-key-1"
 
 
 # ---- ID tokens signed locally ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def google_key() -> rsa.RSAPrivateKey:
-    return rsa_key()
-
-
-@pytest.fixture(scope="module")
-def forger_key() -> rsa.RSAPrivateKey:
-    return rsa_key()
-
-
 def id_token(key: rsa.RSAPrivateKey, **claims: Any) -> str:
-    now = int(time.time())
-    payload: dict[str, Any] = {
-        "iss": "https://accounts.google.com",
-        "aud": AUDIENCE,
-        "sub": "1098765432101234567890",
-        "email": "ops@example.com",
-        "email_verified": True,
-        "iat": now - 60,
-        "exp": now + 3600,
-        **claims,
-    }
-    signer = crypt.RSASigner.from_string(private_pem(key), key_id=KID)  # type: ignore[no-untyped-call]
-    token: bytes = google_jwt.encode(signer, payload)  # type: ignore[no-untyped-call]
-    return token.decode()
+    return google_id_token(key, KID, **claims)
 
 
 # ---- a backend over a world with leads ---------------------------------------------------------

@@ -20,8 +20,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
-from google.auth import crypt
-from google.auth import jwt as google_jwt
 from pytest_httpserver import HTTPServer
 
 from sheet_bridge.local.fake_meta import create_fake_meta
@@ -40,11 +38,11 @@ from tests.conftest import (
     lead_row,
     world_config,
 )
-from tests.google_tokens import certificate_pem, private_pem, rsa_key
+from tests.google_tokens import AUDIENCE, certificate_pem
+from tests.google_tokens import id_token as google_id_token
 
 MakeWorld = Callable[..., World]
 AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
-AUDIENCE = "1234-sheetbridge.apps.googleusercontent.com"
 KID = "test-key-1"
 
 
@@ -435,31 +433,8 @@ def test_backend_without_a_config_says_which_variable_to_set() -> None:
 # -- Google ID tokens, verified for real against a local certificate endpoint ---------------
 
 
-@pytest.fixture(scope="module")
-def google_key() -> rsa.RSAPrivateKey:
-    return rsa_key()
-
-
-@pytest.fixture(scope="module")
-def forger_key() -> rsa.RSAPrivateKey:
-    return rsa_key()
-
-
 def id_token(key: rsa.RSAPrivateKey, **claims: Any) -> str:
-    now = int(time.time())
-    payload: dict[str, Any] = {
-        "iss": "https://accounts.google.com",
-        "aud": AUDIENCE,
-        "sub": "1098765432101234567890",
-        "email": "ops@example.com",
-        "email_verified": True,
-        "iat": now - 60,
-        "exp": now + 3600,
-    }
-    payload.update(claims)
-    signer = crypt.RSASigner.from_string(private_pem(key), key_id=KID)  # type: ignore[no-untyped-call]
-    token: bytes = google_jwt.encode(signer, payload)  # type: ignore[no-untyped-call]
-    return token.decode()
+    return google_id_token(key, KID, **claims)
 
 
 @pytest.fixture(scope="module")
