@@ -6,8 +6,9 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -162,6 +163,11 @@ class SheetsClient:
         self.max_attempts = max(1, max_attempts)
         self.stats = 0  # API calls made, retries included
         self._lock = threading.RLock()
+        # Built once: each spreadsheets()/values() call builds a resource whose methods carry
+        # docstrings rendered from the discovery schema (~130 KB each), freed only by the
+        # cyclic collector; one per request added ~30 MB of garbage to a large pass.
+        self._sheets_api = self.service.spreadsheets()
+        self._values_api = self._sheets_api.values()
 
     # -- public operations ----------------------------------------------------------------
 
@@ -169,16 +175,12 @@ class SheetsClient:
         """The whole tab in one values.get: stored values, dates as serial numbers."""
         tab = self.config.tab
         info = self._info()
-        request = (
-            self.service.spreadsheets()
-            .values()
-            .get(
-                spreadsheetId=self.config.spreadsheet_id,
-                range=quote_tab(tab),  # a bare tab name is the whole tab
-                valueRenderOption="UNFORMATTED_VALUE",  # numbers as numbers, text as text
-                dateTimeRenderOption="SERIAL_NUMBER",
-                majorDimension="ROWS",
-            )
+        request = self._values_api.get(
+            spreadsheetId=self.config.spreadsheet_id,
+            range=quote_tab(tab),  # a bare tab name is the whole tab
+            valueRenderOption="UNFORMATTED_VALUE",  # numbers as numbers, text as text
+            dateTimeRenderOption="SERIAL_NUMBER",
+            majorDimension="ROWS",
         )
         answer = self._execute(request, tab=tab)
         values: list[list[object]] = answer.get("values", [])  # no key when the tab is empty
@@ -191,46 +193,50 @@ class SheetsClient:
             first_row=2,
         )
 
-    def write_cells(self, cells: Sequence[tuple[int, int, object]]) -> int:
+    def write_cells(self, cells: Iterable[tuple[int, int, object]]) -> int:
         """Write (row 1-based, col 0-based, value) cells in one values.batchUpdate (RAW).
 
         Horizontally adjacent cells of a row go as one range, and such runs on consecutive rows
         (same columns) as one block. RAW keeps a message that starts with "=" as text
-        (DOMAIN.md §11). None clears a cell. Returns the number of cells.
+        (DOMAIN.md §11). None clears a cell; a cell given twice takes the later value. Returns
+        the number of cells.
         """
-        by_cell: dict[tuple[int, int], object] = {}
-        for row, col, value in cells:
-            by_cell[(row, col)] = _cell_value(value, row, col)
-        if not by_cell:
-            return 0
         runs: list[tuple[int, int, list[object]]] = []  # (row, first col, values)
-        for row, col in sorted(by_cell):
+        count = 0
+        # A stable sort: the same cell twice stays in the caller's order, the later one last.
+        for row, col, value in sorted(cells, key=itemgetter(0, 1)):
+            value = _cell_value(value, row, col)
             last = runs[-1] if runs else None
-            if last is not None and last[0] == row and last[1] + len(last[2]) == col:
-                last[2].append(by_cell[(row, col)])
-            else:
-                runs.append((row, col, [by_cell[(row, col)]]))
-        data = [self._range_data(block) for block in _blocks(runs)]
+            if last is not None and last[0] == row:
+                end = last[1] + len(last[2])
+                if col == end - 1:
+                    last[2][-1] = value  # the same cell again
+                    continue
+                if col == end:
+                    last[2].append(value)
+                    count += 1
+                    continue
+            runs.append((row, col, [value]))
+            count += 1
+        data = (self._range_data(block) for block in _blocks(runs))
         for chunk in _chunks(data, MAX_PAYLOAD_BYTES):
-            request = (
-                self.service.spreadsheets()
-                .values()
-                .batchUpdate(
-                    spreadsheetId=self.config.spreadsheet_id,
-                    body={"valueInputOption": "RAW", "data": chunk},
-                )
+            request = self._values_api.batchUpdate(
+                spreadsheetId=self.config.spreadsheet_id,
+                body={"valueInputOption": "RAW", "data": chunk},
             )
             self._execute(request, tab=self.config.tab)
-        return len(by_cell)
+        return count
 
-    def append_log(self, rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
+    def append_log(self, rows: Iterable[Sequence[object]], header: Sequence[str]) -> None:
         """Append rows to the CAPI Log tab: one values.append per ≤ 2 MB of rows (usually one).
 
-        The tab is created first, header included, when the cached tab list lacks it.
+        `rows` may be a generator: it is consumed one 2 MB chunk at a time. The tab is created
+        first, header included, when the cached tab list lacks it.
         """
-        if not rows:
+        chunks = _chunks(rows, MAX_PAYLOAD_BYTES)
+        first = next(chunks, None)
+        if first is None:
             return
-        first, *rest = _chunks(list(rows), MAX_PAYLOAD_BYTES)
         if LOG_TAB not in self._info().tabs and self._add_sheet(LOG_TAB):
             first = [list(header), *first]
         try:
@@ -242,7 +248,7 @@ class SheetsClient:
                 self._append(first)
             else:
                 self._append([list(header), *first])
-        for chunk in rest:
+        for chunk in chunks:
             self._append(chunk)
 
     # -- calls ----------------------------------------------------------------------------
@@ -256,22 +262,18 @@ class SheetsClient:
         }
 
     def _append(self, values: Sequence[Sequence[object]]) -> None:
-        request = (
-            self.service.spreadsheets()
-            .values()
-            .append(
-                spreadsheetId=self.config.spreadsheet_id,
-                range=quote_tab(LOG_TAB),
-                valueInputOption="RAW",
-                insertDataOption="INSERT_ROWS",
-                body={"values": values},
-            )
+        request = self._values_api.append(
+            spreadsheetId=self.config.spreadsheet_id,
+            range=quote_tab(LOG_TAB),
+            valueInputOption="RAW",
+            insertDataOption="INSERT_ROWS",
+            body={"values": values},
         )
         self._execute(request, tab=LOG_TAB)
 
     def _add_sheet(self, title: str) -> bool:
         """Add a tab; False when it already exists (someone else just made it)."""
-        request = self.service.spreadsheets().batchUpdate(
+        request = self._sheets_api.batchUpdate(
             spreadsheetId=self.config.spreadsheet_id,
             body={"requests": [{"addSheet": {"properties": {"title": title}}}]},
         )
@@ -305,7 +307,7 @@ class SheetsClient:
             and time.monotonic() - cached.fetched_at < METADATA_TTL_SECONDS
         ):
             return cached
-        request = self.service.spreadsheets().get(
+        request = self._sheets_api.get(
             spreadsheetId=self.config.spreadsheet_id,
             fields="properties(title,timeZone),sheets.properties(title,sheetId)",
         )
@@ -473,15 +475,18 @@ def _blocks(runs: list[tuple[int, int, list[object]]]) -> list[list[tuple[int, i
     return blocks
 
 
-def _chunks(data: list[_Item], limit: int) -> list[list[_Item]]:
-    """Split ranges (or rows) into as few calls as keep each body under `limit` bytes."""
-    chunks: list[list[_Item]] = [[]]
+def _chunks(data: Iterable[_Item], limit: int) -> Iterator[list[_Item]]:
+    """Split ranges (or rows) into as few calls as keep each body under `limit` bytes; one
+    chunk at a time, so a generator's items never sit in memory all at once."""
+    chunk: list[_Item] = []
     size = 0
     for item in data:
-        n = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 1
-        if chunks[-1] and size + n > limit:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(item)
+        # As googleapiclient sends it: json.dumps with its ASCII escapes (an emoji is 12 bytes).
+        n = len(json.dumps(item)) + 1
+        if chunk and size + n > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
         size += n
-    return chunks
+    if chunk:
+        yield chunk

@@ -392,12 +392,12 @@ class Ledger:
 
         def rows() -> Iterator[tuple[object, ...]]:
             # A generator: 100,000 leads' user_data JSON never sits in memory all at once.
+            # A lead's events come together and share one user_data: encode it once.
+            last_user: object = None
+            user_json = ""
             for e in events:
-                custom = e.payload.get("custom_data")
-                value = currency = None
-                if isinstance(custom, dict):
-                    value = custom.get("value")
-                    currency = custom.get("currency")
+                if e.user_data is not last_user:
+                    last_user, user_json = e.user_data, json.dumps(e.user_data, sort_keys=True)
                 yield (
                     spreadsheet_id,
                     e.lead_key,
@@ -405,15 +405,15 @@ class Ledger:
                     e.event_id,
                     e.event_time,
                     e.row_number,
-                    _lead_status(e),
+                    e.lead_status,
                     e.stage.index,
                     e.fingerprint,
                     t,
                     t,
-                    value,
-                    currency,
+                    e.value,
+                    e.currency,
                     strengths.get(e.lead_key),
-                    json.dumps(e.payload.get("user_data"), sort_keys=True),
+                    user_json,
                     notes.get(e.lead_key),
                 )
 
@@ -579,14 +579,6 @@ class Ledger:
             "counts": json.loads(row[6]) if row[6] else {},
             "error": row[7],
         }
-
-
-def _lead_status(event: PlannedEvent) -> str | None:
-    custom = event.payload.get("custom_data")
-    if isinstance(custom, dict):
-        status = custom.get("lead_status")
-        return str(status) if status is not None else None
-    return None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -30,7 +30,7 @@ EventState = Literal["sending", "sent", "failed", "expired"]
 Outcome = Literal["due", "skipped", "expired", "invalid", "already_sent", "moved_back", "duplicate"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LeadRow:
     """One lead as read from the sheet, cells already typed (times aware, identity raw)."""
 
@@ -48,7 +48,7 @@ class LeadRow:
     field_problems: tuple[FieldProblem, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     """What the ledger knows of one (lead, event name)."""
 
@@ -64,7 +64,7 @@ class EventRecord:
     notes: str | None = None  # warnings about the row when it was sent (fields dropped)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transition:
     """A status the lead was seen to take, and when (from an edit or a scan)."""
 
@@ -72,13 +72,13 @@ class Transition:
     at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LeadHistory:
     events: Mapping[str, EventRecord] = field(default_factory=dict)
     transitions: Sequence[Transition] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedEvent:
     """One event to send: where it comes from, its identity in the ledger, and its payload."""
 
@@ -88,12 +88,39 @@ class PlannedEvent:
     event_name: str
     event_id: str
     event_time: int
-    payload: dict[str, object]
-    fingerprint: str
+    # What build_event needs besides the name, time and id. The payload dict is built only
+    # when sent (a 100,000-lead first pass plans ~190,000 events: holding every payload at
+    # once cost ~150 MB); a lead's events share one user_data dict.
+    user_data: dict[str, object]
+    lead_status: str
+    action_source: str
+    lead_event_source: str
+    value: float | None = None
+    currency: str | None = None
     resend: bool = False  # left `sending` by an interrupted pass: same event_id again
+    # Of the payload: a failed event is retried once its row changes (derived, not passed).
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", payload_fingerprint(self.payload))
+
+    @property
+    def payload(self) -> dict[str, object]:
+        """The CAPI event, as sent (built on each access; nothing mutates it)."""
+        return build_event(
+            event_name=self.event_name,
+            event_time=self.event_time,
+            event_id=self.event_id,
+            action_source=self.action_source,
+            user_data=self.user_data,
+            lead_status=self.lead_status,
+            lead_event_source=self.lead_event_source,
+            value=self.value,
+            currency=self.currency,
+        )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ExpiredEvent:
     row_number: int
     lead_key: str
@@ -104,7 +131,7 @@ class ExpiredEvent:
     limit: timedelta
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
     """A status the plan saw for the first time; the run records it as a transition."""
 
@@ -113,7 +140,7 @@ class Observation:
     at: datetime
 
 
-@dataclass
+@dataclass(slots=True)
 class RowDecision:
     row_number: int
     lead_key: str
@@ -128,7 +155,7 @@ class RowDecision:
     records: list[EventRecord] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     decisions: list[RowDecision]
     observations: list[Observation]
@@ -203,6 +230,12 @@ class _Planner:
         }
         for logical in ("value", "currency"):
             self.header_for[logical] = headers.get(logical, logical)
+        # The deepest positive stage sending each event name (a name may serve several).
+        self.positive_by_event: dict[str, Stage] = {}
+        for s in self.stages.positive:
+            known = self.positive_by_event.get(s.event)
+            if known is None or s.index > known.index:
+                self.positive_by_event[s.event] = s
         self.observations: list[Observation] = []
         self.shared_pixel_ids: set[str] = set()
 
@@ -236,7 +269,7 @@ class _Planner:
         highest = self._highest_reached(history)
         moved_back = highest is not None and not stage.negative and highest.index > stage.index
         if not pending or moved_back:
-            return self._nothing_due(row, status, stage, history, records)
+            return self._nothing_due(row, status, stage, highest, records)
 
         if row.time_problems:
             decision = skip("not sent: " + "; ".join(row.time_problems), "invalid")
@@ -292,41 +325,31 @@ class _Planner:
 
         for s, at in fresh:
             record = history.events.get(s.event)
-            event_id = record.event_id if record else self._event_id(row, s)
             value = row.value if row.value is not None else s.value
             currency = row.currency or s.currency or self.config.meta.currency
-            payload = build_event(
-                event_name=s.event,
-                event_time=int(at.timestamp()),
-                event_id=event_id,
-                action_source=self.action_source,
-                user_data=identity.user_data,
-                lead_status=status,
-                lead_event_source=self.config.meta.lead_event_source,
-                value=value,
-                currency=currency if value is not None else None,
+            event = PlannedEvent(
+                row.row_number,
+                row.key,
+                s,
+                s.event,
+                record.event_id if record else self._event_id(row, s),
+                int(at.timestamp()),
+                identity.user_data,
+                status,
+                self.action_source,
+                self.config.meta.lead_event_source,
+                value,
+                currency if value is not None else None,
+                resend=record is not None and record.state == "sending",
             )
-            fingerprint = payload_fingerprint(payload)
             if (
                 record is not None
                 and record.state == "failed"
                 and not record.retry
-                and record.fingerprint == fingerprint
+                and record.fingerprint == event.fingerprint
             ):
                 continue  # Meta refused exactly this before; wait for the row to change
-            decision.events.append(
-                PlannedEvent(
-                    row.row_number,
-                    row.key,
-                    s,
-                    s.event,
-                    event_id,
-                    int(at.timestamp()),
-                    payload,
-                    fingerprint,
-                    resend=record is not None and record.state == "sending",
-                )
-            )
+            decision.events.append(event)
         if not decision.events:
             decision.outcome = "invalid"
             failed = [history.events[s.event] for s, _ in fresh if s.event in history.events]
@@ -361,12 +384,11 @@ class _Planner:
         row: LeadRow,
         status: str,
         stage: Stage,
-        history: LeadHistory,
+        highest: Stage | None,
         records: list[EventRecord],
     ) -> RowDecision:
         decision = RowDecision(row.row_number, row.key, status, "already_sent", "")
         decision.records = records
-        highest = self._highest_reached(history)
         if highest is not None and not stage.negative and highest.index > stage.index:
             decision.outcome = "moved_back"
             decision.message = (
@@ -391,9 +413,9 @@ class _Planner:
         for record in history.events.values():
             if record.state not in ("sent", "sending", "expired"):
                 continue
-            for s in self.stages.positive:
-                if s.event == record.event_name and (best is None or s.index > best.index):
-                    best = s
+            s = self.positive_by_event.get(record.event_name)
+            if s is not None and (best is None or s.index > best.index):
+                best = s
         return best
 
     def _first_seen(self, history: LeadHistory, stage: Stage) -> datetime | None:

@@ -10,7 +10,6 @@ from typing import Any
 from sheet_bridge.config import BridgeConfig, parse_config
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.meta.identity import hash_user_data, match_keys
-from sheet_bridge.meta.payload import build_event
 from sheet_bridge.sync.ledger import Ledger
 from sheet_bridge.sync.plan import ExpiredEvent, PlannedEvent, event_id_for
 
@@ -90,18 +89,20 @@ class LedgerWriter:
         raw = {"em": f"{lead}@example.com"} if identity is None else identity
         hashed = hash_user_data(raw, self.config.meta.default_country)
         amount = value if value is not None else stage.value
-        payload = build_event(
-            event_name=event_name,
-            event_time=event_time,
-            event_id=event_id,
-            action_source="system_generated",
-            user_data=hashed.user_data,
-            lead_status=stage.label,
-            lead_event_source="Google Sheets",
-            value=amount,
-            currency="INR" if amount is not None else None,
+        planned = PlannedEvent(
+            2,
+            lead,
+            stage,
+            event_name,
+            event_id,
+            event_time,
+            hashed.user_data,
+            stage.label,
+            "system_generated",
+            "Google Sheets",
+            amount,
+            "INR" if amount is not None else None,
         )
-        planned = PlannedEvent(2, lead, stage, event_name, event_id, event_time, payload, "fp")
         strength = match_keys(hashed.user_data).strength
         self.ledger.mark_sending(SHEET, [planned], {lead: strength}, {}, answered)
         outcome = (

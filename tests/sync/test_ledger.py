@@ -35,12 +35,6 @@ def planned(
     event_id: str | None = None,
     at: datetime = NOW - timedelta(hours=2),
 ) -> PlannedEvent:
-    payload: dict[str, object] = {
-        "event_name": stage.event,
-        "event_time": int(at.timestamp()),
-        "user_data": {"em": "a" * 64},
-        "custom_data": {"value": stage.value, "currency": "INR", "lead_status": stage.label},
-    }
     return PlannedEvent(
         row_number=2,
         lead_key=lead_key,
@@ -48,8 +42,12 @@ def planned(
         event_name=stage.event,
         event_id=event_id or f"sb.{lead_key}.{stage.event}",
         event_time=int(at.timestamp()),
-        payload=payload,
-        fingerprint=f"fp-{lead_key}-{stage.event}",
+        user_data={"em": "a" * 64},
+        lead_status=stage.label,
+        action_source="system_generated",
+        lead_event_source="Google Sheets",
+        value=stage.value,
+        currency="INR",
     )
 
 
