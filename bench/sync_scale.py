@@ -267,6 +267,8 @@ def run_size(size: int, workdir: Path) -> dict[str, Any]:
                 "peak_rss_mb": peak_rss_mb(),
             }
         )
+        # As the CLI or the web server does: a pass's result is gone before the next pass.
+        del result
     return {"size": size, "rss_at_start_mb": rss_before, "passes": passes}
 
 

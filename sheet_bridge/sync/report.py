@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
 
@@ -37,7 +37,8 @@ class RowReport:
     # strings: a 100,000-lead pass keeps ~190,000 of them (a dict each cost ~70 MB).
     event_states: tuple[tuple[str, str, str, int], ...] = ()
     strength: str | None = None
-    cells: dict[str, str] = field(default_factory=dict)
+    # The row's bridge cells, in BRIDGE_COLUMNS order (a tuple, not a dict: one per row).
+    cells: tuple[str, ...] = ()
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -138,15 +139,13 @@ def render_row(
     # last is the deepest stage.
     by_time = sorted(sent, key=lambda r: (r.sent_at or _EPOCH, r.event_time))
     latest_sent = by_time[-1] if by_time else None
-    cells = {
-        "CAPI Key": decision.lead_key,
-        "CAPI Status": text,
-        "CAPI Event ID": latest_sent.event_id if latest_sent else "",
-        "CAPI Sent At": (
-            format_sent_at(latest_sent.sent_at, tz) if latest_sent and latest_sent.sent_at else ""
-        ),
-        "CAPI Response": _response_words(latest_sent, failed),
-    }
+    cells = (  # BRIDGE_COLUMNS order
+        decision.lead_key,
+        latest_sent.event_id if latest_sent else "",
+        text,
+        format_sent_at(latest_sent.sent_at, tz) if latest_sent and latest_sent.sent_at else "",
+        _response_words(latest_sent, failed),
+    )
     if dry_run:
         events = tuple((e.event_name, e.event_id, "due", e.event_time) for e in decision.events)
         events += tuple(

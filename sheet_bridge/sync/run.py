@@ -8,13 +8,14 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sheet_bridge.config import BridgeConfig
+from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig
 from sheet_bridge.meta.client import CapiClient, SendOutcome
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
@@ -233,21 +234,31 @@ class Bridge:
             for d in the_plan.decisions
             if d.outcome != "duplicate"  # a later row with the same key must not erase them
         }
+        tz = time_zone(table)
+        # Built once per pass: config.stage_map builds a new StageMap on every access.
+        order = {s.event: s.index for s in self.config.stage_map.stages}
+        decisions = the_plan.decisions
+        reports: list[RowReport | None] = [None] * len(decisions)
         if events and not dry_run:
             if self.capi is None:
                 raise SyncError(
                     f"No Meta access token: set the environment variable "
                     f"{self.config.meta.access_token_env} (a CAPI token from Events Manager)"
                 )
-            strengths = {
-                d.lead_key: d.match.strength for d in the_plan.decisions if d.match is not None
-            }
+            strengths = {d.lead_key: d.match.strength for d in decisions if d.match is not None}
             ledger.mark_sending(sid, events, strengths, notes, now)
+            # A lead's report is written as soon as its last event has Meta's answer, and its
+            # planned events (payload parts, hashed identifiers) are let go: the plan shrinks
+            # while the reports grow, instead of both being held whole at the end.
+            waiting = {d.lead_key: [i, len(d.events)] for i, d in enumerate(decisions) if d.events}
+            queue = deque(events)
+            total = len(events)
+            del events
             size = self.config.meta.batch_size
             before = self.capi.requests_made
             halted: SendOutcome | None = None
-            for start in range(0, len(events), size):
-                chunk = events[start : start + size]
+            while queue:
+                chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
                 if halted is not None:
                     # DOMAIN.md §4: a rejected token (190) or a setup error stops the pass; the
                     # other batches would fail alike. They stay due for the next pass.
@@ -257,24 +268,33 @@ class Bridge:
                     halted = next((o for o in outcomes if o.state == "not_sent"), None)
                 sent_at = self.clock()
                 ledger.record_outcomes(sid, list(zip(chunk, outcomes, strict=True)), sent_at)
-                for e, o in zip(chunk, outcomes, strict=True):
-                    after[(e.lead_key, e.event_name)] = record_after(
-                        e, o, sent_at, notes.get(e.lead_key)
-                    )
-                progress("send", min(start + size, len(events)), len(events))
+                with gc_paused():
+                    for e, o in zip(chunk, outcomes, strict=True):
+                        after[(e.lead_key, e.event_name)] = record_after(
+                            e, o, sent_at, notes.get(e.lead_key)
+                        )
+                        wait = waiting[e.lead_key]
+                        wait[1] -= 1
+                        if wait[1] == 0:
+                            d = decisions[wait[0]]
+                            reports[wait[0]] = self._report(d, after, tz, dry_run, order)
+                            d.events.clear()
+                del chunk, outcomes
+                progress("send", total - len(queue), total)
             meta_requests = self.capi.requests_made - before
-        tz = time_zone(table)
-        # Built once per pass: config.stage_map builds a new StageMap on every access.
-        order = {s.event: s.index for s in self.config.stage_map.stages}
         with gc_paused():
-            reports = [self._report(d, after, tz, dry_run, order) for d in the_plan.decisions]
+            done = [
+                r if r is not None else self._report(d, after, tz, dry_run, order)
+                for r, d in zip(reports, decisions, strict=True)
+            ]
+        del reports
         result = SyncResult(
             spreadsheet_id=sid,
             tab=self.config.sheets.tab,
             dry_run=dry_run,
             trigger=trigger,
-            counts=summary_counts(reports),
-            rows=reports,
+            counts=summary_counts(done),
+            rows=done,
             events_sent=sum(1 for r in after.values() if r.state == "sent"),
             meta_requests=meta_requests,
         )
@@ -310,7 +330,7 @@ class Bridge:
             for report in result.rows:
                 i = report.row - table.first_row
                 current = table.rows[i] if 0 <= i < len(table.rows) else []
-                for name, value in report.cells.items():
+                for name, value in zip(BRIDGE_COLUMNS, report.cells, strict=True):
                     col = layout.bridge[name]
                     old = current[col] if col < len(current) else ""
                     if str(old if old is not None else "") != value:

@@ -140,6 +140,38 @@ def test_write_too_large_for_one_request_is_split_under_2_mb(emulator: Emulator)
     assert emulator.tab()[-1][3] == "x" * 100
 
 
+def test_size_split_counts_the_ascii_escapes_the_client_sends(emulator: Emulator) -> None:
+    # googleapiclient sends json.dumps' default ASCII escapes: an emoji is 12 bytes on the
+    # wire, not 4. ~1.3 MB as UTF-8 but ~4 MB as sent: must be split, or Google refuses it.
+    client = emulator.client()
+    cells = [(row, 3, "🙂" * 40) for row in range(2, 8_002)]
+    assert client.write_cells(cells) == 8_000
+    assert emulator.stats()["values.batchUpdate"] >= 2
+    assert emulator.tab()[-1][3] == "🙂" * 40
+
+
+def test_a_cell_given_twice_takes_the_later_value_and_counts_once(emulator: Emulator) -> None:
+    client = emulator.client()
+    assert client.write_cells([(2, 4, "first"), (2, 5, "b"), (2, 4, "second")]) == 2
+    assert emulator.tab()[1][4:6] == ["second", "b"]
+
+
+def test_building_the_service_skips_its_66_mb_of_docstrings(emulator: Emulator) -> None:
+    # googleapiclient renders every method's docstring from the discovery schema (~66 MB for
+    # Sheets; googleapis/google-api-python-client#2779). build_service blanks that renderer on
+    # its own service; if a library release moves it, this fails and says so.
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        service = build_service(emulator.config())
+        service.spreadsheets().values()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 15_000_000, f"building the Sheets service took {peak / 1e6:.0f} MB"
+
+
 def test_concurrent_writes_from_threads_lose_nothing(emulator: Emulator) -> None:
     def writer(col: int) -> None:
         client = emulator.client()  # one client per thread: httplib2 is not thread-safe
