@@ -28,6 +28,7 @@ from sheet_bridge.sync.plan import (
     LeadHistory,
     PlannedEvent,
     Transition,
+    expired_reason,
 )
 
 SCHEMA_VERSION = 1
@@ -481,7 +482,7 @@ class Ledger:
                 x.row_number,
                 t,
                 t,
-                f"older than Meta's {x.limit.days}-day window when planned",
+                expired_reason(x),
             )
             for x in expired
         ]

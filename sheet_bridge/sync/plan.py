@@ -131,6 +131,11 @@ class ExpiredEvent:
     limit: timedelta
 
 
+def expired_reason(expired: ExpiredEvent) -> str:
+    """Why an expired event was never sent, as the ledger and the CAPI Log keep it."""
+    return f"older than Meta's {expired.limit.days}-day window when planned"
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """A status the plan saw for the first time; the run records it as a transition."""

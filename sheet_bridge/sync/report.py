@@ -39,6 +39,8 @@ class RowReport:
     strength: str | None = None
     # The row's bridge cells, in BRIDGE_COLUMNS order (a tuple, not a dict: one per row).
     cells: tuple[str, ...] = ()
+    # The events this pass decided for the row (name, event id, state, answer): the CAPI Log.
+    logged: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -76,6 +78,13 @@ def record_after(
         error=None if state == "sent" else outcome.summary,
         notes=notes,
     )
+
+
+def answer_words(record: EventRecord) -> str:
+    """Meta's answer to an event, as the CAPI Log shows it."""
+    if record.error:
+        return record.error
+    return f"ok · fbtrace_id {record.fbtrace_id}" if record.fbtrace_id else "ok"
 
 
 def format_sent_at(at: datetime, tz: tzinfo) -> str:

@@ -48,6 +48,16 @@ def column_layout(table: SheetTable, config: BridgeConfig) -> ColumnLayout:
     return ColumnLayout(fields, bridge, new)
 
 
+def bridge_cells(table: SheetTable, layout: ColumnLayout) -> list[tuple[object, ...]]:
+    """Each data row's bridge cells as read, in BRIDGE_COLUMNS order (() when it has none)."""
+    columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
+    first = min(columns)
+    return [
+        tuple(row[c] if c < len(row) else "" for c in columns) if len(row) > first else ()
+        for row in table.rows
+    ]
+
+
 def time_zone(table: SheetTable) -> ZoneInfo:
     try:
         return ZoneInfo(table.time_zone or "UTC")

@@ -9,9 +9,9 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,22 @@ from sheet_bridge.meta.client import CapiClient, SendOutcome
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync.ledger import Ledger
-from sheet_bridge.sync.plan import EventRecord, LeadRow, Plan, RowDecision, plan
+from sheet_bridge.sync.plan import EventRecord, LeadRow, Plan, RowDecision, expired_reason, plan
 from sheet_bridge.sync.report import (
     RowReport,
+    answer_words,
     format_sent_at,
     record_after,
     render_row,
     summary_counts,
 )
-from sheet_bridge.sync.rows import ColumnLayout, column_layout, lead_rows, time_zone
+from sheet_bridge.sync.rows import (
+    ColumnLayout,
+    bridge_cells,
+    column_layout,
+    lead_rows,
+    time_zone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +144,7 @@ class Bridge:
         progress: Progress | None = None,
     ) -> SyncResult:
         """One pass under the spreadsheet's lock (SyncBusy when another pass holds it)."""
-        with self.ledger.lock(self.spreadsheet_id, wait=self.lock_wait):
+        with gc_pass(), self.ledger.lock(self.spreadsheet_id, wait=self.lock_wait):
             return self._pass(dry_run, keys, rows, trigger, progress or (lambda *a: None))
 
     def _pass(
@@ -156,6 +163,12 @@ class Bridge:
             progress("read", 0, 1)
             table, layout, leads = self.read()
             progress("read", 1, 1)
+            tz = time_zone(table)
+            # After typing, only the bridge cells are still needed (for the write-back's
+            # diff): the rest of a 100,000-row table is let go before planning.
+            written = bridge_cells(table, layout)
+            first_row = table.first_row
+            del table
             if not dry_run:
                 self._resolve_edits(leads, now)
             only = set(keys) if keys is not None else None
@@ -164,10 +177,11 @@ class Bridge:
                 only = (only or set()) | {r.key for r in leads if r.row_number in wanted}
             with gc_paused():
                 the_plan = plan(leads, cfg, ledger.history(sid), now, only_keys=only)
-            result, after = self._send_and_record(the_plan, table, dry_run, trigger, progress, now)
+            del leads  # the plan carries what it needs of them
+            result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now)
             del the_plan  # sent: free it before the write-back's buffers
             if not dry_run:
-                self._write_back(table, layout, result, after, progress)
+                self._write_back(written, first_row, layout, result, tz, progress)
         except Exception as exc:
             ledger.finish_pass(pass_id, {}, self.clock(), error=type(exc).__name__)
             raise
@@ -202,14 +216,13 @@ class Bridge:
     def _send_and_record(
         self,
         the_plan: Plan,
-        table: SheetTable,
+        tz: tzinfo,
         dry_run: bool,
         trigger: str,
         progress: Progress,
         now: datetime,
-    ) -> tuple[SyncResult, dict[tuple[str, str], EventRecord]]:
-        """Send what is due; the result, and the ledger record of every event this pass
-        decided (sent, failed or expired), for the CAPI Log."""
+    ) -> SyncResult:
+        """Send what is due, record Meta's answers, and report every row."""
         sid, ledger = self.spreadsheet_id, self.ledger
         events = the_plan.events
         after: dict[tuple[str, str], EventRecord] = {}
@@ -221,7 +234,7 @@ class Bridge:
             ledger.record_expired(sid, the_plan.expired, now)
             for x in the_plan.expired:
                 after[(x.lead_key, x.event_name)] = EventRecord(
-                    x.event_name, x.event_id, "expired", x.event_time
+                    x.event_name, x.event_id, "expired", x.event_time, error=expired_reason(x)
                 )
         for d in the_plan.decisions:
             if any(e.resend for e in d.events):
@@ -234,7 +247,6 @@ class Bridge:
             for d in the_plan.decisions
             if d.outcome != "duplicate"  # a later row with the same key must not erase them
         }
-        tz = time_zone(table)
         # Built once per pass: config.stage_map builds a new StageMap on every access.
         order = {s.event: s.index for s in self.config.stage_map.stages}
         decisions = the_plan.decisions
@@ -268,17 +280,16 @@ class Bridge:
                     halted = next((o for o in outcomes if o.state == "not_sent"), None)
                 sent_at = self.clock()
                 ledger.record_outcomes(sid, list(zip(chunk, outcomes, strict=True)), sent_at)
-                with gc_paused():
-                    for e, o in zip(chunk, outcomes, strict=True):
-                        after[(e.lead_key, e.event_name)] = record_after(
-                            e, o, sent_at, notes.get(e.lead_key)
-                        )
-                        wait = waiting[e.lead_key]
-                        wait[1] -= 1
-                        if wait[1] == 0:
-                            d = decisions[wait[0]]
-                            reports[wait[0]] = self._report(d, after, tz, dry_run, order)
-                            d.events.clear()
+                for e, o in zip(chunk, outcomes, strict=True):
+                    after[(e.lead_key, e.event_name)] = record_after(
+                        e, o, sent_at, notes.get(e.lead_key)
+                    )
+                    wait = waiting[e.lead_key]
+                    wait[1] -= 1
+                    if wait[1] == 0:
+                        d = decisions[wait[0]]
+                        reports[wait[0]] = self._report(d, after, tz, dry_run, order)
+                        d.events.clear()
                 del chunk, outcomes
                 progress("send", total - len(queue), total)
             meta_requests = self.capi.requests_made - before
@@ -295,44 +306,55 @@ class Bridge:
             trigger=trigger,
             counts=summary_counts(done),
             rows=done,
-            events_sent=sum(1 for r in after.values() if r.state == "sent"),
+            events_sent=sum(1 for r in done for e in r.logged if e[2] == "sent"),
             meta_requests=meta_requests,
         )
-        return result, after
+        return result
 
     def _report(
         self,
         decision: RowDecision,
-        after: Mapping[tuple[str, str], EventRecord],
-        tz: Any,
+        after: dict[tuple[str, str], EventRecord],
+        tz: tzinfo,
         dry_run: bool,
         order: Mapping[str, int],
     ) -> RowReport:
+        """The row's report; the records this pass made for it move from `after` into the
+        report (for the CAPI Log), so `after` only ever holds leads still being sent."""
         records = {r.event_name: r for r in decision.records}
         names = [e.event_name for e in decision.events] + [x.event_name for x in decision.expired]
+        fresh = []
         for name in names:
-            if (decision.lead_key, name) in after:
-                records[name] = after[(decision.lead_key, name)]
+            record = after.pop((decision.lead_key, name), None)
+            if record is not None:
+                records[name] = record
+                fresh.append(record)
         ordered = sorted(records.values(), key=lambda r: order.get(r.event_name, 99))
-        return render_row(decision, ordered, tz, dry_run=dry_run)
+        report = render_row(decision, ordered, tz, dry_run=dry_run)
+        fresh.sort(key=lambda r: order.get(r.event_name, 99))
+        report.logged = tuple((r.event_name, r.event_id, r.state, answer_words(r)) for r in fresh)
+        return report
 
     def _write_back(
         self,
-        table: SheetTable,
+        written: Sequence[Sequence[object]],
+        first_row: int,
         layout: ColumnLayout,
         result: SyncResult,
-        after: Mapping[tuple[str, str], EventRecord],
+        tz: tzinfo,
         progress: Progress,
     ) -> None:
-        """One values.batchUpdate of the bridge cells that changed, one append to the log."""
+        """One values.batchUpdate of the bridge cells that changed, one append to the log.
+
+        `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order."""
         cells: list[tuple[int, int, object]] = [(1, col, name) for col, name in layout.new_headers]
+        columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
         with gc_paused():
             for report in result.rows:
-                i = report.row - table.first_row
-                current = table.rows[i] if 0 <= i < len(table.rows) else []
-                for name, value in zip(BRIDGE_COLUMNS, report.cells, strict=True):
-                    col = layout.bridge[name]
-                    old = current[col] if col < len(current) else ""
+                i = report.row - first_row
+                current = written[i] if 0 <= i < len(written) else ()
+                for j, (col, value) in enumerate(zip(columns, report.cells, strict=True)):
+                    old = current[j] if j < len(current) else ""
                     if str(old if old is not None else "") != value:
                         cells.append((report.row, col, value))
         if self._before_write_back is not None:
@@ -341,9 +363,9 @@ class Bridge:
         try:
             result.cells_written = self.sheets.write_cells(cells)
             del cells
-            if after:
-                stamp = format_sent_at(self.clock(), time_zone(table))
-                self.sheets.append_log(_log_rows(result, after, stamp), LOG_HEADER)
+            if any(r.logged for r in result.rows):
+                stamp = format_sent_at(self.clock(), tz)
+                self.sheets.append_log(_log_rows(result, stamp), LOG_HEADER)
         except SheetsError as exc:
             result.notices.append(
                 f"Sent to Meta and recorded in the ledger, but the sheet could not be updated "
@@ -352,43 +374,30 @@ class Bridge:
         progress("write", 1, 1)
 
 
-def _log_rows(
-    result: SyncResult, after: Mapping[tuple[str, str], EventRecord], stamp: str
-) -> Iterator[list[object]]:
+def _log_rows(result: SyncResult, stamp: str) -> Iterator[list[object]]:
     """The CAPI Log rows of a pass: one per event it decided, row by row, funnel order."""
     for report in result.rows:
-        for name, *_ in report.event_states:
-            rec = after.get((report.lead_key, name))
-            if rec is None:
-                continue
-            answer = rec.error or (f"ok · fbtrace_id {rec.fbtrace_id}" if rec.fbtrace_id else "ok")
-            yield [
-                stamp,
-                report.row,
-                report.lead_key,
-                report.status,
-                rec.event_name,
-                rec.event_id,
-                rec.state,
-                answer,
-            ]
+        for name, event_id, state, answer in report.logged:
+            yield [stamp, report.row, report.lead_key, report.status, name, event_id, state, answer]
 
 
 _gc_lock = threading.Lock()
 _gc_pauses = 0
+_gc_passes = 0
 _gc_was_enabled = True
 
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a pass builds or walks its big structures.
+    """Keep the cyclic garbage collector off a pass's big structures.
 
-    A 100,000-lead pass holds millions of small objects (cells, records, reports); each full
+    A 100,000-lead pass holds millions of small objects (cells, records, reports). Each full
     collection walks them all and finds nothing, as these phases make no reference cycles
-    (measured: about half of a no-change pass went to the collector). Reference counting still
-    frees everything at once. Sending to Meta stays outside any pause: the HTTP client leaves
-    cycles behind that hold request bodies. Pauses from several threads nest; the collector
-    resumes (if it was on) when the last one ends.
+    (measured: about half of a no-change pass went to the collector). So the collector is off
+    while a phase builds them, and what the phase built is then frozen (gc.freeze) until the
+    pass ends (`gc_pass`): later collections skip it. Reference counting still frees it all.
+    Sending to Meta stays outside any pause: the HTTP client leaves cycles behind that hold
+    request bodies, and those must be collected. Pauses from several threads nest.
     """
     global _gc_pauses, _gc_was_enabled
     with _gc_lock:
@@ -402,4 +411,20 @@ def gc_paused() -> Iterator[None]:
         with _gc_lock:
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_was_enabled:
+                gc.freeze()
                 gc.enable()
+
+
+@contextlib.contextmanager
+def gc_pass() -> Iterator[None]:
+    """A pass: what its phases froze goes back to the collector when the last pass ends."""
+    global _gc_passes
+    with _gc_lock:
+        _gc_passes += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_passes -= 1
+            if _gc_passes == 0:
+                gc.unfreeze()
