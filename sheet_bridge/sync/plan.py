@@ -241,6 +241,7 @@ class _Planner:
             known = self.positive_by_event.get(s.event)
             if known is None or s.index > known.index:
                 self.positive_by_event[s.event] = s
+        self._due_of: dict[int, tuple[Stage, ...]] = {}
         self.observations: list[Observation] = []
         self.shared_pixel_ids: set[str] = set()
 
@@ -372,13 +373,18 @@ class _Planner:
         return decision
 
     # -- pieces ----------------------------------------------------------------------------
-    def _due_stages(self, stage: Stage) -> list[Stage]:
+    def _due_stages(self, stage: Stage) -> Sequence[Stage]:
         """The stages a lead at `stage` should have sent, in funnel order (DOMAIN.md §8:
-        every stage, the first included, before the final one)."""
-        if stage.negative:
-            return [stage]
-        rank = self.stages.rank(stage)
-        return [s for s in self.stages.positive[: rank + 1] if s.send]
+        every stage, the first included, before the final one). Built once per stage."""
+        due = self._due_of.get(stage.index)
+        if due is None:
+            if stage.negative:
+                due = (stage,)
+            else:
+                rank = self.stages.rank(stage)
+                due = tuple(s for s in self.stages.positive[: rank + 1] if s.send)
+            self._due_of[stage.index] = due
+        return due
 
     @staticmethod
     def _needs_sending(record: EventRecord | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -87,7 +88,9 @@ def answer_words(record: EventRecord) -> str:
     return f"ok · fbtrace_id {record.fbtrace_id}" if record.fbtrace_id else "ok"
 
 
+@functools.lru_cache(maxsize=1024)
 def format_sent_at(at: datetime, tz: tzinfo) -> str:
+    # Cached: the events of one Meta batch share one sent-at time (100,000 rows, ~400 times).
     return at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %z")
 
 

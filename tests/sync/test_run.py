@@ -213,6 +213,40 @@ def test_expired_row_is_written_as_expired_in_words_and_nothing_of_it_reaches_me
     assert again.cells_written == 0
 
 
+def test_capi_log_gets_one_line_per_event_decided_row_by_row_in_funnel_order(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = make_world(
+        [
+            lead_row(1, "SQL", now=world_now, created_hours=24 * 12, changed_hours=24 * 9),
+            lead_row(2, "MQL", now=world_now),
+        ]
+    )
+
+    world.bridge().sync()
+
+    data = httpx.get(world.sheets_url + "/_emulator/data", timeout=10).json()
+    log = data["spreadsheets"][WORLD_SHEET]["sheets"]["CAPI Log"]
+    assert log[0] == ["Time", "Row", "CAPI Key", "Lead Status", "Event", "Event ID", "Result",
+                      "Answer"]  # fmt: skip
+    lines = [(r[1], r[3], r[4], r[6]) for r in log[1:]]
+    assert lines == [
+        (2, "SQL", "Lead", "expired"),
+        (2, "SQL", "QualifiedLead", "expired"),
+        (2, "SQL", "Schedule", "expired"),
+        (3, "MQL", "Lead", "sent"),
+        (3, "MQL", "QualifiedLead", "sent"),
+    ]
+    assert {r[7] for r in log[1:4]} == {"older than Meta's 7-day window when planned"}
+    assert all(str(r[7]).startswith("ok") for r in log[4:])
+    assert [r[5] for r in log[4:]] == [e["event_id"] for e in events_of(world, 2)]
+    assert log[1][2] == row_cells(world, 2)["CAPI Key"]
+
+    world.bridge().sync()  # nothing new decided: nothing appended
+    data = httpx.get(world.sheets_url + "/_emulator/data", timeout=10).json()
+    assert len(data["spreadsheets"][WORLD_SHEET]["sheets"]["CAPI Log"]) == 6
+
+
 # -- identifiers ---------------------------------------------------------------------------
 
 
