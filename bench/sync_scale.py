@@ -466,28 +466,52 @@ one POST per row (the Apps Script baseline).
 
 ## Profiled and fixed (100,000 leads, same machine, 2026-11-26)
 
-First measurement, before any fix (emulator backed by its data file then): first pass 43.5 s,
+Tools: pyinstrument for time, tracemalloc snapshots and RSS read at each progress step for
+memory. Two rounds; figures are for 100,000 leads.
+
+**Round 1.** Before any fix (emulator backed by its data file then): first pass 43.5 s,
 no-change pass 8.5 s, peak RSS 976 MB, Sheets calls 17 on the first pass (one 28 MB
 `values.append` of the CAPI Log, over DOMAIN.md §11's 2 MB) and 2 on the no-change pass.
-pyinstrument showed: `config.stage_map` rebuilt for every row while rendering reports (~2.5 s a
-pass); a slow Unicode scan of every ASCII cell before hashing (~2 s); the whole user_data JSON
-of every event held in a list before one `executemany` (~100 MB); one user_data dict copied per
-event; the plan's payloads kept alive through the write-back; one A1 range per row in the
-write-back (100,000 ranges); the CAPI Log tab discovered by a failing append plus a second
-`spreadsheets.get`, and the cached tab list dropped after creating it (one more call on the next
-pass); the emulator rewriting its whole data file after each write call (its cost, not the
-bridge's: the bench now runs it in memory). After the fixes: the figures in the table above.
-Still missed: peak memory and the no-change pass at 100,000 leads; see "Left to do".
+Causes: `config.stage_map` rebuilt for every row while rendering reports (~2.5 s a pass); a
+slow Unicode scan of every ASCII cell before hashing (~2 s); the whole user_data JSON of every
+event held in a list before one `executemany` (~100 MB); one user_data dict copied per event;
+one A1 range per row in the write-back (100,000 ranges); the CAPI Log tab discovered by a
+failing append plus a second `spreadsheets.get`; the emulator rewriting its whole data file
+after each write call (its cost, not the bridge's: the bench runs it in memory). After: first
+pass 27.3 s, no-change pass 7.1 s (MISSED), peak RSS 941 MB (MISSED).
+
+**Round 2.** After: first pass ~25 s, no-change pass ~4 s, peak RSS ~440 MB (the table above);
+the bridge process for 1,000 leads went from 181 MB to ~70 MB. Causes, and what changed:
+- googleapiclient renders a docstring for every method from the discovery schema each time a
+  resource is built: 70 MB of RSS on the first `spreadsheets()`, ~20 MB more on each later one
+  (one per request) until the cyclic collector ran (googleapis/google-api-python-client#2779,
+  open). The renderer is blanked on our own service and its resources are built once; a test
+  pins the saving.
+- The cyclic collector walked millions of live objects (cells, records, reports) over and over:
+  about half of the no-change pass. It is now off while a phase builds them, and what a phase
+  built is frozen until the pass ends (`sync/run.py` `gc_paused`); Meta sends stay outside.
+- Every event's payload dict (~190,000) lived for the whole pass, ~150 MB: a planned event now
+  keeps the parts and builds its payload when sent.
+- The read table, the typed lead rows, the plan and every report were all alive at the end:
+  now the table shrinks to its bridge cells after typing, the lead rows go after planning, and
+  a lead's report is written as soon as Meta has answered its last event, its planned events
+  let go (the plan shrinks as the reports grow).
+- One hash string per row for repeated names and cities (~300,000 copies): now one per
+  distinct value; one match-keys object per shape of identifiers.
+- Report events and bridge cells as dicts, CAPI Log lines as a separate list (~100 MB): now
+  tuples, and log lines are generated while they are appended, 2 MB at a time.
+- The write-back split measured bodies as UTF-8, but googleapiclient sends JSON's ASCII
+  escapes (an emoji is 12 bytes on the wire, not 4): bodies with non-Latin text could exceed
+  2 MB. Now measured as sent (found on the way; a test pins it).
 
 ## Left to do
 
-- Memory: at 100,000 leads the pass holds the read table (~170 MB as Python objects), every
-  event's payload (~190,000 dicts), the ledger history and one report per row at once. Building
-  payloads per batch (not for the whole plan up front) and rendering reports as the write-back
-  streams them would bound it; that is a change to plan/run's shape, not a patch.
-- No-change pass: ~1.5 s reading the ledger history into objects, ~1.5 s typing 100,000 rows,
-  ~1.5 s planning, ~1 s rendering reports. Loading only the history of leads whose row changed
-  (a fingerprint per row in the ledger) would make it proportional to what changed.
+- The first pass on a fresh large sheet makes more than 3 Sheets calls (see below): the 2 MB
+  rule is kept rather than the count.
+- The no-change pass is still proportional to the sheet (~1 s read and typing, ~1 s ledger
+  history, ~1 s planning, ~1 s reports at 100,000 leads). A fingerprint per row in the ledger
+  would make it proportional to what changed; not needed for the target, so not built.
+- phonenumbers (parse + is_valid_number, one per lead) is about a quarter of the first pass.
 
 ## Sheets calls, in detail
 

@@ -275,11 +275,14 @@ def _from_serial(value: float, tz: ZoneInfo) -> datetime:
     return (SERIAL_EPOCH + timedelta(milliseconds=ms)).replace(tzinfo=tz)
 
 
+_ISO_START = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _from_text(value: str, tz: ZoneInfo, date_order: DateOrder) -> datetime:
     text = value.strip()
     if not text:
         raise _not_a_date(value)
-    if re.match(r"\d{4}-\d{2}-\d{2}", text):
+    if _ISO_START.match(text):
         iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
         try:
             parsed = datetime.fromisoformat(iso)
