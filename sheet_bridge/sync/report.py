@@ -35,7 +35,7 @@ class RowReport:
     outcome: RowOutcome
     message: str
     # The lead's events as (name, event id, state, event_time), funnel order. Tuples of shared
-    # strings: a 100,000-lead pass keeps ~190,000 of them (a dict each cost ~70 MB).
+    # strings: a 100,000-lead pass keeps ~190,000 of them (as dicts they took ~70 MB).
     event_states: tuple[tuple[str, str, str, int], ...] = ()
     strength: str | None = None
     # The row's bridge cells, in BRIDGE_COLUMNS order (a tuple, not a dict: one per row).

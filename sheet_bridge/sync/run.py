@@ -394,8 +394,9 @@ def gc_paused() -> Iterator[None]:
     A 100,000-lead pass holds millions of small objects (cells, records, reports). Each full
     collection walks them all and finds nothing, as these phases make no reference cycles
     (measured: about half of a no-change pass went to the collector). So the collector is off
-    while a phase builds them, and what the phase built is then frozen (gc.freeze) until the
-    pass ends (`gc_pass`): later collections skip it. Reference counting still frees it all.
+    while a phase builds them, and inside a pass (`gc_pass`) what the phase built is then frozen
+    (gc.freeze) until the pass ends: later collections skip it. Reference counting still frees
+    it all.
     Sending to Meta stays outside any pause: the HTTP client leaves cycles behind that hold
     request bodies, and those must be collected. Pauses from several threads nest.
     """
@@ -411,7 +412,8 @@ def gc_paused() -> Iterator[None]:
         with _gc_lock:
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_was_enabled:
-                gc.freeze()
+                if _gc_passes:
+                    gc.freeze()  # gc_pass unfreezes; outside a pass nothing would
                 gc.enable()
 
 

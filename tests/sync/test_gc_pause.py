@@ -31,6 +31,14 @@ def test_collector_is_off_inside_a_pause_and_on_again_after() -> None:
     assert gc.get_freeze_count() == 0  # the last pass gives it all back
 
 
+def test_a_pause_outside_a_pass_freezes_nothing() -> None:
+    # Bridge.read() (the status panel) pauses without a pass around it: nothing would unfreeze.
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
 def test_pauses_from_two_threads_nest() -> None:
     inside = threading.Barrier(2)
     leave_first = threading.Event()
