@@ -398,7 +398,9 @@ def gc_paused() -> Iterator[None]:
     (gc.freeze) until the pass ends: later collections skip it. Reference counting still frees
     it all.
     Sending to Meta stays outside any pause: the HTTP client leaves cycles behind that hold
-    request bodies, and those must be collected. Pauses from several threads nest.
+    request bodies, and those must be collected. Pauses from several threads nest; with passes
+    in several threads (the web server), a freeze also holds the other passes' uncollected
+    garbage until the last pass ends, a bounded delay.
     """
     global _gc_pauses, _gc_was_enabled
     with _gc_lock:
