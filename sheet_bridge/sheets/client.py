@@ -181,9 +181,9 @@ class SheetsClient:
         self.max_attempts = max(1, max_attempts)
         self.stats = 0  # API calls made, retries included
         self._lock = threading.RLock()
-        # Built once: each spreadsheets()/values() call builds a resource whose methods carry
-        # docstrings rendered from the discovery schema (~130 KB each), freed only by the
-        # cyclic collector; one per request added ~30 MB of garbage to a large pass.
+        # Built once: every spreadsheets()/values() call builds a new resource, held in
+        # reference cycles that only the cyclic collector frees; one per request left that
+        # garbage behind on every call of a large pass.
         self._sheets_api = self.service.spreadsheets()
         self._values_api = self._sheets_api.values()
 
