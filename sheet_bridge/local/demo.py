@@ -284,6 +284,7 @@ _RESULT_WORDS = {
     "sent": "sent",
     "failed": "FAILED",
     "expired": "expired",
+    "baseline": "baseline",
     "invalid": "invalid",
     "skipped": "skipped",
     "already_sent": "up to date",
@@ -317,7 +318,7 @@ def format_table(reports: list[RowReport], labels: dict[int, str], width: int = 
 
 
 def summary_line(counts: dict[str, int]) -> str:
-    order = ["sent", "already_sent", "expired", "invalid", "skipped", "failed"]
+    order = ["sent", "already_sent", "expired", "baseline", "invalid", "skipped", "failed"]
     words = {"already_sent": "up to date"}
     return " · ".join(f"{words.get(k, k)} {counts.get(k, 0)}" for k in order)
 
@@ -334,10 +335,18 @@ def render_outcome(outcome: DemoOutcome, data_dir: Path) -> str:
         "",
     ]
     if outcome.fresh and outcome.yesterday is not None:
+        first = outcome.yesterday
+        baseline = sum(1 for r in first.rows if any(e[2] == "baseline" for e in r.event_states))
         out.append(
-            f"Yesterday's hourly sync sent {outcome.yesterday.events_sent} events. Since then the "
-            f"sales team made {outcome.edits} status edits and {outcome.new_rows} new leads "
-            "arrived. Today's sync:"
+            f"Yesterday sheet-bridge was installed on this sheet. Its first sync sent "
+            f"{first.events_sent} events, each at a time the sheet or the ledger can vouch for, "
+            f"and recorded {baseline} imported leads as a baseline: "
+            "their stages were reached before anyone could see when, so nothing was sent for "
+            "them (no invented times); their changes from then on are sent."
+        )
+        out.append(
+            f"Since then the sales team made {outcome.edits} status edits and "
+            f"{outcome.new_rows} new leads arrived. Today's sync:"
         )
     else:
         out.append("Sync on the existing demo data (run `rm -rf demo-data` for a fresh start):")
@@ -348,7 +357,10 @@ def render_outcome(outcome: DemoOutcome, data_dir: Path) -> str:
         f"which now holds {outcome.meta_events}; wrote {today.cells_written} cells back."
     )
     if today.events_sent == 0:
-        out.append("Nothing new to send: every lead's stages are already at Meta (or expired).")
+        out.append(
+            "Nothing new to send: every lead's stages are already at Meta (or expired, or a "
+            "baseline)."
+        )
     if outcome.custom_names:
         names = ", ".join(f"{k} ({v})" for k, v in sorted(outcome.custom_names.items()))
         out.append(f"Custom (non-standard) event names Meta received: {names} — deliberate here.")

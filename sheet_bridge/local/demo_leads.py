@@ -64,6 +64,8 @@ class DemoLead:
     changed_days_ago: float | None = None
     value: object = ""
     note: str = ""
+    # Imported from an old CRM export: its status cell was never stamped (day one, for real).
+    stamped: bool = True
 
 
 LEADS: tuple[DemoLead, ...] = (
@@ -427,6 +429,56 @@ LEADS: tuple[DemoLead, ...] = (
         changed_days_ago=13.5,
         note="changed 13 days ago",
     ),
+    # Imported from last quarter's CRM export the day sheet-bridge was installed: statuses
+    # without any change time. The first sync records them as a baseline and sends nothing it
+    # cannot date; their later changes are sent.
+    DemoLead(
+        "Kavya",
+        "Menon",
+        "kavya.menon@gmail.com",
+        "+91 98450 11223",
+        "Kochi",
+        "IN",
+        "120214563987468",
+        "",
+        "CRM import",
+        60.0,
+        "Customer",
+        value=90000,
+        stamped=False,
+        note="imported customer: baseline",
+    ),
+    DemoLead(
+        "Siddharth",
+        "Rao",
+        "sid.rao@outlook.com",
+        "+91 98450 22334",
+        "Bengaluru",
+        "IN",
+        "120214563987469",
+        "",
+        "CRM import",
+        25.0,
+        "SQL",
+        (("Opportunity", 4.0),),
+        stamped=False,
+        note="imported SQL: baseline, then moves today",
+    ),
+    DemoLead(
+        "Lakshmi",
+        "Nair",
+        "lakshmi.nair@yahoo.co.in",
+        "+91 98450 33445",
+        "Thrissur",
+        "IN",
+        "",
+        "",
+        "CRM import",
+        3.0,
+        "MQL",
+        stamped=False,
+        note="imported MQL: Lead from Created At, QualifiedLead baseline",
+    ),
 )
 
 # Filler leads so the sheet looks like a week of real traffic.
@@ -498,7 +550,8 @@ def demo_day(now: datetime) -> DemoDay:
             changed: datetime | None = local_now - timedelta(days=lead.changed_days_ago)
         elif created <= yesterday_sync:
             status = lead.yesterday
-            changed = created + timedelta(hours=2) if status not in ("", "New") else None
+            stamped = lead.stamped and status not in ("", "New")
+            changed = created + timedelta(hours=2) if stamped else None
         else:  # arrived today: its final status, no edit history
             status = lead.edits[-1][0] if lead.edits else lead.yesterday
             hours = lead.edits[-1][1] if lead.edits else 0.0

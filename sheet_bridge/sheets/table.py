@@ -264,6 +264,19 @@ def parse_datetime(value: object, tz: ZoneInfo, date_order: DateOrder) -> dateti
     return result
 
 
+def is_date_only(value: object) -> bool:
+    """A date cell with no time of day: a whole serial number, or text without a clock time.
+
+    The planner reads such a change time as "some time that day" (see sync/plan.py)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return math.isfinite(value) and float(value).is_integer()
+    if isinstance(value, datetime):
+        return False
+    return isinstance(value, str) and ":" not in value
+
+
 def _from_serial(value: float, tz: ZoneInfo) -> datetime:
     if not math.isfinite(value):
         raise _not_a_date(value)

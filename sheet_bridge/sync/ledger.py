@@ -23,6 +23,8 @@ from typing import Any
 
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.plan import (
+    BASELINE_REASON,
+    BaselineEvent,
     EventRecord,
     ExpiredEvent,
     LeadHistory,
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS events (
     lead_key TEXT NOT NULL,
     event_name TEXT NOT NULL,
     event_id TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'failed', 'expired')),
+    state TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'failed', 'expired', 'baseline')),
     event_time INTEGER NOT NULL,
     row_number INTEGER,
     lead_status TEXT,
@@ -89,7 +91,8 @@ CREATE TABLE IF NOT EXISTS passes (
     started_at REAL NOT NULL,
     finished_at REAL,
     counts TEXT,
-    error TEXT
+    error TEXT,
+    full INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS locks (
     scope TEXT PRIMARY KEY,
@@ -305,12 +308,14 @@ class Ledger:
                     err,
                     notes,
                 )
-            for key, status, at in db.execute(
-                "SELECT lead_key, status, at FROM transitions WHERE spreadsheet_id=? "
-                "ORDER BY at, id",
+            for key, status, at, source, recorded_at in db.execute(
+                "SELECT lead_key, status, at, source, recorded_at FROM transitions "
+                "WHERE spreadsheet_id=? ORDER BY at, id",
                 (spreadsheet_id,),
             ):
-                transitions.setdefault(key, []).append(Transition(status, _dt(at)))
+                transitions.setdefault(key, []).append(
+                    Transition(status, _dt(at), source, _dt(recorded_at))
+                )
         except sqlite3.Error as exc:
             raise self._explain(exc) from None
         keys = set(events) | set(transitions)
@@ -497,6 +502,35 @@ class Ledger:
                 rows,
             )
 
+    def record_baseline(
+        self, spreadsheet_id: str, baseline: Sequence[BaselineEvent], now: datetime
+    ) -> None:
+        """Stages reached before sheet-bridge saw when: kept (never sent) so reports and the
+        moved-back check know them; a later defensible time may still send them."""
+        t = _ts(now)
+        rows = [
+            (
+                spreadsheet_id,
+                x.lead_key,
+                x.event_name,
+                x.event_id,
+                int(x.seen_at.timestamp()),
+                x.row_number,
+                t,
+                t,
+                BASELINE_REASON,
+            )
+            for x in baseline
+        ]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO events (spreadsheet_id, lead_key, event_name, event_id, state, "
+                "event_time, row_number, first_planned, updated_at, error) "
+                "VALUES (?, ?, ?, ?, 'baseline', ?, ?, ?, ?, ?) "
+                "ON CONFLICT (spreadsheet_id, lead_key, event_name) DO NOTHING",
+                rows,
+            )
+
     def events(self, spreadsheet_id: str) -> list[LedgerEvent]:
         db = self._connect()
         out = []
@@ -540,13 +574,20 @@ class Ledger:
 
     # -- passes ----------------------------------------------------------------------------
     def start_pass(
-        self, spreadsheet_id: str, tab: str, trigger: str, dry_run: bool, now: datetime
+        self,
+        spreadsheet_id: str,
+        tab: str,
+        trigger: str,
+        dry_run: bool,
+        now: datetime,
+        full: bool = True,
     ) -> int:
+        """`full`: the pass plans every lead of the tab (not one edit's lead)."""
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO passes (spreadsheet_id, tab, trigger, dry_run, started_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (spreadsheet_id, tab, trigger, int(dry_run), _ts(now)),
+                "INSERT INTO passes (spreadsheet_id, tab, trigger, dry_run, started_at, full) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (spreadsheet_id, tab, trigger, int(dry_run), _ts(now), int(full)),
             )
             return int(cur.lastrowid or 0)
 
@@ -558,6 +599,16 @@ class Ledger:
                 "UPDATE passes SET finished_at=?, counts=?, error=? WHERE id=?",
                 (_ts(now), json.dumps(counts, sort_keys=True), error, pass_id),
             )
+
+    def last_full_pass(self, spreadsheet_id: str, tab: str) -> datetime | None:
+        """When the last completed pass that read every lead of the tab started."""
+        db = self._connect()
+        row = db.execute(
+            "SELECT MAX(started_at) FROM passes WHERE spreadsheet_id=? AND tab=? AND dry_run=0 "
+            "AND finished_at IS NOT NULL AND error IS NULL AND full=1",
+            (spreadsheet_id, tab),
+        ).fetchone()
+        return _dt(row[0]) if row and row[0] is not None else None
 
     def last_pass(self, spreadsheet_id: str, include_dry_run: bool = False) -> dict[str, Any]:
         db = self._connect()

@@ -2,6 +2,30 @@
 
 No network, clock or randomness in here: `now` and the history are arguments, so the same
 inputs always give the same plan (DESIGN.md "Data flow", step 2).
+
+How event times are chosen (DOMAIN.md §5: "do not fake event times"). Every event_time is a
+time we observed, never one we made up:
+
+1. The current status's time, first match wins:
+   a. *Status Changed At*, unless it is stale: older than the last time the ledger saw the lead
+      at a different status (the stamp belongs to an earlier change; the row says so). A date
+      without a time of day means "some time that day" in the sheet's zone: clamped into
+      [the lead's Created At and its last other status, the end of that day, now].
+   b. A change the add-on reported (`/api/edits`), or one recorded by an earlier pass.
+   c. *Created At*, for the first stage of the funnel.
+   d. A scan: the ledger saw the lead at another status at most 24 h ago (SCAN_BOUND), so the
+      change happened between then and now; it is sent with the time this pass saw it, and the
+      row says the time is estimated. A lead that appears at the first stage since the last
+      full pass (at most 24 h ago) is new: the same estimate.
+   e. Otherwise there is no time we can defend: a **baseline**. The status is recorded, nothing
+      is sent for it, and the row says so with the fix (fill Status Changed At). The first sync
+      of an existing sheet is where this happens most.
+2. A stage jumped over (New → Customer sends Lead … Purchase, DOMAIN.md §8) takes its own
+   observed time when there is one (Created At for the first stage), else the time of the
+   change that jumped over it, since it was reached by then. If the lead was already seen at or
+   beyond that stage before that change, it was reached earlier at an unknown time: baseline.
+3. Nothing is sent with a time in the future (small clock skew is clamped to now) or before
+   Created At.
 """
 
 from __future__ import annotations
@@ -9,7 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal
 
 from sheet_bridge.config import IDENTITY_COLUMNS, BridgeConfig, Stage, StageMap, status_key
@@ -25,9 +49,22 @@ from sheet_bridge.meta.payload import build_event
 
 # DOMAIN.md §5: no documented tolerance for future times; we clamp small clock skew to now.
 FUTURE_SKEW = timedelta(minutes=5)
+# The widest interval a scan may stand for a change time (rule 1d). Meta: events sent 24 h or
+# more after they happened already cause "significant issues with attribution" (DOMAIN.md §5);
+# a change known only to within more than that is not sent as if it had just happened.
+SCAN_BOUND = timedelta(hours=24)
+# DOMAIN.md §9: Meta deduplicates a browser and a server event only when they arrive within 48 h
+# of each other; 10 minutes of margin for the time the send itself takes.
+PIXEL_DEDUP = timedelta(hours=48) - timedelta(minutes=10)
 
-EventState = Literal["sending", "sent", "failed", "expired"]
-Outcome = Literal["due", "skipped", "expired", "invalid", "already_sent", "moved_back", "duplicate"]
+EventState = Literal["sending", "sent", "failed", "expired", "baseline"]
+Outcome = Literal[
+    "due", "skipped", "expired", "invalid", "already_sent", "moved_back", "duplicate", "baseline"
+]
+# Where a status's time came from (rule 1 in the module docstring). "seen" has no time: the
+# status was observed, `at` is only when.
+TimeSource = Literal["stamp", "edit", "created", "scan", "seen"]
+UNTIMED: frozenset[str] = frozenset({"seen"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +80,8 @@ class LeadRow:
     pixel_event_id: str | None = None
     value: float | None = None
     currency: str | None = None
+    # Status Changed At held a date without a time of day ("some time that day").
+    changed_date_only: bool = False
     # Cells that could not be read, in words; a time problem makes the row invalid.
     time_problems: tuple[str, ...] = ()
     field_problems: tuple[FieldProblem, ...] = ()
@@ -66,10 +105,22 @@ class EventRecord:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A status the lead was seen to take, and when (from an edit or a scan)."""
+    """A status the lead was seen to take: when it took it (`at`, from `source`) and when the
+    ledger learned of it (`seen_at`). A "seen" transition has no change time: `at` is only when
+    it was observed."""
 
     status: str
     at: datetime
+    source: str = "edit"
+    seen_at: datetime | None = None
+
+    @property
+    def observed(self) -> datetime:
+        return self.seen_at or self.at
+
+    @property
+    def timed(self) -> bool:
+        return self.source not in UNTIMED
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +188,29 @@ def expired_reason(expired: ExpiredEvent) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class BaselineEvent:
+    """A stage the lead reached before sheet-bridge could see when: recorded, never sent (unless
+    a defensible time appears later, e.g. Status Changed At is filled in)."""
+
+    row_number: int
+    lead_key: str
+    event_name: str
+    event_id: str
+    seen_at: datetime
+
+
+BASELINE_REASON = "reached before sheet-bridge saw when: not sent (baseline)"
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
-    """A status the plan saw for the first time; the run records it as a transition."""
+    """A status the plan saw that differs from the last one the ledger knows; the run records it
+    as a transition (with its change time and source, or "seen" when it has none)."""
 
     lead_key: str
     status: str
     at: datetime
+    source: str = "seen"
 
 
 @dataclass(slots=True)
@@ -154,6 +222,7 @@ class RowDecision:
     message: str
     events: list[PlannedEvent] = field(default_factory=list)
     expired: list[ExpiredEvent] = field(default_factory=list)
+    baseline: list[BaselineEvent] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     match: MatchKeys | None = None
     # What the ledger holds for this lead's stages, funnel order (for the row's CAPI columns).
@@ -176,6 +245,10 @@ class Plan:
     @property
     def expired(self) -> list[ExpiredEvent]:
         return [x for d in self.decisions for x in d.expired]
+
+    @property
+    def baseline(self) -> list[BaselineEvent]:
+        return [x for d in self.decisions for x in d.baseline]
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -201,8 +274,9 @@ def _cut(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def describe_time(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M")
+def describe_time(at: datetime, tz: tzinfo | None = None) -> str:
+    """A time as a row message shows it: in the sheet's zone, to the minute."""
+    return (at.astimezone(tz) if tz is not None else at).strftime("%Y-%m-%d %H:%M")
 
 
 def describe_age(age: timedelta) -> str:
@@ -213,12 +287,30 @@ def describe_age(age: timedelta) -> str:
     return f"{hours} h {age.seconds % 3600 // 60} min"
 
 
+@dataclass(frozen=True, slots=True)
+class StatusTime:
+    """When the row's current status was taken (rule 1), and what the row should say of it."""
+
+    at: datetime | None  # None: no defensible time (baseline)
+    source: TimeSource
+    note: str | None = None
+
+
 class _Planner:
-    def __init__(self, config: BridgeConfig, history: Mapping[str, LeadHistory], now: datetime):
+    def __init__(
+        self,
+        config: BridgeConfig,
+        history: Mapping[str, LeadHistory],
+        now: datetime,
+        last_full_pass: datetime | None,
+        tz: tzinfo,
+    ):
         self.config = config
+        self.tz = tz
         self.stages: StageMap = config.stage_map
         self.history = history
         self.now = now
+        self.last_full_pass = last_full_pass
         meta = config.meta
         self.action_source = meta.action_source
         self.window = planning_window(meta.action_source)
@@ -235,6 +327,9 @@ class _Planner:
         }
         for logical in ("value", "currency"):
             self.header_for[logical] = headers.get(logical, logical)
+        self.changed_col = headers.get("status_changed_at", "Status Changed At")
+        self.created_col = headers.get("created_at", "Created At")
+        self.first_positive = self.stages.positive[0] if self.stages.positive else None
         # The deepest positive stage sending each event name (a name may serve several).
         self.positive_by_event: dict[str, Stage] = {}
         for s in self.stages.positive:
@@ -242,6 +337,7 @@ class _Planner:
             if known is None or s.index > known.index:
                 self.positive_by_event[s.event] = s
         self._due_of: dict[int, tuple[Stage, ...]] = {}
+        self._keys_of: dict[int, frozenset[str]] = {}
         self.observations: list[Observation] = []
         self.shared_pixel_ids: set[str] = set()
 
@@ -255,6 +351,9 @@ class _Planner:
         if not status:
             return skip("no status yet: nothing to send")
         stage = self.stages.lookup(status)
+        history = self.history.get(row.key, LeadHistory())
+        current = self._status_time(row, status, stage, history)
+        self._observe(row, status, history, current)
         if stage is None:
             configured = ", ".join(self.stages.configured_statuses())
             return skip(
@@ -269,11 +368,21 @@ class _Planner:
             # Never send a name Meta ignores, not even as a backfilled earlier stage.
             return skip(f"not sent: {refused[0].message}")
 
-        history = self.history.get(row.key, LeadHistory())
         records = [history.events[s.event] for s in due if s.event in history.events]
         pending = [s for s in due if self._needs_sending(history.events.get(s.event))]
         highest = self._highest_reached(history)
         moved_back = highest is not None and not stage.negative and highest.index > stage.index
+        pixel_note = None
+        if pending and self._pixel_reported(row, pending[0], stage, history, current):
+            pixel_note = (
+                f"{pending[0].event} not sent: the pixel reported this lead (event id "
+                f"{_cut(row.pixel_event_id or '', 40)}) more than 48 hours ago and Meta "
+                "deduplicates only within 48 hours, so a server Lead now would count it twice"
+            )
+            pending = pending[1:]
+        if pixel_note and not pending and not moved_back and not records:
+            decision = skip(pixel_note)
+            return decision
         if not pending or moved_back:
             return self._nothing_due(row, status, stage, highest, records)
 
@@ -281,7 +390,7 @@ class _Planner:
             decision = skip("not sent: " + "; ".join(row.time_problems), "invalid")
             decision.records = records
             return decision
-        times = self._event_times(row, stage, pending, history)
+        times = self._event_times(row, stage, pending, history, current)
         if isinstance(times, str):
             decision = skip(times, "invalid")
             decision.records = records
@@ -289,12 +398,22 @@ class _Planner:
 
         decision = RowDecision(row.row_number, row.key, status, "due", "")
         decision.records = records
+        if current.note:
+            decision.warnings.append(current.note)
+        if pixel_note:
+            decision.warnings.append(pixel_note)
         fresh: list[tuple[Stage, datetime]] = []
         for s in pending:
-            at = times[s.index]
-            age = self.now - at
             record = history.events.get(s.event)
-            event_id = record.event_id if record else self._event_id(row, s)
+            event_id = record.event_id if record else self._event_id(row, s, current)
+            at = times.get(s.index)
+            if at is None:
+                if record is None or record.state != "baseline":
+                    decision.baseline.append(
+                        BaselineEvent(row.row_number, row.key, s.event, event_id, self.now)
+                    )
+                continue
+            age = self.now - at
             if age > self.window:
                 decision.expired.append(
                     ExpiredEvent(
@@ -310,14 +429,21 @@ class _Planner:
             else:
                 fresh.append((s, at))
 
+        unsent = [s.event for s in pending if s.index not in times]
         if not fresh:
-            decision.outcome = "expired"
-            decision.message = self._expired_message(decision.expired)
+            # The row's word is about the stage it is at: undatable, or too old.
+            decision.outcome = "baseline" if stage.index not in times else "expired"
+            parts = []
+            if unsent:
+                parts.append(self._baseline_message(stage, unsent, current))
+            if decision.expired:
+                parts.append(self._expired_message(decision.expired))
+            decision.message = "; ".join(parts)
             return decision
 
         identity = hash_user_data(row.identity, self.config.meta.default_country)
         problems = [*row.field_problems, *identity.problems]
-        decision.warnings = [self._describe_problem(p) for p in problems]
+        decision.warnings.extend(self._describe_problem(p) for p in problems)
         decision.match = match_keys(identity.user_data)
         if not decision.match.sendable:
             decision.outcome = "invalid"
@@ -327,25 +453,27 @@ class _Planner:
                 "add an e-mail, a phone number or the Leadgen ID"
             )
             decision.expired = []
+            decision.baseline = []
             return decision
 
         for s, at in fresh:
             record = history.events.get(s.event)
-            value = row.value if row.value is not None else s.value
-            currency = row.currency or s.currency or self.config.meta.currency
+            value, currency = self._value(row, s, stage)
             event = PlannedEvent(
                 row.row_number,
                 row.key,
                 s,
                 s.event,
-                record.event_id if record else self._event_id(row, s),
+                record.event_id if record else self._event_id(row, s, current),
                 int(at.timestamp()),
                 identity.user_data,
-                status,
+                # DOMAIN.md §2: each event's lead_status is the status of the stage it stands
+                # for, so a custom conversion on it selects that stage and no other.
+                status if s.index == stage.index else s.statuses[0],
                 self.action_source,
                 self.config.meta.lead_event_source,
                 value,
-                currency if value is not None else None,
+                currency,
                 resend=record is not None and record.state == "sending",
             )
             if (
@@ -370,6 +498,8 @@ class _Planner:
         decision.message = f"due: {names}"
         if decision.expired:
             decision.message += "; " + self._expired_message(decision.expired)
+        if unsent:
+            decision.message += "; " + self._baseline_message(stage, unsent, current)
         return decision
 
     # -- pieces ----------------------------------------------------------------------------
@@ -388,7 +518,20 @@ class _Planner:
 
     @staticmethod
     def _needs_sending(record: EventRecord | None) -> bool:
-        return record is None or record.state in ("sending", "failed")
+        # A baseline stays due: a time we can defend may appear (Status Changed At filled in).
+        return record is None or record.state in ("sending", "failed", "baseline")
+
+    def _value(self, row: LeadRow, s: Stage, current: Stage) -> tuple[float | None, str | None]:
+        """The row's value cell belongs to the stage the row is at now; a stage backfilled
+        below it carries its own configured value, and a negative stage never carries the deal
+        value (Meta values a conversion in proportion to the value passed)."""
+        if s.index == current.index and not s.negative and row.value is not None:
+            value: float | None = row.value
+        else:
+            value = s.value
+        if value is None:
+            return None, None
+        return value, row.currency or s.currency or self.config.meta.currency
 
     def _nothing_due(
         self,
@@ -422,81 +565,238 @@ class _Planner:
     def _highest_reached(self, history: LeadHistory) -> Stage | None:
         best: Stage | None = None
         for record in history.events.values():
-            if record.state not in ("sent", "sending", "expired"):
+            if record.state not in ("sent", "sending", "expired", "baseline"):
                 continue
             s = self.positive_by_event.get(record.event_name)
             if s is not None and (best is None or s.index > best.index):
                 best = s
         return best
 
-    def _first_seen(self, history: LeadHistory, stage: Stage) -> datetime | None:
-        keys = {status_key(x) for x in stage.statuses}
-        seen = [t.at for t in history.transitions if status_key(t.status) in keys]
-        return min(seen) if seen else None
+    def _status_keys(self, stage: Stage) -> frozenset[str]:
+        keys = self._keys_of.get(stage.index)
+        if keys is None:
+            keys = self._keys_of[stage.index] = frozenset(status_key(x) for x in stage.statuses)
+        return keys
+
+    def _first_timed(self, history: LeadHistory, keys: frozenset[str]) -> Transition | None:
+        """The earliest recorded change into one of these statuses that has a change time."""
+        best: Transition | None = None
+        for t in history.transitions:
+            if t.timed and status_key(t.status) in keys and (best is None or t.at < best.at):
+                best = t
+        return best
+
+    def _other_seen(
+        self, history: LeadHistory, keys: frozenset[str]
+    ) -> tuple[datetime, str] | None:
+        """The last time the ledger knew the lead at a status other than these, and which.
+
+        Besides the transitions themselves: the last full pass saw every lead, each at its
+        latest recorded status as of then."""
+        best: tuple[datetime, str] | None = None
+        latest_by_pass: Transition | None = None
+        horizon = self.last_full_pass
+        for t in history.transitions:
+            seen = t.observed
+            if status_key(t.status) not in keys and (best is None or seen > best[0]):
+                best = (seen, t.status)
+            if (
+                horizon is not None
+                and seen <= horizon
+                and (latest_by_pass is None or seen >= latest_by_pass.observed)
+            ):
+                latest_by_pass = t
+        if (
+            horizon is not None
+            and latest_by_pass is not None
+            and status_key(latest_by_pass.status) not in keys
+            and (best is None or horizon > best[0])
+        ):
+            best = (horizon, latest_by_pass.status)
+        return best
+
+    def _status_time(
+        self, row: LeadRow, status: str, stage: Stage | None, history: LeadHistory
+    ) -> StatusTime:
+        """Rule 1 of the module docstring: when the row's current status was taken."""
+        keys = self._status_keys(stage) if stage else frozenset({status_key(status)})
+        other = self._other_seen(history, keys)
+        timed = self._first_timed(history, keys)
+        if timed is not None:
+            # A change the add-on reported (its stamp in the sheet says the same) or one an
+            # earlier pass recorded: the first time the lead took this stage.
+            return StatusTime(timed.at, "edit")
+        stale: str | None = None
+        stamp = row.status_changed_at
+        if stamp is not None:
+            day_end = stamp + timedelta(days=1) if row.changed_date_only else stamp
+            if other is None or day_end > other[0]:
+                at = stamp
+                if row.changed_date_only:
+                    # "Some time that day": after what we know came before, by the day's end.
+                    floor = max([stamp] + [t for t in (row.created_at, other and other[0]) if t])
+                    at = min(floor, day_end, max(self.now, stamp))
+                return StatusTime(at, "stamp")
+            stale = (
+                f"{self.changed_col} {self._time(stamp)} was not updated when the status "
+                f"changed from {_cut(other[1], 30)}, so it is not this change's time"
+            )
+        first = self.first_positive
+        is_first = stage is not None and first is not None and stage.index == first.index
+        if is_first and row.created_at is not None:
+            note = f"{stale}; used {self.created_col}" if stale else None
+            return StatusTime(row.created_at, "created", note)
+        if other is not None and self.now - other[0] <= SCAN_BOUND:
+            note = (
+                f"time estimated: the status changed between {self._time(other[0])} and "
+                f"{self._time(self.now)} (no {self.changed_col}); sent with the time "
+                "the change was seen"
+            )
+            return StatusTime(self.now, "scan", f"{stale}; {note}" if stale else note)
+        known = bool(history.transitions) or bool(history.events)
+        if (
+            not known
+            and is_first
+            and self.last_full_pass is not None
+            and self.now - self.last_full_pass <= SCAN_BOUND
+        ):
+            note = (
+                "time estimated: a new lead since the sync of "
+                f"{self._time(self.last_full_pass)} (no {self.created_col}); sent with "
+                "the time it was first seen"
+            )
+            return StatusTime(self.now, "scan", note)
+        return StatusTime(None, "seen", stale)
+
+    def _observe(
+        self, row: LeadRow, status: str, history: LeadHistory, current: StatusTime
+    ) -> None:
+        """Record the status when it differs from the last one the ledger knows."""
+        latest = max(history.transitions, key=lambda t: t.observed, default=None)
+        if latest is not None and status_key(latest.status) == status_key(status):
+            return
+        # Only a scan's estimate is kept as a change time: it cannot be seen again later. A
+        # stamp or Created At is read from the row on every pass (a corrected cell wins).
+        source = "scan" if current.source == "scan" else "seen"
+        self.observations.append(Observation(row.key, status, self.now, source))
+
+    def _deepest_seen_before(self, history: LeadHistory, before: datetime) -> int:
+        """The funnel rank of the deepest positive stage the lead was seen at before a time."""
+        deepest = -1
+        for t in history.transitions:
+            if t.observed < before:
+                s = self.stages.lookup(t.status)
+                if s is not None and not s.negative:
+                    deepest = max(deepest, self.stages.rank(s))
+        for r in history.events.values():
+            if r.state == "baseline":
+                s = self.positive_by_event.get(r.event_name)
+                if s is not None:
+                    deepest = max(deepest, self.stages.rank(s))
+        return deepest
 
     def _event_times(
-        self, row: LeadRow, current: Stage, pending: list[Stage], history: LeadHistory
+        self,
+        row: LeadRow,
+        current: Stage,
+        pending: list[Stage],
+        history: LeadHistory,
+        current_time: StatusTime,
     ) -> dict[int, datetime] | str:
-        """Each pending stage's event_time: observed, never invented earlier (DOMAIN.md §5).
-
-        The current stage: Status Changed At, else when history first saw it, else created_at
-        for the first stage, else now (first seen, recorded as an observation). A stage jumped
-        over takes the time of the next stage above it that was observed; the first stage takes
-        created_at when the sheet has it.
-        """
+        """Each pending stage's event_time (rules 2 and 3); a stage left out is a baseline."""
         times: dict[int, datetime] = {}
-        current_time = row.status_changed_at or self._first_seen(history, current)
-        first_positive = self.stages.positive[0]
-        if current_time is None and current.index == first_positive.index:
-            current_time = row.created_at
-        if current_time is None:
-            current_time = self.now
-            self.observations.append(Observation(row.key, row.status.strip(), self.now))
-        later = current_time
+        later = current_time.at
         for s in reversed(pending):
+            at: datetime | None
             if s.index == current.index:
-                at = current_time
+                at = current_time.at
             else:
-                observed = self._first_seen(history, s)
-                if observed is None and s.index == first_positive.index:
-                    observed = row.created_at
-                at = min(observed, later) if observed is not None else later
-            times[s.index] = at
-            later = at
+                own = self._first_timed(history, self._status_keys(s))
+                at = own.at if own is not None else None
+                if at is None and self.first_positive and s.index == self.first_positive.index:
+                    at = row.created_at
+                if at is not None:
+                    at = min(at, later) if later is not None else at
+                elif later is not None and self._deepest_seen_before(
+                    history, later
+                ) < self.stages.rank(s):
+                    at = later
+            if at is not None:
+                times[s.index] = at
+                later = at
         created = row.created_at
         for s in pending:
+            if s.index not in times:
+                continue
             at = times[s.index]
-            column = self.config.columns.get("status_changed_at", "Status Changed At")
             if at > self.now + FUTURE_SKEW:
                 return (
-                    f"not sent: {column} {describe_time(at)} is in the future; "
+                    f"not sent: {self.changed_col} {self._time(at)} is in the future; "
                     "fix the cell (Meta refuses events from the future)"
                 )
             if at > self.now:
                 times[s.index] = at = self.now  # small clock skew
             if created is not None and at < created:
-                created_col = self.config.columns.get("created_at", "Created At")
                 return (
-                    f"not sent: the {s.event} time {describe_time(at)} is before {created_col} "
-                    f"{describe_time(created)}; Meta discards stage events that come before "
-                    "the lead; fix one of the two cells"
+                    f"not sent: the {s.event} time {self._time(at)} is before "
+                    f"{self.created_col} {self._time(created)}; Meta discards stage events "
+                    "that come before the lead; fix one of the two cells"
                 )
         return times
 
-    def _event_id(self, row: LeadRow, stage: Stage) -> str:
-        # DOMAIN.md §9: the first stage reuses the pixel's event id so Meta deduplicates it
-        # against the browser's Lead.
-        # A pixel id on several rows (or with control characters) is pasted junk: reusing it
-        # would make Meta drop one lead's Lead as the other's duplicate.
+    def _pixel_id(self, row: LeadRow, stage: Stage) -> str | None:
+        """The pixel's event id when this stage's event is the browser's Lead, else None.
+
+        A pixel id on several rows (or with control characters) is pasted junk: reusing it
+        would make Meta drop one lead's Lead as the other's duplicate."""
         pixel = row.pixel_event_id
         if (
             pixel is not None
             and pixel.isprintable()
             and pixel not in self.shared_pixel_ids
-            and stage.index == self.stages.positive[0].index
+            and self.first_positive is not None
+            and stage.index == self.first_positive.index
         ):
             return pixel
+        return None
+
+    def _pixel_reported(
+        self,
+        row: LeadRow,
+        first: Stage,
+        stage: Stage,
+        history: LeadHistory,
+        current: StatusTime,
+    ) -> bool:
+        """The pixel already reported this Lead long enough ago that Meta can no longer
+        deduplicate a server Lead against it (DOMAIN.md §9): send none. The browser's Lead
+        happened when the lead was created (or, lacking that, when it took the first stage)."""
+        if history.events.get(first.event) is not None or self._pixel_id(row, first) is None:
+            return False
+        browser_time = row.created_at
+        if browser_time is None and stage.index == first.index:
+            browser_time = current.at
+        return browser_time is not None and self.now - browser_time > PIXEL_DEDUP
+
+    def _event_id(self, row: LeadRow, stage: Stage, current: StatusTime) -> str:
+        # DOMAIN.md §9: the first stage reuses the pixel's event id so Meta deduplicates it
+        # against the browser's Lead (only sent while it can: see _pixel_reported).
+        pixel = self._pixel_id(row, stage)
+        if pixel is not None:
+            return pixel
         return event_id_for(self.config.sheets.spreadsheet_id, row.key, stage.event)
+
+    def _baseline_message(self, stage: Stage, unsent: list[str], current: StatusTime) -> str:
+        why = current.note or f"no {self.changed_col}"
+        return (
+            f"baseline: first seen at {stage.label} with no change time we can defend ({why}); "
+            f"nothing sent for {', '.join(unsent)}, reached before sheet-bridge was watching. "
+            f"Changes from now on are sent; or fill {self.changed_col} with when it really "
+            "changed"
+        )
+
+    def _time(self, at: datetime) -> str:
+        return describe_time(at, self.tz)
 
     def _expired_message(self, expired: list[ExpiredEvent]) -> str:
         oldest = max(expired, key=lambda x: x.age)
@@ -519,16 +819,20 @@ def plan(
     now: datetime,
     *,
     only_keys: Collection[str] | None = None,
+    last_full_pass: datetime | None = None,
+    tz: tzinfo = UTC,
 ) -> Plan:
     """Decide, for every lead row, which events are due and why any are not.
 
     `history` is the ledger's view per lead key; `now` must be timezone-aware. Rows sharing a
     lead key after the first are reported as duplicates and never sent twice. `only_keys`
-    restricts the plan to those leads (an edit syncs just its lead).
+    restricts the plan to those leads (an edit syncs just its lead). `last_full_pass` is when
+    the last completed full pass of this tab started (it saw every lead): the bound of a scan's
+    estimate (module docstring, rule 1d). `tz`: the sheet's zone, for times in row messages.
     """
     if now.tzinfo is None:
         raise ValueError("plan() needs an aware `now`")
-    planner = _Planner(config, history, now)
+    planner = _Planner(config, history, now, last_full_pass, tz)
     leads_of_pixel_id: dict[str, set[str]] = {}
     for r in rows:
         if r.pixel_event_id:

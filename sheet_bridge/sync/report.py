@@ -11,8 +11,18 @@ from typing import Any, Literal
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.plan import EventRecord, PlannedEvent, RowDecision
 
-RowOutcome = Literal["sent", "failed", "expired", "invalid", "skipped", "already_sent", "due"]
-SUMMARY_KEYS: tuple[str, ...] = ("sent", "skipped", "expired", "invalid", "failed", "already_sent")
+RowOutcome = Literal[
+    "sent", "failed", "expired", "invalid", "skipped", "already_sent", "due", "baseline"
+]
+SUMMARY_KEYS: tuple[str, ...] = (
+    "sent",
+    "skipped",
+    "expired",
+    "baseline",
+    "invalid",
+    "failed",
+    "already_sent",
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
@@ -22,6 +32,7 @@ _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
     "expired": "expired",
     "already_sent": "already_sent",
     "moved_back": "already_sent",
+    "baseline": "baseline",
 }
 
 
@@ -108,6 +119,7 @@ def render_row(
     sent = [r for r in records if r.state == "sent"]
     failed = [r for r in records if r.state in ("failed", "sending")]
     expired = [r for r in records if r.state == "expired"]
+    baseline = [r for r in records if r.state == "baseline"]
     outcome: RowOutcome
     if decision.outcome == "due":
         if dry_run:
@@ -124,7 +136,11 @@ def render_row(
         parts.append("Would send: " + ", ".join(e.event_name for e in decision.events))
         if decision.expired:
             parts.append(_expired_words_planned(decision))
-    elif decision.outcome in ("due", "already_sent", "expired"):
+        if decision.baseline:
+            parts.append(_baseline_words([b.event_name for b in decision.baseline]))
+    elif decision.outcome == "baseline" and not sent and not expired:
+        parts.append(f"Baseline: {decision.message}")
+    elif decision.outcome in ("due", "already_sent", "expired", "baseline"):
         if sent:
             parts.append("Sent: " + ", ".join(r.event_name for r in sent))
         for r in failed:
@@ -132,6 +148,8 @@ def render_row(
             parts.append(f"Failed: {r.event_name} ({r.error or 'no answer'}; {again})")
         if expired:
             parts.append(_expired_words(expired, tz))
+        if baseline:
+            parts.append(_baseline_words([r.event_name for r in baseline]))
         if not parts:
             parts.append(decision.message)
     else:
@@ -163,6 +181,10 @@ def render_row(
         events += tuple(
             (x.event_name, x.event_id, "expired", x.event_time) for x in decision.expired
         )
+        events += tuple(
+            (b.event_name, b.event_id, "baseline", int(b.seen_at.timestamp()))
+            for b in decision.baseline
+        )
     else:
         events = tuple((r.event_name, r.event_id, r.state, r.event_time) for r in records)
     return RowReport(
@@ -189,6 +211,13 @@ def _expired_words(expired: Sequence[EventRecord], tz: tzinfo) -> str:
     first = min(expired, key=lambda r: r.event_time)
     at = datetime.fromtimestamp(first.event_time, tz).strftime("%Y-%m-%d")
     return f"Expired: {names} (status changed {at}, outside Meta's window; not sent)"
+
+
+def _baseline_words(names: Sequence[str]) -> str:
+    return (
+        f"Baseline: {', '.join(names)} (reached before sheet-bridge saw when; not sent, "
+        "nothing invented)"
+    )
 
 
 def _expired_words_planned(decision: RowDecision) -> str:

@@ -11,7 +11,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sheet_bridge.config import BRIDGE_COLUMNS, IDENTITY_COLUMNS, BridgeConfig, currency_code
 from sheet_bridge.meta.identity import FieldProblem, shown_as_sheet
-from sheet_bridge.sheets.table import CellError, HeaderMap, SheetTable, parse_datetime
+from sheet_bridge.sheets.table import (
+    CellError,
+    HeaderMap,
+    SheetTable,
+    is_date_only,
+    parse_datetime,
+)
 from sheet_bridge.sync.plan import LeadRow
 
 # A sheet keeps 15 significant digits (DOMAIN.md §7): a longer id typed as a number is lost.
@@ -105,6 +111,9 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
         time_problems: list[str] = []
         changed = _time(row, fields, "status_changed_at", config, tz, order, time_problems)
         created = _time(row, fields, "created_at", config, tz, order, time_problems)
+        changed_date_only = changed is not None and is_date_only(
+            _cell(row, fields["status_changed_at"])
+        )
         identity: dict[str, object] = {}
         field_problems: list[FieldProblem] = []
         for meta_key, col in identity_cols:
@@ -144,6 +153,7 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
                 pixel_event_id=pixel_id or None,
                 value=value,
                 currency=currency,
+                changed_date_only=changed_date_only,
                 time_problems=tuple(time_problems),
                 field_problems=tuple(field_problems),
             )

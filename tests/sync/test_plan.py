@@ -205,12 +205,17 @@ def test_first_stage_without_change_time_uses_created_at() -> None:
     assert decision.events[0].event_time == ts(created)
 
 
-def test_status_never_seen_before_without_times_is_stamped_now_and_observed() -> None:
+def test_status_never_seen_before_without_times_is_a_baseline_recorded_and_never_sent() -> None:
     row = lead("SQL")
     result = plan([row], CONFIG, {}, NOW)
     [decision] = result.decisions
-    assert {e.event_time for e in decision.events} == {ts(NOW)}
-    assert [(o.lead_key, o.status, o.at) for o in result.observations] == [("L1", "SQL", NOW)]
+    assert decision.outcome == "baseline"
+    assert decision.events == []
+    assert [b.event_name for b in decision.baseline] == ["Lead", "QualifiedLead", "Schedule"]
+    assert "fill Status Changed At" in decision.message
+    assert [(o.lead_key, o.status, o.at, o.source) for o in result.observations] == [
+        ("L1", "SQL", NOW, "seen")
+    ]
 
 
 def test_history_transitions_give_each_intermediate_stage_its_observed_time() -> None:
@@ -521,12 +526,13 @@ def test_payload_is_a_conversion_leads_event_with_the_raw_status() -> None:
     assert lead_event.payload["custom_data"]["currency"] == "INR"  # type: ignore[index]
 
 
-def test_row_value_and_currency_override_the_stage() -> None:
+def test_row_value_and_currency_override_the_current_stage_only() -> None:
     decision = decide(lead("MQL", changed=ago(hours=1), value=250.0, currency="USD"))
-    for event in decision.events:
-        custom = event.payload["custom_data"]
-        assert custom["value"] == 250.0  # type: ignore[index]
-        assert custom["currency"] == "USD"  # type: ignore[index]
+    lead_event, qualified = (e.payload["custom_data"] for e in decision.events)
+    assert qualified["value"] == 250.0  # type: ignore[index]
+    assert qualified["currency"] == "USD"  # type: ignore[index]
+    # The backfilled Lead carries its own stage value, not the row's deal value.
+    assert lead_event["value"] == 100  # type: ignore[index]
 
 
 def test_row_value_without_currency_takes_the_stage_then_meta_currency() -> None:

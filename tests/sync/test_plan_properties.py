@@ -9,7 +9,7 @@ event may come back sent, failed for a retry, refused for good, or left `sending
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +42,9 @@ one_pass = st.tuples(
 )
 
 
-def apply_outcomes(history: dict[str, LeadHistory], result: Plan, outcomes: list[str]) -> None:
+def apply_outcomes(
+    history: dict[str, LeadHistory], result: Plan, outcomes: list[str], now: datetime
+) -> None:
     """What the ledger keeps after the send: the state each event ended in."""
     for i, event in enumerate(result.events):
         answer = outcomes[i % len(outcomes)]
@@ -63,9 +65,13 @@ def apply_outcomes(history: dict[str, LeadHistory], result: Plan, outcomes: list
         old = history.get(x.lead_key, LeadHistory())
         record = EventRecord(x.event_name, x.event_id, "expired", x.event_time)
         history[x.lead_key] = LeadHistory({**old.events, x.event_name: record}, old.transitions)
+    for b in result.baseline:
+        old = history.get(b.lead_key, LeadHistory())
+        record = EventRecord(b.event_name, b.event_id, "baseline", ts(b.seen_at))
+        history[b.lead_key] = LeadHistory({**old.events, b.event_name: record}, old.transitions)
     for seen in result.observations:
         old = history.get(seen.lead_key, LeadHistory())
-        moved = [*old.transitions, Transition(seen.status, seen.at)]
+        moved = [*old.transitions, Transition(seen.status, seen.at, seen.source, now)]
         history[seen.lead_key] = LeadHistory(old.events, tuple(sorted(moved, key=lambda t: t.at)))
 
 
@@ -80,11 +86,12 @@ def test_with_edits_failures_and_crashes_nothing_is_sent_twice_and_order_and_win
     now = NOW
     history: dict[str, LeadHistory] = {}
     ids: dict[tuple[str, str], str] = {}
+    last_pass: datetime | None = None
     for gap, cells, edits, outcomes in passes:
         now += gap * MINUTE
         for key, status, minutes in edits:
             old = history.get(key, LeadHistory())
-            moved = [*old.transitions, Transition(status, now - minutes * MINUTE)]
+            moved = [*old.transitions, Transition(status, now - minutes * MINUTE, "edit", now)]
             history[key] = LeadHistory(old.events, tuple(sorted(moved, key=lambda t: t.at)))
         rows = [
             LeadRow(
@@ -97,15 +104,30 @@ def test_with_edits_failures_and_crashes_nothing_is_sent_twice_and_order_and_win
             )
             for i, (key, (status, changed, identity)) in enumerate(zip(KEYS, cells, strict=True))
         ]
-        result = plan(rows, CONFIG, history, now)
+        result = plan(rows, CONFIG, history, now, last_full_pass=last_pass)
         for decision in result.decisions:
-            known = history.get(decision.lead_key, LeadHistory()).events
-            # Too old to send (DOMAIN.md §5) counts as accounted for: reported, never sent.
+            lead = history.get(decision.lead_key, LeadHistory())
+            known = lead.events
+            # Too old to send (DOMAIN.md §5), or reached before any time could be seen
+            # (baseline), counts as accounted for: reported, never sent.
             planned_before: set[str] = {x.event_name for x in decision.expired}
+            planned_before |= {b.event_name for b in decision.baseline}
+            row = rows[KEYS.index(decision.lead_key)]
+            # Observed, never invented: every time comes from the row, the ledger, or a scan
+            # that saw the change within the last 24 h (the plan's module docstring).
+            observed = {ts(t.at) for t in lead.transitions if t.timed}
+            observed |= {ts(min(t, now)) for t in (row.status_changed_at, row.created_at) if t}
+            seen = [t.observed for t in lead.transitions] + ([last_pass] if last_pass else [])
+            if any(now - t <= timedelta(hours=24) for t in seen):
+                observed.add(ts(now))
             for e in decision.events:
                 record = known.get(e.event_name)
                 # Never twice: what Meta accepted, or what expired, is never planned again.
-                assert record is None or record.state in ("sending", "failed"), (e, record)
+                assert record is None or record.state in ("sending", "failed", "baseline"), (
+                    e,
+                    record,
+                )
+                assert e.event_time in observed or record is not None, (e, observed)
                 # A retry or a resend after a crash keeps the event_id Meta may already have.
                 key = (e.lead_key, e.event_name)
                 assert ids.setdefault(key, e.event_id) == e.event_id, key
@@ -125,7 +147,8 @@ def test_with_edits_failures_and_crashes_nothing_is_sent_twice_and_order_and_win
                 planned_before.add(e.event_name)
             times = [e.event_time for e in decision.events]
             assert times == sorted(times), decision
-        apply_outcomes(history, result, outcomes)
+        apply_outcomes(history, result, outcomes, now)
+        last_pass = now
 
 
 @settings(max_examples=80, deadline=None)

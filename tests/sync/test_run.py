@@ -89,6 +89,7 @@ def test_first_pass_sends_every_due_event_and_fills_the_bridge_columns(
         "sent": 2,
         "skipped": 2,
         "expired": 0,
+        "baseline": 0,
         "invalid": 0,
         "failed": 0,
         "already_sent": 0,
@@ -145,7 +146,14 @@ def test_jump_from_new_to_customer_sends_all_five_stages_in_funnel_order(
     assert times[0] == int((world_now - timedelta(hours=30)).timestamp())  # Lead: created
     assert times[-1] == int((world_now - timedelta(hours=2)).timestamp())  # Purchase: changed
     assert len({e["event_id"] for e in events}) == 5
-    assert {e["custom_data"]["lead_status"] for e in events} == {"Customer"}
+    # Each event carries the status of the stage it stands for (DOMAIN.md §2).
+    assert [e["custom_data"]["lead_status"] for e in events] == [
+        "New",
+        "MQL",
+        "SQL",
+        "Opportunity",
+        "Customer",
+    ]
     assert row_cells(world, 2)["CAPI Status"] == "Sent: " + ", ".join(FUNNEL)
 
 
