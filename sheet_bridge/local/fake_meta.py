@@ -71,6 +71,9 @@ class FakeMetaState:
     fault_mode: str | None = None
     fault_count: int = 0
     fault_delay: float = 3.0
+    # Lead ids Meta has no lead for (POST /_fake/unknown_lead_ids): an event carrying one is
+    # refused alone, an event-level error the planner cannot foresee.
+    unknown_lead_ids: set[int] = field(default_factory=set)
 
     def reset(self) -> None:
         with self.lock:
@@ -78,6 +81,7 @@ class FakeMetaState:
             self.requests = 0
             self.rejections = 0
             self.custom_event_names.clear()
+            self.unknown_lead_ids.clear()
             self.fault_mode, self.fault_count, self.fault_delay = None, 0, 3.0
 
     def take_fault(self) -> tuple[str | None, float]:
@@ -409,6 +413,16 @@ def create_fake_meta(
                 }
             )
 
+    @app.post("/_fake/unknown_lead_ids")
+    def fake_unknown_lead_ids() -> tuple[Response, int]:
+        spec = request.get_json(silent=True)
+        ids = spec.get("lead_ids") if isinstance(spec, dict) else None
+        if not isinstance(ids, list) or not all(_is_int(i) for i in ids):
+            return jsonify({"error": {"message": "lead_ids must be a list of integers"}}), 400
+        with state.lock:
+            state.unknown_lead_ids = set(ids)
+        return jsonify({"ok": True, "lead_ids": ids}), 200
+
     @app.post("/_fake/reset")
     def fake_reset() -> Response:
         state.reset()
@@ -493,8 +507,18 @@ def _accept(state: FakeMetaState, version: str, pixel_id: str) -> int:
             f"(#100) param data must be an array of at most {MAX_EVENTS} events; got {len(data)}",
         )
     now = state.now()
+    with state.lock:
+        unknown = set(state.unknown_lead_ids)
     for index, event in enumerate(data):
         check_event(event, index, now)
+        lead_id = event["user_data"].get("lead_id")
+        if lead_id in unknown:
+            raise _invalid(
+                index,
+                SUBCODE_BAD_LEAD_ID,
+                "Invalid Lead ID",
+                f"user_data.lead_id {lead_id} is not a lead Meta knows",
+            )
     extra: dict[str, Any] = {"pixel_id": pixel_id, "received_at": now}
     if body.get("test_event_code"):
         extra["test_event_code"] = body["test_event_code"]

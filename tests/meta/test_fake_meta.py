@@ -419,3 +419,16 @@ def test_data_processing_options_are_checked_as_meta_documents_them(
     if not accepted:
         error = response.json()["error"]
         assert error["error_subcode"] == 2804011 and "index 1" in error["error_user_msg"]
+
+
+def test_a_lead_id_meta_does_not_know_refuses_that_event(fake_meta, make_event, token):
+    events = [make_event(i) for i in range(3)]
+    unknown = events[1]["user_data"]["lead_id"]
+    httpx.post(f"{fake_meta.url}/_fake/unknown_lead_ids", json={"lead_ids": [unknown]})
+    refused = fake_meta.post(body(token, events))
+    error = refused.json()["error"]
+    assert (error["code"], error["error_subcode"]) == (100, 2804008)
+    assert "index 1" in error["error_user_msg"] and str(unknown) in error["error_user_msg"]
+    assert fake_meta.post(body(token, [events[0], events[2]])).status_code == 200
+    httpx.post(f"{fake_meta.url}/_fake/reset")
+    assert fake_meta.post(body(token, [events[1]])).status_code == 200
