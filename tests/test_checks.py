@@ -172,7 +172,7 @@ def test_limited_data_use_that_meta_would_not_take_is_a_config_error(
 
 
 def test_an_api_version_that_is_not_one_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="should look like 'v25.0'"):
+    with pytest.raises(ConfigError, match=r"should look like 'v25\.0'"):
         _config(tmp_path, api_version="25")
 
 

@@ -31,9 +31,9 @@ TRANSIENT_CODES: frozenset[int] = frozenset({1, 2, 4, 17, 341, 368, 613})
 RATE_LIMIT_CODES: frozenset[int] = frozenset({4, 17, 32, 613, *range(80000, 80015)})
 # DOMAIN.md §5 / rudder-transformer: the one 2804xxx subcode seen in the wild, event_time too old.
 SUBCODE_TOO_OLD = 2804003
-# Meta's Conversions API data errors are code 100 with a 2804xxx subcode (2804003, 2804050 for
-# lead_id, and those rudder-transformer lists: 2804001, 2804007, 2804016, 2804019, 2804048).
-# They describe an event, never the request: such a refusal is isolated by bisection.
+# Meta's Conversions API data errors are code 100 with a 2804xxx subcode (rudder-transformer's
+# facebook network handler lists 2804001, 2804003, 2804007, 2804016, 2804017, 2804019, 2804048;
+# Meta publishes no table). They describe an event: such a refusal is isolated by bisection.
 EVENT_DATA_SUBCODES = range(2804000, 2805000)
 # Graph's "object does not exist" subcode: the pixel id is wrong, for every event alike.
 SUBCODE_NO_SUCH_OBJECT = 33
@@ -436,7 +436,7 @@ class CapiClient:
             return SendOutcome(
                 "not_sent", TOKEN_REJECTED, answer.fbtrace_id, 190, answer.subcode, True
             )
-        meta_says = self._scrub(answer.problem)
+        meta_says = answer.problem  # already scrubbed of the token
         fixes = {
             "test_event_code": (
                 f"invalid test_event_code {self.test_event_code!r}; clear [meta] "
@@ -583,7 +583,9 @@ def _int_or_none(value: object) -> int | None:
 
 def request_bound(events: int, bad: int, batch_size: int) -> int:
     """Most POSTs `send` needs without retries: one per batch, plus two per bisection level for
-    each bad event (DESIGN.md "Send": O(bad · log batch), not O(events))."""
+    each bad event (DESIGN.md "Send": O(bad · log batch), not O(events)). A refusal in Meta's
+    plainest words ("Invalid parameter", no subcode, no event named) before anything was
+    accepted adds at most two: the single-event probes that tell request from event."""
     batch_size = min(max(batch_size, 1), MAX_BATCH)
     levels = math.ceil(math.log2(batch_size)) if batch_size > 1 else 0
     return math.ceil(events / batch_size) + bad * 2 * levels
