@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from sheet_bridge.meta.events import classify_event_name, send_window
 
 Level = Literal["ok", "info", "warn", "error"]
 _MARK = {"ok": "ok   ", "info": "info ", "warn": "WARN ", "error": "ERROR"}
+# Meta's test codes as Events Manager → Test events shows them: TEST12345.
+_TEST_CODE = re.compile(r"^TEST\d+$")
 
 
 @dataclass(frozen=True)
@@ -145,12 +148,21 @@ def check_meta(config: BridgeConfig, report: CheckReport, environ: Mapping[str, 
             f"test_event_code {meta.test_event_code!r} is set: test events are NOT a sandbox, "
             "they count as production data; remove it when you go live",
         )
-    if meta.action_source != "system_generated":
-        report.add(
-            "warn",
-            f"action_source is {meta.action_source!r}: Conversion Leads (CRM) events use "
-            "system_generated",
-        )
+        if not _TEST_CODE.match(meta.test_event_code):
+            # Meta refuses a code it did not give for the whole request: every event of the
+            # pass waits until it is fixed (DOMAIN.md §9).
+            report.add(
+                "warn",
+                f"test_event_code {meta.test_event_code!r} is not shaped like Meta's codes "
+                "(TEST12345): if Meta refuses it, it refuses every request; clear [meta] "
+                "test_event_code or copy the current code from Events Manager → Test events",
+            )
+    check_action_source(config, report)
+    if meta.data_processing_options is not None:
+        fields = meta.processing_options()
+        sent = ", ".join(f"{k} = {v}" for k, v in fields.items())
+        what = "Limited Data Use" if meta.data_processing_options else "explicitly not LDU"
+        report.add("info", f"every event carries {sent} ({what})")
     days = send_window(meta.action_source).days
     report.add("info", f"events older than {days} days are marked expired and never sent")
     server = config.server
@@ -160,6 +172,53 @@ def check_meta(config: BridgeConfig, report: CheckReport, environ: Mapping[str, 
             "[server] has neither shared_secret_env nor id_token_audience: the backend would "
             "refuse every call from the sidebar",
         )
+
+
+def check_action_source(config: BridgeConfig, report: CheckReport) -> None:
+    """CRM stages are system_generated (DOMAIN.md §8: Conversion Leads); another source is a
+    claim about where each conversion happened, refused unless the config says why."""
+    meta = config.meta
+    if meta.action_source == "system_generated":
+        return
+    if meta.action_source_reason.strip():
+        report.add(
+            "info",
+            f"action_source is {meta.action_source!r} by choice: {meta.action_source_reason}",
+        )
+        return
+    why = {
+        "physical_store": (
+            "physical_store is for sales made in a store (Meta gives them a 62-day window), "
+            "not for CRM stages"
+        ),
+        "website": "website events need the browser's URL and user agent, which a sheet lacks",
+    }.get(meta.action_source, f"{meta.action_source} says where each conversion happened")
+    report.add(
+        "error",
+        f"action_source is {meta.action_source!r}: {why}; Conversion Leads (CRM) events use "
+        'system_generated. Set action_source = "system_generated", or say why this bridge '
+        'differs in [meta] action_source_reason = "…"',
+    )
+
+
+def check_last_pass(report: CheckReport, last: Mapping[str, Any]) -> None:
+    """A last pass Meta stopped (a request-level refusal): what it said, and that the held
+    events go once it is fixed."""
+    error = last.get("error")
+    if not error:
+        return
+    if " " not in str(error):  # an exception's name: the pass failed before sending
+        report.add(
+            "warn",
+            f"the last sync ({last.get('finished_at')}) failed ({error}); run "
+            "`sheet-bridge sync` to see why",
+        )
+        return
+    report.add(
+        "error",
+        f"the last sync ({last.get('finished_at')}) stopped: {error}. Nothing was marked "
+        "refused: once fixed, the next sync sends every held event once",
+    )
 
 
 def check_sheet(config: BridgeConfig, report: CheckReport, sheets: Any = None) -> None:
@@ -223,10 +282,23 @@ def run_checks(
     environ: Mapping[str, str] | None = None,
     sheets: Any = None,
 ) -> CheckReport:
+    env = environ if environ is not None else os.environ
     report = CheckReport()
     report.add("ok", f"config {config.source} is valid")
     check_stages(config, report)
-    check_meta(config, report, environ if environ is not None else os.environ)
+    check_meta(config, report, env)
     if connect:
         check_sheet(config, report, sheets)
+    ledger_path = config.ledger_path(env)
+    if ledger_path.exists():  # never create a ledger just to look
+        from sheet_bridge.sync.ledger import Ledger, LedgerError
+
+        try:
+            ledger = Ledger(ledger_path)
+            try:
+                check_last_pass(report, ledger.last_pass(config.sheets.spreadsheet_id))
+            finally:
+                ledger.close()
+        except LedgerError as exc:
+            report.add("warn", str(exc))
     return report

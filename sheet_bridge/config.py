@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -92,11 +93,21 @@ class MetaConfig(_Strict):
     api_version: str = "v25.0"
     test_event_code: str = ""
     action_source: str = "system_generated"
+    # Why a bridge sends another action_source than system_generated (Conversion Leads' own,
+    # DOMAIN.md §8); `check` refuses the choice without a reason.
+    action_source_reason: str = ""
     lead_event_source: str = "Google Sheets"
     default_country: str = "US"
     currency: str = "USD"
     batch_size: int = Field(default=500, ge=1, le=1000)
     timeout_seconds: float = Field(default=20.0, gt=0)
+    # Limited Data Use, sent on every event as Meta documents it (developers.facebook.com/docs/
+    # marketing-apis/data-processing-options; facebook-python-business-sdk serverside Event):
+    # None sends nothing; [] says "not LDU" explicitly; ["LDU"] with country/state 0/0 lets
+    # Meta geolocate, or 1 (US) and a state code (1000 = California) names the place.
+    data_processing_options: tuple[Literal["LDU"], ...] | None = None
+    data_processing_options_country: int | None = None
+    data_processing_options_state: int | None = None
 
     @field_validator("pixel_id")
     @classmethod
@@ -129,6 +140,60 @@ class MetaConfig(_Strict):
                 f"action_source {v!r} is not one of Meta's: {', '.join(sorted(ACTION_SOURCES))}"
             )
         return v
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not re.fullmatch(r"v\d+\.\d+", v.strip()):
+            raise ValueError(f"api_version {v!r} should look like 'v25.0'")
+        return v.strip()
+
+    @field_validator("data_processing_options", mode="before")
+    @classmethod
+    def _options_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError(
+                f'data_processing_options must be a list: ["LDU"] (Limited Data Use) or [] '
+                f"(explicitly not LDU); got {v!r}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _processing_options_fit(self) -> MetaConfig:
+        ldu = bool(self.data_processing_options)
+        country, state = self.data_processing_options_country, self.data_processing_options_state
+        if not ldu and (country is not None or state is not None):
+            raise ValueError(
+                "data_processing_options_country/_state only mean something with "
+                'data_processing_options = ["LDU"]; remove them or add "LDU"'
+            )
+        if country not in (None, 0, 1):
+            raise ValueError(
+                f"data_processing_options_country = {country}: Meta takes 1 (United States) "
+                "or 0 (let Meta geolocate)"
+            )
+        if state is not None and state != 0 and not 1000 <= state <= 1999:
+            raise ValueError(
+                f"data_processing_options_state = {state}: Meta takes a US state code such as "
+                "1000 (California), or 0 (let Meta geolocate)"
+            )
+        if state and country != 1:
+            raise ValueError(
+                f"data_processing_options_state = {state} names a US state; set "
+                "data_processing_options_country = 1 with it"
+            )
+        return self
+
+    def processing_options(self) -> dict[str, object]:
+        """The event fields for Limited Data Use, exactly as sent ({} when not configured).
+        LDU without a place asks Meta to geolocate (0/0), as Meta's examples do."""
+        if self.data_processing_options is None:
+            return {}
+        fields: dict[str, object] = {"data_processing_options": list(self.data_processing_options)}
+        if self.data_processing_options:
+            fields["data_processing_options_country"] = self.data_processing_options_country or 0
+            fields["data_processing_options_state"] = self.data_processing_options_state or 0
+        return fields
 
     def access_token(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The token from the environment variable this config names (never from the file)."""

@@ -40,6 +40,8 @@ WORLD_SECRET = "sidebar-shared-secret-1f2e3d"
 WORLD_SHEET = "1WorldTestSheet000000000000000000000000000"
 WORLD_PIXEL = "998877665544332"
 WORLD_TZ = "Asia/Kolkata"
+# The one test code the world's fake Meta knows (Events Manager → Test events shows such codes).
+WORLD_TEST_CODE = "TEST41541"
 
 WORLD_HEADER = [
     "Created At",
@@ -218,7 +220,11 @@ def make_world(tmp_path: Path, world_now: datetime) -> Iterator[Callable[..., Wo
         data_path.write_text(json.dumps(data))
         sheets = BackgroundServer(create_emulator(data_path=data_path)).start()
         meta = BackgroundServer(
-            create_fake_meta(access_token=WORLD_TOKEN, pixel_ids=[WORLD_PIXEL])
+            create_fake_meta(
+                access_token=WORLD_TOKEN,
+                pixel_ids=[WORLD_PIXEL],
+                test_event_codes=[WORLD_TEST_CODE],
+            )
         ).start()
         servers.extend([sheets, meta])
         config = world_config(tmp_path, sheets.url, meta.url, **overrides)

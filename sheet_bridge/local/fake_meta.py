@@ -32,7 +32,18 @@ SUBCODE_NOT_HASHED = 2804007
 SUBCODE_BAD_LEAD_ID = 2804008
 SUBCODE_BAD_FBC = 2804009
 SUBCODE_BAD_VALUE = 2804010
+SUBCODE_BAD_PROCESSING_OPTIONS = 2804011
 SUBCODE_NO_SUCH_OBJECT = 33  # Graph's "object does not exist"
+# Graph's answer to a version past its deprecation date (seen in facebook-python-business-sdk
+# PR #582 and fbsamples/marketing-api-samples #3): "(#2635) You are calling a deprecated version
+# of the Ads API. Please update to the latest version: v9.0.", type OAuthException.
+CODE_DEPRECATED_VERSION = 2635
+# The versions the fake serves. Meta keeps a Conversions API version at least two years
+# (DOMAIN.md §4); the docs use v25.0. Older ones answer 2635, as Graph does.
+OLDEST_VERSION = "v21.0"
+LATEST_VERSION = "v25.0"
+# Meta's test codes, as Events Manager → Test events shows them: "TEST" and digits (TEST12345).
+_TEST_CODE = re.compile(r"^TEST\d+$")
 
 FAULT_MODES = frozenset({"500", "timeout", "throttle", "token_expired"})
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -48,6 +59,8 @@ class FakeMetaState:
 
     access_token: str
     pixel_ids: frozenset[str] | None
+    # None: any code shaped like Meta's (TEST12345); else exactly these codes.
+    test_event_codes: frozenset[str] | None
     now: Callable[[], float]
     record: str | None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -58,6 +71,9 @@ class FakeMetaState:
     fault_mode: str | None = None
     fault_count: int = 0
     fault_delay: float = 3.0
+    # Lead ids Meta has no lead for (POST /_fake/unknown_lead_ids): an event carrying one is
+    # refused alone, an event-level error the planner cannot foresee.
+    unknown_lead_ids: set[int] = field(default_factory=set)
 
     def reset(self) -> None:
         with self.lock:
@@ -65,6 +81,7 @@ class FakeMetaState:
             self.requests = 0
             self.rejections = 0
             self.custom_event_names.clear()
+            self.unknown_lead_ids.clear()
             self.fault_mode, self.fault_count, self.fault_delay = None, 0, 3.0
 
     def take_fault(self) -> tuple[str | None, float]:
@@ -92,6 +109,7 @@ class Refusal(Exception):
         user_msg: str | None = None,
         transient: bool = False,
         status: int = 400,
+        kind: str = "OAuthException",
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -101,11 +119,12 @@ class Refusal(Exception):
         self.user_msg = user_msg
         self.transient = transient
         self.status = status
+        self.kind = kind
 
     def envelope(self) -> dict[str, Any]:
         error: dict[str, Any] = {
             "message": self.message,
-            "type": "OAuthException",
+            "type": self.kind,
             "code": self.code,
         }
         if self.subcode is not None:
@@ -172,6 +191,7 @@ def check_event(event: object, index: int, now: float) -> None:
     custom_data = event.get("custom_data")
     if custom_data is not None:
         _check_custom_data(custom_data, index)
+    _check_processing_options(event, index)
 
 
 def _check_time(event_time: object, source: str, index: int, now: float) -> None:
@@ -286,6 +306,39 @@ def _check_custom_data(custom_data: object, index: int) -> None:
         )
 
 
+def _check_processing_options(event: Mapping[str, Any], index: int) -> None:
+    """Limited Data Use (developers.facebook.com/docs/marketing-apis/data-processing-options):
+    `data_processing_options` is a list whose one documented value is "LDU" ([] says "not LDU"
+    explicitly); country and state are integers (0 = let Meta geolocate, 1 = US, 1000+ = a US
+    state) and only mean something with LDU."""
+    if "data_processing_options" not in event:
+        for key in ("data_processing_options_country", "data_processing_options_state"):
+            if key in event:
+                raise _invalid(
+                    index,
+                    SUBCODE_BAD_PROCESSING_OPTIONS,
+                    "Invalid Data Processing Options",
+                    f"{key} needs data_processing_options",
+                )
+        return
+    options = event["data_processing_options"]
+    if not isinstance(options, list) or any(o != "LDU" for o in options):
+        raise _invalid(
+            index,
+            SUBCODE_BAD_PROCESSING_OPTIONS,
+            "Invalid Data Processing Options",
+            f'data_processing_options must be ["LDU"] or []; got {options!r}',
+        )
+    for key in ("data_processing_options_country", "data_processing_options_state"):
+        if key in event and not _is_int(event[key]):
+            raise _invalid(
+                index,
+                SUBCODE_BAD_PROCESSING_OPTIONS,
+                "Invalid Data Processing Options",
+                f"{key} must be an integer; got {event[key]!r}",
+            )
+
+
 def _body() -> dict[str, Any]:
     """Graph takes JSON, or a form whose `data` is a JSON string."""
     if request.is_json:
@@ -309,13 +362,16 @@ def create_fake_meta(
     pixel_ids: Collection[str] | None = None,
     now: Callable[[], float] = time.time,
     record: str | os.PathLike[str] | None = None,
+    test_event_codes: Collection[str] | None = None,
 ) -> Flask:
     """The fake Graph API as a Flask app. `pixel_ids=None` accepts any numeric pixel id;
+    `test_event_codes=None` any code shaped like Meta's (TEST12345), else only those codes;
     `record` appends each accepted event to that file as a JSON line."""
     app = Flask(__name__)
     state = FakeMetaState(
         access_token=access_token,
         pixel_ids=frozenset(pixel_ids) if pixel_ids is not None else None,
+        test_event_codes=frozenset(test_event_codes) if test_event_codes is not None else None,
         now=now,
         record=os.fspath(record) if record is not None else None,
     )
@@ -356,6 +412,16 @@ def create_fake_meta(
                     "custom_event_names": dict(state.custom_event_names),
                 }
             )
+
+    @app.post("/_fake/unknown_lead_ids")
+    def fake_unknown_lead_ids() -> tuple[Response, int]:
+        spec = request.get_json(silent=True)
+        ids = spec.get("lead_ids") if isinstance(spec, dict) else None
+        if not isinstance(ids, list) or not all(_is_int(i) for i in ids):
+            return jsonify({"error": {"message": "lead_ids must be a list of integers"}}), 400
+        with state.lock:
+            state.unknown_lead_ids = set(ids)
+        return jsonify({"ok": True, "lead_ids": ids}), 200
 
     @app.post("/_fake/reset")
     def fake_reset() -> Response:
@@ -407,6 +473,12 @@ def _accept(state: FakeMetaState, version: str, pixel_id: str) -> int:
     """Validate one events POST; keep every event or none (DOMAIN.md §4)."""
     if not _VERSION.match(version):
         raise Refusal(2500, f"Unknown path components: /{version}/{pixel_id}/events")
+    if _version_number(version) < _version_number(OLDEST_VERSION):
+        raise Refusal(
+            CODE_DEPRECATED_VERSION,
+            f"(#{CODE_DEPRECATED_VERSION}) You are calling a deprecated version of the Ads API. "
+            f"Please update to the latest version: {LATEST_VERSION}.",
+        )
     body = _body()
     token = body.get("access_token") or request.args.get("access_token")
     if not token or token != state.access_token:
@@ -415,10 +487,15 @@ def _accept(state: FakeMetaState, version: str, pixel_id: str) -> int:
     if not known:
         raise Refusal(
             100,
+            # Graph's words, as segment-docs PR #4575 and roughike/flutter_facebook_login #44
+            # quote them (type GraphMethodException, code 100, subcode 33).
             f"Unsupported post request. Object with ID '{pixel_id}' does not exist, cannot be "
-            "loaded due to missing permissions, or does not support this operation.",
+            "loaded due to missing permissions, or does not support this operation. Please read "
+            "the Graph API documentation at https://developers.facebook.com/docs/graph-api",
             subcode=SUBCODE_NO_SUCH_OBJECT,
+            kind="GraphMethodException",
         )
+    _check_test_event_code(state, body.get("test_event_code"))
     data = body.get("data")
     if data is None:
         raise Refusal(100, "(#100) The parameter data is required")
@@ -430,8 +507,18 @@ def _accept(state: FakeMetaState, version: str, pixel_id: str) -> int:
             f"(#100) param data must be an array of at most {MAX_EVENTS} events; got {len(data)}",
         )
     now = state.now()
+    with state.lock:
+        unknown = set(state.unknown_lead_ids)
     for index, event in enumerate(data):
         check_event(event, index, now)
+        lead_id = event["user_data"].get("lead_id")
+        if lead_id in unknown:
+            raise _invalid(
+                index,
+                SUBCODE_BAD_LEAD_ID,
+                "Invalid Lead ID",
+                f"user_data.lead_id {lead_id} is not a lead Meta knows",
+            )
     extra: dict[str, Any] = {"pixel_id": pixel_id, "received_at": now}
     if body.get("test_event_code"):
         extra["test_event_code"] = body["test_event_code"]
@@ -445,6 +532,34 @@ def _accept(state: FakeMetaState, version: str, pixel_id: str) -> int:
             with open(state.record, "a", encoding="utf-8") as out:
                 out.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in kept)
     return len(kept)
+
+
+def _version_number(version: str) -> tuple[int, int]:
+    major, minor = version[1:].split(".")
+    return int(major), int(minor)
+
+
+def _check_test_event_code(state: FakeMetaState, code: object) -> None:
+    """A code Events Manager did not give refuses the whole request, whatever the events hold.
+
+    Meta documents no error shape for this. The fake answers as Graph answers an invalid
+    parameter (code 100, no subcode) and names the parameter in error_user_title/msg, the way
+    Meta's invalid-parameter answers name theirs; a client must not lean on the wording alone
+    (it cannot know that Meta's real text says "test_event_code")."""
+    if code is None or code == "":
+        return
+    valid = (
+        isinstance(code, str) and _TEST_CODE.match(code) is not None
+        if state.test_event_codes is None
+        else code in state.test_event_codes
+    )
+    if not valid:
+        raise Refusal(
+            100,
+            "Invalid parameter",
+            title="Invalid test_event_code",
+            user_msg=f"The test_event_code {code!r} is not a test code of this dataset",
+        )
 
 
 class _QuietQueryHandler(WSGIRequestHandler):

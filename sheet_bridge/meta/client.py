@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,17 +23,41 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 1000
 # DOMAIN.md §4: the non-client errors Meta says may be retried (with is_transient: true too).
 TRANSIENT_CODES: frozenset[int] = frozenset({1, 2, 4, 17, 341, 368, 613})
+# Throttling (Graph's error-handling guide): 4 app, 17 user, 32 page, 613 calls within a time
+# window, 80000-80014 business-use-case limits such as 80004 "too many calls to this
+# ad-account" (rudder-transformer's facebook network handler maps 80003 to HTTP 429). Retried
+# with backoff; when the retries run out the pass stops, because every later batch would be
+# throttled alike and each attempt only extends the limit.
+RATE_LIMIT_CODES: frozenset[int] = frozenset({4, 17, 32, 613, *range(80000, 80015)})
 # DOMAIN.md §5 / rudder-transformer: the one 2804xxx subcode seen in the wild, event_time too old.
 SUBCODE_TOO_OLD = 2804003
+# Meta's Conversions API data errors are code 100 with a 2804xxx subcode (rudder-transformer's
+# facebook network handler lists 2804001, 2804003, 2804007, 2804016, 2804017, 2804019, 2804048;
+# Meta publishes no table). They describe an event: such a refusal is isolated by bisection.
+EVENT_DATA_SUBCODES = range(2804000, 2805000)
 # Graph's "object does not exist" subcode: the pixel id is wrong, for every event alike.
 SUBCODE_NO_SUCH_OBJECT = 33
+# "(#2635) You are calling a deprecated version of the Ads API. Please update to the latest
+# version: v9.0." (facebook-python-business-sdk PR #582; fbsamples/marketing-api-samples #3).
+CODE_DEPRECATED_VERSION = 2635
+# "Unknown path components": the URL itself is wrong (an api_version Graph does not know).
+CODE_UNKNOWN_PATH = 2500
 TOKEN_REJECTED = (
     "not sent: the access token was rejected (code 190); "
     "generate a new CAPI token in Events Manager"
 )
+WHOLE_REQUEST = "Meta refused the whole request"
 _SUMMARY_LIMIT = 500
 
 State = Literal["sent", "failed", "expired", "not_sent"]
+
+# Where Meta's words name a parameter of the request, not of an event: the test code, the token,
+# the API version. The words are a hint beside the codes, never the only test (DOMAIN.md §9).
+_NAMES_TEST_CODE = re.compile(r"test[ _]?event[ _]?code", re.IGNORECASE)
+_NAMES_VERSION = re.compile(r"deprecated version|api version|unknown path", re.IGNORECASE)
+# Where they name one event: "data[3]", "data[3].user_data", "event at index 3".
+_NAMES_EVENT = re.compile(r"\bdata\[\d+\]|\bindex \d+", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+")
 
 
 @dataclass(frozen=True)
@@ -101,13 +126,69 @@ class _Answer:
             return True
         if self.error is None:
             return False
-        return self.code in TRANSIENT_CODES or self.error.get("is_transient") is True
+        return (
+            self.code in TRANSIENT_CODES
+            or self.code in RATE_LIMIT_CODES
+            or self.error.get("is_transient") is True
+        )
 
     @property
-    def event_level(self) -> bool:
-        """Meta refused something inside the data (code 100, "Invalid parameter"), so a part of
-        the batch may still go. Token, permission and pixel errors hit every event alike."""
-        return self.code == 100 and self.subcode != SUBCODE_NO_SUCH_OBJECT
+    def rate_limited(self) -> bool:
+        return self.status == 429 or self.code in RATE_LIMIT_CODES
+
+    @property
+    def words(self) -> str:
+        """Everything Meta said in words, for the hints below."""
+        if not self.error:
+            return ""
+        keys = ("message", "error_user_title", "error_user_msg")
+        return " ".join(str(self.error.get(k) or "") for k in keys)
+
+    @property
+    def names_an_event(self) -> bool:
+        """Meta blamed one event: a 2804xxx data subcode, or its words give an event's path
+        (data[3].user_data, "event at index 3"). Such a refusal is isolated by bisection."""
+        return (
+            self.code == 100
+            and self.subcode in EVENT_DATA_SUBCODES
+            and not _NAMES_TEST_CODE.search(self.words)
+        ) or _NAMES_EVENT.search(self.words) is not None
+
+    @property
+    def request_problem(self) -> str | None:
+        """What about the request itself Meta refused, when the answer says so: "token",
+        "test_event_code", "api_version", "pixel", "permission" or "request"; None when the
+        refusal may be about the events (code 100 without more) or was no refusal at all.
+
+        DOMAIN.md §4, §9: token 190, permissions 10 and 200-299, pixel 100/33, API version
+        2635, and any code that is not "invalid parameter" hit every event alike."""
+        if self.ok or self.transient:
+            return None
+        if self.error is None:
+            return "request"  # HTTP 4xx without Meta's envelope: a proxy, a wrong graph_url
+        code, words = self.code, self.words
+        if code == 190:
+            return "token"
+        if _NAMES_TEST_CODE.search(words):
+            return "test_event_code"
+        if code in (CODE_DEPRECATED_VERSION, CODE_UNKNOWN_PATH) or _NAMES_VERSION.search(words):
+            return "api_version"
+        if code == 100 and self.subcode == SUBCODE_NO_SUCH_OBJECT:
+            return "pixel"
+        if code is not None and (code in (3, 10) or 200 <= code <= 299):
+            return "permission"
+        if code == 100 or self.names_an_event:
+            return None
+        return "request"
+
+    def same_refusal(self, other: _Answer) -> bool:
+        """The same answer, but for trace ids and numbers in the text (DOMAIN.md §9: a single
+        event refused the way the whole batch was is a sign the request is at fault)."""
+
+        def shape(a: _Answer) -> tuple[object, ...]:
+            return (a.status, a.code, a.subcode, _DIGITS.sub("#", a.words))
+
+        return shape(self) == shape(other)
 
 
 class _Halt(Exception):
@@ -162,6 +243,7 @@ class CapiClient:
             raise CapiError("no access token; set the environment variable the config names")
         self.url = f"{graph_url.rstrip('/')}/{api_version.strip()}/{str(pixel_id).strip()}/events"
         self.pixel_id = str(pixel_id).strip()
+        self.api_version = api_version.strip()
         self._token = access_token
         self.test_event_code = test_event_code
         self.batch_size = min(max(int(batch_size), 1), MAX_BATCH)
@@ -173,6 +255,9 @@ class CapiClient:
         self._jitter = jitter
         self._http = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
         self.requests_made: int = 0
+        self._accepted = False  # see send()
+        self._probed = False
+        self._last_refusal: _Answer | None = None
 
     @classmethod
     def from_config(cls, meta: MetaConfig, access_token: str, **kw: Any) -> CapiClient:
@@ -205,10 +290,21 @@ class CapiClient:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> list[SendOutcome]:
         """Send every event; one outcome per event, in the same order. Never raises for what
-        Meta answers: refusals, outages and token problems all become outcomes."""
+        Meta answers: refusals, outages and token problems all become outcomes.
+
+        Two kinds of refusal (DOMAIN.md §9). One event is bad: Meta refuses the batch, and
+        bisection isolates that event (state "failed", kept until its row changes) while the
+        others go once. The request is bad (token, pixel, permission, test_event_code, API
+        version, throttling): no event is to blame, so nothing is bisected or blamed; every
+        event not yet sent gets one "not_sent" outcome saying what to fix, and stays due.
+        """
         total = len(events)
         outcomes: list[SendOutcome | None] = [None] * total
         started = self._clock()
+        # Proof that the request itself is sound: once Meta accepted one request of this call,
+        # a later refusal is about the events in it, not the token, pixel or test code.
+        self._accepted = False
+        self._probed = False
         try:
             for start in range(0, total, self.batch_size):
                 indices = list(range(start, min(start + self.batch_size, total)))
@@ -232,16 +328,20 @@ class CapiClient:
         started: float,
         known_bad: bool = False,
     ) -> None:
-        """Send events[indices]; on an event-level refusal, bisect. `known_bad`: the caller knows
-        this group holds a bad event (its sibling went), so skip straight to splitting it."""
+        """Send events[indices]; on a refusal that may be about its events, bisect. `known_bad`:
+        the caller knows this group holds a bad event (its sibling went), so skip straight to
+        splitting it."""
         if not known_bad or len(indices) == 1:
-            answer, attempts = self._post_with_retries([events[i] for i in indices], started)
-            outcome = self._batch_outcome(answer, attempts)
-            if outcome is None and len(indices) == 1:
-                outcome = self._refused(answer)
-            if outcome is not None:
-                for i in indices:
-                    outcomes[i] = outcome
+            answer = self._send_group(events, indices, outcomes, started)
+            if answer is None:
+                return
+            if not self._accepted and not self._probed and not answer.names_an_event:
+                # Meta said "invalid parameter" and nothing shows yet whether an event or the
+                # request is at fault: ask with two single events (once per call) first.
+                self._probed = True
+                rest, known_bad = self._probe(events, indices, outcomes, started, answer)
+                if rest:
+                    self._send_batch(events, rest, outcomes, started, known_bad)
                 return
         half = len(indices) // 2
         left, right = indices[:half], indices[half:]
@@ -252,20 +352,69 @@ class CapiClient:
         log.debug("bisecting %s events (left half went: %s)", len(indices), left_went)
         self._send_batch(events, right, outcomes, started, known_bad=left_went)
 
+    def _send_group(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        indices: list[int],
+        outcomes: list[SendOutcome | None],
+        started: float,
+    ) -> _Answer | None:
+        """POST events[indices] and fill their outcomes, or return Meta's refusal when it may
+        be about the events in it (a group of two or more). Raises _Halt for the request."""
+        answer, attempts = self._post_with_retries([events[i] for i in indices], started)
+        outcome = self._batch_outcome(answer, attempts)
+        if outcome is None and len(indices) == 1:
+            outcome = self._refused(answer)
+        if outcome is None:
+            return answer
+        for i in indices:
+            outcomes[i] = outcome
+        return None
+
+    def _probe(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        indices: list[int],
+        outcomes: list[SendOutcome | None],
+        started: float,
+        refusal: _Answer,
+    ) -> tuple[list[int], bool]:
+        """Send the group's first and last events alone. Both refused exactly as the whole group
+        was, and nothing accepted: the request is at fault (DOMAIN.md §9), so stop. Otherwise
+        each probe has its own outcome; returns the events left to bisect, and whether they are
+        known to hold a bad one (both probes went)."""
+        probes = [indices[0], indices[-1]]
+        refused: list[tuple[int, _Answer]] = []
+        for i in probes:
+            self._send_group(events, [i], outcomes, started)  # a single's outcome is filled
+            if self._last_refusal is not None:
+                refused.append((i, self._last_refusal))
+        alike = [a for _, a in refused if a.same_refusal(refusal)]
+        if len(alike) == 2 and not self._accepted:
+            for i in probes:
+                outcomes[i] = None  # not theirs: they get the halt's outcome like the rest
+            raise _Halt(self._halted("request", refusal))
+        for i, answer in refused:  # told apart now: if one went, the other's refusal is its own
+            outcomes[i] = self._refused(answer)
+        rest = [i for i in indices if i not in probes]
+        went = [outcomes[i] for i in probes]
+        return rest, all(o is not None and o.state == "sent" for o in went)
+
     def _batch_outcome(self, answer: _Answer, attempts: int) -> SendOutcome | None:
         """The outcome every event of the batch shares, or None when Meta refused something
-        inside the batch (then it is bisected). Raises _Halt when no later batch can go."""
+        that may be inside the batch (then it is bisected). Raises _Halt when the request
+        itself was refused: no later batch could go either."""
+        self._last_refusal = None
         if answer.ok:
+            self._accepted = True
             received = _int_or_none(answer.body.get("events_received")) if answer.body else None
             return SendOutcome("sent", "sent to Meta", answer.fbtrace_id, events_received=received)
-        if answer.code == 190:
-            # DOMAIN.md §4: token invalid or expired: stop and alert, never retry.
-            raise _Halt(
-                SendOutcome(
-                    "not_sent", TOKEN_REJECTED, answer.fbtrace_id, 190, answer.subcode, True
-                )
-            )
+        problem = answer.request_problem
+        if problem is not None:
+            raise _Halt(self._halted(problem, answer))
         if answer.transient:
+            if answer.rate_limited:
+                raise _Halt(self._halted("rate_limit", answer, attempts))
             tries = "try" if attempts == 1 else "tries"
             return SendOutcome(
                 "failed",
@@ -276,23 +425,59 @@ class CapiClient:
                 answer.subcode,
                 transient=True,
             )
-        if not answer.event_level:
-            # Permissions, a wrong pixel, a wrong URL: every batch would fail alike, and
-            # bisecting would cost one request per event. Stop; a later pass may succeed
-            # once someone fixes the setup.
-            raise _Halt(
-                SendOutcome(
-                    "not_sent",
-                    f"not sent: {answer.problem}",
-                    answer.fbtrace_id,
-                    answer.code,
-                    answer.subcode,
-                    transient=True,
-                )
-            )
+        self._last_refusal = answer
         return None
 
+    def _halted(self, problem: str, answer: _Answer, attempts: int = 1) -> SendOutcome:
+        """The outcome of every event left when the request is refused: not sent, due again at
+        the next pass, with what to fix in words."""
+        if problem == "token":
+            # DOMAIN.md §4: token invalid or expired: stop and alert, never retry.
+            return SendOutcome(
+                "not_sent", TOKEN_REJECTED, answer.fbtrace_id, 190, answer.subcode, True
+            )
+        meta_says = answer.problem  # already scrubbed of the token
+        fixes = {
+            "test_event_code": (
+                f"invalid test_event_code {self.test_event_code!r}; clear [meta] "
+                "test_event_code or copy the current code from Events Manager → Test events"
+            ),
+            "api_version": (
+                f"API version {self.api_version!r} is deprecated or unknown; set [meta] "
+                "api_version to a current one (Meta's answer names the latest)"
+            ),
+            "pixel": (
+                f"pixel (dataset) {self.pixel_id} does not exist or this token cannot use it; "
+                "check [meta] pixel_id against Events Manager and generate the token from "
+                "that dataset's Settings → Conversions API"
+            ),
+            "permission": (
+                f"the token lacks permission to send to pixel {self.pixel_id}; generate it "
+                "from the dataset's Settings → Conversions API, or give its system user access "
+                "to the dataset"
+            ),
+            "rate_limit": (
+                f"Meta is limiting calls and still refused after {attempts} "
+                f"{'try' if attempts == 1 else 'tries'}; wait, or sync less often"
+            ),
+            "request": (
+                "no event is to blame (single events were refused the same way); check [meta] "
+                "pixel_id, api_version, test_event_code and graph_url"
+            ),
+        }
+        return SendOutcome(
+            "not_sent",
+            f"not sent: {WHOLE_REQUEST}: {fixes[problem]} ({meta_says}); every event stays "
+            "due and goes once this is fixed",
+            answer.fbtrace_id,
+            answer.code,
+            answer.subcode,
+            transient=True,
+        )
+
     def _refused(self, answer: _Answer) -> SendOutcome:
+        """One event's refusal. It is kept (not retried until its row changes) only when Meta
+        blamed the event or another request of this call went; else it is retried next pass."""
         error = answer.error or {}
         meta_says = self._scrub(
             str(error.get("error_user_msg") or error.get("message") or answer.problem)
@@ -304,7 +489,15 @@ class CapiClient:
                 f"refused it — {title}: {meta_says}"
             )
             return SendOutcome("expired", message, answer.fbtrace_id, answer.code, answer.subcode)
-        return SendOutcome("failed", meta_says, answer.fbtrace_id, answer.code, answer.subcode)
+        its_own = answer.names_an_event or self._accepted
+        return SendOutcome(
+            "failed",
+            meta_says,
+            answer.fbtrace_id,
+            answer.code,
+            answer.subcode,
+            transient=not its_own,
+        )
 
     # ---- one request, retried ---------------------------------------------------------------
 
@@ -390,7 +583,9 @@ def _int_or_none(value: object) -> int | None:
 
 def request_bound(events: int, bad: int, batch_size: int) -> int:
     """Most POSTs `send` needs without retries: one per batch, plus two per bisection level for
-    each bad event (DESIGN.md "Send": O(bad · log batch), not O(events))."""
+    each bad event (DESIGN.md "Send": O(bad · log batch), not O(events)). A refusal in Meta's
+    plainest words ("Invalid parameter", no subcode, no event named) before anything was
+    accepted adds at most two: the single-event probes that tell request from event."""
     batch_size = min(max(batch_size, 1), MAX_BATCH)
     levels = math.ceil(math.log2(batch_size)) if batch_size > 1 else 0
     return math.ceil(events / batch_size) + bad * 2 * levels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -16,9 +17,12 @@ def build_event(
     lead_event_source: str,
     value: float | None = None,
     currency: str | None = None,
+    processing_options: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
     """One CAPI event. `event_time` is Unix seconds. `custom_data` carries the raw status (for
-    custom conversions) and the two fields that make it a Conversion Leads event."""
+    custom conversions) and the two fields that make it a Conversion Leads event.
+    `processing_options`: the Limited Data Use fields (data_processing_options and its
+    _country/_state), top-level event fields as Meta's server-event parameters place them."""
     custom_data: dict[str, Any] = {
         "lead_status": lead_status,
         "event_source": "crm",
@@ -28,7 +32,7 @@ def build_event(
         custom_data["value"] = value
         if currency:
             custom_data["currency"] = currency
-    return {
+    event: dict[str, Any] = {
         "event_name": event_name,
         "event_time": int(event_time),
         "event_id": event_id,
@@ -38,3 +42,6 @@ def build_event(
         "user_data": user_data,
         "custom_data": custom_data,
     }
+    if processing_options:
+        event.update(processing_options)
+    return event

@@ -149,6 +149,8 @@ class PlannedEvent:
     value: float | None = None
     currency: str | None = None
     resend: bool = False  # left `sending` by an interrupted pass: same event_id again
+    # [meta] data_processing_options as sent (Limited Data Use); one dict shared by all events.
+    processing_options: Mapping[str, object] = field(default_factory=dict)
     # Of the payload: a failed event is retried once its row changes (derived, not passed).
     fingerprint: str = field(init=False)
 
@@ -168,6 +170,7 @@ class PlannedEvent:
             lead_event_source=self.lead_event_source,
             value=self.value,
             currency=self.currency,
+            processing_options=self.processing_options,
         )
 
 
@@ -313,6 +316,7 @@ class _Planner:
         self.last_full_pass = last_full_pass
         meta = config.meta
         self.action_source = meta.action_source
+        self.processing_options = meta.processing_options()
         self.window = planning_window(meta.action_source)
         self.meta_window = send_window(meta.action_source)
         self.refused = {
@@ -475,6 +479,7 @@ class _Planner:
                 value,
                 currency,
                 resend=record is not None and record.state == "sending",
+                processing_options=self.processing_options,
             )
             if (
                 record is not None

@@ -73,6 +73,7 @@ class SyncResult:
     cells_written: int = 0
     seconds: float = 0.0
     notices: list[str] = field(default_factory=list)
+    halted: str | None = None  # why Meta refused every request (a setup problem), if it did
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -204,7 +205,7 @@ class Bridge:
             ledger.finish_pass(pass_id, {}, self.clock(), error=type(exc).__name__)
             raise
         result.seconds = time.monotonic() - started
-        ledger.finish_pass(pass_id, result.counts, self.clock())
+        ledger.finish_pass(pass_id, result.counts, self.clock(), error=result.halted)
         log.info("pass %s on %s: %s (%.2f s)", trigger, sid, result.counts, result.seconds)
         return result
 
@@ -278,6 +279,7 @@ class Bridge:
         order = {s.event: s.index for s in self.config.stage_map.stages}
         decisions = the_plan.decisions
         reports: list[RowReport | None] = [None] * len(decisions)
+        halted: SendOutcome | None = None
         if events and not dry_run:
             if self.capi is None:
                 raise SyncError(
@@ -295,7 +297,6 @@ class Bridge:
             del events
             size = self.config.meta.batch_size
             before = self.capi.requests_made
-            halted: SendOutcome | None = None
             while queue:
                 chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
                 if halted is not None:
@@ -335,6 +336,8 @@ class Bridge:
             rows=done,
             events_sent=sum(1 for r in done for e in r.logged if e[2] == "sent"),
             meta_requests=meta_requests,
+            notices=[halted.message] if halted else [],
+            halted=halted.message if halted else None,
         )
         return result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sheet_bridge.checks import CheckReport, check_stages
+from sheet_bridge.checks import CheckReport, check_action_source, check_last_pass, check_stages
 from sheet_bridge.meta.events import send_window
 from sheet_bridge.sync.plan import plan
 from sheet_bridge.sync.run import Bridge, SyncError
@@ -21,9 +21,17 @@ def bridge_status(bridge: Bridge) -> dict[str, Any]:
     now = bridge.clock()
     checks = CheckReport()
     check_stages(config, checks)
-    warnings = checks.warnings() + [
-        f.text for f in checks.findings if f.level == "info" and "custom event" in f.text
-    ]
+    check_action_source(config, checks)
+    last_sync = bridge.ledger.last_pass(sid)
+    # A pass Meta stopped (wrong test code, pixel, token…) comes first: until it is fixed,
+    # nothing is sent. Its words say what to fix.
+    halted = CheckReport()
+    check_last_pass(halted, last_sync)
+    warnings = (
+        halted.warnings()
+        + checks.warnings()
+        + [f.text for f in checks.findings if f.level == "info" and "custom event" in f.text]
+    )
     nearing: list[dict[str, Any]] = []
     attention: list[dict[str, Any]] = []
     window = send_window(config.meta.action_source)
@@ -54,7 +62,7 @@ def bridge_status(bridge: Bridge) -> dict[str, Any]:
             "status_changed_at": config.columns.get("status_changed_at"),
         },
         "counts": bridge.ledger.counts_by_state(sid),
-        "last_sync": bridge.ledger.last_pass(sid) or None,
+        "last_sync": last_sync or None,
         "nearing_window": nearing,
         "attention": attention[:50],
         "warnings": warnings,

@@ -10,11 +10,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from pytest_httpserver import HTTPServer
 
 from sheet_bridge import __version__
 from sheet_bridge.config import MetaConfig
+from sheet_bridge.local.fake_meta import create_fake_meta
+from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.meta.client import (
     TOKEN_REJECTED,
     CapiClient,
@@ -22,6 +25,7 @@ from sheet_bridge.meta.client import (
     SendOutcome,
     request_bound,
 )
+from tests.meta.conftest import PIXEL, TOKEN
 
 DAY = 86400
 
@@ -489,3 +493,157 @@ def test_nothing_to_send_makes_no_request(httpserver, make_client):
     assert client.send([]) == []
     assert client.requests_made == 0
     assert httpserver.log == []
+
+
+# ---- request-level refusals halt; event-level ones are isolated (issue 16, finding 7) ----------
+
+
+def test_an_invalid_test_event_code_is_one_request_and_blames_no_event(make_client, make_event):
+    """Before: 24 events became 47 requests, each event refused and kept as refused."""
+    app = create_fake_meta(access_token=TOKEN, test_event_codes=["TEST41541"])
+    with BackgroundServer(app) as server:
+        client = make_client(server.url, batch_size=10, test_event_code="TEST123")
+        outcomes = client.send([make_event(i) for i in range(24)])
+        requests = httpx.get(f"{server.url}/_fake/stats").json()["requests"]
+
+    assert client.requests_made == requests == 1
+    assert {(o.state, o.transient) for o in outcomes} == {("not_sent", True)}
+    assert outcomes[0].message.startswith(
+        "not sent: Meta refused the whole request: invalid test_event_code 'TEST123'; clear "
+        "[meta] test_event_code or copy the current code from Events Manager → Test events"
+    )
+    assert "every event stays due" in outcomes[0].message
+
+
+def test_a_deprecated_api_version_is_one_request_and_says_which_key_to_change(
+    fake_meta, make_event, token
+):
+    with CapiClient(fake_meta.url, "v12.0", PIXEL, token, batch_size=4) as client:
+        outcomes = client.send([make_event(i) for i in range(12)])
+    assert client.requests_made == 1
+    assert {o.state for o in outcomes} == {"not_sent"}
+    assert outcomes[0].code == 2635
+    assert "API version 'v12.0' is deprecated or unknown; set [meta] api_version" in (
+        outcomes[0].message
+    )
+
+
+def test_a_request_level_refusal_in_meta_s_plainest_words_costs_three_requests(
+    httpserver, events_path, make_client, make_event
+):
+    """Meta may say only "(#100) Invalid parameter": two single events refused exactly as the
+    whole batch was, with nothing accepted, mean the request is at fault (DOMAIN.md §9)."""
+    httpserver.expect_request(events_path, method="POST").respond_with_json(
+        meta_error(100, "(#100) Invalid parameter"), status=400
+    )
+    client = make_client(base(httpserver), batch_size=500)
+    outcomes = client.send([make_event(i) for i in range(500)])
+
+    assert client.requests_made == 3  # the batch, then its first and last event alone
+    assert {(o.state, o.transient) for o in outcomes} == {("not_sent", True)}
+    assert "no event is to blame" in outcomes[0].message
+    assert [len(json.loads(r.data)["data"]) for r, _ in httpserver.log] == [500, 1, 1]
+
+
+def _refuse_if_it_holds(bad_ids: set[str], answer: dict[str, Any]) -> Callable[..., Any]:
+    """Meta's plain invalid-parameter answer, given only when the batch holds a bad event."""
+    from werkzeug import Response
+
+    def handler(request: Any) -> Response:
+        data = json.loads(request.data)["data"]
+        if bad_ids & {e["event_id"] for e in data}:
+            return Response(json.dumps(answer), status=400, content_type="application/json")
+        return Response(json.dumps(ok(len(data))), content_type="application/json")
+
+    return handler
+
+
+def test_one_bad_event_refused_in_plain_words_is_still_isolated_and_kept(
+    httpserver, events_path, make_client, make_event
+):
+    httpserver.expect_request(events_path, method="POST").respond_with_handler(
+        _refuse_if_it_holds({"ev-9"}, meta_error(100, "(#100) Invalid parameter"))
+    )
+    client = make_client(base(httpserver), batch_size=24)
+    outcomes = client.send([make_event(i) for i in range(24)])
+
+    assert [i for i, o in enumerate(outcomes) if o.state != "sent"] == [9]
+    assert outcomes[9].state == "failed"
+    assert not outcomes[9].transient  # its own: kept until the row changes
+    sent = [e["event_id"] for r, _ in httpserver.log for e in json.loads(r.data)["data"]]
+    accepted = [
+        e["event_id"]
+        for request, response in httpserver.log
+        if response.status_code == 200
+        for e in json.loads(request.data)["data"]
+    ]
+    assert sorted(accepted) == sorted(f"ev-{i}" for i in range(24) if i != 9)  # each once
+    assert len(sent) > 24  # bisection did happen
+    assert client.requests_made <= 1 + 2 + request_bound(22, 1, 22)
+
+
+def test_an_error_that_names_an_event_path_is_bisected_without_probing(
+    httpserver, events_path, make_client, make_event
+):
+    answer = meta_error(100, "Invalid parameter", user_msg="data[0].user_data.ph is invalid")
+    httpserver.expect_request(events_path, method="POST").respond_with_handler(
+        _refuse_if_it_holds({"ev-5"}, answer)
+    )
+    client = make_client(base(httpserver), batch_size=8)
+    outcomes = client.send([make_event(i) for i in range(8)])
+    assert [o.state for o in outcomes] == ["sent"] * 5 + ["failed"] + ["sent"] * 2
+    assert not outcomes[5].transient
+    sizes = [len(json.loads(r.data)["data"]) for r, _ in httpserver.log]
+    assert sizes[:2] == [8, 4]  # straight into halves: no single-event probes first
+
+
+def test_a_lone_event_refused_in_plain_words_is_tried_again_not_kept(
+    httpserver, events_path, make_client, make_event
+):
+    """Nothing shows whether the event or the setup is at fault: retry next sync."""
+    httpserver.expect_request(events_path, method="POST").respond_with_json(
+        meta_error(100, "(#100) Invalid parameter"), status=400
+    )
+    outcomes = make_client(base(httpserver)).send([make_event(1)])
+    assert outcomes[0].state == "failed" and outcomes[0].transient
+
+
+@pytest.mark.parametrize("code", [17, 613, 80004])
+def test_an_ad_account_rate_limit_that_outlasts_the_retries_stops_the_pass(
+    code, httpserver, events_path, make_client, make_event, fake_clock
+):
+    httpserver.expect_request(events_path, method="POST").respond_with_json(
+        meta_error(code, f"(#{code}) There have been too many calls to this ad-account."),
+        status=400,
+    )
+    client = make_client(base(httpserver), batch_size=2, max_attempts=3)
+    outcomes = client.send([make_event(i) for i in range(6)])
+    assert client.requests_made == 3  # one batch's retries, then stop: the others wait
+    assert len(fake_clock.sleeps) == 2
+    assert {(o.state, o.transient) for o in outcomes} == {("not_sent", True)}
+    assert "Meta is limiting calls and still refused after 3 tries" in outcomes[0].message
+
+
+@pytest.mark.parametrize(
+    ("answer", "fix"),
+    [
+        (meta_error(10, "(#10) Application does not have permission for this action"), "lacks"),
+        (meta_error(200, "(#200) Permissions error"), "lacks permission"),
+        (
+            meta_error(
+                100, "Unsupported post request. Object with ID '1' does not exist", subcode=33
+            ),
+            "does not exist or this token cannot use it",
+        ),
+        (meta_error(100, "Invalid parameter", title="Invalid test event code"), "test_event_code"),
+    ],
+)
+def test_setup_refusals_are_one_request_and_say_what_to_fix(
+    answer, fix, httpserver, events_path, make_client, make_event
+):
+    httpserver.expect_request(events_path, method="POST").respond_with_json(answer, status=400)
+    client = make_client(base(httpserver), batch_size=4)
+    outcomes = client.send([make_event(i) for i in range(8)])
+    assert client.requests_made == 1
+    assert {o.state for o in outcomes} == {"not_sent"}
+    assert fix in outcomes[0].message and "Meta refused the whole request" in outcomes[0].message

@@ -324,3 +324,111 @@ def test_concurrent_posts_are_all_kept(fake_meta, make_event, token):
         "rejections": 0,
         "custom_event_names": {},
     }
+
+
+# ---- whole-request refusals (issue 16, finding 7) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("known", "sent", "accepted"),
+    [
+        (None, "TEST12345", True),  # shaped like Events Manager's codes
+        (None, "test-123", False),
+        (None, "TEST", False),
+        (["TEST41541"], "TEST41541", True),
+        (["TEST41541"], "TEST123", False),  # a code of another dataset, or an old one
+    ],
+)
+def test_a_test_event_code_meta_did_not_give_refuses_the_whole_request(
+    known, sent, accepted, make_event, token
+):
+    app = create_fake_meta(access_token=token, test_event_codes=known)
+    with BackgroundServer(app) as server:
+        url = f"{server.url}/v25.0/1234567890/events"
+        events = [make_event(i) for i in range(3)]  # every event valid
+        response = httpx.post(url, json=body(token, events, test_event_code=sent))
+        stored = httpx.get(f"{server.url}/_fake/events").json()["events"]
+    assert (response.status_code == 200) is accepted
+    if not accepted:
+        error = response.json()["error"]
+        assert error["code"] == 100 and "error_subcode" not in error
+        assert error["error_user_title"] == "Invalid test_event_code"
+        assert "index" not in error["error_user_msg"]  # no event is to blame
+        assert stored == []
+
+
+def test_without_a_test_event_code_nothing_is_checked(make_event, token):
+    app = create_fake_meta(access_token=token, test_event_codes=["TEST41541"])
+    with BackgroundServer(app) as server:
+        response = httpx.post(
+            f"{server.url}/v25.0/1/events", json=body(token, [make_event(1)], test_event_code="")
+        )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("version", "code"), [("v25.0", None), ("v21.0", None), ("v12.0", 2635)])
+def test_a_deprecated_api_version_is_code_2635_for_the_whole_request(
+    version, code, make_event, token
+):
+    app = create_fake_meta(access_token=token)
+    with BackgroundServer(app) as server:
+        response = httpx.post(f"{server.url}/{version}/1/events", json=body(token, [make_event(1)]))
+    if code is None:
+        assert response.status_code == 200
+    else:
+        error = response.json()["error"]
+        assert error["code"] == code and error["type"] == "OAuthException"
+        assert error["message"].startswith("(#2635) You are calling a deprecated version")
+        assert "v25.0" in error["message"]
+
+
+def test_an_unknown_pixel_answers_in_graphs_words(make_event, token):
+    app = create_fake_meta(access_token=token, pixel_ids={"111"})
+    with BackgroundServer(app) as server:
+        error = httpx.post(
+            f"{server.url}/v25.0/222/events", json=body(token, [make_event(1)])
+        ).json()["error"]
+    assert error["type"] == "GraphMethodException"
+    assert error["message"].startswith("Unsupported post request. Object with ID '222'")
+
+
+@pytest.mark.parametrize(
+    ("fields", "accepted"),
+    [
+        ({"data_processing_options": []}, True),
+        ({"data_processing_options": ["LDU"]}, True),
+        (
+            {
+                "data_processing_options": ["LDU"],
+                "data_processing_options_country": 1,
+                "data_processing_options_state": 1000,
+            },
+            True,
+        ),
+        ({"data_processing_options": "LDU"}, False),
+        ({"data_processing_options": ["GDPR"]}, False),
+        ({"data_processing_options": ["LDU"], "data_processing_options_country": "US"}, False),
+        ({"data_processing_options_state": 1000}, False),
+    ],
+)
+def test_data_processing_options_are_checked_as_meta_documents_them(
+    fields, accepted, fake_meta, make_event, token
+):
+    response = fake_meta.post(body(token, [make_event(1), make_event(2, **fields)]))
+    assert (response.status_code == 200) is accepted
+    if not accepted:
+        error = response.json()["error"]
+        assert error["error_subcode"] == 2804011 and "index 1" in error["error_user_msg"]
+
+
+def test_a_lead_id_meta_does_not_know_refuses_that_event(fake_meta, make_event, token):
+    events = [make_event(i) for i in range(3)]
+    unknown = events[1]["user_data"]["lead_id"]
+    httpx.post(f"{fake_meta.url}/_fake/unknown_lead_ids", json={"lead_ids": [unknown]})
+    refused = fake_meta.post(body(token, events))
+    error = refused.json()["error"]
+    assert (error["code"], error["error_subcode"]) == (100, 2804008)
+    assert "index 1" in error["error_user_msg"] and str(unknown) in error["error_user_msg"]
+    assert fake_meta.post(body(token, [events[0], events[2]])).status_code == 200
+    httpx.post(f"{fake_meta.url}/_fake/reset")
+    assert fake_meta.post(body(token, [events[1]])).status_code == 200
