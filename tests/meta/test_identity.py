@@ -7,6 +7,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -31,6 +32,7 @@ from sheet_bridge.meta.identity import (
     normalize_state,
     normalize_zip,
 )
+from tests.conftest import WORLD_HEADER, World, lead_row
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 PLAIN_TEXT_FIX = "format the column as Plain text and paste the id again"
@@ -813,3 +815,19 @@ def test_normalize_birth_date_twice_changes_nothing(value: object, month_first: 
     once = _normalized(normalize_birth_date, value, month_first)
     if once is not None:
         assert normalize_birth_date(once, month_first) == once
+
+
+# ---- through the emulator, a sync and the fake Meta ----------------------------------------
+
+
+def test_a_sheet_name_with_a_space_reaches_meta_hashed_as_metas_builder_hashes_it(
+    make_world: Callable[..., World], world_now: datetime
+) -> None:
+    row = lead_row(1, "New", now=world_now)
+    row[WORLD_HEADER.index("First Name")] = " Mary Ann "
+    world = make_world([row])
+
+    world.bridge().sync()
+
+    (event,) = world.meta_events()
+    assert event["user_data"]["fn"] == sha("maryann")  # was sha("mary ann")
