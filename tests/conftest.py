@@ -201,11 +201,12 @@ def world_now() -> datetime:
 
 @pytest.fixture
 def make_world(tmp_path: Path, world_now: datetime) -> Iterator[Callable[..., World]]:
-    """make_world(rows, **config_overrides): start the emulator with WORLD_HEADER + rows and
-    the fake Meta (which checks Meta's rules against the real clock)."""
+    """make_world(rows, locale=…, **config_overrides): start the emulator with WORLD_HEADER +
+    rows (in a spreadsheet of that locale) and the fake Meta (which checks Meta's rules against
+    the real clock)."""
     servers: list[BackgroundServer] = []
 
-    def make(rows: list[list[object]], **overrides: Any) -> World:
+    def make(rows: list[list[object]], *, locale: str = "en_US", **overrides: Any) -> World:
         clear_metadata_cache()
         data_path = tmp_path / "sheets.json"
         data = {
@@ -213,6 +214,7 @@ def make_world(tmp_path: Path, world_now: datetime) -> Iterator[Callable[..., Wo
                 WORLD_SHEET: {
                     "title": "World",
                     "timeZone": WORLD_TZ,
+                    "locale": locale,
                     "sheets": {"Leads": [list(WORLD_HEADER), *rows]},
                 }
             }

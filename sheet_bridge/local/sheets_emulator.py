@@ -24,6 +24,9 @@ Cell = str | int | float | bool
 Rows = list[list[Cell]]
 
 DEFAULT_TIME_ZONE = "Etc/UTC"
+# A new spreadsheet's locale when its data has none: Google's default (spreadsheets.get
+# `properties.locale`); it decides how numbers typed as text are written (de_DE: 1.234,56).
+DEFAULT_LOCALE = "en_US"
 
 _STATUS = {
     400: "INVALID_ARGUMENT",
@@ -504,7 +507,7 @@ class SheetsEmulator:
             "spreadsheetId": sid,
             "properties": {
                 "title": book["title"],
-                "locale": "en_US",
+                "locale": str(book.get("locale") or DEFAULT_LOCALE),
                 "autoRecalc": "ON_CHANGE",
                 "timeZone": book["timeZone"],
             },
@@ -545,6 +548,8 @@ class SheetsEmulator:
             "timeZone": str(props.get("timeZone") or DEFAULT_TIME_ZONE),
             "sheets": {t: [] for t in tabs},
         }
+        if props.get("locale"):
+            self.data["spreadsheets"][sid]["locale"] = str(props["locale"])
         return self.describe(sid)
 
     def batch_update(self, sid: str, body: dict[str, Any]) -> dict[str, Any]:

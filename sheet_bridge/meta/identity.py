@@ -56,39 +56,60 @@ FIELD_NAMES: dict[str, str] = {
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _LEAD_ID_TEXT = re.compile(r"^\d{15,17}$")
+# Meta's builder keeps only these in a city (getNormalizedCity, DOMAIN.md §9b).
+_LATIN_ALNUM_ONLY = re.compile(r"[^a-zA-Z0-9]+")
+_ASCII_SPACE_OR_PUNCT = re.compile(r"[\x00-\x20!-/:-@\[-`{-~\x7f]+")
 _SCIENTIFIC = re.compile(r"^\s*\d(\.\d+)?[eE]\+?\d+\s*$")
 # Largest integer a double (what a sheet number is) holds exactly.
 _EXACT_INT = 2**53
 
+# US states (with DC and Puerto Rico, which have ANSI codes too) and Canadian provinces and
+# territories, by name written as letters only, to their 2-letter codes: Meta's parameter
+# builder maps both lists the same way (DOMAIN.md §9b).
 US_STATES: dict[str, str] = {
     "alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca",
     "colorado": "co", "connecticut": "ct", "delaware": "de", "districtofcolumbia": "dc",
-    "florida": "fl", "georgia": "ga", "hawaii": "hi", "idaho": "id", "illinois": "il",
-    "indiana": "in", "iowa": "ia", "kansas": "ks", "kentucky": "ky", "louisiana": "la",
-    "maine": "me", "maryland": "md", "massachusetts": "ma", "michigan": "mi", "minnesota": "mn",
-    "mississippi": "ms", "missouri": "mo", "montana": "mt", "nebraska": "ne", "nevada": "nv",
-    "newhampshire": "nh", "newjersey": "nj", "newmexico": "nm", "newyork": "ny",
-    "northcarolina": "nc", "northdakota": "nd", "ohio": "oh", "oklahoma": "ok", "oregon": "or",
-    "pennsylvania": "pa", "rhodeisland": "ri", "southcarolina": "sc", "southdakota": "sd",
-    "tennessee": "tn", "texas": "tx", "utah": "ut", "vermont": "vt", "virginia": "va",
-    "washington": "wa", "westvirginia": "wv", "wisconsin": "wi", "wyoming": "wy",
-    "puertorico": "pr",
+    "washingtondc": "dc", "florida": "fl", "georgia": "ga", "hawaii": "hi", "idaho": "id",
+    "illinois": "il", "indiana": "in", "iowa": "ia", "kansas": "ks", "kentucky": "ky",
+    "louisiana": "la", "maine": "me", "maryland": "md", "massachusetts": "ma",
+    "michigan": "mi", "minnesota": "mn", "mississippi": "ms", "missouri": "mo",
+    "montana": "mt", "nebraska": "ne", "nevada": "nv", "newhampshire": "nh", "newjersey": "nj",
+    "newmexico": "nm", "newyork": "ny", "northcarolina": "nc", "northdakota": "nd",
+    "ohio": "oh", "oklahoma": "ok", "oregon": "or", "pennsylvania": "pa", "rhodeisland": "ri",
+    "southcarolina": "sc", "southdakota": "sd", "tennessee": "tn", "texas": "tx", "utah": "ut",
+    "vermont": "vt", "virginia": "va", "washington": "wa", "westvirginia": "wv",
+    "wisconsin": "wi", "wyoming": "wy", "puertorico": "pr",
 }  # fmt: skip
+CANADIAN_PROVINCES: dict[str, str] = {
+    "alberta": "ab", "britishcolumbia": "bc", "manitoba": "mb", "newbrunswick": "nb",
+    "newfoundlandandlabrador": "nl", "newfoundland": "nl", "novascotia": "ns", "ontario": "on",
+    "princeedwardisland": "pe", "quebec": "qc", "saskatchewan": "sk",
+    "northwestterritories": "nt", "nunavut": "nu", "yukon": "yt",
+}  # fmt: skip
+_STATE_CODES: dict[str, str] = {**US_STATES, **CANADIAN_PROVINCES}
+# Longest first, so "West Virginia State" finds westvirginia before virginia.
+_STATE_NAMES_LONGEST_FIRST = sorted(_STATE_CODES, key=len, reverse=True)
 
-# Country names people type, to ISO 3166-1 alpha-2. Two-letter codes are checked against
-# phonenumbers' region list, which covers every assigned code.
-COUNTRY_NAMES: dict[str, str] = {
-    "india": "in", "bharat": "in", "unitedstates": "us", "unitedstatesofamerica": "us",
-    "usa": "us", "america": "us", "unitedkingdom": "gb", "uk": "gb", "greatbritain": "gb",
-    "england": "gb", "scotland": "gb", "wales": "gb", "canada": "ca", "australia": "au",
-    "germany": "de", "deutschland": "de", "france": "fr", "spain": "es", "italy": "it",
-    "netherlands": "nl", "ireland": "ie", "singapore": "sg", "unitedarabemirates": "ae",
-    "uae": "ae", "saudiarabia": "sa", "brazil": "br", "mexico": "mx", "japan": "jp",
-    "china": "cn", "newzealand": "nz", "southafrica": "za", "pakistan": "pk",
-    "bangladesh": "bd", "srilanka": "lk", "nepal": "np", "indonesia": "id",
-    "philippines": "ph", "malaysia": "my", "thailand": "th", "vietnam": "vn",
+# Country names people type that ISO 3166 (pycountry) does not list, to alpha-2: short forms,
+# former names, names in the country's own language, and the builder's aliases (DOMAIN.md §9b).
+# ISO names, official and common names and alpha-3 codes come from pycountry.
+COUNTRY_ALIASES: dict[str, str] = {
+    "bharat": "in", "hindustan": "in", "america": "us", "unitedstatesamerica": "us",
+    "uk": "gb", "greatbritain": "gb", "britain": "gb", "england": "gb", "scotland": "gb",
+    "wales": "gb", "northernireland": "gb", "deutschland": "de", "holland": "nl",
+    "espana": "es", "uae": "ae", "emirates": "ae", "ksa": "sa", "russia": "ru",
+    "turkey": "tr", "brunei": "bn", "capeverde": "cv", "ivorycoast": "ci",
+    "democraticrepublicofthecongo": "cd", "drcongo": "cd", "easttimor": "tl",
+    "falklandislands": "fk", "macedonia": "mk", "micronesia": "fm", "palestine": "ps",
+    "swaziland": "sz", "vatican": "va", "vaticancity": "va", "burma": "mm",
+    "macedoniatheformeryugoslavrepublicof": "mk", "brasil": "br", "italia": "it",
+    "nederland": "nl", "osterreich": "at", "schweiz": "ch", "suisse": "ch", "belgique": "be",
+    "belgie": "be", "sverige": "se", "norge": "no", "danmark": "dk", "polska": "pl",
+    "suomi": "fi", "mexique": "mx",
 }  # fmt: skip
-_REGIONS = frozenset(r.lower() for r in phonenumbers.SUPPORTED_REGIONS) | {"gb"}
+# Two-letter codes phonenumbers knows (every region with phones); the few ISO codes it lacks
+# (Antarctica, Bouvet Island…) are found in pycountry's list.
+_REGIONS = frozenset(r.lower() for r in phonenumbers.SUPPORTED_REGIONS)
 _MONTH_FIRST_COUNTRIES = frozenset({"us", "ph", "fm", "pw", "mh"})
 
 
@@ -182,6 +203,21 @@ def _letters_only(text: str) -> str:
     return "".join(ch for ch in text if unicodedata.category(ch)[0] in "LM")
 
 
+def _no_space_or_punct(text: str) -> str:
+    """Without spaces of any kind, punctuation, symbols or control characters."""
+    if text.isascii():
+        return _ASCII_SPACE_OR_PUNCT.sub("", text)
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "PSCZ")
+
+
+def _ascii_letters(letters: str) -> str:
+    """Lower-case letters with accents folded, for looking names up: québec → quebec."""
+    if letters.isascii():
+        return letters
+    folded = unicodedata.normalize("NFKD", letters)
+    return "".join(ch for ch in folded if "a" <= ch <= "z")
+
+
 def normalize_email(value: object) -> str:
     text = _text(value).lower()
     if text.startswith("mailto:"):
@@ -219,27 +255,61 @@ def normalize_phone(value: object, region: str) -> str:
 
 
 def normalize_name(value: object) -> str:
-    text = _strip_punct(_text(value).lower())
-    text = " ".join(text.split())
+    """fn, ln: lower-case with every space and punctuation mark removed; letters of any script
+    and their accents kept.
+
+    Meta's page asks "lowercase, no punctuation, UTF-8" (`Valéry` → `valéry`, DOMAIN.md §6);
+    its parameter builder's getNormalizedName also removes all whitespace, so "Mary Ann" is
+    `maryann` and "De Souza" `desouza` (DOMAIN.md §9b). The builder's list of punctuation is
+    ASCII only; Meta's page says no punctuation at all, so a typographic apostrophe (O’Brien,
+    as phones type it) goes too, and is hashed like O'Brien.
+    """
+    text = _no_space_or_punct(_text(value).lower())
     if not text:
         raise _Drop("has no letters", "leave it empty or write the name")
     return text
 
 
 def normalize_city(value: object) -> str:
-    text = _letters_only(_text(value).lower())
-    if not text:
-        raise _Drop("has no letters", "write the city name, e.g. New York")
+    """ct: the Latin letters and digits of the city, lower-case, starting with a letter.
+
+    This is what Meta's parameter builder sends (getNormalizedCity keeps only a-z and 0-9 and
+    refuses a value that does not start with a-z; DOMAIN.md §9b), so an accented letter is
+    dropped, not transliterated: "São Paulo" is `sopaulo` in the builder and here. Matching
+    the hash Meta's own tools send for the same person matters more than a prettier spelling.
+    """
+    text = _LATIN_ALNUM_ONLY.sub("", _text(value)).lower()
+    if not text or not text[0].isalpha():
+        raise _Drop(
+            "has no Latin letters to send (Meta matches cities written in Latin letters)",
+            "write the city in Latin letters, e.g. Mumbai or New York",
+        )
     return text
 
 
 def normalize_state(value: object, country: str | None) -> str:
-    text = _letters_only(_text(value).lower())
-    if not text:
+    """st: a US state or Canadian province as its 2-letter code; any other state in lower case
+    without spaces or punctuation.
+
+    Meta's page: "2-letter ANSI abbreviation code in lowercase … states outside the US in
+    lowercase with no punctuation, no special characters, and no white space" (DOMAIN.md §6).
+    The builder maps US state and Canadian province names to codes whatever the country
+    (DOMAIN.md §9b): "California" → `ca`, "Ontario" → `on`, as here. Two of its habits are not
+    followed: it keeps any 2-letter text as a code (here too), but cuts every other state to its
+    first two letters ("Karnataka" → `ka`), which Meta's page contradicts; and it finds a state
+    name anywhere in the text, which here only US and Canadian rows do ("State of New York" →
+    `ny`), so Mexico's "Baja California" stays itself.
+    """
+    letters = _letters_only(_text(value).lower())
+    if not letters:
         raise _Drop("has no letters", "write the state, e.g. CA or Karnataka")
-    if country in (None, "us") and text in US_STATES:
-        return US_STATES[text]
-    return text
+    if len(letters) == 2 and letters.isascii():
+        return letters
+    key = _ascii_letters(letters)
+    code = _STATE_CODES.get(key)
+    if code is None and country in ("us", "ca"):
+        code = next((_STATE_CODES[n] for n in _STATE_NAMES_LONGEST_FIRST if n in key), None)
+    return code or letters
 
 
 def normalize_zip(value: object, country: str | None) -> str:
@@ -260,12 +330,45 @@ def normalize_zip(value: object, country: str | None) -> str:
 
 
 def normalize_country(value: object) -> str:
-    text = _letters_only(_text(value).lower())
-    if len(text) == 2 and text in _REGIONS:
-        return text
-    if text in COUNTRY_NAMES:
-        return COUNTRY_NAMES[text]
-    raise _Drop("is not a country", "write the 2-letter ISO code, e.g. IN or US")
+    """country: ISO 3166-1 alpha-2, lower-case (DOMAIN.md §6), from a code, an ISO name, an
+    alpha-3 code or a common alias: "United Kingdom" → `gb`, "USA" → `us`, "IND" → `in`.
+
+    Meta's builder maps names and a few aliases the same way (DOMAIN.md §9b) but cuts anything
+    it does not know to two letters, which turns "AUT" (Austria) into Australia's `au` and
+    "IRL" into Iran's `ir`; here an alpha-3 code is looked up in ISO 3166 (pycountry) and an
+    unknown country is reported rather than guessed.
+    """
+    letters = _letters_only(_text(value).lower())
+    if len(letters) == 2 and letters in _REGIONS:
+        return letters
+    key = _ascii_letters(letters)
+    code = COUNTRY_ALIASES.get(key) or _iso_countries().get(key)
+    if code is None and key.startswith("the"):
+        code = _iso_countries().get(key[3:])  # "The Netherlands", "The Gambia"
+    if code is None:
+        raise _Drop("is not a country", "write the 2-letter ISO code, e.g. IN or US")
+    return code
+
+
+@functools.cache
+def _iso_countries() -> dict[str, str]:
+    """Every ISO 3166-1 country by alpha-2, alpha-3, name, official and common name (letters
+    only, accents folded: "Côte d'Ivoire" → cotedivoire) → its alpha-2 code.
+
+    Built on first use: pycountry's database is only read when a row names a country by
+    something other than a code phonenumbers already knows.
+    """
+    import pycountry
+
+    codes: dict[str, str] = {}
+    for country in pycountry.countries:
+        alpha_2 = str(country.alpha_2).lower()
+        names = (country.alpha_2, country.alpha_3, country.name)
+        others = (getattr(country, a, None) for a in ("official_name", "common_name"))
+        for name in (*names, *others):
+            if name:
+                codes.setdefault(_ascii_letters(_letters_only(str(name).lower())), alpha_2)
+    return codes
 
 
 def normalize_gender(value: object) -> str:
@@ -278,24 +381,35 @@ def normalize_gender(value: object) -> str:
 
 
 _SERIAL_EPOCH = date(1899, 12, 30)
+# A date cell before 1906 holds no living lead's birthday; a small number there is a year
+# (1997 is serial 1905-06-19) or an age, never a date of birth.
+_FIRST_BIRTH_SERIAL = (date(1906, 1, 1) - _SERIAL_EPOCH).days
+_YEAR_ALONE = re.compile(r"(19|20)\d\d")
+_FULL_DATE = "write the full date, e.g. 1997-02-16 (or format the cell as a date)"
 
 
 def normalize_birth_date(value: object, month_first: bool) -> str:
+    """db: YYYYMMDD (DOMAIN.md §6: `2/16/1997` → `19970216`), from a date cell's serial number
+    or from text; a year alone is refused, never read as a serial (Meta's builder refuses it
+    too: its getNormalizedDOB needs three numbers or eight digits)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         serial = float(value)
-        if 1 <= serial < 80000:
+        if serial.is_integer() and _YEAR_ALONE.fullmatch(str(int(serial))):
+            raise _Drop("is a year alone, not a date of birth", _FULL_DATE)
+        if 1 <= serial < _FIRST_BIRTH_SERIAL:
+            raise _Drop("is a number, not a date of birth", _FULL_DATE)
+        if _FIRST_BIRTH_SERIAL <= serial < 80000:
             day = _SERIAL_EPOCH + timedelta(days=int(serial))
-            if 1900 <= day.year <= 2100:
+            if day.year <= 2100:
                 return day.strftime("%Y%m%d")
         text = _cell_text(value)
     else:
         text = _text(value)
+        if _YEAR_ALONE.fullmatch(text):
+            raise _Drop("is a year alone, not a date of birth", _FULL_DATE)
     parsed = _parse_birth_date(text, month_first)
     if parsed is None or not (1900 <= parsed.year <= 2100):
-        raise _Drop(
-            "is not a date",
-            "write it as YYYY-MM-DD (or format the cell as a date)",
-        )
+        raise _Drop("is not a date", _FULL_DATE)
     return parsed.strftime("%Y%m%d")
 
 
@@ -325,7 +439,10 @@ def _date(y: int, m: int, d: int) -> date | None:
 
 
 def normalize_external_id(value: object) -> str:
-    text = _text(value)
+    """external_id: without any whitespace, lower-case, as Meta's builder sends it
+    (getNormalizedExternalID, DOMAIN.md §9b), so the pixel's and this hash agree: " CRM-42 "
+    and "crm-42" are one person. Punctuation is kept: it is part of many ids."""
+    text = "".join(_text(value).split()).lower()
     if not text:
         raise _Drop("is empty", "leave it empty or write the id")
     return text

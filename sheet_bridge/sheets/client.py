@@ -50,12 +50,13 @@ class SheetsUnavailable(SheetsError):
 
 @dataclass(frozen=True)
 class SpreadsheetInfo:
-    """What spreadsheets.get tells us: the title, time zone and tab names."""
+    """What spreadsheets.get tells us: the title, time zone, locale and tab names."""
 
     title: str
     time_zone: str
     tabs: tuple[str, ...]
     fetched_at: float
+    locale: str = "en_US"  # how text numbers are written in this spreadsheet (e.g. de_DE)
 
 
 # One entry per (endpoint, spreadsheet): a steady-state read is a single values.get.
@@ -64,7 +65,7 @@ _metadata_lock = threading.Lock()
 
 
 def clear_metadata_cache() -> None:
-    """Forget every cached spreadsheet title/time zone (tests, or after renaming tabs)."""
+    """Forget every cached spreadsheet title/time zone/locale (tests, or after renaming tabs)."""
     with _metadata_lock:
         _metadata.clear()
 
@@ -206,6 +207,7 @@ class SheetsClient:
             title=info.title,
             tab=tab,
             time_zone=info.time_zone,
+            locale=info.locale,
             header=list(values[0]) if values else [],
             rows=values[1:],
             first_row=2,
@@ -327,13 +329,14 @@ class SheetsClient:
             return cached
         request = self._sheets_api.get(
             spreadsheetId=self.config.spreadsheet_id,
-            fields="properties(title,timeZone),sheets.properties(title,sheetId)",
+            fields="properties(title,timeZone,locale),sheets.properties(title,sheetId)",
         )
         answer = self._execute(request)
         props = answer.get("properties", {})
         info = SpreadsheetInfo(
             title=str(props.get("title", "")),
             time_zone=str(props.get("timeZone") or "Etc/UTC"),
+            locale=str(props.get("locale") or "en_US"),  # Google's default
             tabs=tuple(str(s["properties"]["title"]) for s in answer.get("sheets", [])),
             fetched_at=time.monotonic(),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +20,15 @@ class TableError(Exception):
 
 class CellError(TableError):
     """A cell whose value cannot be read as the type it should hold."""
+
+
+class AmountError(CellError):
+    """A text cell that is not an amount, or reads as two different amounts: why, and the fix."""
+
+    def __init__(self, why: str, fix: str) -> None:
+        super().__init__(f"{why}; {fix}")
+        self.why = why
+        self.fix = fix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +172,9 @@ class SheetTable:
     header: list[object]
     rows: list[list[object]] = field(default_factory=list)
     first_row: int = 2  # sheet row number of rows[0]
+    # The spreadsheet's locale (File > Settings; spreadsheets.get `properties.locale`, e.g.
+    # de_DE): how numbers typed as text are read. Google's default is en_US.
+    locale: str = "en_US"
 
     def cell(self, row_i: int, col: int) -> object | None:
         """The value at data row `row_i` (0-based), column `col`; None past a ragged row's end."""
@@ -343,3 +356,163 @@ def _from_match(m: re.Match[str], value: str, tz: ZoneInfo, date_order: DateOrde
         return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
     except ValueError as exc:
         raise _not_a_date(value, str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed cells: amounts
+#
+# A number typed into a number cell reaches us as a number (UNFORMATTED_VALUE) whatever the
+# locale. Only a text cell ("1.234,56" in a column formatted as Plain text, a CSV import, a
+# Zapier write) needs the locale: the same text is 1234.56 in a de_DE sheet and unreadable in an
+# en_US one. The text is read both ways (a '.' decimal point with ',' grouping, and the
+# reverse); when only one reading is a well-formed number it is the one, and when both are
+# (only "1,234" or "1.234": one separator, three digits after it) the sheet's locale decides.
+# A locale this table does not know decides nothing: such a value is refused, never guessed.
+
+# Languages whose locales write a decimal comma (CLDR), and the locales of a decimal-comma
+# language that write a point instead (Swiss German and Italian, Mexican and US Spanish…).
+_DECIMAL_COMMA_LANGUAGES = frozenset({
+    "af", "az", "be", "bg", "bs", "ca", "cs", "da", "de", "el", "es", "et", "eu", "fi", "fr",
+    "gl", "hr", "hu", "hy", "id", "is", "it", "ka", "kk", "lt", "lv", "mk", "nb", "nl", "nn",
+    "no", "pl", "pt", "ro", "ru", "sk", "sl", "sq", "sr", "sv", "tr", "uk", "uz", "vi",
+})  # fmt: skip
+_DECIMAL_POINT_LANGUAGES = frozenset({
+    "en", "ja", "zh", "ko", "hi", "th", "he", "iw", "ms", "ta", "te", "bn", "mr", "gu", "kn",
+    "ml", "pa", "fil", "tl", "sw",
+})  # fmt: skip
+_DECIMAL_POINT_LOCALES = frozenset({
+    "de_CH", "de_LI", "it_CH", "es_MX", "es_US", "es_419", "es_PR", "es_DO", "es_GT", "es_HN",
+    "es_NI", "es_PA", "es_SV", "es_PE",
+})  # fmt: skip
+# Locales whose separator Google and CLDR may not agree on: decide nothing there.
+_UNSURE_LOCALES = frozenset({"en_ZA", "fr_CH", "en_BE", "en_DK", "en_NL", "en_SE", "en_DE"})
+
+# Thousands separators no one uses as a decimal mark: spaces (fr_FR writes a narrow no-break
+# space) and apostrophes (de_CH).
+_GROUPING_ONLY = " \u00a0\u202f'\u2019"
+_MINUS = "-\u2212"  # ASCII hyphen-minus and the Unicode minus sign
+
+
+def decimal_mark(locale: str) -> str | None:
+    """The decimal mark a sheet of this locale writes ('.' or ','), None when not known."""
+    code = locale.replace("-", "_")
+    if code in _UNSURE_LOCALES:
+        return None
+    if code in _DECIMAL_POINT_LOCALES:
+        return "."
+    language = code.split("_")[0].lower()
+    if language in _DECIMAL_COMMA_LANGUAGES:
+        return ","
+    if language in _DECIMAL_POINT_LANGUAGES:
+        return "."
+    return None
+
+
+def parse_amount(value: object, locale: str) -> float:
+    """An amount from a cell: a number as it is, text read with the sheet's `locale`.
+
+    Text may carry a currency symbol or 3-letter code ("₹5,00,000", "5.000 EUR"), a sign or
+    accounting brackets, and thousands separators in Western (1,234,567) or Indian (12,34,567)
+    groups. Raises AmountError (why, fix) for text that is not an amount or that reads as two
+    different amounts in a locale that cannot decide. The sign is kept: whether a negative
+    amount is acceptable is the caller's call.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise AmountError("is not a number", "write a number such as 5000")
+    if not isinstance(value, str):
+        amount = float(value) if isinstance(value, float) or abs(value) < 10**300 else math.inf
+        if not math.isfinite(amount):
+            raise AmountError("is not a finite number", "write a number such as 5000")
+        return amount
+    mark = decimal_mark(locale)
+    example = "1234,56" if mark == "," else "1234.56"
+    body, negative = _amount_body(value)
+    if body is None or not any(ch.isdigit() for ch in body):
+        raise AmountError(
+            "is not a number",
+            f"write the amount as digits, e.g. {example} (a currency code may go before it)",
+        )
+    readings = {m: r for m in ".," if (r := _read_with_mark(body, m)) is not None}
+    if not readings:
+        raise AmountError(
+            "is not a number as written (check the separators)",
+            f"write it without thousands separators, e.g. {example}",
+        )
+    values = set(readings.values())
+    if len(values) == 1:
+        amount = values.pop()
+    elif mark is not None:
+        amount = readings[mark]
+    else:
+        point, comma = readings["."], readings[","]
+        raise AmountError(
+            f"reads as {_plain(point)} or as {_plain(comma)}, and the sheet's locale "
+            f"{locale!r} does not say which",
+            f"write it without a thousands separator ({_plain(point)} or {_plain(comma)})",
+        )
+    return -amount if negative else amount
+
+
+def _amount_body(text: str) -> tuple[str | None, bool]:
+    """The digits-and-separators part of an amount's text and whether it is negative; None
+    when anything other than a sign, brackets, currency symbol or code surrounds it."""
+    body = text.strip()
+    negative = False
+    if body.startswith("(") and body.endswith(")"):
+        negative, body = True, body[1:-1].strip()
+    for _ in range(4):  # sign, symbol and code may come in any order on either side
+        before = body
+        if body[:1] in _MINUS or body[-1:] in _MINUS:
+            negative = True
+            body = body[1:] if body[:1] in _MINUS else body[:-1]
+        body = body.removeprefix("+")
+        if body[:1] and unicodedata.category(body[0]) == "Sc":
+            body = body[1:]
+        if body[-1:] and unicodedata.category(body[-1]) == "Sc":
+            body = body[:-1]
+        body = _CURRENCY_WORD.sub("", body).strip()
+        if body == before:
+            break
+    if not _AMOUNT_BODY.fullmatch(body):
+        return None, negative
+    return body, negative
+
+
+def _read_with_mark(body: str, mark: str) -> float | None:
+    """The amount `body` is when `mark` is its decimal point, or None when it is not then a
+    well-formed number (one mark at most, digits after it, thousands groups in their places)."""
+    other = "," if mark == "." else "."
+    whole, has_mark, fraction = body.partition(mark)
+    if mark in fraction or (has_mark and not fraction.isdigit()):
+        return None
+    separators = {ch for ch in whole if not ch.isdigit()}
+    if separators:
+        if len(separators) > 1 or not separators <= set(_GROUPING_ONLY + other):
+            return None
+        grouping = separators.pop()
+        groups = whole.split(grouping)
+        if not all(g.isdigit() for g in groups) or not _well_grouped(groups):
+            return None
+        whole = "".join(groups)
+    if not whole and not fraction:
+        return None
+    return float(f"{whole or 0}.{fraction or 0}")
+
+
+def _well_grouped(groups: list[str]) -> bool:
+    """Thousands groups: 1–3 digits then threes (1,234,567), or the Indian lakh and crore
+    grouping, 1–2 digits then twos and a last three (12,34,567)."""
+    head, *rest = groups
+    if not rest or not rest[-1] or len(rest[-1]) != 3:
+        return False
+    if 1 <= len(head) <= 3 and all(len(g) == 3 for g in rest):
+        return True
+    return 1 <= len(head) <= 2 and all(len(g) == 2 for g in rest[:-1])
+
+
+def _plain(amount: float) -> str:
+    return f"{amount:.15g}"
+
+
+_CURRENCY_WORD = re.compile(r"^(?:[A-Za-z]{3}|Rs\.?)\s*|\s*(?:[A-Za-z]{3}|Rs\.?)$")
+_AMOUNT_BODY = re.compile(r"[0-9][0-9.,'\u2019 \u00a0\u202f]*|[.,][0-9]+")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,17 +11,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sheet_bridge.config import BRIDGE_COLUMNS, IDENTITY_COLUMNS, BridgeConfig, currency_code
 from sheet_bridge.meta.identity import FieldProblem, shown_as_sheet
 from sheet_bridge.sheets.table import (
+    AmountError,
     CellError,
     HeaderMap,
     SheetTable,
     is_date_only,
+    parse_amount,
     parse_datetime,
 )
 from sheet_bridge.sync.plan import LeadRow
 
 # A sheet keeps 15 significant digits (DOMAIN.md §7): a longer id typed as a number is lost.
 _SHEET_DIGITS = 15
-_NUMBER_TEXT = re.compile(r"[^\d.\-]")
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
             identity[meta_key] = cell
         value = None
         if "value" in fields:
-            value = _number(_cell(row, fields["value"]), field_problems)
+            value = _number(_cell(row, fields["value"]), table.locale, field_problems)
         currency = None
         if "currency" in fields:
             currency = _currency(_cell(row, fields["currency"]), field_problems)
@@ -202,22 +202,30 @@ def _lost_digits(cell: object) -> bool:
     return len(str(int(cell))) > _SHEET_DIGITS
 
 
-def _number(cell: object, problems: list[FieldProblem]) -> float | None:
-    if cell in (None, "") or isinstance(cell, bool):
+def _number(cell: object, locale: str, problems: list[FieldProblem]) -> float | None:
+    """The row's value cell as an amount, or None (with the problem in words) when it is not
+    one: text is read with the sheet's locale, never guessed (sheets/table.py parse_amount)."""
+    if cell is None or isinstance(cell, bool) or (isinstance(cell, str) and not cell.strip()):
         return None
-    if isinstance(cell, int | float):
-        return float(cell) if math.isfinite(cell) and cell >= 0 else None
-    text = _NUMBER_TEXT.sub("", str(cell))
+    shown = repr(_text(cell)[:20])
     try:
-        value = float(text)
-    except ValueError:
+        value = parse_amount(cell, locale)
+    except AmountError as exc:
+        problems.append(FieldProblem("value", shown, exc.why, exc.fix))
+        return None
+    if value < 0:
+        # A conversion is worth zero or more: a negative amount is a refund or a typo, and the
+        # old reading (dropped without a word) hid which.
         problems.append(
             FieldProblem(
-                "value", repr(str(cell)[:20]), "is not a number", "write a number such as 5000"
+                "value",
+                shown,
+                "is negative, and a conversion's value cannot be below zero",
+                "write the amount without a minus sign, or clear the cell",
             )
         )
         return None
-    return value if math.isfinite(value) and value >= 0 else None
+    return value
 
 
 def _currency(cell: object, problems: list[FieldProblem]) -> str | None:

@@ -7,6 +7,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -31,6 +32,7 @@ from sheet_bridge.meta.identity import (
     normalize_state,
     normalize_zip,
 )
+from tests.conftest import WORLD_HEADER, World, lead_row
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 PLAIN_TEXT_FIX = "format the column as Plain text and paste the id again"
@@ -67,11 +69,154 @@ def test_decomposed_accent_hashes_like_the_composed_one() -> None:
     nfd = unicodedata.normalize("NFD", "Valéry")
     assert nfd != "Valéry"
     assert hashed("fn", nfd) == sha("valéry")
-    assert hashed("ct", unicodedata.normalize("NFD", "Zürich"), "CH") == sha("zürich")
+    # A city keeps Latin letters only (Meta's builder): composed or not, ü is not one of them.
+    assert hashed("ct", unicodedata.normalize("NFD", "Zürich"), "CH") == sha("zrich")
 
 
 def test_metas_email_example_is_trimmed_and_lowercased() -> None:
     assert hashed("em", " Person@Example.com ") == sha("person@example.com")
+
+
+# ---- Meta's parameter builder (DOMAIN.md §9b) -----------------------------------------------
+# facebook/capi-param-builder normalizes before hashing on Meta's other channels (its PII
+# utilities in nodejs/, php/, client_js/; read 2026-12). The cells below are the builder's own
+# test inputs (php/…/tests/PIIUtilsTest.php, nodejs/…/tests/PIIUtil.test.js) and the cases its
+# code decides; where it and Meta's page disagree, the page wins and the test says so.
+
+
+@pytest.mark.parametrize(
+    ("field", "cell", "normal"),
+    [
+        ("fn", "  John Smith  ", "johnsmith"),  # the builder's own test vector
+        ("ln", "  Mary Johnson  ", "maryjohnson"),  # the builder's own test vector
+        ("fn", "Mary Ann", "maryann"),
+        ("ln", "De Souza", "desouza"),
+        ("ln", "van der Berg", "vanderberg"),
+        ("fn", "Mary\u00a0Ann", "maryann"),  # a no-break space pasted from a web page
+        ("fn", "Anne-Marie", "annemarie"),
+        ("ln", "O'Brien", "obrien"),
+        ("ln", "O\u2019Brien", "obrien"),  # a phone's typographic apostrophe
+        ("fn", "Jean-Luc (JL)", "jeanlucjl"),
+        ("ln", "Müller Lüdenscheidt", "müllerlüdenscheidt"),  # letters of any script kept
+        ("fn", "Valéry", "valéry"),  # Meta's own example
+    ],
+)
+def test_name_loses_every_space_and_punctuation_mark_as_metas_builder_does(
+    field: str, cell: str, normal: str
+) -> None:
+    assert hashed(field, cell) == sha(normal)
+
+
+@pytest.mark.parametrize(
+    ("cell", "normal"),
+    [
+        ("  User123  ", "user123"),  # the builder's own test vector
+        ("USER_123", "user_123"),  # the builder's own test vector
+        (" CRM-42 ", "crm-42"),
+        ("crm 42", "crm42"),  # the builder strips every whitespace character, inner ones too
+        (42, "42"),
+    ],
+)
+def test_external_id_is_lowercased_without_whitespace_as_metas_builder_does(
+    cell: object, normal: str
+) -> None:
+    assert hashed("external_id", cell) == sha(normal)
+
+
+@pytest.mark.parametrize(
+    ("cell", "code"),
+    [
+        ("  United States  ", "us"),  # the builder's own test vector
+        ("  Germany  ", "de"),  # the builder's own test vector
+        ("United Kingdom", "gb"),
+        ("USA", "us"),
+        ("IND", "in"),  # the builder's alias
+        ("DEU", "de"),
+        ("AUT", "at"),  # the builder cuts it to "au" (Australia); ISO says Austria
+        ("IRL", "ie"),  # the builder cuts it to "ir" (Iran)
+        ("Republic of India", "in"),
+        ("Côte d'Ivoire", "ci"),
+        ("Ivory Coast", "ci"),
+        ("Türkiye", "tr"),
+        ("Korea, Republic of", "kr"),
+        ("South Korea", "kr"),
+        ("The Netherlands", "nl"),
+        ("U.S.A.", "us"),
+        ("Deutschland", "de"),
+        ("España", "es"),
+        ("AQ", "aq"),  # an ISO code with no phones
+    ],
+)
+def test_country_name_or_alpha3_code_becomes_the_alpha2_code(cell: str, code: str) -> None:
+    default = "IN" if code != "in" else "US"
+    result = hash_user_data({"country": cell}, default)
+    assert result.problems == []
+    assert result.user_data["country"] == sha(code)
+
+
+@pytest.mark.parametrize(
+    ("cell", "row_country", "default_country", "code", "digits"),
+    [
+        ("98765 43210", "IND", "US", "in", "919876543210"),
+        ("98765 43210", "Republic of India", "GB", "in", "919876543210"),
+        ("07911 123456", "United Kingdom", "IN", "gb", "447911123456"),
+        ("(650) 555-1212", "USA", "IN", "us", "16505551212"),
+    ],
+)
+def test_a_country_named_in_the_row_is_the_region_its_local_phones_are_read_in(
+    cell: str, row_country: str, default_country: str, code: str, digits: str
+) -> None:
+    result = hash_user_data({"ph": cell, "country": row_country}, default_country)
+    assert result.problems == []
+    assert result.user_data["country"] == sha(code)
+    assert result.user_data["ph"] == sha(digits)
+
+
+@pytest.mark.parametrize(
+    ("cell", "country", "normal"),
+    [
+        ("  California  ", "US", "ca"),  # the builder's own test vector
+        ("  New York  ", "US", "ny"),  # the builder's own test vector
+        ("Ontario", "CA", "on"),
+        ("Québec", "CA", "qc"),
+        ("British Columbia", "IN", "bc"),  # mapped whatever the country, as the builder does
+        ("State of New York", "US", "ny"),
+        ("West Virginia State", "US", "wv"),  # the longest name found, not "virginia"
+        ("Washington, D.C.", "US", "dc"),
+        ("Baja California", "MX", "bajacalifornia"),  # Mexico's, not the US state
+        ("Karnataka", "IN", "karnataka"),  # the builder cuts it to "ka"; Meta's page does not
+        ("KA", "IN", "ka"),
+    ],
+)
+def test_state_is_a_us_or_canadian_code_or_the_whole_name(
+    cell: str, country: str, normal: str
+) -> None:
+    assert hashed("st", cell, country) == sha(normal)
+
+
+@pytest.mark.parametrize(
+    ("cell", "normal"),
+    [
+        ("  New York  ", "newyork"),  # the builder's own test vector
+        ("  San Francisco  ", "sanfrancisco"),  # the builder's own test vector
+        ("St. Louis", "stlouis"),
+        ("Winston-Salem", "winstonsalem"),
+        ("São Paulo", "sopaulo"),  # the builder keeps a-z and 0-9 only
+        ("Zürich", "zrich"),
+        ("Bengaluru 560001", "bengaluru560001"),
+    ],
+)
+def test_city_keeps_latin_letters_and_digits_as_metas_builder_does(cell: str, normal: str) -> None:
+    assert hashed("ct", cell, "US") == sha(normal)
+
+
+@pytest.mark.parametrize("cell", ["मुंबई", "東京", "10 Downing Street", "123"])
+def test_city_without_a_leading_latin_letter_is_dropped_with_the_fix(cell: str) -> None:
+    result = hash_user_data({"ct": cell, "em": "a@b.co"}, "IN")
+    assert "ct" not in result.user_data
+    [problem] = result.problems
+    assert problem.field == "ct"
+    assert "Latin letters" in problem.fix
 
 
 # ---- phones -------------------------------------------------------------------------------
@@ -244,13 +389,13 @@ def test_long_invalid_value_is_shown_shortened_with_its_length() -> None:
         ("ge", "M", "US", "m"),
         ("ct", "New York", "US", "newyork"),
         ("ct", "St. Louis", "US", "stlouis"),
-        ("ct", "São Paulo", "BR", "sãopaulo"),
+        ("ct", "São Paulo", "BR", "sopaulo"),  # the builder drops non-Latin letters
         ("st", "California", "US", "ca"),
         ("st", "CA", "US", "ca"),
         ("st", " new york ", "US", "ny"),
         ("st", "Karnataka", "IN", "karnataka"),
         ("st", "Tamil Nadu", "IN", "tamilnadu"),
-        ("st", "California", "IN", "california"),  # US codes only for US rows
+        ("st", "California", "IN", "ca"),  # the builder maps the name whatever the country
         ("zp", "94025-1234", "US", "94025"),
         ("zp", "940251234", "US", "94025"),
         ("zp", " 94025 ", "US", "94025"),
@@ -258,7 +403,7 @@ def test_long_invalid_value_is_shown_shortened_with_its_length() -> None:
         ("zp", 2134.0, "US", "02134"),
         ("zp", "560 001", "IN", "560001"),
         ("zp", 560001, "IN", "560001"),
-        ("external_id", " CRM-42 ", "US", "CRM-42"),
+        ("external_id", " CRM-42 ", "US", "crm-42"),
         ("external_id", 42, "US", "42"),
     ],
 )
@@ -286,6 +431,35 @@ def test_unusable_field_is_dropped_with_a_problem(field: str, cell: str) -> None
     [problem] = result.problems
     assert problem.field == field
     assert problem.why and problem.fix
+
+
+@pytest.mark.parametrize("cell", [1997, 1997.0, "1997", " 1997 ", 2004])
+def test_birth_year_alone_is_refused_in_words_never_read_as_a_date_serial(cell: object) -> None:
+    # 1997 in a date cell is serial 1905-06-19: sending 19050619 would be a wrong birthday.
+    result = hash_user_data({"db": cell, "em": "a@b.co"}, "IN")
+    assert "db" not in result.user_data
+    assert "em" in result.user_data
+    [problem] = result.problems
+    assert problem.field == "db"
+    assert "year alone" in problem.why
+    assert "full date" in problem.fix
+
+
+@pytest.mark.parametrize("cell", [35, 35.0, 1, 900, 2192])
+def test_small_number_in_the_birth_date_column_is_refused_not_read_as_1900(cell: object) -> None:
+    # An age (35) typed in the column is serial 1900-02-03.
+    result = hash_user_data({"db": cell}, "IN")
+    assert "db" not in result.user_data
+    [problem] = result.problems
+    assert problem.field == "db" and "full date" in problem.fix
+
+
+@pytest.mark.parametrize(
+    ("cell", "normal"),
+    [(2193, "19060101"), (35477, "19970216"), ("12-31-1990", "19901231"), (19970216, "19970216")],
+)
+def test_birth_date_cells_that_are_dates_are_still_read(cell: object, normal: str) -> None:
+    assert hashed("db", cell, "US") == sha(normal)
 
 
 # ---- country ------------------------------------------------------------------------------
@@ -641,3 +815,19 @@ def test_normalize_birth_date_twice_changes_nothing(value: object, month_first: 
     once = _normalized(normalize_birth_date, value, month_first)
     if once is not None:
         assert normalize_birth_date(once, month_first) == once
+
+
+# ---- through the emulator, a sync and the fake Meta ----------------------------------------
+
+
+def test_a_sheet_name_with_a_space_reaches_meta_hashed_as_metas_builder_hashes_it(
+    make_world: Callable[..., World], world_now: datetime
+) -> None:
+    row = lead_row(1, "New", now=world_now)
+    row[WORLD_HEADER.index("First Name")] = " Mary Ann "
+    world = make_world([row])
+
+    world.bridge().sync()
+
+    (event,) = world.meta_events()
+    assert event["user_data"]["fn"] == sha("maryann")  # was sha("mary ann")

@@ -42,6 +42,14 @@ def test_read_table_gives_header_ragged_rows_title_and_time_zone(emulator: Emula
     assert table.cell(1, 2) is None
 
 
+def test_read_table_gives_the_spreadsheets_locale(
+    start_emulator: Callable[..., Emulator], sheet_data: Callable[..., Any]
+) -> None:
+    data = sheet_data()
+    data["spreadsheets"]["sheet-1"]["locale"] = "de_DE"
+    assert start_emulator(data).client().read_table().locale == "de_DE"
+
+
 def test_steady_state_read_is_one_values_get(emulator: Emulator) -> None:
     client = emulator.client()
     client.read_table()

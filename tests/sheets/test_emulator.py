@@ -433,6 +433,23 @@ def test_spreadsheet_metadata_honours_the_fields_mask(emu: Emulator) -> None:
     }
 
 
+def test_spreadsheet_locale_comes_from_the_data_file_and_defaults_to_googles_en_us(
+    start_emulator: Callable[..., Emulator], sheet_data: Callable[..., Any]
+) -> None:
+    data = sheet_data()
+    data["spreadsheets"]["sheet-1"]["locale"] = "de_DE"
+    data["spreadsheets"]["sheet-2"] = {"title": "Plain", "sheets": {"Leads": []}}
+    emu = start_emulator(data)
+    service = build_service(emu.config())
+
+    def locale(sid: str) -> object:
+        answer = service.spreadsheets().get(spreadsheetId=sid, fields="properties/locale")
+        return answer.execute()["properties"]["locale"]
+
+    assert locale("sheet-1") == "de_DE"
+    assert locale("sheet-2") == "en_US"
+
+
 # -- the data file ---------------------------------------------------------------------------
 
 
