@@ -15,6 +15,8 @@ RowOutcome = Literal["sent", "failed", "expired", "invalid", "skipped", "already
 SUMMARY_KEYS: tuple[str, ...] = ("sent", "skipped", "expired", "invalid", "failed", "already_sent")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The words of a CAPI Status cell that `said_events` reads back (sheet-bridge adopt).
+_SENT, _FAILED, _EXPIRED, _PARTS = "Sent: ", "Failed: ", "Expired: ", " · "
 _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
     "skipped": "skipped",
     "duplicate": "skipped",
@@ -126,10 +128,10 @@ def render_row(
             parts.append(_expired_words_planned(decision))
     elif decision.outcome in ("due", "already_sent", "expired"):
         if sent:
-            parts.append("Sent: " + ", ".join(r.event_name for r in sent))
+            parts.append(_SENT + ", ".join(r.event_name for r in sent))
         for r in failed:
             again = "will retry next sync" if r.retry else "fix the row to retry"
-            parts.append(f"Failed: {r.event_name} ({r.error or 'no answer'}; {again})")
+            parts.append(f"{_FAILED}{r.event_name} ({r.error or 'no answer'}; {again})")
         if expired:
             parts.append(_expired_words(expired, tz))
         if not parts:
@@ -145,7 +147,7 @@ def render_row(
     notes = decision.warnings if decision.warnings else _notes_of(sent)
     if notes:
         parts.append("Warning: " + "; ".join(notes))
-    text = " · ".join(parts)
+    text = _PARTS.join(parts)
 
     # Records come in funnel order and sorted() is stable: among events sent together, the
     # last is the deepest stage.
@@ -177,6 +179,30 @@ def render_row(
     )
 
 
+def sheet_says_sent(cells: Sequence[object]) -> bool:
+    """Whether a row's bridge cells (BRIDGE_COLUMNS order) say Meta has one of its events:
+    render_row fills CAPI Event ID and CAPI Sent At only from a sent event."""
+    _, event_id, status, sent_at = (*cells, "", "", "", "")[:4]
+    return any(str(c).strip() for c in (event_id, sent_at) if c is not None) or str(
+        status or ""
+    ).startswith(_SENT)
+
+
+def said_events(status_text: str) -> dict[str, list[str]]:
+    """The event names a CAPI Status cell names as sent, failed and expired (the inverse of
+    render_row's words): {"sent": [...], "failed": [...], "expired": [...]}."""
+    said: dict[str, list[str]] = {"sent": [], "failed": [], "expired": []}
+    for part in status_text.split(_PARTS):
+        if part.startswith(_SENT):
+            said["sent"] += [n.strip() for n in part[len(_SENT) :].split(",") if n.strip()]
+        elif part.startswith(_FAILED):
+            said["failed"].append(part[len(_FAILED) :].split(" (", 1)[0].strip())
+        elif part.startswith(_EXPIRED):
+            names = part[len(_EXPIRED) :].split(" (", 1)[0]
+            said["expired"] += [n.strip() for n in names.split(",") if n.strip()]
+    return said
+
+
 def _notes_of(sent: Sequence[EventRecord]) -> list[str]:
     for r in reversed(sent):
         if r.notes:
@@ -188,7 +214,7 @@ def _expired_words(expired: Sequence[EventRecord], tz: tzinfo) -> str:
     names = ", ".join(r.event_name for r in expired)
     first = min(expired, key=lambda r: r.event_time)
     at = datetime.fromtimestamp(first.event_time, tz).strftime("%Y-%m-%d")
-    return f"Expired: {names} (status changed {at}, outside Meta's window; not sent)"
+    return f"{_EXPIRED}{names} (status changed {at}, outside Meta's window; not sent)"
 
 
 def _expired_words_planned(decision: RowDecision) -> str:

@@ -19,11 +19,13 @@ import pytest
 
 from sheet_bridge.config import Stage
 from sheet_bridge.meta.client import SendOutcome
-from sheet_bridge.sync.ledger import SCHEMA_VERSION, Ledger, LedgerError, SyncBusy
+from sheet_bridge.sync.ledger import SCHEMA_VERSION, Ledger, LedgerError, SheetTab, SyncBusy
 from sheet_bridge.sync.plan import ExpiredEvent, PlannedEvent, Transition
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 SHEET = "sheet-1"
+WHERE = SheetTab(SHEET, "Leads")
+ELSEWHERE = SheetTab("another-sheet", "Leads")
 LEAD_STAGE = Stage(0, ("New",), "Lead", 100.0, None, False, True, False)
 MQL_STAGE = Stage(1, ("MQL",), "QualifiedLead", 1000.0, None, True, True, False)
 
@@ -96,12 +98,12 @@ def test_new_ledger_creates_its_tables_and_records_the_schema_version(ledger_pat
 
 def test_reopening_a_ledger_keeps_what_it_holds(ledger_path: Path) -> None:
     first = Ledger(ledger_path)
-    first.mark_sending(SHEET, [planned()], {}, {}, NOW)
+    first.mark_sending(WHERE, [planned()], {}, {}, NOW)
     first.close()
 
     again = Ledger(ledger_path)
 
-    assert again.counts_by_state(SHEET) == {"sending": 1}
+    assert again.counts_by_state(WHERE) == {"sending": 1}
 
 
 def test_ledger_written_by_a_newer_version_is_refused_with_upgrade_advice(
@@ -178,14 +180,14 @@ def test_sending_then_outcomes_round_trip_through_history(ledger: Ledger) -> Non
     lead = planned("Lkey1", LEAD_STAGE, event_id="pixel-evt-1")
     mql = planned("Lkey1", MQL_STAGE)
     other = planned("Lkey2", LEAD_STAGE)
-    ledger.mark_sending(SHEET, [lead, mql, other], {"Lkey1": "strong"}, {"Lkey1": None}, NOW)
+    ledger.mark_sending(WHERE, [lead, mql, other], {"Lkey1": "strong"}, {"Lkey1": None}, NOW)
 
-    sending = ledger.history(SHEET)
+    sending = ledger.history(WHERE)
     assert {r.state for h in sending.values() for r in h.events.values()} == {"sending"}
 
     sent_at = NOW + timedelta(seconds=3)
     ledger.record_outcomes(
-        SHEET,
+        WHERE,
         [
             (lead, SendOutcome("sent", "sent to Meta", "Atrace1", events_received=2)),
             (mql, SendOutcome("sent", "sent to Meta", "Atrace1", events_received=2)),
@@ -197,7 +199,7 @@ def test_sending_then_outcomes_round_trip_through_history(ledger: Ledger) -> Non
         sent_at,
     )
 
-    history = ledger.history(SHEET)
+    history = ledger.history(WHERE)
     assert set(history) == {"Lkey1", "Lkey2"}
     got_lead = history["Lkey1"].events["Lead"]
     assert got_lead.event_id == "pixel-evt-1"
@@ -213,9 +215,9 @@ def test_sending_then_outcomes_round_trip_through_history(ledger: Ledger) -> Non
     assert failed.retry is False
     assert failed.fingerprint == other.fingerprint
     assert failed.error is not None and "Invalid Lead ID" in failed.error
-    assert ledger.counts_by_state(SHEET) == {"sent": 2, "failed": 1}
+    assert ledger.counts_by_state(WHERE) == {"sent": 2, "failed": 1}
     (stored,) = [
-        e for e in ledger.events(SHEET) if e.lead_key == "Lkey1" and e.event_name == "Lead"
+        e for e in ledger.events(WHERE) if e.lead_key == "Lkey1" and e.event_name == "Lead"
     ]
     assert stored.match_strength == "strong"
     assert stored.value == 100.0
@@ -225,35 +227,35 @@ def test_sending_then_outcomes_round_trip_through_history(ledger: Ledger) -> Non
 
 def test_transient_failure_is_kept_for_retry(ledger: Ledger) -> None:
     event = planned()
-    ledger.mark_sending(SHEET, [event], {}, {}, NOW)
+    ledger.mark_sending(WHERE, [event], {}, {}, NOW)
 
     ledger.record_outcomes(
-        SHEET, [(event, SendOutcome("failed", "Meta did not answer", transient=True))], NOW
+        WHERE, [(event, SendOutcome("failed", "Meta did not answer", transient=True))], NOW
     )
 
-    record = ledger.history(SHEET)["Lkey1"].events["Lead"]
+    record = ledger.history(WHERE)["Lkey1"].events["Lead"]
     assert (record.state, record.retry) == ("failed", True)
 
 
 def test_resending_keeps_the_first_event_id(ledger: Ledger) -> None:
-    ledger.mark_sending(SHEET, [planned(event_id="sb.first")], {}, {}, NOW)
+    ledger.mark_sending(WHERE, [planned(event_id="sb.first")], {}, {}, NOW)
 
-    ledger.mark_sending(SHEET, [planned(event_id="sb.second")], {}, {}, NOW)
+    ledger.mark_sending(WHERE, [planned(event_id="sb.second")], {}, {}, NOW)
 
-    assert ledger.history(SHEET)["Lkey1"].events["Lead"].event_id == "sb.first"
+    assert ledger.history(WHERE)["Lkey1"].events["Lead"].event_id == "sb.first"
 
 
 def test_history_is_per_spreadsheet(ledger: Ledger) -> None:
-    ledger.mark_sending(SHEET, [planned()], {}, {}, NOW)
+    ledger.mark_sending(WHERE, [planned()], {}, {}, NOW)
 
-    assert ledger.history("another-sheet") == {}
-    assert ledger.counts_by_state("another-sheet") == {}
+    assert ledger.history(ELSEWHERE) == {}
+    assert ledger.counts_by_state(ELSEWHERE) == {}
 
 
 def test_expired_event_is_recorded_so_it_is_never_tried_again(ledger: Ledger) -> None:
-    ledger.record_expired(SHEET, [expired("Lkey1", "Lead", "sb.x")], NOW)
+    ledger.record_expired(WHERE, [expired("Lkey1", "Lead", "sb.x")], NOW)
 
-    record = ledger.history(SHEET)["Lkey1"].events["Lead"]
+    record = ledger.history(WHERE)["Lkey1"].events["Lead"]
     assert record.state == "expired"
     assert record.event_id == "sb.x"
     assert record.error is not None and "7-day window" in record.error
@@ -261,12 +263,12 @@ def test_expired_event_is_recorded_so_it_is_never_tried_again(ledger: Ledger) ->
 
 def test_record_expired_never_overwrites_a_sent_event(ledger: Ledger) -> None:
     event = planned()
-    ledger.mark_sending(SHEET, [event], {}, {}, NOW)
-    ledger.record_outcomes(SHEET, [(event, SendOutcome("sent", "sent", "Atrace"))], NOW)
+    ledger.mark_sending(WHERE, [event], {}, {}, NOW)
+    ledger.record_outcomes(WHERE, [(event, SendOutcome("sent", "sent", "Atrace"))], NOW)
 
-    ledger.record_expired(SHEET, [expired("Lkey1", "Lead", event.event_id)], NOW)
+    ledger.record_expired(WHERE, [expired("Lkey1", "Lead", event.event_id)], NOW)
 
-    record = ledger.history(SHEET)["Lkey1"].events["Lead"]
+    record = ledger.history(WHERE)["Lkey1"].events["Lead"]
     assert record.state == "sent"
     assert record.fbtrace_id == "Atrace"
     assert record.error is None
@@ -274,12 +276,12 @@ def test_record_expired_never_overwrites_a_sent_event(ledger: Ledger) -> None:
 
 def test_record_expired_settles_a_failed_event(ledger: Ledger) -> None:
     event = planned()
-    ledger.mark_sending(SHEET, [event], {}, {}, NOW)
-    ledger.record_outcomes(SHEET, [(event, SendOutcome("failed", "down", transient=True))], NOW)
+    ledger.mark_sending(WHERE, [event], {}, {}, NOW)
+    ledger.record_outcomes(WHERE, [(event, SendOutcome("failed", "down", transient=True))], NOW)
 
-    ledger.record_expired(SHEET, [expired("Lkey1", "Lead", event.event_id)], NOW)
+    ledger.record_expired(WHERE, [expired("Lkey1", "Lead", event.event_id)], NOW)
 
-    assert ledger.history(SHEET)["Lkey1"].events["Lead"].state == "expired"
+    assert ledger.history(WHERE)["Lkey1"].events["Lead"].state == "expired"
 
 
 # -- transitions and edits -----------------------------------------------------------------
@@ -288,14 +290,14 @@ def test_record_expired_settles_a_failed_event(ledger: Ledger) -> None:
 def test_transitions_come_back_in_time_order(ledger: Ledger) -> None:
     t1, t2, t3 = (NOW - timedelta(hours=h) for h in (3, 2, 1))
     ledger.add_transitions(
-        SHEET,
+        WHERE,
         [("Lkey1", "SQL", t2, "edit"), ("Lkey1", "Opportunity", t3, "edit")],
         NOW,
     )
-    ledger.add_transitions(SHEET, [("Lkey1", "MQL", t1, "scan")], NOW)
-    ledger.add_transitions(SHEET, [], NOW)
+    ledger.add_transitions(WHERE, [("Lkey1", "MQL", t1, "scan")], NOW)
+    ledger.add_transitions(WHERE, [], NOW)
 
-    history = ledger.history(SHEET)
+    history = ledger.history(WHERE)
 
     assert history["Lkey1"].transitions == (
         Transition("MQL", t1),
@@ -307,27 +309,22 @@ def test_transitions_come_back_in_time_order(ledger: Ledger) -> None:
 
 def test_pending_edits_are_kept_until_resolved_into_transitions(ledger: Ledger) -> None:
     t1, t2 = NOW - timedelta(hours=2), NOW - timedelta(hours=1)
-    second = ledger.add_edit(SHEET, "Leads", 5, "MQL", "SQL", t2, NOW)
-    first = ledger.add_edit(SHEET, "Leads", 5, "New", "MQL", t1, NOW)
-    ledger.add_edit(SHEET, "Other tab", 5, "New", "MQL", t1, NOW)
+    second = ledger.add_edit(WHERE, 5, "MQL", "SQL", t2, NOW)
+    first = ledger.add_edit(WHERE, 5, "New", "MQL", t1, NOW)
+    ledger.add_edit(SheetTab(SHEET, "Other tab"), 5, "New", "MQL", t1, NOW)
 
-    pending = ledger.pending_edits(SHEET, "Leads")
+    pending = ledger.pending_edits(WHERE)
 
     assert [(e.id, e.row_number, e.old_value, e.new_value, e.at) for e in pending] == [
         (first, 5, "New", "MQL", t1),
         (second, 5, "MQL", "SQL", t2),
     ]
 
-    ledger.resolve_edits(
-        SHEET,
-        [first, second],
-        [("Lkey5", "MQL", t1, "edit"), ("Lkey5", "SQL", t2, "edit")],
-        NOW,
-    )
+    ledger.resolve_edits(WHERE, [(e, "Lkey5") for e in pending])
 
-    assert ledger.pending_edits(SHEET, "Leads") == []
-    assert len(ledger.pending_edits(SHEET, "Other tab")) == 1
-    assert ledger.history(SHEET)["Lkey5"].transitions == (
+    assert ledger.pending_edits(WHERE) == []
+    assert len(ledger.pending_edits(SheetTab(SHEET, "Other tab"))) == 1
+    assert ledger.history(WHERE)["Lkey5"].transitions == (
         Transition("MQL", t1),
         Transition("SQL", t2),
     )
@@ -337,14 +334,14 @@ def test_pending_edits_are_kept_until_resolved_into_transitions(ledger: Ledger) 
 
 
 def test_last_pass_is_the_latest_finished_real_pass(ledger: Ledger) -> None:
-    assert ledger.last_pass(SHEET) == {}
-    one = ledger.start_pass(SHEET, "Leads", "sync", False, NOW)
+    assert ledger.last_pass(WHERE) == {}
+    one = ledger.start_pass(WHERE, "sync", False, NOW)
     ledger.finish_pass(one, {"sent": 3}, NOW + timedelta(seconds=2))
-    dry = ledger.start_pass(SHEET, "Leads", "sync", True, NOW + timedelta(minutes=1))
+    dry = ledger.start_pass(WHERE, "sync", True, NOW + timedelta(minutes=1))
     ledger.finish_pass(dry, {"sent": 0}, NOW + timedelta(minutes=1))
-    ledger.start_pass(SHEET, "Leads", "edit", False, NOW + timedelta(minutes=2))  # unfinished
+    ledger.start_pass(WHERE, "edit", False, NOW + timedelta(minutes=2))  # unfinished
 
-    last = ledger.last_pass(SHEET)
+    last = ledger.last_pass(WHERE)
 
     assert last["id"] == one
     assert last["trigger"] == "sync"
@@ -353,55 +350,56 @@ def test_last_pass_is_the_latest_finished_real_pass(ledger: Ledger) -> None:
     assert last["error"] is None
     assert datetime.fromisoformat(last["started_at"]) == NOW
     assert datetime.fromisoformat(last["finished_at"]) == NOW + timedelta(seconds=2)
-    assert ledger.last_pass(SHEET, include_dry_run=True)["id"] == dry
-    assert ledger.last_pass("another-sheet") == {}
+    assert ledger.last_pass(WHERE, include_dry_run=True)["id"] == dry
+    assert ledger.last_pass(ELSEWHERE) == {}
 
 
 def test_failed_pass_keeps_its_error(ledger: Ledger) -> None:
-    pass_id = ledger.start_pass(SHEET, "Leads", "sync", False, NOW)
+    pass_id = ledger.start_pass(WHERE, "sync", False, NOW)
 
     ledger.finish_pass(pass_id, {}, NOW, error="SyncError")
 
-    assert ledger.last_pass(SHEET)["error"] == "SyncError"
+    assert ledger.last_pass(WHERE)["error"] == "SyncError"
 
 
 # -- lock ----------------------------------------------------------------------------------
 
 
 def test_second_holder_waits_then_gets_sync_busy(ledger: Ledger) -> None:
-    with ledger.lock(SHEET, wait=0):
+    with ledger.lock(WHERE, wait=0):
         started = time.monotonic()
-        with pytest.raises(SyncBusy), ledger.lock(SHEET, wait=0.3):
+        with pytest.raises(SyncBusy), ledger.lock(WHERE, wait=0.3):
             pass  # pragma: no cover - never entered
         waited = time.monotonic() - started
     assert waited >= 0.3
 
 
 def test_lock_is_released_after_the_pass_even_when_it_fails(ledger: Ledger) -> None:
-    with pytest.raises(RuntimeError), ledger.lock(SHEET, wait=0):
+    with pytest.raises(RuntimeError), ledger.lock(WHERE, wait=0):
         raise RuntimeError("the pass broke")
 
-    with ledger.lock(SHEET, wait=0):
+    with ledger.lock(WHERE, wait=0):
         pass
 
 
 def test_locks_of_different_spreadsheets_do_not_block_each_other(ledger: Ledger) -> None:
-    with ledger.lock(SHEET, wait=0), ledger.lock("another-sheet", wait=0):
+    with ledger.lock(WHERE, wait=0), ledger.lock(ELSEWHERE, wait=0):
         pass
 
 
 def test_lock_is_held_across_ledger_objects_on_the_same_file(ledger_path: Path) -> None:
     first, second = Ledger(ledger_path), Ledger(ledger_path)
 
-    with first.lock(SHEET, wait=0), pytest.raises(SyncBusy), second.lock(SHEET, wait=0.1):
+    with first.lock(WHERE, wait=0), pytest.raises(SyncBusy), second.lock(WHERE, wait=0.1):
         pass  # pragma: no cover - never entered
 
 
 def insert_lock(path: Path, *, host: str, pid: int, expires: float) -> None:
     db = sqlite3.connect(path)
     db.execute(
-        "INSERT INTO locks (scope, holder, host, pid, expires) VALUES (?, ?, ?, ?, ?)",
-        (SHEET, "crashed-pass", host, pid, expires),
+        "INSERT INTO locks (spreadsheet_id, tab, holder, host, pid, expires) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (SHEET, "Leads", "crashed-pass", host, pid, expires),
     )
     db.commit()
     db.close()
@@ -412,9 +410,11 @@ def test_lock_left_by_a_dead_process_on_this_host_is_taken_over(
 ) -> None:
     insert_lock(ledger_path, host=socket.gethostname(), pid=dead_pid(), expires=time.time() + 900)
 
-    with ledger.lock(SHEET, wait=0):
+    with ledger.lock(WHERE, wait=0):
         db = sqlite3.connect(ledger_path)
-        holder, pid = db.execute("SELECT holder, pid FROM locks WHERE scope=?", (SHEET,)).fetchone()
+        holder, pid = db.execute(
+            "SELECT holder, pid FROM locks WHERE spreadsheet_id=?", (SHEET,)
+        ).fetchone()
         db.close()
     assert holder != "crashed-pass"
     assert pid == os.getpid()
@@ -428,7 +428,7 @@ def test_lock_held_by_a_live_process_on_this_host_is_respected(
         insert_lock(
             ledger_path, host=socket.gethostname(), pid=other.pid, expires=time.time() + 900
         )
-        with pytest.raises(SyncBusy), ledger.lock(SHEET, wait=0.1):
+        with pytest.raises(SyncBusy), ledger.lock(WHERE, wait=0.1):
             pass  # pragma: no cover - never entered
     finally:
         other.kill()
@@ -439,14 +439,14 @@ def test_lock_of_another_host_is_respected_until_it_expires(
     ledger: Ledger, ledger_path: Path
 ) -> None:
     insert_lock(ledger_path, host="other-host.invalid", pid=1, expires=time.time() + 900)
-    with pytest.raises(SyncBusy), ledger.lock(SHEET, wait=0.1):
+    with pytest.raises(SyncBusy), ledger.lock(WHERE, wait=0.1):
         pass  # pragma: no cover - never entered
 
     db = sqlite3.connect(ledger_path)
-    db.execute("UPDATE locks SET expires=? WHERE scope=?", (time.time() - 1, SHEET))
+    db.execute("UPDATE locks SET expires=? WHERE spreadsheet_id=?", (time.time() - 1, SHEET))
     db.commit()
     db.close()
-    with ledger.lock(SHEET, wait=0):
+    with ledger.lock(WHERE, wait=0):
         pass
 
 
@@ -464,7 +464,7 @@ def test_two_threads_contending_for_the_lock_each_get_it_in_turn(ledger_path: Pa
         try:
             go.wait()
             for _ in range(3):
-                with ledger.lock(SHEET, wait=10):
+                with ledger.lock(WHERE, wait=10):
                     with guard:
                         inside += 1
                         overlaps.append(inside)
