@@ -20,7 +20,7 @@ from sheet_bridge.sheets.client import SheetsClient, SheetsError, SheetsTabNotFo
 from sheet_bridge.sheets.table import SheetTable
 from sheet_bridge.sync.ledger import AdoptedEvent
 from sheet_bridge.sync.plan import ExpiredEvent, LeadRow, PlannedEvent, event_id_for, plan
-from sheet_bridge.sync.report import said_events, sheet_says_sent
+from sheet_bridge.sync.report import said_events, shows_sent_or_expired
 from sheet_bridge.sync.rows import bridge_cells
 from sheet_bridge.sync.run import LOG_HEADER, Bridge, SyncError
 
@@ -28,6 +28,8 @@ _SENT_AT_FORMAT = "%Y-%m-%d %H:%M:%S %z"  # report.format_sent_at
 _EVENT_ID = BRIDGE_COLUMNS.index("CAPI Event ID")
 _STATUS = BRIDGE_COLUMNS.index("CAPI Status")
 _SENT_AT = BRIDGE_COLUMNS.index("CAPI Sent At")
+_RESPONSE = BRIDGE_COLUMNS.index("CAPI Response")
+_TRACE = "fbtrace_id "  # report.answer_words: "ok · fbtrace_id …"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class LogLine:
     event_id: str
     result: str  # sent / failed / expired / sending
     at: datetime | None
+    answer: str = ""
 
 
 @dataclass
@@ -112,7 +115,7 @@ def adopt_sheet(bridge: Bridge) -> AdoptReport:
             r.key: (r, written[r.row_number - first_row])
             for r in leads
             if 0 <= r.row_number - first_row < len(written)
-            and sheet_says_sent(written[r.row_number - first_row])
+            and shows_sent_or_expired(written[r.row_number - first_row])
         }
         log_of = _log_lines(bridge, report, set(claimed))
         now = bridge.clock()
@@ -177,6 +180,8 @@ def _adopt_row(
         return []
     cell_id = str(cells[_EVENT_ID] or "").strip()
     cell_sent_at = _sent_at(cells[_SENT_AT])
+    cell_trace = _trace(str(cells[_RESPONSE] or ""))
+    notes = "; ".join(said["warning"]) or None
     deepest = max(sent, key=lambda n: order[n]) if sent else None
     out = []
     for name in sorted(sent | expired, key=lambda n: order[n]):
@@ -191,7 +196,10 @@ def _adopt_row(
         else:
             event_id = plan_of.event_id if plan_of is not None else _recompute(bridge, row, name)
             report.ids_recomputed += 1
-        sent_at = (line.at if line is not None else None) or cell_sent_at
+        # The row's CAPI Sent At is when its latest event was sent; the log's Time is when the
+        # pass wrote its lines, a little later: the cell first, so the row reads the same.
+        sent_at = cell_sent_at or (line.at if line is not None else None)
+        trace = _trace(line.answer) if line is not None else None
         event_time = (
             plan_of.event_time
             if plan_of is not None
@@ -216,6 +224,8 @@ def _adopt_row(
                 match_strength=match_keys(user_data).strength if user_data else None,
                 user_data=user_data,
                 error=None if name in sent else "expired (adopted from the sheet)",
+                fbtrace_id=trace or (cell_trace if name == deepest else None),
+                notes=notes,
             )
         )
     return out
@@ -268,8 +278,17 @@ def _lines_of(
         known = out.setdefault(key, {}).get(event)
         if known is not None and known.result == "sent":
             continue  # a sent event is never decided again; a later line cannot undo it
-        out[key][event] = LogLine(cell("Event ID"), cell("Result"), _sent_at(cell("Time")))
+        out[key][event] = LogLine(
+            cell("Event ID"), cell("Result"), _sent_at(cell("Time")), cell("Answer")
+        )
     return out
+
+
+def _trace(answer: str) -> str | None:
+    """Meta's fbtrace_id in an "ok · fbtrace_id …" answer (CAPI Log or CAPI Response)."""
+    if not answer.startswith("ok") or _TRACE not in answer:
+        return None
+    return answer.split(_TRACE, 1)[1].strip() or None
 
 
 def _sent_at(cell: object) -> datetime | None:

@@ -248,6 +248,8 @@ class AdoptedEvent:
     match_strength: str | None = None
     user_data: Mapping[str, object] | None = None
     error: str | None = None
+    fbtrace_id: str | None = None
+    notes: str | None = None  # the row's warning when it was sent
 
 
 class LockLease:
@@ -908,7 +910,8 @@ class Ledger:
                 a.currency,
                 a.match_strength,
                 json.dumps(a.user_data, sort_keys=True) if a.user_data is not None else None,
-                "adopted from the sheet",
+                a.fbtrace_id,
+                a.notes,
             )
             for a in events
         ]
@@ -917,8 +920,8 @@ class Ledger:
             db.executemany(
                 "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
                 "event_time, row_number, lead_status, stage_index, first_planned, sent_at, "
-                "updated_at, error, value, currency, match_strength, user_data, notes) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "updated_at, error, value, currency, match_strength, user_data, fbtrace_id, "
+                "notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO NOTHING",
                 rows,
             )

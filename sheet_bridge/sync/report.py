@@ -16,7 +16,8 @@ SUMMARY_KEYS: tuple[str, ...] = ("sent", "skipped", "expired", "invalid", "faile
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The words of a CAPI Status cell that `said_events` reads back (sheet-bridge adopt).
-_SENT, _FAILED, _EXPIRED, _PARTS = "Sent: ", "Failed: ", "Expired: ", " · "
+_SENT, _FAILED, _EXPIRED, _WARNING = "Sent: ", "Failed: ", "Expired: ", "Warning: "
+_PARTS = " · "
 _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
     "skipped": "skipped",
     "duplicate": "skipped",
@@ -146,7 +147,7 @@ def render_row(
         parts.append(f"{label}: {decision.message}")
     notes = decision.warnings if decision.warnings else _notes_of(sent)
     if notes:
-        parts.append("Warning: " + "; ".join(notes))
+        parts.append(_WARNING + "; ".join(notes))
     text = _PARTS.join(parts)
 
     # Records come in funnel order and sorted() is stable: among events sent together, the
@@ -179,19 +180,21 @@ def render_row(
     )
 
 
-def sheet_says_sent(cells: Sequence[object]) -> bool:
-    """Whether a row's bridge cells (BRIDGE_COLUMNS order) say Meta has one of its events:
-    render_row fills CAPI Event ID and CAPI Sent At only from a sent event."""
+def shows_sent_or_expired(cells: Sequence[object]) -> bool:
+    """Whether a row's bridge cells (BRIDGE_COLUMNS order) say Meta has one of its events, or
+    that one expired: render_row fills CAPI Event ID and CAPI Sent At only from a sent event."""
     _, event_id, status, sent_at = (*cells, "", "", "", "")[:4]
-    return any(str(c).strip() for c in (event_id, sent_at) if c is not None) or str(
-        status or ""
-    ).startswith(_SENT)
+    if any(str(c).strip() for c in (event_id, sent_at) if c is not None):
+        return True
+    said = said_events(str(status or ""))
+    return bool(said["sent"] or said["expired"])
 
 
 def said_events(status_text: str) -> dict[str, list[str]]:
-    """The event names a CAPI Status cell names as sent, failed and expired (the inverse of
-    render_row's words): {"sent": [...], "failed": [...], "expired": [...]}."""
-    said: dict[str, list[str]] = {"sent": [], "failed": [], "expired": []}
+    """The event names a CAPI Status cell names as sent, failed and expired, and its warning
+    (the inverse of render_row's words): {"sent": [...], "failed": [...], "expired": [...],
+    "warning": [...]}."""
+    said: dict[str, list[str]] = {"sent": [], "failed": [], "expired": [], "warning": []}
     for part in status_text.split(_PARTS):
         if part.startswith(_SENT):
             said["sent"] += [n.strip() for n in part[len(_SENT) :].split(",") if n.strip()]
@@ -200,6 +203,8 @@ def said_events(status_text: str) -> dict[str, list[str]]:
         elif part.startswith(_EXPIRED):
             names = part[len(_EXPIRED) :].split(" (", 1)[0]
             said["expired"] += [n.strip() for n in names.split(",") if n.strip()]
+        elif part.startswith(_WARNING):
+            said["warning"].append(part[len(_WARNING) :])
     return said
 
 

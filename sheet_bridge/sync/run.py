@@ -35,7 +35,7 @@ from sheet_bridge.sync.report import (
     format_sent_at,
     record_after,
     render_row,
-    sheet_says_sent,
+    shows_sent_or_expired,
     summary_counts,
 )
 from sheet_bridge.sync.rows import (
@@ -249,7 +249,7 @@ class Bridge:
             for r in leads
             if not (r.key in history and history[r.key].events)
             and 0 <= r.row_number - first_row < len(written)
-            and sheet_says_sent(written[r.row_number - first_row])
+            and shows_sent_or_expired(written[r.row_number - first_row])
         ]
         if not unknown:
             return
@@ -257,8 +257,9 @@ class Bridge:
         config = Path(self.config.source).name if self.config.source != "<memory>" else "FILE"
         raise LedgerBehindSheet(
             f"the ledger has no record of the {len(unknown)} row(s) this sheet says were sent "
-            f"(tab {self.config.sheets.tab!r}, rows {shown}): it is new, emptied or older than "
-            "the sheet, and a sync now would send them to Meta again. Nothing was sent. Run "
+            f"or expired (tab {self.config.sheets.tab!r}, rows {shown}): it is new, emptied or "
+            "older than the sheet, and a sync now would send them to Meta again. Nothing was "
+            "sent. Run "
             f"`sheet-bridge adopt --config {config}` to take them over from the sheet's CAPI "
             "columns and CAPI Log (nothing is sent twice); if those rows were copied from "
             "another tab with their CAPI cells, clear those rows' CAPI cells instead"

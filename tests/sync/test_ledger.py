@@ -19,8 +19,18 @@ import pytest
 
 from sheet_bridge.config import Stage
 from sheet_bridge.meta.client import SendOutcome
-from sheet_bridge.sync.ledger import SCHEMA_VERSION, Ledger, LedgerError, SheetTab, SyncBusy
+from sheet_bridge.sync.ledger import (
+    LOCK_LEASE,
+    SCHEMA_VERSION,
+    AdoptedEvent,
+    Ledger,
+    LedgerError,
+    LockLost,
+    SheetTab,
+    SyncBusy,
+)
 from sheet_bridge.sync.plan import ExpiredEvent, PlannedEvent, Transition
+from tests.sync.schema_1 import SCHEMA_1
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 SHEET = "sheet-1"
@@ -486,3 +496,272 @@ def test_two_threads_contending_for_the_lock_each_get_it_in_turn(ledger_path: Pa
     assert errors == []
     assert sorted(entered) == ["a", "a", "a", "b", "b", "b"]
     assert max(overlaps) == 1
+
+
+def test_a_pass_holds_its_lock_for_a_short_lease_not_fifteen_minutes(
+    ledger: Ledger, ledger_path: Path
+) -> None:
+    # Issue 12 finding 8: a pass killed on another host (a restarted container) left a lock
+    # that blocked the tab for up to 900 s. Now the lock lapses LOCK_LEASE after its last
+    # renewal.
+    with ledger.lock(WHERE, wait=0):
+        db = sqlite3.connect(ledger_path)
+        (expires,) = db.execute("SELECT expires FROM locks").fetchone()
+        db.close()
+    assert expires - time.time() <= LOCK_LEASE + 1
+    assert LOCK_LEASE <= 60
+
+
+def test_lock_of_a_crashed_pass_on_another_host_is_taken_once_its_lease_ran_out(
+    ledger: Ledger, ledger_path: Path
+) -> None:
+    insert_lock(ledger_path, host="old-container.invalid", pid=1, expires=time.time() - 0.5)
+
+    with ledger.lock(WHERE, wait=0):
+        db = sqlite3.connect(ledger_path)
+        (host,) = db.execute("SELECT host FROM locks").fetchone()
+        db.close()
+    assert host == socket.gethostname()
+
+
+def test_a_live_holder_renews_its_lease_so_nobody_takes_its_lock(ledger_path: Path) -> None:
+    holder, other = Ledger(ledger_path), Ledger(ledger_path)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with holder.lock(WHERE, wait=0, lease=0.4):
+            held.set()
+            release.wait(10)
+        holder.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(5)
+        # Three leases long: without the heartbeat the lock would lapse after 0.4 s.
+        with pytest.raises(SyncBusy), other.lock(WHERE, wait=1.2, lease=0.4):
+            pass  # pragma: no cover - never entered
+    finally:
+        release.set()
+        thread.join(10)
+    with other.lock(WHERE, wait=0):
+        pass
+
+
+def test_a_pass_whose_lock_was_taken_over_stops_before_sending_more(
+    ledger: Ledger, ledger_path: Path
+) -> None:
+    with ledger.lock(WHERE, wait=0, lease=0.2) as held:
+        held.check()  # ours
+        db = sqlite3.connect(ledger_path)
+        db.execute("UPDATE locks SET holder='someone-else'")
+        db.commit()
+        db.close()
+        deadline = time.monotonic() + 5
+        while not held.lost and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(LockLost, match="run the sync again"):
+            held.check()
+
+
+def test_locks_are_per_tab(ledger: Ledger) -> None:
+    with (
+        ledger.lock(WHERE, wait=0),
+        ledger.lock(SheetTab(SHEET, "Brand B"), wait=0),
+        pytest.raises(SyncBusy),
+        ledger.lock(WHERE, wait=0),
+    ):
+        pass  # pragma: no cover - never entered
+
+
+# -- tabs ----------------------------------------------------------------------------------
+
+BRAND_B = SheetTab(SHEET, "Brand B")
+
+
+def test_two_tabs_of_one_spreadsheet_never_share_a_lead(ledger: Ledger) -> None:
+    # Issue 12 finding 1: the same lead key in two tabs (leads copied from one into the other)
+    # is two leads, one per tab.
+    sent = planned("Lkey1")
+    ledger.mark_sending(WHERE, [sent], {}, {}, NOW)
+    ledger.record_outcomes(WHERE, [(sent, SendOutcome("sent", "sent", "Atrace"))], NOW)
+    ledger.add_transitions(WHERE, [("Lkey1", "MQL", NOW, "scan")], NOW)
+    pass_id = ledger.start_pass(WHERE, "sync", False, NOW)
+    ledger.finish_pass(pass_id, {"sent": 1}, NOW)
+
+    assert ledger.history(BRAND_B) == {}
+    assert ledger.events(BRAND_B) == []
+    assert ledger.counts_by_state(BRAND_B) == {}
+    assert ledger.last_pass(BRAND_B) == {}
+
+    again = planned("Lkey1", event_id="sb.brand-b")
+    ledger.mark_sending(BRAND_B, [again], {}, {}, NOW)
+    assert ledger.history(BRAND_B)["Lkey1"].events["Lead"].state == "sending"
+    assert ledger.history(WHERE)["Lkey1"].events["Lead"].state == "sent"
+
+
+def test_schema_1_rows_go_to_the_tab_whose_pass_wrote_them(tmp_path: Path) -> None:
+    # Two configs (tabs A and B) shared one schema-1 ledger: the bug wrote A's events under
+    # keys B's copied leads also had. Each row belongs to the tab of the pass that first
+    # planned it (its first_planned is that pass's started_at).
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_1)
+    db.execute("INSERT INTO ledger_info VALUES ('schema_version', '1')")
+    t_a, t_b = NOW.timestamp(), NOW.timestamp() + 60
+    db.executemany(
+        "INSERT INTO passes (spreadsheet_id, tab, trigger, dry_run, started_at, finished_at) "
+        "VALUES (?, ?, 'sync', 0, ?, ?)",
+        [(SHEET, "Brand A", t_a, t_a + 1), (SHEET, "Brand B", t_b, t_b + 1)],
+    )
+    db.executemany(
+        "INSERT INTO events (spreadsheet_id, lead_key, event_name, event_id, state, event_time, "
+        "first_planned, sent_at, updated_at) VALUES (?, ?, ?, ?, 'sent', 1, ?, ?, ?)",
+        [
+            (SHEET, "Lkey1", "Lead", "sb.1", t_a, t_a, t_a),
+            (SHEET, "Lkey2", "Lead", "sb.2", t_b, t_b, t_b),
+        ],
+    )
+    db.execute(
+        "INSERT INTO transitions (spreadsheet_id, lead_key, status, at, source, recorded_at) "
+        "VALUES (?, 'Lkey2', 'New', ?, 'scan', ?)",
+        (SHEET, t_b, t_b),
+    )
+    db.commit()
+    before = db.execute("SELECT * FROM events ORDER BY lead_key").fetchall()
+    db.close()
+
+    ledger = Ledger(path)
+
+    assert set(ledger.history(SheetTab(SHEET, "Brand A"))) == {"Lkey1"}
+    b = ledger.history(SheetTab(SHEET, "Brand B"))
+    assert set(b) == {"Lkey2"} and [t.status for t in b["Lkey2"].transitions] == ["New"]
+    db = sqlite3.connect(path)
+    version = db.execute("SELECT value FROM ledger_info WHERE key='schema_version'").fetchone()
+    columns = [r[1] for r in db.execute("PRAGMA table_info(events)")]
+    after = db.execute(
+        f"SELECT {', '.join(c for c in columns if c != 'tab')} FROM events ORDER BY lead_key"
+    ).fetchall()
+    db.close()
+    assert version == ("2",)
+    assert after == before  # unchanged in content
+
+
+def test_schema_1_rows_no_pass_can_place_go_to_the_first_tab_that_opens_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_1)
+    db.execute("INSERT INTO ledger_info VALUES ('schema_version', '1')")
+    db.execute(
+        "INSERT INTO events (spreadsheet_id, lead_key, event_name, event_id, state, event_time, "
+        "first_planned, updated_at) VALUES (?, 'Lkey1', 'Lead', 'sb.1', 'sent', 1, 5, 5)",
+        (SHEET,),
+    )
+    db.commit()
+    db.close()
+
+    first = Ledger(path)
+    assert first.claim_legacy_rows(SheetTab(SHEET, "Brand A")) == 1
+    second = Ledger(path)  # another config of the folder, later
+    assert second.claim_legacy_rows(SheetTab(SHEET, "Brand B")) == 0
+
+    assert set(second.history(SheetTab(SHEET, "Brand A"))) == {"Lkey1"}
+    assert second.history(SheetTab(SHEET, "Brand B")) == {}
+    db = sqlite3.connect(path)
+    (tab,) = db.execute(
+        "SELECT value FROM ledger_info WHERE key=?", (f"legacy_rows_tab:{SHEET}",)
+    ).fetchone()
+    db.close()
+    assert tab == "Brand A"
+
+
+# -- stored state that cannot be read ------------------------------------------------------
+
+
+def insert_raw(path: Path, table: str, at: object, recorded_at: float, **cells: object) -> int:
+    db = sqlite3.connect(path)
+    if table == "pending_edits":
+        cur = db.execute(
+            "INSERT INTO pending_edits (spreadsheet_id, tab, row_number, old_value, new_value, "
+            "at, recorded_at) VALUES (?, 'Leads', ?, NULL, ?, ?, ?)",
+            (SHEET, cells.get("row", 2), cells.get("status", "MQL"), at, recorded_at),
+        )
+    else:
+        cur = db.execute(
+            "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, "
+            "recorded_at) VALUES (?, 'Leads', ?, ?, ?, 'edit', ?)",
+            (SHEET, cells.get("key", "Lkey1"), cells.get("status", "MQL"), at, recorded_at),
+        )
+    db.commit()
+    db.close()
+    return int(cur.lastrowid or 0)
+
+
+# 0001-01-01T00:00:00+14:00 as the old API stored it: 14 hours before year 1 in UTC.
+YEAR_0 = datetime(1, 1, 1, tzinfo=UTC).timestamp() - 14 * 3600
+
+
+@pytest.mark.parametrize(
+    "at", [YEAR_0, "not a time", float("inf"), datetime(2001, 1, 1, tzinfo=UTC).timestamp()]
+)
+def test_an_unreadable_stored_time_is_skipped_and_listed_not_a_crash(
+    ledger: Ledger, ledger_path: Path, at: object
+) -> None:
+    now = NOW.timestamp()
+    good_at = NOW - timedelta(hours=1)
+    ledger.add_transitions(WHERE, [("Lkey1", "New", good_at, "scan")], NOW)
+    bad_edit = insert_raw(ledger_path, "pending_edits", at, now)
+    bad_transition = insert_raw(ledger_path, "transitions", at, now)
+
+    assert ledger.history(WHERE)["Lkey1"].transitions == (Transition("New", good_at),)
+    assert ledger.pending_edits(WHERE) == []
+    problems = ledger.unreadable(WHERE)
+    assert [(p.table, p.id) for p in problems] == [
+        ("pending_edits", bad_edit),
+        ("transitions", bad_transition),
+    ]
+    assert "row 2" in str(problems[0]) and "unusable time" in str(problems[0])
+
+    ledger.drop_unreadable(problems)
+    assert ledger.unreadable(WHERE) == []
+    assert ledger.history(WHERE)["Lkey1"].transitions == (Transition("New", good_at),)
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def test_ledger_and_its_wal_and_shm_are_readable_by_their_owner_only(ledger_path: Path) -> None:
+    # They hold SHA-256 hashes of e-mails and phones, unsalted as Meta wants them: a phone
+    # number's hash is brute-forced in seconds, so the files are as private as the leads.
+    previous = os.umask(0o022)
+    try:
+        ledger = Ledger(ledger_path)
+        ledger.mark_sending(WHERE, [planned()], {}, {}, NOW)
+        files = [ledger_path, *(Path(f"{ledger_path}-{s}") for s in ("wal", "shm"))]
+        modes = {p.name: p.stat().st_mode & 0o777 for p in files}
+    finally:
+        os.umask(previous)
+    assert modes == dict.fromkeys(modes, 0o600)
+
+
+# -- adopting what the sheet says ----------------------------------------------------------
+
+
+def test_adopt_adds_what_the_ledger_lacks_and_never_changes_what_it_has(ledger: Ledger) -> None:
+    failed = planned("Lkey1")
+    ledger.mark_sending(WHERE, [failed], {}, {}, NOW)
+    ledger.record_outcomes(WHERE, [(failed, SendOutcome("failed", "down", transient=True))], NOW)
+
+    def adopted(key: str) -> AdoptedEvent:
+        return AdoptedEvent(key, "Lead", f"sb.{key}", "sent", 1, 2, "New", 0, NOW)
+
+    assert ledger.adopt(WHERE, [adopted("Lkey1"), adopted("Lkey2")], NOW) == 1
+
+    history = ledger.history(WHERE)
+    assert history["Lkey1"].events["Lead"].state == "failed"
+    assert history["Lkey2"].events["Lead"].state == "sent"
+    assert history["Lkey2"].events["Lead"].sent_at == NOW
+    assert ledger.history(BRAND_B) == {}
