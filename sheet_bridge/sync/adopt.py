@@ -20,9 +20,9 @@ from sheet_bridge.sheets.client import SheetsClient, SheetsError, SheetsTabNotFo
 from sheet_bridge.sheets.table import SheetTable
 from sheet_bridge.sync.ledger import AdoptedEvent
 from sheet_bridge.sync.plan import ExpiredEvent, LeadRow, PlannedEvent, event_id_for, plan
-from sheet_bridge.sync.report import said_events, shows_sent_or_expired
+from sheet_bridge.sync.report import said_events
 from sheet_bridge.sync.rows import bridge_cells
-from sheet_bridge.sync.run import LOG_HEADER, Bridge, SyncError
+from sheet_bridge.sync.run import LOG_HEADER, Bridge, SyncError, rows_ahead_of
 
 _SENT_AT_FORMAT = "%Y-%m-%d %H:%M:%S %z"  # report.format_sent_at
 _EVENT_ID = BRIDGE_COLUMNS.index("CAPI Event ID")
@@ -113,9 +113,7 @@ def adopt_sheet(bridge: Bridge) -> AdoptReport:
         del table
         claimed = {
             r.key: (r, written[r.row_number - first_row])
-            for r in leads
-            if 0 <= r.row_number - first_row < len(written)
-            and shows_sent_or_expired(written[r.row_number - first_row])
+            for r in rows_ahead_of({}, written, first_row, layout, leads)
         }
         log_of = _log_lines(bridge, report, set(claimed))
         now = bridge.clock()

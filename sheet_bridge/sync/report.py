@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -18,6 +19,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The words of a CAPI Status cell that `said_events` reads back (sheet-bridge adopt).
 _SENT, _FAILED, _EXPIRED, _WARNING = "Sent: ", "Failed: ", "Expired: ", "Warning: "
 _PARTS = " · "
+_SENT_AT_TEXT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\Z")  # format_sent_at
 _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
     "skipped": "skipped",
     "duplicate": "skipped",
@@ -182,11 +184,12 @@ def render_row(
 
 def shows_sent_or_expired(cells: Sequence[object]) -> bool:
     """Whether a row's bridge cells (BRIDGE_COLUMNS order) say Meta has one of its events, or
-    that one expired: render_row fills CAPI Event ID and CAPI Sent At only from a sent event."""
-    _, event_id, status, sent_at = (*cells, "", "", "", "")[:4]
-    if any(str(c).strip() for c in (event_id, sent_at) if c is not None):
+    that one expired: CAPI Status names one, or CAPI Sent At holds a time as format_sent_at
+    writes it (render_row fills it only from a sent event; a moved-back row keeps it)."""
+    status, sent_at = (*cells, "", "", "", "")[2:4]
+    if isinstance(sent_at, str) and _SENT_AT_TEXT.match(sent_at):
         return True
-    said = said_events(str(status or ""))
+    said = said_events(status if isinstance(status, str) else "")
     return bool(said["sent"] or said["expired"])
 
 

@@ -202,7 +202,7 @@ class Bridge:
                 self._resolve_edits(leads)
             with gc_paused():
                 history = ledger.history(where)
-            self.refuse_if_ledger_behind(written, first_row, leads, history)
+            self.refuse_if_ledger_behind(written, first_row, layout, leads, history)
             only = set(keys) if keys is not None else None
             if rows is not None:
                 wanted = set(rows)
@@ -238,19 +238,14 @@ class Bridge:
         self,
         written: Sequence[Sequence[object]],
         first_row: int,
+        layout: ColumnLayout,
         leads: Sequence[LeadRow],
         history: Mapping[str, LeadHistory],
     ) -> None:
         """LedgerBehindSheet when rows' CAPI columns say events were sent that this tab's
         ledger has no record of (a ledger emptied, lost, restored from an older backup, or
         rows pasted with another tab's CAPI cells): a pass would send them again."""
-        unknown = [
-            r.row_number
-            for r in leads
-            if not (r.key in history and history[r.key].events)
-            and 0 <= r.row_number - first_row < len(written)
-            and shows_sent_or_expired(written[r.row_number - first_row])
-        ]
+        unknown = [r.row_number for r in rows_ahead_of(history, written, first_row, layout, leads)]
         if not unknown:
             return
         shown = ", ".join(str(n) for n in unknown[:10]) + (", …" if len(unknown) > 10 else "")
@@ -441,6 +436,30 @@ class Bridge:
                 f"({exc}); the next sync writes the rows again, nothing is sent twice"
             )
         progress("write", 1, 1)
+
+
+def rows_ahead_of(
+    history: Mapping[str, LeadHistory],
+    written: Sequence[Sequence[object]],
+    first_row: int,
+    layout: ColumnLayout,
+    leads: Sequence[LeadRow],
+) -> list[LeadRow]:
+    """The leads whose CAPI columns show an event sent or expired that `history` has no event
+    of (an empty history: every lead the sheet shows so). Cells where a CAPI column is still
+    to be created (stray cells right of the header) are not the bridge's: they say nothing."""
+    missing = {BRIDGE_COLUMNS.index(h) for _, h in layout.new_headers}
+    out = []
+    for r in leads:
+        if r.key in history and history[r.key].events:
+            continue  # the usual case, first: a pass over known leads checks nothing more
+        i = r.row_number - first_row
+        if not 0 <= i < len(written):
+            continue
+        cells = [("" if j in missing else c) for j, c in enumerate(written[i])]
+        if shows_sent_or_expired(cells):
+            out.append(r)
+    return out
 
 
 def _log_rows(result: SyncResult, stamp: str) -> Iterator[list[object]]:

@@ -32,7 +32,9 @@ def bridge_status(bridge: Bridge) -> dict[str, Any]:
         table, layout, leads = bridge.read()
         history = bridge.ledger.history(where)
         # A ledger behind the sheet: say so here too (the pass refuses; this is what to do).
-        bridge.refuse_if_ledger_behind(bridge_cells(table, layout), table.first_row, leads, history)
+        bridge.refuse_if_ledger_behind(
+            bridge_cells(table, layout), table.first_row, layout, leads, history
+        )
         the_plan = plan(leads, config, history, now)
         for d in the_plan.decisions:
             for e in d.events:
