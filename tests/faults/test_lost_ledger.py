@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from sheet_bridge.cli import main
 from sheet_bridge.sync.run import LedgerBehindSheet
-from tests.conftest import WORLD_TOKEN, World, iso, lead_row
+from sheet_bridge.web.app import create_app
+from tests.conftest import WORLD_SECRET, WORLD_TOKEN, World, iso, lead_row
 from tests.faults.test_faults import leads, write_toml
 from tests.sync.schema_1 import downgrade_to_schema_1
 
@@ -223,3 +224,32 @@ def test_an_edit_stamped_2001_does_not_leave_the_lead_invalid_after_a_correct_ed
     assert [e["event_time"] for e in qualified] == [
         int((world_now - timedelta(hours=1)).timestamp())
     ]
+
+
+def test_backend_answers_409_and_status_says_what_to_do_when_the_ledger_is_behind(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = make_world(leads(3, world_now))
+    bridge = world.bridge()
+    bridge.sync()
+    bridge.ledger.close()
+    del bridge
+    sent = len(world.meta_events())
+    lose(world.config.ledger_path({}), "emptied")
+    app = create_app(bridges=[world.bridge()], environ={"SHEET_BRIDGE_SECRET": WORLD_SECRET})
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {WORLD_SECRET}"}
+    sheet = world.config.sheets.spreadsheet_id
+
+    synced = client.post("/api/sync", json={"spreadsheet_id": sheet}, headers=auth)
+    status = client.get(f"/api/status?spreadsheet_id={sheet}", headers=auth)
+
+    assert synced.status_code == 409
+    error = synced.get_json()["error"]
+    assert error["code"] == "ledger_behind_sheet"
+    assert "sheet-bridge adopt --config" in error["message"]
+    assert str(world.tmp) not in error["message"]  # the config's name, never a path
+    assert status.status_code == 200
+    assert any("sheet-bridge adopt" in w for w in status.get_json()["warnings"])
+    assert status.get_json()["nearing_window"] == []
+    assert len(world.meta_events()) == sent
