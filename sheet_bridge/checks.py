@@ -291,12 +291,15 @@ def run_checks(
         check_sheet(config, report, sheets)
     ledger_path = config.ledger_path(env)
     if ledger_path.exists():  # never create a ledger just to look
-        from sheet_bridge.sync.ledger import Ledger, LedgerError
+        from sheet_bridge.sync.ledger import Ledger, LedgerError, SheetTab
 
         try:
             ledger = Ledger(ledger_path)
             try:
-                check_last_pass(report, ledger.last_pass(config.sheets.spreadsheet_id))
+                check_last_pass(
+                    report,
+                    ledger.last_pass(SheetTab(config.sheets.spreadsheet_id, config.sheets.tab)),
+                )
             finally:
                 ledger.close()
         except LedgerError as exc:

@@ -1,4 +1,4 @@
-"""The `sheet-bridge` command: demo, sync, check, report, audience, serve, emulate."""
+"""The `sheet-bridge` command: demo, sync, adopt, check, report, audience, serve, emulate."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
             dry_run=dry_run, trigger="cli", progress=None if as_json else _progress
         )
     except SyncBusy:
-        _fail("another sync of this spreadsheet is running; try again in a minute", 3)
+        _fail("another sync of this tab is running; try again in a minute", 3)
         return
     except (SyncError, LedgerError) as exc:
         _fail(str(exc), 1)
@@ -121,6 +121,27 @@ def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def adopt(config_path: str, as_json: bool) -> None:
+    """Rebuild the ledger from the sheet's CAPI columns and CAPI Log (sends nothing)."""
+    from sheet_bridge.sync.adopt import adopt_sheet
+    from sheet_bridge.sync.ledger import LedgerError, SyncBusy
+    from sheet_bridge.sync.run import Bridge, SyncError
+
+    config = _load(config_path)
+    try:
+        result = adopt_sheet(Bridge.from_config(config))
+    except SyncBusy:
+        _fail("a sync of this tab is running; try again in a minute", 3)
+        return
+    except (SyncError, LedgerError) as exc:
+        _fail(str(exc), 1)
+        return
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.text())
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
 @click.option("--offline", is_flag=True, help="Check the file only; do not open the sheet.")
 def check(config_path: str, offline: bool) -> None:
     """Before going live: config, columns, event names, token; what Meta will optimise on."""
@@ -133,8 +154,9 @@ def check(config_path: str, offline: bool) -> None:
 
 
 def _ledger_events(config: BridgeConfig) -> list[Any]:
-    """The ledger's events for the config's sheet; a missing ledger is an error, not a new file."""
-    from sheet_bridge.sync.ledger import Ledger, LedgerError
+    """The ledger's events for the config's tab (never another tab's); a missing ledger is an
+    error, not a new file."""
+    from sheet_bridge.sync.ledger import Ledger, LedgerError, SheetTab
 
     path = config.ledger_path()
     if not path.exists():
@@ -142,8 +164,11 @@ def _ledger_events(config: BridgeConfig) -> list[Any]:
             f"no ledger at {path}: run a sync first, or point [server] ledger (or "
             "SHEET_BRIDGE_LEDGER) at the bridge's ledger file"
         )
+    where = SheetTab(config.sheets.spreadsheet_id, config.sheets.tab)
     try:
-        return list(Ledger(path).events(config.sheets.spreadsheet_id))
+        ledger = Ledger(path)
+        ledger.claim_legacy_rows(where)
+        return list(ledger.events(where))
     except LedgerError as exc:
         _fail(str(exc), 1)
         raise AssertionError from None  # unreachable: _fail exits

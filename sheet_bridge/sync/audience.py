@@ -62,8 +62,13 @@ class JunkAudience:
         return buffer.getvalue()
 
     def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the CSV readable by its owner only: unsalted hashes of phones and e-mails can
+        be brute-forced, so the file is as private as the ledger."""
         target = Path(path)
-        target.write_text(self.csv_text(), encoding="utf-8")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600)  # also when the file existed with wider rights
+            out.write(self.csv_text())
         return target
 
     def text(self, path: str | os.PathLike[str] | None = None) -> str:

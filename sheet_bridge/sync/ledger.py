@@ -1,14 +1,20 @@
-"""The ledger (SQLite): one row per (spreadsheet, lead, event name), transitions, passes, locks.
+"""The ledger (SQLite): one row per (spreadsheet, tab, lead, event); transitions, passes, locks.
 
 It is what makes sheet-bridge idempotent (DOMAIN.md §9): an event is marked `sending` before
 the POST and `sent`/`failed`/`expired` right after Meta answers, before anything is written back
 to the sheet, so a crash in between never leads to a second, different send.
+
+A lead is identified by (spreadsheet, tab, lead key): two tabs of one spreadsheet (two brands,
+two pixels) may share one ledger file and never share a row. `LedgerBackend` is the contract a
+second backend (PostgreSQL) implements; `Ledger` is the embedded SQLite one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
 import socket
 import sqlite3
@@ -17,13 +23,14 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.plan import (
     BASELINE_REASON,
+    FUTURE_SKEW,
     BaselineEvent,
     EventRecord,
     ExpiredEvent,
@@ -33,12 +40,22 @@ from sheet_bridge.sync.plan import (
     expired_reason,
 )
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 
-_SCHEMA = """
+SCHEMA_VERSION = 2
+# A pass renews its lock every LOCK_LEASE / 4 seconds; a lock not renewed for LOCK_LEASE
+# seconds belongs to a process that died (on any host) and is taken over.
+LOCK_LEASE = 60.0
+# A stored edit or transition whose time lies outside [recorded − 62 days, recorded + 5 min]
+# can never give a sendable event (DOMAIN.md §5: 62 days is Meta's longest window, and future
+# times beyond clock skew are refused): it is skipped, never trusted as "first seen".
+PLAUSIBLE_AGE = timedelta(days=62)
+
+_TABLES = """
 CREATE TABLE IF NOT EXISTS ledger_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     spreadsheet_id TEXT NOT NULL,
+    tab TEXT NOT NULL,
     lead_key TEXT NOT NULL,
     event_name TEXT NOT NULL,
     event_id TEXT NOT NULL,
@@ -60,18 +77,19 @@ CREATE TABLE IF NOT EXISTS events (
     match_strength TEXT,
     user_data TEXT,
     notes TEXT,
-    PRIMARY KEY (spreadsheet_id, lead_key, event_name)
+    PRIMARY KEY (spreadsheet_id, tab, lead_key, event_name)
 );
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY,
     spreadsheet_id TEXT NOT NULL,
+    tab TEXT NOT NULL,
     lead_key TEXT NOT NULL,
     status TEXT NOT NULL,
     at REAL NOT NULL,
     source TEXT NOT NULL,
     recorded_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS transitions_lead ON transitions (spreadsheet_id, lead_key);
+CREATE INDEX IF NOT EXISTS transitions_lead ON transitions (spreadsheet_id, tab, lead_key);
 CREATE TABLE IF NOT EXISTS pending_edits (
     id INTEGER PRIMARY KEY,
     spreadsheet_id TEXT NOT NULL,
@@ -95,13 +113,58 @@ CREATE TABLE IF NOT EXISTS passes (
     full INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS locks (
-    scope TEXT PRIMARY KEY,
+    spreadsheet_id TEXT NOT NULL,
+    tab TEXT NOT NULL,
     holder TEXT NOT NULL,
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
-    expires REAL NOT NULL
+    expires REAL NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab)
 );
 """
+
+# Schema 1 (sheet-bridge before tabs were keys) → 2. Rows get the tab of the pass that first
+# wrote them (a pass's start time is the `first_planned` / `recorded_at` of what it wrote),
+# else the spreadsheet's only tab that ever ran a real pass, else '' (unclaimed: the first
+# bridge that opens the ledger for that spreadsheet takes them, see Ledger.claim_legacy_rows).
+_WRITER_TAB = """COALESCE(
+    (SELECT CASE WHEN COUNT(DISTINCT p.tab) = 1 THEN MIN(p.tab) END FROM passes p
+     WHERE p.spreadsheet_id = {t}.spreadsheet_id AND p.dry_run = 0 AND p.started_at = {t}.{at}),
+    (SELECT CASE WHEN COUNT(DISTINCT p.tab) = 1 THEN MIN(p.tab) END FROM passes p
+     WHERE p.spreadsheet_id = {t}.spreadsheet_id AND p.dry_run = 0),
+    '')"""
+_EVENT_COLUMNS = (
+    "event_id, state, event_time, row_number, lead_status, stage_index, fingerprint, retry, "
+    "attempts, first_planned, sent_at, updated_at, fbtrace_id, error, value, currency, "
+    "match_strength, user_data, notes"
+)
+_MIGRATE_1_TO_2 = f"""
+ALTER TABLE events RENAME TO events_v1;
+ALTER TABLE transitions RENAME TO transitions_v1;
+DROP INDEX IF EXISTS transitions_lead;
+DROP TABLE IF EXISTS locks;
+ALTER TABLE passes ADD COLUMN full INTEGER NOT NULL DEFAULT 0;
+{_TABLES}
+INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, {_EVENT_COLUMNS})
+    SELECT spreadsheet_id, {_WRITER_TAB.format(t="e", at="first_planned")}, lead_key,
+           event_name, {_EVENT_COLUMNS}
+    FROM events_v1 e;
+INSERT INTO transitions (id, spreadsheet_id, tab, lead_key, status, at, source, recorded_at)
+    SELECT id, spreadsheet_id, {_WRITER_TAB.format(t="x", at="recorded_at")}, lead_key, status,
+           at, source, recorded_at
+    FROM transitions_v1 x;
+DROP TABLE events_v1;
+DROP TABLE transitions_v1;
+"""
+
+# A stored time the pass can use: a number, a real date, and plausible for when it was
+# recorded (PLAUSIBLE_AGE). Anything else is skipped and reported (Ledger.unreadable).
+_READABLE_AT = (
+    "(typeof(at) IN ('integer', 'real') AND typeof(recorded_at) IN ('integer', 'real') "
+    f"AND at BETWEEN -62135596800 AND 253402300799 "  # 0001-01-01 .. 9999-12-31 UTC
+    f"AND at >= recorded_at - {PLAUSIBLE_AGE.total_seconds():.0f} "
+    f"AND at <= recorded_at + {FUTURE_SKEW.total_seconds():.0f})"
+)
 
 
 class LedgerError(Exception):
@@ -109,7 +172,22 @@ class LedgerError(Exception):
 
 
 class SyncBusy(Exception):
-    """Another pass holds the spreadsheet's lock."""
+    """Another pass holds the tab's lock."""
+
+
+class LockLost(LedgerError):
+    """The pass's lock lapsed (not renewed within its lease) and may be someone else's now."""
+
+
+@dataclass(frozen=True)
+class SheetTab:
+    """Where leads live: a lead is identified by (spreadsheet, tab, lead key)."""
+
+    spreadsheet_id: str
+    tab: str
+
+    def __str__(self) -> str:
+        return f"spreadsheet {self.spreadsheet_id} tab {self.tab!r}"
 
 
 @dataclass(frozen=True)
@@ -119,6 +197,19 @@ class PendingEdit:
     old_value: str | None
     new_value: str
     at: datetime
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A stored edit or transition whose time cannot be used, in words."""
+
+    table: str  # "pending_edits" or "transitions"
+    id: int
+    what: str
+
+    def __str__(self) -> str:
+        return self.what
 
 
 @dataclass(frozen=True)
@@ -143,6 +234,107 @@ class LedgerEvent:
     user_data: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class AdoptedEvent:
+    """An event the sheet says Meta already has (or that expired), taken into the ledger."""
+
+    lead_key: str
+    event_name: str
+    event_id: str
+    state: str  # "sent" or "expired"
+    event_time: int
+    row_number: int
+    lead_status: str
+    stage_index: int | None
+    sent_at: datetime | None
+    value: float | None = None
+    currency: str | None = None
+    match_strength: str | None = None
+    user_data: Mapping[str, object] | None = None
+    error: str | None = None
+    fbtrace_id: str | None = None
+    notes: str | None = None  # the row's warning when it was sent
+
+
+class LockLease:
+    """A held lock, renewed by a heartbeat thread until the pass ends."""
+
+    def __init__(self, where: SheetTab, lease: float) -> None:
+        self.where = where
+        self.lease = lease
+        self.lost = False
+
+    def check(self) -> None:
+        """Before anything irreversible (a POST to Meta): stop if the lock lapsed."""
+        if self.lost:
+            raise LockLost(
+                f"the pass lost its lock on {self.where} (the ledger could not be written for "
+                f"{self.lease:.0f} s) and stopped before sending more; run the sync again"
+            )
+
+
+class LedgerBackend(Protocol):
+    """What a pass, the status panel and the reports need of a ledger (SQLite or PostgreSQL).
+
+    Every method is scoped to one SheetTab; nothing of one tab is visible from another."""
+
+    def claim_legacy_rows(self, where: SheetTab) -> int: ...
+    def lock(
+        self, where: SheetTab, wait: float, lease: float = LOCK_LEASE
+    ) -> contextlib.AbstractContextManager[LockLease]: ...
+    def history(self, where: SheetTab) -> dict[str, LeadHistory]: ...
+    def unreadable(self, where: SheetTab) -> list[UnreadableRecord]: ...
+    def drop_unreadable(self, records: Sequence[UnreadableRecord]) -> None: ...
+    def add_transitions(
+        self, where: SheetTab, items: Iterable[tuple[str, str, datetime, str]], now: datetime
+    ) -> None: ...
+    def add_edit(
+        self,
+        where: SheetTab,
+        row_number: int,
+        old_value: str | None,
+        new_value: str,
+        at: datetime,
+        now: datetime,
+    ) -> int: ...
+    def pending_edits(self, where: SheetTab) -> list[PendingEdit]: ...
+    def resolve_edits(
+        self, where: SheetTab, resolved: Sequence[tuple[PendingEdit, str | None]]
+    ) -> None: ...
+    def mark_sending(
+        self,
+        where: SheetTab,
+        events: Sequence[PlannedEvent],
+        strengths: Mapping[str, str],
+        notes: Mapping[str, str | None],
+        now: datetime,
+    ) -> None: ...
+    def record_outcomes(
+        self,
+        where: SheetTab,
+        results: Sequence[tuple[PlannedEvent, SendOutcome]],
+        now: datetime,
+    ) -> None: ...
+    def record_expired(
+        self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
+    ) -> None: ...
+    def record_baseline(
+        self, where: SheetTab, baseline: Sequence[BaselineEvent], now: datetime
+    ) -> None: ...
+    def adopt(self, where: SheetTab, events: Sequence[AdoptedEvent], now: datetime) -> int: ...
+    def events(self, where: SheetTab) -> list[LedgerEvent]: ...
+    def counts_by_state(self, where: SheetTab) -> dict[str, int]: ...
+    def start_pass(
+        self, where: SheetTab, trigger: str, dry_run: bool, now: datetime, full: bool = True
+    ) -> int: ...
+    def finish_pass(
+        self, pass_id: int, counts: dict[str, int], now: datetime, error: str | None = None
+    ) -> None: ...
+    def last_full_pass(self, where: SheetTab) -> datetime | None: ...
+    def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
 def _ts(at: datetime) -> float:
     return at.timestamp()
 
@@ -151,19 +343,47 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _describe_at(value: object) -> str:
+    """A stored time as words for a notice (it may be any type SQLite kept)."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        with contextlib.suppress(OverflowError, OSError, ValueError):
+            return _dt(value).strftime("%Y-%m-%d %H:%M UTC")
+        return "a time outside the calendar"
+    return f"{str(value)[:40]!r}"
+
+
 class Ledger:
-    """SQLite in WAL mode; one connection per thread, so the web server's threads share it."""
+    """SQLite in WAL mode; one connection per thread, so the web server's threads share it.
+
+    The file (and SQLite's -wal and -shm beside it, which take its permissions) is created
+    readable by its owner only: it holds hashes of e-mails and phones, which can be brute-forced.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._local = threading.local()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._unclaimed: set[str] = set()  # spreadsheets with schema-1 rows of no tab yet
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise LedgerError(
+                f"The ledger {self.path} cannot be opened ({exc.strerror}); check the path and "
+                "its permissions"
+            ) from None
         try:
             # Look before changing anything: a file that is not a ledger stays byte for byte.
             probe = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
             try:
                 self._check_schema(probe)
+                self._unclaimed = {
+                    r[0]
+                    for r in probe.execute(
+                        "SELECT DISTINCT spreadsheet_id FROM events WHERE tab = '' UNION "
+                        "SELECT DISTINCT spreadsheet_id FROM transitions WHERE tab = ''"
+                    )
+                }
             finally:
                 probe.close()
             self._connect()
@@ -213,28 +433,90 @@ class Ledger:
             raise self._explain(exc) from None
 
     def _check_schema(self, db: sqlite3.Connection) -> None:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "ledger_info" in tables:
-            row = db.execute("SELECT value FROM ledger_info WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"The ledger {self.path} was written by a newer sheet-bridge (schema "
-                    f"{version}, this one knows {SCHEMA_VERSION}); upgrade sheet-bridge"
+        if self._schema_version(db) == SCHEMA_VERSION:
+            return
+        # Writing: one process at a time, and look again once the write lock is ours (another
+        # process may have created or migrated the ledger meanwhile).
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._schema_version(db)
+            if version == 1:
+                _run_script(db, _MIGRATE_1_TO_2)
+                placed = db.execute(
+                    "SELECT spreadsheet_id, tab, COUNT(*) FROM events GROUP BY 1, 2"
+                ).fetchall()
+                db.execute(
+                    "INSERT OR REPLACE INTO ledger_info VALUES ('migrated_from_1', ?)",
+                    (json.dumps([list(r) for r in placed]),),
                 )
-            if version == SCHEMA_VERSION:
-                return
-        elif tables:
-            raise LedgerError(
-                f"{self.path} is an SQLite file but not a sheet-bridge ledger (tables: "
-                f"{', '.join(sorted(tables))}); point [server] ledger at another file"
+                log.info("ledger schema 1 → 2; events by (spreadsheet, tab): %s", placed)
+            elif version == 0:
+                _run_script(db, _TABLES)
+            db.execute(
+                "INSERT OR REPLACE INTO ledger_info VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
             )
-        db.executescript(
-            "BEGIN;\n"
-            + _SCHEMA
-            + f"INSERT OR REPLACE INTO ledger_info VALUES ('schema_version', '{SCHEMA_VERSION}');"
-            + "\nCOMMIT;"
-        )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _schema_version(self, db: sqlite3.Connection) -> int:
+        """The file's schema version; 0 for an empty file; LedgerError when it is not ours or
+        is newer than this sheet-bridge."""
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "ledger_info" not in tables:
+            if tables:
+                raise LedgerError(
+                    f"{self.path} is an SQLite file but not a sheet-bridge ledger (tables: "
+                    f"{', '.join(sorted(tables))}); point [server] ledger at another file"
+                )
+            return 0
+        row = db.execute("SELECT value FROM ledger_info WHERE key='schema_version'").fetchone()
+        try:
+            version = int(row[0]) if row else 0
+        except ValueError:
+            version = -1
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"The ledger {self.path} was written by a newer sheet-bridge (schema "
+                f"{version}, this one knows {SCHEMA_VERSION}); upgrade sheet-bridge"
+            )
+        if version not in (0, 1, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
+            raise LedgerError(
+                f"The ledger {self.path} has no known schema version; nothing was changed. "
+                "Restore it from a backup or move it aside"
+            )
+        return version
+
+    def claim_legacy_rows(self, where: SheetTab) -> int:
+        """Give schema-1 rows of `where`'s spreadsheet that no pass record could place to this
+        tab (the first bridge to open the ledger). Recorded in ledger_info; returns the count."""
+        if where.spreadsheet_id not in self._unclaimed:
+            return 0
+        sid, tab = where.spreadsheet_id, where.tab
+        with self._tx(immediate=True) as db:
+            moved = db.execute(
+                "UPDATE OR IGNORE events SET tab=? WHERE spreadsheet_id=? AND tab=''", (tab, sid)
+            ).rowcount
+            moved += db.execute(
+                "UPDATE transitions SET tab=? WHERE spreadsheet_id=? AND tab=''", (tab, sid)
+            ).rowcount
+            if moved:
+                db.execute(
+                    "INSERT OR REPLACE INTO ledger_info VALUES (?, ?)",
+                    (f"legacy_rows_tab:{sid}", tab),
+                )
+        self._unclaimed.discard(sid)
+        if moved:
+            log.warning(
+                "ledger: %d rows from before tabs were keys taken by %s (no pass record "
+                "named their tab)",
+                moved,
+                where,
+            )
+        return moved
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -244,55 +526,101 @@ class Ledger:
 
     # -- lock ------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, scope: str, wait: float, hold: float = 900.0) -> Iterator[None]:
-        """Hold `scope` (one spreadsheet) across threads and processes; SyncBusy after `wait`.
+    def lock(self, where: SheetTab, wait: float, lease: float = LOCK_LEASE) -> Iterator[LockLease]:
+        """Hold `where` (one tab) across threads, processes and hosts; SyncBusy after `wait`.
 
-        A lock whose holder died (same host, process gone) or expired is taken over, so a pass
-        killed mid-way never blocks the next one.
+        A heartbeat thread renews the lease every `lease / 4` seconds while the pass runs. A
+        lock not renewed for `lease` seconds (its holder died, on any host), or whose holder
+        is a dead process on this host, is taken over: a crashed pass never blocks the next
+        one for long.
         """
         holder = uuid.uuid4().hex
         host = socket.gethostname()
         deadline = time.monotonic() + wait
-        while True:
-            if self._try_lock(scope, holder, host, hold):
-                break
+        while not self._try_lock(where, holder, host, lease):
             if time.monotonic() >= deadline:
-                raise SyncBusy(scope)
+                raise SyncBusy(str(where))
             time.sleep(0.05)
+        held = LockLease(where, lease)
+        stop = threading.Event()
+        heartbeat = threading.Thread(
+            target=self._heartbeat,
+            args=(where, holder, held, stop),
+            name="sheet-bridge-lock-heartbeat",
+            daemon=True,
+        )
+        heartbeat.start()
         try:
-            yield
+            yield held
         finally:
+            stop.set()
+            heartbeat.join()
             with self._tx(immediate=True) as db:
-                db.execute("DELETE FROM locks WHERE scope=? AND holder=?", (scope, holder))
+                db.execute(
+                    "DELETE FROM locks WHERE spreadsheet_id=? AND tab=? AND holder=?",
+                    (where.spreadsheet_id, where.tab, holder),
+                )
 
-    def _try_lock(self, scope: str, holder: str, host: str, hold: float) -> bool:
+    def _try_lock(self, where: SheetTab, holder: str, host: str, lease: float) -> bool:
         now = time.time()
+        key = (where.spreadsheet_id, where.tab)
         with self._tx(immediate=True) as db:
             row = db.execute(
-                "SELECT host, pid, expires FROM locks WHERE scope=?", (scope,)
+                "SELECT host, pid, expires FROM locks WHERE spreadsheet_id=? AND tab=?", key
             ).fetchone()
             if row is not None:
                 other_host, pid, expires = row
                 alive = expires > now and not (other_host == host and not _pid_alive(pid))
                 if alive:
                     return False
+                log.warning(
+                    "lock on %s taken over from %s (pid %s): %s",
+                    where,
+                    other_host,
+                    pid,
+                    "its lease expired" if expires <= now else "that process is gone",
+                )
             db.execute(
-                "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?)",
-                (scope, holder, host, os.getpid(), now + hold),
+                "INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?, ?)",
+                (*key, holder, host, os.getpid(), now + lease),
             )
             return True
 
+    def _heartbeat(
+        self, where: SheetTab, holder: str, held: LockLease, stop: threading.Event
+    ) -> None:
+        try:
+            while not stop.wait(held.lease / 4):
+                try:
+                    with self._tx(immediate=True) as db:
+                        renewed = db.execute(
+                            "UPDATE locks SET expires=? WHERE spreadsheet_id=? AND tab=? "
+                            "AND holder=?",
+                            (time.time() + held.lease, where.spreadsheet_id, where.tab, holder),
+                        ).rowcount
+                except LedgerError as exc:
+                    log.warning("could not renew the lock on %s: %s", where, exc)
+                    continue
+                if not renewed:
+                    held.lost = True
+                    log.error("the lock on %s was taken over; this pass stops sending", where)
+                    return
+        finally:
+            self.close()  # this thread's connection
+
     # -- history ---------------------------------------------------------------------------
-    def history(self, spreadsheet_id: str) -> dict[str, LeadHistory]:
+    def history(self, where: SheetTab) -> dict[str, LeadHistory]:
+        """Each lead's events and readable transitions (see `unreadable` for the others)."""
         events: dict[str, dict[str, EventRecord]] = {}
         transitions: dict[str, list[Transition]] = {}
         db = self._connect()
         sent_times: dict[float, datetime] = {}  # one per batch sent: convert each once
+        scope = (where.spreadsheet_id, where.tab)
         try:
             for key, name, eid, state, etime, retry, fp, sent_at, trace, err, notes in db.execute(
                 "SELECT lead_key, event_name, event_id, state, event_time, retry, fingerprint, "
-                "sent_at, fbtrace_id, error, notes FROM events WHERE spreadsheet_id=?",
-                (spreadsheet_id,),
+                "sent_at, fbtrace_id, error, notes FROM events WHERE spreadsheet_id=? AND tab=?",
+                scope,
             ):
                 events.setdefault(key, {})[name] = EventRecord(
                     name,
@@ -310,8 +638,8 @@ class Ledger:
                 )
             for key, status, at, source, recorded_at in db.execute(
                 "SELECT lead_key, status, at, source, recorded_at FROM transitions "
-                "WHERE spreadsheet_id=? ORDER BY at, id",
-                (spreadsheet_id,),
+                f"WHERE spreadsheet_id=? AND tab=? AND {_READABLE_AT} ORDER BY at, id",
+                scope,
             ):
                 transitions.setdefault(key, []).append(
                     Transition(status, _dt(at), source, _dt(recorded_at))
@@ -321,28 +649,77 @@ class Ledger:
         keys = set(events) | set(transitions)
         return {k: LeadHistory(events.get(k, {}), tuple(transitions.get(k, ()))) for k in keys}
 
+    def unreadable(self, where: SheetTab) -> list[UnreadableRecord]:
+        """Stored edits and transitions of `where` whose time cannot be used (not a number, not
+        a date, or implausible for when it was recorded): the pass skips and reports them."""
+        scope = (where.spreadsheet_id, where.tab)
+        db = self._connect()
+        out: list[UnreadableRecord] = []
+        try:
+            for i, row, new, at in db.execute(
+                "SELECT id, row_number, new_value, at FROM pending_edits "
+                f"WHERE spreadsheet_id=? AND tab=? AND NOT {_READABLE_AT} ORDER BY id",
+                scope,
+            ):
+                out.append(
+                    UnreadableRecord(
+                        "pending_edits",
+                        i,
+                        f"the edit of row {row} to {str(new)[:40]!r} was recorded with an "
+                        f"unusable time ({_describe_at(at)}); it is dropped, and the sheet's "
+                        "status is read as it is now",
+                    )
+                )
+            for i, key, status, at in db.execute(
+                "SELECT id, lead_key, status, at FROM transitions "
+                f"WHERE spreadsheet_id=? AND tab=? AND NOT {_READABLE_AT} ORDER BY id",
+                scope,
+            ):
+                out.append(
+                    UnreadableRecord(
+                        "transitions",
+                        i,
+                        f"the change of lead {key} to {str(status)[:40]!r} is stored with an "
+                        f"unusable time ({_describe_at(at)}); it is ignored and dropped",
+                    )
+                )
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from None
+        return out
+
+    def drop_unreadable(self, records: Sequence[UnreadableRecord]) -> None:
+        """Remove what `unreadable` found, so it is reported once, not on every pass."""
+        if not records:
+            return
+        with self._tx() as db:
+            for table in ("pending_edits", "transitions"):
+                db.executemany(
+                    f"DELETE FROM {table} WHERE id=?",
+                    [(r.id,) for r in records if r.table == table],
+                )
+
     def add_transitions(
         self,
-        spreadsheet_id: str,
+        where: SheetTab,
         items: Iterable[tuple[str, str, datetime, str]],
         now: datetime,
     ) -> None:
         """Record (lead key, status, at, source) transitions seen by an edit or a scan."""
-        rows = [(spreadsheet_id, k, s, _ts(at), src, _ts(now)) for k, s, at, src in items]
+        sid, tab, t = where.spreadsheet_id, where.tab, _ts(now)
+        rows = [(sid, tab, k, s, _ts(at), src, t) for k, s, at, src in items]
         if not rows:
             return
         with self._tx() as db:
             db.executemany(
-                "INSERT INTO transitions (spreadsheet_id, lead_key, status, at, source, "
-                "recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
     # -- edits -----------------------------------------------------------------------------
     def add_edit(
         self,
-        spreadsheet_id: str,
-        tab: str,
+        where: SheetTab,
         row_number: int,
         old_value: str | None,
         new_value: str,
@@ -354,40 +731,54 @@ class Ledger:
             cur = db.execute(
                 "INSERT INTO pending_edits (spreadsheet_id, tab, row_number, old_value, "
                 "new_value, at, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (spreadsheet_id, tab, row_number, old_value, new_value, _ts(at), _ts(now)),
+                (
+                    where.spreadsheet_id,
+                    where.tab,
+                    row_number,
+                    old_value,
+                    new_value,
+                    _ts(at),
+                    _ts(now),
+                ),
             )
             return int(cur.lastrowid or 0)
 
-    def pending_edits(self, spreadsheet_id: str, tab: str) -> list[PendingEdit]:
+    def pending_edits(self, where: SheetTab) -> list[PendingEdit]:
+        """The tab's readable pending edits, oldest first (`unreadable` lists the others)."""
         db = self._connect()
-        rows = db.execute(
-            "SELECT id, row_number, old_value, new_value, at FROM pending_edits "
-            "WHERE spreadsheet_id=? AND tab=? ORDER BY at, id",
-            (spreadsheet_id, tab),
-        ).fetchall()
-        return [PendingEdit(i, r, o, n, _dt(a)) for i, r, o, n, a in rows]
+        try:
+            rows = db.execute(
+                "SELECT id, row_number, old_value, new_value, at, recorded_at FROM pending_edits "
+                f"WHERE spreadsheet_id=? AND tab=? AND {_READABLE_AT} ORDER BY at, id",
+                (where.spreadsheet_id, where.tab),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from None
+        return [PendingEdit(i, r, o, n, _dt(a), _dt(t)) for i, r, o, n, a, t in rows]
 
     def resolve_edits(
-        self,
-        spreadsheet_id: str,
-        edit_ids: Sequence[int],
-        transitions: Iterable[tuple[str, str, datetime, str]],
-        now: datetime,
+        self, where: SheetTab, resolved: Sequence[tuple[PendingEdit, str | None]]
     ) -> None:
-        """Turn pending edits into transitions, in one transaction."""
-        rows = [(spreadsheet_id, k, s, _ts(at), src, _ts(now)) for k, s, at, src in transitions]
+        """Turn pending edits into transitions of the lead each maps to (None: no lead, the
+        edit is dropped), in one transaction. A transition keeps when its edit was recorded."""
+        sid, tab = where.spreadsheet_id, where.tab
+        rows = [
+            (sid, tab, key, e.new_value, _ts(e.at), "edit", _ts(e.recorded_at))
+            for e, key in resolved
+            if key is not None
+        ]
         with self._tx() as db:
             db.executemany(
-                "INSERT INTO transitions (spreadsheet_id, lead_key, status, at, source, "
-                "recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            db.executemany("DELETE FROM pending_edits WHERE id=?", [(i,) for i in edit_ids])
+            db.executemany("DELETE FROM pending_edits WHERE id=?", [(e.id,) for e, _ in resolved])
 
     # -- events ----------------------------------------------------------------------------
     def mark_sending(
         self,
-        spreadsheet_id: str,
+        where: SheetTab,
         events: Sequence[PlannedEvent],
         strengths: Mapping[str, str],
         notes: Mapping[str, str | None],
@@ -395,6 +786,7 @@ class Ledger:
     ) -> None:
         """Before the POST: the event exists, with its final event_id, as `sending`."""
         t = _ts(now)
+        sid, tab = where.spreadsheet_id, where.tab
 
         def rows() -> Iterator[tuple[object, ...]]:
             # A generator: 100,000 leads' user_data JSON never sits in memory all at once.
@@ -405,7 +797,8 @@ class Ledger:
                 if e.user_data is not last_user:
                     last_user, user_json = e.user_data, json.dumps(e.user_data, sort_keys=True)
                 yield (
-                    spreadsheet_id,
+                    sid,
+                    tab,
                     e.lead_key,
                     e.event_name,
                     e.event_id,
@@ -425,11 +818,12 @@ class Ledger:
 
         with self._tx() as db:
             db.executemany(
-                "INSERT INTO events (spreadsheet_id, lead_key, event_name, event_id, state, "
-                "event_time, row_number, lead_status, stage_index, fingerprint, attempts, "
-                "first_planned, updated_at, value, currency, match_strength, user_data, notes) "
-                "VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (spreadsheet_id, lead_key, event_name) DO UPDATE SET "
+                "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, "
+                "state, event_time, row_number, lead_status, stage_index, fingerprint, "
+                "attempts, first_planned, updated_at, value, currency, match_strength, "
+                "user_data, notes) "
+                "VALUES (?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO UPDATE SET "
                 "state='sending', event_time=excluded.event_time, "
                 "row_number=excluded.row_number, lead_status=excluded.lead_status, "
                 "fingerprint=excluded.fingerprint, attempts=attempts + 1, "
@@ -441,7 +835,7 @@ class Ledger:
 
     def record_outcomes(
         self,
-        spreadsheet_id: str,
+        where: SheetTab,
         results: Sequence[tuple[PlannedEvent, SendOutcome]],
         now: datetime,
     ) -> None:
@@ -459,7 +853,8 @@ class Ledger:
                     None if state == "sent" else o.summary,
                     int(retry),
                     t,
-                    spreadsheet_id,
+                    where.spreadsheet_id,
+                    where.tab,
                     e.lead_key,
                     e.event_name,
                 )
@@ -468,18 +863,19 @@ class Ledger:
             db.executemany(
                 "UPDATE events SET state=?, sent_at=COALESCE(?, sent_at), fbtrace_id=?, "
                 "error=?, retry=?, updated_at=? "
-                "WHERE spreadsheet_id=? AND lead_key=? AND event_name=?",
+                "WHERE spreadsheet_id=? AND tab=? AND lead_key=? AND event_name=?",
                 rows,
             )
 
     def record_expired(
-        self, spreadsheet_id: str, expired: Sequence[ExpiredEvent], now: datetime
+        self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
     ) -> None:
         """Planned too old to send: kept so it is never tried again, and reported."""
         t = _ts(now)
         rows = [
             (
-                spreadsheet_id,
+                where.spreadsheet_id,
+                where.tab,
                 x.lead_key,
                 x.event_name,
                 x.event_id,
@@ -493,24 +889,25 @@ class Ledger:
         ]
         with self._tx() as db:
             db.executemany(
-                "INSERT INTO events (spreadsheet_id, lead_key, event_name, event_id, state, "
+                "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
                 "event_time, row_number, first_planned, updated_at, error) "
-                "VALUES (?, ?, ?, ?, 'expired', ?, ?, ?, ?, ?) "
-                "ON CONFLICT (spreadsheet_id, lead_key, event_name) DO UPDATE SET "
+                "VALUES (?, ?, ?, ?, ?, 'expired', ?, ?, ?, ?, ?) "
+                "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO UPDATE SET "
                 "state='expired', updated_at=excluded.updated_at, error=excluded.error "
                 "WHERE state != 'sent'",
                 rows,
             )
 
     def record_baseline(
-        self, spreadsheet_id: str, baseline: Sequence[BaselineEvent], now: datetime
+        self, where: SheetTab, baseline: Sequence[BaselineEvent], now: datetime
     ) -> None:
         """Stages reached before sheet-bridge saw when: kept (never sent) so reports and the
         moved-back check know them; a later defensible time may still send them."""
         t = _ts(now)
         rows = [
             (
-                spreadsheet_id,
+                where.spreadsheet_id,
+                where.tab,
                 x.lead_key,
                 x.event_name,
                 x.event_id,
@@ -524,21 +921,63 @@ class Ledger:
         ]
         with self._tx() as db:
             db.executemany(
-                "INSERT INTO events (spreadsheet_id, lead_key, event_name, event_id, state, "
+                "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
                 "event_time, row_number, first_planned, updated_at, error) "
-                "VALUES (?, ?, ?, ?, 'baseline', ?, ?, ?, ?, ?) "
-                "ON CONFLICT (spreadsheet_id, lead_key, event_name) DO NOTHING",
+                "VALUES (?, ?, ?, ?, ?, 'baseline', ?, ?, ?, ?, ?) "
+                "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO NOTHING",
                 rows,
             )
 
-    def events(self, spreadsheet_id: str) -> list[LedgerEvent]:
+    def adopt(self, where: SheetTab, events: Sequence[AdoptedEvent], now: datetime) -> int:
+        """Take events the sheet shows as sent or expired into the ledger; what the ledger
+        already knows of a (lead, event) is never changed. Returns how many were new."""
+        t = _ts(now)
+        rows = [
+            (
+                where.spreadsheet_id,
+                where.tab,
+                a.lead_key,
+                a.event_name,
+                a.event_id,
+                a.state,
+                a.event_time,
+                a.row_number,
+                a.lead_status,
+                a.stage_index,
+                t,
+                _ts(a.sent_at) if a.sent_at is not None else None,
+                t,
+                a.error,
+                a.value,
+                a.currency,
+                a.match_strength,
+                json.dumps(a.user_data, sort_keys=True) if a.user_data is not None else None,
+                a.fbtrace_id,
+                a.notes,
+            )
+            for a in events
+        ]
+        with self._tx(immediate=True) as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
+                "event_time, row_number, lead_status, stage_index, first_planned, sent_at, "
+                "updated_at, error, value, currency, match_strength, user_data, fbtrace_id, "
+                "notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO NOTHING",
+                rows,
+            )
+            return db.total_changes - before
+
+    def events(self, where: SheetTab) -> list[LedgerEvent]:
         db = self._connect()
         out = []
         for r in db.execute(
             "SELECT lead_key, event_name, event_id, state, event_time, row_number, lead_status, "
             "stage_index, sent_at, fbtrace_id, error, retry, value, currency, match_strength, "
-            "user_data FROM events WHERE spreadsheet_id=? ORDER BY event_time, lead_key",
-            (spreadsheet_id,),
+            "user_data FROM events WHERE spreadsheet_id=? AND tab=? "
+            "ORDER BY event_time, lead_key",
+            (where.spreadsheet_id, where.tab),
         ):
             out.append(
                 LedgerEvent(
@@ -562,32 +1001,27 @@ class Ledger:
             )
         return out
 
-    def counts_by_state(self, spreadsheet_id: str) -> dict[str, int]:
+    def counts_by_state(self, where: SheetTab) -> dict[str, int]:
         db = self._connect()
         return {
             state: n
             for state, n in db.execute(
-                "SELECT state, COUNT(*) FROM events WHERE spreadsheet_id=? GROUP BY state",
-                (spreadsheet_id,),
+                "SELECT state, COUNT(*) FROM events WHERE spreadsheet_id=? AND tab=? "
+                "GROUP BY state",
+                (where.spreadsheet_id, where.tab),
             )
         }
 
     # -- passes ----------------------------------------------------------------------------
     def start_pass(
-        self,
-        spreadsheet_id: str,
-        tab: str,
-        trigger: str,
-        dry_run: bool,
-        now: datetime,
-        full: bool = True,
+        self, where: SheetTab, trigger: str, dry_run: bool, now: datetime, full: bool = True
     ) -> int:
         """`full`: the pass plans every lead of the tab (not one edit's lead)."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO passes (spreadsheet_id, tab, trigger, dry_run, started_at, full) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (spreadsheet_id, tab, trigger, int(dry_run), _ts(now), int(full)),
+                (where.spreadsheet_id, where.tab, trigger, int(dry_run), _ts(now), int(full)),
             )
             return int(cur.lastrowid or 0)
 
@@ -600,24 +1034,25 @@ class Ledger:
                 (_ts(now), json.dumps(counts, sort_keys=True), error, pass_id),
             )
 
-    def last_full_pass(self, spreadsheet_id: str, tab: str) -> datetime | None:
-        """When the last completed pass that read every lead of the tab started."""
+    def last_full_pass(self, where: SheetTab) -> datetime | None:
+        """When the last completed pass that read every lead of the tab started: it saw each
+        lead at its then-latest status (the bound of a scan's estimate, sync/plan.py)."""
         db = self._connect()
         row = db.execute(
             "SELECT MAX(started_at) FROM passes WHERE spreadsheet_id=? AND tab=? AND dry_run=0 "
             "AND finished_at IS NOT NULL AND error IS NULL AND full=1",
-            (spreadsheet_id, tab),
+            (where.spreadsheet_id, where.tab),
         ).fetchone()
         return _dt(row[0]) if row and row[0] is not None else None
 
-    def last_pass(self, spreadsheet_id: str, include_dry_run: bool = False) -> dict[str, Any]:
+    def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]:
         db = self._connect()
         row = db.execute(
             "SELECT id, tab, trigger, dry_run, started_at, finished_at, counts, error "
-            "FROM passes WHERE spreadsheet_id=? AND finished_at IS NOT NULL "
+            "FROM passes WHERE spreadsheet_id=? AND tab=? AND finished_at IS NOT NULL "
             + ("" if include_dry_run else "AND dry_run=0 ")
             + "ORDER BY id DESC LIMIT 1",
-            (spreadsheet_id,),
+            (where.spreadsheet_id, where.tab),
         ).fetchone()
         if row is None:
             return {}
@@ -631,6 +1066,13 @@ class Ledger:
             "counts": json.loads(row[6]) if row[6] else {},
             "error": row[7],
         }
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Statement by statement: executescript would commit the open transaction first."""
+    for statement in script.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -260,9 +260,10 @@ class Plan:
         return out
 
 
-def event_id_for(spreadsheet_id: str, lead_key: str, event_name: str) -> str:
-    """Deterministic: the same lead and event name give the same id on every run and machine."""
-    digest = hashlib.sha256(f"{spreadsheet_id}\x1f{lead_key}\x1f{event_name}".encode())
+def event_id_for(spreadsheet_id: str, tab: str, lead_key: str, event_name: str) -> str:
+    """Deterministic: the same lead (spreadsheet, tab, lead key) and event name give the same id
+    on every run and machine; a lead copied into another tab is another lead."""
+    digest = hashlib.sha256(f"{spreadsheet_id}\x1f{tab}\x1f{lead_key}\x1f{event_name}".encode())
     return "sb." + digest.hexdigest()[:32]
 
 
@@ -789,7 +790,8 @@ class _Planner:
         pixel = self._pixel_id(row, stage)
         if pixel is not None:
             return pixel
-        return event_id_for(self.config.sheets.spreadsheet_id, row.key, stage.event)
+        sheet = self.config.sheets
+        return event_id_for(sheet.spreadsheet_id, sheet.tab, row.key, stage.event)
 
     def _baseline_message(self, stage: Stage, unsent: list[str], current: StatusTime) -> str:
         why = current.note or f"no {self.changed_col}"

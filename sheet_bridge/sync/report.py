@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -25,6 +26,10 @@ SUMMARY_KEYS: tuple[str, ...] = (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The words of a CAPI Status cell that `said_events` reads back (sheet-bridge adopt).
+_SENT, _FAILED, _EXPIRED, _WARNING = "Sent: ", "Failed: ", "Expired: ", "Warning: "
+_PARTS = " · "
+_SENT_AT_TEXT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\Z")  # format_sent_at
 _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
     "skipped": "skipped",
     "duplicate": "skipped",
@@ -142,10 +147,10 @@ def render_row(
         parts.append(f"Baseline: {decision.message}")
     elif decision.outcome in ("due", "already_sent", "expired", "baseline"):
         if sent:
-            parts.append("Sent: " + ", ".join(r.event_name for r in sent))
+            parts.append(_SENT + ", ".join(r.event_name for r in sent))
         for r in failed:
             again = "will retry next sync" if r.retry else "fix the row to retry"
-            parts.append(f"Failed: {r.event_name} ({r.error or 'no answer'}; {again})")
+            parts.append(f"{_FAILED}{r.event_name} ({r.error or 'no answer'}; {again})")
         if expired:
             parts.append(_expired_words(expired, tz))
         if baseline:
@@ -162,8 +167,8 @@ def render_row(
         parts.append(f"{label}: {decision.message}")
     notes = decision.warnings if decision.warnings else _notes_of(sent)
     if notes:
-        parts.append("Warning: " + "; ".join(notes))
-    text = " · ".join(parts)
+        parts.append(_WARNING + "; ".join(notes))
+    text = _PARTS.join(parts)
 
     # Records come in funnel order and sorted() is stable: among events sent together, the
     # last is the deepest stage.
@@ -199,6 +204,35 @@ def render_row(
     )
 
 
+def shows_sent_or_expired(cells: Sequence[object]) -> bool:
+    """Whether a row's bridge cells (BRIDGE_COLUMNS order) say Meta has one of its events, or
+    that one expired: CAPI Status names one, or CAPI Sent At holds a time as format_sent_at
+    writes it (render_row fills it only from a sent event; a moved-back row keeps it)."""
+    status, sent_at = (*cells, "", "", "", "")[2:4]
+    if isinstance(sent_at, str) and _SENT_AT_TEXT.match(sent_at):
+        return True
+    said = said_events(status if isinstance(status, str) else "")
+    return bool(said["sent"] or said["expired"])
+
+
+def said_events(status_text: str) -> dict[str, list[str]]:
+    """The event names a CAPI Status cell names as sent, failed and expired, and its warning
+    (the inverse of render_row's words): {"sent": [...], "failed": [...], "expired": [...],
+    "warning": [...]}."""
+    said: dict[str, list[str]] = {"sent": [], "failed": [], "expired": [], "warning": []}
+    for part in status_text.split(_PARTS):
+        if part.startswith(_SENT):
+            said["sent"] += [n.strip() for n in part[len(_SENT) :].split(",") if n.strip()]
+        elif part.startswith(_FAILED):
+            said["failed"].append(part[len(_FAILED) :].split(" (", 1)[0].strip())
+        elif part.startswith(_EXPIRED):
+            names = part[len(_EXPIRED) :].split(" (", 1)[0]
+            said["expired"] += [n.strip() for n in names.split(",") if n.strip()]
+        elif part.startswith(_WARNING):
+            said["warning"].append(part[len(_WARNING) :])
+    return said
+
+
 def _notes_of(sent: Sequence[EventRecord]) -> list[str]:
     for r in reversed(sent):
         if r.notes:
@@ -210,7 +244,7 @@ def _expired_words(expired: Sequence[EventRecord], tz: tzinfo) -> str:
     names = ", ".join(r.event_name for r in expired)
     first = min(expired, key=lambda r: r.event_time)
     at = datetime.fromtimestamp(first.event_time, tz).strftime("%Y-%m-%d")
-    return f"Expired: {names} (status changed {at}, outside Meta's window; not sent)"
+    return f"{_EXPIRED}{names} (status changed {at}, outside Meta's window; not sent)"
 
 
 def _baseline_words(names: Sequence[str]) -> str:

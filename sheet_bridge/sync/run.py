@@ -19,10 +19,11 @@ from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig
 from sheet_bridge.meta.client import CapiClient, SendOutcome
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
-from sheet_bridge.sync.ledger import Ledger
+from sheet_bridge.sync.ledger import Ledger, LedgerBackend, LockLease, SheetTab
 from sheet_bridge.sync.plan import (
     BASELINE_REASON,
     EventRecord,
+    LeadHistory,
     LeadRow,
     Plan,
     RowDecision,
@@ -35,6 +36,7 @@ from sheet_bridge.sync.report import (
     format_sent_at,
     record_after,
     render_row,
+    shows_sent_or_expired,
     summary_counts,
 )
 from sheet_bridge.sync.rows import (
@@ -49,11 +51,19 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Progress = Callable[[str, int, int], None]
-LOG_HEADER = ["Time", "Row", "CAPI Key", "Lead Status", "Event", "Event ID", "Result", "Answer"]
+# One CAPI Log tab serves every tab of the spreadsheet: "Tab" says which one a line is about.
+LOG_HEADER = [
+    "Time", "Row", "CAPI Key", "Lead Status", "Event", "Event ID", "Result", "Answer", "Tab"
+]  # fmt: skip
 
 
 class SyncError(Exception):
     """The pass could not run; the message says why and what to do."""
+
+
+class LedgerBehindSheet(SyncError):
+    """The sheet shows events sent that the ledger has no record of: sending now could send
+    them twice. Nothing was sent; `sheet-bridge adopt` takes them over from the sheet."""
 
 
 def utc_now() -> datetime:
@@ -99,7 +109,7 @@ class Bridge:
         config: BridgeConfig,
         *,
         sheets: SheetsClient,
-        ledger: Ledger,
+        ledger: LedgerBackend,
         capi: CapiClient | None,
         clock: Clock = utc_now,
         lock_wait: float = 5.0,
@@ -112,6 +122,8 @@ class Bridge:
         self.clock = clock
         self.lock_wait = lock_wait
         self._before_write_back = before_write_back  # a test seam: a crash after Meta answered
+        # A ledger from before tabs were keys: rows no pass record placed become this tab's.
+        ledger.claim_legacy_rows(self.sheet_tab)
 
     @classmethod
     def from_config(
@@ -137,11 +149,15 @@ class Bridge:
     def spreadsheet_id(self) -> str:
         return self.config.sheets.spreadsheet_id
 
+    @property
+    def sheet_tab(self) -> SheetTab:
+        """Where this bridge's leads live: every ledger row of theirs is scoped to it."""
+        return SheetTab(self.config.sheets.spreadsheet_id, self.config.sheets.tab)
+
     def record_edit(self, row: int, old: str | None, new: str, at: datetime) -> None:
         """Keep a status edit durably; the next pass (usually the one the edit starts) maps it
         to its lead as a transition, so 3 changes between passes become 3 events."""
-        sheet = self.config.sheets
-        self.ledger.add_edit(sheet.spreadsheet_id, sheet.tab, row, old, new, at, self.clock())
+        self.ledger.add_edit(self.sheet_tab, row, old, new, at, self.clock())
 
     def sync(
         self,
@@ -152,9 +168,9 @@ class Bridge:
         trigger: str = "sync",
         progress: Progress | None = None,
     ) -> SyncResult:
-        """One pass under the spreadsheet's lock (SyncBusy when another pass holds it)."""
-        with gc_pass(), self.ledger.lock(self.spreadsheet_id, wait=self.lock_wait):
-            return self._pass(dry_run, keys, rows, trigger, progress or (lambda *a: None))
+        """One pass under the tab's lock (SyncBusy when another pass holds it)."""
+        with gc_pass(), self.ledger.lock(self.sheet_tab, wait=self.lock_wait) as lease:
+            return self._pass(dry_run, keys, rows, trigger, progress or (lambda *a: None), lease)
 
     def _pass(
         self,
@@ -163,13 +179,14 @@ class Bridge:
         rows: Collection[int] | None,
         trigger: str,
         progress: Progress,
+        lease: LockLease,
     ) -> SyncResult:
         started = time.monotonic()
-        cfg, sid, ledger = self.config, self.spreadsheet_id, self.ledger
+        cfg, where, ledger = self.config, self.sheet_tab, self.ledger
         now = self.clock()
         full = keys is None and rows is None
-        last_full = ledger.last_full_pass(sid, cfg.sheets.tab)
-        pass_id = ledger.start_pass(sid, cfg.sheets.tab, trigger, dry_run, now, full=full)
+        last_full = ledger.last_full_pass(where)
+        pass_id = ledger.start_pass(where, trigger, dry_run, now, full=full)
         try:
             progress("read", 0, 1)
             table, layout, leads = self.read()
@@ -180,8 +197,16 @@ class Bridge:
             written = bridge_cells(table, layout)
             first_row = table.first_row
             del table
+            # A stored edit or transition whose time cannot be used is skipped and said once
+            # (then dropped), never a crash of this pass and every later one.
+            unreadable = ledger.unreadable(where)
+            notices = [f"Skipped from the ledger: {u}" for u in unreadable]
             if not dry_run:
-                self._resolve_edits(leads, now)
+                ledger.drop_unreadable(unreadable)
+                self._resolve_edits(leads)
+            with gc_paused():
+                history = ledger.history(where)
+            self.refuse_if_ledger_behind(written, first_row, layout, leads, history)
             only = set(keys) if keys is not None else None
             if rows is not None:
                 wanted = set(rows)
@@ -190,14 +215,15 @@ class Bridge:
                 the_plan = plan(
                     leads,
                     cfg,
-                    ledger.history(sid),
+                    history,
                     now,
                     only_keys=only,
                     last_full_pass=last_full,
                     tz=tz,
                 )
-            del leads  # the plan carries what it needs of them
-            result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now)
+            del leads, history  # the plan carries what it needs of them
+            result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now, lease)
+            result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
             if not dry_run:
                 self._write_back(written, first_row, layout, result, tz, progress)
@@ -206,7 +232,7 @@ class Bridge:
             raise
         result.seconds = time.monotonic() - started
         ledger.finish_pass(pass_id, result.counts, self.clock(), error=result.halted)
-        log.info("pass %s on %s: %s (%.2f s)", trigger, sid, result.counts, result.seconds)
+        log.info("pass %s on %s: %s (%.2f s)", trigger, where, result.counts, result.seconds)
         return result
 
     def read(self) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
@@ -220,17 +246,46 @@ class Bridge:
         with gc_paused():
             return table, layout, lead_rows(table, self.config, layout)
 
-    def _resolve_edits(self, leads: list[LeadRow], now: datetime) -> None:
-        edits = self.ledger.pending_edits(self.spreadsheet_id, self.config.sheets.tab)
+    def refuse_if_ledger_behind(
+        self,
+        written: Sequence[Sequence[object]],
+        first_row: int,
+        layout: ColumnLayout,
+        leads: Sequence[LeadRow],
+        history: Mapping[str, LeadHistory],
+    ) -> None:
+        """LedgerBehindSheet when rows' CAPI columns say events were sent that this tab's
+        ledger has no record of (a ledger emptied, lost, restored from an older backup, or
+        rows pasted with another tab's CAPI cells): a pass would send them again."""
+        unknown = [r.row_number for r in rows_ahead_of(history, written, first_row, layout, leads)]
+        if not unknown:
+            return
+        shown = ", ".join(str(n) for n in unknown[:10]) + (", …" if len(unknown) > 10 else "")
+        config = Path(self.config.source).name if self.config.source != "<memory>" else "FILE"
+        raise LedgerBehindSheet(
+            f"the ledger has no record of the {len(unknown)} row(s) this sheet says were sent "
+            f"or expired (tab {self.config.sheets.tab!r}, rows {shown}): it is new, emptied or "
+            "older than the sheet, and a sync now would send them to Meta again. Nothing was "
+            "sent. Run "
+            f"`sheet-bridge adopt --config {config}` to take them over from the sheet's CAPI "
+            "columns and CAPI Log (nothing is sent twice); if those rows were copied from "
+            "another tab with their CAPI cells, clear those rows' CAPI cells instead"
+        )
+
+    def _resolve_edits(self, leads: list[LeadRow]) -> None:
+        edits = self.ledger.pending_edits(self.sheet_tab)
         if not edits:
             return
         by_row = {r.row_number: r for r in leads}
-        transitions = [
-            (by_row[e.row_number].key, e.new_value, e.at, "edit")
-            for e in edits
-            if e.row_number in by_row and e.new_value.strip()
-        ]
-        self.ledger.resolve_edits(self.spreadsheet_id, [e.id for e in edits], transitions, now)
+        self.ledger.resolve_edits(
+            self.sheet_tab,
+            [
+                (e, by_row[e.row_number].key)
+                if e.row_number in by_row and e.new_value.strip()
+                else (e, None)
+                for e in edits
+            ],
+        )
 
     def _send_and_record(
         self,
@@ -240,18 +295,21 @@ class Bridge:
         trigger: str,
         progress: Progress,
         now: datetime,
+        lease: LockLease,
     ) -> SyncResult:
         """Send what is due, record Meta's answers, and report every row."""
-        sid, ledger = self.spreadsheet_id, self.ledger
+        where, ledger = self.sheet_tab, self.ledger
         events = the_plan.events
         after: dict[tuple[str, str], EventRecord] = {}
         meta_requests = 0
         if not dry_run:
             ledger.add_transitions(
-                sid, [(o.lead_key, o.status, o.at, o.source) for o in the_plan.observations], now
+                where,
+                [(o.lead_key, o.status, o.at, o.source) for o in the_plan.observations],
+                now,
             )
-            ledger.record_expired(sid, the_plan.expired, now)
-            ledger.record_baseline(sid, the_plan.baseline, now)
+            ledger.record_expired(where, the_plan.expired, now)
+            ledger.record_baseline(where, the_plan.baseline, now)
             for x in the_plan.expired:
                 after[(x.lead_key, x.event_name)] = EventRecord(
                     x.event_name, x.event_id, "expired", x.event_time, error=expired_reason(x)
@@ -287,7 +345,7 @@ class Bridge:
                     f"{self.config.meta.access_token_env} (a CAPI token from Events Manager)"
                 )
             strengths = {d.lead_key: d.match.strength for d in decisions if d.match is not None}
-            ledger.mark_sending(sid, events, strengths, notes, now)
+            ledger.mark_sending(where, events, strengths, notes, now)
             # A lead's report is written as soon as its last event has Meta's answer, and its
             # planned events (payload parts, hashed identifiers) are let go: the plan shrinks
             # while the reports grow, instead of both being held whole at the end.
@@ -304,10 +362,11 @@ class Bridge:
                     # other batches would fail alike. They stay due for the next pass.
                     outcomes = [halted] * len(chunk)
                 else:
+                    lease.check()  # a pass whose lock lapsed may no longer be the only one
                     outcomes = self.capi.send([e.payload for e in chunk])
                     halted = next((o for o in outcomes if o.state == "not_sent"), None)
                 sent_at = self.clock()
-                ledger.record_outcomes(sid, list(zip(chunk, outcomes, strict=True)), sent_at)
+                ledger.record_outcomes(where, list(zip(chunk, outcomes, strict=True)), sent_at)
                 for e, o in zip(chunk, outcomes, strict=True):
                     after[(e.lead_key, e.event_name)] = record_after(
                         e, o, sent_at, notes.get(e.lead_key)
@@ -328,7 +387,7 @@ class Bridge:
             ]
         del reports
         result = SyncResult(
-            spreadsheet_id=sid,
+            spreadsheet_id=where.spreadsheet_id,
             tab=self.config.sheets.tab,
             dry_run=dry_run,
             trigger=trigger,
@@ -405,11 +464,45 @@ class Bridge:
         progress("write", 1, 1)
 
 
+def rows_ahead_of(
+    history: Mapping[str, LeadHistory],
+    written: Sequence[Sequence[object]],
+    first_row: int,
+    layout: ColumnLayout,
+    leads: Sequence[LeadRow],
+) -> list[LeadRow]:
+    """The leads whose CAPI columns show an event sent or expired that `history` has no event
+    of (an empty history: every lead the sheet shows so). Cells where a CAPI column is still
+    to be created (stray cells right of the header) are not the bridge's: they say nothing."""
+    missing = {BRIDGE_COLUMNS.index(h) for _, h in layout.new_headers}
+    out = []
+    for r in leads:
+        if r.key in history and history[r.key].events:
+            continue  # the usual case, first: a pass over known leads checks nothing more
+        i = r.row_number - first_row
+        if not 0 <= i < len(written):
+            continue
+        cells = [("" if j in missing else c) for j, c in enumerate(written[i])]
+        if shows_sent_or_expired(cells):
+            out.append(r)
+    return out
+
+
 def _log_rows(result: SyncResult, stamp: str) -> Iterator[list[object]]:
     """The CAPI Log rows of a pass: one per event it decided, row by row, funnel order."""
     for report in result.rows:
         for name, event_id, state, answer in report.logged:
-            yield [stamp, report.row, report.lead_key, report.status, name, event_id, state, answer]
+            yield [
+                stamp,
+                report.row,
+                report.lead_key,
+                report.status,
+                name,
+                event_id,
+                state,
+                answer,
+                result.tab,
+            ]
 
 
 _gc_lock = threading.Lock()

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sheet_bridge.sync.ledger import LedgerError, SyncBusy
-from sheet_bridge.sync.run import Bridge, SyncError
+from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError
 from sheet_bridge.web.auth import AuthError
 
 if TYPE_CHECKING:
@@ -108,6 +108,8 @@ def _run(bridge: Bridge, **kw: Any) -> dict[str, Any]:
         raise ApiError(
             409, "sync_running", "a sync of this spreadsheet is running; try again in a minute"
         ) from None
+    except LedgerBehindSheet as exc:
+        raise ApiError(409, "ledger_behind_sheet", str(exc)) from None
     except SyncError as exc:
         raise ApiError(502, "sheet_unavailable", str(exc)) from None
     except LedgerError as exc:
@@ -167,7 +169,7 @@ def report() -> Any:
     sid = request.args.get("spreadsheet_id", "")
     bridge = _bridge(sid, request.args.get("tab"))
     try:
-        events = bridge.ledger.events(bridge.spreadsheet_id)
+        events = bridge.ledger.events(bridge.sheet_tab)
     except LedgerError as exc:
         log.error("ledger: %s", exc)
         raise ApiError(500, "ledger_unavailable", str(exc)) from None

@@ -192,10 +192,7 @@ def test_sheets_down_on_read_stops_the_pass_before_anything_is_sent(
         world.bridge().sync()
     assert ("quota" if status == 429 else "try again") in str(caught.value)
     assert world.meta_stats()["requests"] == 0
-    assert (
-        Ledger(world.config.ledger_path({})).counts_by_state(world.config.sheets.spreadsheet_id)
-        == {}
-    )
+    assert Ledger(world.config.ledger_path({})).counts_by_state(world.bridge().sheet_tab) == {}
 
 
 @pytest.mark.parametrize("status", [429, 500])

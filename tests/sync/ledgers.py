@@ -10,10 +10,12 @@ from typing import Any
 from sheet_bridge.config import BridgeConfig, parse_config
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.meta.identity import hash_user_data, match_keys
-from sheet_bridge.sync.ledger import Ledger
+from sheet_bridge.sync.ledger import Ledger, SheetTab
 from sheet_bridge.sync.plan import ExpiredEvent, PlannedEvent, event_id_for
 
 SHEET = "1ReportSheet0000000000000000000000000000000"
+TAB = "Leads"  # report_config names no tab: the default
+WHERE = SheetTab(SHEET, TAB)
 # A Thursday in ISO week 2026-W11 (Monday 9 March); the report's 8 weeks are W04..W11.
 NOW = datetime(2026, 3, 12, 12, 0, tzinfo=UTC)
 W11 = datetime(2026, 3, 9, tzinfo=UTC)  # Monday 00:00 UTC of the current week
@@ -77,14 +79,14 @@ class LedgerWriter:
         `identity`: raw identifiers (Meta keys); by default an e-mail made from the lead key.
         """
         stage = self.stages[event_name]
-        event_id = event_id_for(SHEET, lead, event_name)
+        event_id = event_id_for(SHEET, TAB, lead, event_name)
         event_time = int(at.timestamp())
         answered = at + sent_after
         if state == "expired":
             expired = ExpiredEvent(
                 2, lead, event_name, event_id, event_time, answered - at, timedelta(days=7)
             )
-            self.ledger.record_expired(SHEET, [expired], answered)
+            self.ledger.record_expired(WHERE, [expired], answered)
             return
         raw = {"em": f"{lead}@example.com"} if identity is None else identity
         hashed = hash_user_data(raw, self.config.meta.default_country)
@@ -104,13 +106,13 @@ class LedgerWriter:
             "INR" if amount is not None else None,
         )
         strength = match_keys(hashed.user_data).strength
-        self.ledger.mark_sending(SHEET, [planned], {lead: strength}, {}, answered)
+        self.ledger.mark_sending(WHERE, [planned], {lead: strength}, {}, answered)
         outcome = (
             SendOutcome("sent", "ok", fbtrace_id="trace")
             if state == "sent"
             else SendOutcome("failed", "invalid parameter", code=100)
         )
-        self.ledger.record_outcomes(SHEET, [(planned, outcome)], answered)
+        self.ledger.record_outcomes(WHERE, [(planned, outcome)], answered)
 
     def leads(self, count: int, at: datetime, *, prefix: str, event_name: str = "Lead") -> None:
         """`count` leads with one sent event each at `at`."""

@@ -13,7 +13,7 @@ import pytest
 from sheet_bridge.meta.identity import sha256_hex
 from sheet_bridge.sync.audience import JunkAudience, junk_audience
 from sheet_bridge.sync.ledger import Ledger
-from tests.sync.ledgers import NOW, SHEET, LedgerWriter, report_config
+from tests.sync.ledgers import NOW, WHERE, LedgerWriter, report_config
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def writer(tmp_path: Path) -> LedgerWriter:
 
 
 def audience(writer: LedgerWriter, days: int = 90) -> JunkAudience:
-    return junk_audience(writer.ledger.events(SHEET), writer.config, NOW, days=days)
+    return junk_audience(writer.ledger.events(WHERE), writer.config, NOW, days=days)
 
 
 def test_disqualified_leads_of_the_last_90_days_become_hashed_rows(writer: LedgerWriter) -> None:

@@ -14,7 +14,7 @@ import pytest
 from sheet_bridge.config import BridgeConfig
 from sheet_bridge.sync.funnel import Advice, FunnelReport, funnel_report
 from sheet_bridge.sync.ledger import Ledger
-from tests.sync.ledgers import NOW, SHEET, STAGES, W11, LedgerWriter, report_config, week
+from tests.sync.ledgers import NOW, STAGES, W11, WHERE, LedgerWriter, report_config, week
 
 FUNNEL = ("Lead", "QualifiedLead", "Schedule", "StartTrial", "Purchase")
 
@@ -31,7 +31,7 @@ def build(tmp_path: Path) -> Build:
         writer = LedgerWriter(ledger, config)
 
         def report(**kw: Any) -> FunnelReport:
-            return funnel_report(ledger.events(SHEET), config, NOW, **kw)
+            return funnel_report(ledger.events(WHERE), config, NOW, **kw)
 
         return writer, report
 

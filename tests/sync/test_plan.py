@@ -26,6 +26,7 @@ from sheet_bridge.sync.plan import (
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 SHEET = "sheet-1"
+TAB = "Leads"  # the config's tab (the default)
 EMAIL = "asha@example.com"
 FUNNEL = ["Lead", "QualifiedLead", "Schedule", "StartTrial", "Purchase"]
 
@@ -101,7 +102,7 @@ def lead(
 
 def sent(*names: str, state: str = "sent", **more: Any) -> LeadHistory:
     events = {
-        n: EventRecord(n, event_id_for(SHEET, "L1", n), state, ts(ago(days=1)), **more)  # type: ignore[arg-type]
+        n: EventRecord(n, event_id_for(SHEET, TAB, "L1", n), state, ts(ago(days=1)), **more)  # type: ignore[arg-type]
         for n in names
     }
     return LeadHistory(events=events)
@@ -408,20 +409,21 @@ def test_event_id_is_deterministic_across_runs() -> None:
 def test_event_id_is_the_documented_stable_string() -> None:
     decision = decide(lead("SQL", changed=ago(hours=1)))
     for event in decision.events:
-        assert event.event_id == event_id_for(SHEET, "L1", event.event_name)
-    # Stable across machines and versions: the digest of sheet, key and event name.
-    digest = hashlib.sha256(b"sheet-1\x1fL1\x1fSchedule").hexdigest()[:32]
+        assert event.event_id == event_id_for(SHEET, TAB, "L1", event.event_name)
+    # Stable across machines and versions: the digest of sheet, tab, key and event name.
+    digest = hashlib.sha256(b"sheet-1\x1fLeads\x1fL1\x1fSchedule").hexdigest()[:32]
     assert decision.events[-1].event_id == f"sb.{digest}"
 
 
-def test_event_id_differs_per_lead_per_event_and_per_sheet() -> None:
+def test_event_id_differs_per_lead_per_event_per_sheet_and_per_tab() -> None:
     ids = {
-        event_id_for(SHEET, "L1", "Lead"),
-        event_id_for(SHEET, "L2", "Lead"),
-        event_id_for(SHEET, "L1", "Schedule"),
-        event_id_for("sheet-2", "L1", "Lead"),
+        event_id_for(SHEET, TAB, "L1", "Lead"),
+        event_id_for(SHEET, TAB, "L2", "Lead"),
+        event_id_for(SHEET, TAB, "L1", "Schedule"),
+        event_id_for("sheet-2", TAB, "L1", "Lead"),
+        event_id_for(SHEET, "Brand B", "L1", "Lead"),
     }
-    assert len(ids) == 4
+    assert len(ids) == 5
 
 
 def test_pixel_event_id_is_reused_for_the_lead_event_only() -> None:
@@ -429,8 +431,8 @@ def test_pixel_event_id_is_reused_for_the_lead_event_only() -> None:
     events = decide(row).events
     assert [e.event_id for e in events] == [
         "px-42",
-        event_id_for(SHEET, "L1", "QualifiedLead"),
-        event_id_for(SHEET, "L1", "Schedule"),
+        event_id_for(SHEET, TAB, "L1", "QualifiedLead"),
+        event_id_for(SHEET, TAB, "L1", "Schedule"),
     ]
     assert events[0].payload["event_id"] == "px-42"
 

@@ -236,7 +236,8 @@ def test_capi_log_gets_one_line_per_event_decided_row_by_row_in_funnel_order(
     data = httpx.get(world.sheets_url + "/_emulator/data", timeout=10).json()
     log = data["spreadsheets"][WORLD_SHEET]["sheets"]["CAPI Log"]
     assert log[0] == ["Time", "Row", "CAPI Key", "Lead Status", "Event", "Event ID", "Result",
-                      "Answer"]  # fmt: skip
+                      "Answer", "Tab"]  # fmt: skip
+    assert {r[8] for r in log[1:]} == {"Leads"}
     lines = [(r[1], r[3], r[4], r[6]) for r in log[1:]]
     assert lines == [
         (2, "SQL", "Lead", "expired"),
@@ -349,8 +350,8 @@ def leave_sending(world: World) -> dict[str, str]:
     (lead key, event name) → event id, and nothing at Meta."""
     bridge = world.bridge()
     _, _, leads = bridge.read()
-    the_plan = plan(leads, world.config, bridge.ledger.history(WORLD_SHEET), world.now)
-    bridge.ledger.mark_sending(WORLD_SHEET, the_plan.events, {}, {}, world.now)
+    the_plan = plan(leads, world.config, bridge.ledger.history(bridge.sheet_tab), world.now)
+    bridge.ledger.mark_sending(bridge.sheet_tab, the_plan.events, {}, {}, world.now)
     return {e.event_name: e.event_id for e in the_plan.events}
 
 
@@ -365,7 +366,7 @@ def test_events_left_sending_are_sent_again_with_the_same_event_id(
 
     assert {e["event_name"]: e["event_id"] for e in events_of(world, 1)} == planned_ids
     assert result.events_sent == 2
-    assert world.bridge().ledger.counts_by_state(WORLD_SHEET) == {"sent": 2}
+    assert world.bridge().ledger.counts_by_state(world.bridge().sheet_tab) == {"sent": 2}
 
 
 def test_row_says_its_events_left_sending_by_an_interrupted_pass_were_sent_again(
@@ -407,7 +408,7 @@ def test_second_caller_waits_briefly_then_is_told_a_sync_is_running(
     world = make_world([lead_row(1, "New", now=world_now)])
     holder = world.bridge()
 
-    with holder.ledger.lock(WORLD_SHEET, wait=0), pytest.raises(SyncBusy):
+    with holder.ledger.lock(holder.sheet_tab, wait=0), pytest.raises(SyncBusy):
         world.bridge(lock_wait=0.2).sync()
 
     assert world.meta_events() == []
@@ -429,7 +430,7 @@ def test_dry_run_sends_nothing_and_writes_nothing(
     assert world.rows() == before
     stats = world.sheets_stats()
     assert stats.get("values.batchUpdate", 0) == stats.get("values.append", 0) == 0
-    assert bridge.ledger.counts_by_state(WORLD_SHEET) == {}
+    assert bridge.ledger.counts_by_state(bridge.sheet_tab) == {}
     assert [r.outcome for r in result.rows] == ["due", "due"]
     assert result.rows[0].message == "Would send: Lead, QualifiedLead, Schedule"
     assert result.events_sent == 0
