@@ -65,11 +65,25 @@ class SheetsConfig(_Strict):
     spreadsheet_id: str = Field(min_length=1)
     tab: str = "Leads"
     api_endpoint: str | None = None
-    credentials: Literal["service_account", "user_token", "anonymous"] = "service_account"
+    credentials: Literal["service_account", "anonymous"] = "service_account"
     service_account_file: str | None = None
     # How to read ambiguous dates such as 03/04/2026 typed as text: day first (03 April) or
     # month first (March 4). Serial-number and ISO 8601 cells are never ambiguous.
     date_order: Literal["day_first", "month_first"] = "day_first"
+
+    @field_validator("credentials", mode="before")
+    @classmethod
+    def _no_user_token(cls, v: Any) -> Any:
+        # The add-on holds only spreadsheets.currentonly, a scope Apps Script's own services
+        # honour and the Sheets REST API does not: a user's token could never read the sheet.
+        if v == "user_token":
+            raise ValueError(
+                "credentials = 'user_token' is not supported (the add-on's token only opens "
+                "the sheet inside Apps Script, not through the Sheets API); use "
+                "credentials = 'service_account' with service_account_file = 'key.json' and "
+                "share the sheet with that service account"
+            )
+        return v
 
     @model_validator(mode="after")
     def _credentials_fit(self) -> SheetsConfig:
@@ -211,11 +225,26 @@ class ServerConfig(_Strict):
     ledger: str | None = None
     max_body_bytes: int = 1_000_000
 
+    @field_validator("allowed_domain")
+    @classmethod
+    def _bare_domain(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        domain = v.strip().removeprefix("@").casefold()
+        if not domain or "@" in domain or "." not in domain:
+            raise ValueError(
+                f"allowed_domain {v!r} is not a domain; give the Workspace domain, "
+                "e.g. allowed_domain = 'example.com'"
+            )
+        return domain
+
     def shared_secret(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The secret from the variable this config names, stripped: a secret file's trailing
+        newline must not lock every caller out."""
         if not self.shared_secret_env:
             return None
         value = (environ if environ is not None else os.environ).get(self.shared_secret_env, "")
-        return value or None
+        return value.strip() or None
 
 
 class StageConfig(_Strict):

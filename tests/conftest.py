@@ -36,7 +36,7 @@ if os.environ.get("CI"):
 
 # Distinctive, so a leak anywhere is found by a plain substring search.
 WORLD_TOKEN = "EAAGworldToken-5c4b3a29-never-leak"
-WORLD_SECRET = "sidebar-shared-secret-1f2e3d"
+WORLD_SECRET = "sidebar-shared-secret-1f2e3d-4c5b6a79"
 WORLD_SHEET = "1WorldTestSheet000000000000000000000000000"
 WORLD_PIXEL = "998877665544332"
 WORLD_TZ = "Asia/Kolkata"

@@ -3,6 +3,8 @@ certs endpoint serves, made locally so nothing reaches Google."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,8 +61,9 @@ def forger_key() -> rsa.RSAPrivateKey:
     return rsa_key()
 
 
-def id_token(key: rsa.RSAPrivateKey, kid: str, **claims: Any) -> str:
-    """A Google-shaped ID token for AUDIENCE, valid for an hour unless `claims` say otherwise."""
+def id_token(key: rsa.RSAPrivateKey, kid: str, *, omit: tuple[str, ...] = (), **claims: Any) -> str:
+    """A Google-shaped ID token for AUDIENCE, valid for an hour unless `claims` say otherwise:
+    a Workspace account of example.com (`hd` is how Google says so). `omit`: claims left out."""
     now = int(time.time())
     payload: dict[str, Any] = {
         "iss": "https://accounts.google.com",
@@ -68,10 +71,34 @@ def id_token(key: rsa.RSAPrivateKey, kid: str, **claims: Any) -> str:
         "sub": "1098765432101234567890",
         "email": "ops@example.com",
         "email_verified": True,
+        "hd": "example.com",
         "iat": now - 60,
         "exp": now + 3600,
         **claims,
     }
+    for name in omit:
+        payload.pop(name, None)
     signer = crypt.RSASigner.from_string(private_pem(key), key_id=kid)  # type: ignore[no-untyped-call]
     token: bytes = google_jwt.encode(signer, payload)  # type: ignore[no-untyped-call]
     return token.decode()
+
+
+def forged_shape(header: dict[str, Any], **claims: Any) -> str:
+    """A token with any header and claims and a made-up signature: what a stranger can send
+    without a key (alg "none", no kid, someone else's audience, an old expiry…)."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": "https://accounts.google.com",
+        "aud": AUDIENCE,
+        "email": "ops@example.com",
+        "email_verified": True,
+        "hd": "example.com",
+        "iat": now - 60,
+        "exp": now + 3600,
+        **claims,
+    }
+    return f"{part(header)}.{part(payload)}.c2lnbmF0dXJl"

@@ -140,7 +140,7 @@ def serve_playground(
     if not (data_dir / "sheets.json").exists():
         run_demo(data_dir)
     _stop_on_signals()
-    secret = secrets.token_urlsafe(24)
+    secret = secrets.token_urlsafe(32)
     try:
         with demo_environment(data_dir, sheets_port=sheets_port, meta_port=meta_port) as env:
             app = create_playground(env, secret)

@@ -75,9 +75,7 @@ def _is_loopback(url: str | None) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def build_service(
-    config: SheetsConfig, *, user_token: str | None = None, base_dir: Path | None = None
-) -> Any:
+def build_service(config: SheetsConfig, *, base_dir: Path | None = None) -> Any:
     """A googleapiclient Sheets v4 service for this config, built offline from the bundled
     discovery document; `api_endpoint` (the emulator) replaces Google's host when set."""
     from googleapiclient.discovery import build
@@ -85,7 +83,7 @@ def build_service(
     service = build(
         "sheets",
         "v4",
-        credentials=_credentials(config, user_token, base_dir),
+        credentials=_credentials(config, base_dir),
         static_discovery=True,
         cache_discovery=False,
         client_options={"api_endpoint": config.api_endpoint} if config.api_endpoint else None,
@@ -115,7 +113,7 @@ def _key_file(config: SheetsConfig, base_dir: Path | None) -> Path:
     return path if path.is_absolute() or base_dir is None else base_dir / path
 
 
-def _credentials(config: SheetsConfig, user_token: str | None, base_dir: Path | None) -> Any:
+def _credentials(config: SheetsConfig, base_dir: Path | None) -> Any:
     if config.credentials == "service_account":
         from google.oauth2 import service_account
 
@@ -135,14 +133,6 @@ def _credentials(config: SheetsConfig, user_token: str | None, base_dir: Path | 
                 f"{path} is not a service account JSON key ({exc}); download a new key "
                 "(IAM → Service accounts → Keys → Add key → JSON)"
             ) from None
-    if config.credentials == "user_token":
-        from google.oauth2.credentials import Credentials
-
-        if not user_token:
-            raise SheetsError(
-                "credentials = 'user_token' needs the signed-in user's OAuth token; none was given"
-            )
-        return Credentials(user_token)  # type: ignore[no-untyped-call]
     if not _is_loopback(config.api_endpoint):
         # Never send anonymous calls to Google: it would only answer 401/403.
         raise SheetsError(
@@ -168,16 +158,11 @@ class SheetsClient:
         *,
         sleep: Callable[[float], None] = time.sleep,
         max_attempts: int = 5,
-        user_token: str | None = None,
         base_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.base_dir = base_dir
-        self.service = (
-            service
-            if service is not None
-            else build_service(config, user_token=user_token, base_dir=base_dir)
-        )
+        self.service = service if service is not None else build_service(config, base_dir=base_dir)
         self.sleep = sleep
         self.max_attempts = max(1, max_attempts)
         self.stats = 0  # API calls made, retries included
@@ -443,9 +428,8 @@ class SheetsClient:
                 email = json.loads(path.read_text(encoding="utf-8")).get("client_email")
             except (OSError, ValueError, AttributeError):
                 email = None
-            return str(email) if email else f"in {path}"
-        if self.config.credentials == "user_token":
-            return "The signed-in Google account"
+            # The key file's name only: this text can reach an API answer, a path must not.
+            return str(email) if email else f"in the key file {path.name}"
         return "The anonymous caller"
 
 

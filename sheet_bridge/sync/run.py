@@ -131,7 +131,6 @@ class Bridge:
         config: BridgeConfig,
         *,
         environ: Mapping[str, str] | None = None,
-        user_token: str | None = None,
         **kw: Any,
     ) -> Bridge:
         env = environ if environ is not None else os.environ
@@ -139,7 +138,7 @@ class Bridge:
         base = Path(config.source).parent if config.source != "<memory>" else None
         return cls(
             config,
-            sheets=SheetsClient(config.sheets, user_token=user_token, base_dir=base),
+            sheets=SheetsClient(config.sheets, base_dir=base),
             ledger=Ledger(config.ledger_path(env)),
             capi=CapiClient.from_config(config.meta, token) if token else None,
             **kw,

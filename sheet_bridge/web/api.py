@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -14,7 +14,7 @@ from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError
 from sheet_bridge.web.auth import AuthError
 
 if TYPE_CHECKING:
-    from sheet_bridge.web.app import BridgeRegistry
+    from sheet_bridge.web.app import Access, BridgeRegistry
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -29,7 +29,8 @@ class ApiError(Exception):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON types as written ("yes" or 1 is not a boolean, "2" is not a row number).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SyncRequest(_Body):
@@ -37,6 +38,13 @@ class SyncRequest(_Body):
     tab: str | None = Field(default=None, max_length=200)
     dry_run: bool = False
     keys: list[str] | None = Field(default=None, max_length=10_000)
+
+
+# How far an edit's time may lie from the server's clock: Meta takes nothing older than 62
+# days (DOMAIN.md §5), and a trigger stamps the edit as it happens, so more than a few
+# minutes ahead is a wrong clock, not an edit.
+EDIT_MAX_AGE = timedelta(days=62)
+EDIT_MAX_AHEAD = timedelta(minutes=5)
 
 
 class EditRequest(_Body):
@@ -64,41 +72,83 @@ def _api_error(exc: ApiError) -> tuple[Response, int]:
     return error_response(exc.status, exc.code, exc.message)
 
 
-def _parse(model: type[_Body], data: Any) -> Any:
+@api.errorhandler(AuthError)
+def _auth_error(exc: AuthError) -> tuple[Response, int]:
+    code = {401: "unauthorized", 403: "forbidden"}.get(exc.status, "auth_unavailable")
+    return error_response(exc.status, code, str(exc))
+
+
+@api.errorhandler(LedgerError)
+def _ledger_error(exc: LedgerError) -> tuple[Response, int]:
+    # The detail names the ledger's file: for the server log, never for the caller.
+    log.error("ledger: %s", exc)
+    return error_response(
+        500,
+        "ledger_unavailable",
+        "the ledger cannot be used, so nothing was sent or written; the backend's log says "
+        "why and what to do (nothing was reset)",
+    )
+
+
+def _registry() -> BridgeRegistry:
+    registry: BridgeRegistry = current_app.extensions["sheet_bridge"]
+    return registry
+
+
+def _parse(model: type[_Body]) -> Any:
+    """The request body as `model`, parsed by pydantic's own JSON reader: strict types, and
+    a nesting limit (an error, not Python recursion) so deep JSON is a 400."""
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(request.get_data(cache=False))
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "model_type":
+            raise ApiError(400, "invalid_request", "the body must be a JSON object") from None
+        if first["type"] == "json_invalid":
+            raise ApiError(
+                400, "invalid_request", f"the body is not usable JSON: {first['msg']}"
+            ) from None
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise ApiError(400, "invalid_request", f"{where}: {first['msg']}") from None
 
 
-def _json_body() -> Any:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_request", "the body must be a JSON object")
-    return data
+def _allowed_bridge(access: Access, spreadsheet_id: str, tab: str | None) -> Bridge:
+    """The bridge a request names, if the caller's credentials open it. A caller whose
+    credentials open only some bridges learns nothing about the others: an unknown sheet and
+    a sheet it may not use get the same 403."""
+    bridge = _registry().find(spreadsheet_id, tab)
+    where = f"spreadsheet {spreadsheet_id}" + (f" tab {tab!r}" if tab else "")
+    if bridge is not None and (spreadsheet_id, bridge.config.sheets.tab) in access.callers:
+        g.caller = access.callers[(spreadsheet_id, bridge.config.sheets.tab)]
+        return bridge
+    if access.everything:
+        raise ApiError(404, "unknown_spreadsheet", f"no bridge is configured for {where}")
+    raise ApiError(403, "forbidden", f"these credentials do not open {where}")
 
 
-def _bridge(spreadsheet_id: str, tab: str | None) -> Bridge:
-    """Find the bridge and authenticate the caller against its [server] settings."""
-    registry: BridgeRegistry = current_app.extensions["sheet_bridge"]
-    bridge = registry.find(spreadsheet_id, tab)
-    header = request.headers.get("Authorization")
-    try:
-        if bridge is None:
-            registry.authenticate_any(header)  # 401 first: don't tell strangers what exists
-            raise ApiError(
-                404,
-                "unknown_spreadsheet",
-                f"no bridge is configured for spreadsheet {spreadsheet_id}"
-                + (f" tab {tab!r}" if tab else ""),
-            )
-        g.caller = registry.authenticator(bridge).authenticate(header)
-    except AuthError as exc:
-        code = "unauthorized" if exc.status == 401 else "forbidden"
-        raise ApiError(exc.status, code, str(exc)) from None
-    return bridge
+def _authorized(model: type[_Body]) -> tuple[Bridge, Any]:
+    """Authenticate from the header, then read the body, then check the caller may use the
+    bridge it names: a body from a stranger is never read."""
+    access = _registry().authenticate(request.headers.get("Authorization"))
+    body = _parse(model)
+    return _allowed_bridge(access, body.spreadsheet_id, body.tab), body
+
+
+def _from_query() -> Bridge:
+    access = _registry().authenticate(request.headers.get("Authorization"))
+    return _allowed_bridge(access, request.args.get("spreadsheet_id", ""), request.args.get("tab"))
+
+
+def _edit_time_problem(at: datetime, now: datetime) -> str | None:
+    earliest, latest = (now - EDIT_MAX_AGE).astimezone(UTC), (now + EDIT_MAX_AHEAD).astimezone(UTC)
+    if earliest <= at <= latest:
+        return None
+    # Echoed in its own offset: year 1 at +14:00 cannot be moved to UTC.
+    return (
+        f"at: {at.isoformat()} is outside the accepted range {earliest:%Y-%m-%dT%H:%M:%SZ} "
+        f"to {latest:%Y-%m-%dT%H:%M:%SZ} (the last 62 days up to 5 minutes ahead of the "
+        "server's clock); send the time of the edit from a correctly set clock"
+    )
 
 
 def _run(bridge: Bridge, **kw: Any) -> dict[str, Any]:
@@ -112,29 +162,21 @@ def _run(bridge: Bridge, **kw: Any) -> dict[str, Any]:
         raise ApiError(409, "ledger_behind_sheet", str(exc)) from None
     except SyncError as exc:
         raise ApiError(502, "sheet_unavailable", str(exc)) from None
-    except LedgerError as exc:
-        log.error("ledger: %s", exc)
-        raise ApiError(500, "ledger_unavailable", str(exc)) from None
     return result.to_json()
-
-
-def _bridge_for_body(model: type[_Body]) -> tuple[Bridge, Any]:
-    """The JSON body's bridge (authenticated first), then the body validated."""
-    body = _json_body()
-    sid, tab = body.get("spreadsheet_id"), body.get("tab")
-    bridge = _bridge(sid if isinstance(sid, str) else "", tab if isinstance(tab, str) else None)
-    return bridge, _parse(model, body)
 
 
 @api.post("/sync")
 def sync() -> Any:
-    bridge, req = _bridge_for_body(SyncRequest)
+    bridge, req = _authorized(SyncRequest)
     return jsonify(_run(bridge, dry_run=req.dry_run, keys=req.keys, trigger="sync"))
 
 
 @api.post("/edits")
 def edits() -> Any:
-    bridge, req = _bridge_for_body(EditRequest)
+    bridge, req = _authorized(EditRequest)
+    problem = _edit_time_problem(req.at, bridge.clock())
+    if problem is not None:
+        raise ApiError(400, "invalid_request", problem)
     bridge.record_edit(req.row, req.old_value, req.new_value, req.at)
     try:
         summary = _run(bridge, rows=[req.row], trigger="edit")
@@ -156,9 +198,7 @@ def edits() -> Any:
 def status() -> Any:
     from sheet_bridge.sync.status import bridge_status
 
-    sid = request.args.get("spreadsheet_id", "")
-    bridge = _bridge(sid, request.args.get("tab"))
-    return jsonify(bridge_status(bridge))
+    return jsonify(bridge_status(_from_query()))
 
 
 @api.get("/report")
@@ -166,12 +206,7 @@ def report() -> Any:
     from sheet_bridge.sync.chart import weekly_chart
     from sheet_bridge.sync.funnel import funnel_report
 
-    sid = request.args.get("spreadsheet_id", "")
-    bridge = _bridge(sid, request.args.get("tab"))
-    try:
-        events = bridge.ledger.events(bridge.sheet_tab)
-    except LedgerError as exc:
-        log.error("ledger: %s", exc)
-        raise ApiError(500, "ledger_unavailable", str(exc)) from None
+    bridge = _from_query()
+    events = bridge.ledger.events(bridge.sheet_tab)
     result = funnel_report(events, bridge.config, bridge.clock())
     return jsonify({**result.to_json(), "svg": weekly_chart(result)})

@@ -3,28 +3,52 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from sheet_bridge.config import BridgeConfig, load_configs
-from sheet_bridge.sync.run import Bridge
-from sheet_bridge.web.auth import Authenticator, AuthError, TokenVerifier
+from sheet_bridge.config import BridgeConfig, ConfigError, load_configs
+from sheet_bridge.sheets.client import SheetsError
+from sheet_bridge.sync.ledger import LedgerError
+from sheet_bridge.sync.run import Bridge, SyncError
+from sheet_bridge.web.auth import (
+    Authenticator,
+    AuthError,
+    Caller,
+    TokenVerifier,
+    bearer_token,
+    google_verifier,
+    setup_problem,
+)
 
 
 class StartupError(Exception):
-    """The backend cannot start; the message says what to set."""
+    """The backend cannot start; the message (one line per problem) says what to set."""
+
+
+# gunicorn's exit status for "App failed to load": the arbiter stops instead of re-spawning.
+APP_LOAD_ERROR = 4
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one authenticated caller may use: the bridges its credentials open."""
+
+    callers: Mapping[tuple[str, str], Caller]
+    everything: bool  # its credentials open every bridge this backend serves
 
 
 class BridgeRegistry:
     """Bridges by (spreadsheet id, tab), each with its authenticator."""
 
     def __init__(self, bridges: list[Bridge], authenticators: list[Authenticator]) -> None:
-        self._bridges = {(b.config.sheets.spreadsheet_id, b.config.sheets.tab): b for b in bridges}
-        self._auth = {id(b): a for b, a in zip(bridges, authenticators, strict=True)}
+        self._bridges = {_key(b): b for b in bridges}
+        self._auth = {_key(b): a for b, a in zip(bridges, authenticators, strict=True)}
 
     def find(self, spreadsheet_id: str, tab: str | None) -> Bridge | None:
         if tab is not None:
@@ -32,21 +56,36 @@ class BridgeRegistry:
         matches = [b for (sid, _), b in self._bridges.items() if sid == spreadsheet_id]
         return matches[0] if len(matches) == 1 else None
 
-    def authenticator(self, bridge: Bridge) -> Authenticator:
-        return self._auth[id(bridge)]
-
-    def authenticate_any(self, header: str | None) -> None:
-        last: AuthError | None = None
-        for auth in self._auth.values():
-            try:
-                auth.authenticate(header)
-                return
-            except AuthError as exc:
-                last = exc
-        raise last or AuthError(401, "invalid credentials")
+    def authenticate(self, header: str | None) -> Access:
+        """The bridges the Authorization header opens, decided from the header alone (before
+        any body is read). AuthError when it opens none: 503 when Google's certificates are
+        out of reach, else 403 when it is a real identity that no bridge allows, else 401."""
+        token = bearer_token(header)
+        callers: dict[tuple[str, str], Caller] = {}
+        refusals: list[AuthError] = []
+        seen: dict[tuple[Any, ...], Caller | AuthError] = {}
+        for key, auth in self._auth.items():
+            same = (auth.server, auth.secret)  # bridges sharing settings are checked once
+            if same not in seen:
+                try:
+                    seen[same] = auth.authenticate(token)
+                except AuthError as exc:
+                    seen[same] = exc
+            outcome = seen[same]
+            if isinstance(outcome, Caller):
+                callers[key] = outcome
+            else:
+                refusals.append(outcome)
+        if not callers:
+            raise max(refusals, key=lambda e: {503: 3, 403: 2}.get(e.status, 1))
+        return Access(callers, everything=len(callers) == len(self._auth))
 
     def all(self) -> list[Bridge]:
         return list(self._bridges.values())
+
+
+def _key(bridge: Bridge) -> tuple[str, str]:
+    return bridge.config.sheets.spreadsheet_id, bridge.config.sheets.tab
 
 
 def _configs(
@@ -67,6 +106,21 @@ def _configs(
     return load_configs(Path(config))
 
 
+def _check_auth(config: BridgeConfig, environ: Mapping[str, str]) -> None:
+    problem = setup_problem(config.server, environ)
+    if problem is not None:
+        raise StartupError(f"{config.source}: {problem}")
+
+
+def _bridge(config: BridgeConfig, environ: Mapping[str, str]) -> Bridge:
+    """The bridge for one config; a ledger or key file that cannot be opened is a one-line
+    start-up error (its path is for the operator's console, never for an API answer)."""
+    try:
+        return Bridge.from_config(config, environ=environ)
+    except (LedgerError, SheetsError, SyncError) as exc:
+        raise StartupError(f"{config.source}: {exc}") from None
+
+
 def create_app(
     config: str | os.PathLike[str] | BridgeConfig | list[BridgeConfig] | None = None,
     *,
@@ -76,27 +130,41 @@ def create_app(
 ) -> Flask:
     """Build the backend. `config`: a file, a folder of files, or config objects; None reads
     SHEET_BRIDGE_CONFIG. `bridges` (tests, the playground) replaces building them from config.
-    A missing Meta token or missing auth settings stop the start, with what to set."""
+    A missing Meta token, unsafe auth settings or an unreadable ledger stop the start with
+    StartupError, in words. Called with neither (the WSGI server's entry point,
+    `gunicorn "sheet_bridge.web.app:create_app()"`), the problem is printed as one line and
+    the process exits with status 4, which gunicorn reads as "App failed to load"."""
+    if config is None and bridges is None:
+        try:
+            return _create_app(None, environ, None, verifier)
+        except (StartupError, ConfigError) as exc:
+            print(f"sheet-bridge: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(APP_LOAD_ERROR) from None
+    return _create_app(config, environ, bridges, verifier)
+
+
+def _create_app(
+    config: str | os.PathLike[str] | BridgeConfig | list[BridgeConfig] | None,
+    environ: Mapping[str, str] | None,
+    bridges: list[Bridge] | None,
+    verifier: TokenVerifier | None,
+) -> Flask:
     env = environ if environ is not None else os.environ
     if bridges is None:
         configs = _configs(config, env)
         for cfg in configs:
+            _check_auth(cfg, env)
             if not cfg.meta.access_token(env):
                 raise StartupError(
                     f"{cfg.source}: the Meta access token is missing: set the environment "
                     f"variable {cfg.meta.access_token_env}"
                 )
-        bridges = [Bridge.from_config(cfg, environ=env) for cfg in configs]
+        bridges = [_bridge(cfg, env) for cfg in configs]
+    for b in bridges:
+        _check_auth(b.config, env)
+    if verifier is None and any(b.config.server.id_token_audience for b in bridges):
+        verifier = google_verifier()  # one certificate cache for every bridge
     authenticators = [Authenticator(b.config.server, env, verifier) for b in bridges]
-    for b, auth in zip(bridges, authenticators, strict=True):
-        if not auth.configured:
-            server = b.config.server
-            hint = (
-                f"the variable {server.shared_secret_env} is empty"
-                if server.shared_secret_env
-                else "set [server] shared_secret_env or id_token_audience"
-            )
-            raise StartupError(f"{b.config.source}: nobody could call this backend: {hint}")
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = max(b.config.server.max_body_bytes for b in bridges)

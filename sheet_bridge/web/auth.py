@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
+import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -11,11 +15,20 @@ from typing import Any
 
 from sheet_bridge.config import ServerConfig
 
+log = logging.getLogger(__name__)
+
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
+# A shared secret shorter than this can be guessed; token_urlsafe(32) gives 43 characters.
+MIN_SECRET_CHARS = 32
+MAKE_A_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+# Google's ID tokens are about 1 KB; anything far longer is not one and is not decoded.
+MAX_TOKEN_CHARS = 8192
+CLOCK_SKEW_SECONDS = 10
 
 
 class AuthError(Exception):
-    """401 (no or bad credentials) or 403 (a valid identity that is not allowed)."""
+    """401 (no or bad credentials), 403 (a valid identity that is not allowed), or 503
+    (Google's certificates cannot be had, so no ID token can be checked right now)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -28,40 +41,76 @@ class Caller:
     email: str | None = None
 
 
-class _CachingRequest:
-    """google-auth's transport Request, with Google's signing certificates cached an hour
-    (verify_token fetches them on every call otherwise)."""
+class CertificatesUnavailable(Exception):
+    """Google's signing certificates could not be fetched (or failed moments ago)."""
 
-    def __init__(self, ttl: float = 3600.0) -> None:
+
+class GoogleCertificates:
+    """google-auth's transport Request for the certificates URL, made safe to call from the
+    request path: a short timeout (google-auth's own is 120 s, long enough for a handful of
+    requests to hold every worker), one fetch per URL at a time, an answer kept an hour and a
+    failure kept `failure_ttl` seconds (so an outage costs one fetch, not one per request),
+    and every failure logged."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 5.0,
+        ttl: float = 3600.0,
+        failure_ttl: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         from google.auth.transport.requests import Request
 
         self._inner = Request()
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
+        self.timeout = timeout
+        self.ttl = ttl
+        self.failure_ttl = failure_ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Any]] = {}  # url -> (until, response or None)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def __call__(self, url: str, method: str = "GET", **kw: Any) -> Any:
         if method != "GET":
-            return self._inner(url, method=method, **kw)
-        with self._lock:
+            return self._inner(url, method=method, timeout=self.timeout, **kw)
+        with self._guard:
+            lock = self._locks.setdefault(url, threading.Lock())
+        with lock:  # concurrent first requests wait for one fetch instead of each making one
             hit = self._cache.get(url)
-            if hit and hit[0] > time.monotonic():
+            if hit is not None and hit[0] > self._clock():
+                if hit[1] is None:
+                    raise CertificatesUnavailable(url)
                 return hit[1]
-        response = self._inner(url, method=method, **kw)
-        if response.status == 200:
-            with self._lock:
-                self._cache[url] = (time.monotonic() + self._ttl, response)
-        return response
+            kw.pop("timeout", None)
+            try:
+                response = self._inner(url, method="GET", timeout=self.timeout, **kw)
+                failure = None if response.status == 200 else f"HTTP {response.status}"
+            except Exception as exc:  # timeout, DNS, refused: all the same to the caller
+                response, failure = None, type(exc).__name__
+            if failure is not None:
+                log.warning(
+                    "cannot fetch Google's ID-token certificates from %s (%s); ID tokens are "
+                    "refused for the next %.0f s",
+                    url,
+                    failure,
+                    self.failure_ttl,
+                )
+                self._cache[url] = (self._clock() + self.failure_ttl, None)
+                raise CertificatesUnavailable(url)
+            self._cache[url] = (self._clock() + self.ttl, response)
+            return response
 
 
 TokenVerifier = Callable[[str, str, str], Mapping[str, Any]]
 
 
-def google_verifier() -> TokenVerifier:
-    """verify(token, audience, certs_url) with google.oauth2.id_token.verify_token."""
+def google_verifier(certificates: GoogleCertificates | None = None) -> TokenVerifier:
+    """verify(token, audience, certs_url) with google.oauth2.id_token.verify_token; raises
+    CertificatesUnavailable when the certificates cannot be had."""
     from google.oauth2 import id_token
 
-    request = _CachingRequest()
+    request = certificates if certificates is not None else GoogleCertificates()
 
     def verify(token: str, audience: str, certs_url: str) -> Mapping[str, Any]:
         claims: Mapping[str, Any] = id_token.verify_token(
@@ -69,65 +118,137 @@ def google_verifier() -> TokenVerifier:
             request,  # type: ignore[arg-type]  # duck-typed transport.Request
             audience=audience,
             certs_url=certs_url,
-            clock_skew_in_seconds=10,
+            clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
         )
         return claims
 
     return verify
 
 
+def _segment(part: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def implausible_id_token(token: str, audience: str, now: float) -> str | None:
+    """Why `token` cannot be a valid Google ID token for `audience`, read without verifying
+    (so without fetching certificates); None when it could be one. Forged tokens still pass
+    this; the signature check that follows refuses them."""
+    if len(token) > MAX_TOKEN_CHARS:
+        return "too long"
+    parts = token.split(".")
+    if len(parts) != 3:
+        return "not a JWT"
+    try:
+        header, claims = _segment(parts[0]), _segment(parts[1])
+    except (ValueError, binascii.Error):  # bad base64, bad UTF-8, bad JSON
+        return "not a JWT"
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        return "not a JWT"
+    if header.get("alg") != "RS256" or not isinstance(header.get("kid"), str):
+        return "not signed the way Google signs"
+    if claims.get("iss") not in GOOGLE_ISSUERS:
+        return "not issued by Google"
+    if claims.get("aud") != audience:
+        return "for another audience"
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return "without an expiry"
+    if exp < now - CLOCK_SKEW_SECONDS:
+        return "expired"
+    return None
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an `Authorization: Bearer …` header; AuthError 401 otherwise."""
+    if not header or not header.startswith("Bearer ") or not header[7:].strip():
+        raise AuthError(401, "missing credentials: send Authorization: Bearer <token>")
+    return header[7:].strip()
+
+
+def setup_problem(server: ServerConfig, environ: Mapping[str, str]) -> str | None:
+    """Why a backend with these [server] settings must not start; None when it may."""
+    secret = server.shared_secret(environ)
+    if secret is not None and len(secret) < MIN_SECRET_CHARS:
+        return (
+            f"the shared secret in {server.shared_secret_env} has {len(secret)} characters; it "
+            f"needs at least {MIN_SECRET_CHARS}: make one with {MAKE_A_SECRET}"
+        )
+    if server.id_token_audience and not (server.allowed_emails or server.allowed_domain):
+        return (
+            "[server] id_token_audience without allowed_emails or allowed_domain would let any "
+            "Google account in: set allowed_domain = 'yourcompany.com' or "
+            "allowed_emails = ['you@yourcompany.com']"
+        )
+    if secret is None and not server.id_token_audience:
+        if server.shared_secret_env:
+            return (
+                f"nobody could call this backend: the variable {server.shared_secret_env} is "
+                f"empty; set it to a secret made with {MAKE_A_SECRET}"
+            )
+        return "nobody could call this backend: set [server] shared_secret_env or id_token_audience"
+    return None
+
+
 class Authenticator:
-    """Checks the Authorization header against one bridge's [server] settings."""
+    """Checks a bearer token against one bridge's [server] settings."""
 
     def __init__(
         self,
         server: ServerConfig,
         environ: Mapping[str, str],
         verifier: TokenVerifier | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.server = server
         self.secret = server.shared_secret(environ)
         self.verifier = verifier
+        self.clock = clock
         if server.id_token_audience and self.verifier is None:
             self.verifier = google_verifier()
 
-    @property
-    def configured(self) -> bool:
-        return bool(self.secret or self.server.id_token_audience)
-
-    def authenticate(self, header: str | None) -> Caller:
-        if not header or not header.startswith("Bearer ") or not header[7:].strip():
-            raise AuthError(401, "missing credentials: send Authorization: Bearer <token>")
-        token = header[7:].strip()
+    def authenticate(self, token: str) -> Caller:
         if self.secret is not None and hmac.compare_digest(
             token.encode("utf-8", "replace"), self.secret.encode("utf-8")
         ):
             return Caller("secret")
-        if self.server.id_token_audience and self.verifier is not None and token.count(".") == 2:
-            return self._id_token(token)
+        if self.server.id_token_audience and self.verifier is not None:
+            return self._id_token(token, self.server.id_token_audience)
         raise AuthError(401, "invalid credentials")
 
-    def _id_token(self, token: str) -> Caller:
-        assert self.verifier is not None and self.server.id_token_audience
+    def _id_token(self, token: str, audience: str) -> Caller:
+        assert self.verifier is not None
+        if implausible_id_token(token, audience, self.clock()) is not None:
+            # Refused without a network call: garbage must not make the server fetch anything.
+            raise AuthError(401, "invalid or expired ID token")
         try:
-            claims = self.verifier(
-                token, self.server.id_token_audience, self.server.id_token_certs_url
-            )
+            claims = self.verifier(token, audience, self.server.id_token_certs_url)
+        except CertificatesUnavailable:
+            raise AuthError(
+                503,
+                "Google sign-in cannot be checked right now (Google's certificates could not "
+                "be fetched); try again in a minute",
+            ) from None
         except Exception:  # expired, forged, wrong audience: all the same to the caller
             raise AuthError(401, "invalid or expired ID token") from None
         if claims.get("iss") not in GOOGLE_ISSUERS:
             raise AuthError(401, "ID token not issued by Google")
-        email = str(claims.get("email") or "")
-        if not email or claims.get("email_verified") in (False, "false"):
+        email = claims.get("email")
+        # Only a JSON true: a missing claim or the string "true" is not Google's word.
+        if not isinstance(email, str) or not email or claims.get("email_verified") is not True:
             raise AuthError(
                 403,
                 "the ID token carries no verified e-mail (add the openid and "
                 "userinfo.email scopes to the add-on)",
             )
-        allowed = {e.casefold() for e in self.server.allowed_emails}
-        domain = (self.server.allowed_domain or "").casefold()
-        if not allowed and not domain:
+        address = email.casefold()
+        if address in {e.strip().casefold() for e in self.server.allowed_emails}:
             return Caller("id_token", email)
-        if email.casefold() in allowed or (domain and email.casefold().endswith("@" + domain)):
+        domain = self.server.allowed_domain
+        # `hd` is Google's statement that the account belongs to that Workspace domain; an
+        # address ending in the domain alone is not (consumer accounts can carry any address).
+        hosted = claims.get("hd")
+        in_domain = bool(domain) and address.endswith(f"@{domain}")
+        if in_domain and isinstance(hosted, str) and hosted.casefold() == domain:
             return Caller("id_token", email)
         raise AuthError(403, "this Google account is not allowed to use this bridge")

@@ -69,7 +69,7 @@ def playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]
     data_dir = tmp_path_factory.mktemp("playground")
     run_demo(data_dir)
     with demo_environment(data_dir) as env:
-        app = create_playground(env, secrets.token_urlsafe(16))
+        app = create_playground(env, secrets.token_urlsafe(32))
         with BackgroundServer(app) as server:
             yield Playground(server.url, env)
 

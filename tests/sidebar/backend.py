@@ -60,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sidebar-test-") as tmp:
         data_dir = Path(tmp)
         seed(data_dir)
-        secret = secrets.token_urlsafe(24)
+        secret = secrets.token_urlsafe(32)
         with demo_environment(data_dir) as env:
             app = create_app(bridges=[env.bridge], environ={"SHEET_BRIDGE_SECRET": secret})
             pending: list[int] = []

@@ -425,9 +425,17 @@ def test_backend_nobody_could_call_does_not_start(idle_world: World) -> None:
         create_app(idle_world.config, environ={"META_CAPI_TOKEN": WORLD_TOKEN})
 
 
-def test_backend_without_a_config_says_which_variable_to_set() -> None:
-    with pytest.raises(StartupError, match="SHEET_BRIDGE_CONFIG"):
+def test_backend_without_a_config_says_which_variable_to_set(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """create_app() with nothing is gunicorn's entry point: one line, and status 4 ("App
+    failed to load") so gunicorn stops instead of re-spawning workers."""
+    with pytest.raises(SystemExit) as exited:
         create_app(environ={})
+
+    assert exited.value.code == 4
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "SHEET_BRIDGE_CONFIG" in said, said
 
 
 # -- Google ID tokens, verified for real against a local certificate endpoint ---------------

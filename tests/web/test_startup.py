@@ -1,0 +1,159 @@
+"""Start-up problems are one line that says what to set, never a traceback, for `sheet-bridge
+serve` and for gunicorn's `create_app()`; a ledger that breaks while serving is a specific
+JSON error that names no file (issue 12, finding 9)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from sheet_bridge.web.app import create_app
+from tests.conftest import WORLD_SECRET, WORLD_SHEET, WORLD_TOKEN, World, lead_row
+
+MakeWorld = Callable[..., World]
+AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
+NOT_A_LEDGER = b"this file was a ledger until someone copied over it\n" * 200
+
+
+def bridge_toml(folder: Path, *, credentials: str = "anonymous", server: str = "") -> Path:
+    """A bridge config whose sheet is a (never contacted) local emulator."""
+    path = folder / "bridge.toml"
+    path.write_text(
+        f"""
+[sheets]
+spreadsheet_id = "{WORLD_SHEET}"
+api_endpoint = "http://127.0.0.1:9"
+credentials = "{credentials}"
+
+[meta]
+pixel_id = "998877665544332"
+
+[server]
+ledger = "ledger.db"
+{server or 'shared_secret_env = "SHEET_BRIDGE_SECRET"'}
+
+[columns]
+status = "Lead Status"
+
+[[stages]]
+status = "New"
+event = "Lead"
+"""
+    )
+    return path
+
+
+def start(args: list[str], config: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a start-up in a child process the way a person or gunicorn would; it must stop."""
+    environ = {
+        **os.environ,
+        "META_CAPI_TOKEN": WORLD_TOKEN,
+        "SHEET_BRIDGE_SECRET": WORLD_SECRET,
+        "SHEET_BRIDGE_CONFIG": str(config),
+        **env,
+    }
+    environ.pop("SHEET_BRIDGE_LEDGER", None)
+    return subprocess.run(
+        [sys.executable, *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+SERVE = ["-c", "from sheet_bridge.cli import main; main()", "serve", "--port", "0"]
+GUNICORN_FACTORY = ["-c", "from sheet_bridge.web.app import create_app; create_app()"]
+
+
+@pytest.mark.parametrize(
+    ("problem", "words"),
+    [
+        ("user_token", "use credentials = 'service_account'"),
+        ("corrupt_ledger", "is not a readable sheet-bridge ledger"),
+        ("short_secret", "secrets.token_urlsafe(32)"),
+        ("id_token_for_anyone", "any Google account"),
+    ],
+)
+@pytest.mark.parametrize("how", ["serve", "gunicorn-factory"])
+def test_a_backend_that_cannot_start_says_why_in_one_line_without_a_traceback(
+    tmp_path: Path, problem: str, words: str, how: str
+) -> None:
+    env: dict[str, str] = {}
+    config = bridge_toml(
+        tmp_path,
+        credentials="user_token" if problem == "user_token" else "anonymous",
+        server='id_token_audience = "1234-x.apps.googleusercontent.com"'
+        if problem == "id_token_for_anyone"
+        else "",
+    )
+    if problem == "corrupt_ledger":
+        (tmp_path / "ledger.db").write_bytes(NOT_A_LEDGER)
+    if problem == "short_secret":
+        env["SHEET_BRIDGE_SECRET"] = "hunter2\n"
+    args = [*SERVE, "--config", str(config)] if how == "serve" else GUNICORN_FACTORY
+
+    stopped = start(args, config, **env)
+
+    said = stopped.stderr.strip()
+    assert stopped.returncode == (2 if how == "serve" else 4), stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert len(said.splitlines()) == 1, said
+    assert words in said
+    if problem == "corrupt_ledger":
+        assert (tmp_path / "ledger.db").read_bytes() == NOT_A_LEDGER  # nothing was reset
+
+
+def test_gunicorn_stops_with_the_one_line_instead_of_respawning_workers(tmp_path: Path) -> None:
+    pytest.importorskip("gunicorn")
+    config = bridge_toml(tmp_path)
+    (tmp_path / "ledger.db").write_bytes(NOT_A_LEDGER)
+
+    stopped = start(
+        ["-m", "gunicorn", "--bind", "127.0.0.1:0", "sheet_bridge.web.app:create_app()"], config
+    )
+
+    assert stopped.returncode == 4, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert "is not a readable sheet-bridge ledger" in stopped.stderr
+    assert "App failed to load" in stopped.stderr
+
+
+def test_a_ledger_that_breaks_while_serving_is_ledger_unavailable_and_names_no_file(
+    make_world: MakeWorld, world_now: datetime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="sheet_bridge")
+    world = make_world([lead_row(1, "New", now=world_now)])
+    bridge = world.bridge()
+    client = create_app(
+        bridges=[bridge], environ={"SHEET_BRIDGE_SECRET": WORLD_SECRET}
+    ).test_client()
+    ledger = world.config.ledger_path({})
+    bridge.ledger.close()
+    for leftover in ledger.parent.glob(ledger.name + "-*"):
+        leftover.unlink()
+    ledger.write_bytes(NOT_A_LEDGER)
+
+    answers = [
+        client.get(f"/api/status?spreadsheet_id={WORLD_SHEET}", headers=AUTH),
+        client.post("/api/sync", json={"spreadsheet_id": WORLD_SHEET}, headers=AUTH),
+        client.get(f"/api/report?spreadsheet_id={WORLD_SHEET}", headers=AUTH),
+    ]
+
+    for answer in answers:
+        assert answer.status_code == 500, answer.get_data(as_text=True)
+        error = answer.get_json()["error"]
+        assert error["code"] == "ledger_unavailable"
+        assert "nothing was reset" in error["message"]
+        assert str(world.tmp) not in answer.get_data(as_text=True)
+        assert ledger.name not in answer.get_data(as_text=True)
+    assert str(ledger) in caplog.text  # the operator's log says which file
+    assert world.meta_stats()["requests"] == 0
