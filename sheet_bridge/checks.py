@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sheet_bridge.config import BridgeConfig, status_key
+from sheet_bridge.config import BridgeConfig, Stage, status_key
 from sheet_bridge.meta.events import classify_event_name, send_window
 
 Level = Literal["ok", "info", "warn", "error"]
@@ -81,6 +81,14 @@ class CheckReport:
         }
 
 
+def conversion_rule(stage: Stage) -> str:
+    """The Events Manager rule that selects one stage's events as sheet-bridge sends them
+    (DOMAIN.md §2): the stage's own event name, since each stage has its own (the config
+    refuses two stages with one name) and each event's lead_status is its own stage's status.
+    "Lead where lead_status = MQL" would select nothing: the Lead event carries New."""
+    return f"event = {stage.event}"
+
+
 def check_stages(config: BridgeConfig, report: CheckReport) -> None:
     """Each stage's event name: standard, custom by choice, or refused with a suggestion."""
     for stage in config.stage_map.stages:
@@ -94,16 +102,13 @@ def check_stages(config: BridgeConfig, report: CheckReport) -> None:
             note = f"did you mean {check.suggestion}?" if check.suggestion else "not a Meta event"
         elif check.verdict == "custom":
             label = stage.statuses[0]
-            note = (
-                f'create a custom conversion "{label}": event {stage.event}, or '
-                f"Lead where lead_status = {label}"
-            )
+            rule = conversion_rule(stage)
+            note = f'create a custom conversion "{label}": {rule}'
             report.add(
                 "info",
                 f"{stage.event} is a custom event by choice (stage {label}); Meta records it but "
                 f'optimises on it only through a custom conversion: create "{label}" in Events '
-                f"Manager with the rule event = {stage.event} (or Lead where lead_status = "
-                f"{label})",
+                f"Manager with the rule {rule}",
             )
         if stage.negative:
             note = (note + "; " if note else "") + "negative: never counts as progress"

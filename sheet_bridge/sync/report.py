@@ -244,7 +244,7 @@ def _expired_words(expired: Sequence[EventRecord], tz: tzinfo) -> str:
     names = ", ".join(r.event_name for r in expired)
     first = min(expired, key=lambda r: r.event_time)
     at = datetime.fromtimestamp(first.event_time, tz).strftime("%Y-%m-%d")
-    return f"{_EXPIRED}{names} (status changed {at}, outside Meta's window; not sent)"
+    return f"{_EXPIRED}{names} (dated {at}, outside Meta's window; not sent)"
 
 
 def _baseline_words(names: Sequence[str]) -> str:

@@ -189,7 +189,7 @@ def _time(
         return parse_datetime(cell, tz, order)  # type: ignore[arg-type]
     except CellError as exc:
         header = config.columns[name]
-        problems.append(f"{header} {shown_as_sheet(cell)} {exc}")
+        problems.append(f"{header} {exc}")  # the error quotes the cell already
         return None
 
 
