@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -14,9 +16,23 @@ from sheet_bridge import __version__
 from sheet_bridge.config import BridgeConfig, ConfigError, load_config
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _pass_errors() -> Iterator[None]:
+    """A pass or an adopt that could not run: one line and the exit code scripts rely on."""
+    from sheet_bridge.sync.ledger import LedgerError, SyncBusy
+    from sheet_bridge.sync.run import SyncError
+
+    try:
+        yield
+    except SyncBusy:
+        _fail("another sync of this tab is running; try again in a minute", 3)
+    except (SyncError, LedgerError) as exc:
+        _fail(str(exc), 1)
 
 
 def _load(path: str) -> BridgeConfig:
@@ -79,11 +95,10 @@ def _progress(stage: str, done: int, total: int) -> None:
 def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
     """One full pass over the sheet. Exit 0 when the pass ran (row failures are reported)."""
     from sheet_bridge.local.demo import format_table, summary_line
-    from sheet_bridge.sync.ledger import LedgerError, SyncBusy
-    from sheet_bridge.sync.run import Bridge, SyncError
+    from sheet_bridge.sync.run import Bridge
 
     config = _load(config_path)
-    try:
+    with _pass_errors():
         bridge = Bridge.from_config(config)
         if bridge.capi is None and not dry_run:
             _fail(
@@ -94,12 +109,6 @@ def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
         result = bridge.sync(
             dry_run=dry_run, trigger="cli", progress=None if as_json else _progress
         )
-    except SyncBusy:
-        _fail("another sync of this tab is running; try again in a minute", 3)
-        return
-    except (SyncError, LedgerError) as exc:
-        _fail(str(exc), 1)
-        return
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -125,18 +134,11 @@ def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
 def adopt(config_path: str, as_json: bool) -> None:
     """Rebuild the ledger from the sheet's CAPI columns and CAPI Log (sends nothing)."""
     from sheet_bridge.sync.adopt import adopt_sheet
-    from sheet_bridge.sync.ledger import LedgerError, SyncBusy
-    from sheet_bridge.sync.run import Bridge, SyncError
+    from sheet_bridge.sync.run import Bridge
 
     config = _load(config_path)
-    try:
+    with _pass_errors():
         result = adopt_sheet(Bridge.from_config(config))
-    except SyncBusy:
-        _fail("a sync of this tab is running; try again in a minute", 3)
-        return
-    except (SyncError, LedgerError) as exc:
-        _fail(str(exc), 1)
-        return
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.text())
 
 
