@@ -260,6 +260,10 @@ class Plan:
         return out
 
 
+def _observed(t: Transition) -> datetime:
+    return t.observed
+
+
 def event_id_for(spreadsheet_id: str, tab: str, lead_key: str, event_name: str) -> str:
     """Deterministic: the same lead (spreadsheet, tab, lead key) and event name give the same id
     on every run and machine; a lead copied into another tab is another lead."""
@@ -357,8 +361,13 @@ class _Planner:
             return skip("no status yet: nothing to send")
         stage = self.stages.lookup(status)
         history = self.history.get(row.key, LeadHistory())
-        current = self._status_time(row, status, stage, history)
-        self._observe(row, status, history, current)
+        # Most rows of a pass show the status the ledger last saw: nothing to observe, and
+        # their time is worked out only if an event is still due (100,000 rows every pass).
+        latest = max(history.transitions, key=_observed, default=None)
+        current: StatusTime | None = None
+        if latest is None or status_key(latest.status) != status_key(status):
+            current = self._status_time(row, status, stage, history)
+            self._observe(row, status, current)
         if stage is None:
             configured = ", ".join(self.stages.configured_statuses())
             return skip(
@@ -377,6 +386,12 @@ class _Planner:
         pending = [s for s in due if self._needs_sending(history.events.get(s.event))]
         highest = self._highest_reached(history)
         moved_back = highest is not None and not stage.negative and highest.index > stage.index
+        if current is None:
+            current = (
+                self._status_time(row, status, stage, history)
+                if pending
+                else StatusTime(None, "seen")
+            )
         pixel_note = None
         if pending and self._pixel_reported(row, pending[0], stage, history, current):
             pixel_note = (
@@ -674,15 +689,11 @@ class _Planner:
             return StatusTime(self.now, "scan", note)
         return StatusTime(None, "seen", stale)
 
-    def _observe(
-        self, row: LeadRow, status: str, history: LeadHistory, current: StatusTime
-    ) -> None:
-        """Record the status when it differs from the last one the ledger knows."""
-        latest = max(history.transitions, key=lambda t: t.observed, default=None)
-        if latest is not None and status_key(latest.status) == status_key(status):
-            return
-        # Only a scan's estimate is kept as a change time: it cannot be seen again later. A
-        # stamp or Created At is read from the row on every pass (a corrected cell wins).
+    def _observe(self, row: LeadRow, status: str, current: StatusTime) -> None:
+        """Record a status that differs from the last one the ledger knows.
+
+        Only a scan's estimate is kept as a change time: it cannot be seen again later. A
+        stamp or Created At is read from the row on every pass (a corrected cell wins)."""
         source = "scan" if current.source == "scan" else "seen"
         self.observations.append(Observation(row.key, status, self.now, source))
 
