@@ -614,7 +614,15 @@ class Ledger:
         events: dict[str, dict[str, EventRecord]] = {}
         transitions: dict[str, list[Transition]] = {}
         db = self._connect()
-        sent_times: dict[float, datetime] = {}  # one per batch sent: convert each once
+        # One per batch sent, one per pass for what a pass observed: convert each once.
+        times: dict[float, datetime] = {}
+
+        def at_time(ts: float) -> datetime:
+            got = times.get(ts)
+            if got is None:
+                got = times[ts] = _dt(ts)
+            return got
+
         scope = (where.spreadsheet_id, where.tab)
         try:
             for key, name, eid, state, etime, retry, fp, sent_at, trace, err, notes in db.execute(
@@ -629,9 +637,7 @@ class Ledger:
                     etime,
                     bool(retry),
                     fp,
-                    (sent_times.get(sent_at) or sent_times.setdefault(sent_at, _dt(sent_at)))
-                    if sent_at
-                    else None,
+                    at_time(sent_at) if sent_at else None,
                     trace,
                     err,
                     notes,
@@ -642,7 +648,7 @@ class Ledger:
                 scope,
             ):
                 transitions.setdefault(key, []).append(
-                    Transition(status, _dt(at), source, _dt(recorded_at))
+                    Transition(status, at_time(at), source, at_time(recorded_at))
                 )
         except sqlite3.Error as exc:
             raise self._explain(exc) from None
