@@ -465,10 +465,17 @@ class SheetsEmulator:
     ) -> dict[str, Any]:
         rows, rng = self.resolve(sid, text)
         grid = self._grid(values, major)
-        # The table is the block of rows with data in the range's columns; new rows go below
-        # its last non-empty row.
+        # Google: "The input range is used to search for existing data and find a table within
+        # that range. Values will be appended to the next row of the table". The table is the
+        # block of rows with data in the range's columns; a range that ends inside a table
+        # (`Tab!A1`, `Tab!A1:E1`) finds the whole table, which goes on down through the rows
+        # that follow without a gap. New rows go below its last non-empty row.
         last = -1
         stop = len(rows) if rng.r1 is None else min(rng.r1, len(rows))
+        found_from_range = stop > rng.r0 and bool(_trim(rows[stop - 1][rng.c0 : rng.c1]))
+        if found_from_range:
+            while stop < len(rows) and _trim(rows[stop][rng.c0 : rng.c1]):
+                stop += 1
         for i in range(stop - 1, rng.r0 - 1, -1):
             if _trim(rows[i][rng.c0 : rng.c1]):
                 last = i
@@ -476,7 +483,9 @@ class SheetsEmulator:
         top = max(last + 1, rng.r0)
         answer: dict[str, Any] = {"spreadsheetId": sid}
         if last >= 0:
-            width = max(len(_trim(r[rng.c0 : rng.c1])) for r in rows[rng.r0 : last + 1])
+            # A table found from a cell or a row is as wide as its rows (A1 → A1:E2).
+            end = None if found_from_range and rng.r1 is not None else rng.c1
+            width = max(len(_trim(r[rng.c0 : end])) for r in rows[rng.r0 : last + 1])
             answer["tableRange"] = format_range(rng.tab, rng.r0, rng.c0, last + 1, rng.c0 + width)
         if insert == "INSERT_ROWS" and top < len(rows):
             rows[top:top] = [[] for _ in grid]

@@ -545,3 +545,27 @@ def test_faults_answer_the_next_calls_in_googles_envelope(
         assert body["error"]["status"] == google_status
         assert body["error"]["message"].startswith(message)
     assert get(emu, "Leads")["values"][0][0] == "Status"
+
+
+@pytest.mark.parametrize("first_row", ["Leads!A1", "Leads!A1:E1"])
+def test_append_to_the_first_row_finds_the_whole_table_below_it(
+    emu: Emulator, first_row: str
+) -> None:
+    # Google appends "to the next row of the table" found from the range: a range on the
+    # header row finds the block below it (A1:E2 here: row 3 is empty) and appends after it,
+    # never between the header and the first row.
+    before = emu.tab()
+    answer = (
+        values(emu)
+        .append(
+            spreadsheetId="sheet-1",
+            range=first_row,
+            valueInputOption="RAW",
+            insertDataOption="INSERT_ROWS",
+            body={"values": [["Lost", "f@x.co"]]},
+        )
+        .execute()
+    )
+    assert answer["tableRange"] == "Leads!A1:E2"
+    assert answer["updates"]["updatedRange"] == "Leads!A3:B3"
+    assert emu.tab() == [*before[:2], ["Lost", "f@x.co"], *before[2:]]
