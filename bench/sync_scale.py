@@ -216,10 +216,9 @@ def peak_rss_mb() -> float:
 def child_bridge(workdir: Path, *, with_capi: bool) -> Any:
     """The bridge a child process measures, wired to the servers named in the environment."""
     from sheet_bridge.config import parse_config
-    from sheet_bridge.meta.client import CapiClient
     from sheet_bridge.sheets.client import SheetsClient
-    from sheet_bridge.sync.ledger import Ledger
-    from sheet_bridge.sync.run import Bridge
+    from sheet_bridge.sync.ledger import SqliteLedger
+    from sheet_bridge.sync.run import Bridge, capi_client
 
     sheets_url, meta_url = os.environ["BENCH_SHEETS_URL"], os.environ["BENCH_META_URL"]
     config = parse_config(
@@ -228,8 +227,8 @@ def child_bridge(workdir: Path, *, with_capi: bool) -> Any:
     return Bridge(
         config,
         sheets=SheetsClient(config.sheets),
-        ledger=Ledger(config.ledger_path({})),
-        capi=CapiClient.from_config(config.meta, TOKEN) if with_capi else None,
+        ledger=SqliteLedger(config.ledger_location({})),
+        capi=capi_client(config.meta, TOKEN) if with_capi else None,
     )
 
 
@@ -290,15 +289,15 @@ def edit_some_statuses(config: Any, size: int) -> None:
 
 def run_baseline(workdir: Path) -> dict[str, Any]:
     """Child mode: one POST per row, as a hand-written Apps Script does, same client and fake."""
-    from sheet_bridge.meta.client import CapiClient
     from sheet_bridge.sync.plan import plan
+    from sheet_bridge.sync.run import capi_client
 
     bridge = child_bridge(workdir, with_capi=False)
     config = bridge.config
     _, _, leads = bridge.read()
     the_plan = plan(leads, config, {}, datetime.now(UTC))
     per_row = [[e.payload for e in d.events] for d in the_plan.decisions if d.events]
-    client = CapiClient.from_config(config.meta, TOKEN, batch_size=1)
+    client = capi_client(config.meta, TOKEN, batch_size=1)
     started = time.perf_counter()
     for events in per_row:
         for event in events:  # one row's events, one request each: no batching at all

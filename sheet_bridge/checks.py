@@ -8,9 +8,10 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from sheet_bridge.config import BridgeConfig, Stage, status_key
+from sheet_bridge.config import BridgeConfig, Stage, is_ledger_url, status_key
 from sheet_bridge.meta.events import classify_event_name, send_window
 
 Level = Literal["ok", "info", "warn", "error"]
@@ -294,12 +295,12 @@ def run_checks(
     check_meta(config, report, env)
     if connect:
         check_sheet(config, report, sheets)
-    ledger_path = config.ledger_path(env)
-    if ledger_path.exists():  # never create a ledger just to look
-        from sheet_bridge.sync.ledger import Ledger, LedgerError, SheetTab
+    location = config.ledger_location(env)
+    if is_ledger_url(location) or Path(location).exists():  # never create a file to look
+        from sheet_bridge.sync.ledger import LedgerError, SheetTab, open_ledger
 
         try:
-            ledger = Ledger(ledger_path)
+            ledger = open_ledger(location)
             try:
                 check_last_pass(
                     report,

@@ -158,17 +158,18 @@ def check(config_path: str, offline: bool) -> None:
 def _ledger_events(config: BridgeConfig) -> list[Any]:
     """The ledger's events for the config's tab (never another tab's); a missing ledger is an
     error, not a new file."""
-    from sheet_bridge.sync.ledger import Ledger, LedgerError, SheetTab
+    from sheet_bridge.config import is_ledger_url
+    from sheet_bridge.sync.ledger import LedgerError, SheetTab, open_ledger
 
-    path = config.ledger_path()
-    if not path.exists():
+    location = config.ledger_location()
+    if not is_ledger_url(location) and not Path(location).exists():
         _fail(
-            f"no ledger at {path}: run a sync first, or point [server] ledger (or "
+            f"no ledger at {location}: run a sync first, or point [server] ledger (or "
             "SHEET_BRIDGE_LEDGER) at the bridge's ledger file"
         )
     where = SheetTab(config.sheets.spreadsheet_id, config.sheets.tab)
     try:
-        ledger = Ledger(path)
+        ledger = open_ledger(location)
         ledger.claim_legacy_rows(where)
         return list(ledger.events(where))
     except LedgerError as exc:
@@ -189,8 +190,8 @@ def report(config_path: str, chart_path: Path | None, as_json: bool) -> None:
     """Funnel report and advice from the ledger (no token, no network)."""
     from datetime import UTC, datetime
 
-    from sheet_bridge.sync.chart import weekly_chart
-    from sheet_bridge.sync.funnel import funnel_report
+    from sheet_bridge.insights.chart import weekly_chart
+    from sheet_bridge.insights.funnel import funnel_report
 
     if chart_path is not None and chart_path.suffix.lower() != ".svg":
         _fail(f"--chart {chart_path}: only SVG is written (no image libraries); use a .svg name")
@@ -220,7 +221,7 @@ def audience(config_path: str, out_path: Path, days: int) -> None:
     """Junk audience: recently disqualified leads as a hashed Meta customer list (CSV)."""
     from datetime import UTC, datetime
 
-    from sheet_bridge.sync.audience import junk_audience
+    from sheet_bridge.insights.audience import junk_audience
 
     config = _load(config_path)
     result = junk_audience(_ledger_events(config), config, datetime.now(UTC), days=days)

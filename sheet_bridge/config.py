@@ -46,6 +46,11 @@ BRIDGE_COLUMNS: tuple[str, ...] = (
 LOG_TAB = "CAPI Log"
 
 
+def is_ledger_url(value: str) -> bool:
+    """A PostgreSQL ledger (a URL) rather than an SQLite file."""
+    return value.startswith(("postgresql://", "postgres://"))
+
+
 class ConfigError(Exception):
     """A config problem a person can fix: where it is, what is wrong, what to do."""
 
@@ -393,18 +398,22 @@ class BridgeConfig(_Strict):
     def stage_map(self) -> StageMap:
         return StageMap(self.stages)
 
-    def ledger_path(self, environ: Mapping[str, str] | None = None) -> Path:
-        """SQLite ledger file: SHEET_BRIDGE_LEDGER, else [server] ledger, else the data dir."""
+    def ledger_location(self, environ: Mapping[str, str] | None = None) -> str:
+        """The ledger: SHEET_BRIDGE_LEDGER, else [server] ledger, else a file in the data dir.
+        A postgresql:// URL as given; a file path made absolute (relative to the config)."""
         env = environ if environ is not None else os.environ
+        value = env.get("SHEET_BRIDGE_LEDGER") or self.server.ledger
+        if value and is_ledger_url(value):
+            return value
         if env.get("SHEET_BRIDGE_LEDGER"):
-            return Path(env["SHEET_BRIDGE_LEDGER"])
+            return str(Path(env["SHEET_BRIDGE_LEDGER"]))
         if self.server.ledger:
             path = Path(self.server.ledger)
             if not path.is_absolute() and self.source not in ("<memory>", ""):
                 path = Path(self.source).parent / path
-            return path
+            return str(path)
         base = Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-        return base / "sheet-bridge" / "ledger.db"
+        return str(base / "sheet-bridge" / "ledger.db")
 
     def resolve_path(self, value: str) -> Path:
         """A path from the file, relative to the file's folder."""

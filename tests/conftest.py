@@ -20,10 +20,9 @@ from sheet_bridge.local.demo_leads import DEMO_STAGES
 from sheet_bridge.local.fake_meta import create_fake_meta
 from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.local.sheets_emulator import create_emulator
-from sheet_bridge.meta.client import CapiClient
 from sheet_bridge.sheets.client import SheetsClient, clear_metadata_cache
-from sheet_bridge.sync.ledger import Ledger
-from sheet_bridge.sync.run import Bridge
+from sheet_bridge.sync.ledger import SqliteLedger
+from sheet_bridge.sync.run import Bridge, capi_client
 
 # The google_key / forger_key fixtures for ID-token tests.
 pytest_plugins = ["tests.google_tokens"]
@@ -101,8 +100,8 @@ class World:
     now: datetime
 
     def bridge(self, **kw: Any) -> Bridge:
-        ledger = Ledger(self.config.ledger_path({}))
-        capi = CapiClient.from_config(self.config.meta, WORLD_TOKEN, sleep=lambda s: None)
+        ledger = SqliteLedger(self.config.ledger_location({}))
+        capi = capi_client(self.config.meta, WORLD_TOKEN, sleep=lambda s: None)
         kw.setdefault("clock", lambda: self.now)
         return Bridge(
             self.config,

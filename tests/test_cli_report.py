@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from sheet_bridge.cli import main
-from sheet_bridge.sync.ledger import Ledger
+from sheet_bridge.sync.ledger import SqliteLedger
 from tests.sync.ledgers import SHEET, LedgerWriter, report_config
 
 CONFIG = f"""
@@ -66,7 +66,7 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "bridge.toml"
     path.write_text(CONFIG)
     config = report_config(tmp_path, STAGES)
-    writer = LedgerWriter(Ledger(config.ledger_path({})), config)
+    writer = LedgerWriter(SqliteLedger(config.ledger_location({})), config)
     day = datetime.now(UTC) - timedelta(days=2)
     for key in ("a", "b", "c"):
         writer.event(key, "Lead", day, identity={"em": f"{key}.person@example.com"})

@@ -358,30 +358,35 @@ def _with_ledger(tmp_path: Path, ledger: str | None) -> BridgeConfig:
 def test_ledger_env_variable_wins_over_everything(tmp_path: Path) -> None:
     config = _with_ledger(tmp_path, "file.db")
     environ = {"SHEET_BRIDGE_LEDGER": "/var/lib/env.db", "XDG_DATA_HOME": "/xdg"}
-    assert config.ledger_path(environ) == Path("/var/lib/env.db")
+    assert Path(config.ledger_location(environ)) == Path("/var/lib/env.db")
 
 
 def test_ledger_from_the_file_is_relative_to_the_file(tmp_path: Path) -> None:
     config = _with_ledger(tmp_path, "data/ledger.db")
-    assert config.ledger_path({"XDG_DATA_HOME": "/xdg"}) == tmp_path / "data" / "ledger.db"
+    assert (
+        Path(config.ledger_location({"XDG_DATA_HOME": "/xdg"})) == tmp_path / "data" / "ledger.db"
+    )
 
 
 def test_absolute_ledger_from_the_file_is_kept(tmp_path: Path) -> None:
     config = _with_ledger(tmp_path, "/srv/ledger.db")
-    assert config.ledger_path({}) == Path("/srv/ledger.db")
+    assert Path(config.ledger_location({})) == Path("/srv/ledger.db")
 
 
 def test_ledger_defaults_to_xdg_data_home(tmp_path: Path) -> None:
     config = _with_ledger(tmp_path, None)
     expected = Path("/xdg/sheet-bridge/ledger.db")
-    assert config.ledger_path({"XDG_DATA_HOME": "/xdg"}) == expected
+    assert Path(config.ledger_location({"XDG_DATA_HOME": "/xdg"})) == expected
 
 
 def test_empty_ledger_env_variable_is_ignored(tmp_path: Path) -> None:
     config = _with_ledger(tmp_path, "file.db")
-    assert config.ledger_path({"SHEET_BRIDGE_LEDGER": ""}) == tmp_path / "file.db"
+    assert Path(config.ledger_location({"SHEET_BRIDGE_LEDGER": ""})) == tmp_path / "file.db"
 
 
 def test_ledger_without_xdg_falls_back_to_local_share(tmp_path: Path) -> None:
     config = _with_ledger(tmp_path, None)
-    assert config.ledger_path({}) == Path.home() / ".local" / "share" / "sheet-bridge" / "ledger.db"
+    assert (
+        Path(config.ledger_location({}))
+        == Path.home() / ".local" / "share" / "sheet-bridge" / "ledger.db"
+    )

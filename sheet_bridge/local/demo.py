@@ -16,11 +16,10 @@ from sheet_bridge.local import demo_leads as demo
 from sheet_bridge.local.fake_meta import create_fake_meta
 from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.local.sheets_emulator import create_emulator
-from sheet_bridge.meta.client import CapiClient
 from sheet_bridge.sheets.client import SheetsClient
-from sheet_bridge.sync.ledger import Ledger
-from sheet_bridge.sync.report import RowReport
-from sheet_bridge.sync.run import Bridge, SyncResult, utc_now
+from sheet_bridge.sync.ledger import SqliteLedger
+from sheet_bridge.sync.outcomes import RowReport
+from sheet_bridge.sync.run import Bridge, SyncResult, capi_client, utc_now
 
 SHEETS_PORT = 8085
 META_PORT = 8086
@@ -173,9 +172,9 @@ def demo_environment(
             )
         )
         config = _local_config(config_path, sheets.url, meta.url)
-        ledger = Ledger(config.ledger_path({}))
+        ledger = SqliteLedger(config.ledger_location({}))
         stack.callback(ledger.close)
-        capi = CapiClient.from_config(config.meta, demo.DEMO_TOKEN)
+        capi = capi_client(config.meta, demo.DEMO_TOKEN)
         stack.callback(capi.close)
         bridge = Bridge(
             config,

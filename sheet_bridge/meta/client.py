@@ -14,9 +14,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-import sheet_bridge
-from sheet_bridge.config import MetaConfig
-
 log = logging.getLogger(__name__)
 
 # DOMAIN.md §4: Meta takes at most 1,000 events per request.
@@ -223,6 +220,7 @@ class CapiClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        partner_agent: str = "sheet-bridge",
     ) -> None:
         parts = urlsplit(graph_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -246,6 +244,7 @@ class CapiClient:
         self.api_version = api_version.strip()
         self._token = access_token
         self.test_event_code = test_event_code
+        self.partner_agent = partner_agent
         self.batch_size = min(max(int(batch_size), 1), MAX_BATCH)
         self.max_attempts = max(int(max_attempts), 1)
         self.max_retry_seconds = max_retry_seconds
@@ -258,17 +257,6 @@ class CapiClient:
         self._accepted = False  # see send()
         self._probed = False
         self._last_refusal: _Answer | None = None
-
-    @classmethod
-    def from_config(cls, meta: MetaConfig, access_token: str, **kw: Any) -> CapiClient:
-        """A client for the pixel a bridge config names; `kw` overrides the other arguments."""
-        options: dict[str, Any] = {
-            "test_event_code": meta.test_event_code,
-            "batch_size": meta.batch_size,
-            "timeout": meta.timeout_seconds,
-        }
-        options.update(kw)
-        return cls(meta.graph_url, meta.api_version, meta.pixel_id, access_token, **options)
 
     def __repr__(self) -> str:
         return f"CapiClient(url={self.url!r}, batch_size={self.batch_size})"
@@ -533,7 +521,7 @@ class CapiClient:
         body: dict[str, Any] = {
             "data": list(batch),
             "access_token": self._token,  # DOMAIN.md §4: in the body, never in the URL
-            "partner_agent": f"sheet-bridge/{sheet_bridge.__version__}",
+            "partner_agent": self.partner_agent,
         }
         if self.test_event_code:
             body["test_event_code"] = self.test_event_code

@@ -19,8 +19,8 @@ from sheet_bridge.meta.identity import match_keys
 from sheet_bridge.sheets.client import SheetsClient, SheetsError, SheetsTabNotFound
 from sheet_bridge.sheets.table import SheetTable
 from sheet_bridge.sync.ledger import AdoptedEvent
+from sheet_bridge.sync.outcomes import said_events
 from sheet_bridge.sync.plan import ExpiredEvent, LeadRow, PlannedEvent, event_id_for, plan
-from sheet_bridge.sync.report import said_events
 from sheet_bridge.sync.rows import bridge_cells
 from sheet_bridge.sync.run import LOG_HEADER, Bridge, SyncError, rows_ahead_of
 

@@ -15,11 +15,21 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig
+import sheet_bridge
+from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
 from sheet_bridge.meta.client import CapiClient, SendOutcome
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
-from sheet_bridge.sync.ledger import Ledger, LedgerBackend, LockLease, SheetTab
+from sheet_bridge.sync.ledger import LedgerBackend, LockLease, SheetTab, open_ledger
+from sheet_bridge.sync.outcomes import (
+    RowReport,
+    answer_words,
+    format_sent_at,
+    record_after,
+    render_row,
+    shows_sent_or_expired,
+    summary_counts,
+)
 from sheet_bridge.sync.plan import (
     BASELINE_REASON,
     EventRecord,
@@ -29,15 +39,6 @@ from sheet_bridge.sync.plan import (
     RowDecision,
     expired_reason,
     plan,
-)
-from sheet_bridge.sync.report import (
-    RowReport,
-    answer_words,
-    format_sent_at,
-    record_after,
-    render_row,
-    shows_sent_or_expired,
-    summary_counts,
 )
 from sheet_bridge.sync.rows import (
     ColumnLayout,
@@ -64,6 +65,19 @@ class SyncError(Exception):
 class LedgerBehindSheet(SyncError):
     """The sheet shows events sent that the ledger has no record of: sending now could send
     them twice. Nothing was sent; `sheet-bridge adopt` takes them over from the sheet."""
+
+
+def capi_client(meta: MetaConfig, access_token: str, **kw: Any) -> CapiClient:
+    """The CAPI client for the pixel a bridge config names (`kw` overrides the config): the
+    edge that reads our config builds it, so `meta/` never knows the config file."""
+    options: dict[str, Any] = {
+        "test_event_code": meta.test_event_code,
+        "batch_size": meta.batch_size,
+        "timeout": meta.timeout_seconds,
+        "partner_agent": f"sheet-bridge/{sheet_bridge.__version__}",
+    }
+    options.update(kw)
+    return CapiClient(meta.graph_url, meta.api_version, meta.pixel_id, access_token, **options)
 
 
 def utc_now() -> datetime:
@@ -139,8 +153,8 @@ class Bridge:
         return cls(
             config,
             sheets=SheetsClient(config.sheets, base_dir=base),
-            ledger=Ledger(config.ledger_path(env)),
-            capi=CapiClient.from_config(config.meta, token) if token else None,
+            ledger=open_ledger(config.ledger_location(env)),
+            capi=capi_client(config.meta, token) if token else None,
             **kw,
         )
 

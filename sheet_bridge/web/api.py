@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -12,9 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sheet_bridge.sync.ledger import LedgerError, SyncBusy
 from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError
 from sheet_bridge.web.auth import AuthError
-
-if TYPE_CHECKING:
-    from sheet_bridge.web.app import Access, BridgeRegistry
+from sheet_bridge.web.registry import Access, BridgeRegistry
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -203,8 +201,8 @@ def status() -> Any:
 
 @api.get("/report")
 def report() -> Any:
-    from sheet_bridge.sync.chart import weekly_chart
-    from sheet_bridge.sync.funnel import funnel_report
+    from sheet_bridge.insights.chart import weekly_chart
+    from sheet_bridge.insights.funnel import funnel_report
 
     bridge = _from_query()
     events = bridge.ledger.events(bridge.sheet_tab)

@@ -21,11 +21,10 @@ import httpx
 import pytest
 
 from sheet_bridge.local.server import BackgroundServer
-from sheet_bridge.meta.client import CapiClient
 from sheet_bridge.meta.identity import sha256_hex
 from sheet_bridge.sheets.client import SheetsClient
-from sheet_bridge.sync.ledger import Ledger, LedgerError, SyncBusy
-from sheet_bridge.sync.run import Bridge, SyncError
+from sheet_bridge.sync.ledger import LedgerError, SqliteLedger, SyncBusy
+from sheet_bridge.sync.run import Bridge, SyncError, capi_client
 from sheet_bridge.web.app import create_app
 from tests.conftest import WORLD_SECRET, WORLD_STAGES, WORLD_TOKEN, World, lead_row
 
@@ -192,7 +191,12 @@ def test_sheets_down_on_read_stops_the_pass_before_anything_is_sent(
         world.bridge().sync()
     assert ("quota" if status == 429 else "try again") in str(caught.value)
     assert world.meta_stats()["requests"] == 0
-    assert Ledger(world.config.ledger_path({})).counts_by_state(world.bridge().sheet_tab) == {}
+    assert (
+        SqliteLedger(Path(world.config.ledger_location({}))).counts_by_state(
+            world.bridge().sheet_tab
+        )
+        == {}
+    )
 
 
 @pytest.mark.parametrize("status", [429, 500])
@@ -224,7 +228,7 @@ def write_toml(path: Path, world: World) -> None:
     lines += [f"{k} = {value(v)}" for k, v in cfg.sheets.model_dump(exclude_none=True).items()]
     lines += ["", "[meta]"]
     lines += [f"{k} = {value(v)}" for k, v in cfg.meta.model_dump(exclude_none=True).items()]
-    lines += ["", "[server]", f"ledger = {value(str(cfg.ledger_path({})))}"]
+    lines += ["", "[server]", f"ledger = {value(str(cfg.ledger_location({})))}"]
     lines += ['shared_secret_env = "SHEET_BRIDGE_SECRET"', "", "[columns]"]
     lines += [f"{k} = {value(v)}" for k, v in cfg.columns.items()]
     for stage in WORLD_STAGES:
@@ -263,8 +267,8 @@ def test_process_killed_after_meta_answered_sends_nothing_twice_when_run_again(
 # ---- the ledger -----------------------------------------------------------------------------
 
 
-def bridge_with_ledger(world: World, ledger: Ledger) -> Bridge:
-    capi = CapiClient.from_config(world.config.meta, WORLD_TOKEN, sleep=lambda s: None)
+def bridge_with_ledger(world: World, ledger: SqliteLedger) -> Bridge:
+    capi = capi_client(world.config.meta, WORLD_TOKEN, sleep=lambda s: None)
     return Bridge(
         world.config,
         sheets=SheetsClient(world.config.sheets, sleep=lambda s: None),
@@ -278,13 +282,13 @@ def test_ledger_locked_by_another_process_is_a_clear_error_and_nothing_is_sent(
     make_world: MakeWorld, world_now: datetime
 ) -> None:
     world = make_world(leads(5, world_now))
-    path = world.config.ledger_path({})
-    Ledger(path).close()
+    path = Path(world.config.ledger_location({}))
+    SqliteLedger(path).close()
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(LedgerError) as caught:
-            bridge_with_ledger(world, Ledger(path, busy_timeout=0.3)).sync()
+            bridge_with_ledger(world, SqliteLedger(path, busy_timeout=0.3)).sync()
         assert "locked by another process" in str(caught.value)
         assert world.meta_stats()["requests"] == 0
         assert capi_status(world) == [""] * 5
@@ -299,7 +303,7 @@ def test_corrupt_ledger_is_a_clear_error_nothing_is_sent_and_the_file_is_kept(
     make_world: MakeWorld, world_now: datetime
 ) -> None:
     world = make_world(leads(5, world_now))
-    path = world.config.ledger_path({})
+    path = Path(world.config.ledger_location({}))
     garbage = b"not a database, whatever it was once " * 200
     path.write_bytes(garbage)
     with pytest.raises(LedgerError) as caught:

@@ -70,7 +70,7 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
     sheet = world.rows()
     config = tmp_path / "bridge.toml"
     write_toml(config, world)
-    lose(world.config.ledger_path({}), how)
+    lose(Path(world.config.ledger_location({})), how)
 
     # The pass refuses in words and sends nothing (the library, then the command).
     with pytest.raises(LedgerBehindSheet) as caught:
@@ -143,7 +143,7 @@ def test_schema_1_ledger_from_the_previous_version_migrates_and_sends_nothing_ag
     bridge.ledger.close()
     del bridge
     sent = len(world.meta_events())
-    path = world.config.ledger_path({})
+    path = Path(world.config.ledger_location({}))
     old = tmp_path / "v1.db"
     downgrade_to_schema_1(path, old)
     for extra in (Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -170,7 +170,7 @@ def test_schema_1_ledger_from_the_previous_version_migrates_and_sends_nothing_ag
 
 def insert_edit(world: World, row: int, status: str, at: object) -> None:
     """What the old /api/edits stored for any `at` it was given (raw SQL, no API check)."""
-    with sqlite3.connect(world.config.ledger_path({})) as db:
+    with sqlite3.connect(Path(world.config.ledger_location({}))) as db:
         db.execute(
             "INSERT INTO pending_edits (spreadsheet_id, tab, row_number, old_value, new_value, "
             "at, recorded_at) VALUES (?, ?, ?, 'New', ?, ?, ?)",
@@ -235,7 +235,7 @@ def test_backend_answers_409_and_status_says_what_to_do_when_the_ledger_is_behin
     bridge.ledger.close()
     del bridge
     sent = len(world.meta_events())
-    lose(world.config.ledger_path({}), "emptied")
+    lose(Path(world.config.ledger_location({})), "emptied")
     app = create_app(bridges=[world.bridge()], environ={"SHEET_BRIDGE_SECRET": WORLD_SECRET})
     client = app.test_client()
     auth = {"Authorization": f"Bearer {WORLD_SECRET}"}

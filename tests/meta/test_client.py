@@ -25,6 +25,7 @@ from sheet_bridge.meta.client import (
     SendOutcome,
     request_bound,
 )
+from sheet_bridge.sync.run import capi_client
 from tests.meta.conftest import PIXEL, TOKEN
 
 DAY = 86400
@@ -70,7 +71,8 @@ def test_token_travels_in_the_body_only_with_partner_agent_and_no_test_code(
     httpserver, events_path, make_client, make_event, token
 ):
     httpserver.expect_request(events_path, method="POST").respond_with_json(ok(2))
-    outcomes = make_client(base(httpserver)).send([make_event(1), make_event(2)])
+    client = make_client(base(httpserver), partner_agent=f"sheet-bridge/{__version__}")
+    outcomes = client.send([make_event(1), make_event(2)])
 
     assert [o.state for o in outcomes] == ["sent", "sent"]
     (request, _), *_ = httpserver.log
@@ -116,10 +118,11 @@ def test_from_config_points_at_the_configured_graph_and_pixel(token):
     meta = MetaConfig(
         pixel_id="555", graph_url="http://127.0.0.1:8086/", api_version="v24.0", batch_size=250
     )
-    client = CapiClient.from_config(meta, token, max_attempts=2)
+    client = capi_client(meta, token, max_attempts=2)
     assert client.url == "http://127.0.0.1:8086/v24.0/555/events"
     assert client.batch_size == 250
     assert client.max_attempts == 2
+    assert client.partner_agent == f"sheet-bridge/{__version__}"  # the edge names the version
     client.close()
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sheet_bridge.sync.ledger import Ledger, SheetTab
+from sheet_bridge.sync.ledger import SheetTab, SqliteLedger
 from tests.conftest import WORLD_SHEET, WORLD_TEST_CODE, World, lead_row, world_config
 
 MakeWorld = Callable[..., World]
@@ -28,7 +28,7 @@ WORLD_TAB = SheetTab(WORLD_SHEET, "Leads")
 
 
 def _ledger_states(world: World) -> Counter[tuple[str, bool]]:
-    ledger = Ledger(world.config.ledger_path({}))
+    ledger = SqliteLedger(world.config.ledger_location({}))
     try:
         return Counter((e.state, e.retry) for e in ledger.events(WORLD_TAB))
     finally:
@@ -79,7 +79,7 @@ def test_a_setup_error_halts_after_one_request_and_every_event_goes_once_fixed(
     assert all(says in cell and "will retry next sync" in cell for cell in status), status[0]
     assert halted.halted is not None and says in halted.halted
     assert halted.notices == [halted.halted]
-    last = Ledger(world.config.ledger_path({})).last_pass(WORLD_TAB)
+    last = SqliteLedger(world.config.ledger_location({})).last_pass(WORLD_TAB)
     assert last["error"] == halted.halted
 
     _refix(world, **fixed)
@@ -91,7 +91,7 @@ def test_a_setup_error_halts_after_one_request_and_every_event_goes_once_fixed(
     assert after.counts["sent"] == LEADS and after.halted is None
     assert _ledger_states(world) == Counter({("sent", False): LEADS})
     assert all(cell == "Sent: Lead" for cell in world.column("CAPI Status"))
-    assert Ledger(world.config.ledger_path({})).last_pass(WORLD_TAB)["error"] is None
+    assert SqliteLedger(world.config.ledger_location({})).last_pass(WORLD_TAB)["error"] is None
 
 
 def test_a_halt_leaves_the_later_batches_unsent_and_due(

@@ -43,7 +43,7 @@ def id_token(key: rsa.RSAPrivateKey, **claims: Any) -> str:
 
 def ledger_state(world: World) -> dict[str, list[tuple[Any, ...]]]:
     """Everything the ledger holds, table by table."""
-    with sqlite3.connect(world.config.ledger_path({})) as db:
+    with sqlite3.connect(world.config.ledger_location({})) as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}
 

@@ -10,7 +10,7 @@ from typing import Any
 from sheet_bridge.config import BridgeConfig, parse_config
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.meta.identity import hash_user_data, match_keys
-from sheet_bridge.sync.ledger import Ledger, SheetTab
+from sheet_bridge.sync.ledger import SheetTab, SqliteLedger
 from sheet_bridge.sync.plan import ExpiredEvent, PlannedEvent, event_id_for
 
 SHEET = "1ReportSheet0000000000000000000000000000000"
@@ -57,7 +57,7 @@ def report_config(
 class LedgerWriter:
     """Writes events into a real ledger the way a pass does: mark_sending, then the outcome."""
 
-    def __init__(self, ledger: Ledger, config: BridgeConfig) -> None:
+    def __init__(self, ledger: SqliteLedger, config: BridgeConfig) -> None:
         self.ledger = ledger
         self.config = config
         self.stages = {s.event: s for s in config.stage_map.stages}

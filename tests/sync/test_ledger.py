@@ -23,10 +23,10 @@ from sheet_bridge.sync.ledger import (
     LOCK_LEASE,
     SCHEMA_VERSION,
     AdoptedEvent,
-    Ledger,
     LedgerError,
     LockLost,
     SheetTab,
+    SqliteLedger,
     SyncBusy,
 )
 from sheet_bridge.sync.plan import ExpiredEvent, PlannedEvent, Transition
@@ -76,8 +76,8 @@ def ledger_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(ledger_path: Path) -> Ledger:
-    return Ledger(ledger_path)
+def ledger(ledger_path: Path) -> SqliteLedger:
+    return SqliteLedger(ledger_path)
 
 
 def dead_pid() -> int:
@@ -94,7 +94,7 @@ def dead_pid() -> int:
 
 
 def test_new_ledger_creates_its_tables_and_records_the_schema_version(ledger_path: Path) -> None:
-    Ledger(ledger_path)
+    SqliteLedger(ledger_path)
 
     db = sqlite3.connect(ledger_path)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -107,11 +107,11 @@ def test_new_ledger_creates_its_tables_and_records_the_schema_version(ledger_pat
 
 
 def test_reopening_a_ledger_keeps_what_it_holds(ledger_path: Path) -> None:
-    first = Ledger(ledger_path)
+    first = SqliteLedger(ledger_path)
     first.mark_sending(WHERE, [planned()], {}, {}, NOW)
     first.close()
 
-    again = Ledger(ledger_path)
+    again = SqliteLedger(ledger_path)
 
     assert again.counts_by_state(WHERE) == {"sending": 1}
 
@@ -119,7 +119,7 @@ def test_reopening_a_ledger_keeps_what_it_holds(ledger_path: Path) -> None:
 def test_ledger_written_by_a_newer_version_is_refused_with_upgrade_advice(
     ledger_path: Path,
 ) -> None:
-    Ledger(ledger_path).close()
+    SqliteLedger(ledger_path).close()
     db = sqlite3.connect(ledger_path)
     db.execute(
         "UPDATE ledger_info SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),)
@@ -128,7 +128,7 @@ def test_ledger_written_by_a_newer_version_is_refused_with_upgrade_advice(
     db.close()
 
     with pytest.raises(LedgerError, match="upgrade") as caught:
-        Ledger(ledger_path)
+        SqliteLedger(ledger_path)
     assert str(ledger_path) in str(caught.value)
 
 
@@ -139,7 +139,7 @@ def test_corrupt_ledger_file_is_refused_and_left_byte_for_byte_unchanged(
     ledger_path.write_bytes(garbage)
 
     with pytest.raises(LedgerError) as caught:
-        Ledger(ledger_path)
+        SqliteLedger(ledger_path)
 
     message = str(caught.value)
     assert str(ledger_path) in message
@@ -157,7 +157,7 @@ def test_sqlite_file_that_is_not_a_ledger_is_refused_naming_its_tables(
     db.close()
 
     with pytest.raises(LedgerError, match="not a sheet-bridge ledger") as caught:
-        Ledger(ledger_path)
+        SqliteLedger(ledger_path)
 
     assert "contacts" in str(caught.value)
     db = sqlite3.connect(ledger_path)
@@ -178,7 +178,7 @@ def test_sqlite_file_that_is_not_a_ledger_is_left_byte_for_byte_unchanged(
     before = ledger_path.read_bytes()
 
     with pytest.raises(LedgerError):
-        Ledger(ledger_path)
+        SqliteLedger(ledger_path)
 
     assert ledger_path.read_bytes() == before
 
@@ -186,7 +186,7 @@ def test_sqlite_file_that_is_not_a_ledger_is_left_byte_for_byte_unchanged(
 # -- events --------------------------------------------------------------------------------
 
 
-def test_sending_then_outcomes_round_trip_through_history(ledger: Ledger) -> None:
+def test_sending_then_outcomes_round_trip_through_history(ledger: SqliteLedger) -> None:
     lead = planned("Lkey1", LEAD_STAGE, event_id="pixel-evt-1")
     mql = planned("Lkey1", MQL_STAGE)
     other = planned("Lkey2", LEAD_STAGE)
@@ -235,7 +235,7 @@ def test_sending_then_outcomes_round_trip_through_history(ledger: Ledger) -> Non
     assert stored.lead_status == "New"
 
 
-def test_transient_failure_is_kept_for_retry(ledger: Ledger) -> None:
+def test_transient_failure_is_kept_for_retry(ledger: SqliteLedger) -> None:
     event = planned()
     ledger.mark_sending(WHERE, [event], {}, {}, NOW)
 
@@ -247,7 +247,7 @@ def test_transient_failure_is_kept_for_retry(ledger: Ledger) -> None:
     assert (record.state, record.retry) == ("failed", True)
 
 
-def test_resending_keeps_the_first_event_id(ledger: Ledger) -> None:
+def test_resending_keeps_the_first_event_id(ledger: SqliteLedger) -> None:
     ledger.mark_sending(WHERE, [planned(event_id="sb.first")], {}, {}, NOW)
 
     ledger.mark_sending(WHERE, [planned(event_id="sb.second")], {}, {}, NOW)
@@ -255,14 +255,14 @@ def test_resending_keeps_the_first_event_id(ledger: Ledger) -> None:
     assert ledger.history(WHERE)["Lkey1"].events["Lead"].event_id == "sb.first"
 
 
-def test_history_is_per_spreadsheet(ledger: Ledger) -> None:
+def test_history_is_per_spreadsheet(ledger: SqliteLedger) -> None:
     ledger.mark_sending(WHERE, [planned()], {}, {}, NOW)
 
     assert ledger.history(ELSEWHERE) == {}
     assert ledger.counts_by_state(ELSEWHERE) == {}
 
 
-def test_expired_event_is_recorded_so_it_is_never_tried_again(ledger: Ledger) -> None:
+def test_expired_event_is_recorded_so_it_is_never_tried_again(ledger: SqliteLedger) -> None:
     ledger.record_expired(WHERE, [expired("Lkey1", "Lead", "sb.x")], NOW)
 
     record = ledger.history(WHERE)["Lkey1"].events["Lead"]
@@ -271,7 +271,7 @@ def test_expired_event_is_recorded_so_it_is_never_tried_again(ledger: Ledger) ->
     assert record.error is not None and "7-day window" in record.error
 
 
-def test_record_expired_never_overwrites_a_sent_event(ledger: Ledger) -> None:
+def test_record_expired_never_overwrites_a_sent_event(ledger: SqliteLedger) -> None:
     event = planned()
     ledger.mark_sending(WHERE, [event], {}, {}, NOW)
     ledger.record_outcomes(WHERE, [(event, SendOutcome("sent", "sent", "Atrace"))], NOW)
@@ -284,7 +284,7 @@ def test_record_expired_never_overwrites_a_sent_event(ledger: Ledger) -> None:
     assert record.error is None
 
 
-def test_record_expired_settles_a_failed_event(ledger: Ledger) -> None:
+def test_record_expired_settles_a_failed_event(ledger: SqliteLedger) -> None:
     event = planned()
     ledger.mark_sending(WHERE, [event], {}, {}, NOW)
     ledger.record_outcomes(WHERE, [(event, SendOutcome("failed", "down", transient=True))], NOW)
@@ -297,7 +297,7 @@ def test_record_expired_settles_a_failed_event(ledger: Ledger) -> None:
 # -- transitions and edits -----------------------------------------------------------------
 
 
-def test_transitions_come_back_in_time_order(ledger: Ledger) -> None:
+def test_transitions_come_back_in_time_order(ledger: SqliteLedger) -> None:
     t1, t2, t3 = (NOW - timedelta(hours=h) for h in (3, 2, 1))
     ledger.add_transitions(
         WHERE,
@@ -317,7 +317,7 @@ def test_transitions_come_back_in_time_order(ledger: Ledger) -> None:
     assert history["Lkey1"].events == {}
 
 
-def test_pending_edits_are_kept_until_resolved_into_transitions(ledger: Ledger) -> None:
+def test_pending_edits_are_kept_until_resolved_into_transitions(ledger: SqliteLedger) -> None:
     t1, t2 = NOW - timedelta(hours=2), NOW - timedelta(hours=1)
     second = ledger.add_edit(WHERE, 5, "MQL", "SQL", t2, NOW)
     first = ledger.add_edit(WHERE, 5, "New", "MQL", t1, NOW)
@@ -343,7 +343,7 @@ def test_pending_edits_are_kept_until_resolved_into_transitions(ledger: Ledger) 
 # -- passes --------------------------------------------------------------------------------
 
 
-def test_last_pass_is_the_latest_finished_real_pass(ledger: Ledger) -> None:
+def test_last_pass_is_the_latest_finished_real_pass(ledger: SqliteLedger) -> None:
     assert ledger.last_pass(WHERE) == {}
     one = ledger.start_pass(WHERE, "sync", False, NOW)
     ledger.finish_pass(one, {"sent": 3}, NOW + timedelta(seconds=2))
@@ -364,7 +364,7 @@ def test_last_pass_is_the_latest_finished_real_pass(ledger: Ledger) -> None:
     assert ledger.last_pass(ELSEWHERE) == {}
 
 
-def test_failed_pass_keeps_its_error(ledger: Ledger) -> None:
+def test_failed_pass_keeps_its_error(ledger: SqliteLedger) -> None:
     pass_id = ledger.start_pass(WHERE, "sync", False, NOW)
 
     ledger.finish_pass(pass_id, {}, NOW, error="SyncError")
@@ -375,7 +375,7 @@ def test_failed_pass_keeps_its_error(ledger: Ledger) -> None:
 # -- lock ----------------------------------------------------------------------------------
 
 
-def test_second_holder_waits_then_gets_sync_busy(ledger: Ledger) -> None:
+def test_second_holder_waits_then_gets_sync_busy(ledger: SqliteLedger) -> None:
     with ledger.lock(WHERE, wait=0):
         started = time.monotonic()
         with pytest.raises(SyncBusy), ledger.lock(WHERE, wait=0.3):
@@ -384,7 +384,7 @@ def test_second_holder_waits_then_gets_sync_busy(ledger: Ledger) -> None:
     assert waited >= 0.3
 
 
-def test_lock_is_released_after_the_pass_even_when_it_fails(ledger: Ledger) -> None:
+def test_lock_is_released_after_the_pass_even_when_it_fails(ledger: SqliteLedger) -> None:
     with pytest.raises(RuntimeError), ledger.lock(WHERE, wait=0):
         raise RuntimeError("the pass broke")
 
@@ -392,13 +392,13 @@ def test_lock_is_released_after_the_pass_even_when_it_fails(ledger: Ledger) -> N
         pass
 
 
-def test_locks_of_different_spreadsheets_do_not_block_each_other(ledger: Ledger) -> None:
+def test_locks_of_different_spreadsheets_do_not_block_each_other(ledger: SqliteLedger) -> None:
     with ledger.lock(WHERE, wait=0), ledger.lock(ELSEWHERE, wait=0):
         pass
 
 
 def test_lock_is_held_across_ledger_objects_on_the_same_file(ledger_path: Path) -> None:
-    first, second = Ledger(ledger_path), Ledger(ledger_path)
+    first, second = SqliteLedger(ledger_path), SqliteLedger(ledger_path)
 
     with first.lock(WHERE, wait=0), pytest.raises(SyncBusy), second.lock(WHERE, wait=0.1):
         pass  # pragma: no cover - never entered
@@ -416,7 +416,7 @@ def insert_lock(path: Path, *, host: str, pid: int, expires: float) -> None:
 
 
 def test_lock_left_by_a_dead_process_on_this_host_is_taken_over(
-    ledger: Ledger, ledger_path: Path
+    ledger: SqliteLedger, ledger_path: Path
 ) -> None:
     insert_lock(ledger_path, host=socket.gethostname(), pid=dead_pid(), expires=time.time() + 900)
 
@@ -431,7 +431,7 @@ def test_lock_left_by_a_dead_process_on_this_host_is_taken_over(
 
 
 def test_lock_held_by_a_live_process_on_this_host_is_respected(
-    ledger: Ledger, ledger_path: Path
+    ledger: SqliteLedger, ledger_path: Path
 ) -> None:
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -446,7 +446,7 @@ def test_lock_held_by_a_live_process_on_this_host_is_respected(
 
 
 def test_lock_of_another_host_is_respected_until_it_expires(
-    ledger: Ledger, ledger_path: Path
+    ledger: SqliteLedger, ledger_path: Path
 ) -> None:
     insert_lock(ledger_path, host="other-host.invalid", pid=1, expires=time.time() + 900)
     with pytest.raises(SyncBusy), ledger.lock(WHERE, wait=0.1):
@@ -461,7 +461,7 @@ def test_lock_of_another_host_is_respected_until_it_expires(
 
 
 def test_two_threads_contending_for_the_lock_each_get_it_in_turn(ledger_path: Path) -> None:
-    ledger = Ledger(ledger_path)
+    ledger = SqliteLedger(ledger_path)
     inside = 0
     overlaps: list[int] = []
     entered: list[str] = []
@@ -499,7 +499,7 @@ def test_two_threads_contending_for_the_lock_each_get_it_in_turn(ledger_path: Pa
 
 
 def test_a_pass_holds_its_lock_for_a_short_lease_not_fifteen_minutes(
-    ledger: Ledger, ledger_path: Path
+    ledger: SqliteLedger, ledger_path: Path
 ) -> None:
     # Issue 12 finding 8: a pass killed on another host (a restarted container) left a lock
     # that blocked the tab for up to 900 s. Now the lock lapses LOCK_LEASE after its last
@@ -513,7 +513,7 @@ def test_a_pass_holds_its_lock_for_a_short_lease_not_fifteen_minutes(
 
 
 def test_lock_of_a_crashed_pass_on_another_host_is_taken_once_its_lease_ran_out(
-    ledger: Ledger, ledger_path: Path
+    ledger: SqliteLedger, ledger_path: Path
 ) -> None:
     insert_lock(ledger_path, host="old-container.invalid", pid=1, expires=time.time() - 0.5)
 
@@ -525,7 +525,7 @@ def test_lock_of_a_crashed_pass_on_another_host_is_taken_once_its_lease_ran_out(
 
 
 def test_a_live_holder_renews_its_lease_so_nobody_takes_its_lock(ledger_path: Path) -> None:
-    holder, other = Ledger(ledger_path), Ledger(ledger_path)
+    holder, other = SqliteLedger(ledger_path), SqliteLedger(ledger_path)
     held = threading.Event()
     release = threading.Event()
 
@@ -550,7 +550,7 @@ def test_a_live_holder_renews_its_lease_so_nobody_takes_its_lock(ledger_path: Pa
 
 
 def test_a_pass_whose_lock_was_taken_over_stops_before_sending_more(
-    ledger: Ledger, ledger_path: Path
+    ledger: SqliteLedger, ledger_path: Path
 ) -> None:
     with ledger.lock(WHERE, wait=0, lease=0.2) as held:
         held.check()  # ours
@@ -565,7 +565,7 @@ def test_a_pass_whose_lock_was_taken_over_stops_before_sending_more(
             held.check()
 
 
-def test_locks_are_per_tab(ledger: Ledger) -> None:
+def test_locks_are_per_tab(ledger: SqliteLedger) -> None:
     with (
         ledger.lock(WHERE, wait=0),
         ledger.lock(SheetTab(SHEET, "Brand B"), wait=0),
@@ -580,7 +580,7 @@ def test_locks_are_per_tab(ledger: Ledger) -> None:
 BRAND_B = SheetTab(SHEET, "Brand B")
 
 
-def test_two_tabs_of_one_spreadsheet_never_share_a_lead(ledger: Ledger) -> None:
+def test_two_tabs_of_one_spreadsheet_never_share_a_lead(ledger: SqliteLedger) -> None:
     # Issue 12 finding 1: the same lead key in two tabs (leads copied from one into the other)
     # is two leads, one per tab.
     sent = planned("Lkey1")
@@ -632,7 +632,7 @@ def test_schema_1_rows_go_to_the_tab_whose_pass_wrote_them(tmp_path: Path) -> No
     before = db.execute("SELECT * FROM events ORDER BY lead_key").fetchall()
     db.close()
 
-    ledger = Ledger(path)
+    ledger = SqliteLedger(path)
 
     assert set(ledger.history(SheetTab(SHEET, "Brand A"))) == {"Lkey1"}
     b = ledger.history(SheetTab(SHEET, "Brand B"))
@@ -644,7 +644,7 @@ def test_schema_1_rows_go_to_the_tab_whose_pass_wrote_them(tmp_path: Path) -> No
         f"SELECT {', '.join(c for c in columns if c != 'tab')} FROM events ORDER BY lead_key"
     ).fetchall()
     db.close()
-    assert version == ("2",)
+    assert version == (str(SCHEMA_VERSION),)
     assert after == before  # unchanged in content
 
 
@@ -663,9 +663,9 @@ def test_schema_1_rows_no_pass_can_place_go_to_the_first_tab_that_opens_them(
     db.commit()
     db.close()
 
-    first = Ledger(path)
+    first = SqliteLedger(path)
     assert first.claim_legacy_rows(SheetTab(SHEET, "Brand A")) == 1
-    second = Ledger(path)  # another config of the folder, later
+    second = SqliteLedger(path)  # another config of the folder, later
     assert second.claim_legacy_rows(SheetTab(SHEET, "Brand B")) == 0
 
     assert set(second.history(SheetTab(SHEET, "Brand A"))) == {"Lkey1"}
@@ -708,7 +708,7 @@ YEAR_0 = datetime(1, 1, 1, tzinfo=UTC).timestamp() - 14 * 3600
     "at", [YEAR_0, "not a time", float("inf"), datetime(2001, 1, 1, tzinfo=UTC).timestamp()]
 )
 def test_an_unreadable_stored_time_is_skipped_and_listed_not_a_crash(
-    ledger: Ledger, ledger_path: Path, at: object
+    ledger: SqliteLedger, ledger_path: Path, at: object
 ) -> None:
     now = NOW.timestamp()
     good_at = NOW - timedelta(hours=1)
@@ -738,7 +738,7 @@ def test_ledger_and_its_wal_and_shm_are_readable_by_their_owner_only(ledger_path
     # number's hash is brute-forced in seconds, so the files are as private as the leads.
     previous = os.umask(0o022)
     try:
-        ledger = Ledger(ledger_path)
+        ledger = SqliteLedger(ledger_path)
         ledger.mark_sending(WHERE, [planned()], {}, {}, NOW)
         files = [ledger_path, *(Path(f"{ledger_path}-{s}") for s in ("wal", "shm"))]
         modes = {p.name: p.stat().st_mode & 0o777 for p in files}
@@ -750,7 +750,9 @@ def test_ledger_and_its_wal_and_shm_are_readable_by_their_owner_only(ledger_path
 # -- adopting what the sheet says ----------------------------------------------------------
 
 
-def test_adopt_adds_what_the_ledger_lacks_and_never_changes_what_it_has(ledger: Ledger) -> None:
+def test_adopt_adds_what_the_ledger_lacks_and_never_changes_what_it_has(
+    ledger: SqliteLedger,
+) -> None:
     failed = planned("Lkey1")
     ledger.mark_sending(WHERE, [failed], {}, {}, NOW)
     ledger.record_outcomes(WHERE, [(failed, SendOutcome("failed", "down", transient=True))], NOW)
@@ -765,3 +767,81 @@ def test_adopt_adds_what_the_ledger_lacks_and_never_changes_what_it_has(ledger: 
     assert history["Lkey2"].events["Lead"].state == "sent"
     assert history["Lkey2"].events["Lead"].sent_at == NOW
     assert ledger.history(BRAND_B) == {}
+
+
+def test_a_schema_2_ledger_opens_with_its_passes_and_events_kept(ledger_path: Path) -> None:
+    old = SqliteLedger(ledger_path)
+    old.mark_sending(WHERE, [planned()], {}, {}, NOW)
+    pass_id = old.start_pass(WHERE, "sync", False, NOW)
+    old.finish_pass(pass_id, {"sent": 1}, NOW)
+    old.close()
+    # Back to the schema today's main wrote: passes without progress or summary.
+    db = sqlite3.connect(ledger_path)
+    for column in ("phase", "done", "total", "heartbeat_at", "summary"):
+        db.execute(f"ALTER TABLE passes DROP COLUMN {column}")
+    db.execute("UPDATE ledger_info SET value='2' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+
+    again = SqliteLedger(ledger_path)
+
+    assert again.counts_by_state(WHERE) == {"sending": 1}
+    assert again.last_pass(WHERE)["counts"] == {"sent": 1}
+    record = again.get_pass(pass_id)
+    assert record is not None and record.state(NOW) == "done" and record.phase == "done"
+    db = sqlite3.connect(ledger_path)
+    version = db.execute("SELECT value FROM ledger_info WHERE key='schema_version'").fetchone()
+    db.close()
+    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 3
+
+
+def test_history_of_some_keys_holds_only_those_leads(ledger: SqliteLedger) -> None:
+    ledger.mark_sending(WHERE, [planned("Lkey1"), planned("Lkey2"), planned("Lkey3")], {}, {}, NOW)
+    ledger.add_transitions(
+        WHERE, [("Lkey2", "MQL", NOW, "edit"), ("Lkey4", "New", NOW, "scan")], NOW
+    )
+
+    some = ledger.history(WHERE, keys=["Lkey2", "Lkey4", "nobody"])
+
+    assert set(some) == {"Lkey2", "Lkey4"}
+    assert set(some["Lkey2"].events) == {"Lead"}
+    assert [t.status for t in some["Lkey2"].transitions] == ["MQL"]
+    assert ledger.history(WHERE, keys=[]) == {}
+    assert set(ledger.history(WHERE)) == {"Lkey1", "Lkey2", "Lkey3", "Lkey4"}
+
+
+def test_a_pass_record_tells_its_phase_progress_and_answer(ledger: SqliteLedger) -> None:
+    pass_id = ledger.start_pass(WHERE, "sync", False, NOW)
+    started = ledger.get_pass(pass_id)
+    assert started is not None
+    assert (started.phase, started.state(NOW), started.where) == ("queued", "running", WHERE)
+    assert ledger.running_pass(WHERE, NOW) == started
+
+    ledger.pass_progress(pass_id, "send", 3, 8, NOW + timedelta(seconds=5))
+    mid = ledger.get_pass(pass_id)
+    assert mid is not None and (mid.phase, mid.done, mid.total) == ("send", 3, 8)
+    assert ledger.running_pass(ELSEWHERE, NOW) is None
+
+    ledger.finish_pass(pass_id, {"sent": 8}, NOW + timedelta(seconds=9), summary={"sent": 8})
+    done = ledger.get_pass(pass_id)
+    assert done is not None and done.state(NOW) == "done"
+    assert (done.summary, done.counts) == ({"sent": 8}, {"sent": 8})
+    assert ledger.running_pass(WHERE, NOW) is None
+    assert ledger.get_pass(pass_id + 1000) is None
+
+
+def test_a_pass_whose_process_stopped_heart_beating_is_lost_not_running(
+    ledger: SqliteLedger,
+) -> None:
+    pass_id = ledger.start_pass(WHERE, "hourly", False, NOW)
+    ledger.pass_progress(pass_id, "send", 1, 4, NOW)
+    later = NOW + timedelta(minutes=3)
+
+    record = ledger.get_pass(pass_id)
+
+    assert record is not None and record.state(later) == "lost"
+    assert ledger.running_pass(WHERE, later) is None
+    failed = ledger.start_pass(WHERE, "sync", False, NOW)
+    ledger.finish_pass(failed, {}, NOW, error="SyncError")
+    record = ledger.get_pass(failed)
+    assert record is not None and record.state(NOW) == "failed"

@@ -36,7 +36,7 @@ def edit(at: str, **change: Any) -> dict[str, Any]:
 
 
 def stored_edits(world: World) -> int:
-    with sqlite3.connect(world.config.ledger_path({})) as db:
+    with sqlite3.connect(world.config.ledger_location({})) as db:
         count: int = db.execute("SELECT COUNT(*) FROM pending_edits").fetchone()[0]
         return count
 

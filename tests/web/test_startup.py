@@ -136,7 +136,7 @@ def test_a_ledger_that_breaks_while_serving_is_ledger_unavailable_and_names_no_f
     client = create_app(
         bridges=[bridge], environ={"SHEET_BRIDGE_SECRET": WORLD_SECRET}
     ).test_client()
-    ledger = world.config.ledger_path({})
+    ledger = Path(world.config.ledger_location({}))
     bridge.ledger.close()
     for leftover in ledger.parent.glob(ledger.name + "-*"):
         leftover.unlink()

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from sheet_bridge.insights.audience import JunkAudience, junk_audience
 from sheet_bridge.meta.identity import sha256_hex
-from sheet_bridge.sync.audience import JunkAudience, junk_audience
-from sheet_bridge.sync.ledger import Ledger
+from sheet_bridge.sync.ledger import SqliteLedger
 from tests.sync.ledgers import NOW, WHERE, LedgerWriter, report_config
 
 
 @pytest.fixture
 def writer(tmp_path: Path) -> LedgerWriter:
     config = report_config(tmp_path)
-    return LedgerWriter(Ledger(config.ledger_path({})), config)
+    return LedgerWriter(SqliteLedger(config.ledger_location({})), config)
 
 
 def audience(writer: LedgerWriter, days: int = 90) -> JunkAudience:

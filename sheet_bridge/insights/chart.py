@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
-from sheet_bridge.sync.funnel import LEARNING_PHASE_PER_WEEK, FunnelReport
+from sheet_bridge.insights.funnel import LEARNING_PHASE_PER_WEEK, FunnelReport
 
 # Okabe–Ito: told apart by colour-blind readers too; cycled when there are more stages.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from sheet_bridge.config import BridgeConfig
-from sheet_bridge.sync.funnel import Advice, FunnelReport, funnel_report
-from sheet_bridge.sync.ledger import Ledger
+from sheet_bridge.insights.funnel import Advice, FunnelReport, funnel_report
+from sheet_bridge.sync.ledger import SqliteLedger
 from tests.sync.ledgers import NOW, STAGES, W11, WHERE, LedgerWriter, report_config, week
 
 FUNNEL = ("Lead", "QualifiedLead", "Schedule", "StartTrial", "Purchase")
@@ -27,7 +27,7 @@ def build(tmp_path: Path) -> Build:
 
     def make(stages: list[dict[str, Any]] | None = None) -> Any:
         config = report_config(tmp_path, stages)
-        ledger = Ledger(config.ledger_path({}))
+        ledger = SqliteLedger(config.ledger_location({}))
         writer = LedgerWriter(ledger, config)
 
         def report(**kw: Any) -> FunnelReport:

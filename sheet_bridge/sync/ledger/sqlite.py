@@ -1,12 +1,8 @@
-"""The ledger (SQLite): one row per (spreadsheet, tab, lead, event); transitions, passes, locks.
+"""The embedded ledger: SQLite in WAL mode, one file, one connection per thread.
 
 It is what makes sheet-bridge idempotent (DOMAIN.md §9): an event is marked `sending` before
 the POST and `sent`/`failed`/`expired` right after Meta answers, before anything is written back
 to the sheet, so a crash in between never leads to a second, different send.
-
-A lead is identified by (spreadsheet, tab, lead key): two tabs of one spreadsheet (two brands,
-two pixels) may share one ledger file and never share a row. `LedgerBackend` is the contract a
-second backend (PostgreSQL) implements; `Ledger` is the embedded SQLite one.
 """
 
 from __future__ import annotations
@@ -14,20 +10,35 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import socket
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sheet_bridge.meta.client import SendOutcome
+from sheet_bridge.sync.ledger.contract import (
+    LOCK_LEASE,
+    PLAUSIBLE_AGE,
+    SCHEMA_VERSION,
+    AdoptedEvent,
+    LedgerError,
+    LedgerEvent,
+    LockLease,
+    PassRecord,
+    PendingEdit,
+    SheetTab,
+    SyncBusy,
+    UnreadableRecord,
+    describe_at,
+    from_ts,
+    to_ts,
+)
 from sheet_bridge.sync.plan import (
     BASELINE_REASON,
     FUTURE_SKEW,
@@ -41,15 +52,6 @@ from sheet_bridge.sync.plan import (
 )
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2
-# A pass renews its lock every LOCK_LEASE / 4 seconds; a lock not renewed for LOCK_LEASE
-# seconds belongs to a process that died (on any host) and is taken over.
-LOCK_LEASE = 60.0
-# A stored edit or transition whose time lies outside [recorded − 62 days, recorded + 5 min]
-# can never give a sendable event (DOMAIN.md §5: 62 days is Meta's longest window, and future
-# times beyond clock skew are refused): it is skipped, never trusted as "first seen".
-PLAUSIBLE_AGE = timedelta(days=62)
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS ledger_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -110,7 +112,12 @@ CREATE TABLE IF NOT EXISTS passes (
     finished_at REAL,
     counts TEXT,
     error TEXT,
-    full INTEGER NOT NULL DEFAULT 0
+    full INTEGER NOT NULL DEFAULT 0,
+    phase TEXT NOT NULL DEFAULT 'done',
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    heartbeat_at REAL,
+    summary TEXT
 );
 CREATE TABLE IF NOT EXISTS locks (
     spreadsheet_id TEXT NOT NULL,
@@ -126,7 +133,7 @@ CREATE TABLE IF NOT EXISTS locks (
 # Schema 1 (sheet-bridge before tabs were keys) → 2. Rows get the tab of the pass that first
 # wrote them (a pass's start time is the `first_planned` / `recorded_at` of what it wrote),
 # else the spreadsheet's only tab that ever ran a real pass, else '' (unclaimed: the first
-# bridge that opens the ledger for that spreadsheet takes them, see Ledger.claim_legacy_rows).
+# bridge that opens the ledger for that spreadsheet takes them, see SqliteLedger.claim_legacy_rows).
 _WRITER_TAB = """COALESCE(
     (SELECT CASE WHEN COUNT(DISTINCT p.tab) = 1 THEN MIN(p.tab) END FROM passes p
      WHERE p.spreadsheet_id = {t}.spreadsheet_id AND p.dry_run = 0 AND p.started_at = {t}.{at}),
@@ -157,8 +164,17 @@ DROP TABLE events_v1;
 DROP TABLE transitions_v1;
 """
 
+# Schema 2 → 3: passes record their progress and their answer (any process can report them).
+_MIGRATE_2_TO_3 = """
+ALTER TABLE passes ADD COLUMN phase TEXT NOT NULL DEFAULT 'done';
+ALTER TABLE passes ADD COLUMN done INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE passes ADD COLUMN total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE passes ADD COLUMN heartbeat_at REAL;
+ALTER TABLE passes ADD COLUMN summary TEXT
+"""
+
 # A stored time the pass can use: a number, a real date, and plausible for when it was
-# recorded (PLAUSIBLE_AGE). Anything else is skipped and reported (Ledger.unreadable).
+# recorded (PLAUSIBLE_AGE). Anything else is skipped and reported (SqliteLedger.unreadable).
 _READABLE_AT = (
     "(typeof(at) IN ('integer', 'real') AND typeof(recorded_at) IN ('integer', 'real') "
     f"AND at BETWEEN -62135596800 AND 253402300799 "  # 0001-01-01 .. 9999-12-31 UTC
@@ -167,192 +183,7 @@ _READABLE_AT = (
 )
 
 
-class LedgerError(Exception):
-    """The ledger cannot be used; the message says why and what to do."""
-
-
-class SyncBusy(Exception):
-    """Another pass holds the tab's lock."""
-
-
-class LockLost(LedgerError):
-    """The pass's lock lapsed (not renewed within its lease) and may be someone else's now."""
-
-
-@dataclass(frozen=True)
-class SheetTab:
-    """Where leads live: a lead is identified by (spreadsheet, tab, lead key)."""
-
-    spreadsheet_id: str
-    tab: str
-
-    def __str__(self) -> str:
-        return f"spreadsheet {self.spreadsheet_id} tab {self.tab!r}"
-
-
-@dataclass(frozen=True)
-class PendingEdit:
-    id: int
-    row_number: int
-    old_value: str | None
-    new_value: str
-    at: datetime
-    recorded_at: datetime
-
-
-@dataclass(frozen=True)
-class UnreadableRecord:
-    """A stored edit or transition whose time cannot be used, in words."""
-
-    table: str  # "pending_edits" or "transitions"
-    id: int
-    what: str
-
-    def __str__(self) -> str:
-        return self.what
-
-
-@dataclass(frozen=True)
-class LedgerEvent:
-    """One ledger row, for reports and the status panel."""
-
-    lead_key: str
-    event_name: str
-    event_id: str
-    state: str
-    event_time: int
-    row_number: int | None
-    lead_status: str | None
-    stage_index: int | None
-    sent_at: float | None
-    fbtrace_id: str | None
-    error: str | None
-    retry: bool
-    value: float | None
-    currency: str | None
-    match_strength: str | None
-    user_data: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class AdoptedEvent:
-    """An event the sheet says Meta already has (or that expired), taken into the ledger."""
-
-    lead_key: str
-    event_name: str
-    event_id: str
-    state: str  # "sent" or "expired"
-    event_time: int
-    row_number: int
-    lead_status: str
-    stage_index: int | None
-    sent_at: datetime | None
-    value: float | None = None
-    currency: str | None = None
-    match_strength: str | None = None
-    user_data: Mapping[str, object] | None = None
-    error: str | None = None
-    fbtrace_id: str | None = None
-    notes: str | None = None  # the row's warning when it was sent
-
-
-class LockLease:
-    """A held lock, renewed by a heartbeat thread until the pass ends."""
-
-    def __init__(self, where: SheetTab, lease: float) -> None:
-        self.where = where
-        self.lease = lease
-        self.lost = False
-
-    def check(self) -> None:
-        """Before anything irreversible (a POST to Meta): stop if the lock lapsed."""
-        if self.lost:
-            raise LockLost(
-                f"the pass lost its lock on {self.where} (the ledger could not be written for "
-                f"{self.lease:.0f} s) and stopped before sending more; run the sync again"
-            )
-
-
-class LedgerBackend(Protocol):
-    """What a pass, the status panel and the reports need of a ledger (SQLite or PostgreSQL).
-
-    Every method is scoped to one SheetTab; nothing of one tab is visible from another."""
-
-    def claim_legacy_rows(self, where: SheetTab) -> int: ...
-    def lock(
-        self, where: SheetTab, wait: float, lease: float = LOCK_LEASE
-    ) -> contextlib.AbstractContextManager[LockLease]: ...
-    def history(self, where: SheetTab) -> dict[str, LeadHistory]: ...
-    def unreadable(self, where: SheetTab) -> list[UnreadableRecord]: ...
-    def drop_unreadable(self, records: Sequence[UnreadableRecord]) -> None: ...
-    def add_transitions(
-        self, where: SheetTab, items: Iterable[tuple[str, str, datetime, str]], now: datetime
-    ) -> None: ...
-    def add_edit(
-        self,
-        where: SheetTab,
-        row_number: int,
-        old_value: str | None,
-        new_value: str,
-        at: datetime,
-        now: datetime,
-    ) -> int: ...
-    def pending_edits(self, where: SheetTab) -> list[PendingEdit]: ...
-    def resolve_edits(
-        self, where: SheetTab, resolved: Sequence[tuple[PendingEdit, str | None]]
-    ) -> None: ...
-    def mark_sending(
-        self,
-        where: SheetTab,
-        events: Sequence[PlannedEvent],
-        strengths: Mapping[str, str],
-        notes: Mapping[str, str | None],
-        now: datetime,
-    ) -> None: ...
-    def record_outcomes(
-        self,
-        where: SheetTab,
-        results: Sequence[tuple[PlannedEvent, SendOutcome]],
-        now: datetime,
-    ) -> None: ...
-    def record_expired(
-        self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
-    ) -> None: ...
-    def record_baseline(
-        self, where: SheetTab, baseline: Sequence[BaselineEvent], now: datetime
-    ) -> None: ...
-    def adopt(self, where: SheetTab, events: Sequence[AdoptedEvent], now: datetime) -> int: ...
-    def events(self, where: SheetTab) -> list[LedgerEvent]: ...
-    def counts_by_state(self, where: SheetTab) -> dict[str, int]: ...
-    def start_pass(
-        self, where: SheetTab, trigger: str, dry_run: bool, now: datetime, full: bool = True
-    ) -> int: ...
-    def finish_pass(
-        self, pass_id: int, counts: dict[str, int], now: datetime, error: str | None = None
-    ) -> None: ...
-    def last_full_pass(self, where: SheetTab) -> datetime | None: ...
-    def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]: ...
-    def close(self) -> None: ...
-
-
-def _ts(at: datetime) -> float:
-    return at.timestamp()
-
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def _describe_at(value: object) -> str:
-    """A stored time as words for a notice (it may be any type SQLite kept)."""
-    if isinstance(value, int | float) and math.isfinite(value):
-        with contextlib.suppress(OverflowError, OSError, ValueError):
-            return _dt(value).strftime("%Y-%m-%d %H:%M UTC")
-        return "a time outside the calendar"
-    return f"{str(value)[:40]!r}"
-
-
-class Ledger:
+class SqliteLedger:
     """SQLite in WAL mode; one connection per thread, so the web server's threads share it.
 
     The file (and SQLite's -wal and -shm beside it, which take its permissions) is created
@@ -440,16 +271,8 @@ class Ledger:
         db.execute("BEGIN IMMEDIATE")
         try:
             version = self._schema_version(db)
-            if version == 1:
-                _run_script(db, _MIGRATE_1_TO_2)
-                placed = db.execute(
-                    "SELECT spreadsheet_id, tab, COUNT(*) FROM events GROUP BY 1, 2"
-                ).fetchall()
-                db.execute(
-                    "INSERT OR REPLACE INTO ledger_info VALUES ('migrated_from_1', ?)",
-                    (json.dumps([list(r) for r in placed]),),
-                )
-                log.info("ledger schema 1 → 2; events by (spreadsheet, tab): %s", placed)
+            if version in (1, 2):
+                self._migrate(db, version)
             elif version == 0:
                 _run_script(db, _TABLES)
             db.execute(
@@ -461,6 +284,20 @@ class Ledger:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """Forward from `version`, one step at a time, inside the caller's transaction."""
+        if version == 1:
+            _run_script(db, _MIGRATE_1_TO_2)
+            placed = db.execute(
+                "SELECT spreadsheet_id, tab, COUNT(*) FROM events GROUP BY 1, 2"
+            ).fetchall()
+            db.execute(
+                "INSERT OR REPLACE INTO ledger_info VALUES ('migrated_from_1', ?)",
+                (json.dumps([list(r) for r in placed]),),
+            )
+            log.info("ledger schema 1 → 2; events by (spreadsheet, tab): %s", placed)
+        _run_script(db, _MIGRATE_2_TO_3)
 
     def _schema_version(self, db: sqlite3.Connection) -> int:
         """The file's schema version; 0 for an empty file; LedgerError when it is not ours or
@@ -483,7 +320,7 @@ class Ledger:
                 f"The ledger {self.path} was written by a newer sheet-bridge (schema "
                 f"{version}, this one knows {SCHEMA_VERSION}); upgrade sheet-bridge"
             )
-        if version not in (0, 1, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
+        if version not in (0, 1, 2, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
             raise LedgerError(
                 f"The ledger {self.path} has no known schema version; nothing was changed. "
                 "Restore it from a backup or move it aside"
@@ -609,8 +446,11 @@ class Ledger:
             self.close()  # this thread's connection
 
     # -- history ---------------------------------------------------------------------------
-    def history(self, where: SheetTab) -> dict[str, LeadHistory]:
-        """Each lead's events and readable transitions (see `unreadable` for the others)."""
+    def history(
+        self, where: SheetTab, keys: Collection[str] | None = None
+    ) -> dict[str, LeadHistory]:
+        """Each lead's events and readable transitions (see `unreadable` for the others);
+        with `keys`, only those leads' (an edit's pass reads a handful, not the tab)."""
         events: dict[str, dict[str, EventRecord]] = {}
         transitions: dict[str, list[Transition]] = {}
         db = self._connect()
@@ -620,14 +460,23 @@ class Ledger:
         def at_time(ts: float) -> datetime:
             got = times.get(ts)
             if got is None:
-                got = times[ts] = _dt(ts)
+                got = times[ts] = from_ts(ts)
             return got
 
-        scope = (where.spreadsheet_id, where.tab)
+        scope: tuple[object, ...] = (where.spreadsheet_id, where.tab)
+        only = ""
+        if keys is not None:
+            wanted = sorted(set(keys))
+            if not wanted:
+                return {}
+            # One JSON array parameter: any number of keys, no SQLite variable limit.
+            only = " AND lead_key IN (SELECT value FROM json_each(?))"
+            scope = (*scope, json.dumps(wanted))
         try:
             for key, name, eid, state, etime, retry, fp, sent_at, trace, err, notes in db.execute(
                 "SELECT lead_key, event_name, event_id, state, event_time, retry, fingerprint, "
-                "sent_at, fbtrace_id, error, notes FROM events WHERE spreadsheet_id=? AND tab=?",
+                "sent_at, fbtrace_id, error, notes FROM events WHERE spreadsheet_id=? AND tab=?"
+                + only,
                 scope,
             ):
                 events.setdefault(key, {})[name] = EventRecord(
@@ -644,7 +493,7 @@ class Ledger:
                 )
             for key, status, at, source, recorded_at in db.execute(
                 "SELECT lead_key, status, at, source, recorded_at FROM transitions "
-                f"WHERE spreadsheet_id=? AND tab=? AND {_READABLE_AT} ORDER BY at, id",
+                f"WHERE spreadsheet_id=? AND tab=? AND {_READABLE_AT}{only} ORDER BY at, id",
                 scope,
             ):
                 transitions.setdefault(key, []).append(
@@ -672,7 +521,7 @@ class Ledger:
                         "pending_edits",
                         i,
                         f"the edit of row {row} to {str(new)[:40]!r} was recorded with an "
-                        f"unusable time ({_describe_at(at)}); it is dropped, and the sheet's "
+                        f"unusable time ({describe_at(at)}); it is dropped, and the sheet's "
                         "status is read as it is now",
                     )
                 )
@@ -686,7 +535,7 @@ class Ledger:
                         "transitions",
                         i,
                         f"the change of lead {key} to {str(status)[:40]!r} is stored with an "
-                        f"unusable time ({_describe_at(at)}); it is ignored and dropped",
+                        f"unusable time ({describe_at(at)}); it is ignored and dropped",
                     )
                 )
         except sqlite3.Error as exc:
@@ -711,8 +560,8 @@ class Ledger:
         now: datetime,
     ) -> None:
         """Record (lead key, status, at, source) transitions seen by an edit or a scan."""
-        sid, tab, t = where.spreadsheet_id, where.tab, _ts(now)
-        rows = [(sid, tab, k, s, _ts(at), src, t) for k, s, at, src in items]
+        sid, tab, t = where.spreadsheet_id, where.tab, to_ts(now)
+        rows = [(sid, tab, k, s, to_ts(at), src, t) for k, s, at, src in items]
         if not rows:
             return
         with self._tx() as db:
@@ -743,8 +592,8 @@ class Ledger:
                     row_number,
                     old_value,
                     new_value,
-                    _ts(at),
-                    _ts(now),
+                    to_ts(at),
+                    to_ts(now),
                 ),
             )
             return int(cur.lastrowid or 0)
@@ -760,7 +609,7 @@ class Ledger:
             ).fetchall()
         except sqlite3.Error as exc:
             raise self._explain(exc) from None
-        return [PendingEdit(i, r, o, n, _dt(a), _dt(t)) for i, r, o, n, a, t in rows]
+        return [PendingEdit(i, r, o, n, from_ts(a), from_ts(t)) for i, r, o, n, a, t in rows]
 
     def resolve_edits(
         self, where: SheetTab, resolved: Sequence[tuple[PendingEdit, str | None]]
@@ -769,7 +618,7 @@ class Ledger:
         edit is dropped), in one transaction. A transition keeps when its edit was recorded."""
         sid, tab = where.spreadsheet_id, where.tab
         rows = [
-            (sid, tab, key, e.new_value, _ts(e.at), "edit", _ts(e.recorded_at))
+            (sid, tab, key, e.new_value, to_ts(e.at), "edit", to_ts(e.recorded_at))
             for e, key in resolved
             if key is not None
         ]
@@ -791,7 +640,7 @@ class Ledger:
         now: datetime,
     ) -> None:
         """Before the POST: the event exists, with its final event_id, as `sending`."""
-        t = _ts(now)
+        t = to_ts(now)
         sid, tab = where.spreadsheet_id, where.tab
 
         def rows() -> Iterator[tuple[object, ...]]:
@@ -846,7 +695,7 @@ class Ledger:
         now: datetime,
     ) -> None:
         """Right after Meta answers, before the sheet is written."""
-        t = _ts(now)
+        t = to_ts(now)
         rows = []
         for e, o in results:
             state = {"sent": "sent", "expired": "expired"}.get(o.state, "failed")
@@ -877,7 +726,7 @@ class Ledger:
         self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
     ) -> None:
         """Planned too old to send: kept so it is never tried again, and reported."""
-        t = _ts(now)
+        t = to_ts(now)
         rows = [
             (
                 where.spreadsheet_id,
@@ -909,7 +758,7 @@ class Ledger:
     ) -> None:
         """Stages reached before sheet-bridge saw when: kept (never sent) so reports and the
         moved-back check know them; a later defensible time may still send them."""
-        t = _ts(now)
+        t = to_ts(now)
         rows = [
             (
                 where.spreadsheet_id,
@@ -937,7 +786,7 @@ class Ledger:
     def adopt(self, where: SheetTab, events: Sequence[AdoptedEvent], now: datetime) -> int:
         """Take events the sheet shows as sent or expired into the ledger; what the ledger
         already knows of a (lead, event) is never changed. Returns how many were new."""
-        t = _ts(now)
+        t = to_ts(now)
         rows = [
             (
                 where.spreadsheet_id,
@@ -951,7 +800,7 @@ class Ledger:
                 a.lead_status,
                 a.stage_index,
                 t,
-                _ts(a.sent_at) if a.sent_at is not None else None,
+                to_ts(a.sent_at) if a.sent_at is not None else None,
                 t,
                 a.error,
                 a.value,
@@ -1025,20 +874,69 @@ class Ledger:
         """`full`: the pass plans every lead of the tab (not one edit's lead)."""
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO passes (spreadsheet_id, tab, trigger, dry_run, started_at, full) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (where.spreadsheet_id, where.tab, trigger, int(dry_run), _ts(now), int(full)),
+                "INSERT INTO passes (spreadsheet_id, tab, trigger, dry_run, started_at, full, "
+                "phase, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)",
+                (
+                    where.spreadsheet_id,
+                    where.tab,
+                    trigger,
+                    int(dry_run),
+                    to_ts(now),
+                    int(full),
+                    to_ts(now),
+                ),
             )
             return int(cur.lastrowid or 0)
 
+    def pass_progress(self, pass_id: int, phase: str, done: int, total: int, now: datetime) -> None:
+        """Where a running pass is (read / send n of m / write); also its heartbeat."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE passes SET phase=?, done=?, total=?, heartbeat_at=? WHERE id=?",
+                (phase, done, total, to_ts(now), pass_id),
+            )
+
     def finish_pass(
-        self, pass_id: int, counts: dict[str, int], now: datetime, error: str | None = None
+        self,
+        pass_id: int,
+        counts: dict[str, int],
+        now: datetime,
+        error: str | None = None,
+        summary: Mapping[str, Any] | None = None,
     ) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE passes SET finished_at=?, counts=?, error=? WHERE id=?",
-                (_ts(now), json.dumps(counts, sort_keys=True), error, pass_id),
+                "UPDATE passes SET finished_at=?, counts=?, error=?, phase='done', "
+                "heartbeat_at=?, summary=? WHERE id=?",
+                (
+                    to_ts(now),
+                    json.dumps(counts, sort_keys=True),
+                    error,
+                    to_ts(now),
+                    json.dumps(summary) if summary is not None else None,
+                    pass_id,
+                ),
             )
+
+    def get_pass(self, pass_id: int) -> PassRecord | None:
+        row = (
+            self._connect()
+            .execute(f"SELECT {_PASS_COLUMNS} FROM passes WHERE id=?", (pass_id,))
+            .fetchone()
+        )
+        return _pass_record(row) if row is not None else None
+
+    def running_pass(self, where: SheetTab, now: datetime) -> PassRecord | None:
+        """The tab's newest unfinished pass whose process is still alive, if any."""
+        for row in self._connect().execute(
+            f"SELECT {_PASS_COLUMNS} FROM passes WHERE spreadsheet_id=? AND tab=? "
+            "AND finished_at IS NULL ORDER BY id DESC LIMIT 5",
+            (where.spreadsheet_id, where.tab),
+        ):
+            record = _pass_record(row)
+            if record.state(now) == "running":
+                return record
+        return None
 
     def last_full_pass(self, where: SheetTab) -> datetime | None:
         """When the last completed pass that read every lead of the tab started: it saw each
@@ -1049,7 +947,7 @@ class Ledger:
             "AND finished_at IS NOT NULL AND error IS NULL AND full=1",
             (where.spreadsheet_id, where.tab),
         ).fetchone()
-        return _dt(row[0]) if row and row[0] is not None else None
+        return from_ts(row[0]) if row and row[0] is not None else None
 
     def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]:
         db = self._connect()
@@ -1067,11 +965,35 @@ class Ledger:
             "tab": row[1],
             "trigger": row[2],
             "dry_run": bool(row[3]),
-            "started_at": _dt(row[4]).isoformat(),
-            "finished_at": _dt(row[5]).isoformat(),
+            "started_at": from_ts(row[4]).isoformat(),
+            "finished_at": from_ts(row[5]).isoformat(),
             "counts": json.loads(row[6]) if row[6] else {},
             "error": row[7],
         }
+
+
+_PASS_COLUMNS = (
+    "id, spreadsheet_id, tab, trigger, dry_run, started_at, finished_at, phase, done, total, "
+    "COALESCE(heartbeat_at, started_at), counts, error, summary"
+)
+
+
+def _pass_record(row: Sequence[Any]) -> PassRecord:
+    return PassRecord(
+        id=row[0],
+        where=SheetTab(row[1], row[2]),
+        trigger=row[3],
+        dry_run=bool(row[4]),
+        started_at=from_ts(row[5]),
+        finished_at=from_ts(row[6]) if row[6] is not None else None,
+        phase=row[7],
+        done=row[8],
+        total=row[9],
+        heartbeat_at=from_ts(row[10]),
+        counts=json.loads(row[11]) if row[11] else None,
+        error=row[12],
+        summary=json.loads(row[13]) if row[13] else None,
+    )
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

@@ -1,0 +1,58 @@
+"""The ledger: what was sent, what each lead did and when, and which pass holds which tab.
+
+One contract (contract.py), two backends: sqlite.py, the embedded default (one file), and
+postgres.py, for several processes or hosts sharing one ledger. `open_ledger` picks one from
+the `ledger` setting: a path, or a postgresql:// URL.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sheet_bridge.config import is_ledger_url
+from sheet_bridge.sync.ledger.contract import (
+    LOCK_LEASE,
+    PASS_HEARTBEAT,
+    PASS_LOST_AFTER,
+    SCHEMA_VERSION,
+    AdoptedEvent,
+    LedgerBackend,
+    LedgerError,
+    LedgerEvent,
+    LockLease,
+    LockLost,
+    PassRecord,
+    PendingEdit,
+    SheetTab,
+    SyncBusy,
+    UnreadableRecord,
+)
+from sheet_bridge.sync.ledger.sqlite import SqliteLedger
+
+__all__ = [
+    "LOCK_LEASE",
+    "PASS_HEARTBEAT",
+    "PASS_LOST_AFTER",
+    "SCHEMA_VERSION",
+    "AdoptedEvent",
+    "LedgerBackend",
+    "LedgerError",
+    "LedgerEvent",
+    "LockLease",
+    "LockLost",
+    "PassRecord",
+    "PendingEdit",
+    "SheetTab",
+    "SqliteLedger",
+    "SyncBusy",
+    "UnreadableRecord",
+    "open_ledger",
+]
+
+
+def open_ledger(location: str | os.PathLike[str]) -> LedgerBackend:
+    """The ledger at `location`: a postgresql:// URL, else an SQLite file path."""
+    text = os.fspath(location)
+    if is_ledger_url(text):
+        raise LedgerError("a PostgreSQL ledger is not supported yet; use an SQLite file path")
+    return SqliteLedger(text)

@@ -1,0 +1,260 @@
+"""The ledger's contract: what a pass, the status panel and the reports need of a ledger.
+
+A lead is identified by (spreadsheet, tab, lead key): two tabs of one spreadsheet (two brands,
+two pixels) may share one ledger and never share a row. `LedgerBackend` is the contract both
+backends implement (sqlite.py, the embedded default; postgres.py, for replicas); the types
+here are what crosses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sheet_bridge.meta.client import SendOutcome
+from sheet_bridge.sync.plan import (
+    BaselineEvent,
+    ExpiredEvent,
+    LeadHistory,
+    PlannedEvent,
+)
+
+SCHEMA_VERSION = 3
+# A pass renews its lock every LOCK_LEASE / 4 seconds; a lock not renewed for LOCK_LEASE
+# seconds belongs to a process that died (on any host) and is taken over.
+LOCK_LEASE = 60.0
+# A stored edit or transition whose time lies outside [recorded − 62 days, recorded + 5 min]
+# can never give a sendable event (DOMAIN.md §5: 62 days is Meta's longest window, and future
+# times beyond clock skew are refused): it is skipped, never trusted as "first seen".
+PLAUSIBLE_AGE = timedelta(days=62)
+# A running pass records its progress (and so a heartbeat) at least this often; one whose
+# heartbeat is older than PASS_LOST_AFTER ran in a process that died: it is "lost".
+PASS_HEARTBEAT = 15.0
+PASS_LOST_AFTER = timedelta(minutes=2)
+PASS_PHASES = ("queued", "read", "send", "write", "done")
+
+
+class LedgerError(Exception):
+    """The ledger cannot be used; the message says why and what to do."""
+
+
+class SyncBusy(Exception):
+    """Another pass holds the tab's lock."""
+
+
+class LockLost(LedgerError):
+    """The pass's lock lapsed (not renewed within its lease) and may be someone else's now."""
+
+
+@dataclass(frozen=True)
+class SheetTab:
+    """Where leads live: a lead is identified by (spreadsheet, tab, lead key)."""
+
+    spreadsheet_id: str
+    tab: str
+
+    def __str__(self) -> str:
+        return f"spreadsheet {self.spreadsheet_id} tab {self.tab!r}"
+
+
+@dataclass(frozen=True)
+class PendingEdit:
+    id: int
+    row_number: int
+    old_value: str | None
+    new_value: str
+    at: datetime
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A stored edit or transition whose time cannot be used, in words."""
+
+    table: str  # "pending_edits" or "transitions"
+    id: int
+    what: str
+
+    def __str__(self) -> str:
+        return self.what
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One ledger row, for reports and the status panel."""
+
+    lead_key: str
+    event_name: str
+    event_id: str
+    state: str
+    event_time: int
+    row_number: int | None
+    lead_status: str | None
+    stage_index: int | None
+    sent_at: float | None
+    fbtrace_id: str | None
+    error: str | None
+    retry: bool
+    value: float | None
+    currency: str | None
+    match_strength: str | None
+    user_data: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class AdoptedEvent:
+    """An event the sheet says Meta already has (or that expired), taken into the ledger."""
+
+    lead_key: str
+    event_name: str
+    event_id: str
+    state: str  # "sent" or "expired"
+    event_time: int
+    row_number: int
+    lead_status: str
+    stage_index: int | None
+    sent_at: datetime | None
+    value: float | None = None
+    currency: str | None = None
+    match_strength: str | None = None
+    user_data: Mapping[str, object] | None = None
+    error: str | None = None
+    fbtrace_id: str | None = None
+    notes: str | None = None  # the row's warning when it was sent
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    """A pass as the ledger keeps it, so any replica can say how it is going."""
+
+    id: int
+    where: SheetTab
+    trigger: str
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime | None
+    phase: str  # one of PASS_PHASES
+    done: int
+    total: int
+    heartbeat_at: datetime
+    counts: dict[str, int] | None
+    error: str | None
+    summary: dict[str, Any] | None  # what the pass answers its caller, once it finished
+
+    def state(self, now: datetime) -> str:
+        """running, done, failed, or lost (its process stopped heart-beating)."""
+        if self.finished_at is not None:
+            return "failed" if self.error and self.summary is None else "done"
+        return "lost" if now - self.heartbeat_at > PASS_LOST_AFTER else "running"
+
+
+class LockLease:
+    """A held lock, renewed by a heartbeat thread until the pass ends."""
+
+    def __init__(self, where: SheetTab, lease: float) -> None:
+        self.where = where
+        self.lease = lease
+        self.lost = False
+
+    def check(self) -> None:
+        """Before anything irreversible (a POST to Meta): stop if the lock lapsed."""
+        if self.lost:
+            raise LockLost(
+                f"the pass lost its lock on {self.where} (the ledger could not be written for "
+                f"{self.lease:.0f} s) and stopped before sending more; run the sync again"
+            )
+
+
+class LedgerBackend(Protocol):
+    """What a pass, the status panel and the reports need of a ledger (SQLite or PostgreSQL).
+
+    Every method is scoped to one SheetTab; nothing of one tab is visible from another."""
+
+    def claim_legacy_rows(self, where: SheetTab) -> int: ...
+    def lock(
+        self, where: SheetTab, wait: float, lease: float = LOCK_LEASE
+    ) -> contextlib.AbstractContextManager[LockLease]: ...
+    def history(
+        self, where: SheetTab, keys: Collection[str] | None = None
+    ) -> dict[str, LeadHistory]: ...
+    def unreadable(self, where: SheetTab) -> list[UnreadableRecord]: ...
+    def drop_unreadable(self, records: Sequence[UnreadableRecord]) -> None: ...
+    def add_transitions(
+        self, where: SheetTab, items: Iterable[tuple[str, str, datetime, str]], now: datetime
+    ) -> None: ...
+    def add_edit(
+        self,
+        where: SheetTab,
+        row_number: int,
+        old_value: str | None,
+        new_value: str,
+        at: datetime,
+        now: datetime,
+    ) -> int: ...
+    def pending_edits(self, where: SheetTab) -> list[PendingEdit]: ...
+    def resolve_edits(
+        self, where: SheetTab, resolved: Sequence[tuple[PendingEdit, str | None]]
+    ) -> None: ...
+    def mark_sending(
+        self,
+        where: SheetTab,
+        events: Sequence[PlannedEvent],
+        strengths: Mapping[str, str],
+        notes: Mapping[str, str | None],
+        now: datetime,
+    ) -> None: ...
+    def record_outcomes(
+        self,
+        where: SheetTab,
+        results: Sequence[tuple[PlannedEvent, SendOutcome]],
+        now: datetime,
+    ) -> None: ...
+    def record_expired(
+        self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
+    ) -> None: ...
+    def record_baseline(
+        self, where: SheetTab, baseline: Sequence[BaselineEvent], now: datetime
+    ) -> None: ...
+    def adopt(self, where: SheetTab, events: Sequence[AdoptedEvent], now: datetime) -> int: ...
+    def events(self, where: SheetTab) -> list[LedgerEvent]: ...
+    def counts_by_state(self, where: SheetTab) -> dict[str, int]: ...
+    def start_pass(
+        self, where: SheetTab, trigger: str, dry_run: bool, now: datetime, full: bool = True
+    ) -> int: ...
+    def pass_progress(
+        self, pass_id: int, phase: str, done: int, total: int, now: datetime
+    ) -> None: ...
+    def finish_pass(
+        self,
+        pass_id: int,
+        counts: dict[str, int],
+        now: datetime,
+        error: str | None = None,
+        summary: Mapping[str, Any] | None = None,
+    ) -> None: ...
+    def get_pass(self, pass_id: int) -> PassRecord | None: ...
+    def running_pass(self, where: SheetTab, now: datetime) -> PassRecord | None: ...
+    def last_full_pass(self, where: SheetTab) -> datetime | None: ...
+    def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+def to_ts(at: datetime) -> float:
+    return at.timestamp()
+
+
+def from_ts(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def describe_at(value: object) -> str:
+    """A stored time as words for a notice (it may be any type SQLite kept)."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        with contextlib.suppress(OverflowError, OSError, ValueError):
+            return from_ts(value).strftime("%Y-%m-%d %H:%M UTC")
+        return "a time outside the calendar"
+    return f"{str(value)[:40]!r}"
