@@ -213,6 +213,10 @@ def transition_rows(
     return [(sid, tab, k, s, to_ts(at), src, t) for k, s, at, src in items]
 
 
+def counts_json(counts: Mapping[str, int]) -> str:
+    return json.dumps(counts, sort_keys=True)
+
+
 def summary_json(summary: Mapping[str, Any] | None) -> str | None:
     return json.dumps(summary) if summary is not None else None
 

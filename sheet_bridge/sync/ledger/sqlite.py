@@ -44,6 +44,7 @@ from sheet_bridge.sync.ledger.records import (
     READABLE_AT,
     adopted_rows,
     baseline_rows,
+    counts_json,
     expired_rows,
     last_pass_answer,
     lead_histories,
@@ -750,7 +751,7 @@ class SqliteLedger:
                 "heartbeat_at=?, summary=? WHERE id=?",
                 (
                     to_ts(now),
-                    json.dumps(counts, sort_keys=True),
+                    counts_json(counts),
                     error,
                     to_ts(now),
                     summary_json(summary),
