@@ -280,6 +280,12 @@ class PostgresLedger:
                         "search_path); create the schema or fix options=-csearch_path in the URL"
                     )
                 name: str = schema[0]
+                temp = conn.execute("SELECT has_database_privilege(current_database(), 'TEMP')")
+                if not (temp.fetchone() or (False,))[0]:
+                    raise LedgerError(
+                        f"The ledger {self.display} needs to create temporary tables (it stages "
+                        "bulk writes in them): GRANT TEMP ON DATABASE to the ledger's user"
+                    )
                 if self._schema_version(conn, name) != SCHEMA_VERSION:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("schema", name),))
                     # Again, under the lock: another process may have created it meanwhile.
