@@ -192,7 +192,6 @@ class PostgresLedger:
             # A pooled connection the server dropped (a restart, a failover) is replaced
             # before use instead of failing one ledger call.
             check=ConnectionPool.check_connection,
-            configure=_create_staging,
             name="sheet-bridge-ledger",
             open=False,
         )
@@ -741,12 +740,16 @@ _STAGING = {
 }
 
 
-def _create_staging(conn: Connection) -> None:
-    """The pool's `configure`: each connection gets its staging tables once."""
-    for name, types in _STAGING.items():
-        columns = ", ".join(f"c{i} {t}" for i, t in enumerate(types.split()))
-        conn.execute(f"CREATE TEMP TABLE sb_stage_{name} ({columns}) ON COMMIT DELETE ROWS")
-    conn.commit()
+def _staging_table(db: Connection, name: str) -> str:
+    """The connection's staging table `name`, created in the current transaction the first
+    time (only connections that write in bulk pay for it; a rollback undoes the creation and
+    the next call makes it again)."""
+    table = f"sb_stage_{name}"
+    found = db.execute("SELECT to_regclass(%s)", (f"pg_temp.{table}",)).fetchone()
+    if not (found and found[0]):
+        columns = ", ".join(f"c{i} {t}" for i, t in enumerate(_STAGING[name].split()))
+        db.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DELETE ROWS")
+    return table
 
 
 _INSERT_TRANSITIONS = (
@@ -774,8 +777,6 @@ def _bulk(
     """Run `sql` over `rows` ({rows} in it names them as a table), in chunks; returns the rows
     changed. With `key`, a chunk never holds one key twice (an upsert may touch a row only once
     per statement): a repeat starts the next chunk, so repeats apply in order as row by row."""
-    table = f"sb_stage_{staging}"
-    statement = sql.format(rows=table)
     changed = 0
     chunk: list[Sequence[object]] = []
     seen: set[tuple[object, ...]] = set()
@@ -783,6 +784,8 @@ def _bulk(
     def flush() -> None:
         nonlocal changed
         if chunk:
+            table = _staging_table(db, staging)
+            statement = sql.format(rows=table)
             with db.cursor() as cur:
                 with cur.copy(f"COPY {table} FROM STDIN") as copy:
                     for row in chunk:
