@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -12,7 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sheet_bridge.sync.ledger import LedgerError, SyncBusy
 from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError
 from sheet_bridge.web.auth import AuthError
+from sheet_bridge.web.passes import (
+    ROWS_PAGE,
+    parse_pass_ref,
+    pass_ref,
+    record_json,
+    start_pass,
+    summary_page,
+)
 from sheet_bridge.web.registry import Access, BridgeRegistry
+from sheet_bridge.web.status import bridge_status
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -31,11 +40,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# A request waits this long for its pass by default, at most MAX_WAIT: well inside Apps
+# Script's ~60 s UrlFetch deadline and gunicorn's 30 s worker timeout.
+DEFAULT_WAIT = 8.0
+MAX_WAIT = 25.0
+
+
 class SyncRequest(_Body):
     spreadsheet_id: str = Field(min_length=1, max_length=200)
     tab: str | None = Field(default=None, max_length=200)
     dry_run: bool = False
     keys: list[str] | None = Field(default=None, max_length=10_000)
+    # Who asked: "hourly" passes are watched for repeated failures (an alert).
+    trigger: Literal["sync", "hourly", "preview"] = "sync"
+    # Seconds to wait for the pass before answering 202 with its id (0: do not wait).
+    wait: float = Field(default=DEFAULT_WAIT, ge=0, le=MAX_WAIT)
 
 
 # How far an edit's time may lie from the server's clock: Meta takes nothing older than 62
@@ -165,8 +184,71 @@ def _run(bridge: Bridge, **kw: Any) -> dict[str, Any]:
 
 @api.post("/sync")
 def sync() -> Any:
+    """A pass, answered whole when it ends within `wait` seconds, else 202 and its id."""
     bridge, req = _authorized(SyncRequest)
-    return jsonify(_run(bridge, dry_run=req.dry_run, keys=req.keys, trigger="sync"))
+    trigger = "preview" if req.dry_run else req.trigger
+    started = start_pass(bridge, wait=req.wait, dry_run=req.dry_run, keys=req.keys, trigger=trigger)
+    where = bridge.sheet_tab
+    if started.finished and started.error is not None:
+        exc = started.error
+        if isinstance(exc, SyncBusy):
+            running = bridge.ledger.running_pass(where, bridge.clock())
+            body: dict[str, Any] = {
+                "error": {
+                    "code": "sync_running",
+                    "message": "a sync of this spreadsheet is running; its progress is shown "
+                    "until it ends",
+                },
+                "pass_id": pass_ref(where, running.id) if running else None,
+            }
+            return jsonify(body), 409
+        if isinstance(exc, LedgerBehindSheet):
+            raise ApiError(409, "ledger_behind_sheet", str(exc))
+        if isinstance(exc, SyncError):
+            raise ApiError(502, "sheet_unavailable", str(exc))
+        raise exc
+    if started.pass_id is None:
+        raise ApiError(
+            503, "pass_not_started", "the pass could not start in time; try again in a minute"
+        )
+    if started.finished and started.result is not None:
+        return jsonify(summary_page(started.pass_id, where, started.result.summary()))
+    record = bridge.ledger.get_pass(started.pass_id)
+    progress = {"phase": record.phase, "done": record.done, "total": record.total} if record else {}
+    return jsonify(
+        {"pass_id": pass_ref(where, started.pass_id), "state": "running", **progress}
+    ), 202
+
+
+@api.get("/passes/<ref>")
+def passes(ref: str) -> Any:
+    """A pass's phase and progress, and once it ended its answer (one page of rows)."""
+    access = _registry().authenticate(request.headers.get("Authorization"))
+    pass_id = parse_pass_ref(ref)
+    offset = _query_int("rows_offset", 0, 0, 10_000_000)
+    limit = _query_int("rows_limit", ROWS_PAGE, 1, 500)
+    if pass_id is not None:
+        for bridge in _registry().all():
+            where = bridge.sheet_tab
+            if pass_ref(where, pass_id) != ref:
+                continue
+            if (where.spreadsheet_id, where.tab) not in access.callers:
+                break  # the same answer as an unknown pass: nothing about other bridges
+            record = bridge.ledger.get_pass(pass_id)
+            if record is not None and record.where == where:
+                return jsonify(record_json(record, bridge.clock(), offset, limit))
+    raise ApiError(404, "unknown_pass", f"no pass {ref!r} that these credentials may see")
+
+
+def _query_int(name: str, default: int, low: int, high: int) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(
+            400, "invalid_request", f"{name}: {text!r} is not a whole number from {low} to {high}"
+        )
+    return int(text)
 
 
 @api.post("/edits")
@@ -194,7 +276,6 @@ def edits() -> Any:
 
 @api.get("/status")
 def status() -> Any:
-    from sheet_bridge.sync.status import bridge_status
 
     return jsonify(bridge_status(_from_query()))
 

@@ -166,8 +166,7 @@ def test_preview_then_sync_now_updates_the_counts(page: Any, playground: Playgro
 
     sidebar.locator("#sync-now").click()
     sidebar.locator("#sync-result").wait_for(timeout=WAIT_MS)
-    sent = sidebar.locator(f'#result li[data-outcome="sent"]:has(a[data-row="{row}"])')
-    assert sent.locator(".message").inner_text().endswith(", ".join(events))
+    # The answer lists rows needing attention; a sent row is a count and its CAPI cells.
     sidebar.locator(f'#counts [data-count="sent"] b:text-is("{before + len(events)}")').wait_for(
         timeout=WAIT_MS
     )
