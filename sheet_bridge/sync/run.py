@@ -220,8 +220,10 @@ class Bridge:
             first_row = table.first_row
             del table
             # A stored edit or transition whose time cannot be used is skipped and said once
-            # (then dropped), never a crash of this pass and every later one.
-            unreadable = ledger.unreadable(where)
+            # (then dropped), never a crash of this pass and every later one. Finding them
+            # scans the tab's whole history: a pass of some rows leaves that to the next full
+            # pass (its history of those leads skips them all the same).
+            unreadable = ledger.unreadable(where) if read is None else []
             notices = [f"Skipped from the ledger: {u}" for u in unreadable]
             if not dry_run:
                 ledger.drop_unreadable(unreadable)

@@ -236,6 +236,15 @@ def test_batch_get_refuses_an_unknown_render_option_as_google_words_it(
     )
 
 
+def test_the_grid_grows_with_a_write_past_its_last_column(emu: Emulator) -> None:
+    assert get(emu, "Leads!2:2")["range"] == "Leads!A2:Z2"
+    values(emu).update(
+        spreadsheetId="sheet-1", range="Leads!AB2", valueInputOption="RAW", body={"values": [["x"]]}
+    ).execute()
+    assert get(emu, "Leads!2:2")["range"] == "Leads!A2:AB2"
+    assert get(emu, "Leads!AB2")["values"] == [["x"]]
+
+
 def test_a_range_past_the_grid_is_refused_as_google_refuses_it(emu: Emulator) -> None:
     body = error_of(
         lambda: values(emu).batchGet(spreadsheetId="sheet-1", ranges=["Leads!1001:1001"]).execute()
