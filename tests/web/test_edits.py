@@ -351,3 +351,43 @@ def test_an_edit_of_a_row_the_ledger_has_no_record_of_sending_is_kept_and_not_se
     assert answer["rows"] == []
     assert world.meta_events()[sent_before:] == []
     assert [s for _, s, _ in edit_transitions(world)] == ["MQL"]  # the edit is kept
+
+
+@pytest.mark.parametrize(
+    ("rows", "words"),
+    [
+        ([], "rows: Value error, 0 rows; send 1 to 500 rows per edit event"),
+        (
+            [{"row": n, "status": "MQL", "key": None} for n in range(2, 503)],
+            "rows: Value error, 501 rows; send 1 to 500 rows per edit event",
+        ),
+        (
+            [{"row": 4, "status": "MQL", "key": None}, {"row": 4, "status": "SQL", "key": None}],
+            "rows: Value error, row 4 is listed twice (rows.0 and rows.1); send each edited "
+            "row once",
+        ),
+        (
+            [{"row": 1, "status": "Lead Status", "key": None}],
+            "rows.0.row: Value error, 1 is not a data row; send the sheet row number of each "
+            "edited row (2 to 10,000,000: row 1 is the header)",
+        ),
+        ([{"row": 2, "key": None}], "rows.0.status: Field required"),
+        ([{"row": 2, "status": "MQL", "key": 7}], "rows.0.key: Input should be a valid string"),
+        ([{"row": 2, "status": "MQL", "colour": "red"}], "rows.0.colour: Extra inputs"),
+    ],
+    ids=["none", "501", "twice", "header", "no-status", "key-number", "unknown-field"],
+)
+def test_an_edit_event_body_that_cannot_be_used_is_400_saying_which_row_and_what_to_do(
+    make_world: MakeWorld, world_now: datetime, rows: list[dict[str, Any]], words: str
+) -> None:
+    world = make_world([lead_row(1, "New", now=world_now)])
+    client = client_of(world.bridge())
+
+    response = client.post("/api/edits", json=edit_event(world_now, rows), headers=AUTH)
+
+    assert response.status_code == 400, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith(words), error["message"]
+    assert world.sheets_stats()["total"] == 0  # refused before the sheet was read
+    assert edit_transitions(world) == []
