@@ -49,7 +49,7 @@ class EditedRow:
     previous: str | None = None  # the old single-cell form's old value, when it sent one
 
 
-Transition = tuple[str, str, datetime, str]  # (lead key, status, at, source), as the ledger takes
+NewTransition = tuple[str, str, datetime, str]  # (lead key, status, at, source) to record
 
 
 @dataclass
@@ -59,7 +59,7 @@ class EditVerdict:
     changed: list[int] = field(default_factory=list)
     unchanged: list[int] = field(default_factory=list)
     moved: list[int] = field(default_factory=list)
-    record: list[Transition] = field(default_factory=list)
+    record: list[NewTransition] = field(default_factory=list)
     send: list[LeadRow] = field(default_factory=list)  # changed leads still at their rows
 
 
