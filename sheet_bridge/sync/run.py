@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # A pass's answer keeps at most this many rows needing attention (the API pages them).
 ATTENTION_KEPT = 1000
+# How a pass reads the sheet: the whole tab (Bridge.read), or some rows of it (an edit's rows,
+# sync/edits.py). It gives the table as read, its column layout and the leads to plan.
+Reader = Callable[[], tuple[SheetTable, ColumnLayout, list[LeadRow]]]
 # One CAPI Log tab serves every tab of the spreadsheet: "Tab" says which one a line is about.
 LOG_HEADER = [
     "Time", "Row", "CAPI Key", "Lead Status", "Event", "Event ID", "Result", "Answer", "Tab"
@@ -209,18 +212,21 @@ class Bridge:
         trigger: str = "sync",
         progress: Progress | None = None,
         on_start: Callable[[int], None] | None = None,
+        read: Reader | None = None,
     ) -> SyncResult:
         """One pass under the tab's lock (SyncBusy when another pass holds it). `on_start`
         learns the pass's ledger id once the lock is held; its progress and answer go to the
-        pass's ledger record, where any process can read them."""
+        pass's ledger record, where any process can read them. `read`, when given, reads some
+        rows instead of the whole tab, and the pass plans the leads it gives against only
+        their history: it costs what those rows cost, not the sheet."""
         with gc_pass(), self.ledger.lock(self.sheet_tab, wait=self.lock_wait) as lease:
             now = self.clock()
-            full = keys is None and rows is None
+            full = keys is None and rows is None and read is None
             pass_id = self.ledger.start_pass(self.sheet_tab, trigger, dry_run, now, full=full)
             if on_start is not None:
                 on_start(pass_id)
             with PassProgress(self.ledger, pass_id, self.clock, progress) as recorded:
-                return self._pass(pass_id, now, dry_run, keys, rows, trigger, recorded, lease)
+                return self._pass(pass_id, now, dry_run, keys, rows, trigger, recorded, lease, read)
 
     def _pass(
         self,
@@ -232,13 +238,14 @@ class Bridge:
         trigger: str,
         progress: Progress,
         lease: LockLease,
+        read: Reader | None = None,
     ) -> SyncResult:
         started = time.monotonic()
         cfg, where, ledger = self.config, self.sheet_tab, self.ledger
         last_full = ledger.last_full_pass(where)
         try:
             progress("read", 0, 1)
-            table, layout, leads = self.read()
+            table, layout, leads = (read or self.read)()
             progress("read", 1, 1)
             tz = time_zone(table)
             # After typing, only the bridge cells are still needed (for the write-back's
@@ -247,14 +254,17 @@ class Bridge:
             first_row = table.first_row
             del table
             # A stored edit or transition whose time cannot be used is skipped and said once
-            # (then dropped), never a crash of this pass and every later one.
-            unreadable = ledger.unreadable(where)
+            # (then dropped), never a crash of this pass and every later one. Finding them
+            # scans the tab's whole history: a pass of some rows leaves that to the next full
+            # pass (its history of those leads skips them all the same).
+            unreadable = ledger.unreadable(where) if read is None else []
             notices = [f"Skipped from the ledger: {u}" for u in unreadable]
             if not dry_run:
                 ledger.drop_unreadable(unreadable)
-                self._resolve_edits(leads)
+                if read is None:  # a stored edit names a row: only the whole tab places it
+                    self._resolve_edits(leads)
             with gc_paused():
-                history = ledger.history(where)
+                history = ledger.history(where, None if read is None else {r.key for r in leads})
             self.refuse_if_ledger_behind(written, first_row, layout, leads, history)
             only = set(keys) if keys is not None else None
             if rows is not None:
@@ -294,9 +304,19 @@ class Bridge:
 
     def read(self) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
         """Read the tab (one API call) and type its rows."""
+        return self._typed(self.sheets.read_table)
+
+    def read_rows(self, rows: Iterable[int]) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
+        """Read the header and these rows only (one API call, whatever the sheet's size) and
+        type them; each lead keeps its sheet row number."""
+        return self._typed(lambda: self.sheets.read_rows(rows))
+
+    def _typed(
+        self, fetch: Callable[[], SheetTable]
+    ) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
         try:
             with gc_paused():
-                table = self.sheets.read_table()
+                table = fetch()
             layout = column_layout(table, self.config)
         except (SheetsError, TableError) as exc:
             raise SyncError(str(exc)) from None

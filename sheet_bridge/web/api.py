@@ -6,9 +6,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import pydantic_core
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sheet_bridge.sync.edits import EditedRow, EditOutcome, apply_edit
 from sheet_bridge.sync.ledger import LedgerError, SyncBusy
 from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError
 from sheet_bridge.web.auth import AuthError
@@ -62,14 +64,14 @@ class SyncRequest(_Body):
 # minutes ahead is a wrong clock, not an edit.
 EDIT_MAX_AGE = timedelta(days=62)
 EDIT_MAX_AHEAD = timedelta(minutes=5)
+# Rows in one edit event; a bigger paste is a job for a pass (POST /api/sync).
+EDIT_MAX_ROWS = 500
+MAX_ROW = 10_000_000  # Google's limit is 10 million cells: no sheet has more rows
 
 
-class EditRequest(_Body):
+class _EditBody(_Body):
     spreadsheet_id: str = Field(min_length=1, max_length=200)
     tab: str = Field(min_length=1, max_length=200)
-    row: int = Field(ge=2, le=10_000_000)
-    old_value: str | None = Field(default=None, max_length=1000)
-    new_value: str = Field(max_length=1000)
     at: datetime
 
     @field_validator("at")
@@ -78,6 +80,55 @@ class EditRequest(_Body):
         if v.tzinfo is None:
             raise ValueError("must carry a UTC offset, e.g. 2026-11-26T10:15:00+05:30")
         return v
+
+
+class EditedRowBody(_Body):
+    row: int
+    status: str = Field(max_length=1000)
+    key: str | None = Field(default=None, max_length=200)
+
+    @field_validator("row")
+    @classmethod
+    def _data_row(cls, v: int) -> int:
+        if not 2 <= v <= MAX_ROW:
+            raise ValueError(
+                f"{v} is not a data row; send the sheet row number of each edited row "
+                f"(2 to {MAX_ROW:,}: row 1 is the header)"
+            )
+        return v
+
+
+class EditRequest(_EditBody):
+    """One edit event (a cell, a paste, a fill-down, a sort): every row it touched, each with
+    its status now and its CAPI Key (null when blank). The backend decides what changed."""
+
+    rows: list[EditedRowBody]
+
+    @field_validator("rows")
+    @classmethod
+    def _rows(cls, v: list[EditedRowBody]) -> list[EditedRowBody]:
+        if not 1 <= len(v) <= EDIT_MAX_ROWS:
+            raise ValueError(
+                f"{len(v)} rows; send 1 to {EDIT_MAX_ROWS} rows per edit event (for a larger "
+                "paste, start a sync with POST /api/sync)"
+            )
+        first: dict[int, int] = {}
+        for i, r in enumerate(v):
+            if r.row in first:
+                raise ValueError(
+                    f"row {r.row} is listed twice (rows.{first[r.row]} and rows.{i}); send "
+                    "each edited row once, with its status as it is now"
+                )
+            first[r.row] = i
+        return v
+
+
+class SingleEditRequest(_EditBody):
+    """The one-row form add-ons sent before edit events carried rows (still accepted)."""
+
+    row: int = Field(ge=2, le=MAX_ROW)
+    old_value: str | None = Field(default=None, max_length=1000)
+    new_value: str = Field(max_length=1000)
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -168,20 +219,6 @@ def _edit_time_problem(at: datetime, now: datetime) -> str | None:
     )
 
 
-def _run(bridge: Bridge, **kw: Any) -> dict[str, Any]:
-    try:
-        result = bridge.sync(**kw)
-    except SyncBusy:
-        raise ApiError(
-            409, "sync_running", "a sync of this spreadsheet is running; try again in a minute"
-        ) from None
-    except LedgerBehindSheet as exc:
-        raise ApiError(409, "ledger_behind_sheet", str(exc)) from None
-    except SyncError as exc:
-        raise ApiError(502, "sheet_unavailable", str(exc)) from None
-    return result.to_json()
-
-
 @api.post("/sync")
 def sync() -> Any:
     """A pass, answered whole when it ends within `wait` seconds, else 202 and its id."""
@@ -253,25 +290,74 @@ def _query_int(name: str, default: int, low: int, high: int) -> int:
 
 @api.post("/edits")
 def edits() -> Any:
-    bridge, req = _authorized(EditRequest)
+    """One edit event: record the rows whose status really changed, send them, and say which
+    rows the add-on stamps (`changed`). 200 even while a pass runs (`queued`): never lost."""
+    access = _registry().authenticate(request.headers.get("Authorization"))
+    req = _parse(_edit_form())
+    bridge = _allowed_bridge(access, req.spreadsheet_id, req.tab)
     problem = _edit_time_problem(req.at, bridge.clock())
     if problem is not None:
         raise ApiError(400, "invalid_request", problem)
-    bridge.record_edit(req.row, req.old_value, req.new_value, req.at)
+    if isinstance(req, SingleEditRequest):
+        edited = [EditedRow(req.row, req.new_value, None, req.old_value)]
+    else:
+        edited = [EditedRow(r.row, r.status, (r.key or "").strip() or None) for r in req.rows]
     try:
-        summary = _run(bridge, rows=[req.row], trigger="edit")
-    except ApiError as exc:
-        if exc.code != "sync_running":
-            raise
-        return jsonify(
-            {
-                "queued": True,
-                "message": "a sync is running; this change is recorded and goes out with it "
-                "or with the next pass",
-            }
-        ), 202
-    row = next((r for r in summary["rows"] if r["row"] == req.row), None)
-    return jsonify({"queued": False, "row": row, **summary})
+        outcome = apply_edit(bridge, edited, req.at)
+    except SyncError as exc:
+        raise ApiError(502, "sheet_unavailable", str(exc)) from None
+    answer = edit_answer(outcome)
+    if isinstance(req, SingleEditRequest):
+        # What the one-row form answered: that row's report.
+        answer["row"] = next((r for r in answer["rows"] if r["row"] == req.row), None)
+    return jsonify(answer)
+
+
+def _edit_form() -> type[_Body]:
+    """Which form an edit body is in: the one-row form of older add-ons has `row` and no
+    `rows`. Read with pydantic's JSON reader (its nesting limit); a body it cannot read goes
+    to the rows form, whose parse says what is wrong."""
+    try:
+        peek = pydantic_core.from_json(request.get_data(cache=True))
+    except ValueError:
+        return EditRequest
+    single = isinstance(peek, dict) and "row" in peek and "rows" not in peek
+    return SingleEditRequest if single else EditRequest
+
+
+def edit_answer(outcome: EditOutcome) -> dict[str, Any]:
+    """The contract's answer: changed / unchanged / moved / queued / message / rows."""
+    verdict, result = outcome.verdict, outcome.result
+    recorded = _count(len(verdict.record), "status change")
+    if outcome.queued:
+        words = [
+            f"a sync of this tab is running: {recorded} recorded, sent with it or the next sync"
+        ]
+    else:
+        sent = result.events_sent if result is not None else 0
+        words = [f"{recorded} recorded", f"{_count(sent, 'event')} sent"]
+    if verdict.moved:
+        words.append(
+            f"{_count(len(verdict.moved), 'row')} no longer showing what was edited (sorted or "
+            "moved since): a change is kept for the lead's CAPI Key, and the next sync sends it"
+        )
+    notices = (result.notices if result is not None else []) + (
+        [outcome.notice] if outcome.notice else []
+    )
+    return {
+        "changed": verdict.changed,
+        "unchanged": verdict.unchanged,
+        "moved": verdict.moved,
+        "queued": outcome.queued,
+        "message": "; ".join(words + notices),
+        "rows": [r.to_json() for r in result.rows] if result is not None else [],
+        "events_sent": result.events_sent if result is not None else 0,
+        "notices": notices,
+    }
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 @api.get("/status")

@@ -36,9 +36,14 @@ def edit(at: str, **change: Any) -> dict[str, Any]:
 
 
 def stored_edits(world: World) -> int:
+    """Edits the ledger keeps: status changes recorded from edits, and edits stored by row
+    (what older backends kept until a pass placed them)."""
     with sqlite3.connect(world.config.ledger_location({})) as db:
-        count: int = db.execute("SELECT COUNT(*) FROM pending_edits").fetchone()[0]
-        return count
+        pending: int = db.execute("SELECT COUNT(*) FROM pending_edits").fetchone()[0]
+        recorded: int = db.execute(
+            "SELECT COUNT(*) FROM transitions WHERE source = 'edit'"
+        ).fetchone()[0]
+        return pending + recorded
 
 
 @pytest.mark.parametrize(
