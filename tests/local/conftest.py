@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 
+from sheet_bridge.local.demo import DemoEnvironment
+from sheet_bridge.web.app import create_app
+from tests.google_tokens import AUDIENCE
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -92,3 +96,31 @@ def backend_calls(page: Any, since: int = 0) -> list[dict[str, Any]]:
 def fetch_count(page: Any) -> int:
     count: int = page.evaluate("() => window.playground.state().fetches.length")
     return count
+
+
+def cell(page: Any, row: int, header: str) -> Any:
+    return page.locator(f'#grid td[data-row="{row}"][data-header="{header}"]')
+
+
+def type_status(page: Any, row: int, status: str) -> None:
+    """Type a status into a row's status cell in the grid, as a person does."""
+    since = fetch_count(page)
+    cell(page, row, "Lead Status").click()
+    page.locator("#grid td.editing input").fill(status)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => window.playground.state().fetches.length > {since}")
+
+
+def google_sign_in_backend(env: DemoEnvironment, certs_url: str, allowed: tuple[str, ...]) -> Any:
+    """The real backend over the demo's bridge, accepting only Google ID tokens of `allowed`
+    whose signing certificate `certs_url` serves (as Google's v1 certs endpoint does)."""
+    server = env.config.server.model_copy(
+        update={
+            "shared_secret_env": None,
+            "id_token_audience": AUDIENCE,
+            "id_token_certs_url": certs_url,
+            "allowed_emails": allowed,
+        }
+    )
+    env.bridge.config = env.config.model_copy(update={"server": server})
+    return create_app(bridges=[env.bridge], environ={})

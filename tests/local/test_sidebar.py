@@ -21,10 +21,17 @@ from pytest_httpserver import HTTPServer
 from sheet_bridge.local.demo import DemoEnvironment, demo_environment, run_demo
 from sheet_bridge.local.playground import PLAYGROUND_COLLEAGUE, PLAYGROUND_USER, create_playground
 from sheet_bridge.local.server import BackgroundServer
-from sheet_bridge.web.app import create_app
-from tests.google_tokens import AUDIENCE, certificate_pem
+from tests.google_tokens import certificate_pem
 from tests.google_tokens import id_token as google_id_token
-from tests.local.conftest import WAIT_MS, backend_calls, fetch_count, open_playground, switch_user
+from tests.local.conftest import (
+    WAIT_MS,
+    backend_calls,
+    fetch_count,
+    google_sign_in_backend,
+    open_playground,
+    switch_user,
+    type_status,
+)
 from tests.sidebar.fake_backend import FakeBackend, FakeState
 
 SCALE = 0.1  # the fake's seconds, played ten times faster
@@ -70,16 +77,6 @@ def page(browser: Any, shared: SharedSheet) -> Iterator[Any]:
     yield page
     page.close()
     assert errors == [], "the page threw"
-
-
-def cell(page: Any, row: int, header: str) -> Any:
-    return page.locator(f'#grid td[data-row="{row}"][data-header="{header}"]')
-
-
-def type_status(page: Any, row: int, status: str) -> None:
-    cell(page, row, "Lead Status").click()
-    page.locator("#grid td.editing input").fill(status)
-    page.keyboard.press("Enter")
 
 
 def a_row_not_at(page: Any, status: str, after: int = 1) -> int:
@@ -179,7 +176,6 @@ def test_every_editor_sees_who_owns_the_triggers_and_a_colleague_takes_over_expl
     # The colleague's edit runs the owner's trigger, as the owner: one call.
     since = fetch_count(page)
     type_status(page, a_row_not_at(page, "MQL"), "MQL")
-    page.wait_for_function(f"() => window.playground.state().fetches.length > {since}")
     calls = backend_calls(page, since)
     assert [(c["path"], c["user"]) for c in calls] == [("/api/edits", PLAYGROUND_USER)]
 
@@ -191,7 +187,6 @@ def test_every_editor_sees_who_owns_the_triggers_and_a_colleague_takes_over_expl
 
     since = fetch_count(page)
     type_status(page, a_row_not_at(page, "SQL", after=3), "SQL")
-    page.wait_for_function(f"() => window.playground.state().fetches.length > {since}")
     calls = backend_calls(page, since)
     assert [(c["path"], c["user"]) for c in calls] == [("/api/edits", PLAYGROUND_COLLEAGUE)], (
         "the old owner's trigger stood down"
@@ -222,16 +217,7 @@ def signed_in(
         for email in (PLAYGROUND_USER, PLAYGROUND_COLLEAGUE)
     }
     with demo_environment(data_dir) as env:
-        server = env.config.server.model_copy(
-            update={
-                "shared_secret_env": None,
-                "id_token_audience": AUDIENCE,
-                "id_token_certs_url": httpserver.url_for("/certs"),
-                "allowed_emails": (PLAYGROUND_USER,),
-            }
-        )
-        env.bridge.config = env.config.model_copy(update={"server": server})
-        backend = create_app(bridges=[env.bridge], environ={})
+        backend = google_sign_in_backend(env, httpserver.url_for("/certs"), (PLAYGROUND_USER,))
         app = create_playground(
             env, None, backend=backend, identity_tokens=dict[str, str | None](tokens)
         )
