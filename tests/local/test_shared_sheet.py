@@ -73,6 +73,11 @@ def hashed(email: str) -> str:
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
+def first_hash(em: str | list[str]) -> str:
+    """user_data.em: one hash, or a list of them (Meta takes both)."""
+    return em[0] if isinstance(em, list) else em
+
+
 def epoch(stamp: str) -> int:
     return int(datetime.fromisoformat(stamp).timestamp())
 
@@ -157,7 +162,8 @@ def test_a_paste_a_sort_and_a_second_editor_send_each_change_once_timed_by_the_c
     assert [(c["path"], c["status"]) for c in calls] == [("/api/edits", 200)]
     assert json.loads(calls[0]["body"])["changed"] == []
     after_sort = sheet.by_key()
-    assert [v["row"] for v in after_sort.values()] != [v["row"] for v in after_paste.values()]
+    moved = [k for k in after_sort if after_sort[k]["row"] != after_paste[k]["row"]]
+    assert len(moved) > 20, "the sort moved the leads"
     assert all(
         after_sort[k]["Status Changed At"] == after_paste[k]["Status Changed At"] for k in after_sort
     )
@@ -211,7 +217,7 @@ def test_a_paste_a_sort_and_a_second_editor_send_each_change_once_timed_by_the_c
         for k, status in changed.items()
     }
     events = sheet.meta_events()[baseline:]
-    got = [(e["user_data"]["em"][0], e["event_name"], e["event_time"]) for e in events]
+    got = [(first_hash(e["user_data"]["em"]), e["event_name"], e["event_time"]) for e in events]
     assert sorted(got) == sorted(expected), "each change once, at its own time, nothing else"
     assert len({e["event_id"] for e in events}) == len(events)
     assert {t for _, _, t in got} <= {epoch(paste_at)} | {
