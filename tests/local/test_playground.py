@@ -140,9 +140,9 @@ def test_preview_then_sync_now_updates_the_counts(page: Any, playground: Playgro
     sidebar.locator("#sync-now").click()
     sidebar.locator("#sync-result").wait_for(timeout=WAIT_MS)
     # New → SQL: QualifiedLead (the stage passed over) and Schedule.
-    sidebar.locator(f'#counts [data-count="sent"] b:text-is("{before + 2}")').wait_for(
-        timeout=WAIT_MS
-    )
+    sidebar.locator('#counts [data-count="sent"] b').filter(
+        has_text=re.compile(rf"^{before + 2}$")
+    ).wait_for(timeout=WAIT_MS)
     cell(page, row, "CAPI Status").filter(has_text="Schedule").wait_for(timeout=WAIT_MS)
 
 
