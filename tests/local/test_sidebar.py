@@ -247,3 +247,19 @@ def test_google_sign_in_is_the_default_and_the_backend_verifies_its_tokens(
     error.wait_for(timeout=WAIT_MS)
     text = error.inner_text()
     assert "refused this account" in text and "colleague@example.com to allowed_emails" in text
+
+
+def test_google_script_run_refuses_what_apps_script_refuses(page: Any) -> None:
+    frame = page.frame_locator("#sidebar").locator("body")
+    said = frame.evaluate(
+        """() => new Promise(done => google.script.run
+            .withSuccessHandler(() => done('passed'))
+            .withFailureHandler(err => done(err.message))
+            .jumpToRow(new Date()))"""
+    )
+    assert "cannot pass a Date" in said
+    private = frame.evaluate(
+        """() => new Promise(done => google.script.run
+            .withFailureHandler(err => done(err.message)).callBackend_('get', '/api/status'))"""
+    )
+    assert private == "Script function not found: callBackend_"
