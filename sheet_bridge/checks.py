@@ -8,11 +8,13 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from sheet_bridge.config import BridgeConfig, Stage, is_ledger_url, status_key
 from sheet_bridge.meta.events import classify_event_name, send_window
+from sheet_bridge.meta.versions import version_problem
 
 Level = Literal["ok", "info", "warn", "error"]
 _MARK = {"ok": "ok   ", "info": "info ", "warn": "WARN ", "error": "ERROR"}
@@ -148,6 +150,10 @@ def check_meta(config: BridgeConfig, report: CheckReport, environ: Mapping[str, 
         )
     if "graph.facebook.com" not in meta.graph_url:
         report.add("info", f"events go to {meta.graph_url}, not Meta (a local fake?)")
+    problem = version_problem(meta.api_version, datetime.now(UTC))
+    if problem is not None:
+        level, words = problem
+        report.add("error" if level == "error" else "warn", words)
     if meta.test_event_code:
         report.add(
             "warn",

@@ -1,34 +1,45 @@
 /**
- * sheet-bridge add-on: the three ways work enters (a status edit, Sync now, the hourly
- * trigger) forwarded to the sheet-bridge backend. It decides nothing: the stage map, the
+ * sheet-bridge: the script bound to a spreadsheet of leads. It forwards the three ways work
+ * enters (a status edit, Sync now, the hourly trigger) to the sheet-bridge backend and shows
+ * what the backend answers. It decides nothing: which rows really changed, the stage map, the
  * hashing, Meta's time window and the funnel order all live in the backend.
+ *
+ * Every editor of the spreadsheet can open this script and read Document Properties, so they
+ * hold nothing secret. Installable triggers belong to the person who installed them and run
+ * as that person: one person per spreadsheet owns them (recorded in Document Properties), and
+ * a trigger that finds it is not the owner's stands down without calling the backend.
  *
  * Functions ending in "_" are private (google.script.run cannot call them).
  */
 
 var PROPS_ = {
-  backendUrl: 'sheetBridge.backendUrl',
-  authMode: 'sheetBridge.authMode', // "id_token" | "secret"
-  secret: 'sheetBridge.secret',
-  columns: 'sheetBridge.columns', // JSON {tab, status, status_changed_at, fetched_at}
-  lastError: 'sheetBridge.lastError', // JSON {at, where, message}
+  backendUrl: 'sheetBridge.backendUrl', // Document Properties
+  authMode: 'sheetBridge.authMode', // Document Properties: "id_token" (default) | "secret"
+  secret: 'sheetBridge.secret', // User Properties of the person who entered it (never the document's)
+  columns: 'sheetBridge.columns', // Document Properties: JSON {tab, status, status_changed_at, key}
+  lastError: 'sheetBridge.lastError', // Document Properties: JSON {at, where, message}
+  owner: 'sheetBridge.owner', // Document Properties: JSON {email, triggers: {edit, hourly}, since}
 };
 var EDIT_HANDLER_ = 'handleEdit'; // not "onEdit": a simple trigger of that name would run too
 var HOURLY_HANDLER_ = 'hourlySync';
-var LOCK_WAIT_MS_ = 30000;
-var MAX_EDITS_PER_RUN_ = 50;
-var COLUMNS_TTL_MS_ = 6 * 60 * 60 * 1000;
+var KEY_COLUMN_ = 'CAPI Key'; // the bridge-owned column, when /api/status does not name it
+var MAX_ROWS_PER_EDIT_ = 500; // the most /api/edits takes in one call
+// How long the backend may hold a request before answering "still running" (202). UrlFetchApp
+// gives up after about 60 s, so every wait stays far below it. The sidebar waits briefly so
+// its progress bar starts within a couple of seconds; the menu has no progress bar.
+var SIDEBAR_WAIT_S_ = 1;
+var MENU_WAIT_S_ = 20;
+var START_LOCK_MS_ = 2000;
+var STAMP_PATTERN_ = "yyyy-MM-dd'T'HH:mm:ssXXX";
 var TITLE_ = 'sheet-bridge';
 
 // ---- menu and sidebar ------------------------------------------------------------------
 
-function onInstall(e) {
-  onOpen(e);
-}
-
+/** The simple trigger of a bound script: the "sheet-bridge" menu (createAddonMenu would be
+ * named after the script project, and onInstall runs only for a published add-on). */
 function onOpen() {
   SpreadsheetApp.getUi()
-    .createAddonMenu()
+    .createMenu(TITLE_)
     .addItem('Open sidebar', 'showSidebar')
     .addItem('Sync now', 'menuSyncNow')
     .addSeparator()
@@ -44,7 +55,8 @@ function showSidebar() {
 
 function menuSyncNow() {
   try {
-    toast_(summaryWords_(syncNow()));
+    var answer = syncNow({ wait: MENU_WAIT_S_ });
+    toast_(answer.state === 'done' ? summaryWords_(answer) : answer.info || passWords_(answer) + ' Open the sidebar to follow it.');
   } catch (err) {
     toast_(err.message, 'sheet-bridge: Sync now failed');
   }
@@ -52,8 +64,7 @@ function menuSyncNow() {
 
 function menuInstallTriggers() {
   try {
-    var t = installTriggers();
-    toast_('Triggers installed: ' + t.onEdit + ' on edit, ' + t.hourly + ' hourly.');
+    toast_(installTriggers().message);
   } catch (err) {
     toast_(err.message, 'sheet-bridge: installing triggers failed');
   }
@@ -61,8 +72,7 @@ function menuInstallTriggers() {
 
 function menuRemoveTriggers() {
   try {
-    removeTriggers();
-    toast_('Triggers removed: status edits and the hourly sync no longer reach the backend.');
+    toast_(removeTriggers().message);
   } catch (err) {
     toast_(err.message, 'sheet-bridge: removing triggers failed');
   }
@@ -75,7 +85,8 @@ function getSidebarState() {
   var settings = getSettings();
   var state = {
     settings: settings,
-    triggers: triggerCounts_(),
+    owner: ownerView_(),
+    triggers: myTriggerCounts_(),
     lastError: readJson_(PROPS_.lastError),
     status: null,
     error: null,
@@ -92,22 +103,35 @@ function getSidebarState() {
   return state;
 }
 
-/** A full pass now; throws the backend's failure in words. */
-function syncNow() {
-  var summary = withLock_('Sync now', function () {
-    return callBackend_('post', '/api/sync', bridgeRef_());
-  });
-  clearError_();
-  return summary;
+/**
+ * Start a full pass. The answer is the summary when the pass ends within `wait` seconds, else
+ * the running pass ({pass_id, state: "running", phase, done, total}) to follow with getPass.
+ * A pass already running is information ({state: "running", info, pass_id}), not a failure.
+ */
+function syncNow(options) {
+  var body = bridgeRef_();
+  body.trigger = 'sync';
+  body.wait = waitSeconds_(options);
+  return startPass_('Sync now', body);
 }
 
 /** A dry run: what a pass would send, and why not for the rest. Nothing is sent or written. */
-function previewSync() {
-  var ref = bridgeRef_();
-  ref.dry_run = true;
-  return withLock_('Preview', function () {
-    return callBackend_('post', '/api/sync', ref);
-  });
+function previewSync(options) {
+  var body = bridgeRef_();
+  body.dry_run = true;
+  body.trigger = 'preview';
+  body.wait = waitSeconds_(options);
+  return startPass_('Preview', body);
+}
+
+/** A pass's phase, progress and, once done, its summary (rows needing attention from
+ * rowsOffset, 50 at a time). */
+function getPass(passId, rowsOffset) {
+  if (!/^[\w.-]{1,100}$/.test(String(passId))) throw new Error('"' + passId + '" is not a pass id.');
+  var query = '?rows_offset=' + Math.max(0, Number(rowsOffset) || 0) + '&rows_limit=50';
+  var pass = callBackend_('get', '/api/passes/' + encodeURIComponent(passId) + query);
+  if (pass.state === 'done') clearError_();
+  return pass;
 }
 
 /** Select a row of the bridged tab (the sidebar's jump-to-row links). */
@@ -121,36 +145,48 @@ function jumpToRow(row) {
   return { tab: columns.tab, row: row };
 }
 
+/** The funnel report for the sidebar's panel: weekly counts (with an SVG chart) and advice. */
+function getReport() {
+  return callBackend_('get', '/api/report' + statusQuery_());
+}
+
 function getSettings() {
-  var props = PropertiesService.getDocumentProperties();
+  var doc = PropertiesService.getDocumentProperties();
   return {
-    backendUrl: props.getProperty(PROPS_.backendUrl) || '',
-    authMode: props.getProperty(PROPS_.authMode) || 'id_token',
-    hasSecret: !!props.getProperty(PROPS_.secret),
-    user: Session.getActiveUser().getEmail(),
+    backendUrl: doc.getProperty(PROPS_.backendUrl) || '',
+    authMode: doc.getProperty(PROPS_.authMode) || 'id_token',
+    hasSecret: !!PropertiesService.getUserProperties().getProperty(PROPS_.secret),
+    user: me_(),
   };
 }
 
 /**
  * Store the backend URL and how to authenticate, then check the backend answers for this
  * spreadsheet. The check's failure is returned in words (the settings stay saved).
- * settings: {backendUrl, authMode: "id_token"|"secret", secret?} (secret kept when omitted).
+ * settings: {backendUrl, authMode: "id_token"|"secret", secret?}. The secret goes to the
+ * saving person's User Properties (triggers run as their installer, so the installer enters
+ * it); choosing Google sign-in deletes it.
  */
 function saveSettings(settings) {
   settings = settings || {};
   var url = String(settings.backendUrl || '').trim().replace(/\/+$/, '');
-  if (!/^https:\/\/[^\s/]+/.test(url) && !/^http:\/\/(127\.0\.0\.1|localhost)(:\d+)?(\/|$)/.test(url)) {
+  // Apps Script fetches from Google's servers: only a public https address can be reached,
+  // and urlFetchWhitelist (appsscript.json) admits https prefixes only.
+  if (!/^https:\/\/[^\s/]+/.test(url)) {
     throw new Error('The backend URL must start with https:// (got "' + url + '").');
   }
   var mode = settings.authMode || 'id_token';
   if (mode !== 'id_token' && mode !== 'secret') {
     throw new Error('Authentication must be "id_token" or "secret" (got "' + mode + '").');
   }
-  var props = PropertiesService.getDocumentProperties();
-  props.setProperty(PROPS_.backendUrl, url);
-  props.setProperty(PROPS_.authMode, mode);
-  if (settings.secret) props.setProperty(PROPS_.secret, String(settings.secret));
-  if (mode === 'secret' && !props.getProperty(PROPS_.secret)) {
+  var doc = PropertiesService.getDocumentProperties();
+  var mine = PropertiesService.getUserProperties();
+  doc.setProperty(PROPS_.backendUrl, url);
+  doc.setProperty(PROPS_.authMode, mode);
+  doc.deleteProperty(PROPS_.secret); // where an older version kept it, readable by every editor
+  if (mode === 'id_token') mine.deleteProperty(PROPS_.secret);
+  else if (settings.secret) mine.setProperty(PROPS_.secret, String(settings.secret));
+  if (mode === 'secret' && !mine.getProperty(PROPS_.secret)) {
     throw new Error('Shared-secret mode needs the secret (the value of SHEET_BRIDGE_SECRET on the backend).');
   }
   var result = { saved: true, connected: false, error: null, settings: getSettings() };
@@ -164,138 +200,255 @@ function saveSettings(settings) {
   return result;
 }
 
-/** Exactly one onEdit and one hourly trigger for this spreadsheet, however often clicked. */
-function installTriggers() {
-  var existing = ScriptApp.getProjectTriggers();
-  var keep = {};
-  existing.forEach(function (t) {
-    var handler = t.getHandlerFunction();
-    var kind =
-      handler === EDIT_HANDLER_ && t.getEventType() === ScriptApp.EventType.ON_EDIT
-        ? 'edit'
-        : handler === HOURLY_HANDLER_ && t.getEventType() === ScriptApp.EventType.CLOCK
-          ? 'hourly'
-          : null;
-    if (kind === null) {
-      if (handler === EDIT_HANDLER_ || handler === HOURLY_HANDLER_) ScriptApp.deleteTrigger(t);
-      return;
-    }
-    if (keep[kind]) ScriptApp.deleteTrigger(t); // a duplicate from an older install
-    else keep[kind] = t;
+/**
+ * Install the on-edit and hourly triggers as the person clicking, who becomes their owner.
+ * When someone else owns them, nothing changes unless options.takeOver: then the clicker
+ * installs their own pair and the previous owner's triggers stand down by themselves on their
+ * next run (nobody can delete another person's triggers).
+ */
+function installTriggers(options) {
+  var me = me_();
+  var owner = readJson_(PROPS_.owner);
+  if (owner && owner.email && owner.email !== me && !(options && options.takeOver)) {
+    return {
+      installed: false,
+      owner: ownerView_(),
+      triggers: myTriggerCounts_(),
+      message: 'The triggers of this spreadsheet are installed by ' + owner.email + ' and run as them; nothing changed. To run them as you instead, open the sidebar and click Take over.',
+    };
+  }
+  var mine = mySheetBridgeTriggers_();
+  var edit = keepOne_(mine.edit) || ScriptApp.newTrigger(EDIT_HANDLER_).forSpreadsheet(SpreadsheetApp.getActive()).onEdit().create();
+  // Hourly is the shortest period a time-driven trigger of an add-on may have.
+  var hourly = keepOne_(mine.hourly) || ScriptApp.newTrigger(HOURLY_HANDLER_).timeBased().everyHours(1).create();
+  writeJson_(PROPS_.owner, {
+    email: me,
+    triggers: { edit: edit.getUniqueId(), hourly: hourly.getUniqueId() },
+    since: new Date().toISOString(),
   });
-  if (!keep.edit) {
-    ScriptApp.newTrigger(EDIT_HANDLER_).forSpreadsheet(SpreadsheetApp.getActive()).onEdit().create();
+  try {
+    refreshColumns_(); // so the first edit knows the status column without asking
+  } catch (ignored) {
+    // the sidebar shows why the backend cannot be reached
   }
-  if (!keep.hourly) {
-    // Hourly is the shortest period an add-on's time-driven trigger may have.
-    ScriptApp.newTrigger(HOURLY_HANDLER_).timeBased().everyHours(1).create();
-  }
-  return triggerCounts_();
+  var took = owner && owner.email && owner.email !== me ? ' (taken over from ' + owner.email + ', whose triggers now stand down)' : '';
+  return {
+    installed: true,
+    owner: ownerView_(),
+    triggers: myTriggerCounts_(),
+    message: 'Triggers installed: status edits and the hourly sync now run as ' + me + took + '.',
+  };
 }
 
+/** The explicit "run the triggers as me" of a second editor. */
+function takeOverTriggers() {
+  return installTriggers({ takeOver: true });
+}
+
+/** Remove the clicker's own triggers; when they owned them, nobody owns them afterwards (any
+ * trigger left by an earlier owner stands down). Another owner's triggers cannot be removed. */
 function removeTriggers() {
-  ScriptApp.getProjectTriggers().forEach(function (t) {
-    var handler = t.getHandlerFunction();
-    if (handler === EDIT_HANDLER_ || handler === HOURLY_HANDLER_) ScriptApp.deleteTrigger(t);
+  var me = me_();
+  var owner = readJson_(PROPS_.owner);
+  var mine = mySheetBridgeTriggers_();
+  mine.edit.concat(mine.hourly, mine.other).forEach(function (t) {
+    ScriptApp.deleteTrigger(t);
   });
-  return triggerCounts_();
+  if (owner && owner.email && owner.email !== me) {
+    return {
+      owner: ownerView_(),
+      triggers: myTriggerCounts_(),
+      message: 'The working triggers belong to ' + owner.email + ' and only they can remove them (or take over, then remove).',
+    };
+  }
+  writeJson_(PROPS_.owner, { email: null, removed_by: me, since: new Date().toISOString() });
+  return {
+    owner: ownerView_(),
+    triggers: myTriggerCounts_(),
+    message: 'Triggers removed: status edits and the hourly sync no longer reach the backend.',
+  };
 }
 
 // ---- triggers ---------------------------------------------------------------------------
 
 /**
- * The installable onEdit handler. Acts only on the bridged tab's status column: stamps Status
- * Changed At for each edited row, then tells the backend (old and new value) under the
- * document lock. API writes (the backend's write-back) do not fire it, so it cannot loop.
+ * The installable onEdit handler. Acts only on edits that touch the bridged tab's status
+ * column, and makes at most one backend call per edit event: the rows' current status and
+ * CAPI Key go to /api/edits, the backend says which rows really changed, and only those get a
+ * Status Changed At stamp. A paste, fill-down, sort or row move carries no old values (Apps
+ * Script gives e.value/e.oldValue for one-cell edits only), so nothing here guesses what
+ * changed. API writes (the backend's write-back) do not fire this trigger, so it cannot loop.
  */
 function handleEdit(e) {
   if (!e || !e.range) return;
-  var range = e.range;
-  var sheet = range.getSheet();
+  if (!runsForOwner_(e, 'edit')) return;
   var columns = cachedColumns_();
-  if (columns && sheet.getName() !== columns.tab) return; // no sheet read for other tabs
+  var sheet = e.range.getSheet();
   if (!columns) {
-    try {
-      columns = refreshColumns_();
-    } catch (err) {
-      // An old answer still says where to stamp; the post below then reports the failure.
-      columns = cachedColumns_(true);
-      if (!columns) {
-        report_('edit', 'Could not tell the backend about this edit: ' + err.message);
-        throw err;
-      }
-    }
-    if (sheet.getName() !== columns.tab) return;
+    report_('edit', 'sheet-bridge does not know the status column yet, so this edit was not sent: open the sidebar once (sheet-bridge → Open sidebar). The next sync picks the change up.');
+    return;
   }
+  if (sheet.getName() !== columns.tab) return; // no sheet read for other tabs
   var header = sheet.getRange(1, 1, 1, Math.max(sheet.getLastColumn(), 1)).getValues()[0];
   var statusCol = header.indexOf(columns.status) + 1;
   if (statusCol < 1) {
     report_('edit', 'The status column "' + columns.status + '" is not in row 1 of "' + columns.tab + '"; nothing was sent.');
     return;
   }
+  var range = e.range;
   if (statusCol < range.getColumn() || statusCol > range.getLastColumn()) return;
   var first = Math.max(range.getRow(), 2);
   var last = range.getLastRow();
   if (last < first) return; // the header itself
 
+  // A one-cell edit says what it replaced; retyping the same value changes nothing. A one-cell
+  // paste carries neither value, like a multi-cell edit: the backend decides.
+  var oneCell = range.getNumRows() === 1 && range.getNumColumns() === 1;
+  var known = oneCell && (e.value !== undefined || e.oldValue !== undefined);
+  if (known && String(e.value === undefined ? '' : e.value) === String(e.oldValue === undefined ? '' : e.oldValue)) return;
+
   var ss = SpreadsheetApp.getActive();
-  var at = Utilities.formatDate(new Date(), ss.getSpreadsheetTimeZone(), "yyyy-MM-dd'T'HH:mm:ssXXX");
+  var timeZone = ss.getSpreadsheetTimeZone();
+  var at = Utilities.formatDate(new Date(), timeZone, STAMP_PATTERN_);
+  var keyCol = header.indexOf(columns.key || KEY_COLUMN_) + 1;
   var stampCol = columns.status_changed_at ? header.indexOf(columns.status_changed_at) + 1 : 0;
-  var single = first === last && range.getNumRows() === 1 && range.getNumColumns() === 1;
-  var newValues = single ? [[e.value === undefined ? range.getValue() : e.value]] : sheet.getRange(first, statusCol, last - first + 1, 1).getValues();
-  if (stampCol > 0) {
-    // Text format keeps the offset: Sheets would otherwise turn the stamp into a serial date.
-    var stamps = newValues.map(function () {
-      return [at];
-    });
-    sheet.getRange(first, stampCol, stamps.length, 1).setNumberFormat('@').setValues(stamps);
-  }
+  var rows = currentRows_(sheet, first, last, statusCol, keyCol, timeZone);
+  if (!rows.length) return; // only blank rows with no lead behind them
   var ref = bridgeRef_(columns);
-  var sent = 0;
+
+  if (rows.length > MAX_ROWS_PER_EDIT_) {
+    // More rows than one /api/edits takes: one pass checks them all (still one call).
+    try {
+      var pass = startPassCall_(merge_(ref, { trigger: 'sync', wait: 0 }));
+      toast_(rows.length + ' rows changed at once: ' + (pass.info || 'a sync is checking them now') + '. Their changes are dated by the backend, not stamped here.');
+      clearError_();
+    } catch (err) {
+      report_('edit', err.message + ' (' + rows.length + ' rows not checked yet: the next sync checks them)');
+      throw err;
+    }
+    return;
+  }
+
+  var answer;
   try {
-    withLock_('Status edit', function () {
-      if (newValues.length > MAX_EDITS_PER_RUN_) {
-        // A big paste: one full pass instead of one call per row (the 6-minute limit).
-        callBackend_('post', '/api/sync', ref);
-        sent = newValues.length;
-        return;
-      }
-      for (var i = 0; i < newValues.length; i++) {
-        callBackend_('post', '/api/edits', {
-          spreadsheet_id: ref.spreadsheet_id,
-          tab: columns.tab,
-          row: first + i,
-          // A multi-cell paste carries no old values; the backend treats null as unknown.
-          old_value: single && e.oldValue !== undefined ? String(e.oldValue) : null,
-          new_value: String(newValues[i][0]),
-          at: at,
-        });
-        sent++;
-      }
-    });
-    clearError_();
+    answer = callBackend_('post', '/api/edits', { spreadsheet_id: ref.spreadsheet_id, tab: columns.tab, at: at, rows: rows });
   } catch (err) {
-    var left = newValues.length - sent;
-    report_(
-      'edit',
-      err.message + ' (' + left + ' status change' + (left === 1 ? '' : 's') + ' stamped but not sent yet: the next sync sends ' + (left === 1 ? 'it' : 'them') + ')',
-    );
+    if (known) {
+      // The stamp is then the only record of when this status changed.
+      if (stampCol > 0) stampRows_(sheet, stampCol, keyCol, rows, [rows[0].row], at, timeZone);
+      report_('edit', err.message + ' (1 status change stamped but not sent yet: the next sync sends it)');
+    } else {
+      report_('edit', err.message + ' (' + rows.length + ' row' + (rows.length === 1 ? '' : 's') + ' not checked yet, nothing stamped: the next sync checks them)');
+    }
     throw err;
   }
+  if (stampCol > 0) stampRows_(sheet, stampCol, keyCol, rows, answer.changed || [], at, timeZone);
+  clearError_();
+  if (answer.queued) toast_(answer.message || 'A sync is running; this change is recorded and goes out with it.');
 }
 
-/** The hourly safety net: a full pass. A failure is recorded for the sidebar and rethrown so
- * Apps Script marks the execution failed and e-mails the trigger's owner. */
-function hourlySync() {
+/** The hourly safety net: starts a pass and does not wait for it (the backend reports a pass
+ * that fails in /api/status alerts). A failure to start is recorded for the sidebar and
+ * rethrown, so Apps Script marks the execution failed and e-mails the trigger's owner. */
+function hourlySync(e) {
+  if (!runsForOwner_(e, 'hourly')) return;
   try {
-    withLock_('Hourly sync', function () {
-      return callBackend_('post', '/api/sync', bridgeRef_());
-    });
+    var answer = startPassCall_(merge_(bridgeRef_(), { trigger: 'hourly', wait: 0 }));
+    if (answer.info) console.log('sheet-bridge hourly sync: ' + answer.info);
     clearError_();
   } catch (err) {
     report_('hourly sync', err.message);
     throw err;
   }
+}
+
+/** Whether this run may call the backend: only the recorded owner's own triggers may. A
+ * trigger of someone else (an earlier owner) or a duplicate deletes itself and stops here. */
+function runsForOwner_(e, kind) {
+  var me = me_();
+  var uid = e && e.triggerUid ? String(e.triggerUid) : null;
+  var owner = readJson_(PROPS_.owner);
+  if (!owner) {
+    // Installed by a version that recorded no owner: the first run claims the triggers.
+    var mine = mySheetBridgeTriggers_();
+    var ids = { edit: firstId_(mine.edit), hourly: firstId_(mine.hourly) };
+    if (uid) ids[kind] = uid;
+    writeJson_(PROPS_.owner, { email: me, triggers: ids, since: new Date().toISOString() });
+    return true;
+  }
+  if (owner.email === me && (!uid || !owner.triggers || String(owner.triggers[kind]) === uid)) return true;
+  if (uid) {
+    ScriptApp.getProjectTriggers().forEach(function (t) {
+      if (String(t.getUniqueId()) === uid) ScriptApp.deleteTrigger(t);
+    });
+  }
+  console.log('sheet-bridge ' + kind + ' trigger of ' + me + ' stood down: the triggers belong to ' + (owner.email || 'nobody') + '.');
+  return false;
+}
+
+// ---- reading the edited rows ------------------------------------------------------------
+
+/** Each row's status and CAPI Key as the sheet holds them now; blank rows without a key
+ * (nothing to tell the backend) are left out. One read for the whole block. */
+function currentRows_(sheet, first, last, statusCol, keyCol, timeZone) {
+  var lo = keyCol > 0 ? Math.min(statusCol, keyCol) : statusCol;
+  var hi = keyCol > 0 ? Math.max(statusCol, keyCol) : statusCol;
+  var block = sheet.getRange(first, lo, last - first + 1, hi - lo + 1).getValues();
+  var rows = [];
+  block.forEach(function (line, i) {
+    var status = cellText_(line[statusCol - lo], timeZone);
+    var key = keyCol > 0 ? cellText_(line[keyCol - lo], timeZone) : '';
+    if (status === '' && key === '') return;
+    rows.push({ row: first + i, status: status, key: key === '' ? null : key });
+  });
+  return rows;
+}
+
+/** Stamp the given rows' Status Changed At with `at` (as text, so Sheets keeps the offset),
+ * skipping a row whose CAPI Key is no longer the one sent: it was sorted away meanwhile. */
+function stampRows_(sheet, stampCol, keyCol, rows, rowNumbers, at, timeZone) {
+  var sent = {};
+  rows.forEach(function (r) {
+    sent[r.row] = r;
+  });
+  var targets = rowNumbers.filter(function (n) {
+    return sent[n];
+  });
+  if (!targets.length) return;
+  targets.sort(function (a, b) {
+    return a - b;
+  });
+  var lo = targets[0];
+  var hi = targets[targets.length - 1];
+  var keysNow = keyCol > 0 ? sheet.getRange(lo, keyCol, hi - lo + 1, 1).getValues() : null;
+  var still = targets.filter(function (n) {
+    return !keysNow || sent[n].key === null || cellText_(keysNow[n - lo][0], timeZone) === sent[n].key;
+  });
+  runs_(still).forEach(function (run) {
+    var stamps = [];
+    for (var i = 0; i < run.count; i++) stamps.push([at]);
+    sheet.getRange(run.start, stampCol, run.count, 1).setNumberFormat('@').setValues(stamps);
+  });
+}
+
+/** Sorted row numbers as runs of consecutive rows: one write per run. */
+function runs_(sorted) {
+  var out = [];
+  sorted.forEach(function (n) {
+    var run = out[out.length - 1];
+    if (run && run.start + run.count === n) run.count++;
+    else out.push({ start: n, count: 1 });
+  });
+  return out;
+}
+
+/** A cell as the backend reads it: text as is, a date cell (getValues gives a Date) as ISO
+ * 8601 in the sheet's zone, TRUE/FALSE for a checkbox. */
+function cellText_(value, timeZone) {
+  if (value === null || value === undefined) return '';
+  if (Object.prototype.toString.call(value) === '[object Date]') return Utilities.formatDate(value, timeZone, STAMP_PATTERN_);
+  if (value === true || value === false) return value ? 'TRUE' : 'FALSE';
+  return String(value).trim();
 }
 
 // ---- backend calls ----------------------------------------------------------------------
@@ -307,23 +460,51 @@ function bridgeRef_(columns) {
   return ref;
 }
 
-function fetchStatus_() {
+function statusQuery_() {
   var ref = bridgeRef_();
-  var query = '?spreadsheet_id=' + encodeURIComponent(ref.spreadsheet_id) + (ref.tab ? '&tab=' + encodeURIComponent(ref.tab) : '');
-  var status = withLock_('Status', function () {
-    return callBackend_('get', '/api/status' + query);
-  });
-  cacheColumns_(status);
-  return status;
+  return '?spreadsheet_id=' + encodeURIComponent(ref.spreadsheet_id) + (ref.tab ? '&tab=' + encodeURIComponent(ref.tab) : '');
 }
 
-/** The funnel report for the sidebar's panel: weekly counts (with an SVG chart) and advice. */
-function getReport() {
-  var ref = bridgeRef_();
-  var query = '?spreadsheet_id=' + encodeURIComponent(ref.spreadsheet_id) + (ref.tab ? '&tab=' + encodeURIComponent(ref.tab) : '');
-  return withLock_('Report', function () {
-    return callBackend_('get', '/api/report' + query);
-  });
+function waitSeconds_(options) {
+  var wait = options && options.wait !== undefined ? Number(options.wait) : SIDEBAR_WAIT_S_;
+  return Math.max(0, Math.min(25, wait));
+}
+
+/** Start a pass from the add-on. Only this is guarded by the document lock (two clicks in the
+ * same spreadsheet start one pass); reads and edits take no lock, the backend serialises
+ * passes itself. */
+function startPass_(what, body) {
+  var lock = LockService.getDocumentLock();
+  if (!lock.tryLock(START_LOCK_MS_)) {
+    return { state: 'starting', info: what + ': someone in this spreadsheet is starting a pass right now; its progress shows here in a moment.' };
+  }
+  try {
+    var answer = startPassCall_(body);
+    if (answer.state === 'done') clearError_();
+    return answer;
+  } finally {
+    lock.releaseLock();
+  }
+}
+
+/** POST /api/sync: the summary (200), the running pass (202), or, when a pass of this tab is
+ * already running (409), that pass with words saying so. */
+function startPassCall_(body) {
+  var answer = request_('post', '/api/sync', body);
+  if (answer.code === 409 && answer.data && answer.data.error && answer.data.error.code === 'sync_running') {
+    return {
+      state: 'running',
+      pass_id: answer.data.pass_id || null,
+      info: 'A sync of this tab is already running' + (answer.data.pass_id ? '; following it' : '; try again in a minute'),
+    };
+  }
+  return accepted_(answer);
+}
+
+function fetchStatus_() {
+  var status = callBackend_('get', '/api/status' + statusQuery_());
+  cacheColumns_(status);
+  return status;
 }
 
 function refreshColumns_() {
@@ -338,47 +519,40 @@ function cacheColumns_(status) {
     tab: status.tab,
     status: status.columns.status,
     status_changed_at: status.columns.status_changed_at || null,
-    fetched_at: new Date().getTime(),
+    key: status.columns.key || KEY_COLUMN_,
   };
-  PropertiesService.getDocumentProperties().setProperty(PROPS_.columns, JSON.stringify(columns));
+  writeJson_(PROPS_.columns, columns);
   return columns;
 }
 
-/** The backend's column names as last fetched; null when absent or (unless allowStale) old. */
-function cachedColumns_(allowStale) {
+/** The backend's column names as last fetched (every sidebar open refreshes them); null
+ * when never fetched. An edit uses them without asking, so it makes one call at most. */
+function cachedColumns_() {
   var columns = readJson_(PROPS_.columns);
-  if (!columns || !columns.tab) return null;
-  if (!allowStale && new Date().getTime() - columns.fetched_at > COLUMNS_TTL_MS_) return null;
-  return columns;
+  return columns && columns.tab && columns.status ? columns : null;
 }
 
-/** Serialise this document's backend calls (an edit and the hourly pass never overlap). */
-function withLock_(what, fn) {
-  // getDocumentLock is null outside a document (e.g. run from the editor); fall back.
-  var lock = LockService.getDocumentLock() || LockService.getScriptLock();
-  if (!lock.tryLock(LOCK_WAIT_MS_)) {
-    throw new Error(what + ': another sheet-bridge run in this spreadsheet is still busy; try again in a minute.');
-  }
-  try {
-    return fn();
-  } finally {
-    lock.releaseLock();
-  }
-}
-
+/** The Authorization header, or an Error in words: never "Bearer null". */
 function authorization_() {
-  var props = PropertiesService.getDocumentProperties();
-  var mode = props.getProperty(PROPS_.authMode) || 'id_token';
+  var mode = PropertiesService.getDocumentProperties().getProperty(PROPS_.authMode) || 'id_token';
+  var mine = PropertiesService.getUserProperties();
   if (mode === 'secret') {
-    var secret = props.getProperty(PROPS_.secret);
-    if (!secret) throw new Error('No shared secret is set: enter it in the sidebar Settings.');
+    var secret = mine.getProperty(PROPS_.secret);
+    if (!secret) {
+      throw new Error('Shared-secret mode, but no secret is stored for ' + me_() + ': the secret is kept per person (in their own User Properties, which other editors cannot read); enter it in the sidebar Settings. Triggers use the secret of the person who installed them.');
+    }
     return 'Bearer ' + secret;
   }
-  return 'Bearer ' + ScriptApp.getIdentityToken();
+  if (mine.getProperty(PROPS_.secret)) mine.deleteProperty(PROPS_.secret); // left from shared-secret mode
+  var token = ScriptApp.getIdentityToken();
+  if (!token) {
+    throw new Error('Google sign-in gave no identity token for ' + (me_() || 'this account') + ': the script needs the openid and userinfo.email permissions. Reload the spreadsheet and open sheet-bridge → Open sidebar to grant them (for a trigger: its owner does this).');
+  }
+  return 'Bearer ' + token;
 }
 
-/** One request to the backend; the parsed JSON, or an Error saying what went wrong and what to do. */
-function callBackend_(method, path, body) {
+/** One request to the backend: {code, data, text}, or an Error saying it could not be made. */
+function request_(method, path, body) {
   var base = PropertiesService.getDocumentProperties().getProperty(PROPS_.backendUrl);
   if (!base) throw new Error('The backend URL is not set: open the sidebar and fill in Settings.');
   var options = {
@@ -395,30 +569,85 @@ function callBackend_(method, path, body) {
   } catch (err) {
     throw new Error('Could not reach the sheet-bridge backend at ' + base + ' (' + err.message + '). Check the backend URL in Settings and that the backend is running.');
   }
-  var code = response.getResponseCode();
   var text = response.getContentText();
   var data = null;
   try {
     data = JSON.parse(text);
   } catch (ignored) {
-    data = null; // described below with the status code and the start of the body
+    data = null; // described with the status code and the start of the body
   }
-  if (code >= 200 && code < 300 && data !== null) return data;
-  throw new Error(failureWords_(code, data, text));
+  return { code: response.getResponseCode(), data: data, text: text };
+}
+
+/** The parsed JSON of a 2xx answer; an Error saying what went wrong and what to do otherwise. */
+function callBackend_(method, path, body) {
+  return accepted_(request_(method, path, body));
+}
+
+function accepted_(answer) {
+  if (answer.code >= 200 && answer.code < 300 && answer.data !== null) return answer.data;
+  throw new Error(failureWords_(answer.code, answer.data, answer.text));
 }
 
 function failureWords_(code, data, text) {
   var err = data && data.error ? data.error : null;
   var said = err ? err.message + ' (' + err.code + ', HTTP ' + code + ')' : 'HTTP ' + code + ': ' + String(text).slice(0, 200);
   if (code === 401) {
-    return 'The backend refused the credentials: ' + said + '. Check the shared secret in Settings (it must equal SHEET_BRIDGE_SECRET on the backend), or for Google sign-in that the backend\'s id_token_audience matches this script.';
+    return 'The backend refused the credentials: ' + said + '. For Google sign-in, check that the backend\'s id_token_audience matches this script; for a shared secret, that it equals SHEET_BRIDGE_SECRET on the backend.';
   }
-  if (code === 403) return 'The backend refused this account: ' + said + '. Ask the backend\'s owner to add your e-mail to allowed_emails.';
+  if (code === 403) return 'The backend refused this account: ' + said + '. Ask the backend\'s owner to add ' + (me_() || 'your e-mail') + ' to allowed_emails.';
   if (code === 404) return 'The backend does not know this spreadsheet: ' + said + '. Check spreadsheet_id and tab in the backend\'s config.';
-  if (code === 409) return 'A sync of this spreadsheet is already running: ' + said + '.';
+  if (code === 409) return 'The backend cannot run this now: ' + said + '.';
   if (code >= 500) return 'The sheet-bridge backend failed: ' + said + '. Nothing was lost: the next sync retries.';
   if (code >= 200 && code < 300) return 'The backend answered something that is not JSON: ' + said;
   return 'The backend rejected the request: ' + said;
+}
+
+// ---- owner and triggers ------------------------------------------------------------------
+
+function me_() {
+  return Session.getEffectiveUser().getEmail() || '';
+}
+
+/** Who runs the triggers, for everyone's sidebar: {email, since, me} (email null: nobody). */
+function ownerView_() {
+  var owner = readJson_(PROPS_.owner);
+  if (!owner) return null;
+  return { email: owner.email || null, since: owner.since || null, me: !!owner.email && owner.email === me_() };
+}
+
+/** The current person's sheet-bridge triggers (getProjectTriggers sees nobody else's). */
+function mySheetBridgeTriggers_() {
+  var found = { edit: [], hourly: [], other: [] };
+  ScriptApp.getProjectTriggers().forEach(function (t) {
+    var handler = t.getHandlerFunction();
+    if (handler === EDIT_HANDLER_ && t.getEventType() === ScriptApp.EventType.ON_EDIT) found.edit.push(t);
+    else if (handler === HOURLY_HANDLER_ && t.getEventType() === ScriptApp.EventType.CLOCK) found.hourly.push(t);
+    else if (handler === EDIT_HANDLER_ || handler === HOURLY_HANDLER_) found.other.push(t);
+  });
+  found.other.forEach(function (t) {
+    ScriptApp.deleteTrigger(t); // our handler on the wrong kind of event, from a hand-made trigger
+  });
+  found.other = [];
+  return found;
+}
+
+/** The first of a person's duplicate triggers, the rest deleted (older installs could add a
+ * pair per click). */
+function keepOne_(triggers) {
+  triggers.slice(1).forEach(function (t) {
+    ScriptApp.deleteTrigger(t);
+  });
+  return triggers[0] || null;
+}
+
+function firstId_(triggers) {
+  return triggers.length ? triggers[0].getUniqueId() : null;
+}
+
+function myTriggerCounts_() {
+  var mine = mySheetBridgeTriggers_();
+  return { onEdit: mine.edit.length, hourly: mine.hourly.length };
 }
 
 // ---- words and bookkeeping --------------------------------------------------------------
@@ -430,11 +659,14 @@ function summaryWords_(summary) {
   return 'Sync done: ' + parts.join(' · ') + '. ' + (summary.events_sent || 0) + ' event(s) sent to Meta.';
 }
 
+function passWords_(pass) {
+  var phase = { read: 'reading the sheet', send: 'sending to Meta', write: 'writing back' }[pass.phase] || 'running';
+  var progress = pass.total ? ' (' + (pass.done || 0) + ' of ' + pass.total + ')' : '';
+  return 'Sync started and still running: ' + phase + progress + '.';
+}
+
 function report_(where, message) {
-  PropertiesService.getDocumentProperties().setProperty(
-    PROPS_.lastError,
-    JSON.stringify({ at: new Date().toISOString(), where: where, message: message }),
-  );
+  writeJson_(PROPS_.lastError, { at: new Date().toISOString(), where: where, message: message });
   toast_(message, 'sheet-bridge: ' + where + ' failed');
   console.error('sheet-bridge ' + where + ': ' + message);
 }
@@ -447,13 +679,14 @@ function toast_(message, title) {
   SpreadsheetApp.getActive().toast(message, title || TITLE_, 10);
 }
 
-function triggerCounts_() {
-  var counts = { onEdit: 0, hourly: 0 };
-  ScriptApp.getProjectTriggers().forEach(function (t) {
-    if (t.getHandlerFunction() === EDIT_HANDLER_) counts.onEdit++;
-    if (t.getHandlerFunction() === HOURLY_HANDLER_) counts.hourly++;
+function merge_(a, b) {
+  var out = {};
+  [a, b].forEach(function (o) {
+    Object.keys(o).forEach(function (k) {
+      out[k] = o[k];
+    });
   });
-  return counts;
+  return out;
 }
 
 function readJson_(key) {
@@ -464,4 +697,8 @@ function readJson_(key) {
   } catch (ignored) {
     return null; // a corrupted value is treated as absent and rewritten on the next call
   }
+}
+
+function writeJson_(key, value) {
+  PropertiesService.getDocumentProperties().setProperty(key, JSON.stringify(value));
 }

@@ -200,3 +200,42 @@ def test_the_example_config_parses_with_limited_data_use_uncommented() -> None:
         "data_processing_options_country": 1,
         "data_processing_options_state": 1000,
     }
+
+
+@pytest.mark.parametrize(
+    ("version", "level", "words"),
+    [
+        ("v19.0", "error", "expired on 2026-05-21"),
+        ("v12.0", "error", "expired"),
+        ("v25.0", None, None),
+        ("v26.0", None, None),
+    ],
+)
+def test_check_names_an_expired_graph_api_version_with_the_one_to_use(
+    version: str, level: str | None, words: str | None
+) -> None:
+    from datetime import UTC, datetime
+
+    from sheet_bridge.meta.versions import version_problem
+
+    problem = version_problem(version, datetime(2026, 12, 3, tzinfo=UTC))
+
+    if level is None:
+        assert problem is None
+    else:
+        assert problem is not None and problem[0] == level and words in problem[1]
+        assert 'api_version = "v26.0"' in problem[1]
+
+
+def test_a_version_expiring_within_90_days_is_a_warning_with_its_date() -> None:
+    from datetime import UTC, datetime
+
+    from sheet_bridge.meta.versions import version_problem
+
+    problem = version_problem("v21.0", datetime(2026, 12, 3, tzinfo=UTC))
+
+    assert problem == (
+        "warning",
+        'Graph API v21.0 expires on 2027-01-21 (49 days); set [meta] api_version = "v26.0" '
+        "before then",
+    )

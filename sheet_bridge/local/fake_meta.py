@@ -41,7 +41,7 @@ CODE_DEPRECATED_VERSION = 2635
 # The versions the fake serves. Meta keeps a Conversions API version at least two years
 # (DOMAIN.md §4); the docs use v25.0. Older ones answer 2635, as Graph does.
 OLDEST_VERSION = "v21.0"
-LATEST_VERSION = "v25.0"
+LATEST_VERSION = "v26.0"  # Graph API changelog, versions table (2026-07-29)
 # Meta's test codes, as Events Manager → Test events shows them: "TEST" and digits (TEST12345).
 _TEST_CODE = re.compile(r"^TEST\d+$")
 

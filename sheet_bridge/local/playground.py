@@ -1,15 +1,18 @@
 """The playground: the emulated sheet as an editable grid beside the real sidebar (issue 6).
 
 One page on loopback. The real `sidebar/Code.gs` runs in the page over `apps_script_local.js`
-(the Apps Script stand-in the Node tests use too), so editing a grid cell goes through Code.gs's
-own onEdit handler, and the real `sidebar/Sidebar.html` (served unchanged, with one script
-element that provides `google.script.run`) calls Code.gs's functions. Code.gs reaches the real
-backend, mounted at /backend, with its UrlFetchApp; the stand-in reaches the Sheets emulator
-through /sheets. Nothing here decides anything about leads: that is all the backend's.
+(the Apps Script stand-in the Node tests use too), so editing, pasting or sorting in the grid
+goes through Code.gs's own onEdit handler, and the real `sidebar/Sidebar.html` (served
+unchanged, with one script element that provides `google.script.run`) calls Code.gs's
+functions, as whichever of two editors the page is switched to. Code.gs is set up as in
+production: its backend is the manifest's https prefix (https://sheet-bridge.example.com/),
+which the stand-in routes to the backend mounted here at /backend; the stand-in reaches the
+Sheets emulator through /sheets. Nothing here decides anything about leads.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import signal
@@ -28,6 +31,10 @@ from sheet_bridge.web.app import create_app
 # One source of truth: the files clasp pushes, read from the checkout (never a packaged copy).
 SIDEBAR_DIR = Path(__file__).resolve().parents[2] / "sidebar"
 PLAYGROUND_USER = "you@example.com"
+# The second editor of the spreadsheet, to try what a colleague sees and does.
+PLAYGROUND_COLLEAGUE = "colleague@example.com"
+# What Code.gs calls: the placeholder https prefix of appsscript.json's urlFetchWhitelist.
+PLAYGROUND_BACKEND_URL = "https://sheet-bridge.example.com"
 # What the host adds to the sidebar page, as Apps Script adds its own google.script API.
 SHIM_TAG = '<script src="/static/script_run_shim.js"></script>\n'
 _DOCTYPE = re.compile(r"\A(\ufeff?\s*<!DOCTYPE[^>]*>\s*\n?)", re.IGNORECASE)
@@ -56,14 +63,37 @@ def sidebar_page(html: str) -> str:
     return html[:cut] + SHIM_TAG + html[cut:]
 
 
+def manifest(sidebar_dir: Path = SIDEBAR_DIR) -> dict[str, Any]:
+    """appsscript.json, next to the sidebar folder: its urlFetchWhitelist is what the page's
+    UrlFetchApp admits, as Apps Script does."""
+    path = sidebar_dir.parent / "appsscript.json"
+    if not path.is_file():
+        raise PlaygroundError(f"the playground needs the add-on's manifest and cannot find {path}")
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
 def create_playground(
-    env: DemoEnvironment, secret: str, *, sidebar_dir: Path = SIDEBAR_DIR
+    env: DemoEnvironment,
+    secret: str | None,
+    *,
+    sidebar_dir: Path = SIDEBAR_DIR,
+    backend: Any = None,
+    identity_tokens: dict[str, str | None] | None = None,
+    fetch_deadline_ms: int | None = None,
 ) -> Flask:
-    """The playground page, the sidebar, a /sheets proxy to the emulator, and the real backend
-    (create_app over the demo's bridge, accepting `secret`) mounted at /backend."""
+    """The playground page, the sidebar, a /sheets proxy to the emulator, and a backend
+    mounted at /backend: the real one (create_app over the demo's bridge, accepting `secret`)
+    unless `backend` (any WSGI app) is given. With `identity_tokens` (e-mail → the ID token
+    ScriptApp.getIdentityToken gives that person, None for none), the page uses Google
+    sign-in; otherwise the shared `secret`. `fetch_deadline_ms` shortens UrlFetch's 60 s."""
     code_gs = sidebar_source("Code.gs", sidebar_dir)
     sidebar_html = sidebar_source("Sidebar.html", sidebar_dir)
-    backend = create_app(bridges=[env.bridge], environ={"SHEET_BRIDGE_SECRET": secret})
+    script_manifest = manifest(sidebar_dir)
+    if backend is None:
+        environ = {"SHEET_BRIDGE_SECRET": secret} if secret else {}
+        backend = create_app(bridges=[env.bridge], environ=environ)
+    tokens = identity_tokens
     sheets = httpx.Client(base_url=env.sheets_url, timeout=30)
 
     app = Flask(__name__)  # serves sheet_bridge/local/static at /static
@@ -79,14 +109,21 @@ def create_playground(
 
     @app.get("/playground/config")
     def config() -> Response:
+        users = [PLAYGROUND_USER, PLAYGROUND_COLLEAGUE]
         return jsonify(
             {
                 "spreadsheet_id": env.config.sheets.spreadsheet_id,
                 "tab": env.config.sheets.tab,
-                "backend_url": request.host_url.rstrip("/") + "/backend",
+                "backend_url": PLAYGROUND_BACKEND_URL,
+                # Where the manifest's prefix is served on this machine.
+                "routes": {PLAYGROUND_BACKEND_URL + "/": request.host_url + "backend/"},
+                "manifest": script_manifest,
+                "auth_mode": "id_token" if tokens is not None else "secret",
                 # A fresh random secret per run, handed only to this loopback page; Code.gs
-                # keeps it in its Document Properties as it would in a real spreadsheet.
-                "secret": secret,
+                # keeps it in the User Properties of whoever enters it.
+                "secret": secret if tokens is None else None,
+                "users": {u: {"identityToken": (tokens or {}).get(u)} for u in users},
+                "fetch_deadline_ms": fetch_deadline_ms,
                 "sheets_url": "/sheets",
                 "user": PLAYGROUND_USER,
                 # For the grid's colouring and the status cell's suggestions only.

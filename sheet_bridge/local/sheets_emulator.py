@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
+from werkzeug.datastructures import MultiDict
 
 from sheet_bridge.sheets.table import col_index, col_letter, quote_tab
 
@@ -179,6 +181,16 @@ def _trim(row: list[Any]) -> list[Any]:
     return row if end == len(row) else row[:end]
 
 
+def _width(rows: Rows, r0: int, r1: int, c0: int, c1: int | None) -> int:
+    """The widest of rows r0..r1 (end exclusive) within columns c0..c1. Rows are kept trimmed,
+    so across all columns a row's length is its width: no copy of each row (a 100,000-line
+    CAPI Log is measured on every append)."""
+    block = itertools.islice(rows, r0, r1)
+    if c0 == 0 and c1 is None:
+        return max(map(len, block), default=0)
+    return max((len(_trim(r[c0:c1])) for r in block), default=0)
+
+
 def _trim_rows(rows: list[list[Any]]) -> None:
     while rows and not rows[-1]:
         rows.pop()
@@ -307,6 +319,11 @@ class SheetsEmulator:
         self.path = Path(data_path) if data_path is not None else None
         self.lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        # The latest requests, oldest first: {"method", "ranges"} (ranges as the caller wrote
+        # them), so a test can say which ranges a pass read and wrote, not only how often.
+        self.requests: deque[dict[str, Any]] = deque(maxlen=1000)
+        self.changes = 0  # calls that changed data so far: what `grid_size` keeps until
+        self._grids: dict[int, tuple[int, Rows, tuple[int, int]]] = {}
         self.faults: deque[int] = deque()
         if data is not None:
             # A JSON round trip is a fast deep copy and proves the data is what the file holds.
@@ -351,19 +368,48 @@ class SheetsEmulator:
         rng = parse_range(text, list(sheets))
         return sheets[rng.tab], rng
 
+    def grid_size(self, rows: Rows) -> tuple[int, int]:
+        """`_grid_size` of a tab, kept until the next change: measuring the widest of 100,000
+        rows takes ~10 ms, and a batchGet asks once per range."""
+        cached = self._grids.get(id(rows))
+        if cached is not None and cached[0] == self.changes and cached[1] is rows:
+            return cached[2]
+        size = _grid_size(rows)
+        self._grids[id(rows)] = (self.changes, rows, size)
+        return size
+
     # -- reads ----------------------------------------------------------------------------
 
     def value_range(self, sid: str, text: str, render: str, major: str) -> dict[str, Any]:
+        """A values.get answer (and one of a values.batchGet's `valueRanges`).
+
+        Google: the answer's `range` "indicates the entire requested range, even though the
+        values will exclude trailing rows and columns", so an open end reaches the grid's edge
+        (`Leads` → `Leads!A1:Z1000`), while `values` keeps leading empty rows ([]) and drops
+        trailing ones. A range past the grid is refused ("exceeds grid limits").
+        """
         rows, rng = self.resolve(sid, text)
+        grid_rows, grid_cols = self.grid_size(rows)
+        if (
+            rng.r0 >= grid_rows
+            or (rng.r1 is not None and rng.r1 > grid_rows)
+            or rng.c0 >= grid_cols
+            or (rng.c1 is not None and rng.c1 > grid_cols)
+        ):
+            ref = text.rsplit("!", 1)[1] if "!" in text else text
+            raise ApiError(
+                400,
+                f"Range ('{rng.tab}'!{ref}) exceeds grid limits. Max rows: {grid_rows}, "
+                f"max columns: {grid_cols}",
+            )
         stop = len(rows) if rng.r1 is None else min(rng.r1, len(rows))
         block = rows[rng.r0 : stop]
         if rng.c0 or rng.c1 is not None:
             block = [_trim(r[rng.c0 : rng.c1]) for r in block]
         while block and not block[-1]:
             block.pop()
-        width = max(map(len, rows), default=0)
-        r1 = rng.r1 if rng.r1 is not None else max(len(rows), rng.r0 + 1)
-        c1 = rng.c1 if rng.c1 is not None else max(width, rng.c0 + 1)
+        r1 = rng.r1 if rng.r1 is not None else grid_rows
+        c1 = rng.c1 if rng.c1 is not None else grid_cols
         answer: dict[str, Any] = {
             "range": format_range(rng.tab, rng.r0, rng.c0, r1, c1),
             "majorDimension": major,
@@ -485,7 +531,7 @@ class SheetsEmulator:
         if last >= 0:
             # A table found from a cell or a row is as wide as its rows (A1 → A1:E2).
             end = None if found_from_range and rng.r1 is not None else rng.c1
-            width = max(len(_trim(r[rng.c0 : end])) for r in rows[rng.r0 : last + 1])
+            width = _width(rows, rng.r0, last + 1, rng.c0, end)
             answer["tableRange"] = format_range(rng.tab, rng.r0, rng.c0, last + 1, rng.c0 + width)
         if insert == "INSERT_ROWS" and top < len(rows):
             rows[top:top] = [[] for _ in grid]
@@ -530,16 +576,14 @@ class SheetsEmulator:
     @staticmethod
     def _sheet_properties(i: int, tab: str, rows: Rows) -> dict[str, Any]:
         # sheetId: the first tab is 0 as in Google; later ones keep their position (tabs are
-        # only ever added here, so ids stay stable). The grid is at least Google's 1000 x 26.
+        # only ever added here, so ids stay stable).
+        row_count, column_count = _grid_size(rows)
         return {
             "sheetId": i,
             "title": tab,
             "index": i,
             "sheetType": "GRID",
-            "gridProperties": {
-                "rowCount": max(1000, len(rows)),
-                "columnCount": max(26, max(map(len, rows), default=0)),
-            },
+            "gridProperties": {"rowCount": row_count, "columnCount": column_count},
         }
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -584,6 +628,12 @@ class SheetsEmulator:
             i = len(book["sheets"]) - 1
             replies.append({"addSheet": {"properties": self._sheet_properties(i, title, [])}})
         return {"spreadsheetId": sid, "replies": replies}
+
+
+def _grid_size(rows: Rows) -> tuple[int, int]:
+    """A tab's grid (rows, columns): at least a new sheet's 1000 x 26, and as large as its data
+    (a write here grows the grid; Google would need the rows or columns added first)."""
+    return max(1000, len(rows)), max(26, max(map(len, rows), default=0))
 
 
 def _normalise(raw: Any, source: str) -> dict[str, Any]:
@@ -635,7 +685,13 @@ def create_emulator(
     def reset_stats() -> Response:
         with emu.lock:
             emu.calls.clear()
+            emu.requests.clear()
         return reply({"ok": True})
+
+    @app.get("/_emulator/requests")
+    def requests_log() -> Response:
+        with emu.lock:
+            return reply({"requests": list(emu.requests)})
 
     @app.post("/_emulator/faults")
     def faults() -> Response:
@@ -652,15 +708,21 @@ def create_emulator(
         with emu.lock:
             return reply(emu.data)
 
-    def run(method: str, handler: Handler, sid: str) -> Response:
-        """Count the call, answer an injected fault if one is due, else run it; save changes."""
+    def run(method: str, handler: Handler, sid: str, ranges: list[str] | None = None) -> Response:
+        """Count and log the call, answer an injected fault if one is due, else run it; save
+        changes."""
         try:
             with emu.lock:
                 emu.calls[method] += 1
+                emu.requests.append({"method": method, "ranges": ranges or []})
                 if emu.faults:
                     code = emu.faults.popleft()
                     raise ApiError(code, _FAULT_MESSAGES.get(code, "Injected fault."))
-                answer, changed = handler(sid)
+                try:
+                    answer, changed = handler(sid)
+                finally:
+                    if method not in _READS:
+                        emu.changes += 1  # even one that failed halfway
                 if changed:
                     emu.save()
                 return reply(answer)
@@ -679,11 +741,16 @@ def create_emulator(
         verb = ""
         if not tail and ":" in sid:
             sid, _, verb = sid.partition(":")
+        http, args = request.method, request.args
+        if http == "POST" and request.headers.get("X-HTTP-Method-Override", "").upper() == "GET":
+            # A GET whose address would pass 2,048 characters (a batchGet of many ranges):
+            # googleapiclient sends it as a POST of the form-encoded query, and Google serves it.
+            http, args = "GET", request.form
         try:
-            method, handler = _route(emu, request.method, tail, verb)
+            method, handler = _route(emu, http, tail, verb, args)
         except ApiError as exc:
             return reply(exc.body(), exc.code)
-        return run(method, handler, sid)
+        return run(method, handler, sid, _ranges_asked(tail, args))
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:
@@ -693,11 +760,54 @@ def create_emulator(
 
 
 Handler = Callable[[str], tuple[dict[str, Any], bool]]
+_READS = frozenset({"spreadsheets.get", "values.get", "values.batchGet"})
+# What valueRenderOption / dateTimeRenderOption / majorDimension may be (Sheets v4 enums).
+_VALUE_RENDER = ("FORMATTED_VALUE", "UNFORMATTED_VALUE", "FORMULA")
+_DATE_RENDER = ("SERIAL_NUMBER", "FORMATTED_STRING")
+_DIMENSIONS = ("ROWS", "COLUMNS")
 
 
-def _route(emu: SheetsEmulator, http: str, tail: str, verb: str) -> tuple[str, Handler]:
+def _ranges_asked(tail: str, args: MultiDict[str, str]) -> list[str]:
+    """The ranges a request names, for the request log: batchGet's `ranges` parameters, a
+    batchUpdate's data ranges, or the one range in the path."""
+    if tail == "values:batchGet":
+        return args.getlist("ranges")
+    if tail in ("values:batchUpdate", "values:batchClear"):
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return []
+        if tail == "values:batchClear":
+            return [str(r) for r in body.get("ranges") or []]
+        return [str(d.get("range", "")) for d in body.get("data") or [] if isinstance(d, dict)]
+    if tail.startswith("values/"):
+        m = _VERB.fullmatch(tail[len("values/") :])
+        return [m.group(1) if m else tail[len("values/") :]]
+    return []
+
+
+def _enum(
+    args: MultiDict[str, str],
+    name: str,
+    field: str,
+    kind: str,
+    allowed: tuple[str, ...],
+    default: str,
+) -> str:
+    """A query parameter that must be one of an enum's values, refused as Google words it."""
+    value = args.get(name, default)
+    if value not in allowed:
+        raise ApiError(
+            400,
+            f"Invalid value at '{field}' (type.googleapis.com/google.apps.sheets.v4.{kind}), "
+            f'"{value}"',
+        )
+    return value
+
+
+def _route(
+    emu: SheetsEmulator, http: str, tail: str, verb: str, args: MultiDict[str, str]
+) -> tuple[str, Handler]:
     """Which API method a request is, and the function that answers it (given the sheet id)."""
-    args = request.args
 
     def body() -> dict[str, Any]:
         obj = request.get_json(silent=True)
@@ -712,8 +822,17 @@ def _route(emu: SheetsEmulator, http: str, tail: str, verb: str) -> tuple[str, H
             raise ApiError(400, f"Invalid valueInputOption {value!r}: use RAW or USER_ENTERED")
         return value
 
-    render = args.get("valueRenderOption", "FORMATTED_VALUE")
-    major = args.get("majorDimension", "ROWS")
+    render = _enum(
+        args, "valueRenderOption", "value_render_option", "ValueRenderOption", _VALUE_RENDER,
+        "FORMATTED_VALUE",
+    )  # fmt: skip
+    # Accepted and checked, not applied: the emulator keeps no number formats, so it cannot
+    # tell a date from a number; dates are served as stored (serial numbers).
+    _enum(
+        args, "dateTimeRenderOption", "date_time_render_option", "DateTimeRenderOption",
+        _DATE_RENDER, "SERIAL_NUMBER",
+    )  # fmt: skip
+    major = _enum(args, "majorDimension", "major_dimension", "Dimension", _DIMENSIONS, "ROWS")
 
     if tail == "" and verb == "" and http == "GET":
         fields = args.get("fields")
@@ -726,11 +845,16 @@ def _route(emu: SheetsEmulator, http: str, tail: str, verb: str) -> tuple[str, H
     if tail == "" and verb == "batchUpdate" and http == "POST":
         return "spreadsheets.batchUpdate", lambda sid: (emu.batch_update(sid, body()), True)
     if tail == "values:batchGet" and http == "GET":
+        # `ranges` is repeated, one parameter per range; the answers come in the order asked,
+        # each shaped as values.get answers it.
         ranges = args.getlist("ranges")
 
         def batch_get(sid: str) -> tuple[dict[str, Any], bool]:
             got = [emu.value_range(sid, r, render, major) for r in ranges]
-            return {"spreadsheetId": sid, "valueRanges": got}, False
+            answer: dict[str, Any] = {"spreadsheetId": sid}
+            if got:
+                answer["valueRanges"] = got
+            return answer, False
 
         return "values.batchGet", batch_get
     if tail == "values:batchUpdate" and http == "POST":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -198,6 +199,44 @@ class SheetsClient:
             first_row=2,
         )
 
+    def read_rows(self, rows: Iterable[int]) -> SheetTable:
+        """The header and some data rows (an edit's) in one values.batchGet, not the tab.
+
+        Each run of consecutive rows is one whole-row range (`Leads!5:34`; an edit event is
+        one rectangle, so one or two ranges is usual; googleapiclient sends a batchGet whose
+        address passes 2,048 characters as a POST, which Google serves the same). The table's
+        `row_numbers` are the sheet's own; a row past the sheet's end (rows deleted since)
+        reads as empty.
+        """
+        tab = self.config.tab
+        info = self._info()
+        wanted = sorted({r for r in rows if r >= 2})
+        runs = _row_runs([1, *wanted])
+        try:
+            ranges = self._batch_get(runs)
+        except SheetsError as exc:
+            # Google refuses a range past the grid ("exceeds grid limits. Max rows: N"): only
+            # rows deleted since the edit can be there, and they are empty now.
+            last = _grid_rows(str(exc))
+            if last is None:
+                raise
+            runs = _row_runs([1, *(r for r in wanted if r <= last)])
+            ranges = self._batch_get(runs)
+        by_number: dict[int, list[object]] = {}
+        for (start, _), value_range in zip(runs, ranges, strict=True):
+            for i, values in enumerate(value_range.get("values", [])):
+                by_number[start + i] = values
+        return SheetTable(
+            title=info.title,
+            tab=tab,
+            time_zone=info.time_zone,
+            locale=info.locale,
+            header=list(by_number.get(1, [])),
+            rows=[by_number.get(n, []) for n in wanted],
+            first_row=2,
+            row_numbers=wanted,
+        )
+
     def write_cells(self, cells: Iterable[tuple[int, int, object]]) -> int:
         """Write (row 1-based, col 0-based, value) cells in one values.batchUpdate (RAW).
 
@@ -257,6 +296,26 @@ class SheetsClient:
             self._append(chunk)
 
     # -- calls ----------------------------------------------------------------------------
+
+    def _batch_get(self, runs: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+        """One values.batchGet of whole-row ranges (first, last row), as read_table reads:
+        stored values, dates as serial numbers. Its value ranges, in the order asked."""
+        tab = self.config.tab
+        request = self._values_api.batchGet(
+            spreadsheetId=self.config.spreadsheet_id,
+            ranges=[f"{quote_tab(tab)}!{first}:{last}" for first, last in runs],
+            valueRenderOption="UNFORMATTED_VALUE",
+            dateTimeRenderOption="SERIAL_NUMBER",
+            majorDimension="ROWS",
+        )
+        answer = self._execute(request, tab=tab)
+        value_ranges: list[dict[str, Any]] = answer.get("valueRanges", [])
+        if len(value_ranges) != len(runs):
+            raise SheetsError(
+                f"Google Sheets answered {len(value_ranges)} ranges for the {len(runs)} asked; "
+                "try again"
+            )
+        return value_ranges
 
     def _range_data(self, block: list[tuple[int, int, list[object]]]) -> dict[str, Any]:
         row, col, first = block[0]
@@ -431,6 +490,26 @@ class SheetsClient:
             # The key file's name only: this text can reach an API answer, a path must not.
             return str(email) if email else f"in the key file {path.name}"
         return "The anonymous caller"
+
+
+_GRID_ROWS = re.compile(r"exceeds grid limits\. Max rows: (\d+)")
+
+
+def _row_runs(rows: Iterable[int]) -> list[tuple[int, int]]:
+    """Row numbers as (first, last) runs of consecutive rows, in order."""
+    runs: list[tuple[int, int]] = []
+    for r in sorted(set(rows)):
+        if runs and r == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], r)
+        else:
+            runs.append((r, r))
+    return runs
+
+
+def _grid_rows(message: str) -> int | None:
+    """The sheet's row count from Google's "exceeds grid limits" refusal, else None."""
+    m = _GRID_ROWS.search(message)
+    return int(m.group(1)) if m else None
 
 
 def _reason(exc: Any) -> str:

@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -164,17 +165,30 @@ class HeaderMap:
 
 @dataclass
 class SheetTable:
-    """One tab as read: the header row and the data rows below it (ragged, as the API sends)."""
+    """One tab as read: the header row and the data rows below it (ragged, as the API sends).
+
+    Either the whole tab (rows consecutive from `first_row`) or some rows of it (an edit's:
+    `row_numbers` gives each row's own sheet row number, as the sheet numbers them)."""
 
     title: str  # the spreadsheet's title
     tab: str
     time_zone: str  # the spreadsheet's time zone: how serial dates and naive times are read
     header: list[object]
     rows: list[list[object]] = field(default_factory=list)
-    first_row: int = 2  # sheet row number of rows[0]
+    first_row: int = 2  # sheet row number of rows[0] when the rows are consecutive
     # The spreadsheet's locale (File > Settings; spreadsheets.get `properties.locale`, e.g.
     # de_DE): how numbers typed as text are read. Google's default is en_US.
     locale: str = "en_US"
+    # The sheet row number of each of `rows`, ascending, when only some rows were read; None
+    # when the rows are the whole tab below the header.
+    row_numbers: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        numbers = self.row_numbers
+        if numbers is not None and (
+            len(numbers) != len(self.rows) or any(a >= b for a, b in pairwise(numbers))
+        ):
+            raise ValueError("row_numbers must give one ascending sheet row number per row")
 
     def cell(self, row_i: int, col: int) -> object | None:
         """The value at data row `row_i` (0-based), column `col`; None past a ragged row's end."""
@@ -185,7 +199,15 @@ class SheetTable:
 
     def row_number(self, row_i: int) -> int:
         """The sheet's row number (as a person sees it) of data row `row_i`."""
+        if self.row_numbers is not None:
+            return self.row_numbers[row_i]
         return self.first_row + row_i
+
+    def numbers(self) -> Sequence[int]:
+        """Every data row's sheet row number, in the order of `rows`."""
+        if self.row_numbers is not None:
+            return self.row_numbers
+        return range(self.first_row, self.first_row + len(self.rows))
 
     def header_map(self) -> HeaderMap:
         return HeaderMap(self.header)

@@ -272,3 +272,30 @@ def summary_counts(reports: Sequence[RowReport]) -> dict[str, int]:
     for r in reports:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     return counts
+
+
+# What a person should look at after a pass, most urgent first: Meta refused it, the row is
+# wrong, it is too old, it was recorded without being sent, a preview would send it, it was
+# left out for a stated reason. Sent and up-to-date rows are counts, not rows.
+_ATTENTION_ORDER: dict[str, int] = {
+    "failed": 0,
+    "invalid": 1,
+    "expired": 2,
+    "baseline": 3,
+    "due": 4,
+    "skipped": 5,
+}
+
+
+def needs_attention(report: RowReport) -> bool:
+    """A row the sidebar lists (a skipped row only when it says why)."""
+    if report.outcome == "skipped":
+        return bool(report.message)
+    return report.outcome in _ATTENTION_ORDER
+
+
+def attention_rows(reports: Sequence[RowReport]) -> list[RowReport]:
+    """The rows needing attention, most urgent outcome first, then by row."""
+    rows = [r for r in reports if needs_attention(r)]
+    rows.sort(key=lambda r: (_ATTENTION_ORDER[r.outcome], r.row))
+    return rows

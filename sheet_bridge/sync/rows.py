@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sheet_bridge.config import BRIDGE_COLUMNS, IDENTITY_COLUMNS, BridgeConfig, currency_code
@@ -54,14 +56,45 @@ def column_layout(table: SheetTable, config: BridgeConfig) -> ColumnLayout:
     return ColumnLayout(fields, bridge, new)
 
 
-def bridge_cells(table: SheetTable, layout: ColumnLayout) -> list[tuple[object, ...]]:
-    """Each data row's bridge cells as read, in BRIDGE_COLUMNS order (() when it has none)."""
+def bridge_cells(table: SheetTable, layout: ColumnLayout) -> Sequence[tuple[object, ...]]:
+    """Each data row's bridge cells as read, in BRIDGE_COLUMNS order (() when it has none),
+    at index (sheet row number − table.first_row): a list for a whole tab, and the same
+    indexing for a read of some rows (a row that was not read has none)."""
     columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
     first = min(columns)
-    return [
+    cells = [
         tuple(row[c] if c < len(row) else "" for c in columns) if len(row) > first else ()
         for row in table.rows
     ]
+    if table.row_numbers is None:
+        return cells
+    return RowsByNumber(table.first_row, table.row_numbers, cells)
+
+
+class RowsByNumber(Sequence[tuple[object, ...]]):
+    """Some rows' cells, indexed as a whole tab's list would be (sheet row number − first
+    row), so code written for a whole tab reads an edit's rows by their real row numbers."""
+
+    def __init__(
+        self, first_row: int, numbers: Sequence[int], cells: Sequence[tuple[object, ...]]
+    ) -> None:
+        self._first = first_row
+        self._by_number = dict(zip(numbers, cells, strict=True))
+        self._len = max(numbers, default=first_row - 1) - first_row + 1
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[object, ...]: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[tuple[object, ...]]: ...
+    def __getitem__(self, i: int | slice) -> tuple[object, ...] | Sequence[tuple[object, ...]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._len))]
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        return self._by_number.get(self._first + i, ())
 
 
 def time_zone(table: SheetTable) -> ZoneInfo:
@@ -99,8 +132,7 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
     identity_cols = [
         (key, fields[logical]) for logical, key in IDENTITY_COLUMNS.items() if logical in fields
     ]
-    for i, row in enumerate(table.rows):
-        number = table.first_row + i
+    for number, row in zip(table.numbers(), table.rows, strict=True):
         if all(_cell(row, c) in (None, "") for c in own):
             continue
         key_cell = _cell(row, key_col)

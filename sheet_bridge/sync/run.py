@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -20,10 +20,11 @@ from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
 from sheet_bridge.meta.client import CapiClient, SendOutcome
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
-from sheet_bridge.sync.ledger import LedgerBackend, LockLease, SheetTab, open_ledger
+from sheet_bridge.sync.ledger import LedgerBackend, LedgerError, LockLease, SheetTab, open_ledger
 from sheet_bridge.sync.outcomes import (
     RowReport,
     answer_words,
+    attention_rows,
     format_sent_at,
     record_after,
     render_row,
@@ -40,6 +41,7 @@ from sheet_bridge.sync.plan import (
     expired_reason,
     plan,
 )
+from sheet_bridge.sync.progress import PassProgress, Progress
 from sheet_bridge.sync.rows import (
     ColumnLayout,
     bridge_cells,
@@ -51,7 +53,11 @@ from sheet_bridge.sync.rows import (
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-Progress = Callable[[str, int, int], None]
+# A pass's answer keeps at most this many rows needing attention (the API pages them).
+ATTENTION_KEPT = 1000
+# How a pass reads the sheet: the whole tab (Bridge.read), or some rows of it (an edit's rows,
+# sync/edits.py). It gives the table as read, its column layout and the leads to plan.
+Reader = Callable[[], tuple[SheetTable, ColumnLayout, list[LeadRow]]]
 # One CAPI Log tab serves every tab of the spreadsheet: "Tab" says which one a line is about.
 LOG_HEADER = [
     "Time", "Row", "CAPI Key", "Lead Status", "Event", "Event ID", "Result", "Answer", "Tab"
@@ -112,6 +118,31 @@ class SyncResult:
             "notices": self.notices,
             "rows": [r.to_json() for r in self.rows],
         }
+
+    def summary(self) -> dict[str, Any]:
+        """What the pass answers the add-on (and keeps in its ledger record): the counts and
+        the rows needing attention, not every row (a first pass has 100,000)."""
+        attention = attention_rows(self.rows)
+        return {
+            **{k: v for k, v in self.to_json().items() if k != "rows"},
+            "halted": self.halted,
+            "rows_total": len(self.rows),
+            "attention_total": len(attention),
+            "attention": [r.to_json() for r in attention[:ATTENTION_KEPT]],
+        }
+
+
+def failure_words(exc: BaseException) -> str:
+    """Why a pass could not run, for whoever asks about it (never a path or a secret: the
+    ledger's and unexpected errors' details are for the server log)."""
+    if isinstance(exc, SyncError):
+        return str(exc)
+    if isinstance(exc, LedgerError):
+        return (
+            "the ledger cannot be used, so nothing was sent or written; the backend's log "
+            "says why and what to do (nothing was reset)"
+        )
+    return f"unexpected error ({type(exc).__name__}); see the backend's log"
 
 
 class Bridge:
@@ -180,29 +211,41 @@ class Bridge:
         rows: Collection[int] | None = None,
         trigger: str = "sync",
         progress: Progress | None = None,
+        on_start: Callable[[int], None] | None = None,
+        read: Reader | None = None,
     ) -> SyncResult:
-        """One pass under the tab's lock (SyncBusy when another pass holds it)."""
+        """One pass under the tab's lock (SyncBusy when another pass holds it). `on_start`
+        learns the pass's ledger id once the lock is held; its progress and answer go to the
+        pass's ledger record, where any process can read them. `read`, when given, reads some
+        rows instead of the whole tab, and the pass plans the leads it gives against only
+        their history: it costs what those rows cost, not the sheet."""
         with gc_pass(), self.ledger.lock(self.sheet_tab, wait=self.lock_wait) as lease:
-            return self._pass(dry_run, keys, rows, trigger, progress or (lambda *a: None), lease)
+            now = self.clock()
+            full = keys is None and rows is None and read is None
+            pass_id = self.ledger.start_pass(self.sheet_tab, trigger, dry_run, now, full=full)
+            if on_start is not None:
+                on_start(pass_id)
+            with PassProgress(self.ledger, pass_id, self.clock, progress) as recorded:
+                return self._pass(pass_id, now, dry_run, keys, rows, trigger, recorded, lease, read)
 
     def _pass(
         self,
+        pass_id: int,
+        now: datetime,
         dry_run: bool,
         keys: Collection[str] | None,
         rows: Collection[int] | None,
         trigger: str,
         progress: Progress,
         lease: LockLease,
+        read: Reader | None = None,
     ) -> SyncResult:
         started = time.monotonic()
         cfg, where, ledger = self.config, self.sheet_tab, self.ledger
-        now = self.clock()
-        full = keys is None and rows is None
         last_full = ledger.last_full_pass(where)
-        pass_id = ledger.start_pass(where, trigger, dry_run, now, full=full)
         try:
             progress("read", 0, 1)
-            table, layout, leads = self.read()
+            table, layout, leads = (read or self.read)()
             progress("read", 1, 1)
             tz = time_zone(table)
             # After typing, only the bridge cells are still needed (for the write-back's
@@ -211,14 +254,17 @@ class Bridge:
             first_row = table.first_row
             del table
             # A stored edit or transition whose time cannot be used is skipped and said once
-            # (then dropped), never a crash of this pass and every later one.
-            unreadable = ledger.unreadable(where)
+            # (then dropped), never a crash of this pass and every later one. Finding them
+            # scans the tab's whole history: a pass of some rows leaves that to the next full
+            # pass (its history of those leads skips them all the same).
+            unreadable = ledger.unreadable(where) if read is None else []
             notices = [f"Skipped from the ledger: {u}" for u in unreadable]
             if not dry_run:
                 ledger.drop_unreadable(unreadable)
-                self._resolve_edits(leads)
+                if read is None:  # a stored edit names a row: only the whole tab places it
+                    self._resolve_edits(leads)
             with gc_paused():
-                history = ledger.history(where)
+                history = ledger.history(where, None if read is None else {r.key for r in leads})
             self.refuse_if_ledger_behind(written, first_row, layout, leads, history)
             only = set(keys) if keys is not None else None
             if rows is not None:
@@ -241,18 +287,36 @@ class Bridge:
             if not dry_run:
                 self._write_back(written, first_row, layout, result, tz, progress)
         except Exception as exc:
-            ledger.finish_pass(pass_id, {}, self.clock(), error=type(exc).__name__)
+            ledger.finish_pass(
+                pass_id,
+                {},
+                self.clock(),
+                error=type(exc).__name__,
+                summary={"error": failure_words(exc)},
+            )
             raise
         result.seconds = time.monotonic() - started
-        ledger.finish_pass(pass_id, result.counts, self.clock(), error=result.halted)
+        ledger.finish_pass(
+            pass_id, result.counts, self.clock(), error=result.halted, summary=result.summary()
+        )
         log.info("pass %s on %s: %s (%.2f s)", trigger, where, result.counts, result.seconds)
         return result
 
     def read(self) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
         """Read the tab (one API call) and type its rows."""
+        return self._typed(self.sheets.read_table)
+
+    def read_rows(self, rows: Iterable[int]) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
+        """Read the header and these rows only (one API call, whatever the sheet's size) and
+        type them; each lead keeps its sheet row number."""
+        return self._typed(lambda: self.sheets.read_rows(rows))
+
+    def _typed(
+        self, fetch: Callable[[], SheetTable]
+    ) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
         try:
             with gc_paused():
-                table = self.sheets.read_table()
+                table = fetch()
             layout = column_layout(table, self.config)
         except (SheetsError, TableError) as exc:
             raise SyncError(str(exc)) from None

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+import pydantic_core
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sheet_bridge.sync.edits import EditedRow, EditOutcome, apply_edit
 from sheet_bridge.sync.ledger import LedgerError, SyncBusy
 from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError
 from sheet_bridge.web.auth import AuthError
+from sheet_bridge.web.passes import (
+    ROWS_PAGE,
+    parse_pass_ref,
+    pass_ref,
+    record_json,
+    start_pass,
+    summary_page,
+)
 from sheet_bridge.web.registry import Access, BridgeRegistry
+from sheet_bridge.web.status import bridge_status
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -31,11 +42,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# A request waits this long for its pass by default, at most MAX_WAIT: well inside Apps
+# Script's ~60 s UrlFetch deadline and gunicorn's 30 s worker timeout.
+DEFAULT_WAIT = 8.0
+MAX_WAIT = 25.0
+
+
 class SyncRequest(_Body):
     spreadsheet_id: str = Field(min_length=1, max_length=200)
     tab: str | None = Field(default=None, max_length=200)
     dry_run: bool = False
     keys: list[str] | None = Field(default=None, max_length=10_000)
+    # Who asked: "hourly" passes are watched for repeated failures (an alert).
+    trigger: Literal["sync", "hourly", "preview"] = "sync"
+    # Seconds to wait for the pass before answering 202 with its id (0: do not wait).
+    wait: float = Field(default=DEFAULT_WAIT, ge=0, le=MAX_WAIT)
 
 
 # How far an edit's time may lie from the server's clock: Meta takes nothing older than 62
@@ -43,14 +64,14 @@ class SyncRequest(_Body):
 # minutes ahead is a wrong clock, not an edit.
 EDIT_MAX_AGE = timedelta(days=62)
 EDIT_MAX_AHEAD = timedelta(minutes=5)
+# Rows in one edit event; a bigger paste is a job for a pass (POST /api/sync).
+EDIT_MAX_ROWS = 500
+MAX_ROW = 10_000_000  # Google's limit is 10 million cells: no sheet has more rows
 
 
-class EditRequest(_Body):
+class _EditBody(_Body):
     spreadsheet_id: str = Field(min_length=1, max_length=200)
     tab: str = Field(min_length=1, max_length=200)
-    row: int = Field(ge=2, le=10_000_000)
-    old_value: str | None = Field(default=None, max_length=1000)
-    new_value: str = Field(max_length=1000)
     at: datetime
 
     @field_validator("at")
@@ -59,6 +80,55 @@ class EditRequest(_Body):
         if v.tzinfo is None:
             raise ValueError("must carry a UTC offset, e.g. 2026-11-26T10:15:00+05:30")
         return v
+
+
+class EditedRowBody(_Body):
+    row: int
+    status: str = Field(max_length=1000)
+    key: str | None = Field(default=None, max_length=200)
+
+    @field_validator("row")
+    @classmethod
+    def _data_row(cls, v: int) -> int:
+        if not 2 <= v <= MAX_ROW:
+            raise ValueError(
+                f"{v} is not a data row; send the sheet row number of each edited row "
+                f"(2 to {MAX_ROW:,}: row 1 is the header)"
+            )
+        return v
+
+
+class EditRequest(_EditBody):
+    """One edit event (a cell, a paste, a fill-down, a sort): every row it touched, each with
+    its status now and its CAPI Key (null when blank). The backend decides what changed."""
+
+    rows: list[EditedRowBody]
+
+    @field_validator("rows")
+    @classmethod
+    def _rows(cls, v: list[EditedRowBody]) -> list[EditedRowBody]:
+        if not 1 <= len(v) <= EDIT_MAX_ROWS:
+            raise ValueError(
+                f"{len(v)} rows; send 1 to {EDIT_MAX_ROWS} rows per edit event (for a larger "
+                "paste, start a sync with POST /api/sync)"
+            )
+        first: dict[int, int] = {}
+        for i, r in enumerate(v):
+            if r.row in first:
+                raise ValueError(
+                    f"row {r.row} is listed twice (rows.{first[r.row]} and rows.{i}); send "
+                    "each edited row once, with its status as it is now"
+                )
+            first[r.row] = i
+        return v
+
+
+class SingleEditRequest(_EditBody):
+    """The one-row form add-ons sent before edit events carried rows (still accepted)."""
+
+    row: int = Field(ge=2, le=MAX_ROW)
+    old_value: str | None = Field(default=None, max_length=1000)
+    new_value: str = Field(max_length=1000)
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -149,52 +219,149 @@ def _edit_time_problem(at: datetime, now: datetime) -> str | None:
     )
 
 
-def _run(bridge: Bridge, **kw: Any) -> dict[str, Any]:
-    try:
-        result = bridge.sync(**kw)
-    except SyncBusy:
-        raise ApiError(
-            409, "sync_running", "a sync of this spreadsheet is running; try again in a minute"
-        ) from None
-    except LedgerBehindSheet as exc:
-        raise ApiError(409, "ledger_behind_sheet", str(exc)) from None
-    except SyncError as exc:
-        raise ApiError(502, "sheet_unavailable", str(exc)) from None
-    return result.to_json()
-
-
 @api.post("/sync")
 def sync() -> Any:
+    """A pass, answered whole when it ends within `wait` seconds, else 202 and its id."""
     bridge, req = _authorized(SyncRequest)
-    return jsonify(_run(bridge, dry_run=req.dry_run, keys=req.keys, trigger="sync"))
+    trigger = "preview" if req.dry_run else req.trigger
+    started = start_pass(bridge, wait=req.wait, dry_run=req.dry_run, keys=req.keys, trigger=trigger)
+    where = bridge.sheet_tab
+    if started.finished and started.error is not None:
+        exc = started.error
+        if isinstance(exc, SyncBusy):
+            running = bridge.ledger.running_pass(where, bridge.clock())
+            body: dict[str, Any] = {
+                "error": {
+                    "code": "sync_running",
+                    "message": "a sync of this spreadsheet is running; its progress is shown "
+                    "until it ends",
+                },
+                "pass_id": pass_ref(where, running.id) if running else None,
+            }
+            return jsonify(body), 409
+        if isinstance(exc, LedgerBehindSheet):
+            raise ApiError(409, "ledger_behind_sheet", str(exc))
+        if isinstance(exc, SyncError):
+            raise ApiError(502, "sheet_unavailable", str(exc))
+        raise exc
+    if started.pass_id is None:
+        raise ApiError(
+            503, "pass_not_started", "the pass could not start in time; try again in a minute"
+        )
+    if started.finished and started.result is not None:
+        return jsonify(summary_page(started.pass_id, where, started.result.summary()))
+    record = bridge.ledger.get_pass(started.pass_id)
+    progress = {"phase": record.phase, "done": record.done, "total": record.total} if record else {}
+    return jsonify(
+        {"pass_id": pass_ref(where, started.pass_id), "state": "running", **progress}
+    ), 202
+
+
+@api.get("/passes/<ref>")
+def passes(ref: str) -> Any:
+    """A pass's phase and progress, and once it ended its answer (one page of rows)."""
+    access = _registry().authenticate(request.headers.get("Authorization"))
+    pass_id = parse_pass_ref(ref)
+    offset = _query_int("rows_offset", 0, 0, 10_000_000)
+    limit = _query_int("rows_limit", ROWS_PAGE, 1, 500)
+    if pass_id is not None:
+        for bridge in _registry().all():
+            where = bridge.sheet_tab
+            if pass_ref(where, pass_id) != ref:
+                continue
+            if (where.spreadsheet_id, where.tab) not in access.callers:
+                break  # the same answer as an unknown pass: nothing about other bridges
+            record = bridge.ledger.get_pass(pass_id)
+            if record is not None and record.where == where:
+                return jsonify(record_json(record, bridge.clock(), offset, limit))
+    raise ApiError(404, "unknown_pass", f"no pass {ref!r} that these credentials may see")
+
+
+def _query_int(name: str, default: int, low: int, high: int) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(
+            400, "invalid_request", f"{name}: {text!r} is not a whole number from {low} to {high}"
+        )
+    return int(text)
 
 
 @api.post("/edits")
 def edits() -> Any:
-    bridge, req = _authorized(EditRequest)
+    """One edit event: record the rows whose status really changed, send them, and say which
+    rows the add-on stamps (`changed`). 200 even while a pass runs (`queued`): never lost."""
+    access = _registry().authenticate(request.headers.get("Authorization"))
+    req = _parse(_edit_form())
+    bridge = _allowed_bridge(access, req.spreadsheet_id, req.tab)
     problem = _edit_time_problem(req.at, bridge.clock())
     if problem is not None:
         raise ApiError(400, "invalid_request", problem)
-    bridge.record_edit(req.row, req.old_value, req.new_value, req.at)
+    if isinstance(req, SingleEditRequest):
+        edited = [EditedRow(req.row, req.new_value, None, req.old_value)]
+    else:
+        edited = [EditedRow(r.row, r.status, (r.key or "").strip() or None) for r in req.rows]
     try:
-        summary = _run(bridge, rows=[req.row], trigger="edit")
-    except ApiError as exc:
-        if exc.code != "sync_running":
-            raise
-        return jsonify(
-            {
-                "queued": True,
-                "message": "a sync is running; this change is recorded and goes out with it "
-                "or with the next pass",
-            }
-        ), 202
-    row = next((r for r in summary["rows"] if r["row"] == req.row), None)
-    return jsonify({"queued": False, "row": row, **summary})
+        outcome = apply_edit(bridge, edited, req.at)
+    except SyncError as exc:
+        raise ApiError(502, "sheet_unavailable", str(exc)) from None
+    answer = edit_answer(outcome)
+    if isinstance(req, SingleEditRequest):
+        # What the one-row form answered: that row's report.
+        answer["row"] = next((r for r in answer["rows"] if r["row"] == req.row), None)
+    return jsonify(answer)
+
+
+def _edit_form() -> type[_Body]:
+    """Which form an edit body is in: the one-row form of older add-ons has `row` and no
+    `rows`. Read with pydantic's JSON reader (its nesting limit); a body it cannot read goes
+    to the rows form, whose parse says what is wrong."""
+    try:
+        peek = pydantic_core.from_json(request.get_data(cache=True))
+    except ValueError:
+        return EditRequest
+    single = isinstance(peek, dict) and "row" in peek and "rows" not in peek
+    return SingleEditRequest if single else EditRequest
+
+
+def edit_answer(outcome: EditOutcome) -> dict[str, Any]:
+    """The contract's answer: changed / unchanged / moved / queued / message / rows."""
+    verdict, result = outcome.verdict, outcome.result
+    recorded = _count(len(verdict.record), "status change")
+    if outcome.queued:
+        words = [
+            f"a sync of this tab is running: {recorded} recorded, sent with it or the next sync"
+        ]
+    else:
+        sent = result.events_sent if result is not None else 0
+        words = [f"{recorded} recorded", f"{_count(sent, 'event')} sent"]
+    if verdict.moved:
+        words.append(
+            f"{_count(len(verdict.moved), 'row')} no longer showing what was edited (sorted or "
+            "moved since): a change is kept for the lead's CAPI Key, and the next sync sends it"
+        )
+    notices = (result.notices if result is not None else []) + (
+        [outcome.notice] if outcome.notice else []
+    )
+    return {
+        "changed": verdict.changed,
+        "unchanged": verdict.unchanged,
+        "moved": verdict.moved,
+        "queued": outcome.queued,
+        "message": "; ".join(words + notices),
+        "rows": [r.to_json() for r in result.rows] if result is not None else [],
+        "events_sent": result.events_sent if result is not None else 0,
+        "notices": notices,
+    }
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 @api.get("/status")
 def status() -> Any:
-    from sheet_bridge.sync.status import bridge_status
 
     return jsonify(bridge_status(_from_query()))
 

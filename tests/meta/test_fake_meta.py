@@ -379,7 +379,7 @@ def test_a_deprecated_api_version_is_code_2635_for_the_whole_request(
         error = response.json()["error"]
         assert error["code"] == code and error["type"] == "OAuthException"
         assert error["message"].startswith("(#2635) You are calling a deprecated version")
-        assert "v25.0" in error["message"]
+        assert "v26.0" in error["message"]  # the latest (Graph API changelog)
 
 
 def test_an_unknown_pixel_answers_in_graphs_words(make_event, token):

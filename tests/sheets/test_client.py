@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -59,6 +60,72 @@ def test_steady_state_read_is_one_values_get(emulator: Emulator) -> None:
     emulator.client().read_table()  # a new client shares the cached time zone
     assert emulator.stats() == {"values.get": 2, "total": 2}
     assert client.stats == 3
+
+
+def test_read_rows_reads_the_header_and_those_rows_in_one_batch_get(
+    start_emulator: Callable[..., Emulator], sheet_data: Callable[..., Any]
+) -> None:
+    rows = [["Lead Status", "Email"], *([f"S{n}", f"r{n}@x.co"] for n in range(2, 3001))]
+    emulator = start_emulator(sheet_data(rows))
+    client = emulator.client()
+    client.read_table()  # the time zone is cached
+    emulator.reset_stats()
+
+    table = client.read_rows([9, 7, 8, 2500, 8])
+
+    assert emulator.stats() == {"values.batchGet": 1, "total": 1}
+    log = httpx.get(f"{emulator.url}/_emulator/requests").json()["requests"]
+    assert log == [
+        {"method": "values.batchGet", "ranges": ["Leads!1:1", "Leads!7:9", "Leads!2500:2500"]}
+    ]
+    assert table.header == ["Lead Status", "Email"]
+    assert table.row_numbers == [7, 8, 9, 2500]
+    assert [table.row_number(i) for i in range(4)] == [7, 8, 9, 2500]
+    assert table.rows == [
+        ["S7", "r7@x.co"],
+        ["S8", "r8@x.co"],
+        ["S9", "r9@x.co"],
+        ["S2500", "r2500@x.co"],
+    ]
+    assert table.time_zone == "Asia/Kolkata"
+
+
+def test_read_rows_past_the_end_and_past_the_grid_read_as_empty(
+    start_emulator: Callable[..., Emulator], sheet_data: Callable[..., Any]
+) -> None:
+    """Rows deleted since the edit: below the data they are empty; past the grid (1000 rows
+    in a new tab) Google refuses the range, and the read is made again without them."""
+    emulator = start_emulator(sheet_data([["Lead Status"], ["MQL"], [], ["SQL"]]))
+    client = emulator.client()
+
+    table = client.read_rows([2, 3, 4, 5, 1200])
+
+    assert table.row_numbers == [2, 3, 4, 5, 1200]
+    assert table.rows == [["MQL"], [], ["SQL"], [], []]
+    assert emulator.stats()["values.batchGet"] == 2
+
+
+def test_500_scattered_rows_are_still_one_batch_get(
+    start_emulator: Callable[..., Emulator], sheet_data: Callable[..., Any]
+) -> None:
+    """500 ranges (the header joins row 2's) make an address of ~15 KB: googleapiclient
+    sends it as a POST with X-HTTP-Method-Override: GET, which Google (and the emulator) serve
+    as the GET."""
+    rows = [["Lead Status"], *([f"S{n}"] for n in range(2, 2002))]
+    emulator = start_emulator(sheet_data(rows))
+    client = emulator.client()
+    client.read_table()
+    emulator.reset_stats()
+    wanted = list(range(2, 2002, 4))  # 500 rows, none next to another
+
+    table = client.read_rows(wanted)
+
+    assert emulator.stats() == {"values.batchGet": 1, "total": 1}
+    (request,) = httpx.get(f"{emulator.url}/_emulator/requests").json()["requests"]
+    assert request["ranges"][:2] == ["Leads!1:2", "Leads!6:6"]
+    assert len(request["ranges"]) == 500
+    assert table.row_numbers == wanted
+    assert table.rows == [[f"S{n}"] for n in wanted]
 
 
 def test_text_lead_id_keeps_every_digit_and_numeric_id_stays_a_number(

@@ -68,7 +68,8 @@ def error_of(call: Callable[[], Any]) -> dict[str, Any]:
 
 def test_bare_tab_name_reads_the_whole_tab_with_ragged_rows(emu: Emulator) -> None:
     answer = get(emu, "Leads")
-    assert answer["range"] == "Leads!A1:E6"
+    # Google: the range "indicates the entire requested range", the grid (a new tab: 1000 x 26).
+    assert answer["range"] == "Leads!A1:Z1000"
     assert answer["majorDimension"] == "ROWS"
     assert answer["values"] == [
         ["Status", "Email", "Phone", "City", "Score"],
@@ -82,7 +83,7 @@ def test_bare_tab_name_reads_the_whole_tab_with_ragged_rows(emu: Emulator) -> No
 
 def test_open_range_reads_from_a_row_down_to_the_last(emu: Emulator) -> None:
     answer = get(emu, "Leads!B2:C")
-    assert answer["range"] == "Leads!B2:C6"
+    assert answer["range"] == "Leads!B2:C1000"
     assert answer["values"] == [
         ["a@x.co", "+91 1"],
         [],
@@ -107,7 +108,7 @@ def test_whole_columns_and_whole_rows(emu: Emulator) -> None:
         ["Goa", True],
     ]
     assert get(emu, "Leads!2:3") == {
-        "range": "Leads!A2:E3",
+        "range": "Leads!A2:Z3",
         "majorDimension": "ROWS",
         "values": [["MQL", "a@x.co", "+91 1", "Pune", 3]],
     }
@@ -120,7 +121,7 @@ def test_empty_range_has_no_values_key(emu: Emulator) -> None:
 
 def test_quoted_tab_name_with_apostrophe_reads_and_answers_quoted(emu: Emulator) -> None:
     answer = get(emu, "'Bob''s Leads'!A1:A")
-    assert answer["range"] == "'Bob''s Leads'!A1:A2"
+    assert answer["range"] == "'Bob''s Leads'!A1:A1000"
     assert answer["values"] == [["Name"], ["Bob"]]
     assert get(emu, "'Bob''s Leads'")["values"] == [["Name"], ["Bob"]]
 
@@ -161,6 +162,98 @@ def test_batch_get_answers_each_range(emu: Emulator) -> None:
         .execute()
     )
     assert [vr["values"] for vr in answer["valueRanges"]] == [[["Status"], ["MQL"]], [["Bob"]]]
+
+
+def test_batch_get_answers_as_google_documents_it(emu: Emulator) -> None:
+    """Sheets v4 values.batchGet: `ranges` repeated, one value range per range in the order
+    asked, each with the entire requested range in A1 (tab quoted as Google quotes it) and its
+    values without trailing empty cells or rows; leading empty rows stay (as [])."""
+    answer = (
+        values(emu)
+        .batchGet(
+            spreadsheetId="sheet-1",
+            ranges=["Leads!5:6", "Leads!1:1", "Leads!3:4", "'Bob''s Leads'!2:2", "Leads!9:12"],
+            valueRenderOption="UNFORMATTED_VALUE",
+            dateTimeRenderOption="SERIAL_NUMBER",
+            majorDimension="ROWS",
+        )
+        .execute()
+    )
+    assert answer == {
+        "spreadsheetId": "sheet-1",
+        "valueRanges": [
+            {
+                "range": "Leads!A5:Z6",
+                "majorDimension": "ROWS",
+                "values": [["SQL", "d@x.co"], ["Won", "e@x.co", "+91 5", "Goa", True]],
+            },
+            {
+                "range": "Leads!A1:Z1",
+                "majorDimension": "ROWS",
+                "values": [["Status", "Email", "Phone", "City", "Score"]],
+            },
+            {
+                "range": "Leads!A3:Z4",
+                "majorDimension": "ROWS",
+                "values": [[], ["New", "", "+91 2", "", 7]],
+            },
+            {"range": "'Bob''s Leads'!A2:Z2", "majorDimension": "ROWS", "values": [["Bob"]]},
+            {"range": "Leads!A9:Z12", "majorDimension": "ROWS"},  # empty: no values key
+        ],
+    }
+    # The URL carried each range as its own `ranges` parameter.
+    log = httpx.get(f"{emu.url}/_emulator/requests").json()["requests"]
+    assert log[-1] == {
+        "method": "values.batchGet",
+        "ranges": ["Leads!5:6", "Leads!1:1", "Leads!3:4", "'Bob''s Leads'!2:2", "Leads!9:12"],
+    }
+
+
+def test_batch_get_formats_values_unless_asked_otherwise(emu: Emulator) -> None:
+    answer = values(emu).batchGet(spreadsheetId="sheet-1", ranges=["Leads!2:2"]).execute()
+    assert answer["valueRanges"][0]["values"] == [["MQL", "a@x.co", "+91 1", "Pune", "3"]]
+
+
+@pytest.mark.parametrize(
+    ("param", "field", "kind"),
+    [
+        ("valueRenderOption", "value_render_option", "ValueRenderOption"),
+        ("dateTimeRenderOption", "date_time_render_option", "DateTimeRenderOption"),
+        ("majorDimension", "major_dimension", "Dimension"),
+    ],
+)
+def test_batch_get_refuses_an_unknown_render_option_as_google_words_it(
+    emu: Emulator, param: str, field: str, kind: str
+) -> None:
+    response = httpx.get(
+        f"{emu.url}/v4/spreadsheets/sheet-1/values:batchGet",
+        params={"ranges": "Leads!1:1", param: "SIDEWAYS"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        f"Invalid value at '{field}' (type.googleapis.com/google.apps.sheets.v4.{kind}), "
+        '"SIDEWAYS"'
+    )
+
+
+def test_the_grid_grows_with_a_write_past_its_last_column(emu: Emulator) -> None:
+    assert get(emu, "Leads!2:2")["range"] == "Leads!A2:Z2"
+    values(emu).update(
+        spreadsheetId="sheet-1", range="Leads!AB2", valueInputOption="RAW", body={"values": [["x"]]}
+    ).execute()
+    assert get(emu, "Leads!2:2")["range"] == "Leads!A2:AB2"
+    assert get(emu, "Leads!AB2")["values"] == [["x"]]
+
+
+def test_a_range_past_the_grid_is_refused_as_google_refuses_it(emu: Emulator) -> None:
+    body = error_of(
+        lambda: values(emu).batchGet(spreadsheetId="sheet-1", ranges=["Leads!1001:1001"]).execute()
+    )
+    assert body["error"]["code"] == 400
+    assert body["error"]["message"] == (
+        "Range ('Leads'!1001:1001) exceeds grid limits. Max rows: 1000, max columns: 26"
+    )
+    assert get(emu, "Leads!1000:1000") == {"range": "Leads!A1000:Z1000", "majorDimension": "ROWS"}
 
 
 @pytest.mark.parametrize(

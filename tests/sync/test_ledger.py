@@ -663,3 +663,22 @@ def test_a_first_pass_of_thousands_of_events_lands_whole(ledger: LedgerBackend) 
     assert ledger.counts_by_state(WHERE) == {"sent": 10_001}
     (seven,) = [e for e in ledger.events(WHERE) if e.lead_key == "L00007"]
     assert (seven.match_strength, seven.fbtrace_id, seven.value) == ("strong", "Atrace", 100.0)
+
+
+def test_recent_passes_are_the_newest_finished_ones_of_a_trigger(ledger: LedgerBackend) -> None:
+    ids = []
+    for n, trigger in enumerate(["hourly", "sync", "hourly", "hourly"]):
+        at = NOW + timedelta(minutes=n)
+        pass_id = ledger.start_pass(WHERE, trigger, False, at)
+        ledger.finish_pass(pass_id, {}, at, error="SyncError" if n % 2 == 0 else None)
+        ids.append(pass_id)
+    ledger.start_pass(WHERE, "hourly", False, NOW + timedelta(minutes=9))  # still running
+    ledger.start_pass(ELSEWHERE, "hourly", False, NOW)
+
+    hourly = ledger.recent_passes(WHERE, 2, trigger="hourly")
+    every = ledger.recent_passes(WHERE, 10)
+
+    assert [p.id for p in hourly] == [ids[3], ids[2]]
+    assert [p.state(NOW) for p in hourly] == ["done", "failed"]
+    assert [p.id for p in every] == ids[::-1]
+    assert ledger.recent_passes(ELSEWHERE, 5) == []

@@ -158,8 +158,11 @@ def test_sync_answers_the_summary_shape(make_world: MakeWorld, world_now: dateti
     assert {"sent", "skipped", "expired", "invalid", "failed", "already_sent", "rows"} <= set(body)
     assert (body["sent"], body["expired"], body["skipped"]) == (1, 1, 1)
     assert (body["invalid"], body["failed"], body["already_sent"]) == (0, 0, 0)
-    assert [r["row"] for r in body["rows"]] == [2, 3, 4]
+    # Rows needing attention only, most urgent first; the sent row is a count.
+    assert [(r["row"], r["outcome"]) for r in body["rows"]] == [(3, "expired"), (4, "skipped")]
     assert {"row", "lead_key", "status", "outcome", "message", "events"} <= set(body["rows"][0])
+    assert (body["rows_total"], body["attention_total"], body["next_rows_offset"]) == (3, 2, None)
+    assert body["state"] == "done" and body["pass_id"]
 
 
 def test_two_syncs_send_no_duplicates(make_world: MakeWorld, world_now: datetime) -> None:

@@ -2,6 +2,24 @@
  * emulator over real HTTP. One file serves the Node tests (tests/sidebar) and the playground
  * page, so both run the real Code.gs against the same stand-in.
  *
+ * It is meant to be as unkind as Google (each rule cites where Google documents it; see also
+ * DOMAIN.md §11):
+ * - Edit events (developers.google.com/apps-script/guides/triggers/events): `value` and
+ *   `oldValue` exist only when the edited range is one cell; a paste, fill-down, sort or a
+ *   multi-cell clear is one event over the whole range without them.
+ * - Triggers are per user (ScriptApp.getProjectTriggers: "associated with the current project
+ *   and current user") and an installable trigger runs as the person who created it.
+ * - Document Properties are one store for everyone; User Properties are per person.
+ * - LockService: a lock held by another execution makes tryLock wait its timeout and return
+ *   false (waitLock throws). One JS thread cannot wait, so it answers at once and records the
+ *   wait it would have made (state.lockWaits).
+ * - Range.getValues gives Date objects for date cells (Number, Boolean, Date or String).
+ * - UrlFetchApp: with a urlFetchWhitelist in the manifest only URLs under its prefixes are
+ *   fetched, and every prefix must be https with a path (manifest/allowlist-url); a call gives
+ *   up after about 60 s. Nothing leaves this machine: `routes` says where each allowed https
+ *   prefix is served locally.
+ * - ScriptApp.getIdentityToken returns null when no identity token was granted (String|null).
+ *
  * UrlFetchApp.fetch and every sheet read/write are synchronous, as in Apps Script: the caller
  * supplies `http(request) -> {status, headers, body}` that blocks (a synchronous XHR in the
  * browser; a worker + Atomics.wait in Node). Only what Code.gs calls is emulated; anything else
@@ -12,6 +30,11 @@
   else root.AppsScriptLocal = factory();
 })(typeof self !== 'undefined' ? self : this, function () {
   'use strict';
+
+  var FETCH_DEADLINE_MS = 60000;
+  var DAY_MS = 86400000;
+  var SERIAL_EPOCH_MS = Date.UTC(1899, 11, 30); // Sheets' day 0
+  var DATE_FORMAT = 'yyyy-mm-dd hh:mm:ss';
 
   function colLetter(col) {
     var s = '';
@@ -33,8 +56,8 @@
     return quoteTab(tab) + '!' + start + (end === start ? '' : ':' + end);
   }
 
-  /** "yyyy-MM-dd'T'HH:mm:ssXXX" and the few other patterns Code.gs uses, in an IANA zone. */
-  function formatDate(date, timeZone, pattern) {
+  /** The wall-clock parts of `date` in an IANA zone, and that zone's offset in minutes. */
+  function zoned(date, timeZone) {
     var parts = {};
     new Intl.DateTimeFormat('en-US', {
       timeZone: timeZone,
@@ -51,7 +74,14 @@
         parts[p.type] = p.value;
       });
     var asUtc = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute, +parts.second);
-    var offsetMin = Math.round((asUtc - Math.floor(date.getTime() / 1000) * 1000) / 60000);
+    parts.offsetMin = Math.round((asUtc - Math.floor(date.getTime() / 1000) * 1000) / 60000);
+    return parts;
+  }
+
+  /** "yyyy-MM-dd'T'HH:mm:ssXXX" and the few other patterns Code.gs uses, in an IANA zone. */
+  function formatDate(date, timeZone, pattern) {
+    var parts = zoned(date, timeZone);
+    var offsetMin = parts.offsetMin;
     var sign = offsetMin < 0 ? '-' : '+';
     var abs = Math.abs(offsetMin);
     var hhmm = String(Math.floor(abs / 60)).padStart(2, '0') + ':' + String(abs % 60).padStart(2, '0');
@@ -75,6 +105,32 @@
       else out += m[0];
     }
     return out;
+  }
+
+  /** The instant a serial date-time (days since 1899-12-30, wall clock) means in `timeZone`. */
+  function serialToDate(serial, timeZone) {
+    var wall = SERIAL_EPOCH_MS + Math.round(serial * DAY_MS);
+    // The zone's offset at that wall time (twice: the first guess may sit across a DST change).
+    var guess = wall - zoned(new Date(wall), timeZone).offsetMin * 60000;
+    return new Date(wall - zoned(new Date(guess), timeZone).offsetMin * 60000);
+  }
+
+  function dateToSerial(date, timeZone) {
+    var wall = date.getTime() + zoned(date, timeZone).offsetMin * 60000;
+    return (wall - SERIAL_EPOCH_MS) / DAY_MS;
+  }
+
+  /** What Sheets turns typed text into a date-time: "2026-12-03", "2026-12-03 10:15[:30]".
+   * (Sheets reads more forms, by locale; an ISO stamp with "T" and an offset stays text.) */
+  function typedDate(text) {
+    var m = /^\s*(\d{4})-(\d{1,2})-(\d{1,2})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*$/.exec(String(text));
+    if (!m) return null;
+    var ms = Date.UTC(+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0), +(m[6] || 0));
+    return (ms - SERIAL_EPOCH_MS) / DAY_MS;
+  }
+
+  function isDateFormat(format) {
+    return !!format && format !== '@' && /[yd]/i.test(format.replace(/"[^"]*"/g, ''));
   }
 
   function Properties(store) {
@@ -105,27 +161,61 @@
     };
   }
 
+  /** Check a manifest's urlFetchWhitelist as Google does when the project is saved. */
+  function checkAllowlist(prefixes) {
+    (prefixes || []).forEach(function (p) {
+      if (!/^https:\/\/(\*\.)?[^/*\s]+\/\S*$/.test(p)) {
+        throw new Error('urlFetchWhitelist: "' + p + '" must be an https:// URL prefix with a full domain and a path (at least "/")');
+      }
+    });
+    return prefixes || null;
+  }
+
+  function allowed(url, prefixes) {
+    if (!prefixes) return true;
+    return prefixes.some(function (p) {
+      var wild = /^https:\/\/\*\.(.*)$/.exec(p);
+      if (!wild) return url.indexOf(p) === 0;
+      var m = /^https:\/\/([^/]+)(\/.*)?$/.exec(url);
+      var rest = wild[1];
+      var host = rest.split('/')[0];
+      return !!m && m[1].slice(-host.length - 1) === '.' + host && (m[2] || '/').indexOf(rest.slice(host.length) || '/') === 0;
+    });
+  }
+
   /**
-   * Build the Apps Script globals for one spreadsheet in the emulator.
+   * The Apps Script world of one spreadsheet in the emulator, shared by everyone who uses it.
    *
    * options: http (required), sheetsUrl (emulator base, or '/sheets' behind the playground),
-   * spreadsheetId, user (e-mail), identityToken, hooks: {toast(msg, title), showSidebar(html),
-   * activate(tab, row, col), fetched({method, url, status, ms, error})}.
+   * spreadsheetId, activeTab, source (Code.gs text), loader(source, globals) -> functions
+   * (default: `load`), manifest ({urlFetchWhitelist}), routes ({'https://prefix/': 'http://local/'}),
+   * users ({email: {identityToken: string|null}}), fetchDeadlineMs (default 60 000),
+   * projectName (what createAddonMenu is named in a bound script, default "Untitled project"),
+   * hooks: {toast(msg, title), showSidebar(html), activate(tab, row, col), menu(title, items),
+   * fetched({user, method, url, status, ms, error})}.
    */
   function create(options) {
     var http = options.http;
     var base = options.sheetsUrl.replace(/\/$/, '') + '/v4/spreadsheets/' + encodeURIComponent(options.spreadsheetId);
     var hooks = options.hooks || {};
+    var allowlist = checkAllowlist(options.manifest && options.manifest.urlFetchWhitelist);
+    var routes = options.routes || {};
+    var deadlineMs = options.fetchDeadlineMs || FETCH_DEADLINE_MS;
+    var users = options.users || {};
     var state = {
       documentProperties: {},
-      userProperties: {},
+      userProperties: {}, // by e-mail
       scriptProperties: {},
-      triggers: [],
-      nextTriggerId: 1,
-      lockHeld: false,
+      triggers: [], // {id, owner, spec}
+      nextTriggerId: 4034124084959907503n,
+      lockHolder: null, // the execution holding the document lock, or 'elsewhere'
+      lockWaits: [], // {user, ms}: how long a tryLock/waitLock would have waited
       toasts: [],
       fetches: [],
-      numberFormats: {},
+      executions: [], // {user, name, ok, error}
+      numberFormats: {}, // 'tab!row:col' -> format
+      menus: [],
+      timeZone: null,
     };
 
     function sheetsCall(method, path, body) {
@@ -144,6 +234,21 @@
       return data;
     }
 
+    function book() {
+      var fields = 'properties(title,timeZone),sheets.properties(title)';
+      var got = sheetsCall('GET', '?fields=' + encodeURIComponent(fields));
+      state.timeZone = got.properties.timeZone;
+      return got;
+    }
+
+    function timeZone() {
+      return state.timeZone || book().properties.timeZone;
+    }
+
+    function cellKey(tab, r, c) {
+      return tab + '!' + r + ':' + c;
+    }
+
     function readBlock(tab, row, col, numRows, numCols) {
       var q = '?valueRenderOption=UNFORMATTED_VALUE';
       var got = sheetsCall('GET', '/values/' + encodeURIComponent(a1(tab, row, col, numRows, numCols)) + q);
@@ -153,19 +258,31 @@
         var line = [];
         for (var c = 0; c < numCols; c++) {
           var v = values[r] && values[r][c];
-          line.push(v === undefined || v === null ? '' : v);
+          if (v === undefined || v === null) v = ''; // Apps Script pads to the rectangle with ''
+          else if (typeof v === 'number' && isDateFormat(state.numberFormats[cellKey(tab, row + r, col + c)])) {
+            v = serialToDate(v, timeZone());
+          }
+          line.push(v);
         }
         out.push(line);
       }
-      return out; // Apps Script pads to the rectangle with ''
+      return out;
     }
 
-    function writeBlock(tab, row, col, values, asText) {
-      var option = asText ? 'RAW' : 'USER_ENTERED';
-      var range = a1(tab, row, col, values.length, values[0].length);
-      sheetsCall('PUT', '/values/' + encodeURIComponent(range) + '?valueInputOption=' + option, {
-        values: values,
+    /** Write a block. A Date is stored as a date-time serial with a date format, as Sheets
+     * does; with asText (format '@') values go in RAW. */
+    function writeBlock(tab, row, col, values, inputOption) {
+      var stored = values.map(function (line, r) {
+        return line.map(function (v, c) {
+          if (Object.prototype.toString.call(v) === '[object Date]') {
+            state.numberFormats[cellKey(tab, row + r, col + c)] = DATE_FORMAT;
+            return dateToSerial(v, timeZone());
+          }
+          return v;
+        });
       });
+      var range = a1(tab, row, col, values.length, values[0].length);
+      sheetsCall('PUT', '/values/' + encodeURIComponent(range) + '?valueInputOption=' + inputOption, { values: stored });
     }
 
     function tabRows(tab) {
@@ -173,13 +290,11 @@
       return got.values || [];
     }
 
-    var ss; // the Spreadsheet, built below
-
     function Range(sheet, row, col, numRows, numCols) {
       var tab = sheet.getName();
-      var key = function (r, c) {
-        return tab + '!' + r + ':' + c;
-      };
+      function textFormatted() {
+        return state.numberFormats[cellKey(tab, row, col)] === '@';
+      }
       return {
         getSheet: function () {
           return sheet;
@@ -211,23 +326,20 @@
         getValue: function () {
           return readBlock(tab, row, col, 1, 1)[0][0];
         },
-        getDisplayValue: function () {
-          return String(this.getValue());
-        },
         setValues: function (values) {
           if (values.length !== numRows || values.some(function (r) { return r.length !== numCols; })) {
             throw new Error('The number of rows or columns in the data does not match the range.');
           }
-          writeBlock(tab, row, col, values, state.numberFormats[key(row, col)] === '@');
+          writeBlock(tab, row, col, values, textFormatted() ? 'RAW' : 'USER_ENTERED');
           return this;
         },
         setValue: function (value) {
-          writeBlock(tab, row, col, [[value]], state.numberFormats[key(row, col)] === '@');
+          writeBlock(tab, row, col, [[value]], textFormatted() ? 'RAW' : 'USER_ENTERED');
           return this;
         },
         setNumberFormat: function (format) {
           for (var r = row; r < row + numRows; r++) {
-            for (var c = col; c < col + numCols; c++) state.numberFormats[key(r, c)] = format;
+            for (var c = col; c < col + numCols; c++) state.numberFormats[cellKey(tab, r, c)] = format;
           }
           return this;
         },
@@ -267,12 +379,7 @@
       return sheet;
     }
 
-    function book() {
-      var fields = 'properties(title,timeZone),sheets.properties(title)';
-      return sheetsCall('GET', '?fields=' + encodeURIComponent(fields));
-    }
-
-    ss = {
+    var ss = {
       getId: function () {
         return options.spreadsheetId;
       },
@@ -301,23 +408,30 @@
       },
     };
 
-    var menus = [];
+    function Menu(title) {
+      var menu = { title: title, items: [] };
+      return {
+        addItem: function (caption, fn) {
+          menu.items.push({ caption: caption, functionName: fn });
+          return this;
+        },
+        addSeparator: function () {
+          return this;
+        },
+        addToUi: function () {
+          state.menus.push(menu);
+          if (hooks.menu) hooks.menu(menu.title, menu.items);
+        },
+      };
+    }
+
     var ui = {
+      createMenu: function (title) {
+        return Menu(String(title));
+      },
+      // In a bound script the add-on menu carries the script project's name (DOMAIN.md §11).
       createAddonMenu: function () {
-        var menu = { items: [] };
-        return {
-          addItem: function (caption, fn) {
-            menu.items.push({ caption: caption, functionName: fn });
-            return this;
-          },
-          addSeparator: function () {
-            return this;
-          },
-          addToUi: function () {
-            menus.push(menu);
-            if (hooks.menu) hooks.menu(menu.items);
-          },
-        };
+        return Menu(options.projectName || 'Untitled project');
       },
       showSidebar: function (html) {
         if (hooks.showSidebar) hooks.showSidebar(html);
@@ -329,7 +443,7 @@
 
     var EventType = { ON_EDIT: 'ON_EDIT', CLOCK: 'CLOCK', ON_OPEN: 'ON_OPEN' };
 
-    function TriggerBuilder(handler) {
+    function TriggerBuilder(owner, handler) {
       var spec = { handler: handler };
       var builder = {
         forSpreadsheet: function () {
@@ -366,39 +480,53 @@
         create: function () {
           if (!spec.type) throw new Error('a trigger needs an event type');
           var id = String(state.nextTriggerId++);
-          var t = {
-            id: id,
-            spec: spec,
-            getUniqueId: function () { return id; },
-            getHandlerFunction: function () { return spec.handler; },
-            getEventType: function () { return spec.type; },
-            getTriggerSource: function () { return spec.source; },
-          };
-          state.triggers.push(t);
-          return t;
+          state.triggers.push({ id: id, owner: owner, spec: spec });
+          return Trigger(state.triggers[state.triggers.length - 1]);
         },
       };
       return builder;
     }
 
-    function lock() {
-      var mine = false;
+    function Trigger(t) {
       return {
-        tryLock: function () {
-          // One JS thread: a held lock is held by an outer call of this same execution, which
-          // Apps Script would make this call wait out; here it cannot, so say no.
-          if (state.lockHeld) return false;
-          state.lockHeld = mine = true;
+        id: t.id,
+        owner: t.owner,
+        spec: t.spec,
+        getUniqueId: function () { return t.id; },
+        getHandlerFunction: function () { return t.spec.handler; },
+        getEventType: function () { return t.spec.type; },
+        getTriggerSource: function () { return t.spec.source; },
+      };
+    }
+
+    function Lock(user) {
+      var mine = false;
+      function attempt(ms) {
+        if (state.lockHolder === null) {
+          state.lockHolder = user;
+          mine = true;
           return true;
+        }
+        // Held by another execution: Apps Script would wait `ms` and give up. One JS thread
+        // cannot wait for it, so say no at once and record the wait.
+        state.lockWaits.push({ user: user, ms: Number(ms) || 0 });
+        return false;
+      }
+      return {
+        tryLock: function (ms) {
+          return attempt(ms);
         },
         waitLock: function (ms) {
-          if (!this.tryLock(ms)) throw new Error('Lock timeout: another process was holding the lock for too long.');
+          if (!attempt(ms)) throw new Error('Lock timeout: another process was holding the lock for too long.');
         },
         hasLock: function () {
           return mine;
         },
         releaseLock: function () {
-          if (mine) state.lockHeld = mine = false;
+          if (mine) {
+            mine = false;
+            state.lockHolder = null;
+          }
         },
       };
     }
@@ -411,144 +539,292 @@
       };
     }
 
-    var globals = {
-      SpreadsheetApp: {
-        getActive: function () { return ss; },
-        getActiveSpreadsheet: function () { return ss; },
-        getUi: function () { return ui; },
-        flush: function () {},
-      },
-      PropertiesService: {
-        getDocumentProperties: function () { return Properties(state.documentProperties); },
-        getUserProperties: function () { return Properties(state.userProperties); },
-        getScriptProperties: function () { return Properties(state.scriptProperties); },
-      },
-      LockService: {
-        getDocumentLock: lock,
-        getScriptLock: lock,
-        getUserLock: lock,
-      },
-      ScriptApp: {
-        EventType: EventType,
-        AuthMode: { FULL: 'FULL', LIMITED: 'LIMITED', NONE: 'NONE' },
-        newTrigger: TriggerBuilder,
-        getProjectTriggers: function () { return state.triggers.slice(); },
-        getUserTriggers: function () { return state.triggers.slice(); },
-        deleteTrigger: function (t) {
-          state.triggers = state.triggers.filter(function (x) { return x.id !== t.getUniqueId(); });
-        },
-        getIdentityToken: function () { return options.identityToken || ''; },
-        getOAuthToken: function () { return 'local-oauth-token'; },
-      },
-      Utilities: {
-        formatDate: formatDate,
-        sleep: function () {},
-      },
-      HtmlService: {
-        createHtmlOutputFromFile: function (name) {
-          var out = {
-            file: name,
-            title: '',
-            setTitle: function (t) { out.title = t; return out; },
-            setWidth: function () { return out; },
-          };
-          return out;
-        },
-      },
-      Session: {
-        getActiveUser: function () { return { getEmail: function () { return options.user || ''; } }; },
-        getEffectiveUser: function () { return { getEmail: function () { return options.user || ''; } }; },
-        getScriptTimeZone: function () { return 'Etc/UTC'; },
-      },
-      UrlFetchApp: {
-        fetch: function (url, params) {
-          params = params || {};
-          var headers = Object.assign({}, params.headers || {});
-          if (params.contentType) headers['Content-Type'] = params.contentType;
-          var method = (params.method || 'get').toUpperCase();
-          var started = Date.now();
-          var res;
-          try {
-            res = http({ method: method, url: url, headers: headers, body: params.payload });
-          } catch (err) {
-            state.fetches.push({ method: method, url: url, error: err.message, params: params });
-            if (hooks.fetched) hooks.fetched({ method: method, url: url, error: err.message, ms: Date.now() - started });
-            // The wording Apps Script uses when the host cannot be reached.
-            throw new Error('Address unavailable: ' + url);
-          }
-          var entry = { method: method, url: url, status: res.status, params: params, body: res.body };
-          state.fetches.push(entry);
-          if (hooks.fetched) hooks.fetched({ method: method, url: url, status: res.status, ms: Date.now() - started });
-          if (res.status >= 400 && !params.muteHttpExceptions) {
-            throw new Error('Request failed for ' + url + ' returned code ' + res.status + '. Truncated server response: ' + String(res.body).slice(0, 100));
-          }
-          return HTTPResponse(res);
-        },
-      },
-      Logger: { log: function () { console.log.apply(console, arguments); } },
-      console: console,
-    };
-
-    /** What a person typing into a cell does: the value lands as typed (USER_ENTERED). */
-    function userTypes(tab, row, col, value) {
-      var old = readBlock(tab, row, col, 1, 1)[0][0];
-      writeBlock(tab, row, col, [[value]], false);
-      return old;
+    /** Where an allowed URL is served on this machine; null when nowhere (unreachable). */
+    function routed(url) {
+      var best = null;
+      Object.keys(routes).forEach(function (prefix) {
+        if (url.indexOf(prefix) === 0 && (!best || prefix.length > best.length)) best = prefix;
+      });
+      return best === null ? null : routes[best] + url.slice(best.length);
     }
 
-    /** The event object an installable onEdit trigger receives for a one-cell edit. */
-    function editEvent(tab, row, col, oldValue, value, triggerUid) {
+    function fetchAs(user, url, params) {
+      params = params || {};
+      url = String(url);
+      if (!/^https?:\/\/[^/\s]+/.test(url)) throw new Error('Invalid argument: url');
+      if (!allowed(url, allowlist)) {
+        // The wording is ours; Apps Script refuses such a fetch before it leaves.
+        throw new Error('UrlFetchApp: ' + url + ' is not under a urlFetchWhitelist prefix of appsscript.json (' + allowlist.join(', ') + ')');
+      }
+      var headers = Object.assign({}, params.headers || {});
+      if (params.contentType) headers['Content-Type'] = params.contentType;
+      var method = (params.method || 'get').toUpperCase();
+      var started = Date.now();
+      var target = routed(url);
+      var entry = { user: user, method: method, url: url, params: params };
+      state.fetches.push(entry);
+      function fail(message) {
+        entry.error = message;
+        if (hooks.fetched) hooks.fetched({ user: user, method: method, url: url, error: message, ms: Date.now() - started });
+        throw new Error(message);
+      }
+      if (target === null) fail('Address unavailable: ' + url); // nothing leaves this machine
+      var res;
+      try {
+        res = http({ method: method, url: target, headers: headers, body: params.payload, timeoutMs: deadlineMs });
+      } catch (err) {
+        fail(Date.now() - started >= deadlineMs ? 'Timeout: ' + url : 'Address unavailable: ' + url);
+      }
+      // A browser's synchronous XHR cannot be cut short: an answer later than the deadline is
+      // one Apps Script never saw (the server went on working; the caller gave up).
+      if (Date.now() - started > deadlineMs) fail('Timeout: ' + url);
+      entry.status = res.status;
+      entry.body = res.body;
+      if (hooks.fetched) hooks.fetched({ user: user, method: method, url: url, status: res.status, ms: Date.now() - started });
+      if (res.status >= 400 && !params.muteHttpExceptions) {
+        throw new Error('Request failed for ' + url + ' returned code ' + res.status + '. Truncated server response: ' + String(res.body).slice(0, 100));
+      }
+      return HTTPResponse(res);
+    }
+
+    function identityToken(user) {
+      var u = users[user];
+      return u && typeof u.identityToken === 'string' && u.identityToken ? u.identityToken : null;
+    }
+
+    /** The globals one person's execution sees. */
+    function globalsFor(user) {
+      if (!state.userProperties[user]) state.userProperties[user] = {};
+      var person = { getEmail: function () { return user; } };
+      return {
+        SpreadsheetApp: {
+          getActive: function () { return ss; },
+          getActiveSpreadsheet: function () { return ss; },
+          getUi: function () { return ui; },
+          flush: function () {},
+        },
+        PropertiesService: {
+          getDocumentProperties: function () { return Properties(state.documentProperties); },
+          getUserProperties: function () { return Properties(state.userProperties[user]); },
+          getScriptProperties: function () { return Properties(state.scriptProperties); },
+        },
+        LockService: {
+          getDocumentLock: function () { return Lock(user); },
+          getScriptLock: function () { return Lock(user); },
+          getUserLock: function () { return Lock(user); },
+        },
+        ScriptApp: {
+          EventType: EventType,
+          AuthMode: { FULL: 'FULL', LIMITED: 'LIMITED', NONE: 'NONE' },
+          newTrigger: function (handler) { return TriggerBuilder(user, handler); },
+          getProjectTriggers: function () {
+            return state.triggers.filter(function (t) { return t.owner === user; }).map(Trigger);
+          },
+          deleteTrigger: function (trigger) {
+            var t = state.triggers.filter(function (x) { return x.id === trigger.getUniqueId(); })[0];
+            if (t && t.owner !== user) throw new Error('Only ' + t.owner + ' can delete this trigger.');
+            state.triggers = state.triggers.filter(function (x) { return x !== t; });
+          },
+          getIdentityToken: function () { return identityToken(user); },
+          getOAuthToken: function () { return 'local-oauth-token'; },
+        },
+        Utilities: {
+          formatDate: formatDate,
+          sleep: function () {},
+        },
+        HtmlService: {
+          createHtmlOutputFromFile: function (name) {
+            var out = {
+              file: name,
+              title: '',
+              setTitle: function (t) { out.title = t; return out; },
+              setWidth: function () { return out; },
+            };
+            return out;
+          },
+        },
+        Session: {
+          getActiveUser: function () { return person; },
+          getEffectiveUser: function () { return person; },
+          getScriptTimeZone: function () { return 'Etc/UTC'; },
+        },
+        UrlFetchApp: {
+          fetch: function (url, params) { return fetchAs(user, url, params); },
+        },
+        Logger: { log: function () { console.log.apply(console, arguments); } },
+        console: console,
+      };
+    }
+
+    var sessions = {};
+    /** One person's view: their globals and Code.gs loaded over them (options.source). */
+    function session(user) {
+      if (!user) throw new Error('session: which user?');
+      if (!sessions[user]) {
+        var globals = globalsFor(user);
+        sessions[user] = { user: user, globals: globals, code: null };
+      }
+      var s = sessions[user];
+      if (!s.code && options.source) s.code = (options.loader || load)(options.source, s.globals);
+      return s;
+    }
+
+    /** Run one Code.gs function as `user`, as one Apps Script execution (a menu click, a
+     * google.script.run call or a trigger): locks it still holds are released at its end. */
+    function run(user, name, args) {
+      var s = session(user);
+      var fn = s.code && s.code[name];
+      if (typeof fn !== 'function') throw new Error('Script function not found: ' + name);
+      var record = { user: user, name: name, ok: true };
+      state.executions.push(record);
+      try {
+        return fn.apply(null, args || []);
+      } catch (err) {
+        record.ok = false;
+        record.error = err.message;
+        throw err;
+      } finally {
+        if (state.lockHolder === user) state.lockHolder = null;
+      }
+    }
+
+    /** Another execution (an hourly pass, another editor's call) holds the document lock
+     * until the returned function is called. */
+    function holdLock() {
+      if (state.lockHolder !== null) throw new Error('the lock is already held');
+      state.lockHolder = 'elsewhere';
+      return function release() {
+        if (state.lockHolder === 'elsewhere') state.lockHolder = null;
+      };
+    }
+
+    /** Sheets storing what a person typed: USER_ENTERED, with typed dates becoming date cells. */
+    function storeTyped(tab, row, col, values) {
+      var stored = values.map(function (line, r) {
+        return line.map(function (v, c) {
+          var serial = typeof v === 'string' ? typedDate(v) : null;
+          var key = cellKey(tab, row + r, col + c);
+          if (serial !== null) {
+            state.numberFormats[key] = DATE_FORMAT;
+            return serial;
+          }
+          if (isDateFormat(state.numberFormats[key])) delete state.numberFormats[key];
+          return v;
+        });
+      });
+      writeBlock(tab, row, col, stored, 'USER_ENTERED');
+    }
+
+    function editEvent(editor, tab, row, col, numRows, numCols, values) {
       var e = {
         authMode: 'FULL',
-        range: Sheet(tab).getRange(row, col),
+        range: Sheet(tab).getRange(row, col, numRows, numCols),
         source: ss,
-        user: { getEmail: function () { return options.user || ''; } },
-        triggerUid: triggerUid,
+        user: { getEmail: function () { return editor || ''; } },
       };
-      if (value !== '' && value !== undefined) e.value = value;
-      if (oldValue !== '' && oldValue !== undefined) e.oldValue = oldValue;
+      if (values) {
+        // One cell only: the new value ("" cleared → absent) and the one it replaced.
+        if (values.value !== '' && values.value !== undefined) e.value = String(values.value);
+        if (values.oldValue !== '' && values.oldValue !== undefined) e.oldValue = String(values.oldValue);
+      }
       return e;
     }
 
-    /** Run the installed onEdit triggers for an edit, as Sheets does after a person types. */
-    function handler(code, t) {
-      var fn = code[t.getHandlerFunction()];
-      if (typeof fn !== 'function') throw new Error('Script function not found: ' + t.getHandlerFunction());
-      return fn;
-    }
-
-    function fireEdit(code, tab, row, col, oldValue, value) {
+    /** Run every installed trigger of `type`, each as the person who created it. Every trigger
+     * runs even when one fails (Apps Script runs them apart); the first failure is rethrown. */
+    function fire(type, makeEvent) {
       var ran = [];
+      var failure = null;
       state.triggers
-        .filter(function (t) { return t.getEventType() === EventType.ON_EDIT; })
+        .filter(function (t) { return t.spec.type === type; })
         .forEach(function (t) {
-          handler(code, t)(editEvent(tab, row, col, oldValue, value, t.getUniqueId()));
-          ran.push(t.getHandlerFunction());
+          var e = makeEvent();
+          e.triggerUid = t.id;
+          ran.push({ handler: t.spec.handler, owner: t.owner, id: t.id });
+          try {
+            run(t.owner, t.spec.handler, [e]);
+          } catch (err) {
+            if (!failure) failure = err;
+          }
         });
+      if (failure) throw failure;
       return ran;
     }
 
-    /** Run the time-driven triggers once, as the hourly clock would. */
-    function fireClock(code) {
-      var ran = [];
-      state.triggers
-        .filter(function (t) { return t.getEventType() === EventType.CLOCK; })
-        .forEach(function (t) {
-          handler(code, t)({ authMode: 'FULL', triggerUid: t.getUniqueId() });
-          ran.push(t.getHandlerFunction());
+    /** A person types `value` into one cell; the installed onEdit triggers run. */
+    function userTypes(editor, tab, row, col, value) {
+      var old = readBlock(tab, row, col, 1, 1)[0][0];
+      storeTyped(tab, row, col, [[value]]);
+      return fire(EventType.ON_EDIT, function () {
+        return editEvent(editor, tab, row, col, 1, 1, { value: value, oldValue: displayed(old) });
+      });
+    }
+
+    /** A person pastes a block (or fills down, or clears a range): one event, no values. */
+    function userPastes(editor, tab, row, col, values) {
+      storeTyped(tab, row, col, values);
+      return fire(EventType.ON_EDIT, function () {
+        return editEvent(editor, tab, row, col, values.length, values[0].length, null);
+      });
+    }
+
+    /** A person sorts the data rows (2…) by one column: the rows move, cell formats with them,
+     * and one edit event covers the sorted range (DOMAIN.md §11: sorting often fires one). */
+    function userSorts(editor, tab, col, descending) {
+      var rows = tabRows(tab);
+      var width = rows.reduce(function (w, r) { return Math.max(w, r.length); }, 0);
+      var data = rows.slice(1).map(function (r, i) {
+        var formats = [];
+        for (var c = 1; c <= width; c++) formats.push(state.numberFormats[cellKey(tab, i + 2, c)]);
+        var cells = [];
+        for (var k = 0; k < width; k++) cells.push(r[k] === undefined ? '' : r[k]);
+        return { cells: cells, formats: formats };
+      });
+      data.sort(function (a, b) {
+        var x = a.cells[col - 1];
+        var y = b.cells[col - 1];
+        var order = x < y ? -1 : x > y ? 1 : 0;
+        return descending ? -order : order;
+      });
+      if (!data.length) return [];
+      data.forEach(function (d, i) {
+        d.formats.forEach(function (f, c) {
+          var key = cellKey(tab, i + 2, c + 1);
+          if (f === undefined) delete state.numberFormats[key];
+          else state.numberFormats[key] = f;
         });
-      return ran;
+      });
+      writeBlock(tab, 2, 1, data.map(function (d) { return d.cells; }), 'RAW');
+      return fire(EventType.ON_EDIT, function () {
+        return editEvent(editor, tab, 2, 1, data.length, width, null);
+      });
+    }
+
+    /** The value a person saw in the cell, as the event's oldValue carries it. */
+    function displayed(v) {
+      if (Object.prototype.toString.call(v) === '[object Date]') return formatDate(v, timeZone(), 'yyyy-MM-dd HH:mm:ss');
+      if (v === true || v === false) return v ? 'TRUE' : 'FALSE';
+      return v === '' ? '' : String(v);
+    }
+
+    /** Run the time-driven triggers once, as the hourly clock would, each as its creator. */
+    function fireClock() {
+      return fire(EventType.CLOCK, function () {
+        return { authMode: 'FULL' };
+      });
     }
 
     return {
-      globals: globals,
       state: state,
-      menus: menus,
+      session: session,
+      run: run,
+      holdLock: holdLock,
       userTypes: userTypes,
-      editEvent: editEvent,
-      fireEdit: fireEdit,
+      userPastes: userPastes,
+      userSorts: userSorts,
       fireClock: fireClock,
       tabRows: tabRows,
+      readBlock: readBlock,
     };
   }
 
@@ -571,5 +847,13 @@
     return factory.apply(null, keys.map(function (k) { return globals[k]; }));
   }
 
-  return { create: create, load: load, functionNames: functionNames, formatDate: formatDate, a1: a1 };
+  return {
+    create: create,
+    load: load,
+    functionNames: functionNames,
+    formatDate: formatDate,
+    serialToDate: serialToDate,
+    a1: a1,
+    FETCH_DEADLINE_MS: FETCH_DEADLINE_MS,
+  };
 });

@@ -1,13 +1,16 @@
 /* The playground page: the emulated sheet as a grid, and the real sidebar/Code.gs running over
- * the Apps Script stand-in (apps_script_local.js). A grid edit is what a person typing does:
- * the value lands in the sheet, then the installed onEdit triggers run (Code.gs's handleEdit).
- * The sidebar iframe's google.script.run (script_run_shim.js) calls window.playground.run. */
+ * the Apps Script stand-in (apps_script_local.js), as one of two editors of the spreadsheet.
+ * A grid edit is what a person does in Sheets: typing into a cell (an edit event with the new
+ * and old value), pasting a block (one event over the block, no values) or sorting the rows
+ * (one event over the sorted range); the installed onEdit triggers then run, each as the
+ * person who installed it. The sidebar iframe's google.script.run (script_run_shim.js) calls
+ * window.playground.run, as the editor the page is switched to. */
 (function () {
   'use strict';
 
   var cfg = null;
-  var local = null;
-  var code = null;
+  var world = null;
+  var user = null; // the editor at the keyboard
   var shown = []; // the values on screen, to mark the cells an action changed
   var activeRow = 0; // the row Code.gs last selected (jumpToRow), kept across re-renders
 
@@ -33,7 +36,7 @@
     if (failed) li.className = 'fail';
     var list = $('executions');
     list.insertBefore(li, list.firstChild);
-    while (list.children.length > 60) list.removeChild(list.lastChild);
+    while (list.children.length > 80) list.removeChild(list.lastChild);
   }
 
   function toast(message, title) {
@@ -47,7 +50,7 @@
     setTimeout(function () { box.remove(); }, 10000);
   }
 
-  /** Run one Code.gs entry point as an Apps Script execution: logged, a throw surfaced. */
+  /** Run something as an Apps Script execution: logged, a throw surfaced. */
   function execution(name, fn) {
     var started = Date.now();
     try {
@@ -58,6 +61,22 @@
       logExecution(name + ' failed: ' + err.message, true);
       throw err;
     }
+  }
+
+  /** One Code.gs function as `who` (a menu click or a google.script.run call). */
+  function runAs(who, name, args) {
+    return execution(name + ' (as ' + who + ')', function () { return world.run(who, name, args); });
+  }
+
+  /** What Sheets does after a person's action: the installed triggers run; their failures
+   * were already told in a toast by Code.gs and show in the execution log. */
+  function triggers(what, fn) {
+    try {
+      execution(what + ' → onEdit triggers', fn);
+    } catch (err) {
+      // shown in the log
+    }
+    refreshGrid();
   }
 
   function valuesUrl() {
@@ -81,7 +100,14 @@
     head.appendChild(document.createElement('th'));
     for (var c = 1; c <= width; c++) {
       var th = document.createElement('th');
+      th.dataset.col = String(c);
       th.textContent = AppsScriptLocal.a1('x', 1, c, 1, 1).split('!')[1].replace(/\d+$/, '');
+      var sort = document.createElement('button');
+      sort.className = 'sort';
+      sort.title = 'Sort the rows A→Z by this column (Data → Sort range)';
+      sort.textContent = '↓';
+      sort.dataset.col = String(c);
+      th.appendChild(sort);
       if (header[c - 1]) {
         // Row 1's text repeated in the frozen top row, so it stays readable while scrolling.
         var small = document.createElement('small');
@@ -119,6 +145,14 @@
     shown = values;
   }
 
+  /** Tab-separated text, as a copy from a spreadsheet puts on the clipboard, as rows. */
+  function parseBlock(text) {
+    var lines = text.replace(/\r\n?/g, '\n').replace(/\n$/, '').split('\n');
+    var rows = lines.map(function (l) { return l.split('\t'); });
+    var width = rows.reduce(function (w, r) { return Math.max(w, r.length); }, 0);
+    return rows.map(function (r) { while (r.length < width) r.push(''); return r; });
+  }
+
   function startEdit(td) {
     if (td.classList.contains('editing')) return;
     var input = document.createElement('input');
@@ -144,37 +178,52 @@
       if (ev.key === 'Escape') finish(false);
     });
     input.addEventListener('blur', function () { finish(true); });
+    // A block from the clipboard lands from this cell down and right, as in Sheets.
+    input.addEventListener('paste', function (ev) {
+      var text = ev.clipboardData ? ev.clipboardData.getData('text/plain') : '';
+      if (!/[\t\n]/.test(text.replace(/\n$/, ''))) return; // one value: typed into the cell
+      ev.preventDefault();
+      done = true;
+      td.classList.remove('editing');
+      td.textContent = td.dataset.value;
+      paste(+td.dataset.row, +td.dataset.col, parseBlock(text));
+    });
   }
 
-  /** What Sheets does when a person types into a cell: store it, then run the onEdit triggers. */
+  /** A person typing into a cell: store it, then run the onEdit triggers. */
   function commit(row, col, value) {
-    var old;
-    try {
-      old = local.userTypes(cfg.tab, row, col, value);
-    } catch (err) {
-      toast(err.message, 'The sheet did not take the edit');
-      refreshGrid();
-      return;
-    }
-    try {
-      execution('edit of row ' + row + ' → onEdit triggers', function () {
-        return local.fireEdit(code, cfg.tab, row, col, old, value);
-      });
-    } catch (err) {
-      // Code.gs already told the person in a toast; the execution log shows the failure.
-    }
-    refreshGrid();
+    triggers('edit of row ' + row + ' by ' + user, function () {
+      return world.userTypes(user, cfg.tab, row, col, value);
+    });
   }
 
-  function renderMenu(items) {
+  function paste(row, col, block) {
+    triggers('paste of ' + block.length + ' row(s) at row ' + row + ' by ' + user, function () {
+      return world.userPastes(user, cfg.tab, row, col, block);
+    });
+  }
+
+  function sortBy(col) {
+    triggers('sort by column ' + col + ' by ' + user, function () {
+      return world.userSorts(user, cfg.tab, col, false);
+    });
+  }
+
+  function renderMenu(title, items) {
     var nav = $('menu');
+    nav.textContent = '';
+    var label = document.createElement('span');
+    label.className = 'muted';
+    label.id = 'menu-title';
+    label.textContent = title + ':';
+    nav.appendChild(label);
     items.forEach(function (item) {
       var button = document.createElement('button');
       button.textContent = item.caption;
       button.dataset.fn = item.functionName;
       button.addEventListener('click', function () {
         try {
-          execution(item.functionName, function () { return code[item.functionName](); });
+          runAs(user, item.functionName, []);
         } catch (err) {
           toast(err.message, 'sheet-bridge: ' + item.caption + ' failed');
         }
@@ -194,53 +243,90 @@
     }
   }
 
+  /** What a person does once before using the add-on: with a shared secret, enter it (it is
+   * kept in their own User Properties). The first editor also saves the URL and installs. */
+  function setUp(who, first) {
+    var settings = { backendUrl: cfg.backend_url, authMode: cfg.auth_mode };
+    if (cfg.auth_mode === 'secret') settings.secret = cfg.secret;
+    if (first || cfg.auth_mode === 'secret') {
+      var saved = runAs(who, 'saveSettings', [settings]);
+      if (saved.error) toast(saved.error, 'sheet-bridge settings');
+    }
+    if (first) runAs(who, 'installTriggers', []);
+  }
+
+  function switchUser(who) {
+    user = who;
+    $('user').value = who;
+    if (!setUp.done[who]) {
+      setUp.done[who] = true;
+      try {
+        setUp(who, false);
+      } catch (err) {
+        toast(err.message, 'sheet-bridge settings');
+      }
+    }
+    $('sidebar').src = '/playground/sidebar?as=' + encodeURIComponent(who);
+  }
+  setUp.done = {};
+
   var ready = fetch('/playground/config')
     .then(function (r) { return r.json(); })
     .then(function (c) {
       cfg = c;
       $('sheet-title').textContent = cfg.tab + ' · ' + cfg.spreadsheet_id;
+      Object.keys(cfg.users).forEach(function (email) {
+        var o = document.createElement('option');
+        o.value = email;
+        o.textContent = email;
+        $('user').appendChild(o);
+      });
       return fetch('/playground/Code.gs').then(function (r) { return r.text(); });
     })
     .then(function (source) {
-      local = AppsScriptLocal.create({
+      var routes = {};
+      Object.keys(cfg.routes).forEach(function (prefix) {
+        routes[prefix] = cfg.routes[prefix];
+      });
+      world = AppsScriptLocal.create({
         http: syncHttp,
         sheetsUrl: cfg.sheets_url,
         spreadsheetId: cfg.spreadsheet_id,
         activeTab: cfg.tab,
-        user: cfg.user,
+        source: source,
+        manifest: cfg.manifest,
+        routes: routes,
+        users: cfg.users,
+        fetchDeadlineMs: cfg.fetch_deadline_ms || undefined,
         hooks: {
           toast: toast,
           menu: renderMenu,
           activate: activate,
-          showSidebar: function () { $('sidebar').src = '/playground/sidebar'; },
+          showSidebar: function () { $('sidebar').src = '/playground/sidebar?as=' + encodeURIComponent(user); },
           fetched: function (f) {
-            var path = f.url.replace(location.origin, '');
-            logExecution('  UrlFetchApp ' + f.method + ' ' + path + ' → ' + (f.error ? f.error : f.status) + ' · ' + f.ms + ' ms', !!f.error || f.status >= 400);
+            logExecution('  UrlFetchApp ' + f.method + ' ' + f.url + ' (as ' + f.user + ') → ' + (f.error ? f.error : f.status) + ' · ' + f.ms + ' ms', !!f.error || f.status >= 400);
           },
         },
       });
-      code = AppsScriptLocal.load(source, local.globals);
-      execution('onOpen', function () { return code.onOpen({ authMode: 'FULL' }); });
-      // What the person setting the add-on up does once: Settings → Save, then Install triggers.
-      var saved = execution('saveSettings', function () {
-        return code.saveSettings({ backendUrl: cfg.backend_url, authMode: 'secret', secret: cfg.secret });
-      });
-      if (saved.error) toast(saved.error, 'sheet-bridge settings');
-      execution('installTriggers', function () { return code.installTriggers(); });
+      user = cfg.user;
+      runAs(user, 'onOpen', [{ authMode: 'LIMITED' }]);
+      setUp.done[user] = true;
+      setUp(user, true);
     });
 
   window.playground = {
-    /** google.script.run's way in: run a public Code.gs function asynchronously. */
+    /** google.script.run's way in: run a public Code.gs function asynchronously, as the
+     * editor at the keyboard. */
     run: function (name, args) {
       return ready.then(function () {
         return new Promise(function (resolve, reject) {
           setTimeout(function () {
-            if (/_$/.test(name) || typeof code[name] !== 'function') {
+            if (/_$/.test(name) || !world.session(user).code || typeof world.session(user).code[name] !== 'function') {
               reject(new Error('Script function not found: ' + name));
               return;
             }
             try {
-              resolve(execution(name, function () { return code[name].apply(null, args); }));
+              resolve(runAs(user, name, args));
             } catch (err) {
               reject(err);
             }
@@ -249,16 +335,24 @@
         });
       });
     },
+    /** For tests and the curious: the stand-in's state (fetches, triggers, properties). */
+    state: function () { return world.state; },
   };
 
   $('grid').addEventListener('click', function (ev) {
+    var sort = ev.target.closest('button.sort');
+    if (sort) {
+      sortBy(+sort.dataset.col);
+      return;
+    }
     var td = ev.target.closest('td');
     if (td && !td.classList.contains('rownum') && td.dataset.row) startEdit(td);
   });
   $('reload-grid').addEventListener('click', refreshGrid);
+  $('user').addEventListener('change', function () { switchUser($('user').value); });
   $('fire-hourly').addEventListener('click', function () {
     try {
-      execution('hourly trigger', function () { return local.fireClock(code); });
+      execution('hourly triggers', function () { return world.fireClock(); });
     } catch (err) {
       // hourlySync recorded and toasted it; the execution log shows the failure.
     }
@@ -276,7 +370,7 @@
         statuses.appendChild(o);
       });
       document.body.appendChild(statuses);
-      $('sidebar').src = '/playground/sidebar';
+      switchUser(user);
     })
     .catch(function (err) {
       toast(err.message, 'The playground could not start');

@@ -779,6 +779,22 @@ class SqliteLedger:
                 return record
         return None
 
+    def recent_passes(
+        self, where: SheetTab, limit: int, trigger: str | None = None
+    ) -> list[PassRecord]:
+        """The tab's newest finished passes (of one trigger), newest first: an hourly pass
+        that failed several times in a row is an alert."""
+        rows = (
+            self._connect()
+            .execute(
+                f"SELECT {PASS_COLUMNS} FROM passes WHERE spreadsheet_id=? AND tab=? "
+                "AND finished_at IS NOT NULL AND (? IS NULL OR trigger=?) ORDER BY id DESC LIMIT ?",
+                (where.spreadsheet_id, where.tab, trigger, trigger, limit),
+            )
+            .fetchall()
+        )
+        return [pass_record(r) for r in rows]
+
     def last_full_pass(self, where: SheetTab) -> datetime | None:
         """When the last completed pass that read every lead of the tab started: it saw each
         lead at its then-latest status (the bound of a scan's estimate, sync/plan.py)."""

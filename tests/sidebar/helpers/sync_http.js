@@ -34,9 +34,11 @@ function createSyncHttp({ timeoutMs = 60000 } = {}) {
   const worker = new Worker(WORKER, { eval: true, workerData: { port: port2, flag }, transferList: [port2] });
   worker.unref();
   function http(req) {
+    // A request may bring its own deadline (UrlFetchApp's, from the stand-in).
+    const deadline = req.timeoutMs || timeoutMs;
     Atomics.store(flag, 0, 0);
-    port1.postMessage({ method: req.method || 'GET', url: req.url, headers: req.headers || {}, body: req.body, timeoutMs });
-    if (Atomics.wait(flag, 0, 0, timeoutMs + 5000) === 'timed-out') throw new Error('no answer from ' + req.url);
+    port1.postMessage({ method: req.method || 'GET', url: req.url, headers: req.headers || {}, body: req.body, timeoutMs: deadline });
+    if (Atomics.wait(flag, 0, 0, deadline + 5000) === 'timed-out') throw new Error('no answer from ' + req.url);
     const got = receiveMessageOnPort(port1);
     if (!got) throw new Error('lost the answer from ' + req.url);
     if (got.message.error) throw new Error(got.message.error);

@@ -1,6 +1,11 @@
-// The world an Apps Script test runs in: the Python backend (tests/sidebar/backend.py: the
-// emulator, the fake Meta and the real Flask app on loopback) and Code.gs loaded into a vm
-// context over the shared Apps Script stand-in.
+// The world an Apps Script test runs in: a backend on loopback (the contract fake,
+// tests/sidebar/fake_backend.py, or the real one, tests/sidebar/backend.py) with the Sheets
+// emulator, and sidebar/Code.gs loaded per person over the shared Apps Script stand-in.
+//
+// Code.gs is configured exactly as in production: backend https://sheet-bridge.example.com
+// (the urlFetchWhitelist prefix of appsscript.json), which the stand-in routes to the local
+// backend. SHEET_BRIDGE_CODE_GS=/path/to/Code.gs runs the tests against another Code.gs (to
+// check that a test fails on an older one).
 'use strict';
 
 const { spawn } = require('node:child_process');
@@ -11,7 +16,12 @@ const { createSyncHttp } = require('./sync_http');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const AppsScriptLocal = require(path.join(REPO, 'sheet_bridge', 'local', 'static', 'apps_script_local.js'));
-const CODE_GS = fs.readFileSync(path.join(REPO, 'sidebar', 'Code.gs'), 'utf8');
+const CODE_GS_PATH = process.env.SHEET_BRIDGE_CODE_GS || path.join(REPO, 'sidebar', 'Code.gs');
+const CODE_GS = fs.readFileSync(CODE_GS_PATH, 'utf8');
+const MANIFEST = JSON.parse(fs.readFileSync(path.join(REPO, 'appsscript.json'), 'utf8'));
+const BACKEND_URL = 'https://sheet-bridge.example.com';
+const OPS = 'ops@example.com';
+const SALES = 'sales@example.com';
 
 /** The venv's python when there is one (make test puts it first on PATH anyway). */
 function python() {
@@ -20,10 +30,10 @@ function python() {
   return fs.existsSync(venv) ? venv : 'python3';
 }
 
-/** Start the backend; resolves with its JSON line ({backend_url, sheets_url, meta_url, secret, ...}). */
-function startBackend() {
+/** Start a backend script; resolves with its JSON line ({backend_url, sheets_url, secret, ...}). */
+function startScript(script, args = []) {
   return new Promise((resolve, reject) => {
-    const child = spawn(python(), [path.join(__dirname, '..', 'backend.py')], {
+    const child = spawn(python(), [path.join(__dirname, '..', script), ...args], {
       cwd: REPO,
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, PYTHONPATH: REPO },
@@ -32,7 +42,7 @@ function startBackend() {
     let err = '';
     const timer = setTimeout(() => {
       child.kill();
-      reject(new Error('backend did not start in 30 s:\n' + err));
+      reject(new Error(script + ' did not start in 30 s:\n' + err));
     }, 30000);
     child.stderr.on('data', (d) => {
       err += d;
@@ -62,25 +72,39 @@ function startBackend() {
     });
     child.on('exit', (code) => {
       clearTimeout(timer);
-      if (!child.info) reject(new Error('backend exited with ' + code + ':\n' + err));
+      if (!child.info) reject(new Error(script + ' exited with ' + code + ':\n' + err));
     });
   });
 }
 
+/** The contract fake; `scale` plays its seconds (and UrlFetch's deadline) that much faster. */
+const startFake = (scale = 1) => startScript('fake_backend.py', [String(scale)]);
+/** The real backend (the emulator, the fake Meta and create_app). */
+const startBackend = () => startScript('backend.py');
+
 const http = createSyncHttp();
 
-/** Code.gs in a fresh vm context (fresh properties, triggers, lock), over the backend's sheet. */
-function loadCodeGs(backend, options = {}) {
-  const local = AppsScriptLocal.create({
+/** A fresh spreadsheet world over `backend`: nobody has set anything up yet. */
+function makeWorld(backend, options = {}) {
+  const scale = backend.time_scale || 1;
+  return AppsScriptLocal.create({
     http,
     sheetsUrl: backend.sheets_url,
     spreadsheetId: backend.spreadsheet_id,
-    user: 'sales@example.com',
-    identityToken: options.identityToken || 'not-a-google-token',
+    activeTab: backend.tab,
+    source: CODE_GS,
+    loader: (source, globals) => {
+      const context = vm.createContext({ ...globals });
+      vm.runInContext(source, context, { filename: 'sidebar/Code.gs' });
+      return context;
+    },
+    manifest: options.manifest || MANIFEST,
+    routes: options.routes || { [BACKEND_URL + '/']: backend.backend_url + '/' },
+    users: options.users || {},
+    fetchDeadlineMs: Math.round(AppsScriptLocal.FETCH_DEADLINE_MS * scale),
+    projectName: 'Untitled project',
+    hooks: options.hooks,
   });
-  const context = vm.createContext({ ...local.globals });
-  vm.runInContext(CODE_GS, context, { filename: 'sidebar/Code.gs' });
-  return { code: context, local };
 }
 
 function getJson(url) {
@@ -89,8 +113,22 @@ function getJson(url) {
 }
 
 function postJson(url, body) {
-  const res = http({ method: 'POST', url, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const res = http({ method: 'POST', url, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body || {}) });
   return { status: res.status, body: JSON.parse(res.body) };
 }
 
-module.exports = { AppsScriptLocal, CODE_GS, REPO, startBackend, loadCodeGs, getJson, postJson, http };
+module.exports = {
+  AppsScriptLocal,
+  BACKEND_URL,
+  CODE_GS,
+  MANIFEST,
+  OPS,
+  REPO,
+  SALES,
+  getJson,
+  http,
+  makeWorld,
+  postJson,
+  startBackend,
+  startFake,
+};

@@ -1,0 +1,140 @@
+"""Passes that outlive the request that started them.
+
+A pass of a large sheet against Meta's real latency takes minutes; Apps Script's UrlFetch
+gives up after about 60 s and gunicorn's worker timeout is 30 s. So the request starts the pass
+in a thread of this process and waits at most `wait` seconds: a pass done by then is answered
+whole (200), else the caller gets 202 and the pass's id, and asks `GET /api/passes/<id>`
+later. The answer lives in the ledger's pass record, so any replica can give it, and the pass
+never depends on the request staying open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sheet_bridge.sync.ledger import PassRecord, SheetTab
+from sheet_bridge.sync.run import Bridge, SyncResult
+
+log = logging.getLogger(__name__)
+
+# How long a request waits for the pass to take the tab's lock (and so get its id) beyond the
+# bridge's own lock wait, before answering.
+START_GRACE = 5.0
+ROWS_PAGE = 50
+
+
+def pass_ref(where: SheetTab, pass_id: int) -> str:
+    """The id the API gives a pass: its ledger id and a tag of its tab, so bridges with
+    separate ledgers (whose ids can repeat) never answer for each other's passes."""
+    return f"{pass_id}-{_tab_tag(where)}"
+
+
+def parse_pass_ref(ref: str) -> int | None:
+    """The ledger id in an API pass id; None when it is not one (`pass_ref` checks the tag)."""
+    number, _, tag = ref.partition("-")
+    if not number.isdigit() or len(number) > 18 or len(tag) != 10:
+        return None
+    return int(number)
+
+
+def _tab_tag(where: SheetTab) -> str:
+    return hashlib.sha256(f"{where.spreadsheet_id}\0{where.tab}".encode()).hexdigest()[:10]
+
+
+@dataclass
+class Started:
+    """What became of a pass `start_pass` started: finished (result or error) or running."""
+
+    pass_id: int | None = None
+    result: SyncResult | None = None
+    error: BaseException | None = None
+    finished: bool = False
+
+
+def start_pass(bridge: Bridge, *, wait: float, **kw: Any) -> Started:
+    """Run `bridge.sync(**kw)` in a thread; return once it finished or `wait` seconds after it
+    took the lock (whichever is first). Errors come back in `error` (SyncBusy included)."""
+    outcome = Started()
+    started = threading.Event()
+    done = threading.Event()
+
+    def on_start(pass_id: int) -> None:
+        outcome.pass_id = pass_id
+        started.set()
+
+    def run() -> None:
+        try:
+            outcome.result = bridge.sync(on_start=on_start, **kw)
+        except BaseException as exc:  # kept for the request, if it still waits; else logged
+            outcome.error = exc
+            if outcome.pass_id is not None:
+                log.warning("pass %s on %s failed: %s", outcome.pass_id, bridge.sheet_tab, exc)
+        finally:
+            outcome.finished = True
+            done.set()
+            started.set()
+
+    thread = threading.Thread(target=run, name="sheet-bridge-pass", daemon=True)
+    thread.start()
+    started.wait(bridge.lock_wait + START_GRACE)
+    if outcome.pass_id is not None:
+        done.wait(wait)
+    return Started(outcome.pass_id, outcome.result, outcome.error, done.is_set())
+
+
+def record_json(
+    record: PassRecord, now: datetime, offset: int = 0, limit: int = ROWS_PAGE
+) -> dict[str, Any]:
+    """A pass record as the API gives it: state, phase, progress, and at the end its answer
+    with one page of the rows needing attention."""
+    state = record.state(now)
+    body: dict[str, Any] = {
+        "pass_id": pass_ref(record.where, record.id),
+        "spreadsheet_id": record.where.spreadsheet_id,
+        "tab": record.where.tab,
+        "trigger": record.trigger,
+        "dry_run": record.dry_run,
+        "state": state,
+        "phase": record.phase,
+        "done": record.done,
+        "total": record.total,
+        "started_at": record.started_at.isoformat(),
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "summary": None,
+        "error": None,
+    }
+    summary = record.summary or {}
+    if state == "failed":
+        body["error"] = summary.get("error") or (
+            f"the pass failed ({record.error}); see the backend's log"
+        )
+    elif state == "lost":
+        body["error"] = (
+            "the process running this pass stopped (restarted or killed) before it finished; "
+            "nothing is lost: what it sent is recorded, the rest goes with the next pass"
+        )
+    elif state == "done" and record.summary is not None:
+        body["summary"] = summary_page(record.id, record.where, summary, offset, limit)
+    return body
+
+
+def summary_page(
+    pass_id: int, where: SheetTab, summary: dict[str, Any], offset: int = 0, limit: int = ROWS_PAGE
+) -> dict[str, Any]:
+    """A pass's answer with `limit` of its rows needing attention from `offset`."""
+    attention = summary.get("attention", [])
+    page = attention[offset : offset + limit]
+    following = offset + len(page)
+    return {
+        **{k: v for k, v in summary.items() if k != "attention"},
+        "pass_id": pass_ref(where, pass_id),
+        "state": "done",
+        "rows": page,
+        "rows_offset": offset,
+        "next_rows_offset": following if following < len(attention) else None,
+    }

@@ -1,0 +1,162 @@
+"""The status panel: counts by state, last pass, rows nearing Meta's window, config warnings,
+and the alerts everyone with the sidebar open should see (with the fix in words)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sheet_bridge.checks import CheckReport, check_action_source, check_last_pass, check_stages
+from sheet_bridge.meta.events import send_window
+from sheet_bridge.meta.versions import version_problem
+from sheet_bridge.sync.ledger import PassRecord
+from sheet_bridge.sync.plan import plan
+from sheet_bridge.sync.rows import bridge_cells
+from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError
+from sheet_bridge.web.passes import pass_ref
+
+NEARING = timedelta(hours=24)
+# This many hourly passes failing in a row is an alert (one can be a passing outage).
+HOURLY_FAILURES = 3
+
+
+def bridge_status(bridge: Bridge) -> dict[str, Any]:
+    """What the sidebar shows. Reads the sheet once (a dry plan) for the rows whose unsent
+    change leaves the window within 24 hours; a sheet error becomes a warning, not a failure."""
+    config = bridge.config
+    where = bridge.sheet_tab
+    now = bridge.clock()
+    checks = CheckReport()
+    check_stages(config, checks)
+    check_action_source(config, checks)
+    last_sync = bridge.ledger.last_pass(where)
+    # A pass Meta stopped (wrong test code, pixel, token…) comes first: until it is fixed,
+    # nothing is sent. Its words say what to fix.
+    halted = CheckReport()
+    check_last_pass(halted, last_sync)
+    warnings = (
+        halted.warnings()
+        + checks.warnings()
+        + [f.text for f in checks.findings if f.level == "info" and "custom event" in f.text]
+    )
+    nearing: list[dict[str, Any]] = []
+    attention: list[dict[str, Any]] = []
+    window = send_window(config.meta.action_source)
+    sheet_problem: str | None = None
+    try:
+        table, layout, leads = bridge.read()
+        history = bridge.ledger.history(where)
+        # A ledger behind the sheet: say so here too (the pass refuses; this is what to do).
+        bridge.refuse_if_ledger_behind(
+            bridge_cells(table, layout), table.first_row, layout, leads, history
+        )
+        the_plan = plan(leads, config, history, now)
+        for d in the_plan.decisions:
+            for e in d.events:
+                leaves = e.event_time + window.total_seconds() - now.timestamp()
+                if leaves < NEARING.total_seconds():
+                    nearing.append(
+                        {
+                            "row": d.row_number,
+                            "event_name": e.event_name,
+                            "hours_left": round(max(leaves, 0) / 3600, 1),
+                        }
+                    )
+            if d.outcome in ("invalid", "skipped") and d.status:
+                attention.append({"row": d.row_number, "outcome": d.outcome, "message": d.message})
+    except LedgerBehindSheet as exc:
+        warnings.append(str(exc))
+    except SyncError as exc:
+        warnings.append(f"could not read the sheet: {exc}")
+        sheet_problem = str(exc)
+    nearing.sort(key=lambda x: x["hours_left"])
+    return {
+        "spreadsheet_id": where.spreadsheet_id,
+        "tab": config.sheets.tab,
+        "columns": {
+            "status": config.columns["status"],
+            "status_changed_at": config.columns.get("status_changed_at"),
+            "key": "CAPI Key",
+        },
+        "counts": bridge.ledger.counts_by_state(where),
+        "last_sync": last_sync or None,
+        "nearing_window": nearing,
+        "attention": attention[:50],
+        "warnings": warnings,
+        "stages": [s.to_json() for s in checks.stages],
+        "meta_token": bridge.capi is not None,
+        "now": now.isoformat(),
+        "alerts": alerts(bridge, last_sync, sheet_problem, now),
+        "running_pass": _running(bridge, now),
+    }
+
+
+def alerts(
+    bridge: Bridge, last_sync: dict[str, Any], sheet_problem: str | None, now: datetime
+) -> list[dict[str, str]]:
+    """What stops events reaching Meta (or soon will), for the top of everyone's sidebar:
+    a rejected token, a Meta API version past or near its end, a sheet the backend cannot
+    open, and hourly passes failing again and again."""
+    out: list[dict[str, str]] = []
+
+    def alert(code: str, severity: str, message: str, fix: str) -> None:
+        out.append({"code": code, "severity": severity, "message": message, "fix": fix})
+
+    error = str(last_sync.get("error") or "")
+    if "(code 190)" in error:
+        alert(
+            "token_rejected",
+            "error",
+            "Meta rejected the access token: nothing is sent until it is replaced.",
+            f"Generate a new Conversions API token in Events Manager and set it in the "
+            f"backend's {bridge.config.meta.access_token_env} environment variable; the held "
+            "events then go out once.",
+        )
+    elif " " in error:  # a request-level refusal in Meta's words (an exception name has none)
+        alert("meta_refused", "error", f"Meta refused the last sync: {error}", _FIX_AND_SYNC)
+    problem = version_problem(bridge.config.meta.api_version, now)
+    if problem is not None:
+        severity, words = problem
+        alert("api_version", severity, words, "Change api_version in the bridge's config file.")
+    if sheet_problem is not None:
+        alert(
+            "sheet_unreachable",
+            "error",
+            f"The backend cannot open this sheet: {sheet_problem}",
+            "Share the spreadsheet with the backend's service account (Editor), or fix "
+            "[sheets] in the bridge's config.",
+        )
+    hourly = bridge.ledger.recent_passes(bridge.sheet_tab, HOURLY_FAILURES, trigger="hourly")
+    if len(hourly) == HOURLY_FAILURES and all(_failed(p, now) for p in hourly):
+        alert(
+            "hourly_failing",
+            "error",
+            f"The last {HOURLY_FAILURES} hourly syncs failed (latest: {_failure(hourly[0])}).",
+            _FIX_AND_SYNC,
+        )
+    return out
+
+
+_FIX_AND_SYNC = "Fix what it says, then click Sync now; nothing is lost meanwhile."
+
+
+def _failed(record: PassRecord, now: datetime) -> bool:
+    return record.state(now) == "failed" or bool(record.error)
+
+
+def _failure(record: PassRecord) -> str:
+    summary = record.summary or {}
+    return str(summary.get("error") or summary.get("halted") or record.error or "no reason kept")
+
+
+def _running(bridge: Bridge, now: datetime) -> dict[str, Any] | None:
+    record = bridge.ledger.running_pass(bridge.sheet_tab, now)
+    if record is None:
+        return None
+    return {
+        "pass_id": pass_ref(record.where, record.id),
+        "trigger": record.trigger,
+        "phase": record.phase,
+        "done": record.done,
+        "total": record.total,
+    }

@@ -1,0 +1,167 @@
+// Finding 8 of issue 13: the Apps Script stand-in (sheet_bridge/local/static/apps_script_local.js)
+// is as unkind as Google's documentation says Apps Script is, so Code.gs is not proven only
+// against a friendlier copy of itself. A small probe script runs in it as each person.
+'use strict';
+
+const { test, before, after, beforeEach } = require('node:test');
+const assert = require('node:assert/strict');
+const { AppsScriptLocal, BACKEND_URL, MANIFEST, OPS, SALES, getJson, http, postJson, startFake } = require('./helpers/world');
+
+const SCALE = 0.02;
+let fake;
+
+// What the probe's functions saw, by the person and event they ran for.
+const PROBE = `
+var seen = [];
+function onEditProbe(e) {
+  seen.push({ as: Session.getEffectiveUser().getEmail(), editor: e.user.getEmail(), a1: e.range.getA1Notation(),
+    hasValue: 'value' in e, hasOldValue: 'oldValue' in e, value: e.value, oldValue: e.oldValue, triggerUid: e.triggerUid });
+}
+function clockProbe(e) { seen.push({ as: Session.getEffectiveUser().getEmail(), clock: true, triggerUid: e.triggerUid }); }
+function install(handler) {
+  if (handler === 'clockProbe') return ScriptApp.newTrigger(handler).timeBased().everyHours(1).create().getUniqueId();
+  return ScriptApp.newTrigger(handler).forSpreadsheet(SpreadsheetApp.getActive()).onEdit().create().getUniqueId();
+}
+function mine() { return ScriptApp.getProjectTriggers().map(function (t) { return t.getUniqueId(); }); }
+function seenSoFar() { return JSON.stringify(seen); }
+function token() { return ScriptApp.getIdentityToken(); }
+function lockFor(ms) { return LockService.getDocumentLock().tryLock(ms); }
+function waitFor(ms) { LockService.getDocumentLock().waitLock(ms); }
+function values(row, col, rows, cols) { return SpreadsheetApp.getActive().getSheetByName('Leads').getRange(row, col, rows, cols).getValues(); }
+function fetch(url) { return UrlFetchApp.fetch(url, { muteHttpExceptions: true }).getResponseCode(); }
+function props(kind, key, value) {
+  var p = kind === 'doc' ? PropertiesService.getDocumentProperties() : PropertiesService.getUserProperties();
+  if (value !== undefined) p.setProperty(key, value);
+  return p.getProperty(key);
+}
+function addonMenu() { SpreadsheetApp.getUi().createAddonMenu().addItem('x', 'x').addToUi(); }
+`;
+
+before(async () => {
+  fake = await startFake(SCALE);
+});
+
+after(async () => {
+  if (fake) await fake.stop();
+});
+
+beforeEach(() => {
+  postJson(fake.backend_url + '/_fake/reset');
+});
+
+function world(options = {}) {
+  return AppsScriptLocal.create({
+    http,
+    sheetsUrl: fake.sheets_url,
+    spreadsheetId: fake.spreadsheet_id,
+    source: PROBE,
+    manifest: options.manifest || MANIFEST,
+    routes: { [BACKEND_URL + '/']: fake.backend_url + '/' },
+    users: options.users || {},
+    fetchDeadlineMs: Math.round(AppsScriptLocal.FETCH_DEADLINE_MS * SCALE),
+  });
+}
+
+function seen(w, user) {
+  return JSON.parse(w.run(user, 'seenSoFar'));
+}
+
+test('a multi-cell edit is one event over the range with no value or oldValue; one cell has both', () => {
+  const w = world();
+  w.run(OPS, 'install', ['onEditProbe']);
+  w.userPastes(SALES, 'Leads', 2, 1, [
+    ['a', 'b'],
+    ['c', 'd'],
+    ['e', 'f'],
+  ]);
+  w.userTypes(SALES, 'Leads', 5, 11, 'Customer');
+  w.userTypes(SALES, 'Leads', 5, 11, '');
+  const [paste, typed, cleared] = seen(w, OPS);
+  assert.deepEqual([paste.a1, paste.hasValue, paste.hasOldValue], ['A2:B4', false, false]);
+  assert.deepEqual([typed.a1, typed.value, typed.hasOldValue], ['K5', 'Customer', true]);
+  assert.deepEqual([cleared.hasValue, cleared.oldValue], [false, 'Customer']);
+});
+
+test('triggers are per person, and each runs as the person who installed it', () => {
+  const w = world();
+  const opsId = w.run(OPS, 'install', ['onEditProbe']);
+  const salesId = w.run(SALES, 'install', ['onEditProbe']);
+  assert.deepEqual(w.run(OPS, 'mine'), [opsId]);
+  assert.deepEqual(w.run(SALES, 'mine'), [salesId]);
+
+  w.userTypes('someone@example.com', 'Leads', 3, 11, 'SQL');
+  const byOps = seen(w, OPS);
+  const bySales = seen(w, SALES);
+  assert.deepEqual([byOps[0].as, byOps[0].editor, byOps[0].triggerUid], [OPS, 'someone@example.com', opsId]);
+  assert.deepEqual([bySales[0].as, bySales[0].triggerUid], [SALES, salesId]);
+
+  w.run(OPS, 'install', ['clockProbe']);
+  w.fireClock();
+  assert.equal(seen(w, OPS).at(-1).clock, true);
+  assert.equal(w.state.triggers.length, 3);
+});
+
+test('Document Properties are shared, User Properties are each person\'s own', () => {
+  const w = world();
+  w.run(OPS, 'props', ['doc', 'k', 'shared']);
+  w.run(OPS, 'props', ['user', 'k', 'ops only']);
+  assert.equal(w.run(SALES, 'props', ['doc', 'k']), 'shared');
+  assert.equal(w.run(SALES, 'props', ['user', 'k']), null);
+});
+
+test('a lock held by another execution makes tryLock wait its timeout and fail; waitLock throws', () => {
+  const w = world();
+  const release = w.holdLock();
+  assert.equal(w.run(OPS, 'lockFor', [30000]), false);
+  assert.throws(() => w.run(OPS, 'waitFor', [30000]), /Lock timeout/);
+  assert.deepEqual(w.state.lockWaits, [
+    { user: OPS, ms: 30000 },
+    { user: OPS, ms: 30000 },
+  ]);
+  release();
+  assert.equal(w.run(OPS, 'lockFor', [10]), true);
+  assert.equal(w.state.lockHolder, null, 'released when the execution ends');
+});
+
+test('getValues gives Date objects for date cells, in the spreadsheet\'s zone', () => {
+  const w = world();
+  w.userTypes(SALES, 'Leads', 2, 1, '2026-12-03 10:15');
+  const [[at]] = w.run(OPS, 'values', [2, 1, 1, 1]);
+  assert.equal(Object.prototype.toString.call(at), '[object Date]');
+  assert.equal(at.toISOString(), '2026-12-03T04:45:00.000Z', '10:15 in Asia/Kolkata');
+  const stored = getJson(fake.sheets_url + '/_emulator/data').spreadsheets[fake.spreadsheet_id].sheets.Leads[1][0];
+  assert.equal(typeof stored, 'number', 'the sheet holds a date serial, as Sheets does');
+  w.userTypes(SALES, 'Leads', 2, 1, '2026-12-03T10:15:00+05:30');
+  assert.equal(typeof w.run(OPS, 'values', [2, 1, 1, 1])[0][0], 'string', 'an ISO stamp with an offset stays text');
+});
+
+test('UrlFetch reaches only https URLs under the manifest\'s allowlist, and gives up at the deadline', () => {
+  const w = world();
+  assert.equal(w.run(OPS, 'fetch', [BACKEND_URL + '/healthz']), 404);
+  assert.throws(() => w.run(OPS, 'fetch', ['https://other.example.com/']), /not under a urlFetchWhitelist prefix/);
+  assert.throws(() => w.run(OPS, 'fetch', ['http://sheet-bridge.example.com/']), /not under a urlFetchWhitelist prefix/);
+  assert.throws(() => world({ manifest: { urlFetchWhitelist: ['http://127.0.0.1/'] } }), /must be an https:\/\/ URL prefix/);
+  assert.throws(() => world({ manifest: { urlFetchWhitelist: ['https://sheet-bridge.example.com'] } }), /with a full domain and a path/);
+  // 70 s of the backend's time against UrlFetch's 60 (both played 50× faster).
+  assert.throws(() => w.run(OPS, 'fetch', [BACKEND_URL + '/_fake/slow?seconds=70']), /^Error: Timeout: https:\/\/sheet-bridge/);
+});
+
+test('the identity token is null for a person who granted none', () => {
+  const w = world({ users: { [OPS]: { identityToken: 'granted' } } });
+  assert.equal(w.run(OPS, 'token'), 'granted');
+  assert.equal(w.run(SALES, 'token'), null);
+});
+
+test('in a bound script the add-on menu is named after the script project', () => {
+  const w = world();
+  w.run(OPS, 'addonMenu');
+  assert.equal(w.state.menus[0].title, 'Untitled project');
+});
+
+test('the stand-in formats dates as Apps Script does for the stamp pattern', () => {
+  const at = new Date('2026-01-01T00:00:00Z');
+  const pattern = "yyyy-MM-dd'T'HH:mm:ssXXX";
+  assert.equal(AppsScriptLocal.formatDate(at, 'Asia/Kolkata', pattern), '2026-01-01T05:30:00+05:30');
+  assert.equal(AppsScriptLocal.formatDate(at, 'America/New_York', pattern), '2025-12-31T19:00:00-05:00');
+  assert.equal(AppsScriptLocal.formatDate(at, 'Etc/UTC', pattern), '2026-01-01T00:00:00Z');
+});
