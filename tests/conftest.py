@@ -15,14 +15,23 @@ import httpx
 import pytest
 from hypothesis import settings
 
-from sheet_bridge.config import BridgeConfig, parse_config
+from sheet_bridge.config import BridgeConfig, is_ledger_url, parse_config
 from sheet_bridge.local.demo_leads import DEMO_STAGES
 from sheet_bridge.local.fake_meta import create_fake_meta
 from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.local.sheets_emulator import create_emulator
 from sheet_bridge.sheets.client import SheetsClient, clear_metadata_cache
-from sheet_bridge.sync.ledger import SqliteLedger
+from sheet_bridge.sync.ledger import open_ledger
 from sheet_bridge.sync.run import Bridge, capi_client
+from tests.ledger_backends import (
+    BACKENDS,
+    REQUIRE_POSTGRES,
+    drop_schema,
+    new_schema,
+    postgres_unavailable,
+    schema_url,
+    stored_text,
+)
 
 # The google_key / forger_key fixtures for ID-token tests.
 pytest_plugins = ["tests.google_tokens"]
@@ -32,6 +41,121 @@ pytest_plugins = ["tests.google_tokens"]
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+# The suites that run on both ledger backends: every test of theirs that builds a world or a
+# ledger runs once on SQLite and once on PostgreSQL (test ids end in [sqlite] / [postgres]).
+# Tests of one backend's own machinery are marked sqlite_only or postgres_only.
+BOTH_BACKENDS = ("tests/sync/", "tests/web/", "tests/faults/", "tests/meta/test_request_errors.py")
+_POSTGRES_SKIP = pytest.StashKey[str | None]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--ledger-backend",
+        choices=("both", *BACKENDS),
+        default="both",
+        help="run the ledger-touching suites on SQLite, PostgreSQL or both (default)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: a test of the SQLite file or its lease lock (SQLite half only)"
+    )
+    config.addinivalue_line(
+        "markers", "postgres_only: a test of the PostgreSQL backend's own machinery"
+    )
+    why = None if config.getoption("--ledger-backend") == "sqlite" else postgres_unavailable()
+    if why and (REQUIRE_POSTGRES or config.getoption("--ledger-backend") == "postgres"):
+        raise pytest.UsageError(f"PostgreSQL is required for these tests, but {why}")
+    config.stash[_POSTGRES_SKIP] = why
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "ledger_backend" not in metafunc.fixturenames:
+        return
+    path = metafunc.definition.path.relative_to(metafunc.config.rootpath).as_posix()
+    if not path.startswith(BOTH_BACKENDS):
+        return  # one backend: the fixture's default, SQLite
+    wanted = metafunc.config.getoption("--ledger-backend")
+    why = metafunc.config.stash[_POSTGRES_SKIP]
+    params = [
+        pytest.param(
+            backend,
+            id=backend,
+            marks=[pytest.mark.skip(reason=f"PostgreSQL half not run: {why}")]
+            if backend == "postgres" and why
+            else [],
+        )
+        for backend in BACKENDS
+        if wanted in ("both", backend)
+    ]
+    metafunc.parametrize("ledger_backend", params, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A sqlite_only test is not collected for PostgreSQL, nor a postgres_only one for SQLite."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("ledger_backend") if callspec else None
+        other = {"sqlite": "postgres_only", "postgres": "sqlite_only"}.get(backend or "")
+        (drop if other and item.get_closest_marker(other) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    why = config.stash.get(_POSTGRES_SKIP, None)
+    if why:
+        terminalreporter.write_line(
+            f"ledger: the PostgreSQL half was not run ({why}); the SQLite half was",
+            yellow=True,
+        )
+
+
+@pytest.fixture
+def ledger_backend(request: pytest.FixtureRequest) -> str:
+    """sqlite or postgres (parametrized for BOTH_BACKENDS; SQLite elsewhere)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def ledger_location(
+    ledger_backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """This test's ledger: tmp_path/ledger.db, or a PostgreSQL schema of its own, dropped at
+    the end with every ledger the test opened (and checked for the Meta tokens, as the files
+    under tmp_path are)."""
+    if ledger_backend == "sqlite":
+        yield str(tmp_path / "ledger.db")
+        return
+    from sheet_bridge.sync.ledger.postgres import PostgresLedger
+    from tests.meta.conftest import TOKEN as META_TEST_TOKEN
+
+    opened: list[PostgresLedger] = []
+    original = PostgresLedger.__init__
+
+    def tracked(self: PostgresLedger, *args: Any, **kw: Any) -> None:
+        original(self, *args, **kw)
+        opened.append(self)
+
+    monkeypatch.setattr(PostgresLedger, "__init__", tracked)
+    schema = new_schema()
+    url = schema_url(schema)
+    try:
+        yield url
+    finally:
+        for ledger in opened:
+            ledger.close()
+        try:
+            stored = stored_text(url)
+        finally:
+            drop_schema(schema)
+    for token in (WORLD_TOKEN, META_TEST_TOKEN):
+        assert token.encode() not in stored, "a Meta token in the PostgreSQL ledger"
+
 
 # Distinctive, so a leak anywhere is found by a plain substring search.
 WORLD_TOKEN = "EAAGworldToken-5c4b3a29-never-leak"
@@ -100,7 +224,7 @@ class World:
     now: datetime
 
     def bridge(self, **kw: Any) -> Bridge:
-        ledger = SqliteLedger(self.config.ledger_location({}))
+        ledger = open_ledger(self.config.ledger_location({}))
         capi = capi_client(self.config.meta, WORLD_TOKEN, sleep=lambda s: None)
         kw.setdefault("clock", lambda: self.now)
         return Bridge(
@@ -199,10 +323,12 @@ def world_now() -> datetime:
 
 
 @pytest.fixture
-def make_world(tmp_path: Path, world_now: datetime) -> Iterator[Callable[..., World]]:
+def make_world(
+    tmp_path: Path, world_now: datetime, ledger_location: str
+) -> Iterator[Callable[..., World]]:
     """make_world(rows, locale=…, **config_overrides): start the emulator with WORLD_HEADER +
     rows (in a spreadsheet of that locale) and the fake Meta (which checks Meta's rules against
-    the real clock)."""
+    the real clock). The ledger is the test's `ledger_location` (SQLite or PostgreSQL)."""
     servers: list[BackgroundServer] = []
 
     def make(rows: list[list[object]], *, locale: str = "en_US", **overrides: Any) -> World:
@@ -228,6 +354,8 @@ def make_world(tmp_path: Path, world_now: datetime) -> Iterator[Callable[..., Wo
             )
         ).start()
         servers.extend([sheets, meta])
+        if is_ledger_url(ledger_location):
+            overrides["server"] = {"ledger": ledger_location, **overrides.get("server", {})}
         config = world_config(tmp_path, sheets.url, meta.url, **overrides)
         return World(tmp_path, sheets.url, meta.url, data_path, config, world_now)
 

@@ -1,42 +1,42 @@
-"""The SQLite ledger: schema and its versions, refusing unreadable files without resetting them,
-the event life cycle (sending → sent/failed/expired), transitions, edits, passes and the
-per-spreadsheet lock (DOMAIN.md §8, §9; issue 5 "Deliver" 1)."""
+"""The ledger's contract, on both backends (each test runs on SQLite and on PostgreSQL): the
+schema and its version, refusing what is not a ledger, the event life cycle (sending →
+sent/failed/expired), transitions, edits, passes and the per-tab lock (DOMAIN.md §8, §9; issue
+5 "Deliver" 1; issue 14). What only one backend has is in test_ledger_sqlite.py (the file, its
+lease lock, schemas 1 and 2) and test_ledger_postgres.py (advisory locks, the pool, errors)."""
 
 from __future__ import annotations
 
-import os
-import random
-import socket
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from sheet_bridge.config import Stage
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.ledger import (
-    LOCK_LEASE,
     SCHEMA_VERSION,
     AdoptedEvent,
+    LedgerBackend,
     LedgerError,
-    LockLost,
     SheetTab,
-    SqliteLedger,
     SyncBusy,
+    open_ledger,
 )
-from sheet_bridge.sync.plan import ExpiredEvent, PlannedEvent, Transition
-from tests.sync.schema_1 import SCHEMA_1
+from sheet_bridge.sync.plan import BaselineEvent, ExpiredEvent, PlannedEvent, Transition
+from tests.ledger_backends import run_sql, table_names
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
 SHEET = "sheet-1"
+
 WHERE = SheetTab(SHEET, "Leads")
+
 ELSEWHERE = SheetTab("another-sheet", "Leads")
+
 LEAD_STAGE = Stage(0, ("New",), "Lead", 100.0, None, False, True, False)
+
 MQL_STAGE = Stage(1, ("MQL",), "QualifiedLead", 1000.0, None, True, True, False)
 
 
@@ -71,122 +71,70 @@ def expired(lead_key: str, event_name: str, event_id: str) -> ExpiredEvent:
 
 
 @pytest.fixture
-def ledger_path(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.db"
+def ledger(ledger_location: str) -> Iterator[LedgerBackend]:
+    opened = open_ledger(ledger_location)
+    yield opened
+    opened.close()
 
 
-@pytest.fixture
-def ledger(ledger_path: Path) -> SqliteLedger:
-    return SqliteLedger(ledger_path)
+# -- schema ------------------------------------------------------------------------------
 
 
-def dead_pid() -> int:
-    """The pid of a process that has already exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    pid = proc.pid
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    return pid
+def test_new_ledger_creates_its_tables_and_records_the_schema_version(
+    ledger_location: str,
+) -> None:
+    open_ledger(ledger_location).close()
+
+    version = run_sql(ledger_location, "SELECT value FROM ledger_info WHERE key='schema_version'")
+    assert {"ledger_info", "events", "transitions", "pending_edits", "passes"} <= table_names(
+        ledger_location
+    )
+    assert version == [(str(SCHEMA_VERSION),)]
 
 
-# -- schema --------------------------------------------------------------------------------
-
-
-def test_new_ledger_creates_its_tables_and_records_the_schema_version(ledger_path: Path) -> None:
-    SqliteLedger(ledger_path)
-
-    db = sqlite3.connect(ledger_path)
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    version = db.execute("SELECT value FROM ledger_info WHERE key='schema_version'").fetchone()
-    journal = db.execute("PRAGMA journal_mode").fetchone()[0]
-    db.close()
-    assert {"ledger_info", "events", "transitions", "pending_edits", "passes", "locks"} <= tables
-    assert version == (str(SCHEMA_VERSION),)
-    assert journal == "wal"
-
-
-def test_reopening_a_ledger_keeps_what_it_holds(ledger_path: Path) -> None:
-    first = SqliteLedger(ledger_path)
+def test_reopening_a_ledger_keeps_what_it_holds(ledger_location: str) -> None:
+    first = open_ledger(ledger_location)
     first.mark_sending(WHERE, [planned()], {}, {}, NOW)
     first.close()
 
-    again = SqliteLedger(ledger_path)
+    again = open_ledger(ledger_location)
 
     assert again.counts_by_state(WHERE) == {"sending": 1}
 
 
 def test_ledger_written_by_a_newer_version_is_refused_with_upgrade_advice(
-    ledger_path: Path,
+    ledger_location: str,
 ) -> None:
-    SqliteLedger(ledger_path).close()
-    db = sqlite3.connect(ledger_path)
-    db.execute(
-        "UPDATE ledger_info SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),)
+    open_ledger(ledger_location).close()
+    run_sql(
+        ledger_location,
+        "UPDATE ledger_info SET value=? WHERE key='schema_version'",
+        (str(SCHEMA_VERSION + 1),),
     )
-    db.commit()
-    db.close()
 
     with pytest.raises(LedgerError, match="upgrade") as caught:
-        SqliteLedger(ledger_path)
-    assert str(ledger_path) in str(caught.value)
+        open_ledger(ledger_location)
+    assert ledger_location in str(caught.value)  # a path, or a URL without a password
 
 
-def test_corrupt_ledger_file_is_refused_and_left_byte_for_byte_unchanged(
-    ledger_path: Path,
+def test_a_database_that_is_not_a_ledger_is_refused_naming_its_tables(
+    ledger_location: str,
 ) -> None:
-    garbage = random.Random(5).randbytes(16384)
-    ledger_path.write_bytes(garbage)
+    run_sql(ledger_location, "CREATE TABLE contacts (name TEXT)")
+    run_sql(ledger_location, "INSERT INTO contacts VALUES ('Asha')")
 
-    with pytest.raises(LedgerError) as caught:
-        SqliteLedger(ledger_path)
-
-    message = str(caught.value)
-    assert str(ledger_path) in message
-    assert "Nothing was reset" in message
-    assert ledger_path.read_bytes() == garbage
-
-
-def test_sqlite_file_that_is_not_a_ledger_is_refused_naming_its_tables(
-    ledger_path: Path,
-) -> None:
-    db = sqlite3.connect(ledger_path)
-    db.execute("CREATE TABLE contacts (name TEXT)")
-    db.execute("INSERT INTO contacts VALUES ('Asha')")
-    db.commit()
-    db.close()
-
-    with pytest.raises(LedgerError, match="not a sheet-bridge ledger") as caught:
-        SqliteLedger(ledger_path)
+    with pytest.raises(LedgerError, match="not a sheet-bridge") as caught:
+        open_ledger(ledger_location)
 
     assert "contacts" in str(caught.value)
-    db = sqlite3.connect(ledger_path)
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    db.close()
-    assert tables == {"contacts"}
-
-
-def test_sqlite_file_that_is_not_a_ledger_is_left_byte_for_byte_unchanged(
-    ledger_path: Path,
-) -> None:
-    # Someone else's database (a typo in [server] ledger) must not be altered, not even
-    # switched to WAL journal mode, when it is refused.
-    db = sqlite3.connect(ledger_path)
-    db.execute("CREATE TABLE contacts (name TEXT)")
-    db.commit()
-    db.close()
-    before = ledger_path.read_bytes()
-
-    with pytest.raises(LedgerError):
-        SqliteLedger(ledger_path)
-
-    assert ledger_path.read_bytes() == before
+    assert table_names(ledger_location) == {"contacts"}
+    assert run_sql(ledger_location, "SELECT name FROM contacts") == [("Asha",)]
 
 
 # -- events --------------------------------------------------------------------------------
 
 
-def test_sending_then_outcomes_round_trip_through_history(ledger: SqliteLedger) -> None:
+def test_sending_then_outcomes_round_trip_through_history(ledger: LedgerBackend) -> None:
     lead = planned("Lkey1", LEAD_STAGE, event_id="pixel-evt-1")
     mql = planned("Lkey1", MQL_STAGE)
     other = planned("Lkey2", LEAD_STAGE)
@@ -235,7 +183,7 @@ def test_sending_then_outcomes_round_trip_through_history(ledger: SqliteLedger) 
     assert stored.lead_status == "New"
 
 
-def test_transient_failure_is_kept_for_retry(ledger: SqliteLedger) -> None:
+def test_transient_failure_is_kept_for_retry(ledger: LedgerBackend) -> None:
     event = planned()
     ledger.mark_sending(WHERE, [event], {}, {}, NOW)
 
@@ -247,7 +195,7 @@ def test_transient_failure_is_kept_for_retry(ledger: SqliteLedger) -> None:
     assert (record.state, record.retry) == ("failed", True)
 
 
-def test_resending_keeps_the_first_event_id(ledger: SqliteLedger) -> None:
+def test_resending_keeps_the_first_event_id(ledger: LedgerBackend) -> None:
     ledger.mark_sending(WHERE, [planned(event_id="sb.first")], {}, {}, NOW)
 
     ledger.mark_sending(WHERE, [planned(event_id="sb.second")], {}, {}, NOW)
@@ -255,14 +203,14 @@ def test_resending_keeps_the_first_event_id(ledger: SqliteLedger) -> None:
     assert ledger.history(WHERE)["Lkey1"].events["Lead"].event_id == "sb.first"
 
 
-def test_history_is_per_spreadsheet(ledger: SqliteLedger) -> None:
+def test_history_is_per_spreadsheet(ledger: LedgerBackend) -> None:
     ledger.mark_sending(WHERE, [planned()], {}, {}, NOW)
 
     assert ledger.history(ELSEWHERE) == {}
     assert ledger.counts_by_state(ELSEWHERE) == {}
 
 
-def test_expired_event_is_recorded_so_it_is_never_tried_again(ledger: SqliteLedger) -> None:
+def test_expired_event_is_recorded_so_it_is_never_tried_again(ledger: LedgerBackend) -> None:
     ledger.record_expired(WHERE, [expired("Lkey1", "Lead", "sb.x")], NOW)
 
     record = ledger.history(WHERE)["Lkey1"].events["Lead"]
@@ -271,7 +219,7 @@ def test_expired_event_is_recorded_so_it_is_never_tried_again(ledger: SqliteLedg
     assert record.error is not None and "7-day window" in record.error
 
 
-def test_record_expired_never_overwrites_a_sent_event(ledger: SqliteLedger) -> None:
+def test_record_expired_never_overwrites_a_sent_event(ledger: LedgerBackend) -> None:
     event = planned()
     ledger.mark_sending(WHERE, [event], {}, {}, NOW)
     ledger.record_outcomes(WHERE, [(event, SendOutcome("sent", "sent", "Atrace"))], NOW)
@@ -284,7 +232,7 @@ def test_record_expired_never_overwrites_a_sent_event(ledger: SqliteLedger) -> N
     assert record.error is None
 
 
-def test_record_expired_settles_a_failed_event(ledger: SqliteLedger) -> None:
+def test_record_expired_settles_a_failed_event(ledger: LedgerBackend) -> None:
     event = planned()
     ledger.mark_sending(WHERE, [event], {}, {}, NOW)
     ledger.record_outcomes(WHERE, [(event, SendOutcome("failed", "down", transient=True))], NOW)
@@ -297,7 +245,7 @@ def test_record_expired_settles_a_failed_event(ledger: SqliteLedger) -> None:
 # -- transitions and edits -----------------------------------------------------------------
 
 
-def test_transitions_come_back_in_time_order(ledger: SqliteLedger) -> None:
+def test_transitions_come_back_in_time_order(ledger: LedgerBackend) -> None:
     t1, t2, t3 = (NOW - timedelta(hours=h) for h in (3, 2, 1))
     ledger.add_transitions(
         WHERE,
@@ -317,7 +265,7 @@ def test_transitions_come_back_in_time_order(ledger: SqliteLedger) -> None:
     assert history["Lkey1"].events == {}
 
 
-def test_pending_edits_are_kept_until_resolved_into_transitions(ledger: SqliteLedger) -> None:
+def test_pending_edits_are_kept_until_resolved_into_transitions(ledger: LedgerBackend) -> None:
     t1, t2 = NOW - timedelta(hours=2), NOW - timedelta(hours=1)
     second = ledger.add_edit(WHERE, 5, "MQL", "SQL", t2, NOW)
     first = ledger.add_edit(WHERE, 5, "New", "MQL", t1, NOW)
@@ -343,7 +291,7 @@ def test_pending_edits_are_kept_until_resolved_into_transitions(ledger: SqliteLe
 # -- passes --------------------------------------------------------------------------------
 
 
-def test_last_pass_is_the_latest_finished_real_pass(ledger: SqliteLedger) -> None:
+def test_last_pass_is_the_latest_finished_real_pass(ledger: LedgerBackend) -> None:
     assert ledger.last_pass(WHERE) == {}
     one = ledger.start_pass(WHERE, "sync", False, NOW)
     ledger.finish_pass(one, {"sent": 3}, NOW + timedelta(seconds=2))
@@ -364,7 +312,7 @@ def test_last_pass_is_the_latest_finished_real_pass(ledger: SqliteLedger) -> Non
     assert ledger.last_pass(ELSEWHERE) == {}
 
 
-def test_failed_pass_keeps_its_error(ledger: SqliteLedger) -> None:
+def test_failed_pass_keeps_its_error(ledger: LedgerBackend) -> None:
     pass_id = ledger.start_pass(WHERE, "sync", False, NOW)
 
     ledger.finish_pass(pass_id, {}, NOW, error="SyncError")
@@ -375,7 +323,7 @@ def test_failed_pass_keeps_its_error(ledger: SqliteLedger) -> None:
 # -- lock ----------------------------------------------------------------------------------
 
 
-def test_second_holder_waits_then_gets_sync_busy(ledger: SqliteLedger) -> None:
+def test_second_holder_waits_then_gets_sync_busy(ledger: LedgerBackend) -> None:
     with ledger.lock(WHERE, wait=0):
         started = time.monotonic()
         with pytest.raises(SyncBusy), ledger.lock(WHERE, wait=0.3):
@@ -384,7 +332,7 @@ def test_second_holder_waits_then_gets_sync_busy(ledger: SqliteLedger) -> None:
     assert waited >= 0.3
 
 
-def test_lock_is_released_after_the_pass_even_when_it_fails(ledger: SqliteLedger) -> None:
+def test_lock_is_released_after_the_pass_even_when_it_fails(ledger: LedgerBackend) -> None:
     with pytest.raises(RuntimeError), ledger.lock(WHERE, wait=0):
         raise RuntimeError("the pass broke")
 
@@ -392,76 +340,21 @@ def test_lock_is_released_after_the_pass_even_when_it_fails(ledger: SqliteLedger
         pass
 
 
-def test_locks_of_different_spreadsheets_do_not_block_each_other(ledger: SqliteLedger) -> None:
+def test_locks_of_different_spreadsheets_do_not_block_each_other(ledger: LedgerBackend) -> None:
     with ledger.lock(WHERE, wait=0), ledger.lock(ELSEWHERE, wait=0):
         pass
 
 
-def test_lock_is_held_across_ledger_objects_on_the_same_file(ledger_path: Path) -> None:
-    first, second = SqliteLedger(ledger_path), SqliteLedger(ledger_path)
+def test_lock_is_held_across_ledger_objects_on_the_same_ledger(ledger_location: str) -> None:
+    first, second = open_ledger(ledger_location), open_ledger(ledger_location)
 
     with first.lock(WHERE, wait=0), pytest.raises(SyncBusy), second.lock(WHERE, wait=0.1):
         pass  # pragma: no cover - never entered
+    first.close()
+    second.close()
 
 
-def insert_lock(path: Path, *, host: str, pid: int, expires: float) -> None:
-    db = sqlite3.connect(path)
-    db.execute(
-        "INSERT INTO locks (spreadsheet_id, tab, holder, host, pid, expires) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (SHEET, "Leads", "crashed-pass", host, pid, expires),
-    )
-    db.commit()
-    db.close()
-
-
-def test_lock_left_by_a_dead_process_on_this_host_is_taken_over(
-    ledger: SqliteLedger, ledger_path: Path
-) -> None:
-    insert_lock(ledger_path, host=socket.gethostname(), pid=dead_pid(), expires=time.time() + 900)
-
-    with ledger.lock(WHERE, wait=0):
-        db = sqlite3.connect(ledger_path)
-        holder, pid = db.execute(
-            "SELECT holder, pid FROM locks WHERE spreadsheet_id=?", (SHEET,)
-        ).fetchone()
-        db.close()
-    assert holder != "crashed-pass"
-    assert pid == os.getpid()
-
-
-def test_lock_held_by_a_live_process_on_this_host_is_respected(
-    ledger: SqliteLedger, ledger_path: Path
-) -> None:
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        insert_lock(
-            ledger_path, host=socket.gethostname(), pid=other.pid, expires=time.time() + 900
-        )
-        with pytest.raises(SyncBusy), ledger.lock(WHERE, wait=0.1):
-            pass  # pragma: no cover - never entered
-    finally:
-        other.kill()
-        other.wait()
-
-
-def test_lock_of_another_host_is_respected_until_it_expires(
-    ledger: SqliteLedger, ledger_path: Path
-) -> None:
-    insert_lock(ledger_path, host="other-host.invalid", pid=1, expires=time.time() + 900)
-    with pytest.raises(SyncBusy), ledger.lock(WHERE, wait=0.1):
-        pass  # pragma: no cover - never entered
-
-    db = sqlite3.connect(ledger_path)
-    db.execute("UPDATE locks SET expires=? WHERE spreadsheet_id=?", (time.time() - 1, SHEET))
-    db.commit()
-    db.close()
-    with ledger.lock(WHERE, wait=0):
-        pass
-
-
-def test_two_threads_contending_for_the_lock_each_get_it_in_turn(ledger_path: Path) -> None:
-    ledger = SqliteLedger(ledger_path)
+def test_two_threads_contending_for_the_lock_each_get_it_in_turn(ledger: LedgerBackend) -> None:
     inside = 0
     overlaps: list[int] = []
     entered: list[str] = []
@@ -484,8 +377,6 @@ def test_two_threads_contending_for_the_lock_each_get_it_in_turn(ledger_path: Pa
                         inside -= 1
         except BaseException as exc:  # surfaced below
             errors.append(exc)
-        finally:
-            ledger.close()
 
     threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
     for t in threads:
@@ -498,74 +389,7 @@ def test_two_threads_contending_for_the_lock_each_get_it_in_turn(ledger_path: Pa
     assert max(overlaps) == 1
 
 
-def test_a_pass_holds_its_lock_for_a_short_lease_not_fifteen_minutes(
-    ledger: SqliteLedger, ledger_path: Path
-) -> None:
-    # Issue 12 finding 8: a pass killed on another host (a restarted container) left a lock
-    # that blocked the tab for up to 900 s. Now the lock lapses LOCK_LEASE after its last
-    # renewal.
-    with ledger.lock(WHERE, wait=0):
-        db = sqlite3.connect(ledger_path)
-        (expires,) = db.execute("SELECT expires FROM locks").fetchone()
-        db.close()
-    assert expires - time.time() <= LOCK_LEASE + 1
-    assert LOCK_LEASE <= 60
-
-
-def test_lock_of_a_crashed_pass_on_another_host_is_taken_once_its_lease_ran_out(
-    ledger: SqliteLedger, ledger_path: Path
-) -> None:
-    insert_lock(ledger_path, host="old-container.invalid", pid=1, expires=time.time() - 0.5)
-
-    with ledger.lock(WHERE, wait=0):
-        db = sqlite3.connect(ledger_path)
-        (host,) = db.execute("SELECT host FROM locks").fetchone()
-        db.close()
-    assert host == socket.gethostname()
-
-
-def test_a_live_holder_renews_its_lease_so_nobody_takes_its_lock(ledger_path: Path) -> None:
-    holder, other = SqliteLedger(ledger_path), SqliteLedger(ledger_path)
-    held = threading.Event()
-    release = threading.Event()
-
-    def hold() -> None:
-        with holder.lock(WHERE, wait=0, lease=0.4):
-            held.set()
-            release.wait(10)
-        holder.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert held.wait(5)
-        # Three leases long: without the heartbeat the lock would lapse after 0.4 s.
-        with pytest.raises(SyncBusy), other.lock(WHERE, wait=1.2, lease=0.4):
-            pass  # pragma: no cover - never entered
-    finally:
-        release.set()
-        thread.join(10)
-    with other.lock(WHERE, wait=0):
-        pass
-
-
-def test_a_pass_whose_lock_was_taken_over_stops_before_sending_more(
-    ledger: SqliteLedger, ledger_path: Path
-) -> None:
-    with ledger.lock(WHERE, wait=0, lease=0.2) as held:
-        held.check()  # ours
-        db = sqlite3.connect(ledger_path)
-        db.execute("UPDATE locks SET holder='someone-else'")
-        db.commit()
-        db.close()
-        deadline = time.monotonic() + 5
-        while not held.lost and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with pytest.raises(LockLost, match="run the sync again"):
-            held.check()
-
-
-def test_locks_are_per_tab(ledger: SqliteLedger) -> None:
+def test_locks_are_per_tab(ledger: LedgerBackend) -> None:
     with (
         ledger.lock(WHERE, wait=0),
         ledger.lock(SheetTab(SHEET, "Brand B"), wait=0),
@@ -576,11 +400,10 @@ def test_locks_are_per_tab(ledger: SqliteLedger) -> None:
 
 
 # -- tabs ----------------------------------------------------------------------------------
-
 BRAND_B = SheetTab(SHEET, "Brand B")
 
 
-def test_two_tabs_of_one_spreadsheet_never_share_a_lead(ledger: SqliteLedger) -> None:
+def test_two_tabs_of_one_spreadsheet_never_share_a_lead(ledger: LedgerBackend) -> None:
     # Issue 12 finding 1: the same lead key in two tabs (leads copied from one into the other)
     # is two leads, one per tab.
     sent = planned("Lkey1")
@@ -601,103 +424,25 @@ def test_two_tabs_of_one_spreadsheet_never_share_a_lead(ledger: SqliteLedger) ->
     assert ledger.history(WHERE)["Lkey1"].events["Lead"].state == "sent"
 
 
-def test_schema_1_rows_go_to_the_tab_whose_pass_wrote_them(tmp_path: Path) -> None:
-    # Two configs (tabs A and B) shared one schema-1 ledger: the bug wrote A's events under
-    # keys B's copied leads also had. Each row belongs to the tab of the pass that first
-    # planned it (its first_planned is that pass's started_at).
-    path = tmp_path / "v1.db"
-    db = sqlite3.connect(path)
-    db.executescript(SCHEMA_1)
-    db.execute("INSERT INTO ledger_info VALUES ('schema_version', '1')")
-    t_a, t_b = NOW.timestamp(), NOW.timestamp() + 60
-    db.executemany(
-        "INSERT INTO passes (spreadsheet_id, tab, trigger, dry_run, started_at, finished_at) "
-        "VALUES (?, ?, 'sync', 0, ?, ?)",
-        [(SHEET, "Brand A", t_a, t_a + 1), (SHEET, "Brand B", t_b, t_b + 1)],
-    )
-    db.executemany(
-        "INSERT INTO events (spreadsheet_id, lead_key, event_name, event_id, state, event_time, "
-        "first_planned, sent_at, updated_at) VALUES (?, ?, ?, ?, 'sent', 1, ?, ?, ?)",
-        [
-            (SHEET, "Lkey1", "Lead", "sb.1", t_a, t_a, t_a),
-            (SHEET, "Lkey2", "Lead", "sb.2", t_b, t_b, t_b),
-        ],
-    )
-    db.execute(
-        "INSERT INTO transitions (spreadsheet_id, lead_key, status, at, source, recorded_at) "
-        "VALUES (?, 'Lkey2', 'New', ?, 'scan', ?)",
-        (SHEET, t_b, t_b),
-    )
-    db.commit()
-    before = db.execute("SELECT * FROM events ORDER BY lead_key").fetchall()
-    db.close()
-
-    ledger = SqliteLedger(path)
-
-    assert set(ledger.history(SheetTab(SHEET, "Brand A"))) == {"Lkey1"}
-    b = ledger.history(SheetTab(SHEET, "Brand B"))
-    assert set(b) == {"Lkey2"} and [t.status for t in b["Lkey2"].transitions] == ["New"]
-    db = sqlite3.connect(path)
-    version = db.execute("SELECT value FROM ledger_info WHERE key='schema_version'").fetchone()
-    columns = [r[1] for r in db.execute("PRAGMA table_info(events)")]
-    after = db.execute(
-        f"SELECT {', '.join(c for c in columns if c != 'tab')} FROM events ORDER BY lead_key"
-    ).fetchall()
-    db.close()
-    assert version == (str(SCHEMA_VERSION),)
-    assert after == before  # unchanged in content
-
-
-def test_schema_1_rows_no_pass_can_place_go_to_the_first_tab_that_opens_them(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "v1.db"
-    db = sqlite3.connect(path)
-    db.executescript(SCHEMA_1)
-    db.execute("INSERT INTO ledger_info VALUES ('schema_version', '1')")
-    db.execute(
-        "INSERT INTO events (spreadsheet_id, lead_key, event_name, event_id, state, event_time, "
-        "first_planned, updated_at) VALUES (?, 'Lkey1', 'Lead', 'sb.1', 'sent', 1, 5, 5)",
-        (SHEET,),
-    )
-    db.commit()
-    db.close()
-
-    first = SqliteLedger(path)
-    assert first.claim_legacy_rows(SheetTab(SHEET, "Brand A")) == 1
-    second = SqliteLedger(path)  # another config of the folder, later
-    assert second.claim_legacy_rows(SheetTab(SHEET, "Brand B")) == 0
-
-    assert set(second.history(SheetTab(SHEET, "Brand A"))) == {"Lkey1"}
-    assert second.history(SheetTab(SHEET, "Brand B")) == {}
-    db = sqlite3.connect(path)
-    (tab,) = db.execute(
-        "SELECT value FROM ledger_info WHERE key=?", (f"legacy_rows_tab:{SHEET}",)
-    ).fetchone()
-    db.close()
-    assert tab == "Brand A"
-
-
 # -- stored state that cannot be read ------------------------------------------------------
 
 
-def insert_raw(path: Path, table: str, at: object, recorded_at: float, **cells: object) -> int:
-    db = sqlite3.connect(path)
+def insert_raw(location: str, table: str, at: object, recorded_at: float, **cells: object) -> int:
+    """What an older version stored for any `at` it was given (raw SQL, no API check)."""
     if table == "pending_edits":
-        cur = db.execute(
+        sql = (
             "INSERT INTO pending_edits (spreadsheet_id, tab, row_number, old_value, new_value, "
-            "at, recorded_at) VALUES (?, 'Leads', ?, NULL, ?, ?, ?)",
-            (SHEET, cells.get("row", 2), cells.get("status", "MQL"), at, recorded_at),
+            "at, recorded_at) VALUES (?, 'Leads', ?, NULL, ?, ?, ?) RETURNING id"
         )
+        params = (SHEET, cells.get("row", 2), cells.get("status", "MQL"), at, recorded_at)
     else:
-        cur = db.execute(
+        sql = (
             "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, "
-            "recorded_at) VALUES (?, 'Leads', ?, ?, ?, 'edit', ?)",
-            (SHEET, cells.get("key", "Lkey1"), cells.get("status", "MQL"), at, recorded_at),
+            "recorded_at) VALUES (?, 'Leads', ?, ?, ?, 'edit', ?) RETURNING id"
         )
-    db.commit()
-    db.close()
-    return int(cur.lastrowid or 0)
+        params = (SHEET, cells.get("key", "Lkey1"), cells.get("status", "MQL"), at, recorded_at)
+    ((row_id,),) = run_sql(location, sql, params)
+    return int(row_id)
 
 
 # 0001-01-01T00:00:00+14:00 as the old API stored it: 14 hours before year 1 in UTC.
@@ -705,16 +450,25 @@ YEAR_0 = datetime(1, 1, 1, tzinfo=UTC).timestamp() - 14 * 3600
 
 
 @pytest.mark.parametrize(
-    "at", [YEAR_0, "not a time", float("inf"), datetime(2001, 1, 1, tzinfo=UTC).timestamp()]
+    "at",
+    [
+        YEAR_0,
+        # Only SQLite can hold text in a time column (PostgreSQL's is double precision).
+        pytest.param("not a time", marks=pytest.mark.sqlite_only),
+        float("inf"),
+        # SQLite stores NaN as NULL (refused: the column is NOT NULL); PostgreSQL keeps it.
+        pytest.param(float("nan"), marks=pytest.mark.postgres_only),
+        datetime(2001, 1, 1, tzinfo=UTC).timestamp(),
+    ],
 )
 def test_an_unreadable_stored_time_is_skipped_and_listed_not_a_crash(
-    ledger: SqliteLedger, ledger_path: Path, at: object
+    ledger: LedgerBackend, ledger_location: str, at: object
 ) -> None:
     now = NOW.timestamp()
     good_at = NOW - timedelta(hours=1)
     ledger.add_transitions(WHERE, [("Lkey1", "New", good_at, "scan")], NOW)
-    bad_edit = insert_raw(ledger_path, "pending_edits", at, now)
-    bad_transition = insert_raw(ledger_path, "transitions", at, now)
+    bad_edit = insert_raw(ledger_location, "pending_edits", at, now)
+    bad_transition = insert_raw(ledger_location, "transitions", at, now)
 
     assert ledger.history(WHERE)["Lkey1"].transitions == (Transition("New", good_at, "scan", NOW),)
     assert ledger.pending_edits(WHERE) == []
@@ -730,28 +484,11 @@ def test_an_unreadable_stored_time_is_skipped_and_listed_not_a_crash(
     assert ledger.history(WHERE)["Lkey1"].transitions == (Transition("New", good_at, "scan", NOW),)
 
 
-# -- files ---------------------------------------------------------------------------------
-
-
-def test_ledger_and_its_wal_and_shm_are_readable_by_their_owner_only(ledger_path: Path) -> None:
-    # They hold SHA-256 hashes of e-mails and phones, unsalted as Meta wants them: a phone
-    # number's hash is brute-forced in seconds, so the files are as private as the leads.
-    previous = os.umask(0o022)
-    try:
-        ledger = SqliteLedger(ledger_path)
-        ledger.mark_sending(WHERE, [planned()], {}, {}, NOW)
-        files = [ledger_path, *(Path(f"{ledger_path}-{s}") for s in ("wal", "shm"))]
-        modes = {p.name: p.stat().st_mode & 0o777 for p in files}
-    finally:
-        os.umask(previous)
-    assert modes == dict.fromkeys(modes, 0o600)
-
-
 # -- adopting what the sheet says ----------------------------------------------------------
 
 
 def test_adopt_adds_what_the_ledger_lacks_and_never_changes_what_it_has(
-    ledger: SqliteLedger,
+    ledger: LedgerBackend,
 ) -> None:
     failed = planned("Lkey1")
     ledger.mark_sending(WHERE, [failed], {}, {}, NOW)
@@ -769,33 +506,7 @@ def test_adopt_adds_what_the_ledger_lacks_and_never_changes_what_it_has(
     assert ledger.history(BRAND_B) == {}
 
 
-def test_a_schema_2_ledger_opens_with_its_passes_and_events_kept(ledger_path: Path) -> None:
-    old = SqliteLedger(ledger_path)
-    old.mark_sending(WHERE, [planned()], {}, {}, NOW)
-    pass_id = old.start_pass(WHERE, "sync", False, NOW)
-    old.finish_pass(pass_id, {"sent": 1}, NOW)
-    old.close()
-    # Back to the schema today's main wrote: passes without progress or summary.
-    db = sqlite3.connect(ledger_path)
-    for column in ("phase", "done", "total", "heartbeat_at", "summary"):
-        db.execute(f"ALTER TABLE passes DROP COLUMN {column}")
-    db.execute("UPDATE ledger_info SET value='2' WHERE key='schema_version'")
-    db.commit()
-    db.close()
-
-    again = SqliteLedger(ledger_path)
-
-    assert again.counts_by_state(WHERE) == {"sending": 1}
-    assert again.last_pass(WHERE)["counts"] == {"sent": 1}
-    record = again.get_pass(pass_id)
-    assert record is not None and record.state(NOW) == "done" and record.phase == "done"
-    db = sqlite3.connect(ledger_path)
-    version = db.execute("SELECT value FROM ledger_info WHERE key='schema_version'").fetchone()
-    db.close()
-    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 3
-
-
-def test_history_of_some_keys_holds_only_those_leads(ledger: SqliteLedger) -> None:
+def test_history_of_some_keys_holds_only_those_leads(ledger: LedgerBackend) -> None:
     ledger.mark_sending(WHERE, [planned("Lkey1"), planned("Lkey2"), planned("Lkey3")], {}, {}, NOW)
     ledger.add_transitions(
         WHERE, [("Lkey2", "MQL", NOW, "edit"), ("Lkey4", "New", NOW, "scan")], NOW
@@ -810,7 +521,7 @@ def test_history_of_some_keys_holds_only_those_leads(ledger: SqliteLedger) -> No
     assert set(ledger.history(WHERE)) == {"Lkey1", "Lkey2", "Lkey3", "Lkey4"}
 
 
-def test_a_pass_record_tells_its_phase_progress_and_answer(ledger: SqliteLedger) -> None:
+def test_a_pass_record_tells_its_phase_progress_and_answer(ledger: LedgerBackend) -> None:
     pass_id = ledger.start_pass(WHERE, "sync", False, NOW)
     started = ledger.get_pass(pass_id)
     assert started is not None
@@ -831,7 +542,7 @@ def test_a_pass_record_tells_its_phase_progress_and_answer(ledger: SqliteLedger)
 
 
 def test_a_pass_whose_process_stopped_heart_beating_is_lost_not_running(
-    ledger: SqliteLedger,
+    ledger: LedgerBackend,
 ) -> None:
     pass_id = ledger.start_pass(WHERE, "hourly", False, NOW)
     ledger.pass_progress(pass_id, "send", 1, 4, NOW)
@@ -845,3 +556,77 @@ def test_a_pass_whose_process_stopped_heart_beating_is_lost_not_running(
     ledger.finish_pass(failed, {}, NOW, error="SyncError")
     record = ledger.get_pass(failed)
     assert record is not None and record.state(NOW) == "failed"
+
+
+def test_last_full_pass_is_the_start_of_the_last_finished_real_pass_over_every_lead(
+    ledger: LedgerBackend,
+) -> None:
+    assert ledger.last_full_pass(WHERE) is None
+    full = ledger.start_pass(WHERE, "sync", False, NOW)
+    ledger.finish_pass(full, {}, NOW + timedelta(seconds=1))
+    later = NOW + timedelta(minutes=1)
+    for dry_run, is_full, error in ((True, True, None), (False, False, None), (False, True, "x")):
+        other = ledger.start_pass(WHERE, "sync", dry_run, later, full=is_full)
+        ledger.finish_pass(other, {}, later, error=error)
+    ledger.start_pass(WHERE, "sync", False, later)  # still running
+
+    assert ledger.last_full_pass(WHERE) == NOW
+    assert ledger.last_full_pass(ELSEWHERE) is None
+
+
+def test_a_baseline_never_replaces_what_the_ledger_knows(ledger: LedgerBackend) -> None:
+    sent = planned("Lkey1")
+    ledger.mark_sending(WHERE, [sent], {}, {}, NOW)
+    ledger.record_outcomes(WHERE, [(sent, SendOutcome("sent", "sent", "Atrace"))], NOW)
+
+    ledger.record_baseline(
+        WHERE,
+        [
+            BaselineEvent(2, "Lkey1", "Lead", "sb.base1", NOW),
+            BaselineEvent(3, "Lkey2", "Lead", "sb.base2", NOW - timedelta(hours=1)),
+        ],
+        NOW,
+    )
+
+    history = ledger.history(WHERE)
+    assert history["Lkey1"].events["Lead"].state == "sent"
+    baseline = history["Lkey2"].events["Lead"]
+    assert (baseline.state, baseline.event_id) == ("baseline", "sb.base2")
+    assert baseline.event_time == int((NOW - timedelta(hours=1)).timestamp())
+
+
+def test_a_resend_counts_its_attempts_and_keeps_the_new_payload(
+    ledger: LedgerBackend, ledger_location: str
+) -> None:
+    first = planned("Lkey1")
+    ledger.mark_sending(WHERE, [first], {"Lkey1": "weak"}, {"Lkey1": "a note"}, NOW)
+    ledger.record_outcomes(WHERE, [(first, SendOutcome("failed", "down", transient=True))], NOW)
+
+    ledger.mark_sending(WHERE, [first], {"Lkey1": "strong"}, {"Lkey1": None}, NOW)
+
+    (stored,) = ledger.events(WHERE)
+    assert (stored.state, stored.match_strength) == ("sending", "strong")
+    assert run_sql(ledger_location, "SELECT attempts, notes FROM events") == [(2, None)]
+
+
+def test_many_threads_share_one_ledger(ledger: LedgerBackend) -> None:
+    # The web server's threads call one ledger at once (PostgreSQL: more threads than pooled
+    # connections; SQLite: one connection per thread).
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(5):
+                ledger.add_edit(WHERE, n * 10 + i, "New", "MQL", NOW, NOW)
+                ledger.counts_by_state(WHERE)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert errors == []
+    assert len(ledger.pending_edits(WHERE)) == 60

@@ -54,5 +54,13 @@ def open_ledger(location: str | os.PathLike[str]) -> LedgerBackend:
     """The ledger at `location`: a postgresql:// URL, else an SQLite file path."""
     text = os.fspath(location)
     if is_ledger_url(text):
-        raise LedgerError("a PostgreSQL ledger is not supported yet; use an SQLite file path")
+        try:
+            # Imported here: psycopg is the `postgres` extra, not needed for a file ledger.
+            from sheet_bridge.sync.ledger.postgres import PostgresLedger
+        except ImportError as exc:
+            raise LedgerError(
+                f"A PostgreSQL ledger needs psycopg ({exc.name} is not installed): "
+                "pip install 'sheet-bridge[postgres]'"
+            ) from None
+        return PostgresLedger(text)
     return SqliteLedger(text)

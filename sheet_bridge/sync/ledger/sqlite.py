@@ -24,7 +24,6 @@ from typing import Any
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.ledger.contract import (
     LOCK_LEASE,
-    PLAUSIBLE_AGE,
     SCHEMA_VERSION,
     AdoptedEvent,
     LedgerError,
@@ -35,20 +34,34 @@ from sheet_bridge.sync.ledger.contract import (
     SheetTab,
     SyncBusy,
     UnreadableRecord,
-    describe_at,
     from_ts,
     to_ts,
 )
+from sheet_bridge.sync.ledger.records import (
+    EVENT_COLUMNS,
+    LAST_PASS_COLUMNS,
+    PASS_COLUMNS,
+    READABLE_AT,
+    adopted_rows,
+    baseline_rows,
+    counts_json,
+    expired_rows,
+    last_pass_answer,
+    lead_histories,
+    ledger_event,
+    outcome_rows,
+    pass_record,
+    sending_rows,
+    summary_json,
+    transition_rows,
+    unreadable_edit,
+    unreadable_transition,
+)
 from sheet_bridge.sync.plan import (
-    BASELINE_REASON,
-    FUTURE_SKEW,
     BaselineEvent,
-    EventRecord,
     ExpiredEvent,
     LeadHistory,
     PlannedEvent,
-    Transition,
-    expired_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -173,13 +186,11 @@ ALTER TABLE passes ADD COLUMN heartbeat_at REAL;
 ALTER TABLE passes ADD COLUMN summary TEXT
 """
 
-# A stored time the pass can use: a number, a real date, and plausible for when it was
-# recorded (PLAUSIBLE_AGE). Anything else is skipped and reported (SqliteLedger.unreadable).
+# A stored time the pass can use: a number (SQLite keeps any type it is given), a real date,
+# and plausible for when it was recorded. Anything else is skipped and reported (unreadable).
 _READABLE_AT = (
     "(typeof(at) IN ('integer', 'real') AND typeof(recorded_at) IN ('integer', 'real') "
-    f"AND at BETWEEN -62135596800 AND 253402300799 "  # 0001-01-01 .. 9999-12-31 UTC
-    f"AND at >= recorded_at - {PLAUSIBLE_AGE.total_seconds():.0f} "
-    f"AND at <= recorded_at + {FUTURE_SKEW.total_seconds():.0f})"
+    f"AND {READABLE_AT})"
 )
 
 
@@ -451,18 +462,7 @@ class SqliteLedger:
     ) -> dict[str, LeadHistory]:
         """Each lead's events and readable transitions (see `unreadable` for the others);
         with `keys`, only those leads' (an edit's pass reads a handful, not the tab)."""
-        events: dict[str, dict[str, EventRecord]] = {}
-        transitions: dict[str, list[Transition]] = {}
         db = self._connect()
-        # One per batch sent, one per pass for what a pass observed: convert each once.
-        times: dict[float, datetime] = {}
-
-        def at_time(ts: float) -> datetime:
-            got = times.get(ts)
-            if got is None:
-                got = times[ts] = from_ts(ts)
-            return got
-
         scope: tuple[object, ...] = (where.spreadsheet_id, where.tab)
         only = ""
         if keys is not None:
@@ -473,74 +473,41 @@ class SqliteLedger:
             only = " AND lead_key IN (SELECT value FROM json_each(?))"
             scope = (*scope, json.dumps(wanted))
         try:
-            for key, name, eid, state, etime, retry, fp, sent_at, trace, err, notes in db.execute(
-                "SELECT lead_key, event_name, event_id, state, event_time, retry, fingerprint, "
-                "sent_at, fbtrace_id, error, notes FROM events WHERE spreadsheet_id=? AND tab=?"
-                + only,
-                scope,
-            ):
-                events.setdefault(key, {})[name] = EventRecord(
-                    name,
-                    eid,
-                    state,
-                    etime,
-                    bool(retry),
-                    fp,
-                    at_time(sent_at) if sent_at else None,
-                    trace,
-                    err,
-                    notes,
-                )
-            for key, status, at, source, recorded_at in db.execute(
-                "SELECT lead_key, status, at, source, recorded_at FROM transitions "
-                f"WHERE spreadsheet_id=? AND tab=? AND {_READABLE_AT}{only} ORDER BY at, id",
-                scope,
-            ):
-                transitions.setdefault(key, []).append(
-                    Transition(status, at_time(at), source, at_time(recorded_at))
-                )
+            return lead_histories(
+                db.execute(
+                    "SELECT lead_key, event_name, event_id, state, event_time, retry, "
+                    "fingerprint, sent_at, fbtrace_id, error, notes FROM events "
+                    "WHERE spreadsheet_id=? AND tab=?" + only,
+                    scope,
+                ),
+                db.execute(
+                    "SELECT lead_key, status, at, source, recorded_at FROM transitions "
+                    f"WHERE spreadsheet_id=? AND tab=? AND {_READABLE_AT}{only} ORDER BY at, id",
+                    scope,
+                ),
+            )
         except sqlite3.Error as exc:
             raise self._explain(exc) from None
-        keys = set(events) | set(transitions)
-        return {k: LeadHistory(events.get(k, {}), tuple(transitions.get(k, ()))) for k in keys}
 
     def unreadable(self, where: SheetTab) -> list[UnreadableRecord]:
         """Stored edits and transitions of `where` whose time cannot be used (not a number, not
         a date, or implausible for when it was recorded): the pass skips and reports them."""
         scope = (where.spreadsheet_id, where.tab)
         db = self._connect()
-        out: list[UnreadableRecord] = []
         try:
-            for i, row, new, at in db.execute(
+            edits = db.execute(
                 "SELECT id, row_number, new_value, at FROM pending_edits "
                 f"WHERE spreadsheet_id=? AND tab=? AND NOT {_READABLE_AT} ORDER BY id",
                 scope,
-            ):
-                out.append(
-                    UnreadableRecord(
-                        "pending_edits",
-                        i,
-                        f"the edit of row {row} to {str(new)[:40]!r} was recorded with an "
-                        f"unusable time ({describe_at(at)}); it is dropped, and the sheet's "
-                        "status is read as it is now",
-                    )
-                )
-            for i, key, status, at in db.execute(
+            ).fetchall()
+            changes = db.execute(
                 "SELECT id, lead_key, status, at FROM transitions "
                 f"WHERE spreadsheet_id=? AND tab=? AND NOT {_READABLE_AT} ORDER BY id",
                 scope,
-            ):
-                out.append(
-                    UnreadableRecord(
-                        "transitions",
-                        i,
-                        f"the change of lead {key} to {str(status)[:40]!r} is stored with an "
-                        f"unusable time ({describe_at(at)}); it is ignored and dropped",
-                    )
-                )
+            ).fetchall()
         except sqlite3.Error as exc:
             raise self._explain(exc) from None
-        return out
+        return [*map(unreadable_edit, edits), *map(unreadable_transition, changes)]
 
     def drop_unreadable(self, records: Sequence[UnreadableRecord]) -> None:
         """Remove what `unreadable` found, so it is reported once, not on every pass."""
@@ -560,8 +527,7 @@ class SqliteLedger:
         now: datetime,
     ) -> None:
         """Record (lead key, status, at, source) transitions seen by an edit or a scan."""
-        sid, tab, t = where.spreadsheet_id, where.tab, to_ts(now)
-        rows = [(sid, tab, k, s, to_ts(at), src, t) for k, s, at, src in items]
+        rows = transition_rows(where, items, to_ts(now))
         if not rows:
             return
         with self._tx() as db:
@@ -640,37 +606,6 @@ class SqliteLedger:
         now: datetime,
     ) -> None:
         """Before the POST: the event exists, with its final event_id, as `sending`."""
-        t = to_ts(now)
-        sid, tab = where.spreadsheet_id, where.tab
-
-        def rows() -> Iterator[tuple[object, ...]]:
-            # A generator: 100,000 leads' user_data JSON never sits in memory all at once.
-            # A lead's events come together and share one user_data: encode it once.
-            last_user: object = None
-            user_json = ""
-            for e in events:
-                if e.user_data is not last_user:
-                    last_user, user_json = e.user_data, json.dumps(e.user_data, sort_keys=True)
-                yield (
-                    sid,
-                    tab,
-                    e.lead_key,
-                    e.event_name,
-                    e.event_id,
-                    e.event_time,
-                    e.row_number,
-                    e.lead_status,
-                    e.stage.index,
-                    e.fingerprint,
-                    t,
-                    t,
-                    e.value,
-                    e.currency,
-                    strengths.get(e.lead_key),
-                    user_json,
-                    notes.get(e.lead_key),
-                )
-
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, "
@@ -685,7 +620,7 @@ class SqliteLedger:
                 "updated_at=excluded.updated_at, value=excluded.value, "
                 "currency=excluded.currency, match_strength=excluded.match_strength, "
                 "user_data=excluded.user_data, notes=excluded.notes",
-                rows(),
+                sending_rows(where, events, strengths, notes, to_ts(now)),
             )
 
     def record_outcomes(
@@ -695,25 +630,7 @@ class SqliteLedger:
         now: datetime,
     ) -> None:
         """Right after Meta answers, before the sheet is written."""
-        t = to_ts(now)
-        rows = []
-        for e, o in results:
-            state = {"sent": "sent", "expired": "expired"}.get(o.state, "failed")
-            retry = o.state == "not_sent" or o.transient
-            rows.append(
-                (
-                    state,
-                    t if state == "sent" else None,
-                    o.fbtrace_id,
-                    None if state == "sent" else o.summary,
-                    int(retry),
-                    t,
-                    where.spreadsheet_id,
-                    where.tab,
-                    e.lead_key,
-                    e.event_name,
-                )
-            )
+        rows = outcome_rows(where, results, to_ts(now))
         with self._tx() as db:
             db.executemany(
                 "UPDATE events SET state=?, sent_at=COALESCE(?, sent_at), fbtrace_id=?, "
@@ -726,22 +643,7 @@ class SqliteLedger:
         self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
     ) -> None:
         """Planned too old to send: kept so it is never tried again, and reported."""
-        t = to_ts(now)
-        rows = [
-            (
-                where.spreadsheet_id,
-                where.tab,
-                x.lead_key,
-                x.event_name,
-                x.event_id,
-                x.event_time,
-                x.row_number,
-                t,
-                t,
-                expired_reason(x),
-            )
-            for x in expired
-        ]
+        rows = expired_rows(where, expired, to_ts(now))
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
@@ -758,22 +660,7 @@ class SqliteLedger:
     ) -> None:
         """Stages reached before sheet-bridge saw when: kept (never sent) so reports and the
         moved-back check know them; a later defensible time may still send them."""
-        t = to_ts(now)
-        rows = [
-            (
-                where.spreadsheet_id,
-                where.tab,
-                x.lead_key,
-                x.event_name,
-                x.event_id,
-                int(x.seen_at.timestamp()),
-                x.row_number,
-                t,
-                t,
-                BASELINE_REASON,
-            )
-            for x in baseline
-        ]
+        rows = baseline_rows(where, baseline, to_ts(now))
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
@@ -786,32 +673,7 @@ class SqliteLedger:
     def adopt(self, where: SheetTab, events: Sequence[AdoptedEvent], now: datetime) -> int:
         """Take events the sheet shows as sent or expired into the ledger; what the ledger
         already knows of a (lead, event) is never changed. Returns how many were new."""
-        t = to_ts(now)
-        rows = [
-            (
-                where.spreadsheet_id,
-                where.tab,
-                a.lead_key,
-                a.event_name,
-                a.event_id,
-                a.state,
-                a.event_time,
-                a.row_number,
-                a.lead_status,
-                a.stage_index,
-                t,
-                to_ts(a.sent_at) if a.sent_at is not None else None,
-                t,
-                a.error,
-                a.value,
-                a.currency,
-                a.match_strength,
-                json.dumps(a.user_data, sort_keys=True) if a.user_data is not None else None,
-                a.fbtrace_id,
-                a.notes,
-            )
-            for a in events
-        ]
+        rows = adopted_rows(where, events, to_ts(now))
         with self._tx(immediate=True) as db:
             before = db.total_changes
             db.executemany(
@@ -826,35 +688,14 @@ class SqliteLedger:
 
     def events(self, where: SheetTab) -> list[LedgerEvent]:
         db = self._connect()
-        out = []
-        for r in db.execute(
-            "SELECT lead_key, event_name, event_id, state, event_time, row_number, lead_status, "
-            "stage_index, sent_at, fbtrace_id, error, retry, value, currency, match_strength, "
-            "user_data FROM events WHERE spreadsheet_id=? AND tab=? "
-            "ORDER BY event_time, lead_key",
-            (where.spreadsheet_id, where.tab),
-        ):
-            out.append(
-                LedgerEvent(
-                    lead_key=r[0],
-                    event_name=r[1],
-                    event_id=r[2],
-                    state=r[3],
-                    event_time=r[4],
-                    row_number=r[5],
-                    lead_status=r[6],
-                    stage_index=r[7],
-                    sent_at=r[8],
-                    fbtrace_id=r[9],
-                    error=r[10],
-                    retry=bool(r[11]),
-                    value=r[12],
-                    currency=r[13],
-                    match_strength=r[14],
-                    user_data=json.loads(r[15]) if r[15] else None,
-                )
+        return [
+            ledger_event(r)
+            for r in db.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE spreadsheet_id=? AND tab=? "
+                "ORDER BY event_time, lead_key",
+                (where.spreadsheet_id, where.tab),
             )
-        return out
+        ]
 
     def counts_by_state(self, where: SheetTab) -> dict[str, int]:
         db = self._connect()
@@ -910,10 +751,10 @@ class SqliteLedger:
                 "heartbeat_at=?, summary=? WHERE id=?",
                 (
                     to_ts(now),
-                    json.dumps(counts, sort_keys=True),
+                    counts_json(counts),
                     error,
                     to_ts(now),
-                    json.dumps(summary) if summary is not None else None,
+                    summary_json(summary),
                     pass_id,
                 ),
             )
@@ -921,19 +762,19 @@ class SqliteLedger:
     def get_pass(self, pass_id: int) -> PassRecord | None:
         row = (
             self._connect()
-            .execute(f"SELECT {_PASS_COLUMNS} FROM passes WHERE id=?", (pass_id,))
+            .execute(f"SELECT {PASS_COLUMNS} FROM passes WHERE id=?", (pass_id,))
             .fetchone()
         )
-        return _pass_record(row) if row is not None else None
+        return pass_record(row) if row is not None else None
 
     def running_pass(self, where: SheetTab, now: datetime) -> PassRecord | None:
         """The tab's newest unfinished pass whose process is still alive, if any."""
         for row in self._connect().execute(
-            f"SELECT {_PASS_COLUMNS} FROM passes WHERE spreadsheet_id=? AND tab=? "
+            f"SELECT {PASS_COLUMNS} FROM passes WHERE spreadsheet_id=? AND tab=? "
             "AND finished_at IS NULL ORDER BY id DESC LIMIT 5",
             (where.spreadsheet_id, where.tab),
         ):
-            record = _pass_record(row)
+            record = pass_record(row)
             if record.state(now) == "running":
                 return record
         return None
@@ -966,50 +807,18 @@ class SqliteLedger:
         return from_ts(row[0]) if row and row[0] is not None else None
 
     def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]:
-        db = self._connect()
-        row = db.execute(
-            "SELECT id, tab, trigger, dry_run, started_at, finished_at, counts, error "
-            "FROM passes WHERE spreadsheet_id=? AND tab=? AND finished_at IS NOT NULL "
-            + ("" if include_dry_run else "AND dry_run=0 ")
-            + "ORDER BY id DESC LIMIT 1",
-            (where.spreadsheet_id, where.tab),
-        ).fetchone()
-        if row is None:
-            return {}
-        return {
-            "id": row[0],
-            "tab": row[1],
-            "trigger": row[2],
-            "dry_run": bool(row[3]),
-            "started_at": from_ts(row[4]).isoformat(),
-            "finished_at": from_ts(row[5]).isoformat(),
-            "counts": json.loads(row[6]) if row[6] else {},
-            "error": row[7],
-        }
-
-
-_PASS_COLUMNS = (
-    "id, spreadsheet_id, tab, trigger, dry_run, started_at, finished_at, phase, done, total, "
-    "COALESCE(heartbeat_at, started_at), counts, error, summary"
-)
-
-
-def _pass_record(row: Sequence[Any]) -> PassRecord:
-    return PassRecord(
-        id=row[0],
-        where=SheetTab(row[1], row[2]),
-        trigger=row[3],
-        dry_run=bool(row[4]),
-        started_at=from_ts(row[5]),
-        finished_at=from_ts(row[6]) if row[6] is not None else None,
-        phase=row[7],
-        done=row[8],
-        total=row[9],
-        heartbeat_at=from_ts(row[10]),
-        counts=json.loads(row[11]) if row[11] else None,
-        error=row[12],
-        summary=json.loads(row[13]) if row[13] else None,
-    )
+        row = (
+            self._connect()
+            .execute(
+                f"SELECT {LAST_PASS_COLUMNS} FROM passes WHERE spreadsheet_id=? AND tab=? "
+                "AND finished_at IS NOT NULL "
+                + ("" if include_dry_run else "AND dry_run=0 ")
+                + "ORDER BY id DESC LIMIT 1",
+                (where.spreadsheet_id, where.tab),
+            )
+            .fetchone()
+        )
+        return last_pass_answer(row)
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:

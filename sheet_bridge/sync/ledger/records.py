@@ -1,0 +1,341 @@
+"""What both ledger backends store and answer, in Python: the rows each contract call writes
+and the records built from the rows it reads.
+
+sqlite.py and postgres.py differ in SQL (placeholders, types, locks), not in what a row holds:
+keeping the rows here means an event is stored, and read back, the same way on both. Each
+producer's docstring gives its column order; the backends' SQL names the columns in it.
+Times are stored as seconds since the epoch (float) on both, so the readable-time filter is
+one expression (READABLE_AT) and a time reads back exactly as it was written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sheet_bridge.meta.client import SendOutcome
+from sheet_bridge.sync.ledger.contract import (
+    PLAUSIBLE_AGE,
+    AdoptedEvent,
+    LedgerEvent,
+    PassRecord,
+    SheetTab,
+    UnreadableRecord,
+    describe_at,
+    from_ts,
+    to_ts,
+)
+from sheet_bridge.sync.plan import (
+    BASELINE_REASON,
+    FUTURE_SKEW,
+    BaselineEvent,
+    EventRecord,
+    ExpiredEvent,
+    LeadHistory,
+    PlannedEvent,
+    Transition,
+    expired_reason,
+)
+
+# A stored time (`at`, recorded at `recorded_at`) a pass can use: a real date, and plausible
+# for when it was recorded (PLAUSIBLE_AGE before, FUTURE_SKEW after). NaN and infinities fail
+# it on both backends. SQLite also checks the stored types (it keeps whatever it was given).
+READABLE_AT = (
+    "(at BETWEEN -62135596800 AND 253402300799 "  # 0001-01-01 .. 9999-12-31 UTC
+    f"AND at >= recorded_at - {PLAUSIBLE_AGE.total_seconds():.0f} "
+    f"AND at <= recorded_at + {FUTURE_SKEW.total_seconds():.0f})"
+)
+
+EVENT_COLUMNS = (
+    "lead_key, event_name, event_id, state, event_time, row_number, lead_status, stage_index, "
+    "sent_at, fbtrace_id, error, retry, value, currency, match_strength, user_data"
+)
+PASS_COLUMNS = (
+    "id, spreadsheet_id, tab, trigger, dry_run, started_at, finished_at, phase, done, total, "
+    "COALESCE(heartbeat_at, started_at), counts, error, summary"
+)
+LAST_PASS_COLUMNS = "id, tab, trigger, dry_run, started_at, finished_at, counts, error"
+
+
+# -- rows written ------------------------------------------------------------------------------
+
+
+def sending_rows(
+    where: SheetTab,
+    events: Iterable[PlannedEvent],
+    strengths: Mapping[str, str],
+    notes: Mapping[str, str | None],
+    t: float,
+) -> Iterator[tuple[object, ...]]:
+    """mark_sending: (spreadsheet_id, tab, lead_key, event_name, event_id, event_time,
+    row_number, lead_status, stage_index, fingerprint, first_planned, updated_at, value,
+    currency, match_strength, user_data, notes).
+
+    A generator: 100,000 leads' user_data JSON never sits in memory all at once. A lead's
+    events come together and share one user_data: it is encoded once."""
+    sid, tab = where.spreadsheet_id, where.tab
+    last_user: object = None
+    user_json = ""
+    for e in events:
+        if e.user_data is not last_user:
+            last_user, user_json = e.user_data, json.dumps(e.user_data, sort_keys=True)
+        yield (
+            sid,
+            tab,
+            e.lead_key,
+            e.event_name,
+            e.event_id,
+            e.event_time,
+            e.row_number,
+            e.lead_status,
+            e.stage.index,
+            e.fingerprint,
+            t,
+            t,
+            e.value,
+            e.currency,
+            strengths.get(e.lead_key),
+            user_json,
+            notes.get(e.lead_key),
+        )
+
+
+def outcome_rows(
+    where: SheetTab, results: Sequence[tuple[PlannedEvent, SendOutcome]], t: float
+) -> list[tuple[object, ...]]:
+    """record_outcomes: (state, sent_at or None, fbtrace_id, error, retry, updated_at,
+    spreadsheet_id, tab, lead_key, event_name), the last four naming the event."""
+    rows: list[tuple[object, ...]] = []
+    for e, o in results:
+        state = {"sent": "sent", "expired": "expired"}.get(o.state, "failed")
+        retry = o.state == "not_sent" or o.transient
+        rows.append(
+            (
+                state,
+                t if state == "sent" else None,
+                o.fbtrace_id,
+                None if state == "sent" else o.summary,
+                retry,
+                t,
+                where.spreadsheet_id,
+                where.tab,
+                e.lead_key,
+                e.event_name,
+            )
+        )
+    return rows
+
+
+def expired_rows(
+    where: SheetTab, expired: Sequence[ExpiredEvent], t: float
+) -> list[tuple[object, ...]]:
+    """record_expired: (spreadsheet_id, tab, lead_key, event_name, event_id, event_time,
+    row_number, first_planned, updated_at, error)."""
+    return [
+        (
+            where.spreadsheet_id,
+            where.tab,
+            x.lead_key,
+            x.event_name,
+            x.event_id,
+            x.event_time,
+            x.row_number,
+            t,
+            t,
+            expired_reason(x),
+        )
+        for x in expired
+    ]
+
+
+def baseline_rows(
+    where: SheetTab, baseline: Sequence[BaselineEvent], t: float
+) -> list[tuple[object, ...]]:
+    """record_baseline: the columns of `expired_rows`, event_time being when it was seen."""
+    return [
+        (
+            where.spreadsheet_id,
+            where.tab,
+            x.lead_key,
+            x.event_name,
+            x.event_id,
+            int(x.seen_at.timestamp()),
+            x.row_number,
+            t,
+            t,
+            BASELINE_REASON,
+        )
+        for x in baseline
+    ]
+
+
+def adopted_rows(
+    where: SheetTab, events: Sequence[AdoptedEvent], t: float
+) -> list[tuple[object, ...]]:
+    """adopt: (spreadsheet_id, tab, lead_key, event_name, event_id, state, event_time,
+    row_number, lead_status, stage_index, first_planned, sent_at, updated_at, error, value,
+    currency, match_strength, user_data, fbtrace_id, notes)."""
+    return [
+        (
+            where.spreadsheet_id,
+            where.tab,
+            a.lead_key,
+            a.event_name,
+            a.event_id,
+            a.state,
+            a.event_time,
+            a.row_number,
+            a.lead_status,
+            a.stage_index,
+            t,
+            to_ts(a.sent_at) if a.sent_at is not None else None,
+            t,
+            a.error,
+            a.value,
+            a.currency,
+            a.match_strength,
+            json.dumps(a.user_data, sort_keys=True) if a.user_data is not None else None,
+            a.fbtrace_id,
+            a.notes,
+        )
+        for a in events
+    ]
+
+
+def transition_rows(
+    where: SheetTab, items: Iterable[tuple[str, str, datetime, str]], t: float
+) -> list[tuple[object, ...]]:
+    """add_transitions and resolve_edits: (spreadsheet_id, tab, lead_key, status, at, source,
+    recorded_at) from (lead key, status, at, source)."""
+    sid, tab = where.spreadsheet_id, where.tab
+    return [(sid, tab, k, s, to_ts(at), src, t) for k, s, at, src in items]
+
+
+def counts_json(counts: Mapping[str, int]) -> str:
+    return json.dumps(counts, sort_keys=True)
+
+
+def summary_json(summary: Mapping[str, Any] | None) -> str | None:
+    return json.dumps(summary) if summary is not None else None
+
+
+# -- records read ------------------------------------------------------------------------------
+
+
+def lead_histories(
+    event_rows: Iterable[Sequence[Any]], transition_rows: Iterable[Sequence[Any]]
+) -> dict[str, LeadHistory]:
+    """history: each lead's events from (lead_key, event_name, event_id, state, event_time,
+    retry, fingerprint, sent_at, fbtrace_id, error, notes) rows, and its transitions from
+    (lead_key, status, at, source, recorded_at) rows in time order."""
+    events: dict[str, dict[str, EventRecord]] = {}
+    transitions: dict[str, list[Transition]] = {}
+    # One per batch sent, one per pass for what a pass observed: convert each once.
+    times: dict[float, datetime] = {}
+
+    def at_time(ts: float) -> datetime:
+        got = times.get(ts)
+        if got is None:
+            got = times[ts] = from_ts(ts)
+        return got
+
+    for key, name, eid, state, etime, retry, fp, sent_at, trace, err, notes in event_rows:
+        events.setdefault(key, {})[name] = EventRecord(
+            name,
+            eid,
+            state,
+            etime,
+            bool(retry),
+            fp,
+            at_time(sent_at) if sent_at else None,
+            trace,
+            err,
+            notes,
+        )
+    for key, status, at, source, recorded_at in transition_rows:
+        transitions.setdefault(key, []).append(
+            Transition(status, at_time(at), source, at_time(recorded_at))
+        )
+    keys = set(events) | set(transitions)
+    return {k: LeadHistory(events.get(k, {}), tuple(transitions.get(k, ()))) for k in keys}
+
+
+def unreadable_edit(row: Sequence[Any]) -> UnreadableRecord:
+    """From (id, row_number, new_value, at)."""
+    i, row_number, new, at = row
+    return UnreadableRecord(
+        "pending_edits",
+        i,
+        f"the edit of row {row_number} to {str(new)[:40]!r} was recorded with an unusable "
+        f"time ({describe_at(at)}); it is dropped, and the sheet's status is read as it is now",
+    )
+
+
+def unreadable_transition(row: Sequence[Any]) -> UnreadableRecord:
+    """From (id, lead_key, status, at)."""
+    i, key, status, at = row
+    return UnreadableRecord(
+        "transitions",
+        i,
+        f"the change of lead {key} to {str(status)[:40]!r} is stored with an unusable time "
+        f"({describe_at(at)}); it is ignored and dropped",
+    )
+
+
+def ledger_event(r: Sequence[Any]) -> LedgerEvent:
+    """From a row of EVENT_COLUMNS."""
+    return LedgerEvent(
+        lead_key=r[0],
+        event_name=r[1],
+        event_id=r[2],
+        state=r[3],
+        event_time=r[4],
+        row_number=r[5],
+        lead_status=r[6],
+        stage_index=r[7],
+        sent_at=r[8],
+        fbtrace_id=r[9],
+        error=r[10],
+        retry=bool(r[11]),
+        value=r[12],
+        currency=r[13],
+        match_strength=r[14],
+        user_data=json.loads(r[15]) if r[15] else None,
+    )
+
+
+def pass_record(row: Sequence[Any]) -> PassRecord:
+    """From a row of PASS_COLUMNS."""
+    return PassRecord(
+        id=row[0],
+        where=SheetTab(row[1], row[2]),
+        trigger=row[3],
+        dry_run=bool(row[4]),
+        started_at=from_ts(row[5]),
+        finished_at=from_ts(row[6]) if row[6] is not None else None,
+        phase=row[7],
+        done=row[8],
+        total=row[9],
+        heartbeat_at=from_ts(row[10]),
+        counts=json.loads(row[11]) if row[11] else None,
+        error=row[12],
+        summary=json.loads(row[13]) if row[13] else None,
+    )
+
+
+def last_pass_answer(row: Sequence[Any] | None) -> dict[str, Any]:
+    """last_pass from a row of LAST_PASS_COLUMNS ({} when there is none)."""
+    if row is None:
+        return {}
+    return {
+        "id": row[0],
+        "tab": row[1],
+        "trigger": row[2],
+        "dry_run": bool(row[3]),
+        "started_at": from_ts(row[4]).isoformat(),
+        "finished_at": from_ts(row[5]).isoformat(),
+        "counts": json.loads(row[6]) if row[6] else {},
+        "error": row[7],
+    }
