@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sheet_bridge.cli import main
+from sheet_bridge.config import is_ledger_url
 from tests.conftest import (
     WORLD_PIXEL,
     WORLD_SHEET,
@@ -42,8 +43,10 @@ def toml_value(value: Any) -> str:
 
 
 def world_toml(world: World, path: Path, **meta: Any) -> Path:
-    """A bridge config file for make_world's emulator and fake Meta (the ledger beside it)."""
+    """A bridge config file for make_world's emulator and fake Meta: its ledger is a file of
+    its own beside it, or on PostgreSQL the world's (each test has a database of its own)."""
     columns = world.config.columns
+    ledger = world.config.ledger_location({})
     lines = [
         "[sheets]",
         f'spreadsheet_id = "{WORLD_SHEET}"',
@@ -60,7 +63,7 @@ def world_toml(world: World, path: Path, **meta: Any) -> Path:
         "",
         "[server]",
         'shared_secret_env = "SHEET_BRIDGE_SECRET"',
-        'ledger = "cli-ledger.db"',
+        f"ledger = {json.dumps(ledger if is_ledger_url(ledger) else 'cli-ledger.db')}",
         "",
         "[columns]",
         *(f"{k} = {toml_value(v)}" for k, v in columns.items()),

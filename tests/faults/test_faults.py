@@ -23,7 +23,12 @@ import pytest
 from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.meta.identity import sha256_hex
 from sheet_bridge.sheets.client import SheetsClient
-from sheet_bridge.sync.ledger import LedgerError, SqliteLedger, SyncBusy
+from sheet_bridge.sync.ledger import (
+    LedgerBackend,
+    LedgerError,
+    SqliteLedger,
+    SyncBusy,
+)
 from sheet_bridge.sync.run import Bridge, SyncError, capi_client
 from sheet_bridge.web.app import create_app
 from tests.conftest import WORLD_SECRET, WORLD_STAGES, WORLD_TOKEN, World, lead_row
@@ -191,12 +196,7 @@ def test_sheets_down_on_read_stops_the_pass_before_anything_is_sent(
         world.bridge().sync()
     assert ("quota" if status == 429 else "try again") in str(caught.value)
     assert world.meta_stats()["requests"] == 0
-    assert (
-        SqliteLedger(Path(world.config.ledger_location({}))).counts_by_state(
-            world.bridge().sheet_tab
-        )
-        == {}
-    )
+    assert world.bridge().ledger.counts_by_state(world.bridge().sheet_tab) == {}
 
 
 @pytest.mark.parametrize("status", [429, 500])
@@ -267,7 +267,7 @@ def test_process_killed_after_meta_answered_sends_nothing_twice_when_run_again(
 # ---- the ledger -----------------------------------------------------------------------------
 
 
-def bridge_with_ledger(world: World, ledger: SqliteLedger) -> Bridge:
+def bridge_with_ledger(world: World, ledger: LedgerBackend) -> Bridge:
     capi = capi_client(world.config.meta, WORLD_TOKEN, sleep=lambda s: None)
     return Bridge(
         world.config,
@@ -278,6 +278,7 @@ def bridge_with_ledger(world: World, ledger: SqliteLedger) -> Bridge:
     )
 
 
+@pytest.mark.sqlite_only  # an SQLite write lock; PostgreSQL has none that blocks a pass
 def test_ledger_locked_by_another_process_is_a_clear_error_and_nothing_is_sent(
     make_world: MakeWorld, world_now: datetime
 ) -> None:
@@ -299,6 +300,7 @@ def test_ledger_locked_by_another_process_is_a_clear_error_and_nothing_is_sent(
     assert_all_sent_once(world)
 
 
+@pytest.mark.sqlite_only  # a file's bytes
 def test_corrupt_ledger_is_a_clear_error_nothing_is_sent_and_the_file_is_kept(
     make_world: MakeWorld, world_now: datetime
 ) -> None:

@@ -19,6 +19,7 @@ from sheet_bridge.sync.run import LedgerBehindSheet
 from sheet_bridge.web.app import create_app
 from tests.conftest import WORLD_SECRET, WORLD_TOKEN, World, iso, lead_row
 from tests.faults.test_faults import leads, write_toml
+from tests.ledger_backends import lose, run_sql
 from tests.sync.schema_1 import downgrade_to_schema_1
 
 MakeWorld = Callable[..., World]
@@ -32,16 +33,6 @@ def sheet_of(now: datetime) -> list[list[object]]:
         lead_row(10, "MQL", now=now, changed_hours=None),
         lead_row(11, "SQL", now=now, created_hours=24 * 12, changed_hours=24 * 9),
     ]
-
-
-def lose(path: Path, how: str) -> None:
-    """`: > ledger.db` (the WAL beside it gone too), or a container that lost its disk."""
-    for extra in (Path(f"{path}-wal"), Path(f"{path}-shm")):
-        extra.unlink(missing_ok=True)
-    if how == "emptied":
-        path.write_bytes(b"")
-    else:
-        path.unlink()
 
 
 def assert_nothing_twice(world: World) -> None:
@@ -70,7 +61,7 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
     sheet = world.rows()
     config = tmp_path / "bridge.toml"
     write_toml(config, world)
-    lose(Path(world.config.ledger_location({})), how)
+    lose(world.config.ledger_location({}), how)
 
     # The pass refuses in words and sends nothing (the library, then the command).
     with pytest.raises(LedgerBehindSheet) as caught:
@@ -134,6 +125,7 @@ def test_rows_pasted_with_another_tabs_capi_cells_are_not_sent_without_a_word(
     assert len(world.meta_events()) == sent
 
 
+@pytest.mark.sqlite_only  # schema 1 existed only as an SQLite file
 def test_schema_1_ledger_from_the_previous_version_migrates_and_sends_nothing_again(
     make_world: MakeWorld, world_now: datetime, tmp_path: Path
 ) -> None:
@@ -170,26 +162,27 @@ def test_schema_1_ledger_from_the_previous_version_migrates_and_sends_nothing_ag
 
 def insert_edit(world: World, row: int, status: str, at: object) -> None:
     """What the old /api/edits stored for any `at` it was given (raw SQL, no API check)."""
-    with sqlite3.connect(Path(world.config.ledger_location({}))) as db:
-        db.execute(
-            "INSERT INTO pending_edits (spreadsheet_id, tab, row_number, old_value, new_value, "
-            "at, recorded_at) VALUES (?, ?, ?, 'New', ?, ?, ?)",
-            (
-                world.config.sheets.spreadsheet_id,
-                world.config.sheets.tab,
-                row,
-                status,
-                at,
-                world.now.timestamp(),
-            ),
-        )
+    run_sql(
+        world.config.ledger_location({}),
+        "INSERT INTO pending_edits (spreadsheet_id, tab, row_number, old_value, new_value, "
+        "at, recorded_at) VALUES (?, ?, ?, 'New', ?, ?, ?)",
+        (
+            world.config.sheets.spreadsheet_id,
+            world.config.sheets.tab,
+            row,
+            status,
+            at,
+            world.now.timestamp(),
+        ),
+    )
 
 
 # 0001-01-01T00:00:00+14:00: the old API stored it; reading it back was "year 0 is out of range".
 YEAR_0 = datetime(1, 1, 1, tzinfo=UTC).timestamp() - 14 * 3600
 
 
-@pytest.mark.parametrize("at", [YEAR_0, "garbage"])
+# Text in a time column: only SQLite can hold it (PostgreSQL's column is double precision).
+@pytest.mark.parametrize("at", [YEAR_0, pytest.param("garbage", marks=pytest.mark.sqlite_only)])
 def test_a_poisoned_edit_is_skipped_and_reported_once_and_every_pass_runs(
     make_world: MakeWorld, world_now: datetime, at: object
 ) -> None:
@@ -235,7 +228,7 @@ def test_backend_answers_409_and_status_says_what_to_do_when_the_ledger_is_behin
     bridge.ledger.close()
     del bridge
     sent = len(world.meta_events())
-    lose(Path(world.config.ledger_location({})), "emptied")
+    lose(world.config.ledger_location({}), "emptied")
     app = create_app(bridges=[world.bridge()], environ={"SHEET_BRIDGE_SECRET": WORLD_SECRET})
     client = app.test_client()
     auth = {"Authorization": f"Bearer {WORLD_SECRET}"}

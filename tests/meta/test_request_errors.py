@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sheet_bridge.sync.ledger import SheetTab, SqliteLedger
+from sheet_bridge.sync.ledger import SheetTab, open_ledger
 from tests.conftest import WORLD_SHEET, WORLD_TEST_CODE, World, lead_row, world_config
 
 MakeWorld = Callable[..., World]
@@ -21,16 +21,30 @@ LEADS = 24
 
 def _refix(world: World, **meta: Any) -> None:
     """The person edits [meta] in the config file; the next pass uses it."""
-    world.config = world_config(world.tmp, world.sheets_url, world.meta_url, meta=meta)
+    world.config = world_config(
+        world.tmp,
+        world.sheets_url,
+        world.meta_url,
+        meta=meta,
+        server={"ledger": world.config.ledger_location({})},
+    )
 
 
 WORLD_TAB = SheetTab(WORLD_SHEET, "Leads")
 
 
 def _ledger_states(world: World) -> Counter[tuple[str, bool]]:
-    ledger = SqliteLedger(world.config.ledger_location({}))
+    ledger = open_ledger(world.config.ledger_location({}))
     try:
         return Counter((e.state, e.retry) for e in ledger.events(WORLD_TAB))
+    finally:
+        ledger.close()
+
+
+def _last_pass(world: World) -> dict[str, Any]:
+    ledger = open_ledger(world.config.ledger_location({}))
+    try:
+        return ledger.last_pass(WORLD_TAB)
     finally:
         ledger.close()
 
@@ -79,8 +93,7 @@ def test_a_setup_error_halts_after_one_request_and_every_event_goes_once_fixed(
     assert all(says in cell and "will retry next sync" in cell for cell in status), status[0]
     assert halted.halted is not None and says in halted.halted
     assert halted.notices == [halted.halted]
-    last = SqliteLedger(world.config.ledger_location({})).last_pass(WORLD_TAB)
-    assert last["error"] == halted.halted
+    assert _last_pass(world)["error"] == halted.halted
 
     _refix(world, **fixed)
     after = world.bridge().sync()
@@ -91,7 +104,7 @@ def test_a_setup_error_halts_after_one_request_and_every_event_goes_once_fixed(
     assert after.counts["sent"] == LEADS and after.halted is None
     assert _ledger_states(world) == Counter({("sent", False): LEADS})
     assert all(cell == "Sent: Lead" for cell in world.column("CAPI Status"))
-    assert SqliteLedger(world.config.ledger_location({})).last_pass(WORLD_TAB)["error"] is None
+    assert _last_pass(world)["error"] is None
 
 
 def test_a_halt_leaves_the_later_batches_unsent_and_due(

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from sheet_bridge.config import load_config
+from sheet_bridge.sync.ledger import open_ledger
 from tests.conftest import WORLD_TZ, World, iso, lead_row
 from tests.test_cli import WITH_TOKEN, run, world_toml
 
@@ -88,7 +90,7 @@ def test_first_sync_of_an_existing_sheet_sends_only_what_it_can_date_and_records
     at = world_now - timedelta(minutes=3)
     world.edit_cells([(3, "Lead Status", "Opportunity"), (3, "Status Changed At", iso(at))])
     bridge = world.bridge()
-    bridge.ledger = type(bridge.ledger)(tmp_path / "cli-ledger.db")
+    bridge.ledger = open_ledger(load_config(config).ledger_location({}))  # the CLI's
     bridge.record_edit(3, "SQL", "Opportunity", at)
     bridge.sync()
     moved = events_of(world, 2)

@@ -64,9 +64,9 @@ class TwoTabs:
 
 
 @pytest.fixture
-def two_tabs(tmp_path: Path, world_now: datetime) -> Iterator[TwoTabs]:
+def two_tabs(tmp_path: Path, world_now: datetime, ledger_location: str) -> Iterator[TwoTabs]:
     """Tab "Brand A" with four leads (one disqualified), tab "Brand B" with the header only;
-    configs a (pixel A) and b (pixel B) share tmp/ledger.db."""
+    configs a (pixel A) and b (pixel B) share one ledger (a file, or a PostgreSQL database)."""
     clear_metadata_cache()
     rows = [
         lead_row(1, "New", now=world_now),
@@ -97,7 +97,7 @@ def two_tabs(tmp_path: Path, world_now: datetime) -> Iterator[TwoTabs]:
             meta.url,
             sheets={"tab": tab},
             meta={"pixel_id": pixel},
-            server={"shared_secret_env": secret_env, "ledger": "ledger.db"},
+            server={"shared_secret_env": secret_env, "ledger": ledger_location},
         )
         return World(tmp_path, sheets.url, meta.url, data_path, config, world_now)
 

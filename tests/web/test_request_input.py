@@ -4,7 +4,6 @@ are taken as written."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from sheet_bridge.web.app import create_app
 from tests.conftest import WORLD_SECRET, WORLD_SHEET, World, lead_row
+from tests.ledger_backends import run_sql
 
 MakeWorld = Callable[..., World]
 AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
@@ -36,9 +36,8 @@ def edit(at: str, **change: Any) -> dict[str, Any]:
 
 
 def stored_edits(world: World) -> int:
-    with sqlite3.connect(world.config.ledger_location({})) as db:
-        count: int = db.execute("SELECT COUNT(*) FROM pending_edits").fetchone()[0]
-        return count
+    ((count,),) = run_sql(world.config.ledger_location({}), "SELECT COUNT(*) FROM pending_edits")
+    return int(count)
 
 
 @pytest.mark.parametrize(
