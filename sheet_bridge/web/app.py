@@ -66,9 +66,7 @@ def _bridges(configs: list[BridgeConfig], environ: Mapping[str, str]) -> list[Br
             location = config.ledger_location(environ)
             if location not in ledgers:
                 ledgers[location] = open_ledger(location)
-            bridges.append(
-                Bridge.from_config(config, environ=environ, ledger=ledgers[location])
-            )
+            bridges.append(Bridge.from_config(config, environ=environ, ledger=ledgers[location]))
         except (LedgerError, SheetsError, SyncError) as exc:
             raise StartupError(f"{config.source}: {exc}") from None
     return bridges

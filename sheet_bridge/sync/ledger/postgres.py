@@ -692,6 +692,20 @@ class PostgresLedger:
                 return record
         return None
 
+    def recent_passes(
+        self, where: SheetTab, limit: int, trigger: str | None = None
+    ) -> list[PassRecord]:
+        """The tab's newest finished passes (of one trigger), newest first: an hourly pass
+        that failed several times in a row is an alert."""
+        with self._tx() as db:
+            rows = db.execute(
+                f"SELECT {PASS_COLUMNS} FROM passes WHERE spreadsheet_id = %s AND tab = %s "
+                "AND finished_at IS NOT NULL AND (%s::text IS NULL OR trigger = %s) "
+                "ORDER BY id DESC LIMIT %s",
+                (where.spreadsheet_id, where.tab, trigger, trigger, limit),
+            ).fetchall()
+        return [pass_record(r) for r in rows]
+
     def last_full_pass(self, where: SheetTab) -> datetime | None:
         """When the last completed pass that read every lead of the tab started: it saw each
         lead at its then-latest status (the bound of a scan's estimate, sync/plan.py)."""

@@ -787,13 +787,13 @@ class SqliteLedger:
         rows = (
             self._connect()
             .execute(
-                f"SELECT {_PASS_COLUMNS} FROM passes WHERE spreadsheet_id=? AND tab=? "
+                f"SELECT {PASS_COLUMNS} FROM passes WHERE spreadsheet_id=? AND tab=? "
                 "AND finished_at IS NOT NULL AND (? IS NULL OR trigger=?) ORDER BY id DESC LIMIT ?",
                 (where.spreadsheet_id, where.tab, trigger, trigger, limit),
             )
             .fetchall()
         )
-        return [_pass_record(r) for r in rows]
+        return [pass_record(r) for r in rows]
 
     def last_full_pass(self, where: SheetTab) -> datetime | None:
         """When the last completed pass that read every lead of the tab started: it saw each
