@@ -165,3 +165,21 @@ def test_a_ledger_that_breaks_while_serving_is_ledger_unavailable_and_names_no_f
         assert name not in answer.get_data(as_text=True)
     assert location in caplog.text  # the operator's log says which file or database
     assert world.meta_stats()["requests"] == 0
+
+
+def test_bridges_of_a_folder_on_one_ledger_share_one_open_ledger(tmp_path: Path) -> None:
+    folder = tmp_path / "bridges"
+    folder.mkdir()
+    for name, tab in (("brand-a", "Brand A"), ("brand-b", "Brand B"), ("brand-c", "Brand C")):
+        text = bridge_toml(tmp_path).read_text()
+        text = text.replace("[sheets]\n", f'[sheets]\ntab = "{tab}"\n')
+        if name == "brand-c":
+            text = text.replace('ledger = "ledger.db"', 'ledger = "other.db"')
+        (folder / f"{name}.toml").write_text(text)
+    env = {"META_CAPI_TOKEN": WORLD_TOKEN, "SHEET_BRIDGE_SECRET": WORLD_SECRET}
+
+    app = create_app(folder, environ=env)
+
+    bridges = {b.sheet_tab.tab: b for b in app.extensions["sheet_bridge"].all()}
+    assert bridges["Brand A"].ledger is bridges["Brand B"].ledger
+    assert bridges["Brand C"].ledger is not bridges["Brand A"].ledger
