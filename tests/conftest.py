@@ -54,6 +54,7 @@ BOTH_BACKENDS = (
     "tests/replicas/",
 )
 _POSTGRES_SKIP = pytest.StashKey[str | None]()
+_POSTGRES_ITEMS = pytest.StashKey[int]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -111,13 +112,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    config.stash[_POSTGRES_ITEMS] = sum(
+        1
+        for i in items
+        if getattr(i, "callspec", None) and i.callspec.params.get("ledger_backend") == "postgres"
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     why = config.stash.get(_POSTGRES_SKIP, None)
-    if why:
+    if why and config.stash.get(_POSTGRES_ITEMS, 0):
         terminalreporter.write_line(
-            f"ledger: the PostgreSQL half was not run ({why}); the SQLite half was",
+            f"ledger: the PostgreSQL half ({config.stash[_POSTGRES_ITEMS]} tests) was not run, "
+            f"only the SQLite half: {why}; set SHEET_BRIDGE_TEST_POSTGRES to a reachable server",
             yellow=True,
         )
 

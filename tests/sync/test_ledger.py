@@ -630,3 +630,36 @@ def test_many_threads_share_one_ledger(ledger: LedgerBackend) -> None:
 
     assert errors == []
     assert len(ledger.pending_edits(WHERE)) == 60
+
+
+def test_one_event_twice_in_one_call_is_applied_in_order_as_row_by_row(
+    ledger: LedgerBackend, ledger_location: str
+) -> None:
+    first = planned("Lkey1", event_id="sb.first")
+    again = planned("Lkey1", event_id="sb.again", at=NOW - timedelta(hours=1))
+
+    ledger.mark_sending(WHERE, [first, planned("Lkey2"), again], {}, {}, NOW)
+
+    record = ledger.history(WHERE)["Lkey1"].events["Lead"]
+    assert (record.event_id, record.event_time) == ("sb.first", again.event_time)
+    assert run_sql(ledger_location, "SELECT lead_key, attempts FROM events ORDER BY lead_key") == [
+        ("Lkey1", 2),
+        ("Lkey2", 1),
+    ]
+
+
+def test_a_first_pass_of_thousands_of_events_lands_whole(ledger: LedgerBackend) -> None:
+    # More rows than one bulk statement takes (PostgreSQL writes them in chunks).
+    events = [planned(f"L{i:05}") for i in range(5_001)]
+    ledger.mark_sending(WHERE, events, {"L00007": "strong"}, {"L00007": "a note"}, NOW)
+    ledger.record_outcomes(WHERE, [(e, SendOutcome("sent", "ok", "Atrace")) for e in events], NOW)
+    known = [AdoptedEvent(f"L{i:05}", "Lead", "sb.x", "sent", 1, 2, "New", 0, NOW) for i in (0, 1)]
+    new = [
+        AdoptedEvent(f"N{i:05}", "QualifiedLead", f"sb.n{i}", "sent", 1, 2, "MQL", 1, NOW)
+        for i in range(5_000)
+    ]
+
+    assert ledger.adopt(WHERE, known + new, NOW) == 5_000
+    assert ledger.counts_by_state(WHERE) == {"sent": 10_001}
+    (seven,) = [e for e in ledger.events(WHERE) if e.lead_key == "L00007"]
+    assert (seven.match_strength, seven.fbtrace_id, seven.value) == ("strong", "Atrace", 100.0)

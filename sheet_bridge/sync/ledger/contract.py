@@ -24,8 +24,9 @@ from sheet_bridge.sync.plan import (
 )
 
 SCHEMA_VERSION = 3
-# A pass renews its lock every LOCK_LEASE / 4 seconds; a lock not renewed for LOCK_LEASE
-# seconds belongs to a process that died (on any host) and is taken over.
+# SQLite: a pass renews its lock every LOCK_LEASE / 4 seconds; a lock not renewed for
+# LOCK_LEASE seconds belongs to a process that died (on any host) and is taken over.
+# (PostgreSQL needs no lease: the server frees a dead holder's advisory lock.)
 LOCK_LEASE = 60.0
 # A stored edit or transition whose time lies outside [recorded − 62 days, recorded + 5 min]
 # can never give a sendable event (DOMAIN.md §5: 62 days is Meta's longest window, and future
@@ -51,7 +52,8 @@ class SyncBusy(Exception):
 
 
 class LockLost(LedgerError):
-    """The pass's lock lapsed (not renewed within its lease) and may be someone else's now."""
+    """The pass's lock lapsed (SQLite: not renewed within its lease; PostgreSQL: its
+    connection ended) and may be someone else's now."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ class PassRecord:
 
 
 class LockLease:
-    """A held lock, renewed by a heartbeat thread until the pass ends."""
+    """A held lock on one tab, for as long as the pass runs (SQLite renews it from a heartbeat
+    thread; postgres.py's subclass asks the server whether its lock is still held)."""
 
     def __init__(self, where: SheetTab, lease: float) -> None:
         self.where = where

@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
@@ -444,14 +444,9 @@ class PostgresLedger:
     ) -> None:
         """Record (lead key, status, at, source) transitions seen by an edit or a scan."""
         rows = transition_rows(where, items, to_ts(now))
-        if not rows:
-            return
-        with self._tx() as db, db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, "
-                "recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                rows,
-            )
+        if rows:
+            with self._tx() as db:
+                _bulk(db, _INSERT_TRANSITIONS, _TRANSITION_TYPES, rows)
 
     # -- edits -----------------------------------------------------------------------------
     def add_edit(
@@ -501,14 +496,9 @@ class PostgresLedger:
             for e, key in resolved
             if key is not None
         ]
-        with self._tx() as db, db.cursor() as cur:
-            if rows:
-                cur.executemany(
-                    "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, "
-                    "source, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    rows,
-                )
-            cur.execute(
+        with self._tx() as db:
+            _bulk(db, _INSERT_TRANSITIONS, _TRANSITION_TYPES, rows)
+            db.execute(
                 "DELETE FROM pending_edits WHERE id = ANY(%s)", ([e.id for e, _ in resolved],)
             )
 
@@ -522,13 +512,13 @@ class PostgresLedger:
         now: datetime,
     ) -> None:
         """Before the POST: the event exists, with its final event_id, as `sending`."""
-        with self._tx() as db, db.cursor() as cur:
-            cur.executemany(
+        with self._tx() as db:
+            _bulk(
+                db,
                 "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, "
-                "state, event_time, row_number, lead_status, stage_index, fingerprint, "
-                "attempts, first_planned, updated_at, value, currency, match_strength, "
-                "user_data, notes) VALUES (%s, %s, %s, %s, %s, 'sending', %s, %s, %s, %s, %s, "
-                "1, %s, %s, %s, %s, %s, %s, %s) "
+                "event_time, row_number, lead_status, stage_index, fingerprint, first_planned, "
+                "updated_at, value, currency, match_strength, user_data, notes, state, attempts) "
+                "SELECT *, 'sending', 1 FROM {rows} "
                 "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO UPDATE SET "
                 "state = 'sending', event_time = excluded.event_time, "
                 "row_number = excluded.row_number, lead_status = excluded.lead_status, "
@@ -536,7 +526,9 @@ class PostgresLedger:
                 "updated_at = excluded.updated_at, value = excluded.value, "
                 "currency = excluded.currency, match_strength = excluded.match_strength, "
                 "user_data = excluded.user_data, notes = excluded.notes",
+                _SENDING_TYPES,
                 sending_rows(where, events, strengths, notes, to_ts(now)),
+                key=_event_key,
             )
 
     def record_outcomes(
@@ -546,29 +538,35 @@ class PostgresLedger:
         now: datetime,
     ) -> None:
         """Right after Meta answers, before the sheet is written."""
-        rows = outcome_rows(where, results, to_ts(now))
-        with self._tx() as db, db.cursor() as cur:
-            cur.executemany(
-                "UPDATE events SET state = %s, sent_at = COALESCE(%s, sent_at), "
-                "fbtrace_id = %s, error = %s, retry = %s, updated_at = %s "
-                "WHERE spreadsheet_id = %s AND tab = %s AND lead_key = %s AND event_name = %s",
-                rows,
+        with self._tx() as db:
+            _bulk(
+                db,
+                "UPDATE events SET state = u.state, sent_at = COALESCE(u.sent_at, events.sent_at), "
+                "fbtrace_id = u.fbtrace_id, error = u.error, retry = u.retry, "
+                "updated_at = u.updated_at "
+                "FROM {rows} AS u (state, sent_at, fbtrace_id, error, retry, updated_at, "
+                "spreadsheet_id, tab, lead_key, event_name) "
+                "WHERE events.spreadsheet_id = u.spreadsheet_id AND events.tab = u.tab "
+                "AND events.lead_key = u.lead_key AND events.event_name = u.event_name",
+                _OUTCOME_TYPES,
+                outcome_rows(where, results, to_ts(now)),
+                key=lambda r: r[6:],
             )
 
     def record_expired(
         self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
     ) -> None:
         """Planned too old to send: kept so it is never tried again, and reported."""
-        rows = expired_rows(where, expired, to_ts(now))
-        with self._tx() as db, db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
-                "event_time, row_number, first_planned, updated_at, error) "
-                "VALUES (%s, %s, %s, %s, %s, 'expired', %s, %s, %s, %s, %s) "
+        with self._tx() as db:
+            _bulk(
+                db,
+                f"{_INSERT_SETTLED} 'expired' FROM {{rows}} "
                 "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO UPDATE SET "
                 "state = 'expired', updated_at = excluded.updated_at, error = excluded.error "
                 "WHERE events.state <> 'sent'",
-                rows,
+                _SETTLED_TYPES,
+                expired_rows(where, expired, to_ts(now)),
+                key=_event_key,
             )
 
     def record_baseline(
@@ -576,33 +574,29 @@ class PostgresLedger:
     ) -> None:
         """Stages reached before sheet-bridge saw when: kept (never sent) so reports and the
         moved-back check know them; a later defensible time may still send them."""
-        rows = baseline_rows(where, baseline, to_ts(now))
-        with self._tx() as db, db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
-                "event_time, row_number, first_planned, updated_at, error) "
-                "VALUES (%s, %s, %s, %s, %s, 'baseline', %s, %s, %s, %s, %s) "
+        with self._tx() as db:
+            _bulk(
+                db,
+                f"{_INSERT_SETTLED} 'baseline' FROM {{rows}} "
                 "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO NOTHING",
-                rows,
+                _SETTLED_TYPES,
+                baseline_rows(where, baseline, to_ts(now)),
             )
 
     def adopt(self, where: SheetTab, events: Sequence[AdoptedEvent], now: datetime) -> int:
         """Take events the sheet shows as sent or expired into the ledger; what the ledger
         already knows of a (lead, event) is never changed. Returns how many were new."""
-        rows = adopted_rows(where, events, to_ts(now))
-        if not rows:
-            return 0
-        with self._tx() as db, db.cursor() as cur:
-            cur.executemany(
+        with self._tx() as db:
+            return _bulk(
+                db,
                 "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
                 "event_time, row_number, lead_status, stage_index, first_planned, sent_at, "
                 "updated_at, error, value, currency, match_strength, user_data, fbtrace_id, "
-                "notes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                "%s, %s, %s, %s, %s) "
+                "notes) SELECT * FROM {rows} "
                 "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO NOTHING",
-                rows,
-            )
-            return max(cur.rowcount, 0)  # the sum over the rows: those inserted
+                _ADOPTED_TYPES,
+                adopted_rows(where, events, to_ts(now)),
+            )  # the rows inserted: those the ledger did not know
 
     def events(self, where: SheetTab) -> list[LedgerEvent]:
         with self._tx() as db:
@@ -727,6 +721,76 @@ class PostgresLedger:
                 (where.spreadsheet_id, where.tab),
             ).fetchone()
         return last_pass_answer(row)
+
+
+# Bulk writes send each column as one array and unnest it in the server: one statement per
+# _CHUNK rows instead of one per row (measured at 100,000 events marked `sending` in batches
+# of 500: 8.0 s row by row with executemany, 4.3 s this way; recording their answers 8.8 s →
+# 3.0 s). What is left is mostly the server's upsert and psycopg writing the arrays.
+_CHUNK = 5000
+# The columns' types (space-separated), in the order of records.py's row producers.
+_KEY = "text text text text"  # spreadsheet_id, tab, lead_key, event_name
+# event_id, event_time, row_number, lead_status, stage_index, fingerprint, first_planned,
+# updated_at, value, currency, match_strength, user_data, notes
+_SENDING_TYPES = f"{_KEY} text bigint int text int text float8 float8 float8 text text text text"
+# state, sent_at, fbtrace_id, error, retry, updated_at, then the key
+_OUTCOME_TYPES = f"text float8 text text bool float8 {_KEY}"
+# event_id, event_time, row_number, first_planned, updated_at, error
+_SETTLED_TYPES = f"{_KEY} text bigint int float8 float8 text"
+# event_id, state, event_time, row_number, lead_status, stage_index, first_planned, sent_at,
+# updated_at, error, value, currency, match_strength, user_data, fbtrace_id, notes
+_ADOPTED_TYPES = f"{_KEY} text text bigint int text int float8 float8 float8 text float8 text"
+_ADOPTED_TYPES += " text text text text"
+# spreadsheet_id, tab, lead_key, status, at, source, recorded_at
+_TRANSITION_TYPES = "text text text text float8 text float8"
+_INSERT_TRANSITIONS = (
+    "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, recorded_at) "
+    "SELECT * FROM {rows}"
+)
+_INSERT_SETTLED = (
+    "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, event_time, "
+    "row_number, first_planned, updated_at, error, state) SELECT *,"
+)
+
+
+def _event_key(row: Sequence[object]) -> Sequence[object]:
+    return row[:4]
+
+
+def _bulk(
+    db: Connection,
+    sql: str,
+    types: str,
+    rows: Iterable[Sequence[object]],
+    *,
+    key: Callable[[Sequence[object]], Sequence[object]] | None = None,
+) -> int:
+    """Run `sql` over `rows`, {rows} standing for them as a table, in chunks; returns the rows
+    changed. With `key`, a chunk never holds one key twice (an upsert may touch a row only once
+    per statement): a repeat starts the next chunk, so repeats apply in order as row by row."""
+    table = "unnest(" + ", ".join(f"%s::{t}[]" for t in types.split()) + ")"
+    statement = sql.format(rows=table)
+    changed = 0
+    chunk: list[Sequence[object]] = []
+    seen: set[tuple[object, ...]] = set()
+
+    def flush() -> None:
+        nonlocal changed
+        if chunk:
+            cur = db.execute(statement, [list(column) for column in zip(*chunk, strict=True)])
+            changed += max(cur.rowcount, 0)
+            chunk.clear()
+            seen.clear()
+
+    for row in rows:
+        k = tuple(key(row)) if key is not None else None
+        if len(chunk) >= _CHUNK or (k is not None and k in seen):
+            flush()
+        chunk.append(row)
+        if k is not None:
+            seen.add(k)
+    flush()
+    return changed
 
 
 class _AdvisoryLease(LockLease):
