@@ -114,7 +114,10 @@ class Replicas:
         self.alive = list(instances)
         self.tally = tally
         self._turn = itertools.count()
-        self.client = httpx.Client(timeout=DEADLINE, headers=AUTH)
+        # Idle connections are dropped before gunicorn's 5 s keep-alive could close one
+        # under a request being sent on it (that race is not what this test is about).
+        limits = httpx.Limits(max_keepalive_connections=CLIENT_THREADS, keepalive_expiry=2.0)
+        self.client = httpx.Client(timeout=DEADLINE, headers=AUTH, limits=limits)
 
     def kill(self, instance: Instance) -> None:
         self.alive = [i for i in self.alive if i is not instance]
