@@ -140,7 +140,6 @@ def test_lock_held_by_a_live_process_on_this_host_is_respected(
         other.wait()
 
 
-
 def test_lock_of_a_killed_process_not_yet_collected_by_its_parent_is_taken_over(
     ledger: SqliteLedger, ledger_path: Path
 ) -> None:
@@ -161,6 +160,7 @@ def test_lock_of_a_killed_process_not_yet_collected_by_its_parent_is_taken_over(
             pass
     finally:
         other.wait()
+
 
 def test_lock_of_another_host_is_respected_until_it_expires(
     ledger: SqliteLedger, ledger_path: Path
