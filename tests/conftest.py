@@ -26,6 +26,7 @@ from sheet_bridge.sync.run import Bridge, capi_client
 from tests.ledger_backends import (
     BACKENDS,
     REQUIRE_POSTGRES,
+    drop_orphan_schemas,
     drop_schema,
     new_schema,
     postgres_unavailable,
@@ -77,6 +78,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if why and (REQUIRE_POSTGRES or config.getoption("--ledger-backend") == "postgres"):
         raise pytest.UsageError(f"PostgreSQL is required for these tests, but {why}")
     config.stash[_POSTGRES_SKIP] = why
+    if config.getoption("--ledger-backend") != "sqlite" and not why:
+        drop_orphan_schemas()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

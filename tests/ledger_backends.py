@@ -12,7 +12,7 @@ import functools
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,40 @@ def _admin() -> Any:
 
 
 def new_schema() -> str:
-    schema = f"{SCHEMA_PREFIX}{uuid.uuid4().hex[:16]}"
+    """A schema named after this process, so a later run can tell it was left behind."""
+    schema = f"{SCHEMA_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:12]}"
     with _admin() as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     return schema
+
+
+def drop_orphan_schemas() -> list[str]:
+    """Drop the test schemas of runs that were killed before their teardown (their process is
+    gone); those of runs still going (another worktree, CI) are left alone."""
+    dropped = []
+    with _admin() as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (SCHEMA_PREFIX + "%",)
+            )
+        ]
+    for name in names:
+        pid = name[len(SCHEMA_PREFIX) :].split("_", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            drop_schema(name)
+            dropped.append(name)
+    return dropped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def drop_schema(schema: str) -> None:
@@ -129,12 +159,3 @@ def stored_text(location: str) -> bytes:
         return "\n".join(out).encode()
     path = Path(location)
     return b"".join(p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")))
-
-
-def schemas_left() -> Iterator[str]:
-    """Test schemas nobody dropped (there should be none once a run ends)."""
-    with _admin() as conn:
-        for (name,) in conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (SCHEMA_PREFIX + "%",)
-        ):
-            yield name

@@ -5,6 +5,7 @@ the URL's password (issue 14). The contract both backends share is in test_ledge
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from sheet_bridge.sync.ledger import (
 )
 from sheet_bridge.sync.ledger.postgres import PostgresLedger, mask_url
 from tests.ledger_backends import POSTGRES_URL, run_sql, table_names
+from tests.sync.test_ledger import NOW, planned
 
 pytestmark = pytest.mark.postgres_only
 
@@ -174,6 +176,24 @@ def test_a_search_path_naming_no_schema_is_refused_in_words(ledger_location: str
 
     with pytest.raises(LedgerError, match="names no schema that exists"):
         open_ledger(missing)
+
+
+# -- bulk writes -----------------------------------------------------------------------------
+
+
+def test_a_bulk_write_that_fails_leaves_nothing_and_the_next_one_works(
+    ledger: PostgresLedger,
+) -> None:
+    # The first bulk write on a connection makes its staging table; a failure rolls that back
+    # too, and the next write on the same connection must make it again.
+    broken = dataclasses.replace(planned("Lkey1"), lead_key=None)  # type: ignore[arg-type]
+
+    with pytest.raises(LedgerError, match="lead_key"):
+        ledger.mark_sending(WHERE, [planned("Lkey0"), broken], {}, {}, NOW)
+
+    assert ledger.counts_by_state(WHERE) == {}
+    ledger.mark_sending(WHERE, [planned("Lkey2")], {}, {}, NOW)
+    assert ledger.counts_by_state(WHERE) == {"sending": 1}
 
 
 # -- errors in words, never the password ---------------------------------------------------

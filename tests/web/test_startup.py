@@ -24,7 +24,9 @@ AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
 NOT_A_LEDGER = b"this file was a ledger until someone copied over it\n" * 200
 
 
-def bridge_toml(folder: Path, *, credentials: str = "anonymous", server: str = "") -> Path:
+def bridge_toml(
+    folder: Path, *, credentials: str = "anonymous", server: str = "", ledger: str = "ledger.db"
+) -> Path:
     """A bridge config whose sheet is a (never contacted) local emulator."""
     path = folder / "bridge.toml"
     path.write_text(
@@ -38,7 +40,7 @@ credentials = "{credentials}"
 pixel_id = "998877665544332"
 
 [server]
-ledger = "ledger.db"
+ledger = "{ledger}"
 {server or 'shared_secret_env = "SHEET_BRIDGE_SECRET"'}
 
 [columns]
@@ -112,6 +114,23 @@ def test_a_backend_that_cannot_start_says_why_in_one_line_without_a_traceback(
     assert words in said
     if problem == "corrupt_ledger":
         assert (tmp_path / "ledger.db").read_bytes() == NOT_A_LEDGER  # nothing was reset
+
+
+@pytest.mark.parametrize("how", ["serve", "gunicorn-factory"])
+def test_an_unreachable_postgresql_ledger_is_one_line_without_its_password(
+    tmp_path: Path, how: str
+) -> None:
+    config = bridge_toml(tmp_path, ledger="postgresql://bridge:s3cret-pw@127.0.0.1:1/ledger")
+    args = [*SERVE, "--config", str(config)] if how == "serve" else GUNICORN_FACTORY
+
+    stopped = start(args, config)
+
+    said = stopped.stderr.strip()
+    assert stopped.returncode == (2 if how == "serve" else 4), stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert len(said.splitlines()) == 1, said
+    assert "Cannot reach the PostgreSQL ledger at postgresql://bridge:***@127.0.0.1:1" in said
+    assert "s3cret" not in stopped.stderr + stopped.stdout
 
 
 def test_gunicorn_stops_with_the_one_line_instead_of_respawning_workers(tmp_path: Path) -> None:
