@@ -46,7 +46,14 @@ if os.environ.get("CI"):
 # The suites that run on both ledger backends: every test of theirs that builds a world or a
 # ledger runs once on SQLite and once on PostgreSQL (test ids end in [sqlite] / [postgres]).
 # Tests of one backend's own machinery are marked sqlite_only or postgres_only.
-BOTH_BACKENDS = ("tests/sync/", "tests/web/", "tests/faults/", "tests/meta/test_request_errors.py")
+BOTH_BACKENDS = (
+    "tests/sync/",
+    "tests/web/",
+    "tests/faults/",
+    "tests/meta/test_request_errors.py",
+    "tests/deploy/",
+    "tests/replicas/",
+)
 _POSTGRES_SKIP = pytest.StashKey[str | None]()
 _POSTGRES_ITEMS = pytest.StashKey[int]()
 

@@ -20,7 +20,14 @@ from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
 from sheet_bridge.meta.client import CapiClient, SendOutcome
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
-from sheet_bridge.sync.ledger import LedgerBackend, LedgerError, LockLease, SheetTab, open_ledger
+from sheet_bridge.sync.ledger import (
+    PASS_LOST,
+    LedgerBackend,
+    LedgerError,
+    LockLease,
+    SheetTab,
+    open_ledger,
+)
 from sheet_bridge.sync.outcomes import (
     RowReport,
     answer_words,
@@ -176,15 +183,18 @@ class Bridge:
         config: BridgeConfig,
         *,
         environ: Mapping[str, str] | None = None,
+        ledger: LedgerBackend | None = None,
         **kw: Any,
     ) -> Bridge:
+        """The bridge a config describes; `ledger`, when given, is the already open ledger at
+        the config's location (bridges sharing one share its connections)."""
         env = environ if environ is not None else os.environ
         token = config.meta.access_token(env)
         base = Path(config.source).parent if config.source != "<memory>" else None
         return cls(
             config,
             sheets=SheetsClient(config.sheets, base_dir=base),
-            ledger=open_ledger(config.ledger_location(env)),
+            ledger=ledger if ledger is not None else open_ledger(config.ledger_location(env)),
             capi=capi_client(config.meta, token) if token else None,
             **kw,
         )
@@ -221,12 +231,26 @@ class Bridge:
         their history: it costs what those rows cost, not the sheet."""
         with gc_pass(), self.ledger.lock(self.sheet_tab, wait=self.lock_wait) as lease:
             now = self.clock()
+            self._close_lost_passes(now)
             full = keys is None and rows is None and read is None
             pass_id = self.ledger.start_pass(self.sheet_tab, trigger, dry_run, now, full=full)
             if on_start is not None:
                 on_start(pass_id)
             with PassProgress(self.ledger, pass_id, self.clock, progress) as recorded:
                 return self._pass(pass_id, now, dry_run, keys, rows, trigger, recorded, lease, read)
+
+    def _close_lost_passes(self, now: datetime) -> None:
+        """Record as lost every pass of this tab still shown running. This pass holds the
+        tab's lock and a live pass never lets go of it, so their process died (SIGKILL, a
+        replica or container gone): whoever follows one learns it now, not when its heartbeat
+        is two minutes old. What they sent is in the ledger; this pass does the rest."""
+        closed: set[int] = set()
+        while (stale := self.ledger.running_pass(self.sheet_tab, now)) is not None:
+            if stale.id in closed:  # not closable: never loop on it
+                break
+            closed.add(stale.id)
+            log.warning("pass %s on %s was lost (its process stopped)", stale.id, self.sheet_tab)
+            self.ledger.finish_pass(stale.id, {}, now, error=PASS_LOST)
 
     def _pass(
         self,

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from sheet_bridge.config import BridgeConfig, ConfigError, load_configs
 from sheet_bridge.sheets.client import SheetsError
-from sheet_bridge.sync.ledger import LedgerError
+from sheet_bridge.sync.ledger import LedgerBackend, LedgerError, open_ledger
 from sheet_bridge.sync.run import Bridge, SyncError
 from sheet_bridge.web.api import api
 from sheet_bridge.web.auth import Authenticator, TokenVerifier, google_verifier, setup_problem
@@ -52,13 +52,24 @@ def _check_auth(config: BridgeConfig, environ: Mapping[str, str]) -> None:
         raise StartupError(f"{config.source}: {problem}")
 
 
-def _bridge(config: BridgeConfig, environ: Mapping[str, str]) -> Bridge:
-    """The bridge for one config; a ledger or key file that cannot be opened is a one-line
-    start-up error (its path is for the operator's console, never for an API answer)."""
-    try:
-        return Bridge.from_config(config, environ=environ)
-    except (LedgerError, SheetsError, SyncError) as exc:
-        raise StartupError(f"{config.source}: {exc}") from None
+def _bridges(configs: list[BridgeConfig], environ: Mapping[str, str]) -> list[Bridge]:
+    """The bridge for each config; a ledger or key file that cannot be opened is a one-line
+    start-up error (its path is for the operator's console, never for an API answer).
+
+    Bridges whose ledger is the same file or URL share one open ledger: a folder of ten
+    configs on one PostgreSQL ledger is one connection pool per process, not ten (4 gunicorn
+    workers × 2 replicas × 10 pools would exhaust the server's 100 connections)."""
+    ledgers: dict[str, LedgerBackend] = {}
+    bridges = []
+    for config in configs:
+        try:
+            location = config.ledger_location(environ)
+            if location not in ledgers:
+                ledgers[location] = open_ledger(location)
+            bridges.append(Bridge.from_config(config, environ=environ, ledger=ledgers[location]))
+        except (LedgerError, SheetsError, SyncError) as exc:
+            raise StartupError(f"{config.source}: {exc}") from None
+    return bridges
 
 
 def create_app(
@@ -99,7 +110,7 @@ def _create_app(
                     f"{cfg.source}: the Meta access token is missing: set the environment "
                     f"variable {cfg.meta.access_token_env}"
                 )
-        bridges = [_bridge(cfg, env) for cfg in configs]
+        bridges = _bridges(configs, env)
     for b in bridges:
         _check_auth(b.config, env)
     if verifier is None and any(b.config.server.id_token_audience for b in bridges):

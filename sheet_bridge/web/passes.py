@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 # bridge's own lock wait, before answering.
 START_GRACE = 5.0
 ROWS_PAGE = 50
+
+# The pass threads this process runs, so a worker that is told to stop can let them end.
+_running: set[threading.Thread] = set()
+_running_lock = threading.Lock()
 
 
 def pass_ref(where: SheetTab, pass_id: int) -> str:
@@ -79,12 +84,33 @@ def start_pass(bridge: Bridge, *, wait: float, **kw: Any) -> Started:
             done.set()
             started.set()
 
-    thread = threading.Thread(target=run, name="sheet-bridge-pass", daemon=True)
+    def tracked() -> None:
+        try:
+            run()
+        finally:
+            with _running_lock:
+                _running.discard(thread)
+
+    thread = threading.Thread(target=tracked, name="sheet-bridge-pass", daemon=True)
+    with _running_lock:
+        _running.add(thread)
     thread.start()
     started.wait(bridge.lock_wait + START_GRACE)
     if outcome.pass_id is not None:
         done.wait(wait)
     return Started(outcome.pass_id, outcome.result, outcome.error, done.is_set())
+
+
+def finish_running_passes(timeout: float) -> int:
+    """Wait at most `timeout` seconds in all for the passes this process runs to end; the
+    number still running then. A gunicorn worker told to stop (a redeploy, a scale-in) calls
+    it before exiting, so a pass near its end finishes instead of being cut and redone."""
+    deadline = time.monotonic() + timeout
+    with _running_lock:
+        threads = list(_running)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return sum(thread.is_alive() for thread in threads)
 
 
 def record_json(

@@ -140,6 +140,28 @@ def test_lock_held_by_a_live_process_on_this_host_is_respected(
         other.wait()
 
 
+def test_lock_of_a_killed_process_not_yet_collected_by_its_parent_is_taken_over(
+    ledger: SqliteLedger, ledger_path: Path
+) -> None:
+    # A SIGKILLed gunicorn's workers stay zombies until init collects them: dead, not holders.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        other.kill()
+        stat = Path(f"/proc/{other.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_bytes().rsplit(b")", 1)[1][1:2] != b"Z":
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.01)
+        insert_lock(
+            ledger_path, host=socket.gethostname(), pid=other.pid, expires=time.time() + 900
+        )
+
+        with ledger.lock(WHERE, wait=0):
+            pass
+    finally:
+        other.wait()
+
+
 def test_lock_of_another_host_is_respected_until_it_expires(
     ledger: SqliteLedger, ledger_path: Path
 ) -> None:

@@ -142,6 +142,35 @@ def test_a_pass_whose_process_died_is_reported_lost_with_what_happens_next(
     )
 
 
+def test_a_pass_whose_process_died_is_lost_as_soon_as_the_next_pass_holds_its_tab(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = make_world([lead_row(1, "New", now=world_now)])
+    bridge = world.bridge()
+    where = bridge.sheet_tab
+    finished = bridge.ledger.start_pass(where, "sync", False, world_now)
+    bridge.ledger.finish_pass(finished, {"sent": 0}, world_now)
+    # A replica SIGKILLed a second ago: its heartbeat is fresh, its lock already gone.
+    killed = bridge.ledger.start_pass(where, "sync", False, world_now)
+    bridge.ledger.pass_progress(killed, "send", 1, 3, world_now)
+    client = client_for(world)
+    from sheet_bridge.web.passes import pass_ref
+
+    before = client.get(f"/api/passes/{pass_ref(where, killed)}", headers=AUTH).get_json()
+    answer = client.post("/api/sync", json={"spreadsheet_id": WORLD_SHEET}, headers=AUTH)
+    after = client.get(f"/api/passes/{pass_ref(where, killed)}", headers=AUTH).get_json()
+
+    assert before["state"] == "running"
+    assert answer.status_code == 200, answer.get_json()
+    assert after["state"] == "lost"
+    assert "nothing is lost" in after["error"]
+    done = client.get(f"/api/passes/{pass_ref(where, finished)}", headers=AUTH).get_json()
+    assert done["state"] == "done"
+    status = client.get(f"/api/status?spreadsheet_id={WORLD_SHEET}", headers=AUTH).get_json()
+    assert status["running_pass"] is None
+    assert answer.get_json()["sent"] == 1
+
+
 def test_pass_ids_are_checked_against_the_callers_bridges(
     make_world: MakeWorld, world_now: datetime
 ) -> None:

@@ -13,6 +13,7 @@ from sheet_bridge.config import is_ledger_url
 from sheet_bridge.sync.ledger.contract import (
     LOCK_LEASE,
     PASS_HEARTBEAT,
+    PASS_LOST,
     PASS_LOST_AFTER,
     SCHEMA_VERSION,
     AdoptedEvent,
@@ -32,6 +33,7 @@ from sheet_bridge.sync.ledger.sqlite import SqliteLedger
 __all__ = [
     "LOCK_LEASE",
     "PASS_HEARTBEAT",
+    "PASS_LOST",
     "PASS_LOST_AFTER",
     "SCHEMA_VERSION",
     "AdoptedEvent",

@@ -36,6 +36,10 @@ PLAUSIBLE_AGE = timedelta(days=62)
 # heartbeat is older than PASS_LOST_AFTER ran in a process that died: it is "lost".
 PASS_HEARTBEAT = 15.0
 PASS_LOST_AFTER = timedelta(minutes=2)
+# The error kept on a pass that the next pass of its tab found unfinished. The next pass holds
+# the tab's lock, which a live pass never lets go of, so the process that ran this one died
+# (or lost its lock, and stops before sending more): it is "lost" at once, not two minutes on.
+PASS_LOST = "PassLost"
 PASS_PHASES = ("queued", "read", "send", "write", "done")
 
 
@@ -150,6 +154,8 @@ class PassRecord:
     def state(self, now: datetime) -> str:
         """running, done, failed, or lost (its process stopped heart-beating)."""
         if self.finished_at is not None:
+            if self.error == PASS_LOST:
+                return "lost"
             # A pass that could not run leaves {"error": words} as its answer; a record from
             # before passes kept answers has only the error's name.
             failed = "error" in self.summary if self.summary is not None else bool(self.error)

@@ -829,10 +829,20 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether the process holding a lock on this host still runs. A zombie (it exited and its
+    parent has not collected it: a SIGKILLed gunicorn master's workers, until init reaps them)
+    is dead; without /proc (macOS) a process that answers signal 0 is taken as alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    # "pid (command) state …": the command may itself hold ") ", so from the last one.
+    end = stat.rfind(b")")
+    return stat[end + 2 : end + 3] != b"Z"

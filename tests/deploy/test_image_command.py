@@ -1,0 +1,193 @@
+"""The backend as the image runs it (issue 14 "Deploy"): the Dockerfile's CMD, run from the
+repository with the environment the README documents, on each ledger backend, against the
+Sheets emulator and the fake Meta. No image is built (there may be no registry to pull the base
+image from); what the image adds around the command is checked as text."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sheet_bridge.local.fake_meta import create_fake_meta
+from sheet_bridge.local.server import BackgroundServer
+from sheet_bridge.local.sheets_emulator import create_emulator
+from sheet_bridge.sync.ledger import open_ledger
+from sheet_bridge.web.passes import parse_pass_ref
+from tests.conftest import (
+    WORLD_HEADER,
+    WORLD_PIXEL,
+    WORLD_SECRET,
+    WORLD_SHEET,
+    WORLD_STAGES,
+    WORLD_TOKEN,
+    WORLD_TZ,
+    lead_row,
+)
+from tests.deploy.instances import (
+    DOCUMENTED_ENV,
+    ROOT,
+    MetaGate,
+    dockerfile_command,
+    start_instance,
+    write_bridge_config,
+)
+
+AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
+LEADS = 8
+EVENTS = 2 * LEADS  # each MQL lead owes Lead and QualifiedLead
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path, world_now: datetime) -> Iterator[tuple[Path, MetaGate, str]]:
+    """The emulator with a tab of MQL leads, the fake Meta behind a gate, and a config folder
+    for them; yields (config folder, gate, fake Meta's URL)."""
+    rows = [lead_row(i, "MQL", now=world_now) for i in range(1, LEADS + 1)]
+    sheet = {"title": "Deploy", "timeZone": WORLD_TZ, "sheets": {"Leads": [WORLD_HEADER, *rows]}}
+    sheets = BackgroundServer(create_emulator(data={"spreadsheets": {WORLD_SHEET: sheet}}))
+    gate = MetaGate(create_fake_meta(access_token=WORLD_TOKEN, pixel_ids=[WORLD_PIXEL]))
+    meta = BackgroundServer(gate)
+    with sheets, meta:
+        folder = tmp_path / "config"
+        folder.mkdir()
+        write_bridge_config(
+            folder,
+            "leads",
+            spreadsheet_id=WORLD_SHEET,
+            sheets_url=sheets.url,
+            meta_url=meta.url,
+            pixel_id=WORLD_PIXEL,
+            stages=WORLD_STAGES,
+            batch_size=4,
+        )
+        yield folder, gate, meta.url
+        gate.release.set()  # never leave a server thread held
+
+
+def documented_env(folder: Path, ledger: str, **more: str) -> dict[str, str]:
+    return {
+        "SHEET_BRIDGE_CONFIG": str(folder),
+        "SHEET_BRIDGE_LEDGER": ledger,
+        "META_CAPI_TOKEN": WORLD_TOKEN,
+        "SHEET_BRIDGE_SECRET": WORLD_SECRET,
+        "WEB_CONCURRENCY": "2",
+        **more,
+    }
+
+
+def follow(url: str, answer: httpx.Response) -> dict[str, Any]:
+    """A /api/sync answer, followed to the end of its pass when it was a 202."""
+    assert answer.status_code in (200, 202), answer.text
+    body: dict[str, Any] = answer.json()
+    while body.get("state") == "running":
+        body = httpx.get(f"{url}/api/passes/{body['pass_id']}", headers=AUTH, timeout=10).json()
+    return body
+
+
+def test_the_image_command_serves_healthz_and_one_pass_and_stops_on_sigterm(
+    tmp_path: Path, ledger_location: str, stand_ins: tuple[Path, MetaGate, str]
+) -> None:
+    folder, _, meta_url = stand_ins
+    instance = start_instance(documented_env(folder, ledger_location), tmp_path / "gunicorn.log")
+    try:
+        health = httpx.get(instance.url + "/healthz", timeout=5)
+        answer = httpx.post(
+            instance.url + "/api/sync",
+            json={"spreadsheet_id": WORLD_SHEET, "wait": 25},
+            headers=AUTH,
+            timeout=40,
+        )
+        summary = follow(instance.url, answer)
+        record = httpx.get(
+            f"{instance.url}/api/passes/{summary['pass_id']}", headers=AUTH, timeout=10
+        ).json()
+        probe = httpx.get(
+            f"{instance.url}/api/status?spreadsheet_id={WORLD_SHEET}&probe=query-never-logged",
+            headers=AUTH,
+            timeout=10,
+        )
+        stopped = instance.terminate()
+    finally:
+        instance.close()
+
+    assert health.status_code == 200 and health.json() == {"ok": True}
+    assert summary["state"] == "done" and summary["sent"] == LEADS, summary
+    assert summary["events_sent"] == EVENTS
+    assert record["state"] == "done" and record["summary"]["sent"] == LEADS
+    assert probe.status_code == 200, probe.text
+    events = httpx.get(meta_url + "/_fake/events", timeout=10).json()["events"]
+    assert len({e["event_id"] for e in events}) == len(events) == EVENTS
+    log = instance.log()
+    assert stopped == 0, log[-3000:]
+    assert '"GET /api/status" 200' in log  # the access log names the path...
+    assert "query-never-logged" not in log  # ...never the query
+    assert "pass sync on" in log  # sheet-bridge's own lines reach the error log
+    assert WORLD_TOKEN not in log and WORLD_SECRET not in log
+    assert "Traceback" not in log
+
+
+def test_a_stopping_worker_lets_its_running_pass_finish(
+    tmp_path: Path, ledger_location: str, stand_ins: tuple[Path, MetaGate, str]
+) -> None:
+    folder, gate, meta_url = stand_ins
+    instance = start_instance(documented_env(folder, ledger_location), tmp_path / "gunicorn.log")
+    try:
+        gate.hold(WORLD_PIXEL, after=1)  # the pass's second request waits at Meta
+        answer = httpx.post(
+            instance.url + "/api/sync",
+            json={"spreadsheet_id": WORLD_SHEET, "wait": 0},
+            headers=AUTH,
+            timeout=40,
+        )
+        assert answer.status_code == 202, answer.text
+        assert gate.held.wait(30), "the pass never reached Meta"
+        # A redeploy: gunicorn's master is told to stop while the pass is mid-send.
+        instance.process.send_signal(signal.SIGTERM)
+        instance.wait_for_log(r"(?s)(Worker exiting.*){2}")
+        gate.release.set()
+        stopped = instance.process.wait(timeout=60)
+    finally:
+        instance.close()
+
+    ledger = open_ledger(ledger_location)
+    try:
+        pass_id = parse_pass_ref(answer.json()["pass_id"])
+        assert pass_id is not None
+        record = ledger.get_pass(pass_id)
+    finally:
+        ledger.close()
+    assert stopped == 0, instance.log()[-3000:]
+    assert record is not None
+    assert record.finished_at is not None and record.error is None, record
+    assert record.summary is not None and record.summary["sent"] == LEADS
+    events = httpx.get(meta_url + "/_fake/events", timeout=10).json()["events"]
+    assert len({e["event_id"] for e in events}) == len(events) == EVENTS
+
+
+def test_the_image_runs_the_command_as_documented_and_as_a_non_root_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    ignored = (ROOT / ".dockerignore").read_text()
+
+    assert dockerfile_command() == [
+        "gunicorn",
+        "-c",
+        "gunicorn.conf.py",
+        "sheet_bridge.web.app:create_app()",
+    ]
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.M)
+    assert "pip install '/tmp/src[server,postgres]'" in dockerfile
+    assert "COPY gunicorn.conf.py /app/gunicorn.conf.py" in dockerfile
+    # Nothing from a developer's checkout (a venv, a ledger, demo data, tests) enters the image.
+    assert ignored.splitlines()[1] == "*"
+    for name in DOCUMENTED_ENV:
+        assert name in readme, f"{name} is read by the image but not in the README"
