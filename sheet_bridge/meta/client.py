@@ -529,13 +529,12 @@ class CapiClient:
             attempt += 1
             self._wait_while_throttled()
             answer = self._post(batch)
-            if answer.ok or not answer.transient or attempt >= self.max_attempts:
+            if answer.ok or not answer.transient:
                 return answer, attempt
-            pause = self.backoff_base * 2 ** (attempt - 1)
-            pause = pause / 2 + self._jitter() * pause / 2  # "equal jitter": never zero
-            pause = max(pause, answer.regain_seconds)
-            if self._clock() - started + pause > self.max_retry_seconds:
-                log.info("retry budget of %.0f s spent; giving up", self.max_retry_seconds)
+            pause = self._retry_pause(answer, attempt, started)
+            if answer.rate_limited:
+                self._throttled(answer, pause or 0.0)
+            if pause is None:
                 return answer, attempt
             log.info(
                 "Meta: %s; retry %s of %s in %.2f s",
@@ -544,15 +543,27 @@ class CapiClient:
                 self.max_attempts - 1,
                 pause,
             )
-            if answer.rate_limited:
-                self._throttle_all(pause)
-            else:
-                self._sleep(pause)
+            if not answer.rate_limited:
+                self._sleep(pause)  # a throttle's pause is waited at the top, by every request
 
-    def _throttle_all(self, pause: float) -> None:
-        """Meta is limiting calls: no request of this client leaves for `pause` seconds (each
-        request in flight would only extend the limit)."""
+    def _retry_pause(self, answer: _Answer, attempt: int, started: float) -> float | None:
+        """Seconds to wait before trying again, or None when no try is left in the budget."""
+        if attempt >= self.max_attempts:
+            return None
+        pause: float = self.backoff_base * 2 ** (attempt - 1)
+        pause = pause / 2 + self._jitter() * pause / 2  # "equal jitter": never zero
+        pause = max(pause, answer.regain_seconds)
+        if self._clock() - started + pause > self.max_retry_seconds:
+            log.info("retry budget of %.0f s spent; giving up", self.max_retry_seconds)
+            return None
+        return pause
+
+    def _throttled(self, answer: _Answer, pause: float) -> None:
+        """Meta is limiting calls: count it, and no request of this client leaves for `pause`
+        seconds (each request would only extend the limit). One step, so whoever sees the
+        count also sees the pause."""
         with self._lock:
+            self.throttled += 1
             self._quiet_until = max(self._quiet_until, self._clock() + pause)
 
     def _wait_while_throttled(self) -> None:
@@ -579,11 +590,7 @@ class CapiClient:
         except httpx.TransportError as exc:
             reason = self._scrub(str(exc)) or type(exc).__name__
             return _Answer(None, None, None, f"connection failed: {reason}")
-        answer = self._classify(response)
-        if answer.rate_limited:
-            with self._lock:
-                self.throttled += 1
-        return answer
+        return self._classify(response)
 
     def _classify(self, response: httpx.Response) -> _Answer:
         status = response.status_code
