@@ -618,18 +618,18 @@ def create_fake_meta(
 def _answer(
     state: FakeMetaState, version: str, pixel_id: str, started: float, entry: dict[str, Any]
 ) -> int:
-    """One events POST, as Graph answers it: after the latency, a fault asked for, the rate
-    limit, or Meta's rules (DOMAIN.md §4). Returns how many events were kept."""
+    """One events POST, as Graph answers it: a fault asked for (at once), or after the latency
+    the rate limit's throttle or Meta's rules (DOMAIN.md §4). Returns how many events were kept."""
     with state.lock:
         speed = state.speed
     data = _body_data_or_none()
     entry["event_ids"] = [e.get("event_id") for e in data if isinstance(e, dict)] if data else []
-    delay = speed.delay(len(data) if data else 0) - (time.monotonic() - started)
-    if delay > 0:
-        time.sleep(delay)  # Meta's round trip: the answer comes after it, whatever it says
     mode, fault_delay = state.take_fault()
     if mode is not None:
         _serve_fault(mode, fault_delay)
+    delay = speed.delay(len(data) if data else 0) - (time.monotonic() - started)
+    if delay > 0:
+        time.sleep(delay)  # Meta's round trip: the answer comes after it, whatever it says
     throttled = state.take_call(time.monotonic())
     if throttled is not None:
         raise _throttle(throttled, pixel_id)

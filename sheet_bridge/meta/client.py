@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -9,7 +10,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -208,6 +209,61 @@ class _Call:
     last_refusal: _Answer | None = None
 
 
+class _Throttle:
+    """Meta is limiting this client's calls. Every request waits out the pause the last
+    throttling answer set; then, until Meta takes a request again, one request at a time tries:
+    the others' tries would only extend the limit (and fire all at once after a shared pause)."""
+
+    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self._clock, self._sleep = clock, sleep
+        self._state = threading.Condition()
+        self.answers = 0
+        self._quiet_until = 0.0  # on the client's clock
+        self._limited = False  # a throttling answer, and nothing taken since
+        self._trying = False  # a request is finding out whether the limit has lifted
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Wait until a request may leave; it leaves during the with-block."""
+        trying = self._wait()
+        try:
+            yield
+        finally:
+            if trying:
+                with self._state:
+                    self._trying = False
+                    self._state.notify_all()
+
+    def hit(self, pause: float) -> None:
+        """A throttling answer: no request leaves for `pause` seconds."""
+        with self._state:
+            self.answers += 1
+            self._limited = True
+            self._quiet_until = max(self._quiet_until, self._clock() + pause)
+
+    def clear(self) -> None:
+        """Meta answered something other than a throttle: the limit is over."""
+        with self._state:
+            if self._limited:
+                self._limited = False
+                self._state.notify_all()
+
+    def _wait(self) -> bool:
+        """True when this request is the one trying whether the limit has lifted."""
+        while True:
+            with self._state:
+                pause = self._quiet_until - self._clock()
+                if pause <= 0:
+                    if not self._limited:
+                        return False
+                    if not self._trying:
+                        self._trying = True
+                        return True
+                    self._state.wait(timeout=1.0)  # for the trying request's answer
+                    continue
+            self._sleep(pause)
+
+
 class _Halt(Exception):
     """Every event not yet answered gets this outcome: the run cannot go on."""
 
@@ -278,8 +334,12 @@ class CapiClient:
         self._http = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
         self._lock = threading.Lock()
         self.requests_made: int = 0
-        self.throttled: int = 0  # throttling answers received (a sender slows down on them)
-        self._quiet_until = 0.0  # on the client's clock: no request leaves before it
+        self._throttle = _Throttle(clock, sleep)
+
+    @property
+    def throttled(self) -> int:
+        """Throttling answers received so far (a sender keeps fewer requests in flight)."""
+        return self._throttle.answers
 
     def __repr__(self) -> str:
         return f"CapiClient(url={self.url!r}, batch_size={self.batch_size})"
@@ -527,13 +587,15 @@ class CapiClient:
         attempt = 0
         while True:
             attempt += 1
-            self._wait_while_throttled()
-            answer = self._post(batch)
-            if answer.ok or not answer.transient:
-                return answer, attempt
-            pause = self._retry_pause(answer, attempt, started)
-            if answer.rate_limited:
-                self._throttled(answer, pause or 0.0)
+            with self._throttle.turn():
+                answer = self._post(batch)
+                pause = None
+                if answer.transient and not answer.ok:
+                    pause = self._retry_pause(answer, attempt, started)
+                if answer.rate_limited:
+                    self._throttle.hit(pause or 0.0)
+                else:
+                    self._throttle.clear()
             if pause is None:
                 return answer, attempt
             log.info(
@@ -544,7 +606,7 @@ class CapiClient:
                 pause,
             )
             if not answer.rate_limited:
-                self._sleep(pause)  # a throttle's pause is waited at the top, by every request
+                self._sleep(pause)  # a throttle's pause is waited in turn(), by every request
 
     def _retry_pause(self, answer: _Answer, attempt: int, started: float) -> float | None:
         """Seconds to wait before trying again, or None when no try is left in the budget."""
@@ -557,20 +619,6 @@ class CapiClient:
             log.info("retry budget of %.0f s spent; giving up", self.max_retry_seconds)
             return None
         return pause
-
-    def _throttled(self, answer: _Answer, pause: float) -> None:
-        """Meta is limiting calls: count it, and no request of this client leaves for `pause`
-        seconds (each request would only extend the limit). One step, so whoever sees the
-        count also sees the pause."""
-        with self._lock:
-            self.throttled += 1
-            self._quiet_until = max(self._quiet_until, self._clock() + pause)
-
-    def _wait_while_throttled(self) -> None:
-        with self._lock:
-            wait = self._quiet_until - self._clock()
-        if wait > 0:
-            self._sleep(wait)
 
     def _post(self, batch: list[Mapping[str, Any]]) -> _Answer:
         body: dict[str, Any] = {

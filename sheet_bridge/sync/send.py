@@ -9,6 +9,7 @@ receives a lead's stages in funnel order (DOMAIN.md §8).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -20,6 +21,8 @@ from sheet_bridge.sync.collector import gc_paused
 from sheet_bridge.sync.ledger import LedgerBackend, LockLease, SheetTab
 from sheet_bridge.sync.outcomes import RowReport, answer_words, record_after, render_row
 from sheet_bridge.sync.plan import EventRecord, PlannedEvent, RowDecision
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 RESENT = (
@@ -97,12 +100,15 @@ class InFlightLimit:
         self._throttles_seen = 0
         self._clean = 0
 
-    def throttled(self, throttles: int) -> None:
-        """`throttles`: how many throttling answers the client has had so far."""
-        if throttles > self._throttles_seen:
-            self._throttles_seen = throttles
-            self.now = max(self.now // 2, 1)
-            self._clean = 0
+    def throttled(self, throttles: int) -> bool:
+        """`throttles`: how many throttling answers the client has had so far. True when that
+        is more than before (the limit was halved)."""
+        if throttles <= self._throttles_seen:
+            return False
+        self._throttles_seen = throttles
+        self.now = max(self.now // 2, 1)
+        self._clean = 0
+        return True
 
     def answered(self) -> None:
         if not self._opened:
@@ -219,7 +225,7 @@ class Sender:
         self.clock, self.lease, self.progress = clock, lease, progress
         self.halted: SendOutcome | None = None
         self._in_flight: dict[Future[list[SendOutcome]], Chunk] = {}
-        self._answered = self._total = 0
+        self._answered = self._told = self._total = 0
 
     def send(self, leads: Sequence[RowDecision], now: datetime) -> Sent:
         """Mark every event `sending`, then send them lead by lead: each request's answer is
@@ -235,6 +241,7 @@ class Sender:
                 latest: Future[list[SendOutcome]] | None = None
                 for chunk in lead_chunks([d.events for d in leads], self.batch_size):
                     self._make_room(latest if chunk.follows else None)
+                    self._tell_progress()
                     if self.halted is not None:
                         # DOMAIN.md §4: a rejected token (190) or a setup error stops the pass;
                         # the other requests would fail alike. Their events stay due.
@@ -246,6 +253,7 @@ class Sender:
             finally:
                 while self._in_flight:  # in flight when the pass stops: answered and recorded
                     self._collect()
+        self._tell_progress()
         return Sent(self.capi.requests_made - before, self.halted)
 
     def _post(self, chunk: Chunk) -> list[SendOutcome]:
@@ -256,7 +264,8 @@ class Sender:
         """Wait for answers until one more request may leave: fewer than the limit in flight,
         and `after` (the request holding this lead's earlier stages) answered and recorded."""
         while self._in_flight and self.halted is None:
-            self.limit.throttled(self.capi.throttled)
+            if self.limit.throttled(self.capi.throttled):
+                log.info("Meta is limiting calls: %s request(s) in flight now", self.limit.now)
             if len(self._in_flight) < self.limit.now and after not in self._in_flight:
                 return
             self._collect()
@@ -278,4 +287,10 @@ class Sender:
         if self.halted is None:
             self.halted = next((o for o in outcomes if o.state == "not_sent"), None)
         self._answered += len(pairs)
-        self.progress("send", self._answered, self._total)
+
+    def _tell_progress(self) -> None:
+        """Between requests, never while recording: a failing progress callback stops the pass
+        with every answer already recorded."""
+        if self._answered != self._told:
+            self._told = self._answered
+            self.progress("send", self._answered, self._total)
