@@ -12,6 +12,11 @@ How it measures, so the figures can be trusted:
   passes); Meta requests from the fake's (GET /_fake/stats).
 - The baseline is what a hand-written Apps Script does: one POST per row. Here it is the same
   CapiClient with batch_size=1 sending each row's events, against the same fake Meta.
+- The latency table (`--latency-only` runs just it) gives the fake Meta Meta's round trip
+  (LATENCY_MS per request) and times the 100,000-lead first pass with several requests in
+  flight and with one; one POST per row and Meta's Python SDK batching (50 events per request,
+  serial) are timed the same way on a slice and extrapolated by events. "Time at Meta" is the
+  fake's own log: first request in to last answer out.
 """
 
 from __future__ import annotations
@@ -37,6 +42,15 @@ from sheet_bridge.local.demo_leads import DEMO_STAGES
 
 SIZES = (1_000, 10_000, 100_000)
 BASELINE_ROWS = 1_000
+# The latency table: Meta answers in hundreds of milliseconds (issue 14: 150 ms per request).
+LATENCY_MS = 150
+LATENCY_SIZE = 100_000
+IN_FLIGHT = 4
+# Slices for the serial ways, small enough to time in a minute at LATENCY_MS per request.
+PER_ROW_SLICE = 100
+SDK_SLICE = 1_000
+SDK_BATCH = 50  # facebook-python-business-sdk BatchProcessor(batch_size=50)
+LATENCY_BEGIN, LATENCY_END = "<!-- latency table: begin -->", "<!-- latency table: end -->"
 TOKEN = "bench-token-not-a-real-one"
 PIXEL = "123456789012345"
 SHEET_ID = "1BenchScaleSheet00000000000000000000000000"
@@ -135,7 +149,9 @@ def sheet_data(rows: list[list[object]]) -> dict[str, Any]:
     }
 
 
-def config_data(sheets_url: str, meta_url: str, ledger: Path) -> dict[str, Any]:
+def config_data(
+    sheets_url: str, meta_url: str, ledger: Path, in_flight: int = IN_FLIGHT
+) -> dict[str, Any]:
     return {
         "sheets": {
             "spreadsheet_id": SHEET_ID,
@@ -150,6 +166,7 @@ def config_data(sheets_url: str, meta_url: str, ledger: Path) -> dict[str, Any]:
             "currency": "INR",
             "batch_size": BATCH_SIZE,
             "timeout_seconds": 60,
+            "max_in_flight": in_flight,
         },
         "server": {"shared_secret_env": "BENCH_SECRET", "ledger": str(ledger)},
         "columns": {
@@ -213,7 +230,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def child_bridge(workdir: Path, *, with_capi: bool) -> Any:
+def child_bridge(workdir: Path, *, with_capi: bool, in_flight: int = IN_FLIGHT) -> Any:
     """The bridge a child process measures, wired to the servers named in the environment."""
     from sheet_bridge.config import parse_config
     from sheet_bridge.sheets.client import SheetsClient
@@ -222,7 +239,8 @@ def child_bridge(workdir: Path, *, with_capi: bool) -> Any:
 
     sheets_url, meta_url = os.environ["BENCH_SHEETS_URL"], os.environ["BENCH_META_URL"]
     config = parse_config(
-        config_data(sheets_url, meta_url, workdir / "ledger.db"), source=str(workdir / "b.toml")
+        config_data(sheets_url, meta_url, workdir / "ledger.db", in_flight),
+        source=str(workdir / "b.toml"),
     )
     return Bridge(
         config,
@@ -287,8 +305,11 @@ def edit_some_statuses(config: Any, size: int) -> None:
     client.write_cells(cells)
 
 
-def run_baseline(workdir: Path) -> dict[str, Any]:
-    """Child mode: one POST per row, as a hand-written Apps Script does, same client and fake."""
+def run_baseline(workdir: Path, batch: int = 1) -> dict[str, Any]:
+    """Child mode: the same events sent one request after another, `batch` events each: 1 is
+    one POST per row event, as a hand-written Apps Script does; 50 is Meta's Python SDK
+    (BatchProcessor(batch_size=50, concurrent_requests=4) awaits each request before the next:
+    facebook_business/adobjects/serverside/batch_processor.py). Same client, same fake."""
     from sheet_bridge.sync.plan import plan
     from sheet_bridge.sync.run import capi_client
 
@@ -297,11 +318,14 @@ def run_baseline(workdir: Path) -> dict[str, Any]:
     _, _, leads = bridge.read()
     the_plan = plan(leads, config, {}, datetime.now(UTC))
     per_row = [[e.payload for e in d.events] for d in the_plan.decisions if d.events]
-    client = capi_client(config.meta, TOKEN, batch_size=1)
+    client = capi_client(config.meta, TOKEN, batch_size=batch)
     started = time.perf_counter()
-    for events in per_row:
-        for event in events:  # one row's events, one request each: no batching at all
-            client.send([event])
+    if batch == 1:
+        for events in per_row:
+            for event in events:  # one row's events, one request each: no batching at all
+                client.send([event])
+    else:
+        client.send([event for events in per_row for event in events])
     seconds = time.perf_counter() - started
     events_sent = sum(len(e) for e in per_row)
     return {
@@ -313,10 +337,26 @@ def run_baseline(workdir: Path) -> dict[str, Any]:
     }
 
 
-def child(mode: str, size: int, workdir: Path) -> dict[str, Any]:
+def run_first_pass(workdir: Path, in_flight: int) -> dict[str, Any]:
+    """Child mode: one first pass, `in_flight` requests at a time."""
+    bridge = child_bridge(workdir, with_capi=True, in_flight=in_flight)
+    started = time.perf_counter()
+    result = bridge.sync(trigger="bench")
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "events": result.events_sent,
+        "requests": result.meta_requests,
+        "counts": result.counts,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def child(mode: str, size: int, workdir: Path, *extra: str) -> dict[str, Any]:
     env = {**os.environ}
+    args = ["--child", mode, "--size", str(size), "--dir", str(workdir), *extra]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--size", str(size), "--dir", str(workdir)],
+        [sys.executable, __file__, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -328,19 +368,57 @@ def child(mode: str, size: int, workdir: Path) -> dict[str, Any]:
     return result
 
 
-def measure(mode: str, size: int, root: Path) -> dict[str, Any]:
-    """Fresh emulator, fake Meta and bridge process for one size."""
-    workdir = root / f"{mode}-{size}"
+def measure(
+    mode: str, size: int, root: Path, *extra: str, latency_ms: float = 0.0
+) -> dict[str, Any]:
+    """Fresh emulator, fake Meta and bridge process for one size. With `latency_ms`, the fake
+    answers that much later and the result has its own account of the requests."""
+    workdir = root / "-".join([mode, str(size), *extra])
     workdir.mkdir()
     data_path = workdir / "sheets.json"
     data_path.write_text(json.dumps(sheet_data(lead_rows(size, datetime.now(UTC)))))
     sheets, meta = Server("sheets", data_path), Server("meta")
     try:
         os.environ["BENCH_SHEETS_URL"], os.environ["BENCH_META_URL"] = sheets.url, meta.url
-        return child(mode, size, workdir)
+        if latency_ms:
+            speed = {"latency_ms": latency_ms}
+            httpx.post(meta.url + "/_fake/speed", json=speed, timeout=10).raise_for_status()
+        result = child(mode, size, workdir, *extra)
+        if latency_ms:
+            result["at_meta"] = at_meta(meta.url)
+        return result
     finally:
         sheets.stop()
         meta.stop()
+
+
+def at_meta(meta_url: str) -> dict[str, Any]:
+    """The fake's account: requests, most in flight at once, first request in to last answer
+    out (its own clock)."""
+    stats = httpx.get(meta_url + "/_fake/stats", timeout=60).json()
+    log = httpx.get(meta_url + "/_fake/requests", timeout=60).json()["requests"]
+    span = max(r["finished"] for r in log) - min(r["started"] for r in log) if log else 0.0
+    return {
+        "requests": stats["requests"],
+        "events": stats["events"],
+        "rejections": stats["rejections"],
+        "peak_in_flight": stats["peak_in_flight"],
+        "seconds": span,
+    }
+
+
+def measure_latency(root: Path, size: int = LATENCY_SIZE) -> dict[str, Any]:
+    """The latency table's runs, one after another in this run."""
+    out: dict[str, Any] = {"size": size, "latency_ms": LATENCY_MS}
+    for in_flight in (IN_FLIGHT, 1):
+        print(f"{size:,} leads at {LATENCY_MS} ms, {in_flight} in flight …", file=sys.stderr)
+        out[f"ours_{in_flight}"] = measure(
+            "first", size, root, "--in-flight", str(in_flight), latency_ms=LATENCY_MS
+        )
+    for name, rows, batch in (("per_row", PER_ROW_SLICE, 1), ("sdk", SDK_SLICE, SDK_BATCH)):
+        print(f"{name}: {rows:,} leads at {LATENCY_MS} ms …", file=sys.stderr)
+        out[name] = measure("baseline", rows, root, "--batch", str(batch), latency_ms=LATENCY_MS)
+    return out
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -430,8 +508,120 @@ def verdicts(results: list[dict[str, Any]], ratio: float) -> list[str]:
     return out
 
 
+def latency_rows(lat: dict[str, Any]) -> list[dict[str, Any]]:
+    """The latency table's rows; the serial ways extrapolated from their slice to our events."""
+    ours = lat["ours_" + str(IN_FLIGHT)]
+    events = ours["events"]
+    # What the pass does besides talking to Meta (read, plan, ledger, write-back), as measured
+    # on ours; a serial way's whole pass is that plus its own time at Meta.
+    rest = ours["seconds"] - ours["at_meta"]["seconds"]
+    rows = []
+    for key, way in (
+        (f"ours_{IN_FLIGHT}", f"ours, {IN_FLIGHT} in flight"),
+        ("ours_1", "ours, one at a time"),
+    ):
+        r = lat[key]
+        rows.append(
+            {
+                "way": way,
+                "per_request": f"≤ {BATCH_SIZE}",
+                "requests": r["at_meta"]["requests"],
+                "in_flight": r["at_meta"]["peak_in_flight"],
+                "at_meta": r["at_meta"]["seconds"],
+                "pass": r["seconds"],
+                "rss": r["peak_rss_mb"],
+                "how": f"measured, {lat['size']:,} leads",
+            }
+        )
+    for key, way, per, leads in (
+        ("sdk", "Meta's Python SDK batching, serial", str(SDK_BATCH), SDK_SLICE),
+        ("per_row", "one POST per row event", "1", PER_ROW_SLICE),
+    ):
+        r = lat[key]
+        scale = events / r["events"]
+        at_meta = r["at_meta"]["seconds"] * scale
+        rows.append(
+            {
+                "way": way,
+                "per_request": per,
+                "requests": round(r["requests"] * scale),
+                "in_flight": r["at_meta"]["peak_in_flight"],
+                "at_meta": at_meta,
+                "pass": rest + at_meta,
+                "rss": None,
+                "how": (
+                    f"{leads:,}-lead slice ({r['events']:,} events, {r['requests']:,} "
+                    f"requests, {r['at_meta']['seconds']:.1f} s at Meta) × {scale:,.1f}"
+                ),
+            }
+        )
+    return rows
+
+
+def latency_section(lat: dict[str, Any], floor: float | None) -> str:
+    """The latency table and its verdict, between markers so `--latency-only` can replace it."""
+    rows = latency_rows(lat)
+    ours = rows[0]
+    head = (
+        "| way | events per request | requests | most in flight | time at Meta s "
+        "| whole first pass s | peak RSS MB | how |\n|---|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    lines = []
+    for r in rows:
+        estimated = r["rss"] is None
+        rss = "" if estimated else f"{r['rss']:.0f}"
+        lines.append(
+            f"| {r['way']} | {r['per_request']} | {r['requests']:,} | {r['in_flight']} "
+            f"| {r['at_meta']:,.1f} | {'≈ ' if estimated else ''}{r['pass']:,.1f} | {rss} "
+            f"| {r['how']} |"
+        )
+    wait_serial = ours["requests"] * LATENCY_MS / 1000
+    floor_text = (
+        f"The same pass with Meta answering at once took {floor:.1f} s in this run (the "
+        "scale table above): the rest is this machine's CPU, not waiting"
+        if floor is not None
+        else "Run the whole `make bench` for the same pass with Meta answering at once"
+    )
+    verdict = "met" if ours["pass"] < 30 else "MISSED"
+    return f"""{LATENCY_BEGIN}
+## At Meta's speed: {LATENCY_MS} ms per request
+
+The fake Meta answers every request {LATENCY_MS} ms late (Meta's real round trip is ~100-300
+ms); a {lat["size"]:,}-lead first pass (nothing sent before). "Time at Meta" is the fake's own
+log, first request in to last answer out. The serial ways are timed the same way on a slice
+and extrapolated by events (× our {rows[0]["requests"]:,} requests' events); their whole pass
+is our pass's time outside Meta plus their time at Meta (≈). Meta's SDK: `BatchProcessor
+(batch_size=50, concurrent_requests=4)` awaits each request before the next
+(facebook_business/adobjects/serverside/batch_processor.py), so it is serial in effect.
+
+{head}{chr(10).join(lines)}
+
+- {lat["size"]:,}-lead first pass at {LATENCY_MS} ms per request < 30 s: {verdict}
+  ({ours["pass"]:.1f} s, {ours["requests"]} requests; one at a time they are
+  {wait_serial:.0f} s of waiting alone, {IN_FLIGHT} in flight ≈ {wait_serial / IN_FLIGHT:.0f} s)
+  {floor_text}.
+{LATENCY_END}"""
+
+
+def write_latency_section(section: str, path: Path) -> bool:
+    """Replace the latency section of an existing RESULTS.md (`--latency-only`)."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    if LATENCY_BEGIN not in text or LATENCY_END not in text:
+        return False
+    before, rest = text.split(LATENCY_BEGIN, 1)
+    after = rest.split(LATENCY_END, 1)[1]
+    path.write_text(before + section + after)
+    return True
+
+
 def write_results(
-    results: list[dict[str, Any]], baseline: dict[str, Any], ratio: float, path: Path
+    results: list[dict[str, Any]],
+    baseline: dict[str, Any],
+    ratio: float,
+    path: Path,
+    latency: str = "",
 ) -> str:
     m = machine()
     first_big = next(r for r in results if r["size"] == max(SIZES))["passes"][0]
@@ -462,6 +652,8 @@ one POST per row (the Apps Script baseline).
 ## Against the targets
 
 {chr(10).join(verdicts(results, ratio))}
+
+{latency}
 
 ## Profiled and fixed (100,000 leads, same machine, 2026-11-26)
 
@@ -540,10 +732,18 @@ the bridge process for 1,000 leads went from 181 MB to ~70 MB. Causes, and what 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "DATA"))
-    parser.add_argument("--child", choices=["passes", "baseline"])
+    parser.add_argument("--child", choices=["passes", "baseline", "first"])
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--dir", type=Path)
+    parser.add_argument("--in-flight", type=int, default=IN_FLIGHT)
+    parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help=f"only the table at {LATENCY_MS} ms per request (rewrites its section of RESULTS.md)",
+    )
+    parser.add_argument("--latency-size", type=int, default=LATENCY_SIZE)
     args = parser.parse_args()
     if args.serve:
         serve(*args.serve)
@@ -552,28 +752,44 @@ def main() -> None:
         print(json.dumps(run_size(args.size, args.dir)))
         return
     if args.child == "baseline":
-        print(json.dumps(run_baseline(args.dir)))
+        print(json.dumps(run_baseline(args.dir, args.batch)))
+        return
+    if args.child == "first":
+        print(json.dumps(run_first_pass(args.dir, args.in_flight)))
         return
 
-    sizes = [int(s) for s in args.sizes.split(",")]
+    path = Path(__file__).with_name("RESULTS.md")
+    sizes = [] if args.latency_only else [int(s) for s in args.sizes.split(",")]
     results = []
     with tempfile.TemporaryDirectory(prefix="sheet-bridge-bench-") as tmp:
         root = Path(tmp)
         for size in sizes:
             print(f"{size:,} leads …", file=sys.stderr, flush=True)
             results.append(measure("passes", size, root))
-        print(f"baseline: one POST per row on {BASELINE_ROWS:,} rows …", file=sys.stderr)
-        baseline = measure("baseline", BASELINE_ROWS, root)
+        if sizes:
+            print(f"baseline: one POST per row on {BASELINE_ROWS:,} rows …", file=sys.stderr)
+            baseline = measure("baseline", BASELINE_ROWS, root)
+        latency = measure_latency(root, args.latency_size)
+    floor = next(
+        (r["passes"][0]["seconds"] for r in results if r["size"] == args.latency_size), None
+    )
+    section = latency_section(latency, floor)
+    if args.latency_only:
+        print(section)
+        if args.latency_size == LATENCY_SIZE and write_latency_section(section, path):
+            print(f"\nrewrote the latency section of {path}")
+        return
     small = next((r for r in results if r["size"] == BASELINE_ROWS), None)
     if small is None:
         small = {"passes": [{"events_per_second": float("nan")}]}
     ratio = small["passes"][0]["events_per_second"] / baseline["events_per_second"]
     print(table(results, baseline))
     print(f"\nratio (batched / one POST per row, events/s): {ratio:.0f}×\n")
-    if set(SIZES) <= set(sizes):
-        write_results(results, baseline, ratio, Path(__file__).with_name("RESULTS.md"))
+    print(section)
+    if set(SIZES) <= set(sizes) and args.latency_size == LATENCY_SIZE:
+        write_results(results, baseline, ratio, path, section)
         print("\n".join(verdicts(results, ratio)))
-        print(f"\nwrote {Path(__file__).with_name('RESULTS.md')}")
+        print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
