@@ -124,8 +124,8 @@ class InFlightLimit:
 class RowReports:
     """Every row's report for one pass. A lead's report is written as soon as Meta has answered
     its last event, and its planned events (payload parts, hashed identifiers) let go: the plan
-    shrinks while the reports grow, instead of both being whole at the end (part of what took a
-    100,000-lead pass from 941 MB to ~440 MB peak, bench/RESULTS.md round 2)."""
+    shrinks while the reports grow, instead of both being whole at the end (measured on a
+    100,000-lead first pass: peak RSS 380 MB, 418 MB with every report written at the end)."""
 
     def __init__(
         self,
