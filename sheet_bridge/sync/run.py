@@ -324,7 +324,6 @@ class Bridge:
                 progress=progress,
             )
             sent = sender.send(leads, now)
-        del leads
         rows = reports.finish()
         halted = sent.halted.message if sent.halted else None
         return SyncResult(
