@@ -692,6 +692,20 @@ one POST per row (the Apps Script baseline).
 
 {latency}
 
+## Profiled: the first pass at 150 ms per request (100,000 leads, same machine, 2026-12-03)
+
+cProfile of the pass thread (which slows it: 75 s wall, 66 s CPU; the fake Meta used 5.6 s):
+reading and typing the sheet 5.3 s, planning 30.8 s, sending 24.6 s, write-back 11.7 s. Of the
+sending, the ledger's writes are 14.4 s (marking each request's events `sending` 8.2 s,
+recording Meta's answers 6.2 s: SQLite `executemany` with a JSON encoding of each lead's
+user_data), the row reports 5.7 s, and waiting for Meta's answers only 3.5 s: with 4 requests
+in flight the 56 s of waiting one at a time are almost all hidden behind work the pass does
+anyway. So the 30 s target is missed on this machine for CPU, the same as with Meta answering
+at once (the table's third row): planning (phonenumbers, hashing) and the ledger's writes, not
+Meta's latency. The sending threads build and encode each request's payload; the ledger and
+the reports stay on the pass's thread, each answer recorded before the request holding the
+same lead's next stage leaves.
+
 ## Profiled and fixed (100,000 leads, same machine, 2026-11-26)
 
 Tools: pyinstrument for time, tracemalloc snapshots and RSS read at each progress step for
@@ -740,6 +754,10 @@ the bridge process for 1,000 leads went from 181 MB to ~70 MB. Causes, and what 
   history, ~1 s planning, ~1 s reports at 100,000 leads). A fingerprint per row in the ledger
   would make it proportional to what changed; not needed for the target, so not built.
 - phonenumbers (parse + is_valid_number, one per lead) is about a quarter of the first pass.
+- The ledger's writes while sending (marking and recording ~190,000 events, ~14 s of a
+  100,000-lead first pass under the profiler on 2026-12-03) run on the pass's thread, between
+  Meta's answers. Planning could also overlap sending (the first requests could leave before
+  the last lead is planned) if the oldest-first order were given up; neither is built.
 
 ## Sheets calls, in detail
 
