@@ -280,12 +280,58 @@ def emulate_sheets(data_path: str, port: int, host: str) -> None:
     show_default=True,
     help="The access token the fake accepts (default: $META_CAPI_TOKEN or the demo's).",
 )
-def emulate_meta(port: int, host: str, record: str | None, token: str) -> None:
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Answer each request after this long (Meta's round trip is ~100-300 ms).",
+)
+@click.option(
+    "--per-event-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="And this much longer per event in the request.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Take at most this many calls per --rate-window; answer the rest as Meta throttles.",
+)
+@click.option(
+    "--rate-window",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="The rate limit's window, in seconds.",
+)
+@click.option(
+    "--throttle-code",
+    type=click.Choice(["4", "17", "32", "613", "80004"]),
+    default="80004",
+    show_default=True,
+    help="Meta's error code for a call over the limit (80004: too many calls, business use case).",
+)
+def emulate_meta(
+    port: int,
+    host: str,
+    record: str | None,
+    token: str,
+    latency_ms: float,
+    per_event_ms: float,
+    rate_limit: int | None,
+    rate_window: float,
+    throttle_code: str,
+) -> None:
     """Serve a fake Meta Graph API that applies Meta's CAPI rules and keeps what it accepts."""
+    from sheet_bridge.local.fake_meta import MetaSpeed
     from sheet_bridge.local.fake_meta import serve as serve_meta
 
+    speed = MetaSpeed(latency_ms, per_event_ms, rate_limit, rate_window, int(throttle_code))
     click.echo(f"Fake Meta Graph API on http://{host}:{port}", err=True)
-    serve_meta(host, port, record, access_token=token)
+    serve_meta(host, port, record, access_token=token, speed=speed)
 
 
 def run() -> Any:  # pragma: no cover - console-script shim

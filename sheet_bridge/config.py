@@ -120,6 +120,10 @@ class MetaConfig(_Strict):
     currency: str = "USD"
     batch_size: int = Field(default=500, ge=1, le=1000)
     timeout_seconds: float = Field(default=20.0, gt=0)
+    # Requests to Meta in flight at once during a pass. Meta answers in hundreds of milliseconds,
+    # so one at a time leaves the pass waiting; more than a few only meets Meta's rate limits
+    # sooner (a throttling answer halves it for the rest of the pass).
+    max_in_flight: int = Field(default=4, ge=1, le=16)
     # Limited Data Use, sent on every event as Meta documents it (developers.facebook.com/docs/
     # marketing-apis/data-processing-options; facebook-python-business-sdk serverside Event):
     # None sends nothing; [] says "not LDU" explicitly; ["LDU"] with country/state 0/0 lets

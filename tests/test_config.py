@@ -390,3 +390,20 @@ def test_ledger_without_xdg_falls_back_to_local_share(tmp_path: Path) -> None:
         Path(config.ledger_location({}))
         == Path.home() / ".local" / "share" / "sheet-bridge" / "ledger.db"
     )
+
+
+# ---- requests in flight ----------------------------------------------------------------------
+
+
+def test_max_in_flight_defaults_to_four_and_the_example_documents_it() -> None:
+    assert parse_config(config_data()).meta.max_in_flight == 4
+    assert load_config(EXAMPLE).meta.max_in_flight == 4
+    assert "max_in_flight = 4" in EXAMPLE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("value", [0, -1, 17, "four"])
+def test_max_in_flight_outside_one_to_sixteen_names_the_key(value: object) -> None:
+    meta = {**BASE["meta"], "max_in_flight": value}
+    with pytest.raises(ConfigError) as err:
+        parse_config(config_data(meta=meta))
+    assert "meta.max_in_flight" in str(err.value)

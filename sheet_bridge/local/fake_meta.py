@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,11 +47,78 @@ LATEST_VERSION = "v26.0"  # Graph API changelog, versions table (2026-07-29)
 _TEST_CODE = re.compile(r"^TEST\d+$")
 
 FAULT_MODES = frozenset({"500", "timeout", "throttle", "token_expired"})
+# Graph's throttling answers (error-handling guide, rate-limiting page): HTTP 400, the code and
+# Meta's words, is_transient true. Conversions API calls count as Marketing API calls (DOMAIN.md
+# §4), whose business-use-case limit answers 80004; the others are Graph's app (4), user (17),
+# page (32) and "calls within a window" (613) limits.
+THROTTLE_MESSAGES: dict[int, str] = {
+    4: "(#4) Application request limit reached",
+    17: "(#17) User request limit reached",
+    32: "(#32) Page request limit reached",
+    613: "(#613) Calls to this api have exceeded the rate limit.",
+    80004: (
+        "(#80004) There have been too many calls to this ad-account. Wait a bit and try again. "
+        "For more info, please refer to "
+        "https://developers.facebook.com/docs/graph-api/overview/rate-limiting#ads-management."
+    ),
+}
+# Business-use-case limits (80000-80014) come with this header: per business object, the kind
+# of limit, usage in percent and "estimated_time_to_regain_access" in minutes (rate-limiting page).
+BUC_USAGE_HEADER = "X-Business-Use-Case-Usage"
+APP_USAGE_HEADER = "X-App-Usage"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _FBC = re.compile(r"^fb\.[0-2]\.\d+\..+$")
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 _VERSION = re.compile(r"^v\d+\.\d+$")
 _TEN_YEARS = 10 * 365 * 86400
+
+
+@dataclass(frozen=True)
+class MetaSpeed:
+    """How fast the fake answers and how many calls it takes, so a pass meets Meta's real round
+    trip (hundreds of milliseconds) and its throttling instead of a loopback millisecond."""
+
+    latency_ms: float = 0.0  # added to every events POST
+    per_event_ms: float = 0.0  # and this much per event in it
+    # At most this many calls in any `rate_window` seconds; the calls past it get Meta's
+    # throttling answer (`throttle_code`) and are not counted. None: no limit.
+    rate_limit: int | None = None
+    rate_window: float = 1.0
+    throttle_code: int = 80004
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.latency_ms) or self.latency_ms < 0:
+            raise ValueError("latency_ms must be a number of milliseconds ≥ 0")
+        if not _is_number(self.per_event_ms) or self.per_event_ms < 0:
+            raise ValueError("per_event_ms must be a number of milliseconds ≥ 0")
+        if self.rate_limit is not None and (not _is_int(self.rate_limit) or self.rate_limit < 1):
+            raise ValueError("rate_limit must be a whole number of calls ≥ 1, or null")
+        if not _is_number(self.rate_window) or self.rate_window <= 0:
+            raise ValueError("rate_window must be a number of seconds > 0")
+        if self.throttle_code not in THROTTLE_MESSAGES:
+            codes = ", ".join(str(c) for c in THROTTLE_MESSAGES)
+            raise ValueError(f"throttle_code must be one of Meta's throttling codes: {codes}")
+
+    def delay(self, events: int) -> float:
+        """Seconds an answer about `events` events takes."""
+        return (self.latency_ms + self.per_event_ms * events) / 1000
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency_ms,
+            "per_event_ms": self.per_event_ms,
+            "rate_limit": self.rate_limit,
+            "rate_window": self.rate_window,
+            "throttle_code": self.throttle_code,
+        }
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """A call over the rate limit: when the oldest counted call leaves the window."""
+
+    code: int
+    regain_seconds: float
 
 
 @dataclass
@@ -74,6 +142,15 @@ class FakeMetaState:
     # Lead ids Meta has no lead for (POST /_fake/unknown_lead_ids): an event carrying one is
     # refused alone, an event-level error the planner cannot foresee.
     unknown_lead_ids: set[int] = field(default_factory=set)
+    speed: MetaSpeed = field(default_factory=MetaSpeed)
+    initial_speed: MetaSpeed = field(default_factory=MetaSpeed)
+    # Monotonic times of the calls the rate limit counted, oldest first.
+    counted_calls: deque[float] = field(default_factory=deque)
+    throttled: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    # One entry per events POST, for tests of what was in flight together (GET /_fake/requests).
+    request_log: list[dict[str, Any]] = field(default_factory=list)
 
     def reset(self) -> None:
         with self.lock:
@@ -83,6 +160,11 @@ class FakeMetaState:
             self.custom_event_names.clear()
             self.unknown_lead_ids.clear()
             self.fault_mode, self.fault_count, self.fault_delay = None, 0, 3.0
+            self.speed = self.initial_speed
+            self.counted_calls.clear()
+            self.throttled = 0
+            self.peak_in_flight = self.in_flight
+            self.request_log.clear()
 
     def take_fault(self) -> tuple[str | None, float]:
         with self.lock:
@@ -94,6 +176,37 @@ class FakeMetaState:
             if self.fault_count == 0:
                 self.fault_mode = None
             return mode, self.fault_delay
+
+    def take_call(self, at: float) -> Throttled | None:
+        """Count a call against the rate limit, or say it is over the limit (then not counted:
+        a throttled call does not extend the wait)."""
+        with self.lock:
+            limit, window = self.speed.rate_limit, self.speed.rate_window
+            if limit is None:
+                return None
+            calls = self.counted_calls
+            while calls and calls[0] <= at - window:
+                calls.popleft()
+            if len(calls) >= limit:
+                self.throttled += 1
+                return Throttled(self.speed.throttle_code, calls[0] + window - at)
+            calls.append(at)
+            return None
+
+    @contextlib.contextmanager
+    def serving(self, started: float) -> Iterator[dict[str, Any]]:
+        """One events POST in flight: counted while it runs, logged when it is answered."""
+        entry: dict[str, Any] = {"started": started, "status": None, "event_ids": []}
+        with self.lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            yield entry
+        finally:
+            entry["finished"] = time.monotonic()
+            with self.lock:
+                self.in_flight -= 1
+                self.request_log.append(entry)
 
 
 class Refusal(Exception):
@@ -120,6 +233,7 @@ class Refusal(Exception):
         self.transient = transient
         self.status = status
         self.kind = kind
+        self.headers: dict[str, str] = {}
 
     def envelope(self) -> dict[str, Any]:
         error: dict[str, Any] = {
@@ -140,6 +254,22 @@ class Refusal(Exception):
 
 def _fbtrace_id() -> str:
     return "A" + secrets.token_urlsafe(15)[:20]
+
+
+def _throttle(throttled: Throttled, pixel_id: str) -> Refusal:
+    """Meta's throttling answer, with the usage header that comes with it."""
+    refusal = Refusal(
+        throttled.code, THROTTLE_MESSAGES[throttled.code], transient=True, kind="OAuthException"
+    )
+    usage = {"call_count": 100, "total_cputime": 0, "total_time": 0}
+    if throttled.code >= 80000:
+        # Whole minutes, as Meta gives them: "0" means access returns within the minute.
+        minutes = int(max(throttled.regain_seconds, 0.0) // 60)
+        buc = {"type": "ads_management", **usage, "estimated_time_to_regain_access": minutes}
+        refusal.headers[BUC_USAGE_HEADER] = json.dumps({pixel_id: [buc]})
+    else:
+        refusal.headers[APP_USAGE_HEADER] = json.dumps(usage)
+    return refusal
 
 
 def _invalid(index: int, subcode: int, title: str, detail: str) -> Refusal:
@@ -363,10 +493,12 @@ def create_fake_meta(
     now: Callable[[], float] = time.time,
     record: str | os.PathLike[str] | None = None,
     test_event_codes: Collection[str] | None = None,
+    speed: MetaSpeed | None = None,
 ) -> Flask:
     """The fake Graph API as a Flask app. `pixel_ids=None` accepts any numeric pixel id;
     `test_event_codes=None` any code shaped like Meta's (TEST12345), else only those codes;
-    `record` appends each accepted event to that file as a JSON line."""
+    `record` appends each accepted event to that file as a JSON line; `speed` sets latency and
+    a rate limit (also `POST /_fake/speed`; `/_fake/reset` goes back to this one)."""
     app = Flask(__name__)
     state = FakeMetaState(
         access_token=access_token,
@@ -374,24 +506,29 @@ def create_fake_meta(
         test_event_codes=frozenset(test_event_codes) if test_event_codes is not None else None,
         now=now,
         record=os.fspath(record) if record is not None else None,
+        speed=speed or MetaSpeed(),
+        initial_speed=speed or MetaSpeed(),
     )
     app.extensions["fake_meta"] = state
 
     @app.errorhandler(Refusal)
     def _refused(exc: Refusal) -> tuple[Response, int]:
-        return jsonify(exc.envelope()), exc.status
+        response = jsonify(exc.envelope())
+        response.headers.update(exc.headers)
+        return response, exc.status
 
     @app.post("/<version>/<pixel_id>/events")
     def events(version: str, pixel_id: str) -> tuple[Response, int]:
-        mode, delay = state.take_fault()
-        if mode is not None:
-            _serve_fault(mode, delay)
-        try:
-            accepted = _accept(state, version, pixel_id)
-        except Refusal:
-            with state.lock:
-                state.rejections += 1
-            raise
+        started = time.monotonic()
+        with state.serving(started) as entry:
+            try:
+                accepted = _answer(state, version, pixel_id, started, entry)
+            except Refusal as refusal:
+                entry["status"], entry["code"] = refusal.status, refusal.code
+                with state.lock:
+                    state.rejections += 1
+                raise
+            entry["status"] = 200
         return jsonify(
             {"events_received": accepted, "messages": [], "fbtrace_id": _fbtrace_id()}
         ), 200
@@ -410,8 +547,39 @@ def create_fake_meta(
                     "events": len(state.events),
                     "rejections": state.rejections,
                     "custom_event_names": dict(state.custom_event_names),
+                    "throttled": state.throttled,
+                    "peak_in_flight": state.peak_in_flight,
                 }
             )
+
+    @app.get("/_fake/requests")
+    def fake_requests() -> Response:
+        """Each events POST: started/finished (the fake's monotonic seconds), HTTP status, Meta
+        code when refused, and the event ids it carried: what was in flight together."""
+        with state.lock:
+            return jsonify({"requests": list(state.request_log)})
+
+    @app.get("/_fake/speed")
+    def fake_speed() -> Response:
+        with state.lock:
+            return jsonify(state.speed.to_json())
+
+    @app.post("/_fake/speed")
+    def fake_set_speed() -> tuple[Response, int]:
+        """Change any of latency_ms, per_event_ms, rate_limit (null: none), rate_window,
+        throttle_code; the others keep their values."""
+        spec = request.get_json(silent=True)
+        known = set(MetaSpeed().to_json())
+        if not isinstance(spec, dict) or not set(spec) <= known:
+            msg = f"send a JSON object with any of {', '.join(sorted(known))}"
+            return jsonify({"error": {"message": msg}}), 400
+        with state.lock:
+            try:
+                state.speed = MetaSpeed(**{**state.speed.to_json(), **spec})
+            except (TypeError, ValueError) as exc:
+                return jsonify({"error": {"message": str(exc)}}), 400
+            state.counted_calls.clear()
+            return jsonify(state.speed.to_json()), 200
 
     @app.post("/_fake/unknown_lead_ids")
     def fake_unknown_lead_ids() -> tuple[Response, int]:
@@ -447,6 +615,36 @@ def create_fake_meta(
     return app
 
 
+def _answer(
+    state: FakeMetaState, version: str, pixel_id: str, started: float, entry: dict[str, Any]
+) -> int:
+    """One events POST, as Graph answers it: a fault asked for (at once), or after the latency
+    the rate limit's throttle or Meta's rules (DOMAIN.md §4). Returns how many events were kept."""
+    with state.lock:
+        speed = state.speed
+    data = _body_data_or_none()
+    entry["event_ids"] = [e.get("event_id") for e in data if isinstance(e, dict)] if data else []
+    mode, fault_delay = state.take_fault()
+    if mode is not None:
+        _serve_fault(mode, fault_delay)
+    delay = speed.delay(len(data) if data else 0) - (time.monotonic() - started)
+    if delay > 0:
+        time.sleep(delay)  # Meta's round trip: the answer comes after it, whatever it says
+    throttled = state.take_call(time.monotonic())
+    if throttled is not None:
+        raise _throttle(throttled, pixel_id)
+    return _accept(state, version, pixel_id)
+
+
+def _body_data_or_none() -> list[Any] | None:
+    """The events of a POST, when its body can be read (for latency and the log only)."""
+    try:
+        data = _body().get("data")
+    except Refusal:
+        return None
+    return data if isinstance(data, list) else None
+
+
 def _serve_fault(mode: str, delay: float) -> None:
     """Answer the way Graph does when it is down, throttled, or the token has lapsed."""
     if mode == "timeout":
@@ -460,7 +658,7 @@ def _serve_fault(mode: str, delay: float) -> None:
             status=500,
         )
     if mode == "throttle":
-        raise Refusal(4, "(#4) Application request limit reached", transient=True)
+        raise Refusal(4, THROTTLE_MESSAGES[4], transient=True)
     raise Refusal(
         190,
         "Error validating access token: Session has expired.",
@@ -577,7 +775,13 @@ class _QuietQueryHandler(WSGIRequestHandler):
                 self.path = path
 
 
-def serve(host: str, port: int, record: str | None, access_token: str = "local-demo-token") -> None:
+def serve(
+    host: str,
+    port: int,
+    record: str | None,
+    access_token: str = "local-demo-token",
+    speed: MetaSpeed | None = None,
+) -> None:
     """Run the fake Meta in the foreground (`sheet-bridge emulate meta`) until interrupted."""
-    app = create_fake_meta(access_token=access_token, record=record)
+    app = create_fake_meta(access_token=access_token, record=record, speed=speed)
     run_simple(host, port, app, threaded=True, request_handler=_QuietQueryHandler)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import random
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -32,6 +35,10 @@ SUBCODE_TOO_OLD = 2804003
 # facebook network handler lists 2804001, 2804003, 2804007, 2804016, 2804017, 2804019, 2804048;
 # Meta publishes no table). They describe an event: such a refusal is isolated by bisection.
 EVENT_DATA_SUBCODES = range(2804000, 2805000)
+# Business-use-case limits answer with this header: per business object, usage in percent and
+# "estimated_time_to_regain_access" in minutes (developers.facebook.com/docs/graph-api/overview/
+# rate-limiting). The client waits that long before its next try, or stops when it is too long.
+BUC_USAGE_HEADER = "X-Business-Use-Case-Usage"
 # Graph's "object does not exist" subcode: the pixel id is wrong, for every event alike.
 SUBCODE_NO_SUCH_OBJECT = 33
 # "(#2635) You are calling a deprecated version of the Ads API. Please update to the latest
@@ -97,6 +104,7 @@ class _Answer:
     error: Mapping[str, Any] | None
     body: Mapping[str, Any] | None
     problem: str  # what went wrong in plain words (empty when the batch went)
+    regain_seconds: float = 0.0  # Meta's estimate of when a throttle lifts (BUC header)
 
     @property
     def ok(self) -> bool:
@@ -188,6 +196,74 @@ class _Answer:
         return shape(self) == shape(other)
 
 
+@dataclass(slots=True)
+class _Call:
+    """What one send() call has learnt so far. Per call, not per client: several calls run at
+    once in worker threads (the pass keeps a few requests in flight)."""
+
+    started: float  # on the client's clock: the retry budget runs from here
+    # Proof that the request itself is sound: once Meta accepted one request of this call, a
+    # later refusal is about the events in it, not the token, pixel or test code.
+    accepted: bool = False
+    probed: bool = False
+    last_refusal: _Answer | None = None
+
+
+class _Throttle:
+    """Meta is limiting this client's calls. Every request waits out the pause the last
+    throttling answer set; then, until Meta takes a request again, one request at a time tries:
+    the others' tries would only extend the limit (and fire all at once after a shared pause)."""
+
+    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self._clock, self._sleep = clock, sleep
+        self._state = threading.Condition()
+        self.answers = 0
+        self._quiet_until = 0.0  # on the client's clock
+        self._limited = False  # a throttling answer, and nothing taken since
+        self._trying = False  # a request is finding out whether the limit has lifted
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Wait until a request may leave; it leaves during the with-block."""
+        trying = self._wait()
+        try:
+            yield
+        finally:
+            if trying:
+                with self._state:
+                    self._trying = False
+                    self._state.notify_all()
+
+    def hit(self, pause: float) -> None:
+        """A throttling answer: no request leaves for `pause` seconds."""
+        with self._state:
+            self.answers += 1
+            self._limited = True
+            self._quiet_until = max(self._quiet_until, self._clock() + pause)
+
+    def clear(self) -> None:
+        """Meta answered something other than a throttle: the limit is over."""
+        with self._state:
+            if self._limited:
+                self._limited = False
+                self._state.notify_all()
+
+    def _wait(self) -> bool:
+        """True when this request is the one trying whether the limit has lifted."""
+        while True:
+            with self._state:
+                pause = self._quiet_until - self._clock()
+                if pause <= 0:
+                    if not self._limited:
+                        return False
+                    if not self._trying:
+                        self._trying = True
+                        return True
+                    self._state.wait(timeout=1.0)  # for the trying request's answer
+                    continue
+            self._sleep(pause)
+
+
 class _Halt(Exception):
     """Every event not yet answered gets this outcome: the run cannot go on."""
 
@@ -201,6 +277,9 @@ class CapiClient:
 
     A batch Meta refuses for an invalid event is split in halves until each bad event stands
     alone, so the good ones still go, once (DOMAIN.md §4: one bad event sinks the whole batch).
+
+    Safe to share between threads: each send() keeps its own state, the counters are locked, and
+    a throttling answer to any request pauses every request of the client (never hammer).
     """
 
     def __init__(
@@ -253,10 +332,14 @@ class CapiClient:
         self._clock = clock
         self._jitter = jitter
         self._http = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
+        self._lock = threading.Lock()
         self.requests_made: int = 0
-        self._accepted = False  # see send()
-        self._probed = False
-        self._last_refusal: _Answer | None = None
+        self._throttle = _Throttle(clock, sleep)
+
+    @property
+    def throttled(self) -> int:
+        """Throttling answers received so far (a sender keeps fewer requests in flight)."""
+        return self._throttle.answers
 
     def __repr__(self) -> str:
         return f"CapiClient(url={self.url!r}, batch_size={self.batch_size})"
@@ -288,15 +371,11 @@ class CapiClient:
         """
         total = len(events)
         outcomes: list[SendOutcome | None] = [None] * total
-        started = self._clock()
-        # Proof that the request itself is sound: once Meta accepted one request of this call,
-        # a later refusal is about the events in it, not the token, pixel or test code.
-        self._accepted = False
-        self._probed = False
+        call = _Call(started=self._clock())
         try:
             for start in range(0, total, self.batch_size):
                 indices = list(range(start, min(start + self.batch_size, total)))
-                self._send_batch(events, indices, outcomes, started)
+                self._send_batch(events, indices, outcomes, call)
                 if on_progress is not None:
                     on_progress(indices[-1] + 1, total)
         except _Halt as halt:
@@ -313,46 +392,46 @@ class CapiClient:
         events: Sequence[Mapping[str, Any]],
         indices: list[int],
         outcomes: list[SendOutcome | None],
-        started: float,
+        call: _Call,
         known_bad: bool = False,
     ) -> None:
         """Send events[indices]; on a refusal that may be about its events, bisect. `known_bad`:
         the caller knows this group holds a bad event (its sibling went), so skip straight to
         splitting it."""
         if not known_bad or len(indices) == 1:
-            answer = self._send_group(events, indices, outcomes, started)
+            answer = self._send_group(events, indices, outcomes, call)
             if answer is None:
                 return
-            if not self._accepted and not self._probed and not answer.names_an_event:
+            if not call.accepted and not call.probed and not answer.names_an_event:
                 # Meta said "invalid parameter" and nothing shows yet whether an event or the
                 # request is at fault: ask with two single events (once per call) first.
-                self._probed = True
-                rest, known_bad = self._probe(events, indices, outcomes, started, answer)
+                call.probed = True
+                rest, known_bad = self._probe(events, indices, outcomes, call, answer)
                 if rest:
-                    self._send_batch(events, rest, outcomes, started, known_bad)
+                    self._send_batch(events, rest, outcomes, call, known_bad)
                 return
         half = len(indices) // 2
         left, right = indices[:half], indices[half:]
-        self._send_batch(events, left, outcomes, started)
+        self._send_batch(events, left, outcomes, call)
         # When the whole left half went, the bad event is on the right: split it without
         # sending it whole first (one request saved per level).
         left_went = all(o is not None and o.state == "sent" for o in (outcomes[i] for i in left))
         log.debug("bisecting %s events (left half went: %s)", len(indices), left_went)
-        self._send_batch(events, right, outcomes, started, known_bad=left_went)
+        self._send_batch(events, right, outcomes, call, known_bad=left_went)
 
     def _send_group(
         self,
         events: Sequence[Mapping[str, Any]],
         indices: list[int],
         outcomes: list[SendOutcome | None],
-        started: float,
+        call: _Call,
     ) -> _Answer | None:
         """POST events[indices] and fill their outcomes, or return Meta's refusal when it may
         be about the events in it (a group of two or more). Raises _Halt for the request."""
-        answer, attempts = self._post_with_retries([events[i] for i in indices], started)
-        outcome = self._batch_outcome(answer, attempts)
+        answer, attempts = self._post_with_retries([events[i] for i in indices], call.started)
+        outcome = self._batch_outcome(answer, attempts, call)
         if outcome is None and len(indices) == 1:
-            outcome = self._refused(answer)
+            outcome = self._refused(answer, call)
         if outcome is None:
             return answer
         for i in indices:
@@ -364,7 +443,7 @@ class CapiClient:
         events: Sequence[Mapping[str, Any]],
         indices: list[int],
         outcomes: list[SendOutcome | None],
-        started: float,
+        call: _Call,
         refusal: _Answer,
     ) -> tuple[list[int], bool]:
         """Send the group's first and last events alone. Both refused exactly as the whole group
@@ -374,27 +453,27 @@ class CapiClient:
         probes = [indices[0], indices[-1]]
         refused: list[tuple[int, _Answer]] = []
         for i in probes:
-            self._send_group(events, [i], outcomes, started)  # a single's outcome is filled
-            if self._last_refusal is not None:
-                refused.append((i, self._last_refusal))
+            self._send_group(events, [i], outcomes, call)  # a single's outcome is filled
+            if call.last_refusal is not None:
+                refused.append((i, call.last_refusal))
         alike = [a for _, a in refused if a.same_refusal(refusal)]
-        if len(alike) == 2 and not self._accepted:
+        if len(alike) == 2 and not call.accepted:
             for i in probes:
                 outcomes[i] = None  # not theirs: they get the halt's outcome like the rest
             raise _Halt(self._halted("request", refusal))
         for i, answer in refused:  # told apart now: if one went, the other's refusal is its own
-            outcomes[i] = self._refused(answer)
+            outcomes[i] = self._refused(answer, call)
         rest = [i for i in indices if i not in probes]
         went = [outcomes[i] for i in probes]
         return rest, all(o is not None and o.state == "sent" for o in went)
 
-    def _batch_outcome(self, answer: _Answer, attempts: int) -> SendOutcome | None:
+    def _batch_outcome(self, answer: _Answer, attempts: int, call: _Call) -> SendOutcome | None:
         """The outcome every event of the batch shares, or None when Meta refused something
         that may be inside the batch (then it is bisected). Raises _Halt when the request
         itself was refused: no later batch could go either."""
-        self._last_refusal = None
+        call.last_refusal = None
         if answer.ok:
-            self._accepted = True
+            call.accepted = True
             received = _int_or_none(answer.body.get("events_received")) if answer.body else None
             return SendOutcome("sent", "sent to Meta", answer.fbtrace_id, events_received=received)
         problem = answer.request_problem
@@ -413,7 +492,7 @@ class CapiClient:
                 answer.subcode,
                 transient=True,
             )
-        self._last_refusal = answer
+        call.last_refusal = answer
         return None
 
     def _halted(self, problem: str, answer: _Answer, attempts: int = 1) -> SendOutcome:
@@ -446,7 +525,13 @@ class CapiClient:
             ),
             "rate_limit": (
                 f"Meta is limiting calls and still refused after {attempts} "
-                f"{'try' if attempts == 1 else 'tries'}; wait, or sync less often"
+                f"{'try' if attempts == 1 else 'tries'}"
+                + (
+                    f" (access returns in about {math.ceil(answer.regain_seconds / 60)} min)"
+                    if answer.regain_seconds
+                    else ""
+                )
+                + "; wait, or sync less often"
             ),
             "request": (
                 "no event is to blame (single events were refused the same way); check [meta] "
@@ -463,7 +548,7 @@ class CapiClient:
             transient=True,
         )
 
-    def _refused(self, answer: _Answer) -> SendOutcome:
+    def _refused(self, answer: _Answer, call: _Call) -> SendOutcome:
         """One event's refusal. It is kept (not retried until its row changes) only when Meta
         blamed the event or another request of this call went; else it is retried next pass."""
         error = answer.error or {}
@@ -477,7 +562,7 @@ class CapiClient:
                 f"refused it — {title}: {meta_says}"
             )
             return SendOutcome("expired", message, answer.fbtrace_id, answer.code, answer.subcode)
-        its_own = answer.names_an_event or self._accepted
+        its_own = answer.names_an_event or call.accepted
         return SendOutcome(
             "failed",
             meta_says,
@@ -495,18 +580,23 @@ class CapiClient:
         """POST one batch, retrying non-client errors with exponential backoff and jitter.
 
         Bounded by max_attempts per batch and by max_retry_seconds since send() began (on the
-        injected clock), so an outage costs one budget per run, not one per batch.
+        injected clock), so an outage costs one budget per run, not one per batch. A throttling
+        answer pauses every request of this client, for at least as long as Meta says access
+        takes to return; when that is past the budget, no retry is made at all.
         """
         attempt = 0
         while True:
             attempt += 1
-            answer = self._post(batch)
-            if answer.ok or not answer.transient or attempt >= self.max_attempts:
-                return answer, attempt
-            pause = self.backoff_base * 2 ** (attempt - 1)
-            pause = pause / 2 + self._jitter() * pause / 2  # "equal jitter": never zero
-            if self._clock() - started + pause > self.max_retry_seconds:
-                log.info("retry budget of %.0f s spent; giving up", self.max_retry_seconds)
+            with self._throttle.turn():
+                answer = self._post(batch)
+                pause = None
+                if answer.transient and not answer.ok:
+                    pause = self._retry_pause(answer, attempt, started)
+                if answer.rate_limited:
+                    self._throttle.hit(pause or 0.0)
+                else:
+                    self._throttle.clear()
+            if pause is None:
                 return answer, attempt
             log.info(
                 "Meta: %s; retry %s of %s in %.2f s",
@@ -515,7 +605,20 @@ class CapiClient:
                 self.max_attempts - 1,
                 pause,
             )
-            self._sleep(pause)
+            if not answer.rate_limited:
+                self._sleep(pause)  # a throttle's pause is waited in turn(), by every request
+
+    def _retry_pause(self, answer: _Answer, attempt: int, started: float) -> float | None:
+        """Seconds to wait before trying again, or None when no try is left in the budget."""
+        if attempt >= self.max_attempts:
+            return None
+        pause: float = self.backoff_base * 2 ** (attempt - 1)
+        pause = pause / 2 + self._jitter() * pause / 2  # "equal jitter": never zero
+        pause = max(pause, answer.regain_seconds)
+        if self._clock() - started + pause > self.max_retry_seconds:
+            log.info("retry budget of %.0f s spent; giving up", self.max_retry_seconds)
+            return None
+        return pause
 
     def _post(self, batch: list[Mapping[str, Any]]) -> _Answer:
         body: dict[str, Any] = {
@@ -525,7 +628,8 @@ class CapiClient:
         }
         if self.test_event_code:
             body["test_event_code"] = self.test_event_code
-        self.requests_made += 1
+        with self._lock:
+            self.requests_made += 1
         log.debug("POST %s with %s events", self.url, len(batch))
         try:
             response = self._http.post(self.url, json=body)
@@ -547,7 +651,7 @@ class CapiClient:
         if isinstance(error, dict):
             text = str(error.get("error_user_msg") or error.get("message") or "")
             problem = f"HTTP {status}, code {error.get('code')}: {self._scrub(text)}"
-            return _Answer(status, error, data, problem)
+            return _Answer(status, error, data, problem, _regain_seconds(response.headers))
         if status == 200 and data is not None:
             return _Answer(status, None, data, "")
         # No Meta envelope: a proxy, a wrong graph_url or api_version, or an outage page.
@@ -557,6 +661,21 @@ class CapiClient:
     def _scrub(self, text: str) -> str:
         """Meta and httpx texts may echo what we sent; the token never goes further."""
         return text.replace(self._token, "[token]") if self._token else text
+
+
+def _regain_seconds(headers: Mapping[str, str]) -> float:
+    """The longest `estimated_time_to_regain_access` (minutes) in Meta's business-use-case usage
+    header, in seconds; 0 when the header is absent or unreadable."""
+    try:
+        usage = json.loads(headers.get(BUC_USAGE_HEADER, "{}"))
+        minutes = [
+            float(limit.get("estimated_time_to_regain_access") or 0)
+            for limits in usage.values()
+            for limit in limits
+        ]
+    except (ValueError, TypeError, AttributeError):
+        return 0.0
+    return max(minutes, default=0.0) * 60
 
 
 def _int_or_none(value: object) -> int | None:

@@ -238,12 +238,16 @@ class Plan:
     observations: list[Observation]
 
     @property
-    def events(self) -> list[PlannedEvent]:
-        """Every event to send, oldest lead first (nearest the window edge), funnel order
-        within a lead."""
+    def leads_to_send(self) -> list[RowDecision]:
+        """The leads with events to send, oldest first (nearest the window edge)."""
         by_row = [d for d in self.decisions if d.events]
         by_row.sort(key=lambda d: (min(e.event_time for e in d.events), d.row_number))
-        return [e for d in by_row for e in d.events]
+        return by_row
+
+    @property
+    def events(self) -> list[PlannedEvent]:
+        """Every event to send, oldest lead first, funnel order within a lead."""
+        return [e for d in self.leads_to_send for e in d.events]
 
     @property
     def expired(self) -> list[ExpiredEvent]:

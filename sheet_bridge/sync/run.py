@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -17,9 +13,10 @@ from typing import Any
 
 import sheet_bridge
 from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
-from sheet_bridge.meta.client import CapiClient, SendOutcome
+from sheet_bridge.meta.client import CapiClient
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
+from sheet_bridge.sync.collector import gc_pass, gc_paused
 from sheet_bridge.sync.ledger import (
     PASS_LOST,
     LedgerBackend,
@@ -30,11 +27,8 @@ from sheet_bridge.sync.ledger import (
 )
 from sheet_bridge.sync.outcomes import (
     RowReport,
-    answer_words,
     attention_rows,
     format_sent_at,
-    record_after,
-    render_row,
     shows_sent_or_expired,
     summary_counts,
 )
@@ -44,7 +38,6 @@ from sheet_bridge.sync.plan import (
     LeadHistory,
     LeadRow,
     Plan,
-    RowDecision,
     expired_reason,
     plan,
 )
@@ -56,6 +49,7 @@ from sheet_bridge.sync.rows import (
     lead_rows,
     time_zone,
 )
+from sheet_bridge.sync.send import RowReports, Sender, Sent
 
 log = logging.getLogger(__name__)
 
@@ -399,132 +393,75 @@ class Bridge:
         lease: LockLease,
     ) -> SyncResult:
         """Send what is due, record Meta's answers, and report every row."""
-        where, ledger = self.sheet_tab, self.ledger
-        events = the_plan.events
-        after: dict[tuple[str, str], EventRecord] = {}
-        meta_requests = 0
+        reports = RowReports(the_plan.decisions, self._funnel_order(), tz, dry_run)
         if not dry_run:
-            ledger.add_transitions(
-                where,
-                [(o.lead_key, o.status, o.at, o.source) for o in the_plan.observations],
-                now,
+            self._record_decided(the_plan, now, reports)
+        leads = the_plan.leads_to_send
+        sent = Sent()
+        if leads and not dry_run:
+            meta = self.config.meta
+            sender = Sender(
+                self._capi_to_send(),
+                self.ledger,
+                self.sheet_tab,
+                reports,
+                batch_size=meta.batch_size,
+                max_in_flight=meta.max_in_flight,
+                clock=self.clock,
+                lease=lease,
+                progress=progress,
             )
-            ledger.record_expired(where, the_plan.expired, now)
-            ledger.record_baseline(where, the_plan.baseline, now)
-            for x in the_plan.expired:
-                after[(x.lead_key, x.event_name)] = EventRecord(
-                    x.event_name, x.event_id, "expired", x.event_time, error=expired_reason(x)
-                )
-            for b in the_plan.baseline:
-                after[(b.lead_key, b.event_name)] = EventRecord(
-                    b.event_name,
-                    b.event_id,
-                    "baseline",
-                    int(b.seen_at.timestamp()),
-                    error=BASELINE_REASON,
-                )
-        for d in the_plan.decisions:
-            if any(e.resend for e in d.events):
-                d.warnings.append(
-                    "an earlier sync was interrupted before Meta's answer was recorded; sent "
-                    "again with the same event id, so Meta can deduplicate it"
-                )
-        notes = {
-            d.lead_key: "; ".join(d.warnings) or None
-            for d in the_plan.decisions
-            if d.outcome != "duplicate"  # a later row with the same key must not erase them
-        }
-        # Built once per pass: config.stage_map builds a new StageMap on every access.
-        order = {s.event: s.index for s in self.config.stage_map.stages}
-        decisions = the_plan.decisions
-        reports: list[RowReport | None] = [None] * len(decisions)
-        halted: SendOutcome | None = None
-        if events and not dry_run:
-            if self.capi is None:
-                raise SyncError(
-                    f"No Meta access token: set the environment variable "
-                    f"{self.config.meta.access_token_env} (a CAPI token from Events Manager)"
-                )
-            strengths = {d.lead_key: d.match.strength for d in decisions if d.match is not None}
-            ledger.mark_sending(where, events, strengths, notes, now)
-            # A lead's report is written as soon as its last event has Meta's answer, and its
-            # planned events (payload parts, hashed identifiers) are let go: the plan shrinks
-            # while the reports grow, instead of both being held whole at the end.
-            waiting = {d.lead_key: [i, len(d.events)] for i, d in enumerate(decisions) if d.events}
-            queue = deque(events)
-            total = len(events)
-            del events
-            size = self.config.meta.batch_size
-            before = self.capi.requests_made
-            while queue:
-                chunk = [queue.popleft() for _ in range(min(size, len(queue)))]
-                if halted is not None:
-                    # DOMAIN.md §4: a rejected token (190) or a setup error stops the pass; the
-                    # other batches would fail alike. They stay due for the next pass.
-                    outcomes = [halted] * len(chunk)
-                else:
-                    lease.check()  # a pass whose lock lapsed may no longer be the only one
-                    outcomes = self.capi.send([e.payload for e in chunk])
-                    halted = next((o for o in outcomes if o.state == "not_sent"), None)
-                sent_at = self.clock()
-                ledger.record_outcomes(where, list(zip(chunk, outcomes, strict=True)), sent_at)
-                for e, o in zip(chunk, outcomes, strict=True):
-                    after[(e.lead_key, e.event_name)] = record_after(
-                        e, o, sent_at, notes.get(e.lead_key)
-                    )
-                    wait = waiting[e.lead_key]
-                    wait[1] -= 1
-                    if wait[1] == 0:
-                        d = decisions[wait[0]]
-                        reports[wait[0]] = self._report(d, after, tz, dry_run, order)
-                        d.events.clear()
-                del chunk, outcomes
-                progress("send", total - len(queue), total)
-            meta_requests = self.capi.requests_made - before
-        with gc_paused():
-            done = [
-                r if r is not None else self._report(d, after, tz, dry_run, order)
-                for r, d in zip(reports, decisions, strict=True)
-            ]
-        del reports
-        result = SyncResult(
-            spreadsheet_id=where.spreadsheet_id,
+            sent = sender.send(leads, now)
+        rows = reports.finish()
+        halted = sent.halted.message if sent.halted else None
+        return SyncResult(
+            spreadsheet_id=self.spreadsheet_id,
             tab=self.config.sheets.tab,
             dry_run=dry_run,
             trigger=trigger,
-            counts=summary_counts(done),
-            rows=done,
-            events_sent=sum(1 for r in done for e in r.logged if e[2] == "sent"),
-            meta_requests=meta_requests,
-            notices=[halted.message] if halted else [],
-            halted=halted.message if halted else None,
+            counts=summary_counts(rows),
+            rows=rows,
+            events_sent=sum(1 for r in rows for e in r.logged if e[2] == "sent"),
+            meta_requests=sent.requests,
+            notices=[halted] if halted else [],
+            halted=halted,
         )
-        return result
 
-    def _report(
-        self,
-        decision: RowDecision,
-        after: dict[tuple[str, str], EventRecord],
-        tz: tzinfo,
-        dry_run: bool,
-        order: Mapping[str, int],
-    ) -> RowReport:
-        """The row's report; the records this pass made for it move from `after` into the
-        report (for the CAPI Log), so `after` only ever holds leads still being sent."""
-        records = {r.event_name: r for r in decision.records}
-        names = [e.event_name for e in decision.events] + [x.event_name for x in decision.expired]
-        names += [b.event_name for b in decision.baseline]
-        fresh = []
-        for name in names:
-            record = after.pop((decision.lead_key, name), None)
-            if record is not None:
-                records[name] = record
-                fresh.append(record)
-        ordered = sorted(records.values(), key=lambda r: order.get(r.event_name, 99))
-        report = render_row(decision, ordered, tz, dry_run=dry_run)
-        fresh.sort(key=lambda r: order.get(r.event_name, 99))
-        report.logged = tuple((r.event_name, r.event_id, r.state, answer_words(r)) for r in fresh)
-        return report
+    def _record_decided(self, the_plan: Plan, now: datetime, reports: RowReports) -> None:
+        """What the plan decided without Meta: the statuses seen, the events too old to send,
+        the stages taken as a baseline."""
+        where, ledger = self.sheet_tab, self.ledger
+        observed = [(o.lead_key, o.status, o.at, o.source) for o in the_plan.observations]
+        ledger.add_transitions(where, observed, now)
+        expired, baseline = the_plan.expired, the_plan.baseline
+        ledger.record_expired(where, expired, now)
+        ledger.record_baseline(where, baseline, now)
+        for x in expired:
+            reports.add(
+                x.lead_key,
+                EventRecord(
+                    x.event_name, x.event_id, "expired", x.event_time, error=expired_reason(x)
+                ),
+            )
+        for b in baseline:
+            seen = int(b.seen_at.timestamp())
+            reports.add(
+                b.lead_key,
+                EventRecord(b.event_name, b.event_id, "baseline", seen, error=BASELINE_REASON),
+            )
+
+    def _funnel_order(self) -> dict[str, int]:
+        """Event name → funnel index. Built once per pass: config.stage_map builds a new
+        StageMap on every access."""
+        return {s.event: s.index for s in self.config.stage_map.stages}
+
+    def _capi_to_send(self) -> CapiClient:
+        if self.capi is None:
+            raise SyncError(
+                f"No Meta access token: set the environment variable "
+                f"{self.config.meta.access_token_env} (a CAPI token from Events Manager)"
+            )
+        return self.capi
 
     def _write_back(
         self,
@@ -604,56 +541,3 @@ def _log_rows(result: SyncResult, stamp: str) -> Iterator[list[object]]:
                 answer,
                 result.tab,
             ]
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_passes = 0
-_gc_was_enabled = True
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Keep the cyclic garbage collector off a pass's big structures.
-
-    A 100,000-lead pass holds millions of small objects (cells, records, reports). Each full
-    collection walks them all and finds nothing, as these phases make no reference cycles
-    (measured: about half of a no-change pass went to the collector). So the collector is off
-    while a phase builds them, and inside a pass (`gc_pass`) what the phase built is then frozen
-    (gc.freeze) until the pass ends: later collections skip it. Reference counting still frees
-    it all.
-    Sending to Meta stays outside any pause: the HTTP client leaves cycles behind that hold
-    request bodies, and those must be collected. Pauses from several threads nest; with passes
-    in several threads (the web server), a freeze also holds the other passes' uncollected
-    garbage until the last pass ends, a bounded delay.
-    """
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        _gc_pauses += 1
-        if _gc_pauses == 1:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                if _gc_passes:
-                    gc.freeze()  # gc_pass unfreezes; outside a pass nothing would
-                gc.enable()
-
-
-@contextlib.contextmanager
-def gc_pass() -> Iterator[None]:
-    """A pass: what its phases froze goes back to the collector when the last pass ends."""
-    global _gc_passes
-    with _gc_lock:
-        _gc_passes += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_passes -= 1
-            if _gc_passes == 0:
-                gc.unfreeze()

@@ -154,7 +154,8 @@ def test_token_rejected_midway_stops_sending_and_the_rest_go_on_the_next_pass(
     make_world: MakeWorld, world_now: datetime
 ) -> None:
     rows = [lead_row(i, "New", now=world_now) for i in range(10)]
-    world = make_world(rows, meta={"batch_size": 2})
+    # One request at a time, so "midway" is exact (tests/sync/test_send.py: with several).
+    world = make_world(rows, meta={"batch_size": 2, "max_in_flight": 1})
 
     def expire_token_after_two_batches(stage: str, done: int, total: int) -> None:
         if stage == "send" and done == 4:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from sheet_bridge.sync.run import gc_pass, gc_paused
+from sheet_bridge.sync.collector import gc_pass, gc_paused
 from tests.conftest import World, lead_row
 
 

@@ -1,0 +1,302 @@
+"""A pass at Meta's real speed: a few requests in flight, every answer recorded, a lead's stages
+never racing each other, throttling slowing it down, a halt stopping it (DOMAIN.md §4, §8)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from itertools import pairwise
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sheet_bridge.sheets.client import SheetsClient
+from sheet_bridge.sync.ledger import open_ledger
+from sheet_bridge.sync.run import Bridge, capi_client
+from sheet_bridge.sync.send import Chunk, InFlightLimit, lead_chunks
+from tests.conftest import WORLD_TOKEN, World, lead_row
+
+MakeWorld = Callable[..., World]
+FUNNEL = ["Lead", "QualifiedLead", "Schedule", "StartTrial", "Purchase"]
+
+
+def set_speed(world: World, **spec: Any) -> None:
+    httpx.post(world.meta_url + "/_fake/speed", json=spec, timeout=10).raise_for_status()
+
+
+def request_log(world: World) -> list[dict[str, Any]]:
+    log: list[dict[str, Any]] = httpx.get(world.meta_url + "/_fake/requests", timeout=10).json()[
+        "requests"
+    ]
+    return log
+
+
+def ledger_states(world: World) -> Counter[str]:
+    ledger = open_ledger(world.config.ledger_location({}))
+    where = world.bridge().sheet_tab
+    return Counter(e.state for e in ledger.events(where))
+
+
+def bridge_that_sleeps(world: World, **capi: Any) -> Bridge:
+    """A bridge whose client really waits out its backoff (the world's does not)."""
+    config = world.config
+    return Bridge(
+        config,
+        sheets=SheetsClient(config.sheets, sleep=lambda s: None),
+        ledger=open_ledger(config.ledger_location({})),
+        capi=capi_client(config.meta, WORLD_TOKEN, **capi),
+        clock=lambda: world.now,
+    )
+
+
+# ---- requests: whole leads, full, in order ----------------------------------------------------
+
+
+def lead(key: str, n: int) -> list[Any]:
+    """A lead's events, as the chunker sees them (it only counts and keeps them)."""
+    return [f"{key}.{i}" for i in range(n)]
+
+
+def chunks_of(leads: list[list[Any]], size: int) -> list[Chunk]:
+    return list(lead_chunks(leads, size))  # type: ignore[arg-type]
+
+
+def test_a_lead_is_never_split_when_it_fits_in_one_request() -> None:
+    leads = [lead("a", 2), lead("b", 3), lead("c", 1), lead("d", 2)]
+
+    chunks = chunks_of(leads, 4)
+
+    assert [c.events for c in chunks] == [
+        ["a.0", "a.1", "c.0"],  # b (3) does not fit beside a; c, just behind it, fills the gap
+        ["b.0", "b.1", "b.2"],
+        ["d.0", "d.1"],
+    ]
+    assert not any(c.follows for c in chunks)
+
+
+def test_requests_stay_full_so_there_are_events_over_batch_size_of_them() -> None:
+    # The bench's funnel: many one-event leads fill the places a longer lead leaves.
+    sizes = [1, 2, 1, 3, 1, 5, 2, 1, 4, 1] * 200
+    leads = [lead(str(i), n) for i, n in enumerate(sizes)]
+
+    chunks = chunks_of(leads, 50)
+
+    assert len(chunks) == -(-sum(sizes) // 50)
+
+
+def test_a_lead_longer_than_a_request_fills_requests_that_follow_each_other() -> None:
+    chunks = chunks_of([lead("a", 1), lead("b", 5), lead("c", 1)], 2)
+
+    assert [(c.events, c.follows) for c in chunks] == [
+        (["a.0", "b.0"], False),
+        (["b.1", "b.2"], True),
+        (["b.3", "b.4"], True),
+        (["c.0"], False),
+    ]
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=7), max_size=60),
+    st.integers(min_value=1, max_value=9),
+)
+def test_every_event_goes_once_and_a_split_lead_is_in_requests_that_follow(
+    sizes: list[int], size: int
+) -> None:
+    leads = [lead(str(i), n) for i, n in enumerate(sizes)]
+
+    chunks = chunks_of(leads, size)
+
+    assert sorted(e for c in chunks for e in c.events) == sorted(e for x in leads for e in x)
+    assert all(0 < len(c.events) <= size for c in chunks)
+    for i, n in enumerate(sizes):
+        holding = [j for j, c in enumerate(chunks) if any(e.startswith(f"{i}.") for e in c.events)]
+        if n <= size:
+            assert len(holding) == 1
+        else:  # consecutive, each waiting for the one before, its events in funnel order
+            assert holding == list(range(holding[0], holding[0] + len(holding)))
+            assert all(chunks[j].follows for j in holding[1:])
+            mine = [e for j in holding for e in chunks[j].events if e.startswith(f"{i}.")]
+            assert mine == lead(str(i), n)
+
+
+def test_in_flight_starts_at_one_opens_after_an_answer_and_halves_when_throttled() -> None:
+    limit = InFlightLimit(4)
+    assert limit.now == 1  # a refused token costs one request, not four
+    limit.answered()
+    assert limit.now == 4
+    limit.throttled(1)
+    assert limit.now == 2
+    limit.throttled(1)  # the same throttle seen again: no change
+    assert limit.now == 2
+    limit.throttled(3)
+    assert limit.now == 1
+    for _ in range(1 + 2):
+        limit.answered()
+    assert limit.now == 3  # one more after as many answers as were allowed
+    for _ in range(10):
+        limit.answered()
+    assert limit.now == 4  # never past the configured most
+
+
+# ---- a pass against a Meta that takes 150 ms --------------------------------------------------
+
+
+def test_a_pass_keeps_four_requests_in_flight_and_records_every_answer(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    batches = 20
+    world = make_world(
+        [lead_row(i, "New", now=world_now) for i in range(2 * batches)],
+        meta={"batch_size": 2, "max_in_flight": 4},
+    )
+    set_speed(world, latency_ms=150)
+
+    result = world.bridge().sync()
+
+    assert result.events_sent == 2 * batches and result.meta_requests == batches
+    stats = world.meta_stats()
+    assert stats["requests"] == batches and stats["peak_in_flight"] == 4
+    assert ledger_states(world) == Counter({"sent": 2 * batches})  # none left `sending`
+    assert set(world.column("CAPI Status")) == {"Sent: Lead"}
+    # Overlap read from the fake's own log (never the wall clock of a shared machine): four
+    # requests were open at once, each started before an earlier one was answered.
+    log = sorted(request_log(world), key=lambda r: r["started"])
+    assert any(b["started"] < a["finished"] for a, b in zip(log, log[3:], strict=False))
+
+
+def test_the_first_request_goes_alone(make_world: MakeWorld, world_now: datetime) -> None:
+    world = make_world(
+        [lead_row(i, "New", now=world_now) for i in range(10)],
+        meta={"batch_size": 2, "max_in_flight": 4},
+    )
+    set_speed(world, latency_ms=100)
+
+    world.bridge().sync()
+
+    first, *rest = sorted(request_log(world), key=lambda r: r["started"])
+    assert all(r["started"] >= first["finished"] for r in rest)
+
+
+def test_one_leads_stages_are_never_in_two_requests_in_flight_at_once(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    statuses = ["Customer", "SQL", "New", "Opportunity", "MQL", "New", "Customer", "SQL"] * 3
+    world = make_world(
+        [lead_row(i, s, now=world_now) for i, s in enumerate(statuses)],
+        meta={"batch_size": 3, "max_in_flight": 4},  # a Customer lead (5 events) spans requests
+    )
+    set_speed(world, latency_ms=60)
+
+    result = world.bridge().sync()
+
+    assert result.events_sent == sum(FUNNEL.index(_EVENT[s]) + 1 for s in statuses)
+    assert world.meta_stats()["peak_in_flight"] > 1
+    arrived = {e["event_id"]: e for e in world.meta_events()}
+    when: dict[str, list[tuple[int, float, float]]] = {}
+    for r in request_log(world):
+        for event_id in r["event_ids"]:
+            event = arrived[event_id]
+            stage = FUNNEL.index(event["event_name"])
+            when.setdefault(event["user_data"]["em"], []).append(
+                (stage, r["started"], r["finished"])
+            )
+    assert len(when) == len(statuses)
+    for stages in when.values():
+        stages.sort()
+        for (_, started, finished), (_, next_started, _) in pairwise(stages):
+            # the same request, or the later stage's request left after the earlier one's answer
+            assert next_started == started or next_started >= finished
+
+
+_EVENT = {"New": "Lead", "MQL": "QualifiedLead", "SQL": "Schedule", "Opportunity": "StartTrial"}
+_EVENT["Customer"] = "Purchase"
+
+
+# ---- throttling and halts ---------------------------------------------------------------------
+
+
+def test_a_throttling_meta_slows_the_pass_down_and_everything_still_goes_once(
+    make_world: MakeWorld, world_now: datetime, caplog: pytest.LogCaptureFixture
+) -> None:
+    batches = 16
+    world = make_world(
+        [lead_row(i, "New", now=world_now) for i in range(2 * batches)],
+        meta={"batch_size": 2, "max_in_flight": 4},
+    )
+    set_speed(world, latency_ms=20, rate_limit=4, rate_window=1.0)
+    caplog.set_level(logging.INFO, logger="sheet_bridge")
+
+    result = bridge_that_sleeps(world, backoff_base=0.4).sync()
+
+    assert result.halted is None and result.events_sent == 2 * batches
+    events = Counter(e["event_id"] for e in world.meta_events())
+    assert len(events) == 2 * batches and set(events.values()) == {1}
+    assert ledger_states(world) == Counter({"sent": 2 * batches})
+    stats = world.meta_stats()
+    assert stats["throttled"] >= 1  # Meta did limit it...
+    assert stats["throttled"] <= batches  # ...and it never asked again and again
+    assert "Meta is limiting calls" in caplog.text and "in flight" in caplog.text
+
+
+def test_a_halt_stops_new_requests_and_records_those_in_flight(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    leads = 24
+    world = make_world(
+        [lead_row(i, "New", now=world_now) for i in range(leads)],
+        meta={"batch_size": 2, "max_in_flight": 4},
+    )
+    set_speed(world, latency_ms=100)
+
+    def expire_token_after_the_first_answer(stage: str, done: int, total: int) -> None:
+        if stage == "send" and done == 2:
+            world.meta_fault("token_expired", 1)
+
+    first = world.bridge().sync(progress=expire_token_after_the_first_answer)
+
+    assert first.halted is not None and "access token was rejected" in first.halted
+    requests = world.meta_stats()["requests"]
+    assert 2 <= requests <= 1 + 4  # the first alone, then at most four: none after the halt
+    sent = len(world.meta_events())
+    assert sent == 2 * (requests - 1)  # every request but the refused one went...
+    states = ledger_states(world)
+    assert states["sent"] == sent  # ...and is recorded as sent
+    assert states["failed"] == leads - sent and "sending" not in states  # the rest stay due
+    statuses = world.column("CAPI Status")
+    assert sum(s == "Sent: Lead" for s in statuses) == sent
+    world.bridge().sync()
+    events = Counter(e["event_id"] for e in world.meta_events())
+    assert len(events) == leads and set(events.values()) == {1}
+
+
+def test_a_pass_that_stops_midway_still_records_the_requests_in_flight(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """Whatever stops a pass between requests (a lost lock, a progress store that fails), the
+    answers to the requests already sent are in the ledger: nothing is left `sending`."""
+    world = make_world(
+        [lead_row(i, "New", now=world_now) for i in range(24)],
+        meta={"batch_size": 2, "max_in_flight": 4},
+    )
+    set_speed(world, latency_ms=150)
+
+    def fail_on_the_second_report(stage: str, done: int, total: int) -> None:
+        if stage == "send" and done > 2:
+            raise RuntimeError("progress store unreachable")
+
+    with pytest.raises(RuntimeError):
+        world.bridge().sync(progress=fail_on_the_second_report)
+
+    requests = world.meta_stats()["requests"]
+    assert requests == 1 + 4  # the first alone, then four; none after the pass stopped
+    # Every answer is recorded; what never left was never marked, and goes at the next pass.
+    assert ledger_states(world) == Counter({"sent": 2 * requests})
+    assert len(world.meta_events()) == 2 * requests
+    world.bridge().sync()
+    events = Counter(e["event_id"] for e in world.meta_events())
+    assert len(events) == 24 and set(events.values()) == {1}
