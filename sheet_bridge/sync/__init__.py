@@ -7,5 +7,7 @@
 - outcomes.py: what a row says after a pass (its CAPI cells and the CAPI Log line)
 - collector.py: the garbage collector kept off a pass's big structures
 - ledger/: the record of every event sent (one contract; SQLite, PostgreSQL)
-- adopt.py, status.py: rebuilding a lost ledger from the sheet; the status panel's numbers
+- edits.py: an edit event's rows: which really changed, recorded at the edit's time
+- progress.py: a running pass's phase and progress, kept in the ledger for any process
+- adopt.py: rebuilding a lost ledger from the sheet's CAPI columns and CAPI Log
 """
