@@ -9,8 +9,8 @@ How it measures:
   (Meta's answer time over the internet; issue 14 takes 150 ms) and then records when it
   answered: that moment is "the event is at Meta".
 - The bridge and the real Flask app (test client, no HTTP in front) run in a fresh subprocess
-  per sheet size and per code version: this branch, and "before", the same benchmark against
-  the code of `git merge-base HEAD main` (extracted with git archive) sending the one-row form
+  per sheet size and per code version: this one, and "before", the same benchmark against
+  the code of BEFORE_REF (extracted with git archive) sending the one-row form
   its add-on sent. Same sheet, same servers' code, same run.
 - Each size: a first sync (every lead sent, untimed), then EDITS edits, each moving one lead
   from New to MQL in the sheet and then posting /api/edits. Timed from just before the POST:
@@ -119,16 +119,25 @@ def run_edits(version: str, size: int, workdir: Path, edits: int) -> dict[str, A
     from sheet_bridge.web.app import create_app
 
     sheets_url, meta_url = os.environ["BENCH_SHEETS_URL"], os.environ["BENCH_META_URL"]
-    bridge = sync_scale.child_bridge(workdir, with_capi=True)
+    in_flight = sync_scale.IN_FLIGHT if version == "after" else None
+    bridge = sync_scale.child_bridge(workdir, with_capi=True, in_flight=in_flight)
     app = create_app(bridges=[bridge], environ={"BENCH_SECRET": SECRET})
     client = app.test_client()
     auth = {"Authorization": f"Bearer {SECRET}"}
     ref = {"spreadsheet_id": sync_scale.SHEET_ID, "tab": sync_scale.TAB}
 
     started = time.perf_counter()
-    first = client.post("/api/sync", json={"spreadsheet_id": sync_scale.SHEET_ID}, headers=auth)
+    body: dict[str, Any] = {"spreadsheet_id": sync_scale.SHEET_ID}
+    if version == "after":
+        body["wait"] = 25  # the code before answered only when the pass ended
+    first = client.post("/api/sync", json=body, headers=auth)
+    if first.status_code == 202:  # a pass longer than the wait: follow it to its end
+        pass_id = first.get_json()["pass_id"]
+        while first.get_json()["state"] == "running":
+            time.sleep(0.5)
+            first = client.get(f"/api/passes/{pass_id}", headers=auth)
     first_seconds = time.perf_counter() - started
-    if first.status_code != 200:
+    if first.status_code != 200 or first.get_json().get("state") in ("failed", "lost"):
         raise SystemExit(f"first sync: {first.status_code} {first.get_data(as_text=True)[:500]}")
 
     sheet = SheetsClient(bridge.config.sheets)
@@ -185,12 +194,17 @@ def run_edits(version: str, size: int, workdir: Path, edits: int) -> dict[str, A
 # ---- orchestration ---------------------------------------------------------------------------
 
 
+# The version before edits cost what they change: main on 2026-12-03 after the ledger became
+# a package (the bench builds its bridge with those names), before /api/edits changed.
+BEFORE_REF = "0d57928"
+
+
 def before_source(root: Path) -> tuple[Path, str] | None:
-    """The code before this branch (`git merge-base HEAD main`), extracted under `root`."""
+    """The code of BEFORE_REF, extracted under `root`."""
     repo = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "merge-base", "HEAD", "main"],
+            ["git", "rev-parse", "--short", BEFORE_REF],
             cwd=repo,
             capture_output=True,
             text=True,

@@ -150,7 +150,7 @@ def sheet_data(rows: list[list[object]]) -> dict[str, Any]:
 
 
 def config_data(
-    sheets_url: str, meta_url: str, ledger: Path, in_flight: int = IN_FLIGHT
+    sheets_url: str, meta_url: str, ledger: Path, in_flight: int | None = IN_FLIGHT
 ) -> dict[str, Any]:
     return {
         "sheets": {
@@ -166,7 +166,7 @@ def config_data(
             "currency": "INR",
             "batch_size": BATCH_SIZE,
             "timeout_seconds": 60,
-            "max_in_flight": in_flight,
+            **({"max_in_flight": in_flight} if in_flight is not None else {}),
         },
         "server": {"shared_secret_env": "BENCH_SECRET", "ledger": str(ledger)},
         "columns": {
@@ -238,8 +238,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def child_bridge(workdir: Path, *, with_capi: bool, in_flight: int = IN_FLIGHT) -> Any:
-    """The bridge a child process measures, wired to the servers named in the environment."""
+def child_bridge(workdir: Path, *, with_capi: bool, in_flight: int | None = IN_FLIGHT) -> Any:
+    """The bridge a child process measures, wired to the servers named in the environment
+    (`in_flight` None: a version from before the setting, which it would refuse)."""
     from sheet_bridge.config import parse_config
     from sheet_bridge.sheets.client import SheetsClient
     from sheet_bridge.sync.ledger import SqliteLedger
