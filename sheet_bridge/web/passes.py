@@ -36,7 +36,8 @@ _running_lock = threading.Lock()
 def pass_ref(where: SheetTab, pass_id: int) -> str:
     """The id the API gives a pass: its ledger id and a tag of its tab, so bridges with
     separate ledgers (whose ids can repeat) never answer for each other's passes."""
-    return f"{pass_id}-{_tab_tag(where)}"
+    tag = hashlib.sha256(f"{where.spreadsheet_id}\0{where.tab}".encode()).hexdigest()[:10]
+    return f"{pass_id}-{tag}"
 
 
 def parse_pass_ref(ref: str) -> int | None:
@@ -45,10 +46,6 @@ def parse_pass_ref(ref: str) -> int | None:
     if not number.isdigit() or len(number) > 18 or len(tag) != 10:
         return None
     return int(number)
-
-
-def _tab_tag(where: SheetTab) -> str:
-    return hashlib.sha256(f"{where.spreadsheet_id}\0{where.tab}".encode()).hexdigest()[:10]
 
 
 @dataclass
