@@ -301,6 +301,9 @@ test('finding 4: the shared secret lives in its saver\'s User Properties and goe
   assert.ok(!docValues.includes(fake.secret), 'Document Properties (readable by every editor) hold no secret');
   assert.equal(world.state.userProperties[OPS]['sheetBridge.secret'], fake.secret);
   assert.equal(world.run(SALES, 'getSettings').hasSecret, false);
+  // Each person signs in their own way: sales@ uses Google sign-in until they choose the secret.
+  assert.equal(world.run(SALES, 'getSidebarState').error, null);
+  world.state.userProperties[SALES]['sheetBridge.authMode'] = 'secret';
   assert.match(world.run(SALES, 'getSidebarState').error, /no secret is stored for sales@example\.com/);
 
   const since = world.state.fetches.length;
