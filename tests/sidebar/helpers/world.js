@@ -19,6 +19,14 @@ const AppsScriptLocal = require(path.join(REPO, 'sheet_bridge', 'local', 'static
 const CODE_GS_PATH = process.env.SHEET_BRIDGE_CODE_GS || path.join(REPO, 'sidebar', 'Code.gs');
 const CODE_GS = fs.readFileSync(CODE_GS_PATH, 'utf8');
 const MANIFEST = JSON.parse(fs.readFileSync(path.join(REPO, 'appsscript.json'), 'utf8'));
+// The project's HTML files as clasp pushes them (.claspignore's "!" lines, rootDir "."), named
+// as the Apps Script editor shows them: "sidebar/Sidebar".
+const HTML_FILES = fs
+  .readFileSync(path.join(REPO, '.claspignore'), 'utf8')
+  .split('\n')
+  .map((line) => /^!(.+)\.html$/.exec(line.trim()))
+  .filter(Boolean)
+  .map((m) => m[1]);
 const BACKEND_URL = 'https://sheet-bridge.example.com';
 const OPS = 'ops@example.com';
 const SALES = 'sales@example.com';
@@ -102,6 +110,8 @@ function makeWorld(backend, options = {}) {
     routes: options.routes || { [BACKEND_URL + '/']: backend.backend_url + '/' },
     users: options.users || {},
     fetchDeadlineMs: Math.round(AppsScriptLocal.FETCH_DEADLINE_MS * scale),
+    timeScale: scale,
+    htmlFiles: options.htmlFiles || HTML_FILES,
     projectName: 'Untitled project',
     hooks: options.hooks,
   });
@@ -121,6 +131,7 @@ module.exports = {
   AppsScriptLocal,
   BACKEND_URL,
   CODE_GS,
+  HTML_FILES,
   MANIFEST,
   OPS,
   REPO,
