@@ -530,7 +530,15 @@ function stampRows_(sheet, stampCol, keyCol, rows, rowNumbers, at, timeZone, con
 
 /**
  * The row (within `now`, which starts at row `lo`) showing `wanted` now: row `n` when it still
- * does, else the one other row that does; -1 when none, or several, do.
+ * does, else the one other row that does; -1 when none, or several, do. Rows in `taken` are
+ * already someone's.
+ * @param {*[][]} now the rows as read now
+ * @param {number} lo the row number of now[0]
+ * @param {number} n the row the lead was in
+ * @param {string} wanted its rowContent_ then
+ * @param {number} stampCol
+ * @param {string} timeZone
+ * @param {Object<number, boolean>} taken
  * @return {number}
  */
 function whereContent_(now, lo, n, wanted, stampCol, timeZone, taken) {
