@@ -7,7 +7,7 @@
 
 const { test, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
-const { BACKEND_URL, OPS, SALES, getJson, makeWorld, postJson, startFake } = require('./helpers/world');
+const { BACKEND_URL, OPS, SALES, makeWorld, postJson, sheetView, startFake } = require('./helpers/world');
 
 const SCALE = 0.02;
 const TOKENS = { [OPS]: 'id-token-of-ops', [SALES]: 'id-token-of-sales' };
@@ -15,12 +15,7 @@ const USERS = { [OPS]: { identityToken: TOKENS[OPS] }, [SALES]: { identityToken:
 let fake;
 
 before(async () => {
-  fake = await startFake(SCALE);
-  const identities = {};
-  Object.keys(TOKENS).forEach((email) => {
-    identities[TOKENS[email]] = email;
-  });
-  postJson(fake.backend_url + '/_fake/identities', { identities });
+  fake = await startFake(SCALE, TOKENS);
 });
 
 after(async () => {
@@ -42,20 +37,7 @@ function setUp({ settings = {}, beforeInstall } = {}) {
   return world;
 }
 
-function rows() {
-  return getJson(fake.sheets_url + '/_emulator/data').spreadsheets[fake.spreadsheet_id].sheets[fake.tab];
-}
-
-function col(header) {
-  const c = rows()[0].indexOf(header);
-  assert.notEqual(c, -1, header + ' is a column');
-  return c + 1;
-}
-
-function cell(row, header) {
-  const v = rows()[row - 1][col(header) - 1];
-  return v === undefined ? '' : v;
-}
+const { rows, col, cell } = sheetView(() => fake);
 
 function editCalls(world, since) {
   return world.state.fetches.slice(since).filter((f) => f.url === BACKEND_URL + '/api/edits');

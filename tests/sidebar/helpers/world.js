@@ -85,8 +85,17 @@ function startScript(script, args = []) {
   });
 }
 
-/** The contract fake; `scale` plays its seconds (and UrlFetch's deadline) that much faster. */
-const startFake = (scale = 1) => startScript('fake_backend.py', [String(scale)]);
+/** The contract fake; `scale` plays its seconds (and UrlFetch's deadline) that much faster.
+ * `tokens` ({email: ID token}) are the Google identities it accepts. */
+async function startFake(scale = 1, tokens = {}) {
+  const fake = await startScript('fake_backend.py', [String(scale)]);
+  const identities = {};
+  Object.keys(tokens).forEach((email) => {
+    identities[tokens[email]] = email;
+  });
+  if (Object.keys(identities).length) postJson(fake.backend_url + '/_fake/identities', { identities });
+  return fake;
+}
 /** The real backend (the emulator, the fake Meta and create_app). */
 const startBackend = () => startScript('backend.py');
 
@@ -127,6 +136,25 @@ function postJson(url, body) {
   return { status: res.status, body: JSON.parse(res.body) };
 }
 
+/** The backend's tab as the emulator holds it now: rows() (header first), col(header) (1-based),
+ * cell(row, header) ('' when empty). `backend` is a function giving the started backend. */
+function sheetView(backend) {
+  function rows() {
+    const b = backend();
+    return getJson(b.sheets_url + '/_emulator/data').spreadsheets[b.spreadsheet_id].sheets[b.tab];
+  }
+  function col(header) {
+    const c = rows()[0].indexOf(header);
+    if (c === -1) throw new Error(header + ' is not a column');
+    return c + 1;
+  }
+  function cell(row, header) {
+    const v = rows()[row - 1][col(header) - 1];
+    return v === undefined ? '' : v;
+  }
+  return { rows, col, cell };
+}
+
 module.exports = {
   AppsScriptLocal,
   BACKEND_URL,
@@ -140,6 +168,7 @@ module.exports = {
   http,
   makeWorld,
   postJson,
+  sheetView,
   startBackend,
   startFake,
 };
