@@ -7,23 +7,29 @@
  * Every editor of the spreadsheet can open this script and read Document Properties, so they
  * hold nothing secret. Installable triggers belong to the person who installed them and run
  * as that person: one person per spreadsheet owns them (recorded in Document Properties), and
- * a trigger that finds it is not the owner's stands down without calling the backend.
+ * a trigger that finds it is not the owner's stands down without calling the backend. How each
+ * person signs in is their own (User Properties); the owner's way is kept in the owner's record,
+ * which is what the triggers use, so another editor's Save never changes it.
  *
  * Functions ending in "_" are private (google.script.run cannot call them).
  */
 
 var PROPS_ = {
   backendUrl: 'sheetBridge.backendUrl', // Document Properties
-  authMode: 'sheetBridge.authMode', // Document Properties: "id_token" (default) | "secret"
+  authMode: 'sheetBridge.authMode', // User Properties: "id_token" (default) | "secret" (an older version kept it in Document Properties)
   secret: 'sheetBridge.secret', // User Properties of the person who entered it (never the document's)
   columns: 'sheetBridge.columns', // Document Properties: JSON {tab, status, status_changed_at, key}
   lastError: 'sheetBridge.lastError', // Document Properties: JSON {at, where, message}
-  owner: 'sheetBridge.owner', // Document Properties: JSON {email, triggers: {edit, hourly}, since}
+  owner: 'sheetBridge.owner', // Document Properties: JSON {email, authMode, triggers: {edit, hourly}, since}
 };
+var AUTH_MODES_ = ['id_token', 'secret'];
 var EDIT_HANDLER_ = 'handleEdit'; // not "onEdit": a simple trigger of that name would run too
 var HOURLY_HANDLER_ = 'hourlySync';
 var KEY_COLUMN_ = 'CAPI Key'; // the bridge-owned column, when /api/status does not name it
 var MAX_ROWS_PER_EDIT_ = 500; // the most /api/edits takes in one call
+// The most items of one list handed to the sidebar through google.script.run (its total goes
+// beside it): an answer is copied into the sidebar's page, and a long one stalls it.
+var LIST_CAP_ = 50;
 // How long the backend may hold a request before answering "still running" (202). UrlFetchApp
 // gives up after about 60 s, so every wait stays far below it. The sidebar waits briefly so
 // its progress bar starts within a couple of seconds; the menu has no progress bar.
@@ -96,11 +102,27 @@ function getSidebarState() {
     return state;
   }
   try {
-    state.status = fetchStatus_();
+    state.status = cappedStatus_(fetchStatus_());
   } catch (err) {
     state.error = err.message;
   }
   return state;
+}
+
+/**
+ * The status with each list cut to LIST_CAP_ items and its full length kept as `<name>_total`
+ * (a backend that already cut a list says its total itself).
+ * @param {Object<string, *>} status /api/status's answer
+ * @return {Object<string, *>}
+ */
+function cappedStatus_(status) {
+  ['nearing_window', 'attention', 'warnings', 'alerts', 'stages'].forEach(function (name) {
+    var list = status[name];
+    if (!Array.isArray(list)) return;
+    if (status[name + '_total'] === undefined) status[name + '_total'] = list.length;
+    if (list.length > LIST_CAP_) status[name] = list.slice(0, LIST_CAP_);
+  });
+  return status;
 }
 
 /**
@@ -154,7 +176,7 @@ function getSettings() {
   var doc = PropertiesService.getDocumentProperties();
   return {
     backendUrl: doc.getProperty(PROPS_.backendUrl) || '',
-    authMode: doc.getProperty(PROPS_.authMode) || 'id_token',
+    authMode: authMode_(),
     hasSecret: !!PropertiesService.getUserProperties().getProperty(PROPS_.secret),
     user: me_(),
   };
@@ -163,9 +185,10 @@ function getSettings() {
 /**
  * Store the backend URL and how to authenticate, then check the backend answers for this
  * spreadsheet. The check's failure is returned in words (the settings stay saved).
- * settings: {backendUrl, authMode: "id_token"|"secret", secret?}. The secret goes to the
- * saving person's User Properties (triggers run as their installer, so the installer enters
- * it); choosing Google sign-in deletes it.
+ * settings: {backendUrl, authMode: "id_token"|"secret", secret?}. The URL is the document's;
+ * the mode and the secret are the saving person's (User Properties), and when they own the
+ * triggers their record says the mode too (triggers run as their installer, so the installer
+ * enters the secret). Choosing Google sign-in deletes the saver's secret.
  */
 function saveSettings(settings) {
   settings = settings || {};
@@ -182,8 +205,11 @@ function saveSettings(settings) {
   var doc = PropertiesService.getDocumentProperties();
   var mine = PropertiesService.getUserProperties();
   doc.setProperty(PROPS_.backendUrl, url);
-  doc.setProperty(PROPS_.authMode, mode);
+  doc.deleteProperty(PROPS_.authMode); // where an older version kept everyone's, so one Save changed the triggers'
   doc.deleteProperty(PROPS_.secret); // where an older version kept it, readable by every editor
+  mine.setProperty(PROPS_.authMode, mode);
+  var owner = readJson_(PROPS_.owner);
+  if (owner && owner.email && owner.email === me_()) writeJson_(PROPS_.owner, merge_(owner, { authMode: mode }));
   if (mode === 'id_token') mine.deleteProperty(PROPS_.secret);
   else if (settings.secret) mine.setProperty(PROPS_.secret, String(settings.secret));
   if (mode === 'secret' && !mine.getProperty(PROPS_.secret)) {
@@ -223,6 +249,7 @@ function installTriggers(options) {
   var hourly = keepOne_(mine.hourly) || ScriptApp.newTrigger(HOURLY_HANDLER_).timeBased().everyHours(1).create();
   writeJson_(PROPS_.owner, {
     email: me,
+    authMode: myAuthMode_(),
     triggers: { edit: edit.getUniqueId(), hourly: hourly.getUniqueId() },
     since: new Date().toISOString(),
   });
@@ -314,6 +341,7 @@ function handleEdit(e) {
   var stampCol = columns.status_changed_at ? header.indexOf(columns.status_changed_at) + 1 : 0;
   var rows = currentRows_(sheet, first, last, statusCol, keyCol, timeZone);
   if (!rows.length) return; // only blank rows with no lead behind them
+  var content = stampCol > 0 ? keylessContent_(sheet, rows, header.length, stampCol, timeZone) : null;
   var ref = bridgeRef_(columns);
 
   if (rows.length > MAX_ROWS_PER_EDIT_) {
@@ -335,14 +363,14 @@ function handleEdit(e) {
   } catch (err) {
     if (known) {
       // The stamp is then the only record of when this status changed.
-      if (stampCol > 0) stampRows_(sheet, stampCol, keyCol, rows, [rows[0].row], at, timeZone);
+      if (stampCol > 0) stampRows_(sheet, stampCol, keyCol, rows, [rows[0].row], at, timeZone, content);
       report_('edit', err.message + ' (1 status change stamped but not sent yet: the next sync sends it)');
     } else {
       report_('edit', err.message + ' (' + rows.length + ' row' + (rows.length === 1 ? '' : 's') + ' not checked yet, nothing stamped: the next sync checks them)');
     }
     throw err;
   }
-  if (stampCol > 0) stampRows_(sheet, stampCol, keyCol, rows, answer.changed || [], at, timeZone);
+  if (stampCol > 0) stampRows_(sheet, stampCol, keyCol, rows, answer.changed || [], at, timeZone, content);
   clearError_();
   if (answer.queued) toast_(answer.message || 'A sync is running; this change is recorded and goes out with it.');
 }
@@ -373,7 +401,7 @@ function runsForOwner_(e, kind) {
     var mine = mySheetBridgeTriggers_();
     var ids = { edit: firstId_(mine.edit), hourly: firstId_(mine.hourly) };
     if (uid) ids[kind] = uid;
-    writeJson_(PROPS_.owner, { email: me, triggers: ids, since: new Date().toISOString() });
+    writeJson_(PROPS_.owner, { email: me, authMode: myAuthMode_(), triggers: ids, since: new Date().toISOString() });
     return true;
   }
   if (owner.email === me && (!uid || !owner.triggers || String(owner.triggers[kind]) === uid)) return true;
@@ -404,15 +432,68 @@ function currentRows_(sheet, first, last, statusCol, keyCol, timeZone) {
   return rows;
 }
 
-/** Stamp the given rows' Status Changed At with `at` (as text, so Sheets keeps the offset),
- * skipping a row whose CAPI Key is no longer the one sent: it was sorted away meanwhile. */
-function stampRows_(sheet, stampCol, keyCol, rows, rowNumbers, at, timeZone) {
+/**
+ * What tells rows without a CAPI Key apart once they may have moved: each one's cells (all but
+ * the stamp's), read now, by row number. Null when every row has a key (one read otherwise).
+ * @param {GoogleAppsScript.Spreadsheet.Sheet} sheet
+ * @param {{row: number, status: string, key: ?string}[]} rows the rows sent
+ * @param {number} width the header's width
+ * @param {number} stampCol Status Changed At's column (1-based)
+ * @param {string} timeZone the spreadsheet's
+ * @return {?{width: number, byRow: Object<number, string>}}
+ */
+function keylessContent_(sheet, rows, width, stampCol, timeZone) {
+  var keyless = rows.filter(function (r) {
+    return r.key === null;
+  });
+  if (!keyless.length) return null;
+  var lo = keyless[0].row;
+  var hi = keyless[keyless.length - 1].row;
+  var block = sheet.getRange(lo, 1, hi - lo + 1, width).getValues();
+  var byRow = {};
+  keyless.forEach(function (r) {
+    byRow[r.row] = rowContent_(block[r.row - lo], stampCol, timeZone);
+  });
+  return { width: width, byRow: byRow };
+}
+
+/**
+ * A row's cells as one comparable text, the stamp's cell left out (a stamp is not the lead).
+ * @param {*[]} line one row of getValues()
+ * @param {number} stampCol 1-based
+ * @param {string} timeZone
+ * @return {string}
+ */
+function rowContent_(line, stampCol, timeZone) {
+  return JSON.stringify(
+    line.map(function (v, i) {
+      return i === stampCol - 1 ? '' : cellText_(v, timeZone);
+    })
+  );
+}
+
+/**
+ * Stamp the given rows' Status Changed At with `at` (as text, so Sheets keeps the offset), each
+ * where its lead is now: a row with a CAPI Key only while that key is still in it; a row
+ * without one where its cells are (a sort between the edit and now moves them), else nowhere.
+ * A cleared status is never stamped: no status is no stage to date. One read, one write per
+ * run of consecutive rows.
+ * @param {GoogleAppsScript.Spreadsheet.Sheet} sheet
+ * @param {number} stampCol
+ * @param {number} keyCol 0 when the tab has no CAPI Key column
+ * @param {{row: number, status: string, key: ?string}[]} rows the rows sent
+ * @param {number[]} rowNumbers those of them to stamp
+ * @param {string} at the stamp
+ * @param {string} timeZone
+ * @param {?{width: number, byRow: Object<number, string>}} content keylessContent_'s
+ */
+function stampRows_(sheet, stampCol, keyCol, rows, rowNumbers, at, timeZone, content) {
   var sent = {};
   rows.forEach(function (r) {
     sent[r.row] = r;
   });
   var targets = rowNumbers.filter(function (n) {
-    return sent[n];
+    return sent[n] && sent[n].status !== '';
   });
   if (!targets.length) return;
   targets.sort(function (a, b) {
@@ -420,15 +501,53 @@ function stampRows_(sheet, stampCol, keyCol, rows, rowNumbers, at, timeZone) {
   });
   var lo = targets[0];
   var hi = targets[targets.length - 1];
-  var keysNow = keyCol > 0 ? sheet.getRange(lo, keyCol, hi - lo + 1, 1).getValues() : null;
-  var still = targets.filter(function (n) {
-    return !keysNow || sent[n].key === null || cellText_(keysNow[n - lo][0], timeZone) === sent[n].key;
+  var width = Math.max(keyCol, content ? content.width : 0, 1);
+  var now = sheet.getRange(lo, 1, hi - lo + 1, width).getValues();
+  var taken = {};
+  var still = [];
+  targets.forEach(function (n) {
+    var r = sent[n];
+    var found = -1;
+    if (r.key !== null) {
+      if (keyCol <= 0 || cellText_(now[n - lo][keyCol - 1], timeZone) === r.key) found = n;
+    } else if (content && content.byRow[n] !== undefined) {
+      found = whereContent_(now, lo, n, content.byRow[n], stampCol, timeZone, taken);
+    }
+    if (found > 0) {
+      taken[found] = true;
+      still.push(found);
+    }
+  });
+  still.sort(function (a, b) {
+    return a - b;
   });
   runs_(still).forEach(function (run) {
     var stamps = [];
     for (var i = 0; i < run.count; i++) stamps.push([at]);
     sheet.getRange(run.start, stampCol, run.count, 1).setNumberFormat('@').setValues(stamps);
   });
+}
+
+/**
+ * The row (within `now`, which starts at row `lo`) showing `wanted` now: row `n` when it still
+ * does, else the one other row that does; -1 when none, or several, do. Rows in `taken` are
+ * already someone's.
+ * @param {*[][]} now the rows as read now
+ * @param {number} lo the row number of now[0]
+ * @param {number} n the row the lead was in
+ * @param {string} wanted its rowContent_ then
+ * @param {number} stampCol
+ * @param {string} timeZone
+ * @param {Object<number, boolean>} taken
+ * @return {number}
+ */
+function whereContent_(now, lo, n, wanted, stampCol, timeZone, taken) {
+  if (!taken[n] && rowContent_(now[n - lo], stampCol, timeZone) === wanted) return n;
+  var hits = [];
+  now.forEach(function (line, i) {
+    if (!taken[lo + i] && rowContent_(line, stampCol, timeZone) === wanted) hits.push(lo + i);
+  });
+  return hits.length === 1 ? hits[0] : -1;
 }
 
 /** Sorted row numbers as runs of consecutive rows: one write per run. */
@@ -534,7 +653,7 @@ function cachedColumns_() {
 
 /** The Authorization header, or an Error in words: never "Bearer null". */
 function authorization_() {
-  var mode = PropertiesService.getDocumentProperties().getProperty(PROPS_.authMode) || 'id_token';
+  var mode = authMode_();
   var mine = PropertiesService.getUserProperties();
   if (mode === 'secret') {
     var secret = mine.getProperty(PROPS_.secret);
@@ -549,6 +668,30 @@ function authorization_() {
     throw new Error('Google sign-in gave no identity token for ' + (me_() || 'this account') + ': the script needs the openid and userinfo.email permissions. Reload the spreadsheet and open sheet-bridge → Open sidebar to grant them (for a trigger: its owner does this).');
   }
   return 'Bearer ' + token;
+}
+
+/**
+ * How this person signs in to the backend. The trigger owner's way is the one in their record
+ * (their triggers use it); anyone else's is their own choice. Never the document's: one
+ * editor's Save must not change how the owner's triggers sign in.
+ * @return {string} "id_token" | "secret"
+ */
+function authMode_() {
+  var owner = readJson_(PROPS_.owner);
+  if (owner && owner.email && owner.email === me_() && AUTH_MODES_.indexOf(owner.authMode) !== -1) return owner.authMode;
+  return myAuthMode_();
+}
+
+/**
+ * The mode this person chose; before they chose one here, "secret" when they keep a secret
+ * (choosing Google sign-in deletes it), else Google sign-in.
+ * @return {string} "id_token" | "secret"
+ */
+function myAuthMode_() {
+  var mine = PropertiesService.getUserProperties();
+  var chosen = mine.getProperty(PROPS_.authMode);
+  if (AUTH_MODES_.indexOf(chosen) !== -1) return chosen;
+  return mine.getProperty(PROPS_.secret) ? 'secret' : 'id_token';
 }
 
 /** One request to the backend: {code, data, text}, or an Error saying it could not be made. */
@@ -609,11 +752,12 @@ function me_() {
   return Session.getEffectiveUser().getEmail() || '';
 }
 
-/** Who runs the triggers, for everyone's sidebar: {email, since, me} (email null: nobody). */
+/** Who runs the triggers and how they sign in, for everyone's sidebar: {email, since, me,
+ * authMode} (email null: nobody). */
 function ownerView_() {
   var owner = readJson_(PROPS_.owner);
   if (!owner) return null;
-  return { email: owner.email || null, since: owner.since || null, me: !!owner.email && owner.email === me_() };
+  return { email: owner.email || null, since: owner.since || null, me: !!owner.email && owner.email === me_(), authMode: owner.authMode || null };
 }
 
 /** The current person's sheet-bridge triggers (getProjectTriggers sees nobody else's). */

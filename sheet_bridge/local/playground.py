@@ -118,6 +118,9 @@ def create_playground(
                 # Where the manifest's prefix is served on this machine.
                 "routes": {PLAYGROUND_BACKEND_URL + "/": request.host_url + "backend/"},
                 "manifest": script_manifest,
+                # The project's HTML files, named as clasp pushes them (rootDir "."): what
+                # HtmlService.createHtmlOutputFromFile finds.
+                "html_files": ["sidebar/Sidebar"],
                 "auth_mode": "id_token" if tokens is not None else "secret",
                 # A fresh random secret per run, handed only to this loopback page; Code.gs
                 # keeps it in the User Properties of whoever enters it.

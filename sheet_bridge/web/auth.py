@@ -7,6 +7,7 @@ import binascii
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +25,10 @@ MAKE_A_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 # Google's ID tokens are about 1 KB; anything far longer is not one and is not decoded.
 MAX_TOKEN_CHARS = 8192
 CLOCK_SKEW_SECONDS = 10
+OTHER_AUDIENCE = "for another audience"
+# An audience is shown back to its caller only when it looks like one (an OAuth client ID or
+# a URL), never as arbitrary text.
+_SHOWN_AUDIENCE = re.compile(r"[\w.:/@-]{1,200}")
 
 
 class AuthError(Exception):
@@ -149,13 +154,26 @@ def implausible_id_token(token: str, audience: str, now: float) -> str | None:
     if claims.get("iss") not in GOOGLE_ISSUERS:
         return "not issued by Google"
     if claims.get("aud") != audience:
-        return "for another audience"
+        return OTHER_AUDIENCE
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         return "without an expiry"
     if exp < now - CLOCK_SKEW_SECONDS:
         return "expired"
     return None
+
+
+def other_audience_words(token: str) -> str:
+    """The 401 for a Google-shaped token made for another audience: the audience it carries,
+    so whoever runs the backend can set id_token_audience to it (when it is their script)."""
+    aud = _segment(token.split(".")[1]).get("aud")
+    shown = aud if isinstance(aud, str) and _SHOWN_AUDIENCE.fullmatch(aud) else None
+    if shown is None:
+        return "the ID token is for another audience than this backend's id_token_audience"
+    return (
+        f"the ID token is for the audience {shown!r}, not this backend's id_token_audience; if "
+        f"it comes from your add-on's script, set [server] id_token_audience = {shown!r}"
+    )
 
 
 def bearer_token(header: str | None) -> str:
@@ -218,7 +236,10 @@ class Authenticator:
 
     def _id_token(self, token: str, audience: str) -> Caller:
         assert self.verifier is not None
-        if implausible_id_token(token, audience, self.clock()) is not None:
+        reason = implausible_id_token(token, audience, self.clock())
+        if reason == OTHER_AUDIENCE:
+            raise AuthError(401, other_audience_words(token))
+        if reason is not None:
             # Refused without a network call: garbage must not make the server fetch anything.
             raise AuthError(401, "invalid or expired ID token")
         try:

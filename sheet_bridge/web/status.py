@@ -18,6 +18,14 @@ from sheet_bridge.web.passes import pass_ref
 NEARING = timedelta(hours=24)
 # This many hourly passes failing in a row is an alert (one can be a passing outage).
 HOURLY_FAILURES = 3
+# No scheduled pass for this long is an alert: the hourly trigger runs as the person who
+# installed it and stops when their account does
+# (https://developers.google.com/apps-script/guides/triggers/installable).
+SCHEDULE_SILENT = timedelta(hours=2)
+# The passes that run on a clock: the add-on's hourly trigger, `sheet-bridge sync` from cron.
+SCHEDULED_TRIGGERS = ("hourly", "cli")
+# Rows of a list the sidebar gets (google.script.run carries it); the total goes beside it.
+LIST_CAP = 50
 
 
 def bridge_status(bridge: Bridge) -> dict[str, Any]:
@@ -31,9 +39,12 @@ def bridge_status(bridge: Bridge) -> dict[str, Any]:
     check_action_source(config, checks)
     last_sync = bridge.ledger.last_pass(where)
     # A pass Meta stopped (wrong test code, pixel, token…) comes first: until it is fixed,
-    # nothing is sent. Its words say what to fix.
+    # nothing is sent. Its words say what to fix. Whether Meta refuses is the answer of the
+    # last pass that called Meta: a later one with nothing to send (an edit that changed
+    # nothing) says nothing about the token.
+    refused = meta_refusal(bridge)
     halted = CheckReport()
-    check_last_pass(halted, last_sync)
+    check_last_pass(halted, refused or last_sync)
     warnings = (
         halted.warnings()
         + checks.warnings()
@@ -80,29 +91,40 @@ def bridge_status(bridge: Bridge) -> dict[str, Any]:
         },
         "counts": bridge.ledger.counts_by_state(where),
         "last_sync": last_sync or None,
-        "nearing_window": nearing,
-        "attention": attention[:50],
+        "nearing_window": nearing[:LIST_CAP],
+        "nearing_total": len(nearing),
+        "attention": attention[:LIST_CAP],
+        "attention_total": len(attention),
         "warnings": warnings,
         "stages": [s.to_json() for s in checks.stages],
         "meta_token": bridge.capi is not None,
         "now": now.isoformat(),
-        "alerts": alerts(bridge, last_sync, sheet_problem, now),
+        "alerts": alerts(bridge, refused, sheet_problem, now),
         "running_pass": _running(bridge, now),
     }
 
 
+def meta_refusal(bridge: Bridge) -> dict[str, Any]:
+    """The last pass that called Meta, as {finished_at, error}, when Meta refused it in its
+    own words (a request-level refusal: token, pixel, test code); {} when it took it."""
+    record = bridge.ledger.last_meta_pass(bridge.sheet_tab)
+    if record is None or record.finished_at is None or " " not in (record.error or ""):
+        return {}
+    return {"finished_at": record.finished_at.isoformat(), "error": record.error}
+
+
 def alerts(
-    bridge: Bridge, last_sync: dict[str, Any], sheet_problem: str | None, now: datetime
+    bridge: Bridge, refused: dict[str, Any], sheet_problem: str | None, now: datetime
 ) -> list[dict[str, str]]:
     """What stops events reaching Meta (or soon will), for the top of everyone's sidebar:
     a rejected token, a Meta API version past or near its end, a sheet the backend cannot
-    open, and hourly passes failing again and again."""
+    open, hourly passes failing again and again, and hourly passes that stopped coming."""
     out: list[dict[str, str]] = []
 
     def alert(code: str, severity: str, message: str, fix: str) -> None:
         out.append({"code": code, "severity": severity, "message": message, "fix": fix})
 
-    error = str(last_sync.get("error") or "")
+    error = str(refused.get("error") or "")
     if "(code 190)" in error:
         alert(
             "token_rejected",
@@ -112,7 +134,7 @@ def alerts(
             f"backend's {bridge.config.meta.access_token_env} environment variable; the held "
             "events then go out once.",
         )
-    elif " " in error:  # a request-level refusal in Meta's words (an exception name has none)
+    elif error:
         alert("meta_refused", "error", f"Meta refused the last sync: {error}", _FIX_AND_SYNC)
     problem = version_problem(bridge.config.meta.api_version, now)
     if problem is not None:
@@ -134,7 +156,35 @@ def alerts(
             f"The last {HOURLY_FAILURES} hourly syncs failed (latest: {_failure(hourly[0])}).",
             _FIX_AND_SYNC,
         )
+    silent = _schedule_silent(bridge, now)
+    if silent is not None:
+        alert("hourly_stopped", "error", *silent)
     return out
+
+
+def _schedule_silent(bridge: Bridge, now: datetime) -> tuple[str, str] | None:
+    """(message, fix) when scheduled passes ran here once and none has started for more than
+    SCHEDULE_SILENT; None otherwise (a bridge that never had one shows no triggers instead)."""
+    latest: datetime | None = None
+    for trigger in SCHEDULED_TRIGGERS:
+        for record in bridge.ledger.recent_passes(bridge.sheet_tab, 1, trigger=trigger):
+            if latest is None or record.started_at > latest:
+                latest = record.started_at
+    running = bridge.ledger.running_pass(bridge.sheet_tab, now)
+    if running is not None and running.trigger in SCHEDULED_TRIGGERS:
+        return None
+    if latest is None or now - latest <= SCHEDULE_SILENT:
+        return None
+    hours = (now - latest).total_seconds() / 3600
+    return (
+        f"No hourly sync has run for {hours:.0f} hours (the last one started "
+        f"{latest.strftime('%Y-%m-%d %H:%M UTC')}). The hourly and on-edit triggers run as the "
+        "person who installed them: if that account was removed, suspended or lost access to "
+        "this spreadsheet, or they removed the triggers, both stopped and edits no longer "
+        "reach the backend either.",
+        "Someone who should own them: open the sidebar → Settings and triggers → Install "
+        "triggers (or Take over); then click Sync now to catch up.",
+    )
 
 
 _FIX_AND_SYNC = "Fix what it says, then click Sync now; nothing is lost meanwhile."

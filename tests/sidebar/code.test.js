@@ -9,7 +9,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const { setTimeout: sleep } = require('node:timers/promises');
-const { AppsScriptLocal, BACKEND_URL, CODE_GS, OPS, REPO, SALES, getJson, makeWorld, postJson } = require('./helpers/world');
+const { AppsScriptLocal, BACKEND_URL, CODE_GS, OPS, REPO, SALES, getJson, makeWorld, postJson, sheetView } = require('./helpers/world');
 
 // The fake's seconds (a pass's length, `wait`) and UrlFetch's 60-s deadline, played 50× faster.
 const SCALE = 0.02;
@@ -20,11 +20,6 @@ let fake;
 
 before(async () => {
   fake = await startFakeBackend();
-  const identities = {};
-  Object.keys(TOKENS).forEach((email) => {
-    identities[TOKENS[email]] = email;
-  });
-  postJson(fake.backend_url + '/_fake/identities', { identities });
 });
 
 after(async () => {
@@ -36,7 +31,7 @@ beforeEach(() => {
 });
 
 function startFakeBackend() {
-  return require('./helpers/world').startFake(SCALE);
+  return require('./helpers/world').startFake(SCALE, TOKENS);
 }
 
 /** A spreadsheet where ops@ saved the settings (Google sign-in, the default) and installed
@@ -50,20 +45,7 @@ function setUp(options = {}) {
   return world;
 }
 
-function rows() {
-  return getJson(fake.sheets_url + '/_emulator/data').spreadsheets[fake.spreadsheet_id].sheets[fake.tab];
-}
-
-function col(header) {
-  const c = rows()[0].indexOf(header);
-  assert.notEqual(c, -1, header + ' is a column');
-  return c + 1;
-}
-
-function cell(row, header) {
-  const v = rows()[row - 1][col(header) - 1];
-  return v === undefined ? '' : v;
-}
+const { rows, col, cell } = sheetView(() => fake);
 
 function stamps() {
   const c = col('Status Changed At') - 1;
@@ -301,6 +283,9 @@ test('finding 4: the shared secret lives in its saver\'s User Properties and goe
   assert.ok(!docValues.includes(fake.secret), 'Document Properties (readable by every editor) hold no secret');
   assert.equal(world.state.userProperties[OPS]['sheetBridge.secret'], fake.secret);
   assert.equal(world.run(SALES, 'getSettings').hasSecret, false);
+  // Each person signs in their own way: sales@ uses Google sign-in until they choose the secret.
+  assert.equal(world.run(SALES, 'getSidebarState').error, null);
+  world.state.userProperties[SALES]['sheetBridge.authMode'] = 'secret';
   assert.match(world.run(SALES, 'getSidebarState').error, /no secret is stored for sales@example\.com/);
 
   const since = world.state.fetches.length;

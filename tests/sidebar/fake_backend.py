@@ -86,6 +86,7 @@ class FakeState:
     profile: PassProfile = field(default_factory=PassProfile)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     faults: list[int] = field(default_factory=list)
+    status_extra: dict[str, Any] = field(default_factory=dict)  # more /api/status fields
     next_pass: int = 1
 
 
@@ -303,6 +304,7 @@ class FakeBackend:
                     "stages": [],
                     "meta_token": True,
                     "alerts": fake.state.alerts,
+                    **fake.state.status_extra,
                     "running_pass": None
                     if running is None
                     else {
@@ -449,6 +451,12 @@ class FakeBackend:
             fake.state.alerts = (request.get_json(silent=True) or {}).get("alerts", [])
             return jsonify({"alerts": fake.state.alerts})
 
+        @app.post("/_fake/status")
+        def set_status() -> Any:
+            """Fields /api/status answers besides (or instead of) its own, e.g. a long list."""
+            fake.state.status_extra = request.get_json(silent=True) or {}
+            return jsonify({"fields": sorted(fake.state.status_extra)})
+
         @app.post("/_fake/faults")
         def set_faults() -> Any:
             spec = request.get_json(silent=True) or {}
@@ -485,6 +493,7 @@ class FakeBackend:
                 fake.state.transitions.clear()
                 fake.state.passes.clear()
                 fake.state.alerts = []
+                fake.state.status_extra = {}
                 fake.state.faults.clear()
                 fake.state.profile = PassProfile()
                 fake.swap_on_next_edit = None

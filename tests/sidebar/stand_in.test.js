@@ -10,20 +10,42 @@ const { AppsScriptLocal, BACKEND_URL, MANIFEST, OPS, SALES, getJson, http, postJ
 const SCALE = 0.02;
 let fake;
 
-// What the probe's functions saw, by the person and event they ran for.
+// What the probe's functions saw, by the person and event they ran for. It keeps it in each
+// person's User Properties: each execution starts with fresh globals.
 const PROBE = `
-var seen = [];
+var count = 0;
+function note(what) {
+  var p = PropertiesService.getUserProperties();
+  var seen = JSON.parse(p.getProperty('seen') || '[]');
+  seen.push(what);
+  p.setProperty('seen', JSON.stringify(seen));
+}
 function onEditProbe(e) {
-  seen.push({ as: Session.getEffectiveUser().getEmail(), editor: e.user.getEmail(), a1: e.range.getA1Notation(),
+  note({ as: Session.getEffectiveUser().getEmail(), editor: e.user.getEmail(), a1: e.range.getA1Notation(),
     hasValue: 'value' in e, hasOldValue: 'oldValue' in e, value: e.value, oldValue: e.oldValue, triggerUid: e.triggerUid });
 }
-function clockProbe(e) { seen.push({ as: Session.getEffectiveUser().getEmail(), clock: true, triggerUid: e.triggerUid }); }
+function clockProbe(e) { note({ as: Session.getEffectiveUser().getEmail(), clock: true, triggerUid: e.triggerUid }); }
+function bump() { count += 1; return count; }
+function lockedEdit(e) {
+  note({ edit: 'locked', got: LockService.getDocumentLock().tryLock(10000) });
+  UrlFetchApp.fetch('${BACKEND_URL}/_fake/slow?seconds=1', { muteHttpExceptions: true });
+  note({ edit: 'done' });
+}
+function lockingClock(e) { note({ clock: 'locking', got: LockService.getDocumentLock().tryLock(10000) }); }
+function slowClock(e) {
+  note({ clock: 'ran' });
+  UrlFetchApp.fetch('${BACKEND_URL}/_fake/slow?seconds=40', { muteHttpExceptions: true });
+}
+function locks() {
+  return [LockService.getUserLock().tryLock(0), LockService.getScriptLock().tryLock(0), LockService.getDocumentLock().tryLock(0)];
+}
+function sidebar(name) { return HtmlService.createHtmlOutputFromFile(name).setTitle('t').title; }
 function install(handler) {
-  if (handler === 'clockProbe') return ScriptApp.newTrigger(handler).timeBased().everyHours(1).create().getUniqueId();
+  if (/^(clockProbe|lockingClock|slowClock)$/.test(handler)) return ScriptApp.newTrigger(handler).timeBased().everyHours(1).create().getUniqueId();
   return ScriptApp.newTrigger(handler).forSpreadsheet(SpreadsheetApp.getActive()).onEdit().create().getUniqueId();
 }
 function mine() { return ScriptApp.getProjectTriggers().map(function (t) { return t.getUniqueId(); }); }
-function seenSoFar() { return JSON.stringify(seen); }
+function seenSoFar() { return PropertiesService.getUserProperties().getProperty('seen') || '[]'; }
 function token() { return ScriptApp.getIdentityToken(); }
 function lockFor(ms) { return LockService.getDocumentLock().tryLock(ms); }
 function waitFor(ms) { LockService.getDocumentLock().waitLock(ms); }
@@ -51,6 +73,8 @@ beforeEach(() => {
 
 function world(options = {}) {
   return AppsScriptLocal.create({
+    htmlFiles: options.htmlFiles || [],
+    timeScale: SCALE,
     http,
     sheetsUrl: fake.sheets_url,
     spreadsheetId: fake.spreadsheet_id,
@@ -115,12 +139,12 @@ test('a lock held by another execution makes tryLock wait its timeout and fail; 
   assert.equal(w.run(OPS, 'lockFor', [30000]), false);
   assert.throws(() => w.run(OPS, 'waitFor', [30000]), /Lock timeout/);
   assert.deepEqual(w.state.lockWaits, [
-    { user: OPS, ms: 30000 },
-    { user: OPS, ms: 30000 },
+    { user: OPS, kind: 'document', ms: 30000 },
+    { user: OPS, kind: 'document', ms: 30000 },
   ]);
   release();
   assert.equal(w.run(OPS, 'lockFor', [10]), true);
-  assert.equal(w.state.lockHolder, null, 'released when the execution ends');
+  assert.equal(w.state.locks.document, null, 'released when the execution ends');
 });
 
 test('getValues gives Date objects for date cells, in the spreadsheet\'s zone', () => {
@@ -164,4 +188,82 @@ test('the stand-in formats dates as Apps Script does for the stamp pattern', () 
   assert.equal(AppsScriptLocal.formatDate(at, 'Asia/Kolkata', pattern), '2026-01-01T05:30:00+05:30');
   assert.equal(AppsScriptLocal.formatDate(at, 'America/New_York', pattern), '2025-12-31T19:00:00-05:00');
   assert.equal(AppsScriptLocal.formatDate(at, 'Etc/UTC', pattern), '2026-01-01T00:00:00Z');
+});
+
+// ---- issue 20, item 6 ------------------------------------------------------------------------
+
+test('each execution starts with fresh globals (what lasts goes to the Properties service)', () => {
+  // https://developers.google.com/apps-script/guides/properties: scripts keep data between
+  // executions in properties; a global variable is set up again by every execution.
+  const w = world();
+  assert.equal(w.run(OPS, 'bump'), 1);
+  assert.equal(w.run(OPS, 'bump'), 1, 'the second run does not see the first run\'s count');
+  w.run(OPS, 'install', ['onEditProbe']);
+  w.userTypes(SALES, 'Leads', 3, 11, 'SQL');
+  w.userTypes(SALES, 'Leads', 4, 11, 'SQL');
+  assert.equal(seen(w, OPS).length, 2, 'kept in User Properties, not a global');
+});
+
+test('two triggers can run at the same time: the hourly one runs while an edit waits on UrlFetch', () => {
+  // https://developers.google.com/apps-script/reference/lock/lock-service: locks exist because
+  // executions of a script overlap ("multiple users or processes modifying a shared resource").
+  const w = world();
+  w.run(OPS, 'install', ['lockedEdit']);
+  w.run(OPS, 'install', ['lockingClock']);
+  w.meanwhile(() => w.fireClock());
+
+  w.userTypes(SALES, 'Leads', 3, 11, 'SQL');
+
+  assert.deepEqual(seen(w, OPS), [
+    { edit: 'locked', got: true },
+    { clock: 'locking', got: false },
+    { edit: 'done' },
+  ]);
+  assert.deepEqual(w.state.lockWaits, [{ user: OPS, kind: 'document', ms: 10000 }]);
+  assert.equal(w.state.locks.document, null, 'released when the edit\'s execution ended');
+});
+
+test('user, script and document locks are distinct locks', () => {
+  // https://developers.google.com/apps-script/reference/lock/lock-service: getUserLock is the
+  // current user's alone, getScriptLock any user's, getDocumentLock any user's of this document.
+  const w = world();
+  let release = w.holdLock('user', SALES);
+  assert.deepEqual(w.run(OPS, 'locks'), [true, true, true], 'sales@\'s user lock is not ops@\'s, nor the others');
+  assert.deepEqual(w.run(SALES, 'locks'), [false, true, true]);
+  release();
+  release = w.holdLock('script');
+  assert.deepEqual(w.run(OPS, 'locks'), [true, false, true]);
+  release();
+  release = w.holdLock('document');
+  assert.deepEqual(w.run(SALES, 'locks'), [true, true, false]);
+  release();
+  assert.deepEqual(w.state.locks, { document: null, script: null, user: {} }, 'every lock goes with its execution');
+});
+
+test('trigger runtime counts against the owner\'s daily quota: 90 min consumer, 6 h Workspace', () => {
+  // https://developers.google.com/apps-script/guides/services/quotas: "Triggers total
+  // runtime" 90 min / day (consumer accounts), 6 hr / day (Google Workspace accounts).
+  const w = world({ users: { [SALES]: { workspace: true } } });
+  w.run(OPS, 'install', ['slowClock']);
+  w.run(SALES, 'install', ['slowClock']);
+  w.chargeTriggerRuntime(OPS, 89.5 * 60000);
+  w.chargeTriggerRuntime(SALES, 89.5 * 60000);
+
+  w.fireClock(); // both run; ops@ goes past 90 minutes
+  assert.ok(w.state.triggerRuntime[OPS].ms >= 90 * 60000, 'a 40-s run counted');
+  assert.throws(() => w.fireClock(), /Service using too much computer time for one day/);
+
+  const ran = (user) => seen(w, user).filter((x) => x.clock === 'ran').length;
+  assert.deepEqual([ran(OPS), ran(SALES)], [1, 2], "ops@'s trigger ran once, sales@'s (Workspace) twice");
+  const refused = w.state.executions.filter((x) => !x.ok);
+  assert.deepEqual(refused.map((x) => [x.user, x.name]), [[OPS, 'slowClock']]);
+  assert.equal(w.run(OPS, 'bump'), 1, 'a menu click or google.script.run is not a trigger: it still runs');
+});
+
+test('createHtmlOutputFromFile finds only files that exist in the project', () => {
+  // https://developers.google.com/apps-script/reference/html/html-service#createHtmlOutputFromFile(String):
+  // a file of the script project, by its name in the editor.
+  const w = world({ htmlFiles: ['sidebar/Sidebar'] });
+  assert.equal(w.run(OPS, 'sidebar', ['sidebar/Sidebar']), 't');
+  assert.throws(() => w.run(OPS, 'sidebar', ['Sidebar']), /No HTML file named Sidebar was found/);
 });

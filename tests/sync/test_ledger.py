@@ -312,6 +312,30 @@ def test_last_pass_is_the_latest_finished_real_pass(ledger: LedgerBackend) -> No
     assert ledger.last_pass(ELSEWHERE) == {}
 
 
+def test_last_meta_pass_is_the_latest_finished_real_pass_that_called_meta(
+    ledger: LedgerBackend,
+) -> None:
+    assert ledger.last_meta_pass(WHERE) is None
+    sent = ledger.start_pass(WHERE, "sync", False, NOW)
+    ledger.finish_pass(sent, {"sent": 1}, NOW, summary={"meta_requests": 1, "events_sent": 2})
+    refused = ledger.start_pass(WHERE, "edit", False, NOW)
+    words = "Meta refused the request: Error validating access token (code 190)"
+    ledger.finish_pass(refused, {}, NOW, error=words, summary={"meta_requests": 1})
+    for dry_run, error, summary in (
+        (False, None, {"meta_requests": 0}),  # an edit that changed nothing
+        (False, "SyncError", {"error": "the sheet cannot be read"}),
+        (True, None, {"meta_requests": 0}),
+    ):
+        other = ledger.start_pass(WHERE, "edit", dry_run, NOW)
+        ledger.finish_pass(other, {}, NOW, error=error, summary=summary)
+    ledger.start_pass(WHERE, "sync", False, NOW)  # still running
+
+    record = ledger.last_meta_pass(WHERE)
+
+    assert record is not None and (record.id, record.error) == (refused, words)
+    assert ledger.last_meta_pass(ELSEWHERE) is None
+
+
 def test_failed_pass_keeps_its_error(ledger: LedgerBackend) -> None:
     pass_id = ledger.start_pass(WHERE, "sync", False, NOW)
 

@@ -12,7 +12,22 @@
  * - Document Properties are one store for everyone; User Properties are per person.
  * - LockService: a lock held by another execution makes tryLock wait its timeout and return
  *   false (waitLock throws). One JS thread cannot wait, so it answers at once and records the
- *   wait it would have made (state.lockWaits).
+ *   wait it would have made (state.lockWaits). The user, script and document locks are three
+ *   different locks (reference/lock/lock-service): the user lock is each person's own, the
+ *   script lock one for everyone, the document lock one per document. Locks belong to an
+ *   execution and go when it ends.
+ * - Each execution (a trigger run, a menu click, a google.script.run call) loads the script
+ *   afresh: no global variable survives from one run to the next (what must last goes to the
+ *   Properties service, guides/properties).
+ * - Executions overlap: an edit trigger can run while the hourly one waits on UrlFetchApp
+ *   (which is why LockService exists). `meanwhile(fn)` runs fn as another execution while the
+ *   next UrlFetchApp call of any execution is on its way.
+ * - Trigger runtime is counted per person against the daily quota (guides/services/quotas:
+ *   90 min/day for consumer accounts, 6 h/day for Google Workspace, users[email].workspace);
+ *   past it the person's triggers do not run and the execution fails with Google's words.
+ *   `timeScale` says how much faster than real time a test plays (runtime is divided by it).
+ * - HtmlService.createHtmlOutputFromFile finds only the project's HTML files (`htmlFiles`,
+ *   named as the editor shows them, e.g. "sidebar/Sidebar"); any other name throws.
  * - Range.getValues gives Date objects for date cells (Number, Boolean, Date or String).
  * - UrlFetchApp: with a urlFetchWhitelist in the manifest only URLs under its prefixes are
  *   fetched, and every prefix must be https with a path (manifest/allowlist-url); a call gives
@@ -189,7 +204,9 @@
    * options: http (required), sheetsUrl (emulator base, or '/sheets' behind the playground),
    * spreadsheetId, activeTab, source (Code.gs text), loader(source, globals) -> functions
    * (default: `load`), manifest ({urlFetchWhitelist}), routes ({'https://prefix/': 'http://local/'}),
-   * users ({email: {identityToken: string|null}}), fetchDeadlineMs (default 60 000),
+   * users ({email: {identityToken: string|null, workspace: bool}}), fetchDeadlineMs (default
+   * 60 000), timeScale (default 1: a test's real milliseconds are 1/timeScale Apps Script
+   * ones), htmlFiles (the project's HTML file names, default none),
    * projectName (what createAddonMenu is named in a bound script, default "Untitled project"),
    * hooks: {toast(msg, title), showSidebar(html), activate(tab, row, col), menu(title, items),
    * fetched({user, method, url, status, ms, error})}.
@@ -202,17 +219,22 @@
     var routes = options.routes || {};
     var deadlineMs = options.fetchDeadlineMs || FETCH_DEADLINE_MS;
     var users = options.users || {};
+    var timeScale = options.timeScale || 1;
+    var htmlFiles = options.htmlFiles || [];
     var state = {
       documentProperties: {},
       userProperties: {}, // by e-mail
       scriptProperties: {},
       triggers: [], // {id, owner, spec}
       nextTriggerId: 4034124084959907503n,
-      lockHolder: null, // the execution holding the document lock, or 'elsewhere'
+      locks: { document: null, script: null, user: {} }, // the execution id holding each, or 'elsewhere'
+      triggerRuntime: {}, // by e-mail: {since, ms} of trigger runtime in the quota's day
+      meanwhile: [], // executions to run while the next UrlFetchApp call waits
+      nextExecution: 1,
       lockWaits: [], // {user, ms}: how long a tryLock/waitLock would have waited
       toasts: [],
       fetches: [],
-      executions: [], // {user, name, ok, error}
+      executions: [], // {id, user, name, trigger, ok, error, ms}
       numberFormats: {}, // 'tab!row:col' -> format
       menus: [],
       timeZone: null,
@@ -499,17 +521,35 @@
       };
     }
 
-    function Lock(user) {
+    /** Where a lock of `kind` is held: state.locks[kind], per person for the user lock. */
+    function lockSlot(kind, user) {
+      if (kind !== 'user') {
+        return {
+          get: function () { return state.locks[kind]; },
+          set: function (v) { state.locks[kind] = v; },
+        };
+      }
+      return {
+        get: function () { return state.locks.user[user] === undefined ? null : state.locks.user[user]; },
+        set: function (v) {
+          if (v === null) delete state.locks.user[user];
+          else state.locks.user[user] = v;
+        },
+      };
+    }
+
+    function Lock(kind, execution) {
+      var slot = lockSlot(kind, execution.user);
       var mine = false;
       function attempt(ms) {
-        if (state.lockHolder === null) {
-          state.lockHolder = user;
+        if (slot.get() === null) {
+          slot.set(execution.id);
           mine = true;
           return true;
         }
         // Held by another execution: Apps Script would wait `ms` and give up. One JS thread
         // cannot wait for it, so say no at once and record the wait.
-        state.lockWaits.push({ user: user, ms: Number(ms) || 0 });
+        state.lockWaits.push({ user: execution.user, kind: kind, ms: Number(ms) || 0 });
         return false;
       }
       return {
@@ -525,10 +565,20 @@
         releaseLock: function () {
           if (mine) {
             mine = false;
-            state.lockHolder = null;
+            slot.set(null);
           }
         },
       };
+    }
+
+    /** Every lock an execution still holds goes when it ends. */
+    function releaseAll(id) {
+      ['document', 'script'].forEach(function (kind) {
+        if (state.locks[kind] === id) state.locks[kind] = null;
+      });
+      Object.keys(state.locks.user).forEach(function (u) {
+        if (state.locks.user[u] === id) delete state.locks.user[u];
+      });
     }
 
     function HTTPResponse(res) {
@@ -569,6 +619,10 @@
         throw new Error(message);
       }
       if (target === null) fail('Address unavailable: ' + url); // nothing leaves this machine
+      // Other executions go on while this one waits for its answer.
+      state.meanwhile.splice(0).forEach(function (other) {
+        other();
+      });
       var res;
       try {
         res = http({ method: method, url: target, headers: headers, body: params.payload, timeoutMs: deadlineMs });
@@ -592,8 +646,9 @@
       return u && typeof u.identityToken === 'string' && u.identityToken ? u.identityToken : null;
     }
 
-    /** The globals one person's execution sees. */
-    function globalsFor(user) {
+    /** The globals one execution sees (`execution.user` is who it runs as). */
+    function globalsFor(execution) {
+      var user = execution.user;
       if (!state.userProperties[user]) state.userProperties[user] = {};
       var person = { getEmail: function () { return user; } };
       return {
@@ -609,9 +664,9 @@
           getScriptProperties: function () { return Properties(state.scriptProperties); },
         },
         LockService: {
-          getDocumentLock: function () { return Lock(user); },
-          getScriptLock: function () { return Lock(user); },
-          getUserLock: function () { return Lock(user); },
+          getDocumentLock: function () { return Lock('document', execution); },
+          getScriptLock: function () { return Lock('script', execution); },
+          getUserLock: function () { return Lock('user', execution); },
         },
         ScriptApp: {
           EventType: EventType,
@@ -634,6 +689,7 @@
         },
         HtmlService: {
           createHtmlOutputFromFile: function (name) {
+            if (htmlFiles.indexOf(String(name)) === -1) throw new Error('No HTML file named ' + name + ' was found.');
             var out = {
               file: name,
               title: '',
@@ -656,45 +712,79 @@
       };
     }
 
-    var sessions = {};
-    /** One person's view: their globals and Code.gs loaded over them (options.source). */
+    /** The script's top-level functions as `user` would load them, for a caller that asks
+     * which exist (google.script.run refuses the others). Runs nothing of its own. */
     function session(user) {
       if (!user) throw new Error('session: which user?');
-      if (!sessions[user]) {
-        var globals = globalsFor(user);
-        sessions[user] = { user: user, globals: globals, code: null };
+      var code = options.source ? (options.loader || load)(options.source, globalsFor({ id: 0, user: user })) : null;
+      return { user: user, code: code };
+    }
+
+    var DAY_MS_QUOTA = 24 * 3600 * 1000;
+    var CONSUMER_TRIGGER_MS = 90 * 60 * 1000;
+    var WORKSPACE_TRIGGER_MS = 6 * 3600 * 1000;
+
+    /** A person's trigger runtime in the quota's day (it resets a day after it began). */
+    function runtimeOf(user) {
+      var used = state.triggerRuntime[user];
+      if (!used || Date.now() - used.since > DAY_MS_QUOTA * timeScale) {
+        used = state.triggerRuntime[user] = { since: Date.now(), ms: 0 };
       }
-      var s = sessions[user];
-      if (!s.code && options.source) s.code = (options.loader || load)(options.source, s.globals);
-      return s;
+      return used;
+    }
+
+    function triggerQuotaMs(user) {
+      return users[user] && users[user].workspace ? WORKSPACE_TRIGGER_MS : CONSUMER_TRIGGER_MS;
     }
 
     /** Run one Code.gs function as `user`, as one Apps Script execution (a menu click, a
-     * google.script.run call or a trigger): locks it still holds are released at its end. */
-    function run(user, name, args) {
-      var s = session(user);
-      var fn = s.code && s.code[name];
-      if (typeof fn !== 'function') throw new Error('Script function not found: ' + name);
-      var record = { user: user, name: name, ok: true };
+     * google.script.run call or, with asTrigger, a trigger): the script is loaded afresh, the
+     * locks it still holds go at its end, and a trigger's runtime counts against its owner's
+     * daily quota (a trigger past it does not run). */
+    function run(user, name, args, asTrigger) {
+      var record = { id: state.nextExecution++, user: user, name: name, trigger: !!asTrigger, ok: true };
       state.executions.push(record);
+      if (asTrigger && runtimeOf(user).ms >= triggerQuotaMs(user)) {
+        record.ok = false;
+        record.error = 'Service using too much computer time for one day';
+        throw new Error(record.error);
+      }
+      var started = Date.now();
       try {
+        var code = options.source ? (options.loader || load)(options.source, globalsFor(record)) : null;
+        var fn = code && code[name];
+        if (typeof fn !== 'function') throw new Error('Script function not found: ' + name);
         return fn.apply(null, args || []);
       } catch (err) {
         record.ok = false;
         record.error = err.message;
         throw err;
       } finally {
-        if (state.lockHolder === user) state.lockHolder = null;
+        record.ms = (Date.now() - started) / timeScale;
+        if (asTrigger) runtimeOf(user).ms += record.ms;
+        releaseAll(record.id);
       }
     }
 
-    /** Another execution (an hourly pass, another editor's call) holds the document lock
-     * until the returned function is called. */
-    function holdLock() {
-      if (state.lockHolder !== null) throw new Error('the lock is already held');
-      state.lockHolder = 'elsewhere';
+    /** Earlier trigger runs of `user` today took `ms` of their quota. */
+    function chargeTriggerRuntime(user, ms) {
+      runtimeOf(user).ms += ms;
+    }
+
+    /** Run `fn` (which runs executions: w.run, w.fireClock…) while the next UrlFetchApp call
+     * of any execution waits for its answer: two executions at the same time. */
+    function meanwhile(fn) {
+      state.meanwhile.push(fn);
+    }
+
+    /** Another execution (an hourly pass, another editor's call) holds a lock (`kind`:
+     * document (default), script, or user with `user`) until the returned function is called. */
+    function holdLock(kind, user) {
+      var slot = lockSlot(kind || 'document', user);
+      if (slot.get() !== null) throw new Error('the lock is already held');
+      slot.set('elsewhere');
       return function release() {
-        if (state.lockHolder === 'elsewhere') state.lockHolder = null;
+        if (slot.get() === 'elsewhere') slot.set(null);
       };
     }
 
@@ -742,7 +832,7 @@
           e.triggerUid = t.id;
           ran.push({ handler: t.spec.handler, owner: t.owner, id: t.id });
           try {
-            run(t.owner, t.spec.handler, [e]);
+            run(t.owner, t.spec.handler, [e], true);
           } catch (err) {
             if (!failure) failure = err;
           }
@@ -819,6 +909,8 @@
       session: session,
       run: run,
       holdLock: holdLock,
+      meanwhile: meanwhile,
+      chargeTriggerRuntime: chargeTriggerRuntime,
       userTypes: userTypes,
       userPastes: userPastes,
       userSorts: userSorts,

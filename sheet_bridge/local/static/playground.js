@@ -298,6 +298,7 @@
         routes: routes,
         users: cfg.users,
         fetchDeadlineMs: cfg.fetch_deadline_ms || undefined,
+        htmlFiles: cfg.html_files,
         hooks: {
           toast: toast,
           menu: renderMenu,

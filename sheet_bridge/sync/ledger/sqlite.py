@@ -795,6 +795,23 @@ class SqliteLedger:
         )
         return [pass_record(r) for r in rows]
 
+    def last_meta_pass(self, where: SheetTab) -> PassRecord | None:
+        """The tab's newest finished pass that called Meta (made a request, or was refused in
+        Meta's words): whether Meta takes the token is its answer, not a later pass's that had
+        nothing to send."""
+        row = (
+            self._connect()
+            .execute(
+                f"SELECT {PASS_COLUMNS} FROM passes WHERE spreadsheet_id=? AND tab=? "
+                "AND finished_at IS NOT NULL AND dry_run=0 AND (error LIKE '% %' OR "
+                "COALESCE(json_extract(summary, '$.meta_requests'), 0) > 0) "
+                "ORDER BY id DESC LIMIT 1",
+                (where.spreadsheet_id, where.tab),
+            )
+            .fetchone()
+        )
+        return pass_record(row) if row is not None else None
+
     def last_full_pass(self, where: SheetTab) -> datetime | None:
         """When the last completed pass that read every lead of the tab started: it saw each
         lead at its then-latest status (the bound of a scan's estimate, sync/plan.py)."""

@@ -19,6 +19,14 @@ const AppsScriptLocal = require(path.join(REPO, 'sheet_bridge', 'local', 'static
 const CODE_GS_PATH = process.env.SHEET_BRIDGE_CODE_GS || path.join(REPO, 'sidebar', 'Code.gs');
 const CODE_GS = fs.readFileSync(CODE_GS_PATH, 'utf8');
 const MANIFEST = JSON.parse(fs.readFileSync(path.join(REPO, 'appsscript.json'), 'utf8'));
+// The project's HTML files as clasp pushes them (.claspignore's "!" lines, rootDir "."), named
+// as the Apps Script editor shows them: "sidebar/Sidebar".
+const HTML_FILES = fs
+  .readFileSync(path.join(REPO, '.claspignore'), 'utf8')
+  .split('\n')
+  .map((line) => /^!(.+)\.html$/.exec(line.trim()))
+  .filter(Boolean)
+  .map((m) => m[1]);
 const BACKEND_URL = 'https://sheet-bridge.example.com';
 const OPS = 'ops@example.com';
 const SALES = 'sales@example.com';
@@ -77,8 +85,17 @@ function startScript(script, args = []) {
   });
 }
 
-/** The contract fake; `scale` plays its seconds (and UrlFetch's deadline) that much faster. */
-const startFake = (scale = 1) => startScript('fake_backend.py', [String(scale)]);
+/** The contract fake; `scale` plays its seconds (and UrlFetch's deadline) that much faster.
+ * `tokens` ({email: ID token}) are the Google identities it accepts. */
+async function startFake(scale = 1, tokens = {}) {
+  const fake = await startScript('fake_backend.py', [String(scale)]);
+  const identities = {};
+  Object.keys(tokens).forEach((email) => {
+    identities[tokens[email]] = email;
+  });
+  if (Object.keys(identities).length) postJson(fake.backend_url + '/_fake/identities', { identities });
+  return fake;
+}
 /** The real backend (the emulator, the fake Meta and create_app). */
 const startBackend = () => startScript('backend.py');
 
@@ -102,6 +119,8 @@ function makeWorld(backend, options = {}) {
     routes: options.routes || { [BACKEND_URL + '/']: backend.backend_url + '/' },
     users: options.users || {},
     fetchDeadlineMs: Math.round(AppsScriptLocal.FETCH_DEADLINE_MS * scale),
+    timeScale: scale,
+    htmlFiles: options.htmlFiles || HTML_FILES,
     projectName: 'Untitled project',
     hooks: options.hooks,
   });
@@ -117,10 +136,30 @@ function postJson(url, body) {
   return { status: res.status, body: JSON.parse(res.body) };
 }
 
+/** The backend's tab as the emulator holds it now: rows() (header first), col(header) (1-based),
+ * cell(row, header) ('' when empty). `backend` is a function giving the started backend. */
+function sheetView(backend) {
+  function rows() {
+    const b = backend();
+    return getJson(b.sheets_url + '/_emulator/data').spreadsheets[b.spreadsheet_id].sheets[b.tab];
+  }
+  function col(header) {
+    const c = rows()[0].indexOf(header);
+    if (c === -1) throw new Error(header + ' is not a column');
+    return c + 1;
+  }
+  function cell(row, header) {
+    const v = rows()[row - 1][col(header) - 1];
+    return v === undefined ? '' : v;
+  }
+  return { rows, col, cell };
+}
+
 module.exports = {
   AppsScriptLocal,
   BACKEND_URL,
   CODE_GS,
+  HTML_FILES,
   MANIFEST,
   OPS,
   REPO,
@@ -129,6 +168,7 @@ module.exports = {
   http,
   makeWorld,
   postJson,
+  sheetView,
   startBackend,
   startFake,
 };
