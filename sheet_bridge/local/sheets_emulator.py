@@ -176,7 +176,9 @@ def _empty(v: object) -> bool:
 
 
 def _trim(row: list[Any]) -> list[Any]:
-    # The API drops trailing empty cells (DOMAIN.md §11): rows come back ragged.
+    # The API drops trailing empty cells: rows come back ragged (ValueRange, "empty trailing rows
+    # and columns will not be included",
+    # developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values#ValueRange).
     end = len(row)
     while end and _empty(row[end - 1]):
         end -= 1
@@ -585,7 +587,7 @@ class SheetsEmulator:
         if major == "COLUMNS" and block:
             cols = max(map(len, block))
             block = [_trim([r[j] if j < len(r) else "" for r in block]) for j in range(cols)]
-        if block:  # an empty range has no "values" key at all (DOMAIN.md §11)
+        if block:  # an empty range has no "values" key at all, as in Google's
             answer["values"] = block
         return answer
 
@@ -932,7 +934,7 @@ def _grid_size(rows: Rows) -> tuple[int, int]:
 
 
 def _normalise(raw: Any, source: str) -> dict[str, Any]:
-    """Check the data file's shape (DESIGN.md "Emulator data file") and trim empty ends."""
+    """Check the data file's shape (README "Run the pieces yourself") and trim empty ends."""
     if not isinstance(raw, dict) or not isinstance(raw.get("spreadsheets", {}), dict):
         raise ValueError(f'{source}: expected {{"spreadsheets": {{"<id>": {{...}}}}}}')
     books = raw.setdefault("spreadsheets", {})

@@ -2,8 +2,7 @@
  * emulator over real HTTP. One file serves the Node tests (tests/sidebar) and the playground
  * page, so both run the real Code.gs against the same stand-in.
  *
- * It is meant to be as unkind as Google (each rule cites where Google documents it; see also
- * DOMAIN.md §11):
+ * It is meant to be as unkind as Google (each rule cites where Google documents it):
  * - Edit events (developers.google.com/apps-script/guides/triggers/events): `value` and
  *   `oldValue` exist only when the edited range is one cell; a paste, fill-down, sort or a
  *   multi-cell clear is one event over the whole range without them.
@@ -432,7 +431,8 @@
       createMenu: function (title) {
         return Menu(String(title));
       },
-      // In a bound script the add-on menu carries the script project's name (DOMAIN.md §11).
+      // In a bound script the add-on menu carries the script project's name
+      // (developers.google.com/apps-script/reference/base/ui#createAddonMenu()).
       createAddonMenu: function () {
         return Menu(options.projectName || 'Untitled project');
       },
