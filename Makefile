@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 DEMO_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 .PHONY: demo test lint typecheck pytest node-test bench bench-latency serve clean
 
@@ -31,10 +32,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy sheet_bridge
 
+# The Apps Script tests under Node, and Code.gs type-checked against @types/google-apps-script
+# (TypeScript and the typings pinned in package.json / package-lock.json, installed by npm ci).
 node-test:
 	@if command -v node >/dev/null 2>&1 && [ -n "$$(ls tests/sidebar/*.test.js 2>/dev/null)" ]; then \
+		$(MAKE) --no-print-directory $(NODE_STAMP) && \
 		PATH="$(CURDIR)/$(BIN):$$PATH" node --test tests/sidebar/; \
 	else echo "node-test: node not installed; .ci/run installs it"; fi
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
@@ -48,4 +56,4 @@ bench-latency: $(STAMP)
 	$(BIN)/python bench/sync_scale.py --latency-only
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules demo-data .pytest_cache .mypy_cache .ruff_cache

@@ -677,7 +677,8 @@ bridge's own for that size. Leads have e-mails, phones in six formats (some numb
 15–17 digit lead ids as text on 60 % of rows, statuses across the funnel (New 40 %, MQL 20 %,
 SQL 14 %, Opportunity 8 %, Customer 5 %, Disqualified 8 %, On hold 3 %, blank 2 %), created and
 changed within the last 6 days. A lead at a later stage owes every earlier stage too
-(DOMAIN.md §8), so events > leads. Batch size {BATCH_SIZE}. The ledger is SQLite on local disk.
+(docs/meta-events.md), so events > leads. Batch size {BATCH_SIZE}. The ledger is SQLite on local
+disk.
 
 Passes: **first** (nothing sent before: every due event goes), **no change** (the same sheet
 again), **steady** ({EDITS_IN_STEADY_PASS} leads moved to Customer, then a pass).
@@ -714,7 +715,7 @@ memory. Two rounds; figures are for 100,000 leads.
 
 **Round 1.** Before any fix (emulator backed by its data file then): first pass 43.5 s,
 no-change pass 8.5 s, peak RSS 976 MB, Sheets calls 17 on the first pass (one 28 MB
-`values.append` of the CAPI Log, over DOMAIN.md §11's 2 MB) and 2 on the no-change pass.
+`values.append` of the CAPI Log, over Google's advised 2 MB) and 2 on the no-change pass.
 Causes: `config.stage_map` rebuilt for every row while rendering reports (~2.5 s a pass); a
 slow Unicode scan of every ASCII cell before hashing (~2 s); the whole user_data JSON of every
 event held in a list before one `executemany` (~100 MB); one user_data dict copied per event;
@@ -768,8 +769,9 @@ the bridge process for 1,000 leads went from 181 MB to ~70 MB. Causes, and what 
 - It writes the bridge columns with `values.batchUpdate` (RAW) and appends to the `CAPI Log`
   tab with one `values.append`; the first pass on a sheet also creates that tab
   (`spreadsheets.batchUpdate` addSheet).
-- The first pass of 100,000 leads writes five bridge cells on every row, more than DOMAIN.md
-  §11's 2 MB per request, so the write is split into {writes} `values.batchUpdate` calls of
+- The first pass of 100,000 leads writes five bridge cells on every row, more than the 2 MB per
+  request Google advises (developers.google.com/sheets/api/limits), so the write is split into
+  {writes} `values.batchUpdate` calls of
   ≤ 2 MB each, and its CAPI Log rows (one per event sent) into {appends} `values.append` calls
   of ≤ 2 MB. That is why the first pass exceeds 3 calls at that size (5 on a fresh sheet below
   ~5,000 events); the 2 MB rule is kept rather than the count. Every later pass writes only the

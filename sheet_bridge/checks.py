@@ -86,7 +86,7 @@ class CheckReport:
 
 def conversion_rule(stage: Stage) -> str:
     """The Events Manager rule that selects one stage's events as sheet-bridge sends them
-    (DOMAIN.md §2): the stage's own event name, since each stage has its own (the config
+    (docs/meta-events.md): the stage's own event name, since each stage has its own (the config
     refuses two stages with one name) and each event's lead_status is its own stage's status.
     "Lead where lead_status = MQL" would select nothing: the Lead event carries New."""
     return f"event = {stage.event}"
@@ -162,7 +162,7 @@ def check_meta(config: BridgeConfig, report: CheckReport, environ: Mapping[str, 
         )
         if not _TEST_CODE.match(meta.test_event_code):
             # Meta refuses a code it did not give for the whole request: every event of the
-            # pass waits until it is fixed (DOMAIN.md §9).
+            # pass waits until it is fixed (docs/meta-errors.md).
             report.add(
                 "warn",
                 f"test_event_code {meta.test_event_code!r} is not shaped like Meta's codes "
@@ -187,7 +187,7 @@ def check_meta(config: BridgeConfig, report: CheckReport, environ: Mapping[str, 
 
 
 def check_action_source(config: BridgeConfig, report: CheckReport) -> None:
-    """CRM stages are system_generated (DOMAIN.md §8: Conversion Leads); another source is a
+    """CRM stages are system_generated (docs/meta-events.md: Conversion Leads); another source is a
     claim about where each conversion happened, refused unless the config says why."""
     meta = config.meta
     if meta.action_source == "system_generated":

@@ -64,8 +64,13 @@ def main(verbose: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--serve", is_flag=True, help="Keep the playground up to edit cells by hand.")
-@click.option("--port", default=8080, show_default=True, help="Playground port (with --serve).")
-def demo(data_dir: Path, as_json: bool, serve: bool, port: int) -> None:
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="Playground port (with --serve; default 8080, or a free one when 8080 is taken).",
+)
+def demo(data_dir: Path, as_json: bool, serve: bool, port: int | None) -> None:
     """Seed a local sheet of realistic leads, sync it to a fake Meta, print what happened."""
     from sheet_bridge.local.demo import outcome_json, render_outcome, run_demo
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # Logical fields a [columns] table may map to a header. Values are the header text in the sheet.
 IDENTITY_COLUMNS: dict[str, str] = {
-    # logical field -> Meta user_data key (DOMAIN.md §6)
+    # logical field -> Meta user_data key (docs/normalization.md)
     "email": "em",
     "phone": "ph",
     "first_name": "fn",
@@ -113,7 +113,7 @@ class MetaConfig(_Strict):
     test_event_code: str = ""
     action_source: str = "system_generated"
     # Why a bridge sends another action_source than system_generated (Conversion Leads' own,
-    # DOMAIN.md §8); `check` refuses the choice without a reason.
+    # docs/meta-events.md); `check` refuses the choice without a reason.
     action_source_reason: str = ""
     lead_event_source: str = "Google Sheets"
     default_country: str = "US"

@@ -450,7 +450,7 @@ function keylessContent_(sheet, rows, width, stampCol, timeZone) {
   var lo = keyless[0].row;
   var hi = keyless[keyless.length - 1].row;
   var block = sheet.getRange(lo, 1, hi - lo + 1, width).getValues();
-  var byRow = {};
+  var byRow = /** @type {Object<number, string>} */ ({});
   keyless.forEach(function (r) {
     byRow[r.row] = rowContent_(block[r.row - lo], stampCol, timeZone);
   });
@@ -503,7 +503,7 @@ function stampRows_(sheet, stampCol, keyCol, rows, rowNumbers, at, timeZone, con
   var hi = targets[targets.length - 1];
   var width = Math.max(keyCol, content ? content.width : 0, 1);
   var now = sheet.getRange(lo, 1, hi - lo + 1, width).getValues();
-  var taken = {};
+  var taken = /** @type {Object<number, boolean>} */ ({});
   var still = [];
   targets.forEach(function (n) {
     var r = sent[n];

@@ -1,4 +1,4 @@
-"""The custom-conversion advice selects exactly the events sent for its stage (DOMAIN.md §2):
+"""The custom-conversion advice selects exactly the events sent for its stage (docs/meta-events.md):
 checked against what the fake Meta received, not against our own reading of the config."""
 
 from __future__ import annotations

@@ -13,14 +13,14 @@ from pathlib import Path
 from sheet_bridge.config import BridgeConfig
 from sheet_bridge.sync.ledger import LedgerEvent
 
-DEFAULT_DAYS = 90  # DOMAIN.md §10: the last 90 days' disqualified leads
+DEFAULT_DAYS = 90  # README "After the plumbing": the last 90 days' disqualified leads
 # Meta's customer-list help ("How to format a customer list", business/help/2082575038703844):
 # fewer than 100 people is too few to match, and a lookalike needs a source of 100 or more.
 MIN_AUDIENCE = 100
 
 # CAPI user_data key → Meta's customer-list column header. Meta normalizes customer lists
-# exactly as CAPI (DOMAIN.md §6), so the ledger's hashes are uploaded as they are. Headers from
-# the help page above; extern_id is the Marketing API's EXTERN_ID (facebook-python-business-sdk
+# exactly as CAPI (docs/normalization.md), so the ledger's hashes are uploaded as they are. Headers
+# from the help page above; extern_id is the Marketing API's EXTERN_ID (facebook-python-business-sdk
 # CustomAudienceMixin.MultiKeySchema), matched against the hashed external_id CAPI sent.
 # Left out: db (the list wants the birth date split into doby/dobm/dobd, which a YYYYMMDD hash
 # cannot give), lead_id, fbc, fbp, IP and user agent (not customer-list identifiers).
@@ -102,7 +102,7 @@ class JunkAudience:
             )
         lines += [
             "",
-            "Exclude look-alikes of these leads (DOMAIN.md §10):",
+            "Exclude look-alikes of these leads (README, After the plumbing):",
             "  1. Ads Manager → Audiences → Create audience → Custom audience → Customer list; "
             "upload this file (the column names are already Meta's; confirm the mapping).",
             "  2. Create audience → Lookalike audience: source = that custom audience, location = "

@@ -17,6 +17,7 @@ from sheet_bridge.local.fake_meta import create_fake_meta
 from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.local.sheets_emulator import create_emulator
 from sheet_bridge.sheets.client import SheetsClient
+from sheet_bridge.sheets.table import col_letter
 from sheet_bridge.sync.ledger import SqliteLedger
 from sheet_bridge.sync.outcomes import RowReport
 from sheet_bridge.sync.run import Bridge, SyncResult, capi_client, utc_now
@@ -133,13 +134,23 @@ def write_config(data_dir: Path) -> Path:
     return path
 
 
-def seed_sheet(path: Path, rows: list[list[object]]) -> None:
+# How the demo's Created At column shows its date-time serials, as a sheet whose column was
+# given Format → Number → Date time (https://developers.google.com/sheets/api/guides/formats).
+CREATED_AT_FORMAT = {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm:ss"}
+
+
+def seed_sheet(path: Path, rows: list[list[object]], dated_rows: int = 0) -> None:
+    """The demo spreadsheet: `rows` (header first), and the Created At column formatted as a
+    date-time down to row `dated_rows` (so rows added later show dates too)."""
+    col = col_letter(demo.HEADER.index("Created At"))
+    formats = {f"{col}{r}": CREATED_AT_FORMAT for r in range(2, max(dated_rows, len(rows)) + 1)}
     data = {
         "spreadsheets": {
             demo.DEMO_SPREADSHEET_ID: {
                 "title": "Leads (sheet-bridge demo)",
                 "timeZone": demo.DEMO_TIME_ZONE,
                 "sheets": {demo.DEMO_TAB: rows},
+                "formats": {demo.DEMO_TAB: formats},
             }
         }
     }
@@ -155,11 +166,14 @@ def demo_environment(
     clock: Callable[[], datetime] | None = None,
 ) -> Iterator[DemoEnvironment]:
     """Start the emulator on the data dir's sheets.json and the fake Meta (port 0 = any free
-    port), and build a bridge for them from the data dir's bridge.toml."""
+    port; a port another program holds = any free port too), and build a bridge for them from
+    the data dir's bridge.toml."""
     config_path = write_config(data_dir)
     with ExitStack() as stack:
         sheets = stack.enter_context(
-            BackgroundServer(create_emulator(data_path=data_dir / "sheets.json"), port=sheets_port)
+            BackgroundServer(
+                create_emulator(data_path=data_dir / "sheets.json"), port=sheets_port, or_free=True
+            )
         )
         meta = stack.enter_context(
             BackgroundServer(
@@ -169,6 +183,7 @@ def demo_environment(
                     record=data_dir / "meta-events.jsonl",
                 ),
                 port=meta_port,
+                or_free=True,
             )
         )
         config = _local_config(config_path, sheets.url, meta.url)
@@ -221,7 +236,7 @@ def run_demo(data_dir: Path, *, now: datetime | None = None) -> DemoOutcome:
             "meta-events.jsonl",
         ):
             (data_dir / stale).unlink(missing_ok=True)
-        seed_sheet(sheet_file, day.yesterday_rows)
+        seed_sheet(sheet_file, day.yesterday_rows, len(day.yesterday_rows) + len(day.new_rows))
     yesterday = None
     with demo_environment(data_dir) as env:
         bridge = env.bridge

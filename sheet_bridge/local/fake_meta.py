@@ -20,11 +20,11 @@ from werkzeug.serving import WSGIRequestHandler, run_simple
 from sheet_bridge.meta.events import ACTION_SOURCES, STANDARD_EVENTS, send_window
 from sheet_bridge.meta.identity import HASHED_FIELDS, INVALID_ALONE, USER_DATA_FIELDS
 
-MAX_EVENTS = 1000  # DOMAIN.md §4
-FUTURE_TOLERANCE = 300  # seconds; Meta documents none (DOMAIN.md §5), we allow clock skew
-SUBCODE_TOO_OLD = 2804003  # seen in the wild (DOMAIN.md §4)
-# Meta publishes no table of 2804xxx subcodes (DOMAIN.md §4). These are the fake's own, chosen
-# to look like Meta's so a client cannot tell them from real ones; only 2804003 is real.
+MAX_EVENTS = 1000  # docs/meta-errors.md
+FUTURE_TOLERANCE = 300  # seconds; Meta documents none (docs/event-times.md), we allow clock skew
+SUBCODE_TOO_OLD = 2804003  # seen in the wild (docs/meta-errors.md)
+# Meta publishes no table of 2804xxx subcodes (docs/meta-errors.md). These are the fake's own,
+# chosen to look like Meta's so a client cannot tell them from real ones; only 2804003 is real.
 SUBCODE_BAD_NAME = 2804001
 SUBCODE_BAD_TIME = 2804004
 SUBCODE_BAD_SOURCE = 2804005
@@ -40,7 +40,7 @@ SUBCODE_NO_SUCH_OBJECT = 33  # Graph's "object does not exist"
 # of the Ads API. Please update to the latest version: v9.0.", type OAuthException.
 CODE_DEPRECATED_VERSION = 2635
 # The versions the fake serves. Meta keeps a Conversions API version at least two years
-# (DOMAIN.md §4); the docs use v25.0. Older ones answer 2635, as Graph does.
+# (docs/meta-errors.md); the docs use v25.0. Older ones answer 2635, as Graph does.
 OLDEST_VERSION = "v21.0"
 LATEST_VERSION = "v26.0"  # Graph API changelog, versions table (2026-07-29)
 # Meta's test codes, as Events Manager → Test events shows them: "TEST" and digits (TEST12345).
@@ -48,9 +48,9 @@ _TEST_CODE = re.compile(r"^TEST\d+$")
 
 FAULT_MODES = frozenset({"500", "timeout", "throttle", "token_expired"})
 # Graph's throttling answers (error-handling guide, rate-limiting page): HTTP 400, the code and
-# Meta's words, is_transient true. Conversions API calls count as Marketing API calls (DOMAIN.md
-# §4), whose business-use-case limit answers 80004; the others are Graph's app (4), user (17),
-# page (32) and "calls within a window" (613) limits.
+# Meta's words, is_transient true. Conversions API calls count as Marketing API calls
+# (docs/meta-errors.md), whose business-use-case limit answers 80004; the others are Graph's
+# app (4), user (17), page (32) and "calls within a window" (613) limits.
 THROTTLE_MESSAGES: dict[int, str] = {
     4: "(#4) Application request limit reached",
     17: "(#17) User request limit reached",
@@ -210,7 +210,7 @@ class FakeMetaState:
 
 
 class Refusal(Exception):
-    """A Graph error: HTTP status and the fields of Meta's error envelope (DOMAIN.md §4)."""
+    """A Graph error: HTTP status and the fields of Meta's error envelope (docs/meta-errors.md)."""
 
     def __init__(
         self,
@@ -292,7 +292,8 @@ def _is_number(value: object) -> bool:
 
 
 def check_event(event: object, index: int, now: float) -> None:
-    """Raise a Refusal when Meta would refuse this event (DOMAIN.md §4, §5, §6)."""
+    """Raise a Refusal when Meta would refuse this event (docs/meta-errors.md, docs/event-times.md,
+    docs/normalization.md)."""
     if not isinstance(event, dict):
         raise _invalid(index, SUBCODE_BAD_NAME, "Invalid Event", "Each event must be an object")
     name = event.get("event_name")
@@ -619,7 +620,8 @@ def _answer(
     state: FakeMetaState, version: str, pixel_id: str, started: float, entry: dict[str, Any]
 ) -> int:
     """One events POST, as Graph answers it: a fault asked for (at once), or after the latency
-    the rate limit's throttle or Meta's rules (DOMAIN.md §4). Returns how many events were kept."""
+    the rate limit's throttle or Meta's rules (docs/meta-errors.md). Returns how many events
+    were kept."""
     with state.lock:
         speed = state.speed
     data = _body_data_or_none()
@@ -668,7 +670,7 @@ def _serve_fault(mode: str, delay: float) -> None:
 
 
 def _accept(state: FakeMetaState, version: str, pixel_id: str) -> int:
-    """Validate one events POST; keep every event or none (DOMAIN.md §4)."""
+    """Validate one events POST; keep every event or none (docs/meta-errors.md)."""
     if not _VERSION.match(version):
         raise Refusal(2500, f"Unknown path components: /{version}/{pixel_id}/events")
     if _version_number(version) < _version_number(OLDEST_VERSION):

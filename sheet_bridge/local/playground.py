@@ -23,13 +23,15 @@ from typing import Any
 import httpx
 from flask import Flask, Response, jsonify, request
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.serving import make_server
 
 from sheet_bridge.local.demo import META_PORT, SHEETS_PORT, DemoEnvironment, demo_environment
+from sheet_bridge.local.server import make_local_server, port_is_free
 from sheet_bridge.web.app import create_app
 
 # One source of truth: the files clasp pushes, read from the checkout (never a packaged copy).
 SIDEBAR_DIR = Path(__file__).resolve().parents[2] / "sidebar"
+# The page's port when none is asked for and it is free.
+PLAYGROUND_PORT = 8080
 PLAYGROUND_USER = "you@example.com"
 # The second editor of the spreadsheet, to try what a colleague sees and does.
 PLAYGROUND_COLLEAGUE = "colleague@example.com"
@@ -167,16 +169,23 @@ def create_playground(
 
 def serve_playground(
     data_dir: Path,
-    port: int = 8080,
+    port: int | None = None,
     *,
     sheets_port: int = SHEETS_PORT,
     meta_port: int = META_PORT,
 ) -> None:
-    """Run the playground on 127.0.0.1:`port` until Ctrl-C (the emulator and the fake Meta on
-    their demo ports), seeding the demo data first if `data_dir` has none. A taken port stops
-    the start with werkzeug's "Port N is in use by another program"."""
+    """Run the playground on 127.0.0.1:`port` until Ctrl-C, seeding the demo data first if
+    `data_dir` has none. The emulator and the fake Meta take their demo ports, or any free
+    ones when those are taken (a second playground, a test run); so does the page when no
+    `port` is given and 8080 is taken. A `port` asked for and taken stops the start in words.
+    The URLs in use are printed."""
     from sheet_bridge.local.demo import run_demo
 
+    if port is not None and not port_is_free("127.0.0.1", port):
+        raise SystemExit(
+            f"error: port {port} is in use by another program; pick another with --port, or "
+            "leave --port out to take a free one"
+        )
     if not (data_dir / "sheets.json").exists():
         run_demo(data_dir)
     _stop_on_signals()
@@ -184,11 +193,28 @@ def serve_playground(
     try:
         with demo_environment(data_dir, sheets_port=sheets_port, meta_port=meta_port) as env:
             app = create_playground(env, secret)
-            server = make_server("127.0.0.1", port, app, threaded=True)
+            server = make_local_server(
+                app, "127.0.0.1", PLAYGROUND_PORT if port is None else port, or_free=True
+            )
             url = f"http://127.0.0.1:{server.server_port}"
+            taken = [
+                str(want)
+                for want, url_used in (
+                    (port or PLAYGROUND_PORT, url),
+                    (sheets_port, env.sheets_url),
+                    (meta_port, env.meta_url),
+                )
+                if want and not url_used.endswith(f":{want}")
+            ]
             print(
-                f"\nPlayground: {url}  (sheet emulator {env.sheets_url}, fake Meta "
-                f"{env.meta_url}; data in {data_dir}). Ctrl-C stops everything.",
+                f"\nPlayground: {url}\n  Sheets emulator: {env.sheets_url}\n"
+                f"  Fake Meta: {env.meta_url}\n  Data: {data_dir}"
+                + (
+                    f"\n  (taken by another program: {', '.join(taken)}; free ports instead)"
+                    if taken
+                    else ""
+                )
+                + "\nCtrl-C stops everything.",
                 flush=True,
             )
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import itertools
 import json
@@ -14,6 +15,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +176,9 @@ def _empty(v: object) -> bool:
 
 
 def _trim(row: list[Any]) -> list[Any]:
-    # The API drops trailing empty cells (DOMAIN.md §11): rows come back ragged.
+    # The API drops trailing empty cells: rows come back ragged (ValueRange, "empty trailing rows
+    # and columns will not be included",
+    # developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values#ValueRange).
     end = len(row)
     while end and _empty(row[end - 1]):
         end -= 1
@@ -209,13 +213,148 @@ def format_number(v: int | float) -> str:
     return f"{v:.15g}"
 
 
-def formatted(v: Cell) -> str:
-    """FORMATTED_VALUE: every cell as the text Sheets displays (no number formats kept here)."""
+def formatted(v: Cell, number_format: NumberFormat | None = None) -> str:
+    """FORMATTED_VALUE: a cell as the text Sheets displays. A number in a cell with a date or
+    time format shows as that date (46300.6375 as 2026-10-04 15:18:00); other number formats
+    are not emulated and show as General."""
     if isinstance(v, bool):
         return "TRUE" if v else "FALSE"
     if isinstance(v, int | float):
+        if number_format is not None and number_format.get("type") in DATE_TYPES:
+            shown = format_serial(v, str(number_format.get("pattern") or ""), number_format)
+            if shown is not None:
+                return shown
         return format_number(v)
     return v
+
+
+# ---------------------------------------------------------------------------------------------
+# Number formats (https://developers.google.com/sheets/api/guides/formats): a cell's
+# `userEnteredFormat.numberFormat` is {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm:ss"}.
+# The emulator keeps it per cell; only the date and time types change what a cell shows.
+
+NumberFormat = dict[str, str]
+DATE_TYPES = frozenset({"DATE", "TIME", "DATE_TIME"})
+TEXT_FORMAT: NumberFormat = {"type": "TEXT", "pattern": "@"}
+# What a type shows when its format has no pattern (Sheets' en_US defaults).
+_DEFAULT_PATTERNS = {"DATE": "M/d/yyyy", "TIME": "h:mm:ss am/pm", "DATE_TIME": "M/d/yyyy H:mm:ss"}
+# The formats Sheets gives a cell a date was typed into, by the form it was typed in: an ISO
+# date keeps its order, a slashed one the locale's.
+ISO_DATE: NumberFormat = {"type": "DATE", "pattern": "yyyy-mm-dd"}
+ISO_DATE_TIME: NumberFormat = {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm:ss"}
+_SERIAL_EPOCH = datetime(1899, 12, 30)
+_MONTHS = [calendar.month_name[i] for i in range(1, 13)]
+_DAYS = list(calendar.day_name)
+# Sheets' date-time pattern tokens (Google's "Date and time format patterns" table); `m`/`mm`
+# are minutes right after an hour or right before seconds, else the month.
+_DATE_TOKEN = re.compile(
+    r'"[^"]*"|\\.|am/pm|a/p|y{1,4}|m{1,5}|d{1,4}|h{1,2}|s{1,2}|\.0+|.', re.IGNORECASE
+)
+
+
+def format_serial(serial: float, pattern: str, number_format: NumberFormat) -> str | None:
+    """A date serial (days since 1899-12-30, the fraction the time of day) as `pattern` shows
+    it; None for a number no date can be (Sheets then shows the number)."""
+    if not 0 <= serial < 2_958_466:  # 9999-12-31 is the last day Sheets has
+        return None
+    pattern = pattern or _DEFAULT_PATTERNS.get(number_format.get("type", ""), "")
+    at = _SERIAL_EPOCH + timedelta(seconds=round(serial * 86_400))
+    tokens = _DATE_TOKEN.findall(pattern)
+    twelve = any(t.lower() in ("am/pm", "a/p") for t in tokens)
+    out = []
+    for i, tok in enumerate(tokens):
+        low = tok.lower()
+        if low.startswith("m") and len(low) <= 2 and _is_minutes(tokens, i):
+            out.append(f"{at.minute:0{len(low)}d}")
+        elif low.startswith("m"):
+            name = _MONTHS[at.month - 1]
+            months = {1: str(at.month), 2: f"{at.month:02d}", 3: name[:3], 4: name}
+            out.append(months.get(len(low), name[0]))
+        elif low.startswith("y"):
+            out.append(f"{at.year % 100:02d}" if len(low) <= 2 else f"{at.year:04d}")
+        elif low.startswith("d"):
+            days = {1: str(at.day), 2: f"{at.day:02d}", 3: _DAYS[at.weekday()][:3]}
+            out.append(days.get(len(low), _DAYS[at.weekday()]))
+        elif low.startswith("h"):
+            hour = (at.hour % 12 or 12) if twelve else at.hour
+            out.append(f"{hour:0{len(low)}d}")
+        elif low.startswith("s"):
+            out.append(f"{at.second:0{len(low)}d}")
+        elif low in ("am/pm", "a/p"):
+            mark = "AM" if at.hour < 12 else "PM"
+            out.append(mark if low == "am/pm" else mark[0])
+        elif tok.startswith('"'):
+            out.append(tok[1:-1])
+        elif tok.startswith("\\"):
+            out.append(tok[1:])
+        elif tok.startswith("."):
+            out.append("." + "0" * (len(tok) - 1))
+        else:
+            out.append(tok)
+    return "".join(out)
+
+
+def _is_minutes(tokens: list[str], i: int) -> bool:
+    """Whether the `m`/`mm` at tokens[i] is minutes: the nearest date part before it is an
+    hour, or the nearest after it is seconds."""
+    parts = [(j, t.lower()[0]) for j, t in enumerate(tokens) if t[0].lower() in "ymdhs"]
+    before = [c for j, c in parts if j < i]
+    after = [c for j, c in parts if j > i]
+    return (bool(before) and before[-1] == "h") or (bool(after) and after[0] == "s")
+
+
+_TYPED_ISO = re.compile(r"\s*(\d{4})-(\d{1,2})-(\d{1,2})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*")
+_TYPED_LOCAL = re.compile(
+    r"\s*(\d{1,2})([/.])(\d{1,2})\2(\d{4})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*"
+)
+# Locales whose dates are written month first (Sheets reads "10/4/2026" as 4 October there).
+_MONTH_FIRST = frozenset({"en_US", "en_PH", "es_US", "en_CA", "fil_PH"})
+
+
+def typed_date(text: str, locale: str = DEFAULT_LOCALE) -> tuple[float, NumberFormat] | None:
+    """What typing `text` into a cell stores when it is a date, as Sheets reads it: the date
+    serial and the number format the cell gets (DATE, or DATE_TIME with a time of day).
+    ISO dates ("2026-10-04", "2026-10-04 15:17[:00]") everywhere; "4/10/2026" and "4.10.2026"
+    in the locale's order. An impossible date ("2026-02-30") or an ISO stamp with "T" and an
+    offset is not a date: it stays text, as in Sheets."""
+    m = _TYPED_ISO.fullmatch(text)
+    if m:
+        y, mo, d = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        clock = m.group(4, 5, 6)
+        fmt = ISO_DATE_TIME if clock[0] else ISO_DATE
+    else:
+        m = _TYPED_LOCAL.fullmatch(text)
+        if not m:
+            return None
+        first, sep, second, y = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+        month_first = sep == "/" and locale in _MONTH_FIRST
+        mo, d = (first, second) if month_first else (second, first)
+        clock = m.group(5, 6, 7)
+        day = "m/d/yyyy" if month_first else f"d{sep}m{sep}yyyy"
+        if clock[0]:
+            fmt = {"type": "DATE_TIME", "pattern": day + " h:mm:ss"}
+        else:
+            fmt = {"type": "DATE", "pattern": day}
+    try:
+        at = datetime(y, mo, d, int(clock[0] or 0), int(clock[1] or 0), int(clock[2] or 0))
+    except ValueError:
+        return None
+    return (at - _SERIAL_EPOCH) / timedelta(days=1), dict(fmt)
+
+
+def _cell_key(r: int, c: int) -> str:
+    """A cell's key in the data file's "formats": its A1 name (0-based r, c → "F2")."""
+    return f"{col_letter(c)}{r + 1}"
+
+
+_CELL_KEY = re.compile(r"([A-Z]{1,3})([1-9][0-9]*)")
+
+
+def _key_cell(key: str) -> tuple[int, int]:
+    m = _CELL_KEY.fullmatch(key)
+    if not m:
+        raise ValueError(f"not a cell name: {key!r}")
+    return int(m.group(2)) - 1, col_index(m.group(1))
 
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -237,20 +376,30 @@ def raw(v: Cell) -> Cell:
     return sheets_number(v)
 
 
-def user_entered(v: Cell) -> Cell:
-    """USER_ENTERED: what typing `v` into a cell stores."""
+def user_entered(
+    v: Cell, locale: str = DEFAULT_LOCALE, number_format: NumberFormat | None = None
+) -> tuple[Cell, NumberFormat | None]:
+    """USER_ENTERED: what typing `v` into a cell stores, and the number format a typed date
+    gives the cell (None: the cell keeps its own). As in Sheets, a cell formatted as plain text
+    keeps what is typed as text, and only a cell without a format takes the typed date's form
+    (a date typed into a date cell shows in the cell's format)."""
     if not isinstance(v, str):
-        return raw(v)
+        return raw(v), None
     if v.startswith("'"):
-        return v[1:]  # a leading apostrophe forces text and is not part of the value
+        return v[1:], None  # a leading apostrophe forces text and is not part of the value
+    if number_format is not None and number_format.get("type") == "TEXT":
+        return v, None
     s = v.strip()
     if s.upper() in ("TRUE", "FALSE"):
-        return s.upper() == "TRUE"
+        return s.upper() == "TRUE", None
     if _NUMBER.fullmatch(s):
-        return sheets_number(float(s))
-    # Real Sheets would also turn typed dates into serials and evaluate "=..." formulas; the
-    # emulator does neither, so such text is stored as the text it is (as RAW stores it).
-    return v
+        return sheets_number(float(s)), None
+    date = typed_date(s, locale)
+    if date is not None:
+        return sheets_number(date[0]), (date[1] if number_format is None else None)
+    # Real Sheets would also evaluate "=..." formulas; the emulator does not, so such text is
+    # stored as the text it is (as RAW stores it).
+    return v, None
 
 
 def _check_cell(v: object, where: str) -> None:
@@ -380,7 +529,14 @@ class SheetsEmulator:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def value_range(self, sid: str, text: str, render: str, major: str) -> dict[str, Any]:
+    def formats(self, sid: str, tab: str) -> dict[str, NumberFormat]:
+        """The number formats of a tab's cells, by A1 cell name (the data file's "formats")."""
+        book = self.spreadsheet(sid)
+        return book.setdefault("formats", {}).setdefault(tab, {})  # type: ignore[no-any-return]
+
+    def value_range(
+        self, sid: str, text: str, render: str, major: str, date_render: str = "SERIAL_NUMBER"
+    ) -> dict[str, Any]:
         """A values.get answer (and one of a values.batchGet's `valueRanges`).
 
         Google: the answer's `range` "indicates the entire requested range, even though the
@@ -414,14 +570,38 @@ class SheetsEmulator:
             "range": format_range(rng.tab, rng.r0, rng.c0, r1, c1),
             "majorDimension": major,
         }
+        dated = self._date_cells(sid, rng.tab, rng.r0, rng.c0, len(block))
         if render == "FORMATTED_VALUE":
-            block = [[formatted(v) for v in r] for r in block]
+            block = [
+                [formatted(v, dated.get((rng.r0 + i, rng.c0 + j))) for j, v in enumerate(r)]
+                for i, r in enumerate(block)
+            ]
+        elif date_render == "FORMATTED_STRING" and dated:
+            # Google: dates, times and date-times "output as strings in their given number
+            # format"; other numbers stay numbers (ignored with FORMATTED_VALUE).
+            block = [list(r) for r in block]
+            for (r, c), fmt in dated.items():
+                i, j = r - rng.r0, c - rng.c0
+                if j < len(block[i]) and isinstance(block[i][j], int | float):
+                    block[i][j] = formatted(block[i][j], fmt)
         if major == "COLUMNS" and block:
             cols = max(map(len, block))
             block = [_trim([r[j] if j < len(r) else "" for r in block]) for j in range(cols)]
-        if block:  # an empty range has no "values" key at all (DOMAIN.md §11)
+        if block:  # an empty range has no "values" key at all, as in Google's
             answer["values"] = block
         return answer
+
+    def _date_cells(
+        self, sid: str, tab: str, r0: int, c0: int, height: int
+    ) -> dict[tuple[int, int], NumberFormat]:
+        """The cells with a date or time format from row r0 (height rows) and column c0 on."""
+        found = {}
+        for key, fmt in self.formats(sid, tab).items():
+            if fmt.get("type") in DATE_TYPES:
+                r, c = _key_cell(key)
+                if r0 <= r < r0 + height and c >= c0:
+                    found[(r, c)] = fmt
+        return found
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -476,7 +656,8 @@ class SheetsEmulator:
                 f"Requested writing within range [{within}], but tried writing to column "
                 f"[{col_letter(rng.c0 + width - 1)}]",
             )
-        convert: Callable[[Cell], Cell] = user_entered if input_option == "USER_ENTERED" else raw
+        formats = self.formats(sid, tab)
+        locale = str(self.spreadsheet(sid).get("locale") or DEFAULT_LOCALE)
         cells, touched_rows, touched_cols = 0, 0, set()
         while len(rows) < top + len(grid):
             rows.append([])
@@ -489,7 +670,13 @@ class SheetsEmulator:
                 c = rng.c0 + j
                 if len(row) <= c:
                     row.extend([""] * (c + 1 - len(row)))
-                row[c] = convert(v)
+                if input_option == "USER_ENTERED":
+                    key = _cell_key(top + i, c)
+                    row[c], typed_format = user_entered(v, locale, formats.get(key))
+                    if typed_format is not None:
+                        formats[key] = typed_format
+                else:
+                    row[c] = raw(v)  # RAW: typed-looking dates stay text; formats stay put
                 cells += 1
                 wrote = True
                 touched_cols.add(c)
@@ -535,6 +722,7 @@ class SheetsEmulator:
             answer["tableRange"] = format_range(rng.tab, rng.r0, rng.c0, last + 1, rng.c0 + width)
         if insert == "INSERT_ROWS" and top < len(rows):
             rows[top:top] = [[] for _ in grid]
+            self._move_formats(sid, rng.tab, lambda r: r + len(grid) if r >= top else r)
         open_range = GridRange(rng.tab, top, rng.c0, None, None)
         answer["updates"] = self._put(sid, rows, rng.tab, open_range, top, grid, input_option)
         return answer
@@ -605,13 +793,106 @@ class SheetsEmulator:
             self.data["spreadsheets"][sid]["locale"] = str(props["locale"])
         return self.describe(sid)
 
+    def _move_formats(
+        self, sid: str, tab: str, where: Callable[[int], int], cols: range | None = None
+    ) -> None:
+        """Rows moved (inserted above, sorted): each cell's format goes with its row (only the
+        cells of `cols`, when given)."""
+        formats = self.formats(sid, tab)
+        moved = {}
+        for key, fmt in formats.items():
+            r, c = _key_cell(key)
+            moved[_cell_key(where(r) if cols is None or c in cols else r, c)] = fmt
+        formats.clear()
+        formats.update(moved)
+
+    def _grid_range(self, sid: str, where: str, grid: Any) -> tuple[str, int, int, int, int]:
+        """A batchUpdate GridRange ({sheetId, startRowIndex, endRowIndex, startColumnIndex,
+        endColumnIndex}; a missing end is the sheet's end) as (tab, r0, r1, c0, c1)."""
+        if not isinstance(grid, dict):
+            raise ApiError(400, f"Invalid {where}: a GridRange is required")
+        tabs = list(self.spreadsheet(sid)["sheets"])
+        sheet_id = grid.get("sheetId", 0)
+        if not isinstance(sheet_id, int) or not 0 <= sheet_id < len(tabs):
+            raise ApiError(400, f"Invalid {where}: No grid with id: {sheet_id}")
+        tab = tabs[sheet_id]
+        rows, cols = self.grid_size(self.spreadsheet(sid)["sheets"][tab])
+        bounds = []
+        for name, default in (
+            ("startRowIndex", 0), ("endRowIndex", rows),
+            ("startColumnIndex", 0), ("endColumnIndex", cols),
+        ):  # fmt: skip
+            value = grid.get(name, default)
+            if not isinstance(value, int) or value < 0:
+                raise ApiError(400, f"Invalid {where}.{name}: {value!r}")
+            bounds.append(value)
+        r0, r1, c0, c1 = bounds
+        return tab, r0, max(r1, r0), c0, max(c1, c0)
+
+    def _repeat_cell(self, sid: str, n: int, req: dict[str, Any]) -> None:
+        """repeatCell with fields "userEnteredFormat.numberFormat": set (or, with no format,
+        clear) the number format of every cell of the range. Values stay as they are."""
+        where = f"requests[{n}].repeatCell"
+        if req.get("fields") != "userEnteredFormat.numberFormat":
+            raise ApiError(400, f"Invalid {where}: only fields userEnteredFormat.numberFormat "
+                           "is emulated")  # fmt: skip
+        fmt = ((req.get("cell") or {}).get("userEnteredFormat") or {}).get("numberFormat")
+        if fmt is not None and (not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str)):
+            raise ApiError(400, f"Invalid {where}.cell.userEnteredFormat.numberFormat")
+        tab, r0, r1, c0, c1 = self._grid_range(sid, f"{where}.range", req.get("range"))
+        formats = self.formats(sid, tab)
+        for r in range(r0, r1):
+            for c in range(c0, c1):
+                if fmt is None:
+                    formats.pop(_cell_key(r, c), None)
+                else:
+                    formats[_cell_key(r, c)] = {k: str(v) for k, v in fmt.items()}
+
+    def _sort_range(self, sid: str, n: int, req: dict[str, Any]) -> None:
+        """sortRange: the rows of the range in the order of the sort specs; the cells' formats
+        move with their rows. Sheets' order: numbers (dates are numbers), then text
+        (ignoring case), then booleans; empty cells last in either direction."""
+        where = f"requests[{n}].sortRange"
+        tab, r0, r1, c0, c1 = self._grid_range(sid, f"{where}.range", req.get("range"))
+        specs = req.get("sortSpecs") or []
+        rows = self.spreadsheet(sid)["sheets"][tab]
+        r1 = min(r1, len(rows))
+        order = list(range(r0, r1))  # the source row of each sorted position
+
+        def cell(r: int, c: int) -> Cell:
+            return rows[r][c] if c < len(rows[r]) else ""
+
+        for k, spec in reversed(list(enumerate(specs))):
+            col = spec.get("dimensionIndex") if isinstance(spec, dict) else None
+            how = spec.get("sortOrder", "ASCENDING") if isinstance(spec, dict) else None
+            if not isinstance(col, int) or how not in ("ASCENDING", "DESCENDING"):
+                raise ApiError(400, f"Invalid {where}.sortSpecs[{k}]")
+            keyed = [(_sort_key(cell(r, col)), r) for r in order if not _empty(cell(r, col))]
+            keyed.sort(key=lambda kr: kr[0], reverse=how == "DESCENDING")
+            order = [r for _, r in keyed] + [r for r in order if _empty(cell(r, col))]
+        before = {r: list(rows[r]) for r in order}
+        for new, old in enumerate(order, start=r0):
+            row, src = list(rows[new]), before[old]
+            row.extend([""] * (min(c1, max(len(src), len(row))) - len(row)))
+            for c in range(c0, min(c1, len(row))):
+                row[c] = src[c] if c < len(src) else ""
+            rows[new] = _trim(row)
+        to_new = {old: new for new, old in enumerate(order, start=r0)}
+        self._move_formats(sid, tab, lambda r: to_new.get(r, r), cols=range(c0, c1))
+
     def batch_update(self, sid: str, body: dict[str, Any]) -> dict[str, Any]:
         book = self.spreadsheet(sid)
         requests = body.get("requests") or []
         titles: list[str] = []
         for n, req in enumerate(requests):
-            if not isinstance(req, dict) or set(req) != {"addSheet"}:
-                raise ApiError(400, f"Invalid requests[{n}]: only addSheet is emulated")
+            kind = set(req) if isinstance(req, dict) else set()
+            if kind not in ({"addSheet"}, {"repeatCell"}, {"sortRange"}):
+                raise ApiError(
+                    400, f"Invalid requests[{n}]: only addSheet, repeatCell and sortRange are "
+                    "emulated"
+                )  # fmt: skip
+            if "addSheet" not in kind:
+                continue
             title = str(((req["addSheet"] or {}).get("properties") or {}).get("title") or "")
             if not title:
                 title = f"Sheet{len(book['sheets']) + len(titles) + 1}"
@@ -622,12 +903,28 @@ class SheetsEmulator:
                     "exists. Please enter another name.",
                 )
             titles.append(title)
-        replies = []
-        for title in titles:
-            book["sheets"][title] = []
-            i = len(book["sheets"]) - 1
-            replies.append({"addSheet": {"properties": self._sheet_properties(i, title, [])}})
+        replies: list[dict[str, Any]] = []
+        for n, req in enumerate(requests):
+            if "repeatCell" in req:
+                self._repeat_cell(sid, n, req["repeatCell"] or {})
+                replies.append({})
+            elif "sortRange" in req:
+                self._sort_range(sid, n, req["sortRange"] or {})
+                replies.append({})
+            else:
+                title = titles.pop(0)
+                book["sheets"][title] = []
+                i = len(book["sheets"]) - 1
+                replies.append({"addSheet": {"properties": self._sheet_properties(i, title, [])}})
         return {"spreadsheetId": sid, "replies": replies}
+
+
+def _sort_key(v: Cell) -> tuple[int, Any]:
+    if isinstance(v, bool):
+        return (2, v)
+    if isinstance(v, int | float):
+        return (0, v)
+    return (1, v.casefold())
 
 
 def _grid_size(rows: Rows) -> tuple[int, int]:
@@ -637,7 +934,7 @@ def _grid_size(rows: Rows) -> tuple[int, int]:
 
 
 def _normalise(raw: Any, source: str) -> dict[str, Any]:
-    """Check the data file's shape (DESIGN.md "Emulator data file") and trim empty ends."""
+    """Check the data file's shape (README "Run the pieces yourself") and trim empty ends."""
     if not isinstance(raw, dict) or not isinstance(raw.get("spreadsheets", {}), dict):
         raise ValueError(f'{source}: expected {{"spreadsheets": {{"<id>": {{...}}}}}}')
     books = raw.setdefault("spreadsheets", {})
@@ -647,6 +944,16 @@ def _normalise(raw: Any, source: str) -> dict[str, Any]:
         book.setdefault("title", sid)
         book.setdefault("timeZone", DEFAULT_TIME_ZONE)
         sheets = book.setdefault("sheets", {})
+        formats = book.setdefault("formats", {})
+        for tab, cells in formats.items():
+            if tab not in sheets or not isinstance(cells, dict):
+                raise ValueError(f'{source}: "formats" of {sid!r} names tab {tab!r}, not a tab')
+            for key, fmt in cells.items():
+                if not _CELL_KEY.fullmatch(key) or not isinstance(fmt, dict):
+                    raise ValueError(
+                        f'{source}: "formats" of {tab!r}: {key!r} must be a cell name (F2) '
+                        'with {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm:ss"}'
+                    )
         for tab, rows in sheets.items():
             if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
                 raise ValueError(f"{source}: tab {tab!r} of {sid!r} must be a list of rows")
@@ -826,9 +1133,8 @@ def _route(
         args, "valueRenderOption", "value_render_option", "ValueRenderOption", _VALUE_RENDER,
         "FORMATTED_VALUE",
     )  # fmt: skip
-    # Accepted and checked, not applied: the emulator keeps no number formats, so it cannot
-    # tell a date from a number; dates are served as stored (serial numbers).
-    _enum(
+    # SERIAL_NUMBER: date cells as their serials; FORMATTED_STRING: as the text they show.
+    date_render = _enum(
         args, "dateTimeRenderOption", "date_time_render_option", "DateTimeRenderOption",
         _DATE_RENDER, "SERIAL_NUMBER",
     )  # fmt: skip
@@ -850,7 +1156,7 @@ def _route(
         ranges = args.getlist("ranges")
 
         def batch_get(sid: str) -> tuple[dict[str, Any], bool]:
-            got = [emu.value_range(sid, r, render, major) for r in ranges]
+            got = [emu.value_range(sid, r, render, major, date_render) for r in ranges]
             answer: dict[str, Any] = {"spreadsheetId": sid}
             if got:
                 answer["valueRanges"] = got
@@ -899,7 +1205,11 @@ def _route(
         if m and m.group(2) in ("append", "clear"):
             text, action = m.group(1), m.group(2)
         if action == "" and http == "GET":
-            return "values.get", lambda sid: (emu.value_range(sid, text, render, major), False)
+
+            def get(sid: str) -> tuple[dict[str, Any], bool]:
+                return emu.value_range(sid, text, render, major, date_render), False
+
+            return "values.get", get
         if action == "" and http == "PUT":
 
             def update(sid: str) -> tuple[dict[str, Any], bool]:

@@ -19,9 +19,9 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-# DOMAIN.md §4: Meta takes at most 1,000 events per request.
+# docs/meta-errors.md: Meta takes at most 1,000 events per request.
 MAX_BATCH = 1000
-# DOMAIN.md §4: the non-client errors Meta says may be retried (with is_transient: true too).
+# docs/meta-errors.md: the non-client errors Meta says may be retried (with is_transient: true too).
 TRANSIENT_CODES: frozenset[int] = frozenset({1, 2, 4, 17, 341, 368, 613})
 # Throttling (Graph's error-handling guide): 4 app, 17 user, 32 page, 613 calls within a time
 # window, 80000-80014 business-use-case limits such as 80004 "too many calls to this
@@ -29,7 +29,8 @@ TRANSIENT_CODES: frozenset[int] = frozenset({1, 2, 4, 17, 341, 368, 613})
 # with backoff; when the retries run out the pass stops, because every later batch would be
 # throttled alike and each attempt only extends the limit.
 RATE_LIMIT_CODES: frozenset[int] = frozenset({4, 17, 32, 613, *range(80000, 80015)})
-# DOMAIN.md §5 / rudder-transformer: the one 2804xxx subcode seen in the wild, event_time too old.
+# docs/event-times.md / rudder-transformer: the one 2804xxx subcode seen in the wild, event_time too
+# old.
 SUBCODE_TOO_OLD = 2804003
 # Meta's Conversions API data errors are code 100 with a 2804xxx subcode (rudder-transformer's
 # facebook network handler lists 2804001, 2804003, 2804007, 2804016, 2804017, 2804019, 2804048;
@@ -56,7 +57,7 @@ _SUMMARY_LIMIT = 500
 State = Literal["sent", "failed", "expired", "not_sent"]
 
 # Where Meta's words name a parameter of the request, not of an event: the test code, the token,
-# the API version. The words are a hint beside the codes, never the only test (DOMAIN.md §9).
+# the API version. The words are a hint beside the codes, never the only test (docs/meta-errors.md).
 _NAMES_TEST_CODE = re.compile(r"test[ _]?event[ _]?code", re.IGNORECASE)
 _NAMES_VERSION = re.compile(r"deprecated version|api version|unknown path", re.IGNORECASE)
 # Where they name one event: "data[3]", "data[3].user_data", "event at index 3".
@@ -126,7 +127,7 @@ class _Answer:
 
     @property
     def transient(self) -> bool:
-        # DOMAIN.md §4: only non-client errors are worth another try.
+        # docs/meta-errors.md: only non-client errors are worth another try.
         if self.status is None or self.status >= 500 or self.status in (408, 429):
             return True
         if self.error is None:
@@ -165,7 +166,7 @@ class _Answer:
         "test_event_code", "api_version", "pixel", "permission" or "request"; None when the
         refusal may be about the events (code 100 without more) or was no refusal at all.
 
-        DOMAIN.md §4, §9: token 190, permissions 10 and 200-299, pixel 100/33, API version
+        docs/meta-errors.md: token 190, permissions 10 and 200-299, pixel 100/33, API version
         2635, and any code that is not "invalid parameter" hit every event alike."""
         if self.ok or self.transient:
             return None
@@ -187,7 +188,7 @@ class _Answer:
         return "request"
 
     def same_refusal(self, other: _Answer) -> bool:
-        """The same answer, but for trace ids and numbers in the text (DOMAIN.md §9: a single
+        """The same answer, but for trace ids and numbers in the text (docs/meta-errors.md: a single
         event refused the way the whole batch was is a sign the request is at fault)."""
 
         def shape(a: _Answer) -> tuple[object, ...]:
@@ -276,7 +277,8 @@ class CapiClient:
     """POSTs events to `{graph_url}/{api_version}/{pixel_id}/events`, the token in the body only.
 
     A batch Meta refuses for an invalid event is split in halves until each bad event stands
-    alone, so the good ones still go, once (DOMAIN.md §4: one bad event sinks the whole batch).
+    alone, so the good ones still go, once (docs/meta-errors.md: one bad event sinks the whole
+    batch).
 
     Safe to share between threads: each send() keeps its own state, the counters are locked, and
     a throttling answer to any request pauses every request of the client (never hammer).
@@ -363,7 +365,7 @@ class CapiClient:
         """Send every event; one outcome per event, in the same order. Never raises for what
         Meta answers: refusals, outages and token problems all become outcomes.
 
-        Two kinds of refusal (DOMAIN.md §9). One event is bad: Meta refuses the batch, and
+        Two kinds of refusal (docs/meta-errors.md). One event is bad: Meta refuses the batch, and
         bisection isolates that event (state "failed", kept until its row changes) while the
         others go once. The request is bad (token, pixel, permission, test_event_code, API
         version, throttling): no event is to blame, so nothing is bisected or blamed; every
@@ -447,7 +449,7 @@ class CapiClient:
         refusal: _Answer,
     ) -> tuple[list[int], bool]:
         """Send the group's first and last events alone. Both refused exactly as the whole group
-        was, and nothing accepted: the request is at fault (DOMAIN.md §9), so stop. Otherwise
+        was, and nothing accepted: the request is at fault (docs/meta-errors.md), so stop. Otherwise
         each probe has its own outcome; returns the events left to bisect, and whether they are
         known to hold a bad one (both probes went)."""
         probes = [indices[0], indices[-1]]
@@ -499,7 +501,7 @@ class CapiClient:
         """The outcome of every event left when the request is refused: not sent, due again at
         the next pass, with what to fix in words."""
         if problem == "token":
-            # DOMAIN.md §4: token invalid or expired: stop and alert, never retry.
+            # docs/meta-errors.md: token invalid or expired: stop and alert, never retry.
             return SendOutcome(
                 "not_sent", TOKEN_REJECTED, answer.fbtrace_id, 190, answer.subcode, True
             )
@@ -623,7 +625,7 @@ class CapiClient:
     def _post(self, batch: list[Mapping[str, Any]]) -> _Answer:
         body: dict[str, Any] = {
             "data": list(batch),
-            "access_token": self._token,  # DOMAIN.md §4: in the body, never in the URL
+            "access_token": self._token,  # docs/meta-errors.md: in the body, never in the URL
             "partner_agent": self.partner_agent,
         }
         if self.test_event_code:
@@ -690,7 +692,7 @@ def _int_or_none(value: object) -> int | None:
 
 def request_bound(events: int, bad: int, batch_size: int) -> int:
     """Most POSTs `send` needs without retries: one per batch, plus two per bisection level for
-    each bad event (DESIGN.md "Send": O(bad · log batch), not O(events)). A refusal in Meta's
+    each bad event (docs/meta-errors.md: O(bad · log batch), not O(events)). A refusal in Meta's
     plainest words ("Invalid parameter", no subcode, no event named) before anything was
     accepted adds at most two: the single-event probes that tell request from event."""
     batch_size = min(max(batch_size, 1), MAX_BATCH)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
 
-# https://developers.facebook.com/docs/meta-pixel/reference (DOMAIN.md §3). Case-sensitive.
+# https://developers.facebook.com/docs/meta-pixel/reference (docs/meta-events.md). Case-sensitive.
 # QualifiedLead is deliberately absent: Meta documents it only for Business Messaging.
 STANDARD_EVENTS: frozenset[str] = frozenset(
     {
@@ -32,7 +32,7 @@ STANDARD_EVENTS: frozenset[str] = frozenset(
     }
 )
 
-# DOMAIN.md §4.
+# docs/meta-errors.md.
 ACTION_SOURCES: frozenset[str] = frozenset(
     {
         "email",
@@ -47,7 +47,7 @@ ACTION_SOURCES: frozenset[str] = frozenset(
     }
 )
 
-# DOMAIN.md §5: 7 days for everything but physical_store (62 days).
+# docs/event-times.md: 7 days for everything but physical_store (62 days).
 STANDARD_WINDOW = timedelta(days=7)
 PHYSICAL_STORE_WINDOW = timedelta(days=62)
 # We refuse a little before Meta does, so an event planned now is still inside when it lands.

@@ -1,6 +1,6 @@
 """Customer information: normalize each user_data field exactly as Meta does, then hash it.
 
-DOMAIN.md §6 (Meta's customer-information-parameters page). One bad field is dropped and
+docs/normalization.md (Meta's customer-information-parameters page). One bad field is dropped and
 reported; the rest of the identity still goes. Nothing here raises on any input.
 """
 
@@ -56,7 +56,7 @@ FIELD_NAMES: dict[str, str] = {
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _LEAD_ID_TEXT = re.compile(r"^\d{15,17}$")
-# Meta's builder keeps only these in a city (getNormalizedCity, DOMAIN.md §9b).
+# Meta's builder keeps only these in a city (getNormalizedCity, docs/normalization.md).
 _LATIN_ALNUM_ONLY = re.compile(r"[^a-zA-Z0-9]+")
 _ASCII_SPACE_OR_PUNCT = re.compile(r"[\x00-\x20!-/:-@\[-`{-~\x7f]+")
 _SCIENTIFIC = re.compile(r"^\s*\d(\.\d+)?[eE]\+?\d+\s*$")
@@ -65,7 +65,7 @@ _EXACT_INT = 2**53
 
 # US states (with DC and Puerto Rico, which have ANSI codes too) and Canadian provinces and
 # territories, by name written as letters only, to their 2-letter codes: Meta's parameter
-# builder maps both lists the same way (DOMAIN.md §9b).
+# builder maps both lists the same way (docs/normalization.md).
 US_STATES: dict[str, str] = {
     "alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca",
     "colorado": "co", "connecticut": "ct", "delaware": "de", "districtofcolumbia": "dc",
@@ -91,7 +91,8 @@ _STATE_CODES: dict[str, str] = {**US_STATES, **CANADIAN_PROVINCES}
 _STATE_NAMES_LONGEST_FIRST = sorted(_STATE_CODES, key=len, reverse=True)
 
 # Country names people type that ISO 3166 (pycountry) does not list, to alpha-2: short forms,
-# former names, names in the country's own language, and the builder's aliases (DOMAIN.md §9b).
+# former names, names in the country's own language, and the builder's aliases
+# (docs/normalization.md).
 # ISO names, official and common names and alpha-3 codes come from pycountry.
 COUNTRY_ALIASES: dict[str, str] = {
     "bharat": "in", "hindustan": "in", "america": "us", "unitedstatesamerica": "us",
@@ -258,9 +259,10 @@ def normalize_name(value: object) -> str:
     """fn, ln: lower-case with every space and punctuation mark removed; letters of any script
     and their accents kept.
 
-    Meta's page asks "lowercase, no punctuation, UTF-8" (`Valéry` → `valéry`, DOMAIN.md §6);
+    Meta's page asks "lowercase, no punctuation, UTF-8" (`Valéry` → `valéry`,
+    docs/normalization.md);
     its parameter builder's getNormalizedName also removes all whitespace, so "Mary Ann" is
-    `maryann` and "De Souza" `desouza` (DOMAIN.md §9b). The builder's list of punctuation is
+    `maryann` and "De Souza" `desouza` (docs/normalization.md). The builder's list of punctuation is
     ASCII only; Meta's page says no punctuation at all, so a typographic apostrophe (O’Brien,
     as phones type it) goes too, and is hashed like O'Brien.
     """
@@ -274,7 +276,7 @@ def normalize_city(value: object) -> str:
     """ct: the Latin letters and digits of the city, lower-case, starting with a letter.
 
     This is what Meta's parameter builder sends (getNormalizedCity keeps only a-z and 0-9 and
-    refuses a value that does not start with a-z; DOMAIN.md §9b), so an accented letter is
+    refuses a value that does not start with a-z; docs/normalization.md), so an accented letter is
     dropped, not transliterated: "São Paulo" is `sopaulo` in the builder and here. Matching
     the hash Meta's own tools send for the same person matters more than a prettier spelling.
     """
@@ -292,10 +294,11 @@ def normalize_state(value: object, country: str | None) -> str:
     without spaces or punctuation.
 
     Meta's page: "2-letter ANSI abbreviation code in lowercase … states outside the US in
-    lowercase with no punctuation, no special characters, and no white space" (DOMAIN.md §6).
+    lowercase with no punctuation, no special characters, and no white space"
+    (docs/normalization.md).
     The builder maps US state and Canadian province names to codes whatever the country
-    (DOMAIN.md §9b): "California" → `ca`, "Ontario" → `on`, as here. Two of its habits are not
-    followed: it keeps any 2-letter text as a code (here too), but cuts every other state to its
+    (docs/normalization.md): "California" → `ca`, "Ontario" → `on`, as here. Two of its habits are
+    not followed: it keeps any 2-letter text as a code (here too), but cuts every other state to its
     first two letters ("Karnataka" → `ka`), which Meta's page contradicts; and it finds a state
     name anywhere in the text, which here only US and Canadian rows do ("State of New York" →
     `ny`), so Mexico's "Baja California" stays itself.
@@ -330,11 +333,11 @@ def normalize_zip(value: object, country: str | None) -> str:
 
 
 def normalize_country(value: object) -> str:
-    """country: ISO 3166-1 alpha-2, lower-case (DOMAIN.md §6), from a code, an ISO name, an
+    """country: ISO 3166-1 alpha-2, lower-case (docs/normalization.md), from a code, an ISO name, an
     alpha-3 code or a common alias: "United Kingdom" → `gb`, "USA" → `us`, "IND" → `in`.
 
-    Meta's builder maps names and a few aliases the same way (DOMAIN.md §9b) but cuts anything
-    it does not know to two letters, which turns "AUT" (Austria) into Australia's `au` and
+    Meta's builder maps names and a few aliases the same way (docs/normalization.md) but cuts
+    anything it does not know to two letters, which turns "AUT" (Austria) into Australia's `au` and
     "IRL" into Iran's `ir`; here an alpha-3 code is looked up in ISO 3166 (pycountry) and an
     unknown country is reported rather than guessed.
     """
@@ -389,8 +392,8 @@ _FULL_DATE = "write the full date, e.g. 1997-02-16 (or format the cell as a date
 
 
 def normalize_birth_date(value: object, month_first: bool) -> str:
-    """db: YYYYMMDD (DOMAIN.md §6: `2/16/1997` → `19970216`), from a date cell's serial number
-    or from text; a year alone is refused, never read as a serial (Meta's builder refuses it
+    """db: YYYYMMDD (docs/normalization.md: `2/16/1997` → `19970216`), from a date cell's serial
+    number or from text; a year alone is refused, never read as a serial (Meta's builder refuses it
     too: its getNormalizedDOB needs three numbers or eight digits)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         serial = float(value)
@@ -440,7 +443,7 @@ def _date(y: int, m: int, d: int) -> date | None:
 
 def normalize_external_id(value: object) -> str:
     """external_id: without any whitespace, lower-case, as Meta's builder sends it
-    (getNormalizedExternalID, DOMAIN.md §9b), so the pixel's and this hash agree: " CRM-42 "
+    (getNormalizedExternalID, docs/normalization.md), so the pixel's and this hash agree: " CRM-42 "
     and "crm-42" are one person. Punctuation is kept: it is part of many ids."""
     text = "".join(_text(value).split()).lower()
     if not text:
@@ -449,13 +452,13 @@ def normalize_external_id(value: object) -> str:
 
 
 def normalize_lead_id(value: object) -> int:
-    """The Instant Form leadgen_id: 15–17 digits, exact (DOMAIN.md §7)."""
+    """The Instant Form leadgen_id: 15–17 digits, exact (docs/normalization.md)."""
     fix = "format the column as Plain text and paste the id again"
     if isinstance(value, bool):
         raise _Drop("is not a lead id", "paste the 15–17 digit leadgen id")
     if isinstance(value, int):
         # Only an integer a double holds exactly: a larger one may come from a sheet's number
-        # cell (a double) and may already have lost digits (DOMAIN.md §7).
+        # cell (a double) and may already have lost digits (docs/normalization.md).
         if abs(value) >= _EXACT_INT:
             raise _Drop("is a number too long for a sheet to keep exactly", fix)
         digits = str(value)
@@ -541,8 +544,8 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
                 )
         if out:
             unique = list(dict.fromkeys(out))
-            # Only hashed fields may be lists (DOMAIN.md §6); lead_id, fbc, fbp, IP and user
-            # agent take the first usable value.
+            # Only hashed fields may be lists (docs/normalization.md); lead_id, fbc, fbp, IP and
+            # user agent take the first usable value.
             many = len(unique) > 1 and key in HASHED_FIELDS
             user_data[key] = unique if many else unique[0]
     return HashedIdentity(user_data, problems)
@@ -610,8 +613,8 @@ def _normalize_hashed(key: str, value: object, country: str) -> str:
 
 Strength = Literal["strong", "good", "weak", "none"]
 
-# DOMAIN.md §6, Meta v13+: an event whose identifiers are only a subset of one of these sets
-# is rejected.
+# docs/normalization.md, Meta v13+: an event whose identifiers are only a subset of one of these
+# sets is rejected.
 INVALID_ALONE: tuple[frozenset[str], ...] = (
     frozenset({"ct", "country", "st", "zp", "ge", "client_user_agent"}),
     frozenset({"db", "client_user_agent"}),
@@ -630,7 +633,7 @@ class MatchKeys:
     The label is ours, not Meta's Event Match Quality (which CRM events do not get): `strong`
     has a lead id or a click id, or both e-mail and phone; `good` has e-mail, phone or an
     external id; `weak` has only weaker keys Meta still accepts (browser id, IP, birth date);
-    `none` is what Meta rejects (DOMAIN.md §6) and, our own rule, names and places alone:
+    `none` is what Meta rejects (docs/normalization.md) and, our own rule, names and places alone:
     they match nobody, and the country is always sent so it does not count.
     """
 

@@ -1,4 +1,5 @@
-"""A planned stage change → the Conversions API event dict Meta expects (DOMAIN.md §4, §8)."""
+"""A planned stage change → the Conversions API event dict Meta expects (docs/meta-errors.md,
+docs/meta-events.md)."""
 
 from __future__ import annotations
 

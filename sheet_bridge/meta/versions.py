@@ -2,9 +2,10 @@
 
 Source: https://developers.facebook.com/docs/graph-api/changelog/versions/ (the table "Graph
 API: Version, Release Date, Expiration Date", read 2026-12-03). A version past its expiration
-date is answered with an error for every request (DOMAIN.md §9: a request-level refusal); a
+date is answered with an error for every request (docs/meta-errors.md: a request-level refusal); a
 version Meta has not yet given a date is supported at least two years from its release
-(DOMAIN.md §2). Update the table when Meta publishes a new version.
+(developers.facebook.com/documentation/ads-commerce/conversions-api/using-the-api). Update the table
+when Meta publishes a new version.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from sheet_bridge.config import LOG_TAB, SheetsConfig
 from sheet_bridge.sheets.table import SheetTable, a1_range, quote_tab
 
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
-# Keep each write under 2 MB (DOMAIN.md §11); one batchUpdate carries everything below that.
+# Keep each write under 2 MB (developers.google.com/sheets/api/limits); one batchUpdate carries
+# everything below that.
 MAX_PAYLOAD_BYTES = 2_000_000
 # Time zone and tab names change rarely; re-read them now and then so a long-running server
 # notices a changed spreadsheet time zone.
@@ -242,8 +243,8 @@ class SheetsClient:
 
         Horizontally adjacent cells of a row go as one range, and such runs on consecutive rows
         (same columns) as one block. RAW keeps a message that starts with "=" as text
-        (DOMAIN.md §11). None clears a cell; a cell given twice takes the later value. Returns
-        the number of cells.
+        (developers.google.com/sheets/api/limits). None clears a cell; a cell given twice takes the
+        later value. Returns the number of cells.
         """
         runs: list[tuple[int, int, list[object]]] = []  # (row, first col, values)
         count = 0

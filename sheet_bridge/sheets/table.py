@@ -220,7 +220,9 @@ class SheetTable:
 # ---------------------------------------------------------------------------------------------
 # Typed cells: date/time
 
-# Sheets' date serials count days from 1899-12-30 (DOMAIN.md §11); the fraction is the time.
+# Sheets' date serials count days from 1899-12-30
+# (developers.google.com/sheets/api/reference/rest/v4/DateTimeRenderOption); the fraction is the
+# time.
 SERIAL_EPOCH = datetime(1899, 12, 30)
 MIN_YEAR, MAX_YEAR = 2000, 2100
 _LAST_SERIAL = 2_958_465  # 9999-12-31, the last date Sheets has

@@ -1,9 +1,9 @@
 """The pure sync plan: lead rows + config + ledger history + now → what to send, and why not.
 
 No network, clock or randomness in here: `now` and the history are arguments, so the same
-inputs always give the same plan (DESIGN.md "Data flow", step 2).
+inputs always give the same plan (docs/architecture.md, "A pass, in one screen", step 4).
 
-How event times are chosen (DOMAIN.md §5: "do not fake event times"). Every event_time is a
+How event times are chosen (docs/event-times.md: "do not fake event times"). Every event_time is a
 time we observed, never one we made up:
 
 1. The current status's time, first match wins:
@@ -20,7 +20,7 @@ time we observed, never one we made up:
    e. Otherwise there is no time we can defend: a **baseline**. The status is recorded, nothing
       is sent for it, and the row says so with the fix (fill Status Changed At). The first sync
       of an existing sheet is where this happens most.
-2. A stage jumped over (New → Customer sends Lead … Purchase, DOMAIN.md §8) takes its own
+2. A stage jumped over (New → Customer sends Lead … Purchase, docs/meta-events.md) takes its own
    observed time when there is one (Created At for the first stage), else the time of the
    change that jumped over it, since it was reached by then. If the lead was already seen at or
    beyond that stage before that change, it was reached earlier at an unknown time: baseline.
@@ -47,14 +47,15 @@ from sheet_bridge.meta.identity import (
 )
 from sheet_bridge.meta.payload import build_event
 
-# DOMAIN.md §5: no documented tolerance for future times; we clamp small clock skew to now.
+# docs/event-times.md: no documented tolerance for future times; we clamp small clock skew to now.
 FUTURE_SKEW = timedelta(minutes=5)
 # The widest interval a scan may stand for a change time (rule 1d). Meta: events sent 24 h or
-# more after they happened already cause "significant issues with attribution" (DOMAIN.md §5);
+# more after they happened already cause "significant issues with attribution"
+# (docs/event-times.md);
 # a change known only to within more than that is not sent as if it had just happened.
 SCAN_BOUND = timedelta(hours=24)
-# DOMAIN.md §9: Meta deduplicates a browser and a server event only when they arrive within 48 h
-# of each other; 10 minutes of margin for the time the send itself takes.
+# docs/deduplication.md: Meta deduplicates a browser and a server event only when they arrive within
+# 48 h of each other; 10 minutes of margin for the time the send itself takes.
 PIXEL_DEDUP = timedelta(hours=48) - timedelta(minutes=10)
 
 EventState = Literal["sending", "sent", "failed", "expired", "baseline"]
@@ -491,7 +492,7 @@ class _Planner:
                 record.event_id if record else self._event_id(row, s, current),
                 int(at.timestamp()),
                 identity.user_data,
-                # DOMAIN.md §2: each event's lead_status is the status of the stage it stands
+                # docs/meta-events.md: each event's lead_status is the status of the stage it stands
                 # for, so a custom conversion on it selects that stage and no other.
                 status if s.index == stage.index else s.statuses[0],
                 self.action_source,
@@ -529,7 +530,7 @@ class _Planner:
 
     # -- pieces ----------------------------------------------------------------------------
     def _due_stages(self, stage: Stage) -> Sequence[Stage]:
-        """The stages a lead at `stage` should have sent, in funnel order (DOMAIN.md §8:
+        """The stages a lead at `stage` should have sent, in funnel order (docs/meta-events.md:
         every stage, the first included, before the final one). Built once per stage."""
         due = self._due_of.get(stage.index)
         if due is None:
@@ -790,7 +791,7 @@ class _Planner:
         current: StatusTime,
     ) -> bool:
         """The pixel already reported this Lead long enough ago that Meta can no longer
-        deduplicate a server Lead against it (DOMAIN.md §9): send none. The browser's Lead
+        deduplicate a server Lead against it (docs/deduplication.md): send none. The browser's Lead
         happened when the lead was created (or, lacking that, when it took the first stage)."""
         if history.events.get(first.event) is not None or self._pixel_id(row, first) is None:
             return False
@@ -800,7 +801,7 @@ class _Planner:
         return browser_time is not None and self.now - browser_time > PIXEL_DEDUP
 
     def _event_id(self, row: LeadRow, stage: Stage, current: StatusTime) -> str:
-        # DOMAIN.md §9: the first stage reuses the pixel's event id so Meta deduplicates it
+        # docs/deduplication.md: the first stage reuses the pixel's event id so Meta deduplicates it
         # against the browser's Lead (only sent while it can: see _pixel_reported).
         pixel = self._pixel_id(row, stage)
         if pixel is not None:

@@ -23,7 +23,8 @@ from sheet_bridge.sheets.table import (
 )
 from sheet_bridge.sync.plan import LeadRow
 
-# A sheet keeps 15 significant digits (DOMAIN.md §7): a longer id typed as a number is lost.
+# A sheet keeps 15 significant digits (docs/normalization.md): a longer id typed as a number is
+# lost.
 _SHEET_DIGITS = 15
 
 

@@ -4,7 +4,7 @@ Meta answers in hundreds of milliseconds (a 100,000-lead first pass is ~376 requ
 waiting one after another), so a few requests are in flight at once. Only the HTTP runs in worker
 threads; the ledger and the reports are written on the pass's own thread, each answer before
 anything depends on it. One lead's events are never in two requests in flight at once, so Meta
-receives a lead's stages in funnel order (DOMAIN.md §8).
+receives a lead's stages in funnel order (docs/meta-events.md).
 """
 
 from __future__ import annotations
@@ -245,8 +245,8 @@ class Sender:
                     self._make_room(latest if chunk.follows else None)
                     self._tell_progress()
                     if self.halted is not None:
-                        # DOMAIN.md §4: a rejected token (190) or a setup error stops the pass;
-                        # the other requests would fail alike. Their events stay due.
+                        # docs/meta-errors.md: a rejected token (190) or a setup error stops the
+                        # pass; the other requests would fail alike. Their events stay due.
                         self._mark_sending(chunk)
                         self._record(chunk, [self.halted] * len(chunk.events))
                         continue

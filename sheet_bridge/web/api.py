@@ -60,7 +60,7 @@ class SyncRequest(_Body):
 
 
 # How far an edit's time may lie from the server's clock: Meta takes nothing older than 62
-# days (DOMAIN.md §5), and a trigger stamps the edit as it happens, so more than a few
+# days (docs/event-times.md), and a trigger stamps the edit as it happens, so more than a few
 # minutes ahead is a wrong clock, not an edit.
 EDIT_MAX_AGE = timedelta(days=62)
 EDIT_MAX_AHEAD = timedelta(minutes=5)

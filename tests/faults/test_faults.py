@@ -120,7 +120,8 @@ def test_meta_hanging_past_the_timeout_is_retried_with_the_same_event_ids(
     seen = assert_each_event_once_or_failed_in_its_row(world, same_id_repeats_allowed=True)
     # The fake processed the timed-out request too: the retry brings each event a second time,
     # with the event_id it had (the client cannot know the first one landed). Meta drops a
-    # repeat of the same event_id and event_name (DOMAIN.md §9); a different id would count twice.
+    # repeat of the same event_id and event_name (docs/deduplication.md); a different id would count
+    # twice.
     assert set(seen.values()) == {2}
     assert world.meta_stats()["requests"] == 2
 
@@ -162,8 +163,8 @@ def test_token_rejected_midway_stops_sending_and_the_rest_go_on_the_next_pass(
             world.meta_fault("token_expired", 1)
 
     world.bridge().sync(progress=expire_token_after_two_batches)
-    # Two batches went, the third met 190; the two after it were not even tried (DOMAIN.md §4:
-    # stop and alert).
+    # Two batches went, the third met 190; the two after it were not even tried
+    # (docs/meta-errors.md: stop and alert).
     assert world.meta_stats()["requests"] == 3
     assert len(world.meta_events()) == 4
     statuses = capi_status(world)

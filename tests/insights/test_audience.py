@@ -1,5 +1,5 @@
-"""The junk audience (DOMAIN.md §10): the last 90 days' disqualified leads as a hashed Meta
-customer list, with the counts behind it."""
+"""The junk audience (README "After the plumbing"): the last 90 days' disqualified leads as a hashed
+Meta customer list, with the counts behind it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The funnel report on ledgers with known contents: counts, rates, medians, shares and advice
-(DOMAIN.md §5, §8, §10), every number asserted exactly."""
+(docs/event-times.md, docs/meta-events.md, README "After the plumbing"), every number asserted
+exactly."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def test_lead_id_share_and_strength_of_each_leads_latest_event(build: Build) -> 
     assert dict(result.strength) == {"strong": 1, "good": 1, "weak": 1, "none": 0}
 
 
-# ---- what to optimise on (DOMAIN.md §10: ~50 a week) ----------------------------------------
+# ---- what to optimise on (README "After the plumbing": ~50 a week) --
 
 
 def test_lead_at_49_a_week_is_too_low_even_for_lead(build: Build) -> None:
@@ -197,7 +198,7 @@ def test_the_deepest_stage_reaching_50_a_week_wins_not_a_deeper_one(build: Build
     assert "Schedule, averaged 49.0 (below 50)" in tip.text
 
 
-# ---- Conversion Leads fit and the Sales Funnel panel (DOMAIN.md §8, §10) --------------------
+# ---- Conversion Leads fit, Sales Funnel panel (docs/meta-events.md, README) ---------------
 
 
 def _leads_last_month(writer: LedgerWriter, count: int, qualified: int) -> None:
@@ -286,7 +287,7 @@ def test_sales_funnel_stays_locked_before_7_days_of_data(build: Build) -> None:
     assert "7.0 days of data" not in tip.text and "(needs 7)" in tip.text
 
 
-# ---- values (DOMAIN.md §10: a value with every event, in ratio) -----------------------------
+# ---- values (README "After the plumbing": a value with every event, in ratio) --
 
 
 def test_values_rising_along_the_funnel_are_fine_with_their_ratios(build: Build) -> None:

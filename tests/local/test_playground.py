@@ -2,7 +2,7 @@
 grid's status edit runs the real Code.gs onEdit flow and fills the row's CAPI columns, Sync now
 updates the counts, a backend error shows in the sidebar, and the sidebar is the repository's
 file, unchanged. (The edit and Sync now tests use the backend's /api/edits rows form and the
-pass fields of /api/sync, api-contract.md.)
+pass fields of /api/sync, README "HTTP API".)
 
 Set PLAYGROUND_SCREENSHOT=docs/playground.png to refresh the README's screenshot."""
 
@@ -130,12 +130,15 @@ def test_preview_then_sync_now_updates_the_counts(page: Any, playground: Playgro
     assert sent_count(page) == before, "a preview sends nothing"
     shot = os.environ.get("PLAYGROUND_SCREENSHOT")
     if shot:
-        # Lead Status at the left edge, the edited row in view: the screenshot shows the flow.
+        # Wide enough for Created At (dates shown as the sheet formats them) through Lead
+        # Status, the edited row in view: the screenshot shows the flow.
+        page.set_viewport_size({"width": 1920, "height": 900})
         cell(page, row, "Lead Status").evaluate(
             "td => { const w = td.closest('#grid-wrap');"
-            " w.scrollLeft = td.offsetLeft - 40; w.scrollTop = td.offsetTop - 200; }"
+            " w.scrollLeft = 0; w.scrollTop = td.offsetTop - 200; }"
         )
         page.screenshot(path=shot)
+        page.set_viewport_size({"width": 1500, "height": 900})
 
     sidebar.locator("#sync-now").click()
     sidebar.locator("#sync-result").wait_for(timeout=WAIT_MS)
@@ -193,3 +196,24 @@ def test_a_missing_sidebar_folder_is_named_with_what_to_do(
 ) -> None:
     with pytest.raises(PlaygroundError, match=r"cannot find .*Code\.gs; run it from a clone"):
         create_playground(playground.env, "s", sidebar_dir=tmp_path)
+
+
+def test_the_grid_shows_dates_as_the_sheet_formats_them_and_reads_typed_dates(
+    page: Any, playground: Playground
+) -> None:
+    # Google Sheets shows a date cell in its number format (FORMATTED_VALUE,
+    # https://developers.google.com/sheets/api/reference/rest/v4/ValueRenderOption), and a
+    # date a person types becomes a date (USER_ENTERED: "as if the user typed them into the UI").
+    shown = cell(page, 2, "Created At").inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", shown), shown
+    col = playground.rows()[0].index("Created At")
+    assert isinstance(playground.rows()[1][col], float), "the sheet holds a serial number"
+
+    bottom = len(playground.rows()) + 1  # the empty row under the data, as in Sheets
+    cell(page, bottom, "Created At").click()
+    page.locator("#grid td.editing input").fill("12/3/2026 10:15")  # the en_US way
+    page.keyboard.press("Enter")
+    # A cell with no format takes the typed date's form, as in Sheets.
+    cell(page, bottom, "Created At").filter(has_text="12/3/2026 10:15:00").wait_for(timeout=WAIT_MS)
+    stored = playground.rows()[bottom - 1][col]
+    assert isinstance(stored, float) and abs(stored - 46359.427083) < 1e-6, stored

@@ -246,7 +246,7 @@ def test_a_timeout_is_retried_and_the_events_then_go(fake_meta, make_client, mak
     assert [o.state for o in outcomes] == ["sent", "sent"]
     assert client.requests_made == 2
     # The fake answers the timed-out request late, as Graph may; wait for it so the server
-    # stops cleanly. Both requests were received (DOMAIN.md §9: retries can duplicate).
+    # stops cleanly. Both requests were received (docs/meta-errors.md: retries can duplicate).
     _wait_for(lambda: fake_meta.stats()["events"] == 4)
     assert fake_meta.stats()["requests"] == 2
 
@@ -535,7 +535,7 @@ def test_a_request_level_refusal_in_meta_s_plainest_words_costs_three_requests(
     httpserver, events_path, make_client, make_event
 ):
     """Meta may say only "(#100) Invalid parameter": two single events refused exactly as the
-    whole batch was, with nothing accepted, mean the request is at fault (DOMAIN.md §9)."""
+    whole batch was, with nothing accepted, mean the request is at fault (docs/meta-errors.md)."""
     httpserver.expect_request(events_path, method="POST").respond_with_json(
         meta_error(100, "(#100) Invalid parameter"), status=400
     )

@@ -16,7 +16,7 @@ from sheet_bridge.meta.events import (
     send_window,
 )
 
-# https://developers.facebook.com/docs/meta-pixel/reference (DOMAIN.md §3), typed out here
+# https://developers.facebook.com/docs/meta-pixel/reference (docs/meta-events.md), typed out here
 # rather than imported so that a name added to or dropped from the module is caught.
 META_STANDARD_EVENTS = {
     "AddPaymentInfo",
@@ -45,7 +45,7 @@ def test_standard_events_are_exactly_metas_17_names() -> None:
 
 
 def test_qualified_lead_is_not_a_standard_event() -> None:
-    # DOMAIN.md §3: the seed is wrong; Meta documents it only for Business Messaging.
+    # docs/meta-events.md: the seed is wrong; Meta documents it only for Business Messaging.
     assert "QualifiedLead" not in STANDARD_EVENTS
     assert classify_event_name("QualifiedLead").verdict == "refused"
 

@@ -1,5 +1,5 @@
 """Customer information: Meta's documented vectors, messy sheet cells per field, problems,
-match keys, and properties that hold for any input (DOMAIN.md §6, §7)."""
+match keys, and properties that hold for any input (docs/normalization.md)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_metas_email_example_is_trimmed_and_lowercased() -> None:
     assert hashed("em", " Person@Example.com ") == sha("person@example.com")
 
 
-# ---- Meta's parameter builder (DOMAIN.md §9b) -----------------------------------------------
+# ---- Meta's parameter builder (docs/normalization.md) --
 # facebook/capi-param-builder normalizes before hashing on Meta's other channels (its PII
 # utilities in nodejs/, php/, client_js/; read 2026-12). The cells below are the builder's own
 # test inputs (php/…/tests/PIIUtilsTest.php, nodejs/…/tests/PIIUtil.test.js) and the cases its
@@ -417,7 +417,7 @@ def test_field_is_normalized_as_meta_documents(
 
 def test_uk_postcode_matches_metas_documented_example_m11ae() -> None:
     # Meta's customer-information page: "Use the area, district, and sector format for the
-    # UK. … UK zip code: m11ae" (DOMAIN.md §6 quotes the same example).
+    # UK. … UK zip code: m11ae" (docs/normalization.md quotes the same example).
     assert hashed("zp", "M1 1AE", "GB") == sha("m11ae")
 
 
@@ -531,7 +531,7 @@ def test_already_hashed_country_is_sent_as_is_not_replaced_by_the_default() -> N
     assert result.problems == []
 
 
-# ---- lead_id (DOMAIN.md §7) ---------------------------------------------------------------
+# ---- lead_id (docs/normalization.md) --
 
 
 @pytest.mark.parametrize(

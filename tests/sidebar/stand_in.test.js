@@ -56,6 +56,7 @@ function props(kind, key, value) {
   if (value !== undefined) p.setProperty(key, value);
   return p.getProperty(key);
 }
+function asText(row, col, value) { SpreadsheetApp.getActive().getSheetByName('Leads').getRange(row, col).setNumberFormat('@').setValue(value); }
 function addonMenu() { SpreadsheetApp.getUi().createAddonMenu().addItem('x', 'x').addToUi(); }
 `;
 
@@ -157,6 +158,25 @@ test('getValues gives Date objects for date cells, in the spreadsheet\'s zone', 
   assert.equal(typeof stored, 'number', 'the sheet holds a date serial, as Sheets does');
   w.userTypes(SALES, 'Leads', 2, 1, '2026-12-03T10:15:00+05:30');
   assert.equal(typeof w.run(OPS, 'values', [2, 1, 1, 1])[0][0], 'string', 'an ISO stamp with an offset stays text');
+});
+
+test('cell formats live in the sheet: a sort moves them with their rows; plain text keeps typed text', () => {
+  // developers.google.com/sheets/api/guides/formats: a date is a serial in a cell with a date
+  // format; Format → Number → Plain text ('@') keeps what is typed as text.
+  const w = world();
+  const before = w.tabRows('Leads').length;
+  w.userTypes(SALES, 'Leads', 2, 1, 'zzz last');
+  w.userTypes(SALES, 'Leads', 2, 25, '2026-12-03 10:15');
+  const book = () => getJson(fake.sheets_url + '/_emulator/data').spreadsheets[fake.spreadsheet_id];
+  assert.equal(book().formats.Leads.Y2.type, 'DATE_TIME', 'the emulator holds the format');
+  w.userSorts(SALES, 'Leads', 1, false);
+  const moved = w.tabRows('Leads').findIndex((r) => r[0] === 'zzz last') + 1;
+  assert.ok(moved > 2 && moved <= before, 'the row moved down');
+  const [[at]] = w.run(OPS, 'values', [moved, 25, 1, 1]);
+  assert.equal(Object.prototype.toString.call(at), '[object Date]', 'still a date cell after the sort');
+  assert.equal(book().formats.Leads['Y' + moved].type, 'DATE_TIME');
+  w.run(OPS, 'asText', [moved, 26, '2026-12-04 11:00']);
+  assert.equal(w.run(OPS, 'values', [moved, 26, 1, 1])[0][0], '2026-12-04 11:00', "an '@' cell keeps text");
 });
 
 test('UrlFetch reaches only https URLs under the manifest\'s allowlist, and gives up at the deadline', () => {

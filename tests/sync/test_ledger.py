@@ -1,6 +1,7 @@
 """The ledger's contract, on both backends (each test runs on SQLite and on PostgreSQL): the
 schema and its version, refusing what is not a ledger, the event life cycle (sending →
-sent/failed/expired), transitions, edits, passes and the per-tab lock (DOMAIN.md §8, §9; issue
+sent/failed/expired), transitions, edits, passes and the per-tab lock (docs/meta-events.md,
+docs/deduplication.md; issue
 5 "Deliver" 1; issue 14). What only one backend has is in test_ledger_sqlite.py (the file, its
 lease lock, schemas 1 and 2) and test_ledger_postgres.py (advisory locks, the pool, errors)."""
 

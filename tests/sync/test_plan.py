@@ -1,5 +1,5 @@
 """The pure sync plan: which events each lead row owes Meta, when, with which id, and why not
-(DOMAIN.md §5, §8, §9)."""
+(docs/event-times.md, docs/meta-events.md, docs/deduplication.md)."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def names(decision: RowDecision) -> list[str]:
     return [e.event_name for e in decision.events]
 
 
-# ---- the time window (DOMAIN.md §5) -------------------------------------------------------
+# ---- the time window (docs/event-times.md) -------------------------------------------------------
 
 
 def test_change_6_days_23_hours_old_is_sent() -> None:
@@ -181,7 +181,7 @@ def test_stale_first_stage_does_not_sink_the_fresh_later_stages() -> None:
     assert "10 days old" in decision.message
 
 
-# ---- jumps: every stage, in funnel order, at observed times (DOMAIN.md §8) ------------------
+# ---- jumps: every stage, in funnel order, at observed times (docs/meta-events.md) --
 
 
 def test_jump_from_new_to_customer_sends_every_stage_in_funnel_order() -> None:
@@ -220,7 +220,7 @@ def test_status_never_seen_before_without_times_is_a_baseline_recorded_and_never
 
 
 def test_history_transitions_give_each_intermediate_stage_its_observed_time() -> None:
-    # Three status changes between two passes: Meta expects three events (DOMAIN.md §8).
+    # Three status changes between two passes: Meta expects three events (docs/meta-events.md).
     history = LeadHistory(
         events=sent("Lead").events,
         transitions=[
@@ -395,7 +395,7 @@ def test_second_row_with_the_same_lead_key_is_a_duplicate_and_not_sent() -> None
     assert [e.row_number for e in result.events] == [2]
 
 
-# ---- event ids (DOMAIN.md §9) -------------------------------------------------------------
+# ---- event ids (docs/deduplication.md) --
 
 
 def test_event_id_is_deterministic_across_runs() -> None:
@@ -499,7 +499,7 @@ def test_failed_event_not_retried_until_the_row_changes() -> None:
     assert fixed.events[0].event_id == first.event_id
 
 
-# ---- payload (DOMAIN.md §4, §8) -----------------------------------------------------------
+# ---- payload (docs/meta-errors.md, docs/meta-events.md) --
 
 
 def test_payload_is_a_conversion_leads_event_with_the_raw_status() -> None:

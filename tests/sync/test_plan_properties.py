@@ -108,7 +108,7 @@ def test_with_edits_failures_and_crashes_nothing_is_sent_twice_and_order_and_win
         for decision in result.decisions:
             lead = history.get(decision.lead_key, LeadHistory())
             known = lead.events
-            # Too old to send (DOMAIN.md §5), or reached before any time could be seen
+            # Too old to send (docs/event-times.md), or reached before any time could be seen
             # (baseline), counts as accounted for: reported, never sent.
             planned_before: set[str] = {x.event_name for x in decision.expired}
             planned_before |= {b.event_name for b in decision.baseline}

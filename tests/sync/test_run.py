@@ -1,6 +1,7 @@
 """The one imperative pass, over real HTTP on loopback (Sheets emulator + fake Meta): what
 reaches Meta, what each row says afterwards, and that nothing is ever sent twice
-(DOMAIN.md §5, §7, §8, §9; issue 5 "Deliver" 2)."""
+(docs/event-times.md, docs/normalization.md, docs/meta-events.md, docs/deduplication.md; issue 5
+"Deliver" 2)."""
 
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def test_jump_from_new_to_customer_sends_all_five_stages_in_funnel_order(
     assert times[0] == int((world_now - timedelta(hours=30)).timestamp())  # Lead: created
     assert times[-1] == int((world_now - timedelta(hours=2)).timestamp())  # Purchase: changed
     assert len({e["event_id"] for e in events}) == 5
-    # Each event carries the status of the stage it stands for (DOMAIN.md §2).
+    # Each event carries the status of the stage it stands for (docs/meta-events.md).
     assert [e["custom_data"]["lead_status"] for e in events] == [
         "New",
         "MQL",

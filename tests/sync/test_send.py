@@ -1,5 +1,6 @@
 """A pass at Meta's real speed: a few requests in flight, every answer recorded, a lead's stages
-never racing each other, throttling slowing it down, a halt stopping it (DOMAIN.md §4, §8)."""
+never racing each other, throttling slowing it down, a halt stopping it (docs/meta-errors.md,
+docs/meta-events.md)."""
 
 from __future__ import annotations
 

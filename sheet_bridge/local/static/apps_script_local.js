@@ -2,8 +2,7 @@
  * emulator over real HTTP. One file serves the Node tests (tests/sidebar) and the playground
  * page, so both run the real Code.gs against the same stand-in.
  *
- * It is meant to be as unkind as Google (each rule cites where Google documents it; see also
- * DOMAIN.md §11):
+ * It is meant to be as unkind as Google (each rule cites where Google documents it):
  * - Edit events (developers.google.com/apps-script/guides/triggers/events): `value` and
  *   `oldValue` exist only when the edited range is one cell; a paste, fill-down, sort or a
  *   multi-cell clear is one event over the whole range without them.
@@ -28,7 +27,11 @@
  *   `timeScale` says how much faster than real time a test plays (runtime is divided by it).
  * - HtmlService.createHtmlOutputFromFile finds only the project's HTML files (`htmlFiles`,
  *   named as the editor shows them, e.g. "sidebar/Sidebar"); any other name throws.
- * - Range.getValues gives Date objects for date cells (Number, Boolean, Date or String).
+ * - Range.getValues gives Date objects for date cells (Number, Boolean, Date or String). Cell
+ *   formats live in the Sheets emulator, as in Sheets: a date is a serial number in a cell with
+ *   a date format (developers.google.com/sheets/api/guides/formats), so setNumberFormat is a
+ *   repeatCell, a sort is a sortRange that moves formats with their rows, and what a person
+ *   types goes in USER_ENTERED, which makes "2026-12-03 10:15" a date cell.
  * - UrlFetchApp: with a urlFetchWhitelist in the manifest only URLs under its prefixes are
  *   fetched, and every prefix must be https with a path (manifest/allowlist-url); a call gives
  *   up after about 60 s. Nothing leaves this machine: `routes` says where each allowed https
@@ -49,7 +52,6 @@
   var FETCH_DEADLINE_MS = 60000;
   var DAY_MS = 86400000;
   var SERIAL_EPOCH_MS = Date.UTC(1899, 11, 30); // Sheets' day 0
-  var DATE_FORMAT = 'yyyy-mm-dd hh:mm:ss';
 
   function colLetter(col) {
     var s = '';
@@ -130,22 +132,13 @@
     return new Date(wall - zoned(new Date(guess), timeZone).offsetMin * 60000);
   }
 
-  function dateToSerial(date, timeZone) {
-    var wall = date.getTime() + zoned(date, timeZone).offsetMin * 60000;
-    return (wall - SERIAL_EPOCH_MS) / DAY_MS;
-  }
-
-  /** What Sheets turns typed text into a date-time: "2026-12-03", "2026-12-03 10:15[:30]".
-   * (Sheets reads more forms, by locale; an ISO stamp with "T" and an offset stays text.) */
-  function typedDate(text) {
-    var m = /^\s*(\d{4})-(\d{1,2})-(\d{1,2})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*$/.exec(String(text));
-    if (!m) return null;
-    var ms = Date.UTC(+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0), +(m[6] || 0));
-    return (ms - SERIAL_EPOCH_MS) / DAY_MS;
-  }
-
-  function isDateFormat(format) {
-    return !!format && format !== '@' && /[yd]/i.test(format.replace(/"[^"]*"/g, ''));
+  /** Range.setNumberFormat's pattern as the Sheets API's NumberFormat {type, pattern}. */
+  function numberFormat(pattern) {
+    if (pattern === '@') return { type: 'TEXT', pattern: '@' };
+    var bare = pattern.replace(/"[^"]*"/g, '');
+    if (/[yd]/i.test(bare)) return { type: /[hs]/i.test(bare) ? 'DATE_TIME' : 'DATE', pattern: pattern };
+    if (/[hs]/i.test(bare)) return { type: 'TIME', pattern: pattern };
+    return { type: 'NUMBER', pattern: pattern };
   }
 
   function Properties(store) {
@@ -235,7 +228,6 @@
       toasts: [],
       fetches: [],
       executions: [], // {id, user, name, trigger, ok, error, ms}
-      numberFormats: {}, // 'tab!row:col' -> format
       menus: [],
       timeZone: null,
     };
@@ -257,7 +249,7 @@
     }
 
     function book() {
-      var fields = 'properties(title,timeZone),sheets.properties(title)';
+      var fields = 'properties(title,timeZone),sheets.properties(title,sheetId)';
       var got = sheetsCall('GET', '?fields=' + encodeURIComponent(fields));
       state.timeZone = got.properties.timeZone;
       return got;
@@ -267,21 +259,27 @@
       return state.timeZone || book().properties.timeZone;
     }
 
-    function cellKey(tab, r, c) {
-      return tab + '!' + r + ':' + c;
+    function sheetId(tab) {
+      var found = (book().sheets || []).filter(function (s) { return s.properties.title === tab; })[0];
+      if (!found) throw new Error('Sheet not found: ' + tab);
+      return found.properties.sheetId;
     }
 
+    /** A block's values, a date cell as a Date. Which numbers are dates only their cells'
+     * formats say: a second read with dateTimeRenderOption=FORMATTED_STRING gives those as
+     * text (made only when the block holds a number). */
     function readBlock(tab, row, col, numRows, numCols) {
-      var q = '?valueRenderOption=UNFORMATTED_VALUE';
-      var got = sheetsCall('GET', '/values/' + encodeURIComponent(a1(tab, row, col, numRows, numCols)) + q);
-      var values = got.values || [];
+      var path = '/values/' + encodeURIComponent(a1(tab, row, col, numRows, numCols)) + '?valueRenderOption=UNFORMATTED_VALUE';
+      var values = sheetsCall('GET', path).values || [];
+      var hasNumber = values.some(function (line) { return line.some(function (v) { return typeof v === 'number'; }); });
+      var shown = hasNumber ? sheetsCall('GET', path + '&dateTimeRenderOption=FORMATTED_STRING').values || [] : [];
       var out = [];
       for (var r = 0; r < numRows; r++) {
         var line = [];
         for (var c = 0; c < numCols; c++) {
           var v = values[r] && values[r][c];
           if (v === undefined || v === null) v = ''; // Apps Script pads to the rectangle with ''
-          else if (typeof v === 'number' && isDateFormat(state.numberFormats[cellKey(tab, row + r, col + c)])) {
+          else if (typeof v === 'number' && shown[r] && typeof shown[r][c] === 'string') {
             v = serialToDate(v, timeZone());
           }
           line.push(v);
@@ -291,20 +289,21 @@
       return out;
     }
 
-    /** Write a block. A Date is stored as a date-time serial with a date format, as Sheets
-     * does; with asText (format '@') values go in RAW. */
-    function writeBlock(tab, row, col, values, inputOption) {
-      var stored = values.map(function (line, r) {
-        return line.map(function (v, c) {
-          if (Object.prototype.toString.call(v) === '[object Date]') {
-            state.numberFormats[cellKey(tab, row + r, col + c)] = DATE_FORMAT;
-            return dateToSerial(v, timeZone());
-          }
+    /** Write a block as Apps Script's setValues does: as if typed (USER_ENTERED, so a cell
+     * formatted as plain text keeps text), a Date as the date-time it is in the sheet's zone. */
+    function writeBlock(tab, row, col, values) {
+      var stored = values.map(function (line) {
+        return line.map(function (v) {
+          if (Object.prototype.toString.call(v) === '[object Date]') return formatDate(v, timeZone(), 'yyyy-MM-dd HH:mm:ss');
           return v;
         });
       });
       var range = a1(tab, row, col, values.length, values[0].length);
-      sheetsCall('PUT', '/values/' + encodeURIComponent(range) + '?valueInputOption=' + inputOption, { values: stored });
+      sheetsCall('PUT', '/values/' + encodeURIComponent(range) + '?valueInputOption=USER_ENTERED', { values: stored });
+    }
+
+    function gridRange(tab, row, col, numRows, numCols) {
+      return { sheetId: sheetId(tab), startRowIndex: row - 1, endRowIndex: row - 1 + numRows, startColumnIndex: col - 1, endColumnIndex: col - 1 + numCols };
     }
 
     function tabRows(tab) {
@@ -314,9 +313,6 @@
 
     function Range(sheet, row, col, numRows, numCols) {
       var tab = sheet.getName();
-      function textFormatted() {
-        return state.numberFormats[cellKey(tab, row, col)] === '@';
-      }
       return {
         getSheet: function () {
           return sheet;
@@ -352,17 +348,23 @@
           if (values.length !== numRows || values.some(function (r) { return r.length !== numCols; })) {
             throw new Error('The number of rows or columns in the data does not match the range.');
           }
-          writeBlock(tab, row, col, values, textFormatted() ? 'RAW' : 'USER_ENTERED');
+          writeBlock(tab, row, col, values);
           return this;
         },
         setValue: function (value) {
-          writeBlock(tab, row, col, [[value]], textFormatted() ? 'RAW' : 'USER_ENTERED');
+          writeBlock(tab, row, col, [[value]]);
           return this;
         },
         setNumberFormat: function (format) {
-          for (var r = row; r < row + numRows; r++) {
-            for (var c = col; c < col + numCols; c++) state.numberFormats[cellKey(tab, r, c)] = format;
-          }
+          sheetsCall('POST', ':batchUpdate', {
+            requests: [{
+              repeatCell: {
+                range: gridRange(tab, row, col, numRows, numCols),
+                cell: { userEnteredFormat: { numberFormat: numberFormat(String(format)) } },
+                fields: 'userEnteredFormat.numberFormat',
+              },
+            }],
+          });
           return this;
         },
         activate: function () {
@@ -451,7 +453,8 @@
       createMenu: function (title) {
         return Menu(String(title));
       },
-      // In a bound script the add-on menu carries the script project's name (DOMAIN.md §11).
+      // In a bound script the add-on menu carries the script project's name
+      // (developers.google.com/apps-script/reference/base/ui#createAddonMenu()).
       createAddonMenu: function () {
         return Menu(options.projectName || 'Untitled project');
       },
@@ -788,21 +791,10 @@
       };
     }
 
-    /** Sheets storing what a person typed: USER_ENTERED, with typed dates becoming date cells. */
+    /** Sheets storing what a person typed: USER_ENTERED, so the emulator makes a typed date
+     * ("2026-12-03 10:15", or "12/3/2026" in an en_US sheet) a date cell, as Sheets does. */
     function storeTyped(tab, row, col, values) {
-      var stored = values.map(function (line, r) {
-        return line.map(function (v, c) {
-          var serial = typeof v === 'string' ? typedDate(v) : null;
-          var key = cellKey(tab, row + r, col + c);
-          if (serial !== null) {
-            state.numberFormats[key] = DATE_FORMAT;
-            return serial;
-          }
-          if (isDateFormat(state.numberFormats[key])) delete state.numberFormats[key];
-          return v;
-        });
-      });
-      writeBlock(tab, row, col, stored, 'USER_ENTERED');
+      writeBlock(tab, row, col, values);
     }
 
     function editEvent(editor, tab, row, col, numRows, numCols, values) {
@@ -858,35 +850,23 @@
       });
     }
 
-    /** A person sorts the data rows (2…) by one column: the rows move, cell formats with them,
-     * and one edit event covers the sorted range (DOMAIN.md §11: sorting often fires one). */
+    /** A person sorts the data rows (2…) by one column (Data → Sort range): a sortRange, so
+     * the rows move with their cells' formats, and one edit event covers the sorted range
+     * (sorting often fires one, developers.google.com/apps-script/guides/triggers/events). */
     function userSorts(editor, tab, col, descending) {
       var rows = tabRows(tab);
       var width = rows.reduce(function (w, r) { return Math.max(w, r.length); }, 0);
-      var data = rows.slice(1).map(function (r, i) {
-        var formats = [];
-        for (var c = 1; c <= width; c++) formats.push(state.numberFormats[cellKey(tab, i + 2, c)]);
-        var cells = [];
-        for (var k = 0; k < width; k++) cells.push(r[k] === undefined ? '' : r[k]);
-        return { cells: cells, formats: formats };
+      if (rows.length < 2) return [];
+      sheetsCall('POST', ':batchUpdate', {
+        requests: [{
+          sortRange: {
+            range: gridRange(tab, 2, 1, rows.length - 1, width),
+            sortSpecs: [{ dimensionIndex: col - 1, sortOrder: descending ? 'DESCENDING' : 'ASCENDING' }],
+          },
+        }],
       });
-      data.sort(function (a, b) {
-        var x = a.cells[col - 1];
-        var y = b.cells[col - 1];
-        var order = x < y ? -1 : x > y ? 1 : 0;
-        return descending ? -order : order;
-      });
-      if (!data.length) return [];
-      data.forEach(function (d, i) {
-        d.formats.forEach(function (f, c) {
-          var key = cellKey(tab, i + 2, c + 1);
-          if (f === undefined) delete state.numberFormats[key];
-          else state.numberFormats[key] = f;
-        });
-      });
-      writeBlock(tab, 2, 1, data.map(function (d) { return d.cells; }), 'RAW');
       return fire(EventType.ON_EDIT, function () {
-        return editEvent(editor, tab, 2, 1, data.length, width, null);
+        return editEvent(editor, tab, 2, 1, rows.length - 1, width, null);
       });
     }
 

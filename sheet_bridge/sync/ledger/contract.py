@@ -29,7 +29,7 @@ SCHEMA_VERSION = 3
 # (PostgreSQL needs no lease: the server frees a dead holder's advisory lock.)
 LOCK_LEASE = 60.0
 # A stored edit or transition whose time lies outside [recorded − 62 days, recorded + 5 min]
-# can never give a sendable event (DOMAIN.md §5: 62 days is Meta's longest window, and future
+# can never give a sendable event (docs/event-times.md: 62 days is Meta's longest window, and future
 # times beyond clock skew are refused): it is skipped, never trusted as "first seen".
 PLAUSIBLE_AGE = timedelta(days=62)
 # A running pass records its progress (and so a heartbeat) at least this often; one whose
