@@ -12,7 +12,9 @@ time we observed, never one we made up:
       without a time of day means "some time that day" in the sheet's zone: clamped into
       [the lead's Created At and its last other status, the end of that day, now].
    b. A change the add-on reported (`/api/edits`), or one recorded by an earlier pass.
-   c. *Created At*, for the first stage of the funnel.
+   c. *Created At*, for the first stage of the funnel. A date without a time of day is "some
+      time that day", by rule 1a's reading: after what we know came before (for a lead new
+      since the last full pass, that pass, which did not see it), by the day's end and now.
    d. A scan: the ledger saw the lead at another status at most 24 h ago (SCAN_BOUND), so the
       change happened between then and now; it is sent with the time this pass saw it, and the
       row says the time is estimated. A lead that appears at the first stage since the last
@@ -82,6 +84,8 @@ class LeadRow:
     currency: str | None = None
     # Status Changed At held a date without a time of day ("some time that day").
     changed_date_only: bool = False
+    # So did Created At: `created_at` is the start of that day (see _Planner._created).
+    created_date_only: bool = False
     # Cells that could not be read, in words; a time problem makes the row invalid.
     time_problems: tuple[str, ...] = ()
     field_problems: tuple[FieldProblem, ...] = ()
@@ -668,9 +672,10 @@ class _Planner:
             )
         first = self.first_positive
         is_first = stage is not None and first is not None and stage.index == first.index
-        if is_first and row.created_at is not None:
+        created = self._created(row, history)
+        if is_first and created is not None:
             note = f"{stale}; used {self.created_col}" if stale else None
-            return StatusTime(row.created_at, "created", note)
+            return StatusTime(created, "created", note)
         if other is not None and self.now - other[0] <= SCAN_BOUND:
             note = (
                 f"time estimated: the status changed between {self._time(other[0])} and "
@@ -692,6 +697,20 @@ class _Planner:
             )
             return StatusTime(self.now, "scan", note)
         return StatusTime(None, "seen", stale)
+
+    def _created(self, row: LeadRow, history: LeadHistory) -> datetime | None:
+        """When the lead was created, as an event time (rule 1c). A date-only Created At is
+        "some time that day", read as rule 1a reads a date-only Status Changed At: not before
+        what we know came before it (a full pass that did not see the lead yet), by the end
+        of that day and by now; never a midnight made up for it."""
+        created = row.created_at
+        if created is None or not row.created_date_only:
+            return created
+        floor = created
+        new_lead = not history.transitions and not history.events
+        if new_lead and self.last_full_pass is not None:
+            floor = max(floor, self.last_full_pass)
+        return min(floor, created + timedelta(days=1), max(self.now, created))
 
     def _observe(self, row: LeadRow, status: str, current: StatusTime) -> None:
         """Record a status that differs from the last one the ledger knows.
@@ -735,7 +754,7 @@ class _Planner:
                 own = self._first_timed(history, self._status_keys(s))
                 at = own.at if own is not None else None
                 if at is None and self.first_positive and s.index == self.first_positive.index:
-                    at = row.created_at
+                    at = self._created(row, history)
                 if at is not None:
                     at = min(at, later) if later is not None else at
                 elif later is not None and self._deepest_seen_before(
