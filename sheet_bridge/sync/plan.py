@@ -46,6 +46,7 @@ from sheet_bridge.meta.identity import (
     MatchKeys,
     hash_user_data,
     match_keys,
+    normalize_lead_id,
 )
 from sheet_bridge.meta.payload import build_event
 
@@ -86,6 +87,8 @@ class LeadRow:
     changed_date_only: bool = False
     # So did Created At: `created_at` is the start of that day (see _Planner._created).
     created_date_only: bool = False
+    # The CAPI Key cell was blank: `key` was derived from the row (sync/rows.py derive_lead_key).
+    derived_key: bool = False
     # Cells that could not be read, in words; a time problem makes the row invalid.
     time_problems: tuple[str, ...] = ()
     field_problems: tuple[FieldProblem, ...] = ()
@@ -272,11 +275,66 @@ def _observed(t: Transition) -> datetime:
     return t.observed
 
 
-def event_id_for(spreadsheet_id: str, tab: str, lead_key: str, event_name: str) -> str:
-    """Deterministic: the same lead (spreadsheet, tab, lead key) and event name give the same id
-    on every run and machine; a lead copied into another tab is another lead."""
-    digest = hashlib.sha256(f"{spreadsheet_id}\x1f{tab}\x1f{lead_key}\x1f{event_name}".encode())
+def event_id_for(pixel_id: str, identity: str, event_name: str) -> str:
+    """Deterministic: the same lead of a pixel (its identity, see `lead_identity`) and event
+    name give the same id on every run, machine, tab and spreadsheet, so Meta, which
+    deduplicates on (event_name, event_id) per pixel, sees one lead once
+    (https://developers.facebook.com/docs/marketing-api/conversions-api/deduplicate-pixel-and-server-events).
+    Events recorded before identities keep the id they were sent with (the ledger's)."""
+    digest = hashlib.sha256(f"{pixel_id}\x1f{identity}\x1f{event_name}".encode())
     return "sb." + digest.hexdigest()[:32]
+
+
+def lead_identity(lead_key: str, user_data: Mapping[str, object]) -> str:
+    """Who a lead is to its pixel (docs/identity-and-dates.md): its Leadgen ID when the row has
+    a valid one (Meta's own id for the person), else its CAPI Key. Computed from what is sent
+    (hashed user_data), so the ledger derives the same identity from what it stored."""
+    lead_id = user_data.get("lead_id")
+    return f"lead:{lead_id}" if lead_id not in (None, "") else f"key:{lead_key}"
+
+
+def row_identity(row: LeadRow) -> str:
+    """A sheet row's identity (`lead_identity`), from its raw Leadgen ID cell."""
+    try:
+        lead_id: object = normalize_lead_id(row.identity["lead_id"])
+    except Exception:  # no cell, or not a lead id: the row is its key
+        lead_id = None
+    return lead_identity(row.key, {"lead_id": lead_id})
+
+
+def one_identity_per_pixel(the_plan: Plan, held: Mapping[tuple[str, str], str]) -> None:
+    """Drop each due event whose lead already has it at this pixel: held by another row or tab
+    (`held`: (identity, event name) → where, in words) or due from an earlier row of this pass.
+    Meta counts a lead once per (event_name, event_id) and only within 48 hours
+    (https://developers.facebook.com/docs/marketing-api/conversions-api/deduplicate-pixel-and-server-events),
+    so the bridge must never send one lead's event twice under two ids."""
+    taken = dict(held)
+    for d in the_plan.decisions:
+        if not d.events:
+            continue
+        identity = lead_identity(d.lead_key, d.events[0].user_data)
+        kept: list[PlannedEvent] = []
+        dropped: list[tuple[str, str]] = []
+        for e in d.events:
+            holder = taken.setdefault((identity, e.event_name), f"row {d.row_number}")
+            if holder == f"row {d.row_number}":
+                kept.append(e)
+            else:
+                dropped.append((e.event_name, holder))
+        if not dropped:
+            continue
+        same = "Leadgen ID" if identity.startswith("lead:") else "CAPI Key"
+        words = (
+            f"{', '.join(n for n, _ in dropped)} not sent: this lead (same {same}) has it "
+            f"already ({dropped[0][1]}); Meta counts one lead once per pixel"
+        )
+        d.events = kept
+        if kept:
+            d.warnings.append(words)
+            d.message = "due: " + ", ".join(e.event_name for e in kept)
+        else:
+            d.outcome = "already_sent"
+            d.message = words
 
 
 def payload_fingerprint(payload: Mapping[str, object]) -> str:
@@ -824,8 +882,7 @@ class _Planner:
         pixel = self._pixel_id(row, stage)
         if pixel is not None:
             return pixel
-        sheet = self.config.sheets
-        return event_id_for(sheet.spreadsheet_id, sheet.tab, row.key, stage.event)
+        return event_id_for(self.config.meta.pixel_id, row_identity(row), stage.event)
 
     def _baseline_message(self, stage: Stage, unsent: list[str], current: StatusTime) -> str:
         why = current.note or f"no {self.changed_col}"

@@ -145,9 +145,9 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
             continue
         key_cell = _cell(row, key_col)
         # A blank-looking key (spaces pasted over it) is no key: derive one, never key "".
-        key = ("" if key_cell is None else _text(key_cell).strip()) or derive_lead_key(
-            config.sheets.spreadsheet_id, row, layout, number
-        )
+        key = "" if key_cell is None else _text(key_cell).strip()
+        derived = not key
+        key = key or derive_lead_key(config.sheets.spreadsheet_id, row, layout, number)
         time_problems: list[str] = []
         changed = _time(row, fields, "status_changed_at", config, tz, order, time_problems)
         created = _time(row, fields, "created_at", config, tz, order, time_problems)
@@ -196,6 +196,7 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
                 currency=currency,
                 changed_date_only=changed_date_only,
                 created_date_only=created_date_only,
+                derived_key=derived,
                 time_problems=tuple(time_problems),
                 field_problems=tuple(field_problems),
             )
@@ -228,7 +229,7 @@ def _time(
     if cell in (None, ""):
         return None
     try:
-        return parse_datetime(cell, tz, order)  # type: ignore[arg-type]
+        return parse_datetime(cell, tz, order)
     except CellError as exc:
         header = config.columns[name]
         problems.append(f"{header} {exc}")  # the error quotes the cell already

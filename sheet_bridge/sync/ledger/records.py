@@ -21,6 +21,7 @@ from sheet_bridge.sync.ledger.contract import (
     AdoptedEvent,
     LedgerEvent,
     PassRecord,
+    PixelEvent,
     SheetTab,
     UnreadableRecord,
     describe_at,
@@ -37,6 +38,7 @@ from sheet_bridge.sync.plan import (
     PlannedEvent,
     Transition,
     expired_reason,
+    lead_identity,
 )
 
 # A stored time (`at`, recorded at `recorded_at`) a pass can use: a real date, and plausible
@@ -57,6 +59,13 @@ PASS_COLUMNS = (
     "COALESCE(heartbeat_at, started_at), counts, error, summary"
 )
 LAST_PASS_COLUMNS = "id, tab, trigger, dry_run, started_at, finished_at, counts, error"
+PIXEL_EVENT_COLUMNS = (
+    "e.spreadsheet_id, e.tab, e.lead_key, e.event_name, e.event_id, e.state, e.user_data, "
+    "e.first_planned"
+)
+# How a pixel's leads are found (schema 5's indexes): by Leadgen ID, CAPI Key, and the hashed
+# e-mail and phone each sent event stored. A cell with several e-mails matches on none.
+PIXEL_MATCH_FIELDS = ("lead_id", "em", "ph")
 
 
 # -- rows written ------------------------------------------------------------------------------
@@ -339,3 +348,28 @@ def last_pass_answer(row: Sequence[Any] | None) -> dict[str, Any]:
         "counts": json.loads(row[6]) if row[6] else {},
         "error": row[7],
     }
+
+
+def pixel_event(row: Sequence[Any]) -> PixelEvent:
+    """A row of PIXEL_EVENT_COLUMNS, with the lead's identity worked out as the planner does
+    (sync/plan.py lead_identity) from what was sent."""
+    sid, tab, key, name, event_id, state, user_json, first_planned = row
+    try:
+        user = json.loads(user_json) if user_json else {}
+    except ValueError:
+        user = {}
+    if not isinstance(user, dict):
+        user = {}
+    em, ph = user.get("em"), user.get("ph")
+    return PixelEvent(
+        sid,
+        tab,
+        key,
+        name,
+        event_id,
+        state,
+        lead_identity(key, user),
+        em if isinstance(em, str) else None,
+        ph if isinstance(ph, str) else None,
+        float(first_planned),
+    )
