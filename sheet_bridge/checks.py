@@ -6,7 +6,7 @@ import itertools
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -282,6 +282,27 @@ def check_sheet(config: BridgeConfig, report: CheckReport, sheets: Any = None) -
         report.add("info", f"no row is at stage(s) {', '.join(never)} yet")
 
 
+def check_shared_pixel(config: BridgeConfig, report: CheckReport, tabs: Sequence[Any]) -> None:
+    """Warn when another bridge (tab) sends to this pixel: to Meta a lead in both is one lead,
+    deduplicated on (event_name, event_id) only, so the bridges share its identity."""
+    sheets = config.sheets
+    others = [t for t in tabs if (t.spreadsheet_id, t.tab) != (sheets.spreadsheet_id, sheets.tab)]
+    if not others:
+        return
+    here = sheets.spreadsheet_id
+    named = ", ".join(
+        f"tab {t.tab!r}" + ("" if t.spreadsheet_id == here else f" of {t.spreadsheet_id}")
+        for t in others[:5]
+    )
+    report.add(
+        "warn",
+        f"bridges share pixel {config.meta.pixel_id}: this tab and {named}. To Meta one lead is "
+        "one identity per pixel (its Leadgen ID, else its CAPI Key, else its e-mail or phone), "
+        "so a lead in both tabs is sent once, from whichever tab has it first; if the tabs are "
+        "different businesses, give each its own pixel (docs/identity-and-dates.md)",
+    )
+
+
 def check_date_order(
     config: BridgeConfig, table: Any, fields: Mapping[str, int], report: CheckReport
 ) -> None:
@@ -348,10 +369,9 @@ def run_checks(
         try:
             ledger = open_ledger(location)
             try:
-                check_last_pass(
-                    report,
-                    ledger.last_pass(SheetTab(config.sheets.spreadsheet_id, config.sheets.tab)),
-                )
+                here = SheetTab(config.sheets.spreadsheet_id, config.sheets.tab)
+                check_last_pass(report, ledger.last_pass(here))
+                check_shared_pixel(config, report, ledger.tabs_of_pixel(config.meta.pixel_id))
             finally:
                 ledger.close()
         except LedgerError as exc:

@@ -97,8 +97,10 @@ def test_check_warns_when_the_sheets_dates_contradict_its_locale(make_world: Mak
     report = run_checks(world.config, environ={})
 
     texts = [f.text for f in report.findings]
-    assert "text dates are read month first (01/12/2026 is 12 January), from the spreadsheet's " \
+    assert (
+        "text dates are read month first (01/12/2026 is 12 January), from the spreadsheet's "
         "locale en_US" in texts
+    )
     warning = next(f.text for f in report.findings if "can only be read day first" in f.text)
     assert "row 2, Created At: '25/11/2026 09:00'" in warning
     assert 'Set [sheets] date_order = "day_first"' in warning
@@ -114,7 +116,9 @@ def test_date_only_created_at_is_some_time_that_day_not_midnight(
     """A lead new since the 08:00 pass, Created At "today" with no time: it was created after
     that pass saw the sheet without it, so its Lead is not sent as of midnight."""
     today = world_now.astimezone(SHEET_ZONE).date()
-    world = make_world([row(1, "New", iso(world_now - timedelta(hours=30)))], meta_now=NOW.timestamp)
+    world = make_world(
+        [row(1, "New", iso(world_now - timedelta(hours=30)))], meta_now=NOW.timestamp
+    )
     earlier = world_now - timedelta(hours=2)
     world.bridge(clock=lambda: earlier).sync()
     world.edit_cells([(3, h, v) for h, v in zip(

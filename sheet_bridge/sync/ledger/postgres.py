@@ -152,8 +152,9 @@ CREATE INDEX IF NOT EXISTS passes_tab ON passes (spreadsheet_id, tab, id)
 # Schema 3 (or 4) → 5: one lead, one identity per pixel. Each tab's pixel (set by its passes), and
 # indexes that find a pixel's leads by Leadgen ID, CAPI Key, e-mail or phone hash. Nothing
 # stored changes, so nothing is sent again (docs/identity-and-dates.md).
-def _user_field(name: str) -> str:
-    return f"(user_data::jsonb ->> '{name}')"
+def _user_field(name: str, table: str = "") -> str:
+    """A field of the stored user_data JSON, as schema 5's indexes compute it."""
+    return f"({table}user_data::jsonb ->> '{name}')"
 
 
 _SCHEMA_5 = """
@@ -457,28 +458,23 @@ class PostgresLedger:
         since: datetime | None = None,
     ) -> list[PixelEvent]:
         """The events of `pixel_id`'s tabs whose lead has one of these Leadgen IDs or CAPI
-        Keys, or (recorded since `since`) one of these e-mail or phone hashes."""
+        Keys, or (recorded since `since`) one of these e-mail or phone hashes. A tab no pass has
+        bound to a pixel yet (its rows are from before schema 5) counts as this pixel's: until
+        its own pass names its pixel, nothing it sent is sent again from another tab."""
         searches: list[tuple[str, list[str], datetime | None]] = [
             ("e.lead_key", list(keys), None),
-            (
-                _user_field("lead_id").replace("user_data", "e.user_data"),
-                [str(i) for i in lead_ids],
-                None,
-            ),
+            (_user_field("lead_id", "e."), [str(i) for i in lead_ids], None),
+            *((_user_field(f, "e."), list(contacts), since) for f in ("em", "ph")),
         ]
-        for f in ("em", "ph"):
-            searches.append(
-                (_user_field(f).replace("user_data", "e.user_data"), list(contacts), since)
-            )
         found: list[PixelEvent] = []
         with self._tx() as db:
             for column, values, after in searches:
                 if not values:
                     continue
                 sql = (
-                    f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e JOIN tab_pixels p ON "
+                    f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e LEFT JOIN tab_pixels p ON "
                     "p.spreadsheet_id = e.spreadsheet_id AND p.tab = e.tab "
-                    f"WHERE p.pixel_id = %s AND {column} = ANY(%s)"
+                    f"WHERE (p.pixel_id = %s OR p.pixel_id IS NULL) AND {column} = ANY(%s)"
                 )
                 params: tuple[object, ...] = (pixel_id, values)
                 if after is not None:

@@ -194,8 +194,10 @@ ALTER TABLE passes ADD COLUMN summary TEXT
 # Schema 3 (or 4) → 5: one lead, one identity per pixel. Each tab's pixel (set by its passes), and
 # indexes that find a pixel's leads by Leadgen ID, CAPI Key, e-mail or phone hash. Nothing
 # stored changes, so nothing is sent again (docs/identity-and-dates.md).
-def _user_field(name: str) -> str:
-    return f"(CASE WHEN json_valid(user_data) THEN json_extract(user_data, '$.{name}') END)"
+def _user_field(name: str, table: str = "") -> str:
+    """A field of the stored user_data JSON, as schema 5's indexes compute it."""
+    column = f"{table}user_data"
+    return f"(CASE WHEN json_valid({column}) THEN json_extract({column}, '$.{name}') END)"
 
 
 _SCHEMA_5 = """
@@ -430,27 +432,25 @@ class SqliteLedger:
         since: datetime | None = None,
     ) -> list[PixelEvent]:
         """The events of `pixel_id`'s tabs whose lead has one of these Leadgen IDs or CAPI
-        Keys, or (recorded since `since`) one of these e-mail or phone hashes."""
-        found: list[PixelEvent] = []
-        where: list[tuple[str, list[object], datetime | None]] = [
-            ("lead_key", list(keys), None),
-            (_user_field("lead_id"), list(lead_ids), None),
+        Keys, or (recorded since `since`) one of these e-mail or phone hashes. A tab no pass has
+        bound to a pixel yet (its rows are from before schema 5) counts as this pixel's: until
+        its own pass names its pixel, nothing it sent is sent again from another tab."""
+        searches: list[tuple[str, list[object], datetime | None]] = [
+            ("e.lead_key", list(keys), None),
+            (_user_field("lead_id", "e."), list(lead_ids), None),
+            (_user_field("em", "e."), list(contacts), since),
+            (_user_field("ph", "e."), list(contacts), since),
         ]
-        for f in ("em", "ph"):
-            where.append((_user_field(f), list(contacts), since))
+        found: list[PixelEvent] = []
         db = self._connect()
         try:
-            for column, values, after in where:
+            for column, values, after in searches:
                 if not values:
                     continue
                 sql = (
-                    f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e JOIN tab_pixels p ON "
-                    "p.spreadsheet_id = e.spreadsheet_id AND p.tab = e.tab WHERE p.pixel_id=? "
-                    f"AND e.{column} IN (SELECT value FROM json_each(?))"
-                    if column == "lead_key"
-                    else f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e JOIN tab_pixels p ON "
-                    "p.spreadsheet_id = e.spreadsheet_id AND p.tab = e.tab WHERE p.pixel_id=? "
-                    f"AND {column.replace('user_data', 'e.user_data')} IN "
+                    f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e LEFT JOIN tab_pixels p ON "
+                    "p.spreadsheet_id = e.spreadsheet_id AND p.tab = e.tab "
+                    f"WHERE (p.pixel_id = ? OR p.pixel_id IS NULL) AND {column} IN "
                     "(SELECT value FROM json_each(?))"
                 )
                 params: tuple[object, ...] = (pixel_id, json.dumps(values))
