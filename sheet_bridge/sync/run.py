@@ -377,9 +377,7 @@ class Bridge:
         out = []
         for r in leads:
             mine = contacts_of.get(r.row_number)
-            matches = [
-                k for k in known if mine and ({k.em, k.ph} & mine) and k.identity.startswith("key:")
-            ]
+            matches = [k for k in known if mine and ({k.em, k.ph} & mine)]
             if matches and not any(k.lead_key == r.key for k in matches):
                 latest = max(matches, key=lambda k: k.first_planned)
                 r = replace(r, key=latest.lead_key)
@@ -402,13 +400,18 @@ class Bridge:
         )
         held: dict[tuple[str, str], str] = {}
         for p in found:
-            if p.state not in ("sent", "sending") or p.identity not in mine:
+            if p.state not in ("sent", "sending"):
                 continue
-            if p.where == self.sheet_tab and p.lead_key in mine[p.identity]:
-                continue  # this row's own event
-            held[(p.identity, p.event_name)] = (
-                f"sent from tab {p.tab!r}" if p.where != self.sheet_tab else f"sent as {p.lead_key}"
-            )
+            # The lead's identity, or its CAPI Key when this row has no Leadgen ID (a row that
+            # took a known lead's key back is that lead, whatever identity it was sent with).
+            for identity in {p.identity, f"key:{p.lead_key}"} & mine.keys():
+                if p.where == self.sheet_tab and p.lead_key in mine[identity]:
+                    continue  # this row's own event
+                held[(identity, p.event_name)] = (
+                    f"sent from tab {p.tab!r}"
+                    if p.where != self.sheet_tab
+                    else f"sent as {p.lead_key}"
+                )
         return held
 
     def refuse_if_ledger_behind(
