@@ -346,7 +346,8 @@ def make_world(
 ) -> Iterator[Callable[..., World]]:
     """make_world(rows, locale=…, meta_now=…, **config_overrides): start the emulator with
     WORLD_HEADER + rows (in a spreadsheet of that locale) and the fake Meta (which checks Meta's
-    rules against the real clock, or `meta_now`). The ledger is the test's `ledger_location` (SQLite or PostgreSQL)."""
+    rules against the real clock, or `meta_now`). The ledger is the test's `ledger_location`
+    (SQLite or PostgreSQL)."""
     servers: list[BackgroundServer] = []
 
     def make(

@@ -384,7 +384,7 @@ def _from_match(m: re.Match[str], value: str, tz: ZoneInfo, date_order: DateOrde
 # territories, es_US, en_PH, fil_PH). Every other locale writes the day first or the year
 # first (2026/12/01 is never ambiguous), so day first is their reading of 01/12/2026.
 # Google Sheets reads and shows dates by the spreadsheet's locale (File → Settings;
-# https://support.google.com/docs/answer/58515).
+# https://developers.google.com/workspace/sheets/api/guides/formats).
 _MONTH_FIRST_LOCALES = frozenset({
     "en_US", "en_AS", "en_GU", "en_MH", "en_MP", "en_PR", "en_UM", "en_VI", "es_US", "en_PH",
     "fil_PH", "tl_PH", "en",

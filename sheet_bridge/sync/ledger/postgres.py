@@ -64,6 +64,7 @@ from sheet_bridge.sync.ledger.records import (
     outcome_rows,
     pass_record,
     pixel_event,
+    pixel_searches,
     sending_rows,
     summary_json,
     transition_rows,
@@ -461,16 +462,17 @@ class PostgresLedger:
         Keys, or (recorded since `since`) one of these e-mail or phone hashes. A tab no pass has
         bound to a pixel yet (its rows are from before schema 5) counts as this pixel's: until
         its own pass names its pixel, nothing it sent is sent again from another tab."""
-        searches: list[tuple[str, list[str], datetime | None]] = [
-            ("e.lead_key", list(keys), None),
-            (_user_field("lead_id", "e."), [str(i) for i in lead_ids], None),
-            *((_user_field(f, "e."), list(contacts), since) for f in ("em", "ph")),
-        ]
+        searches = pixel_searches(
+            lambda name: _user_field(name, "e."),
+            str,
+            lead_ids=lead_ids,
+            keys=keys,
+            contacts=contacts,
+            since=since,
+        )
         found: list[PixelEvent] = []
         with self._tx() as db:
             for column, values, after in searches:
-                if not values:
-                    continue
                 sql = (
                     f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e LEFT JOIN tab_pixels p ON "
                     "p.spreadsheet_id = e.spreadsheet_id AND p.tab = e.tab "

@@ -11,7 +11,7 @@ one expression (READABLE_AT) and a time reads back exactly as it was written.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -373,3 +373,24 @@ def pixel_event(row: Sequence[Any]) -> PixelEvent:
         ph if isinstance(ph, str) else None,
         float(first_planned),
     )
+
+
+def pixel_searches(
+    user_field: Callable[[str], str],
+    lead_id: Callable[[int], object],
+    *,
+    lead_ids: Collection[int],
+    keys: Collection[str],
+    contacts: Collection[str],
+    since: datetime | None,
+) -> list[tuple[str, list[object], datetime | None]]:
+    """pixel_events' searches, each (SQL expression, values, recorded since): by CAPI Key, by
+    Leadgen ID (as the backend's JSON gives it back: `lead_id`), and by e-mail or phone hash;
+    those with no values left out."""
+    searches: list[tuple[str, list[object], datetime | None]] = [
+        ("e.lead_key", list(keys), None),
+        (user_field("lead_id"), [lead_id(i) for i in lead_ids], None),
+        (user_field("em"), list(contacts), since),
+        (user_field("ph"), list(contacts), since),
+    ]
+    return [s for s in searches if s[1]]

@@ -55,6 +55,7 @@ from sheet_bridge.sync.ledger.records import (
     outcome_rows,
     pass_record,
     pixel_event,
+    pixel_searches,
     sending_rows,
     summary_json,
     transition_rows,
@@ -435,18 +436,18 @@ class SqliteLedger:
         Keys, or (recorded since `since`) one of these e-mail or phone hashes. A tab no pass has
         bound to a pixel yet (its rows are from before schema 5) counts as this pixel's: until
         its own pass names its pixel, nothing it sent is sent again from another tab."""
-        searches: list[tuple[str, list[object], datetime | None]] = [
-            ("e.lead_key", list(keys), None),
-            (_user_field("lead_id", "e."), list(lead_ids), None),
-            (_user_field("em", "e."), list(contacts), since),
-            (_user_field("ph", "e."), list(contacts), since),
-        ]
+        searches = pixel_searches(
+            lambda name: _user_field(name, "e."),
+            int,
+            lead_ids=lead_ids,
+            keys=keys,
+            contacts=contacts,
+            since=since,
+        )
         found: list[PixelEvent] = []
         db = self._connect()
         try:
             for column, values, after in searches:
-                if not values:
-                    continue
                 sql = (
                     f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e LEFT JOIN tab_pixels p ON "
                     "p.spreadsheet_id = e.spreadsheet_id AND p.tab = e.tab "
