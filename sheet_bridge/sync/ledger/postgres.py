@@ -53,6 +53,7 @@ from sheet_bridge.sync.ledger.records import (
     PASS_COLUMNS,
     PIXEL_EVENT_COLUMNS,
     PIXEL_MATCH_FIELDS,
+    PIXEL_OF_EVENT,
     READABLE_AT,
     adopted_rows,
     baseline_rows,
@@ -449,6 +450,17 @@ class PostgresLedger:
             ).fetchall()
         return [SheetTab(sid, tab) for sid, tab in rows]
 
+    def pixel_has_events(self, pixel_id: str, since: datetime) -> bool:
+        """Whether any tab of `pixel_id` (or not yet bound to one) planned an event since
+        `since`: a pass skips matching rows by e-mail and phone when none did."""
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT 1 FROM events e LEFT JOIN tab_pixels p ON {PIXEL_OF_EVENT} "
+                "WHERE (p.pixel_id = %s OR p.pixel_id IS NULL) AND e.first_planned >= %s LIMIT 1",
+                (pixel_id, to_ts(since)),
+            ).fetchone()
+        return row is not None
+
     def pixel_events(
         self,
         pixel_id: str,
@@ -475,7 +487,7 @@ class PostgresLedger:
             for column, values, after in searches:
                 sql = (
                     f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e LEFT JOIN tab_pixels p ON "
-                    "p.spreadsheet_id = e.spreadsheet_id AND p.tab = e.tab "
+                    f"{PIXEL_OF_EVENT} "
                     f"WHERE (p.pixel_id = %s OR p.pixel_id IS NULL) AND {column} = ANY(%s)"
                 )
                 params: tuple[object, ...] = (pixel_id, values)

@@ -63,6 +63,8 @@ PIXEL_EVENT_COLUMNS = (
     "e.spreadsheet_id, e.tab, e.lead_key, e.event_name, e.event_id, e.state, e.user_data, "
     "e.first_planned"
 )
+# Joins an event (e) to its tab's pixel (p, tab_pixels).
+PIXEL_OF_EVENT = "p.spreadsheet_id = e.spreadsheet_id AND p.tab = e.tab"
 # How a pixel's leads are found (schema 5's indexes): by Leadgen ID, CAPI Key, and the hashed
 # e-mail and phone each sent event stored. A cell with several e-mails matches on none.
 PIXEL_MATCH_FIELDS = ("lead_id", "em", "ph")
