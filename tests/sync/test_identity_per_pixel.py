@@ -250,3 +250,18 @@ def make_schema_3(location: str) -> None:
         db.execute(sql)
     db.commit()
     db.close()
+
+
+def test_two_rows_of_one_lead_in_a_pass_send_once(make_world: Any, world_now: datetime) -> None:
+    """The same Leadgen ID typed on two rows (another e-mail, so another CAPI Key): one lead."""
+    world = make_world(
+        [
+            lead_row(1, "New", now=world_now, lead_id=LEAD_IDS[0]),
+            lead_row(2, "New", now=world_now, lead_id=LEAD_IDS[0]),
+        ]
+    )
+
+    world.bridge().sync()
+
+    assert [e["event_name"] for e in world.meta_events()] == ["Lead"]
+    assert "has it already (row 2)" in str(world.column("CAPI Status")[1])
