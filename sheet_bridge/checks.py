@@ -6,7 +6,7 @@ import itertools
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -255,6 +255,7 @@ def check_sheet(config: BridgeConfig, report: CheckReport, sheets: Any = None) -
         names = ", ".join(name for _, name in layout.new_headers)
         report.add("info", f"sheet-bridge will add its columns at the end: {names}")
     rows = lead_rows(table, config, layout)
+    check_date_order(config, table, layout.fields, report)
     stage_map = config.stage_map
     unmapped = Counter(
         r.status.strip() for r in rows if r.status.strip() and stage_map.lookup(r.status) is None
@@ -279,6 +280,66 @@ def check_sheet(config: BridgeConfig, report: CheckReport, sheets: Any = None) -
     ]
     if rows and never:
         report.add("info", f"no row is at stage(s) {', '.join(never)} yet")
+
+
+def check_shared_pixel(config: BridgeConfig, report: CheckReport, tabs: Sequence[Any]) -> None:
+    """Warn when another bridge (tab) sends to this pixel: to Meta a lead in both is one lead,
+    deduplicated on (event_name, event_id) only, so the bridges share its identity."""
+    sheets = config.sheets
+    others = [t for t in tabs if (t.spreadsheet_id, t.tab) != (sheets.spreadsheet_id, sheets.tab)]
+    if not others:
+        return
+    here = sheets.spreadsheet_id
+    named = ", ".join(
+        f"tab {t.tab!r}" + ("" if t.spreadsheet_id == here else f" of {t.spreadsheet_id}")
+        for t in others[:5]
+    )
+    report.add(
+        "warn",
+        f"bridges share pixel {config.meta.pixel_id}: this tab and {named}. To Meta one lead is "
+        "one identity per pixel (its Leadgen ID, else its CAPI Key, else its e-mail or phone), "
+        "so a lead in both tabs is sent once, from whichever tab has it first; if the tabs are "
+        "different businesses, give each its own pixel (docs/identity-and-dates.md)",
+    )
+
+
+def check_date_order(
+    config: BridgeConfig, table: Any, fields: Mapping[str, int], report: CheckReport
+) -> None:
+    """Say how text dates are read, and warn when the sheet's own dates contradict it: a text
+    date such as 25/11/2026 can only be day first, 11/25/2026 only month first."""
+    from sheet_bridge.sheets.table import date_order_evidence
+    from sheet_bridge.sync.rows import date_order
+
+    order = date_order(config, table)
+    why = (
+        "[sheets] date_order"
+        if config.sheets.date_order
+        else f"the spreadsheet's locale {table.locale}"
+    )
+    words = {"day_first": "day first (01/12/2026 is 1 December)", "month_first": "month first "
+             "(01/12/2026 is 12 January)"}  # fmt: skip
+    report.add("info", f"text dates are read {words[order]}, from {why}")
+    against: list[tuple[int, str, str]] = []
+    for name in ("created_at", "status_changed_at"):
+        col = fields.get(name)
+        if col is None:
+            continue
+        for number, row in zip(table.numbers(), table.rows, strict=True):
+            cell = row[col] if col < len(row) else None
+            said = date_order_evidence(cell)
+            if said is not None and said != order:
+                against.append((number, config.columns[name], str(cell)))
+    if against:
+        number, header, cell = against[0]
+        other = "day_first" if order == "month_first" else "month_first"
+        report.add(
+            "warn",
+            f"{len(against)} text date(s) can only be read {other.replace('_', ' ')}, against "
+            f"this reading (row {number}, {header}: {cell[:30]!r}); ambiguous dates such as "
+            f'01/12/2026 are then read wrongly. Set [sheets] date_order = "{other}" or the '
+            "spreadsheet's locale (File → Settings) to match how the dates are typed",
+        )
 
 
 def _base_dir(config: BridgeConfig) -> Any:
@@ -308,10 +369,9 @@ def run_checks(
         try:
             ledger = open_ledger(location)
             try:
-                check_last_pass(
-                    report,
-                    ledger.last_pass(SheetTab(config.sheets.spreadsheet_id, config.sheets.tab)),
-                )
+                here = SheetTab(config.sheets.spreadsheet_id, config.sheets.tab)
+                check_last_pass(report, ledger.last_pass(here))
+                check_shared_pixel(config, report, ledger.tabs_of_pixel(config.meta.pixel_id))
             finally:
                 ledger.close()
         except LedgerError as exc:

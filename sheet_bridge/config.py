@@ -73,8 +73,10 @@ class SheetsConfig(_Strict):
     credentials: Literal["service_account", "anonymous"] = "service_account"
     service_account_file: str | None = None
     # How to read ambiguous dates such as 03/04/2026 typed as text: day first (03 April) or
-    # month first (March 4). Serial-number and ISO 8601 cells are never ambiguous.
-    date_order: Literal["day_first", "month_first"] = "day_first"
+    # month first (March 4). Unset: the spreadsheet's locale decides, as it does in Sheets
+    # (en_US month first; docs/identity-and-dates.md). Serial-number and ISO 8601 cells are
+    # never ambiguous.
+    date_order: Literal["day_first", "month_first"] | None = None
 
     @field_validator("credentials", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -343,12 +344,19 @@ def world_now() -> datetime:
 def make_world(
     tmp_path: Path, world_now: datetime, ledger_location: str
 ) -> Iterator[Callable[..., World]]:
-    """make_world(rows, locale=…, **config_overrides): start the emulator with WORLD_HEADER +
-    rows (in a spreadsheet of that locale) and the fake Meta (which checks Meta's rules against
-    the real clock). The ledger is the test's `ledger_location` (SQLite or PostgreSQL)."""
+    """make_world(rows, locale=…, meta_now=…, **config_overrides): start the emulator with
+    WORLD_HEADER + rows (in a spreadsheet of that locale) and the fake Meta (which checks Meta's
+    rules against the real clock, or `meta_now`). The ledger is the test's `ledger_location`
+    (SQLite or PostgreSQL)."""
     servers: list[BackgroundServer] = []
 
-    def make(rows: list[list[object]], *, locale: str = "en_US", **overrides: Any) -> World:
+    def make(
+        rows: list[list[object]],
+        *,
+        locale: str = "en_US",
+        meta_now: Callable[[], float] = time.time,
+        **overrides: Any,
+    ) -> World:
         clear_metadata_cache()
         data_path = tmp_path / "sheets.json"
         data = {
@@ -368,6 +376,7 @@ def make_world(
                 access_token=WORLD_TOKEN,
                 pixel_ids=[WORLD_PIXEL],
                 test_event_codes=[WORLD_TEST_CODE],
+                now=meta_now,
             )
         ).start()
         servers.extend([sheets, meta])

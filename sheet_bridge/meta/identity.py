@@ -499,6 +499,19 @@ def _first_value(value: object) -> object:
     return value
 
 
+def contact_hashes(raw: Mapping[str, object], default_country: str) -> set[str]:
+    """The hashed e-mails and phones of a row's raw cells, as they are sent: how a row that lost
+    its CAPI Key is recognised as a lead already known (sync/run.py)."""
+    hashed = hash_user_data(
+        {k: v for k, v in raw.items() if k in ("em", "ph")}, default_country
+    ).user_data
+    out: set[str] = set()
+    for key in ("em", "ph"):
+        value = hashed.get(key)
+        out.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
+    return out
+
+
 def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIdentity:
     """Normalize and hash every field of `raw` (Meta's keys) on its own.
 

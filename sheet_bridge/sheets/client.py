@@ -58,7 +58,7 @@ class SpreadsheetInfo:
     time_zone: str
     tabs: tuple[str, ...]
     fetched_at: float
-    locale: str = "en_US"  # how text numbers are written in this spreadsheet (e.g. de_DE)
+    locale: str = "en_US"  # how text numbers and dates are written here (e.g. de_DE)
 
 
 # One entry per (endpoint, spreadsheet): a steady-state read is a single values.get.

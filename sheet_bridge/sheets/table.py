@@ -382,6 +382,40 @@ def _from_match(m: re.Match[str], value: str, tz: ZoneInfo, date_order: DateOrde
         raise _not_a_date(value, str(exc)) from None
 
 
+# Locales whose short dates put the month first (CLDR's M/d/y: en_US and the English of the US
+# territories, es_US, en_PH, fil_PH). Every other locale writes the day first or the year
+# first (2026/12/01 is never ambiguous), so day first is their reading of 01/12/2026.
+# Google Sheets reads and shows dates by the spreadsheet's locale (File → Settings;
+# https://developers.google.com/workspace/sheets/api/guides/formats).
+_MONTH_FIRST_LOCALES = frozenset({
+    "en_US", "en_AS", "en_GU", "en_MH", "en_MP", "en_PR", "en_UM", "en_VI", "es_US", "en_PH",
+    "fil_PH", "tl_PH", "en",
+})  # fmt: skip
+
+
+def locale_date_order(locale: str) -> DateOrder:
+    """How a sheet of this locale writes 01/12/2026: month first (en_US: 12 January) or day
+    first (en_GB, de_DE, en_IN: 1 December)."""
+    code = locale.replace("-", "_")
+    return "month_first" if code in _MONTH_FIRST_LOCALES else "day_first"
+
+
+def date_order_evidence(value: object) -> DateOrder | None:
+    """What a text date says of its sheet's order on its own: 13/01/2026 can only be day
+    first, 01/13/2026 only month first; None when it cannot tell (both ≤ 12, or not a/b/y)."""
+    if not isinstance(value, str):
+        return None
+    m = _DATE_FORMS[0].fullmatch(value.strip())
+    if m is None:
+        return None
+    a, b = int(m["a"]), int(m["b"])
+    if a > 12 >= b >= 1:
+        return "day_first"
+    if b > 12 >= a >= 1:
+        return "month_first"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Typed cells: amounts
 #

@@ -20,7 +20,14 @@ from sheet_bridge.sheets.client import SheetsClient, SheetsError, SheetsTabNotFo
 from sheet_bridge.sheets.table import SheetTable
 from sheet_bridge.sync.ledger import AdoptedEvent
 from sheet_bridge.sync.outcomes import said_events
-from sheet_bridge.sync.plan import ExpiredEvent, LeadRow, PlannedEvent, event_id_for, plan
+from sheet_bridge.sync.plan import (
+    ExpiredEvent,
+    LeadRow,
+    PlannedEvent,
+    event_id_for,
+    plan,
+    row_identity,
+)
 from sheet_bridge.sync.rows import bridge_cells
 from sheet_bridge.sync.run import LOG_HEADER, Bridge, SyncError, rows_ahead_of
 
@@ -230,8 +237,7 @@ def _adopt_row(
 
 
 def _recompute(bridge: Bridge, row: LeadRow, name: str) -> str:
-    sheet = bridge.config.sheets
-    return event_id_for(sheet.spreadsheet_id, sheet.tab, row.key, name)
+    return event_id_for(bridge.config.meta.pixel_id, row_identity(row), name)
 
 
 def _log_lines(

@@ -12,7 +12,9 @@ time we observed, never one we made up:
       without a time of day means "some time that day" in the sheet's zone: clamped into
       [the lead's Created At and its last other status, the end of that day, now].
    b. A change the add-on reported (`/api/edits`), or one recorded by an earlier pass.
-   c. *Created At*, for the first stage of the funnel.
+   c. *Created At*, for the first stage of the funnel. A date without a time of day is "some
+      time that day", by rule 1a's reading: after what we know came before (for a lead new
+      since the last full pass, that pass, which did not see it), by the day's end and now.
    d. A scan: the ledger saw the lead at another status at most 24 h ago (SCAN_BOUND), so the
       change happened between then and now; it is sent with the time this pass saw it, and the
       row says the time is estimated. A lead that appears at the first stage since the last
@@ -44,6 +46,7 @@ from sheet_bridge.meta.identity import (
     MatchKeys,
     hash_user_data,
     match_keys,
+    normalize_lead_id,
 )
 from sheet_bridge.meta.payload import build_event
 
@@ -83,6 +86,10 @@ class LeadRow:
     currency: str | None = None
     # Status Changed At held a date without a time of day ("some time that day").
     changed_date_only: bool = False
+    # So did Created At: `created_at` is the start of that day (see _Planner._created).
+    created_date_only: bool = False
+    # The CAPI Key cell was blank: `key` was derived from the row (sync/rows.py derive_lead_key).
+    derived_key: bool = False
     # Cells that could not be read, in words; a time problem makes the row invalid.
     time_problems: tuple[str, ...] = ()
     field_problems: tuple[FieldProblem, ...] = ()
@@ -269,11 +276,66 @@ def _observed(t: Transition) -> datetime:
     return t.observed
 
 
-def event_id_for(spreadsheet_id: str, tab: str, lead_key: str, event_name: str) -> str:
-    """Deterministic: the same lead (spreadsheet, tab, lead key) and event name give the same id
-    on every run and machine; a lead copied into another tab is another lead."""
-    digest = hashlib.sha256(f"{spreadsheet_id}\x1f{tab}\x1f{lead_key}\x1f{event_name}".encode())
+def event_id_for(pixel_id: str, identity: str, event_name: str) -> str:
+    """Deterministic: the same lead of a pixel (its identity, see `lead_identity`) and event
+    name give the same id on every run, machine, tab and spreadsheet, so Meta, which
+    deduplicates on (event_name, event_id) per pixel, sees one lead once
+    (https://developers.facebook.com/docs/marketing-api/conversions-api/deduplicate-pixel-and-server-events).
+    Events recorded before identities keep the id they were sent with (the ledger's)."""
+    digest = hashlib.sha256(f"{pixel_id}\x1f{identity}\x1f{event_name}".encode())
     return "sb." + digest.hexdigest()[:32]
+
+
+def lead_identity(lead_key: str, user_data: Mapping[str, object]) -> str:
+    """Who a lead is to its pixel (docs/identity-and-dates.md): its Leadgen ID when the row has
+    a valid one (Meta's own id for the person), else its CAPI Key. Computed from what is sent
+    (hashed user_data), so the ledger derives the same identity from what it stored."""
+    lead_id = user_data.get("lead_id")
+    return f"lead:{lead_id}" if lead_id not in (None, "") else f"key:{lead_key}"
+
+
+def row_identity(row: LeadRow) -> str:
+    """A sheet row's identity (`lead_identity`), from its raw Leadgen ID cell."""
+    try:
+        lead_id: object = normalize_lead_id(row.identity["lead_id"])
+    except Exception:  # no cell, or not a lead id: the row is its key
+        lead_id = None
+    return lead_identity(row.key, {"lead_id": lead_id})
+
+
+def one_identity_per_pixel(the_plan: Plan, held: Mapping[tuple[str, str], str]) -> None:
+    """Drop each due event whose lead already has it at this pixel: held by another row or tab
+    (`held`: (identity, event name) → where, in words) or due from an earlier row of this pass.
+    Meta counts a lead once per (event_name, event_id) and only within 48 hours
+    (https://developers.facebook.com/docs/marketing-api/conversions-api/deduplicate-pixel-and-server-events),
+    so the bridge must never send one lead's event twice under two ids."""
+    taken = dict(held)
+    for d in the_plan.decisions:
+        if not d.events:
+            continue
+        identity = lead_identity(d.lead_key, d.events[0].user_data)
+        kept: list[PlannedEvent] = []
+        dropped: list[tuple[str, str]] = []
+        for e in d.events:
+            holder = taken.setdefault((identity, e.event_name), f"row {d.row_number}")
+            if holder == f"row {d.row_number}":
+                kept.append(e)
+            else:
+                dropped.append((e.event_name, holder))
+        if not dropped:
+            continue
+        same = "Leadgen ID" if identity.startswith("lead:") else "CAPI Key"
+        words = (
+            f"{', '.join(n for n, _ in dropped)} not sent: this lead (same {same}) has it "
+            f"already ({dropped[0][1]}); Meta counts one lead once per pixel"
+        )
+        d.events = kept
+        if kept:
+            d.warnings.append(words)
+            d.message = "due: " + ", ".join(e.event_name for e in kept)
+        else:
+            d.outcome = "already_sent"
+            d.message = words
 
 
 def payload_fingerprint(payload: Mapping[str, object]) -> str:
@@ -669,9 +731,10 @@ class _Planner:
             )
         first = self.first_positive
         is_first = stage is not None and first is not None and stage.index == first.index
-        if is_first and row.created_at is not None:
+        created = self._created(row, history)
+        if is_first and created is not None:
             note = f"{stale}; used {self.created_col}" if stale else None
-            return StatusTime(row.created_at, "created", note)
+            return StatusTime(created, "created", note)
         if other is not None and self.now - other[0] <= SCAN_BOUND:
             note = (
                 f"time estimated: the status changed between {self._time(other[0])} and "
@@ -693,6 +756,20 @@ class _Planner:
             )
             return StatusTime(self.now, "scan", note)
         return StatusTime(None, "seen", stale)
+
+    def _created(self, row: LeadRow, history: LeadHistory) -> datetime | None:
+        """When the lead was created, as an event time (rule 1c). A date-only Created At is
+        "some time that day", read as rule 1a reads a date-only Status Changed At: not before
+        what we know came before it (a full pass that did not see the lead yet), by the end
+        of that day and by now; never a midnight made up for it."""
+        created = row.created_at
+        if created is None or not row.created_date_only:
+            return created
+        floor = created
+        new_lead = not history.transitions and not history.events
+        if new_lead and self.last_full_pass is not None:
+            floor = max(floor, self.last_full_pass)
+        return min(floor, created + timedelta(days=1), max(self.now, created))
 
     def _observe(self, row: LeadRow, status: str, current: StatusTime) -> None:
         """Record a status that differs from the last one the ledger knows.
@@ -736,7 +813,7 @@ class _Planner:
                 own = self._first_timed(history, self._status_keys(s))
                 at = own.at if own is not None else None
                 if at is None and self.first_positive and s.index == self.first_positive.index:
-                    at = row.created_at
+                    at = self._created(row, history)
                 if at is not None:
                     at = min(at, later) if later is not None else at
                 elif later is not None and self._deepest_seen_before(
@@ -806,8 +883,7 @@ class _Planner:
         pixel = self._pixel_id(row, stage)
         if pixel is not None:
             return pixel
-        sheet = self.config.sheets
-        return event_id_for(sheet.spreadsheet_id, sheet.tab, row.key, stage.event)
+        return event_id_for(self.config.meta.pixel_id, row_identity(row), stage.event)
 
     def _baseline_message(self, stage: Stage, unsent: list[str], current: StatusTime) -> str:
         why = current.note or f"no {self.changed_col}"

@@ -15,9 +15,11 @@ from sheet_bridge.meta.identity import FieldProblem, shown_as_sheet
 from sheet_bridge.sheets.table import (
     AmountError,
     CellError,
+    DateOrder,
     HeaderMap,
     SheetTable,
     is_date_only,
+    locale_date_order,
     parse_amount,
     parse_datetime,
 )
@@ -105,6 +107,12 @@ def time_zone(table: SheetTable) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+def date_order(config: BridgeConfig, table: SheetTable) -> DateOrder:
+    """How the tab's text dates are read: [sheets] date_order when set, else the order of the
+    spreadsheet's locale, as Sheets itself reads them (docs/identity-and-dates.md)."""
+    return config.sheets.date_order or locale_date_order(table.locale)
+
+
 def derive_lead_key(spreadsheet_id: str, row: list[object], layout: ColumnLayout, n: int) -> str:
     """A stable key for a row that has none yet: from the lead id, else e-mail or phone with the
     created time, else the row number. Deterministic, so a pass interrupted before the key is
@@ -127,7 +135,7 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
     tz = time_zone(table)
     fields = layout.fields
     key_col = layout.bridge["CAPI Key"]
-    order = config.sheets.date_order
+    order = date_order(config, table)
     out: list[LeadRow] = []
     own = list(fields.values())
     identity_cols = [
@@ -138,15 +146,16 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
             continue
         key_cell = _cell(row, key_col)
         # A blank-looking key (spaces pasted over it) is no key: derive one, never key "".
-        key = ("" if key_cell is None else _text(key_cell).strip()) or derive_lead_key(
-            config.sheets.spreadsheet_id, row, layout, number
-        )
+        key = "" if key_cell is None else _text(key_cell).strip()
+        derived = not key
+        key = key or derive_lead_key(config.sheets.spreadsheet_id, row, layout, number)
         time_problems: list[str] = []
         changed = _time(row, fields, "status_changed_at", config, tz, order, time_problems)
         created = _time(row, fields, "created_at", config, tz, order, time_problems)
         changed_date_only = changed is not None and is_date_only(
             _cell(row, fields["status_changed_at"])
         )
+        created_date_only = created is not None and is_date_only(_cell(row, fields["created_at"]))
         identity: dict[str, object] = {}
         field_problems: list[FieldProblem] = []
         for meta_key, col in identity_cols:
@@ -187,6 +196,8 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
                 value=value,
                 currency=currency,
                 changed_date_only=changed_date_only,
+                created_date_only=created_date_only,
+                derived_key=derived,
                 time_problems=tuple(time_problems),
                 field_problems=tuple(field_problems),
             )
@@ -210,7 +221,7 @@ def _time(
     name: str,
     config: BridgeConfig,
     tz: ZoneInfo,
-    order: str,
+    order: DateOrder,
     problems: list[str],
 ) -> datetime | None:
     if name not in fields:
@@ -219,7 +230,7 @@ def _time(
     if cell in (None, ""):
         return None
     try:
-        return parse_datetime(cell, tz, order)  # type: ignore[arg-type]
+        return parse_datetime(cell, tz, order)
     except CellError as exc:
         header = config.columns[name]
         problems.append(f"{header} {exc}")  # the error quotes the cell already

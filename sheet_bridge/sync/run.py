@@ -6,14 +6,15 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 import sheet_bridge
 from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
 from sheet_bridge.meta.client import CapiClient
+from sheet_bridge.meta.identity import contact_hashes
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync.collector import gc_pass, gc_paused
@@ -39,7 +40,10 @@ from sheet_bridge.sync.plan import (
     LeadRow,
     Plan,
     expired_reason,
+    lead_identity,
+    one_identity_per_pixel,
     plan,
+    row_identity,
 )
 from sheet_bridge.sync.progress import PassProgress, Progress
 from sheet_bridge.sync.rows import (
@@ -54,6 +58,11 @@ from sheet_bridge.sync.send import RowReports, Sender, Sent
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# How far back a row that lost its CAPI Key is matched to a known lead by e-mail or phone: Meta's
+# Conversion Leads optimises for leads that reach the target stage within 28 days
+# (developers.facebook.com/documentation/ads-commerce/conversions-api/conversion-leads-integration/
+# faq); a lead typed again after that is taken as a new inquiry (docs/identity-and-dates.md).
+MATCH_WINDOW = timedelta(days=28)
 # A pass's answer keeps at most this many rows needing attention (the API pages them).
 ATTENTION_KEPT = 1000
 # How a pass reads the sheet: the whole tab (Bridge.read), or some rows of it (an edit's rows,
@@ -281,6 +290,9 @@ class Bridge:
                 ledger.drop_unreadable(unreadable)
                 if read is None:  # a stored edit names a row: only the whole tab places it
                     self._resolve_edits(leads)
+            if not dry_run:
+                ledger.bind_pixel(where, cfg.meta.pixel_id, now)
+            leads = self._restore_keys(leads, now)
             with gc_paused():
                 history = ledger.history(where, None if read is None else {r.key for r in leads})
             self.refuse_if_ledger_behind(written, first_row, layout, leads, history)
@@ -299,6 +311,7 @@ class Bridge:
                     tz=tz,
                 )
             del leads, history  # the plan carries what it needs of them
+            one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
             result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now, lease)
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
@@ -340,6 +353,72 @@ class Bridge:
             raise SyncError(str(exc)) from None
         with gc_paused():
             return table, layout, lead_rows(table, self.config, layout)
+
+    def _restore_keys(self, leads: list[LeadRow], now: datetime) -> list[LeadRow]:
+        """A row that lost its CAPI Key (deleted and typed again, or copied into another tab
+        of the pixel without its CAPI cells) and has no Leadgen ID is the known lead of this
+        pixel with the same e-mail or phone, if one was planned in the last MATCH_WINDOW: it
+        takes that lead's key back (docs/identity-and-dates.md)."""
+        lost = [r for r in leads if r.derived_key]
+        pixel = self.config.meta.pixel_id
+        # Hashing phones costs ~0.2 ms a row: a first pass of a new sheet (every row without a
+        # key) on a pixel with no recent lead skips it.
+        if not lost or not self.ledger.pixel_has_events(pixel, now - MATCH_WINDOW):
+            return leads
+        contacts_of: dict[int, set[str]] = {}
+        for r in lost:
+            if r.derived_key and row_identity(r).startswith("key:"):
+                found = contact_hashes(r.identity, self.config.meta.default_country)
+                if found:
+                    contacts_of[r.row_number] = found
+        if not contacts_of:
+            return leads
+        known = self.ledger.pixel_events(
+            pixel,
+            contacts=set().union(*contacts_of.values()),
+            since=now - MATCH_WINDOW,
+        )
+        if not known:
+            return leads
+        out = []
+        for r in leads:
+            mine = contacts_of.get(r.row_number)
+            matches = [k for k in known if mine and ({k.em, k.ph} & mine)]
+            if matches and not any(k.lead_key == r.key for k in matches):
+                latest = max(matches, key=lambda k: k.first_planned)
+                r = replace(r, key=latest.lead_key)
+            out.append(r)
+        return out
+
+    def _held_elsewhere(self, the_plan: Plan) -> dict[tuple[str, str], str]:
+        """(identity, event name) → where, for the due leads' events that another row or tab of
+        this pixel has sent (or is sending)."""
+        due = the_plan.leads_to_send
+        if not due:
+            return {}
+        mine: dict[str, set[str]] = {}
+        for d in due:
+            mine.setdefault(lead_identity(d.lead_key, d.events[0].user_data), set()).add(d.lead_key)
+        found = self.ledger.pixel_events(
+            self.config.meta.pixel_id,
+            lead_ids=[int(i[5:]) for i in mine if i.startswith("lead:")],
+            keys=[i[4:] for i in mine if i.startswith("key:")],
+        )
+        held: dict[tuple[str, str], str] = {}
+        for p in found:
+            if p.state not in ("sent", "sending"):
+                continue
+            # The lead's identity, or its CAPI Key when this row has no Leadgen ID (a row that
+            # took a known lead's key back is that lead, whatever identity it was sent with).
+            for identity in {p.identity, f"key:{p.lead_key}"} & mine.keys():
+                if p.where == self.sheet_tab and p.lead_key in mine[identity]:
+                    continue  # this row's own event
+                held[(identity, p.event_name)] = (
+                    f"sent from tab {p.tab!r}"
+                    if p.where != self.sheet_tab
+                    else f"sent as {p.lead_key}"
+                )
+        return held
 
     def refuse_if_ledger_behind(
         self,

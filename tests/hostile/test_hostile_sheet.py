@@ -80,6 +80,9 @@ def date_cells(at: datetime) -> list[object]:
     ]
 
 
+# The hostile rows type their text dates day first (24/11/2026), as an Indian sheet does: the
+# sheet's locale says how Sheets and the bridge read them (docs/identity-and-dates.md).
+HOSTILE_LOCALE = "en_IN"
 NOT_DATES: list[object] = ["yesterday", "32/13/2026", "2026-02-30", "soon", "-", 1e12, -5, "⏰"]
 
 
@@ -174,7 +177,7 @@ def test_hostile_sheet_gets_a_plain_words_status_on_every_row_and_meta_refuses_n
     make_world: MakeWorld, world_now: datetime
 ) -> None:
     rows = hostile_rows(world_now)
-    world = make_world(rows, meta={"batch_size": 1000})
+    world = make_world(rows, locale=HOSTILE_LOCALE, meta={"batch_size": 1000})
     result = world.bridge().sync()
 
     sheet = world.rows()
@@ -204,7 +207,7 @@ def test_hostile_sheet_gets_a_plain_words_status_on_every_row_and_meta_refuses_n
 def test_second_pass_over_the_hostile_sheet_sends_nothing_and_writes_nothing(
     make_world: MakeWorld, world_now: datetime
 ) -> None:
-    world = make_world(hostile_rows(world_now, n=2_000, seed=7))
+    world = make_world(hostile_rows(world_now, n=2_000, seed=7), locale=HOSTILE_LOCALE)
     world.bridge().sync()
     sent = world.meta_stats()["events"]
     again = world.bridge().sync()
@@ -231,7 +234,7 @@ def test_bad_header_stops_the_pass_saying_which_header_and_nothing_is_sent(
     make_world: MakeWorld, world_now: datetime, header: list[str], words: list[str]
 ) -> None:
     rows = hostile_rows(world_now, n=50)
-    world = make_world(rows)
+    world = make_world(rows, locale=HOSTILE_LOCALE)
     cells = header or [""] * len(WORLD_HEADER)
     SheetsClient(world.config.sheets).write_cells([(1, i, h) for i, h in enumerate(cells)])
     before = world.rows()

@@ -18,6 +18,8 @@ from sheet_bridge.sheets.table import (
     a1_range,
     col_index,
     col_letter,
+    date_order_evidence,
+    locale_date_order,
     parse_datetime,
     quote_tab,
 )
@@ -239,3 +241,39 @@ def test_cell_error_is_a_table_error() -> None:
 def test_any_serial_number_reads_back_as_the_wall_time_it_encodes(moment: datetime) -> None:
     serial = (moment - datetime(1899, 12, 30)) / timedelta(days=1)
     assert parse_datetime(serial, KOLKATA, "day_first") == moment.replace(tzinfo=KOLKATA)
+
+
+@pytest.mark.parametrize(
+    ("locale", "order"),
+    [
+        ("en_US", "month_first"),
+        ("es_US", "month_first"),
+        ("en_PH", "month_first"),
+        ("en_GB", "day_first"),
+        ("en_IN", "day_first"),
+        ("de_DE", "day_first"),
+        ("xx_XX", "day_first"),
+    ],
+)
+def test_text_dates_follow_the_spreadsheets_locale(locale: str, order: str) -> None:
+    """Sheets renders and reads dates by the spreadsheet's locale
+    (https://developers.google.com/workspace/sheets/api/guides/formats): en_US month first."""
+    assert locale_date_order(locale) == order
+    december_1 = parse_datetime("12/01/2026 09:00", KOLKATA, locale_date_order(locale))
+    assert (december_1.month, december_1.day) == ((12, 1) if order == "month_first" else (1, 12))
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("25/11/2026 09:00", "day_first"),
+        ("11/25/2026", "month_first"),
+        ("01/12/2026", None),
+        ("2026-11-25", None),
+        (46000.5, None),
+    ],
+)
+def test_a_text_date_says_its_order_only_when_one_number_is_above_12(
+    text: object, said: str | None
+) -> None:
+    assert date_order_evidence(text) == said

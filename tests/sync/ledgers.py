@@ -79,7 +79,7 @@ class LedgerWriter:
         `identity`: raw identifiers (Meta keys); by default an e-mail made from the lead key.
         """
         stage = self.stages[event_name]
-        event_id = event_id_for(SHEET, TAB, lead, event_name)
+        event_id = event_id_for("1234567890", f"key:{lead}", event_name)
         event_time = int(at.timestamp())
         answered = at + sent_after
         if state == "expired":

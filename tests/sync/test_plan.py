@@ -27,6 +27,7 @@ from sheet_bridge.sync.plan import (
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 SHEET = "sheet-1"
 TAB = "Leads"  # the config's tab (the default)
+PIXEL = "1234567890"
 EMAIL = "asha@example.com"
 FUNNEL = ["Lead", "QualifiedLead", "Schedule", "StartTrial", "Purchase"]
 
@@ -102,7 +103,7 @@ def lead(
 
 def sent(*names: str, state: str = "sent", **more: Any) -> LeadHistory:
     events = {
-        n: EventRecord(n, event_id_for(SHEET, TAB, "L1", n), state, ts(ago(days=1)), **more)  # type: ignore[arg-type]
+        n: EventRecord(n, event_id_for(PIXEL, "key:L1", n), state, ts(ago(days=1)), **more)  # type: ignore[arg-type]
         for n in names
     }
     return LeadHistory(events=events)
@@ -409,21 +410,32 @@ def test_event_id_is_deterministic_across_runs() -> None:
 def test_event_id_is_the_documented_stable_string() -> None:
     decision = decide(lead("SQL", changed=ago(hours=1)))
     for event in decision.events:
-        assert event.event_id == event_id_for(SHEET, TAB, "L1", event.event_name)
-    # Stable across machines and versions: the digest of sheet, tab, key and event name.
-    digest = hashlib.sha256(b"sheet-1\x1fLeads\x1fL1\x1fSchedule").hexdigest()[:32]
+        assert event.event_id == event_id_for(PIXEL, "key:L1", event.event_name)
+    # Stable across machines, tabs and versions: the digest of pixel, lead identity and event.
+    digest = hashlib.sha256(b"1234567890\x1fkey:L1\x1fSchedule").hexdigest()[:32]
     assert decision.events[-1].event_id == f"sb.{digest}"
 
 
-def test_event_id_differs_per_lead_per_event_per_sheet_and_per_tab() -> None:
+def test_event_id_differs_per_lead_per_event_and_per_pixel() -> None:
     ids = {
-        event_id_for(SHEET, TAB, "L1", "Lead"),
-        event_id_for(SHEET, TAB, "L2", "Lead"),
-        event_id_for(SHEET, TAB, "L1", "Schedule"),
-        event_id_for("sheet-2", TAB, "L1", "Lead"),
-        event_id_for(SHEET, "Brand B", "L1", "Lead"),
+        event_id_for(PIXEL, "key:L1", "Lead"),
+        event_id_for(PIXEL, "key:L2", "Lead"),
+        event_id_for(PIXEL, "key:L1", "Schedule"),
+        event_id_for("999", "key:L1", "Lead"),
+        event_id_for(PIXEL, "lead:123456789012345", "Lead"),
     }
     assert len(ids) == 5
+
+
+def test_event_id_follows_the_leadgen_id_before_the_key() -> None:
+    """One lead, one identity per pixel (docs/identity-and-dates.md): the same Leadgen ID under
+    two CAPI Keys (two tabs, or a row re-added) gives the same event ids."""
+    one = decide(lead("SQL", changed=ago(hours=1), identity={"lead_id": "123456789012345"}))
+    other = decide(
+        lead("SQL", changed=ago(hours=1), identity={"lead_id": "123456789012345"}, key="L9")
+    )
+    assert [e.event_id for e in one.events] == [e.event_id for e in other.events]
+    assert one.events[0].event_id == event_id_for(PIXEL, "lead:123456789012345", "Lead")
 
 
 def test_pixel_event_id_is_reused_for_the_lead_event_only() -> None:
@@ -431,8 +443,8 @@ def test_pixel_event_id_is_reused_for_the_lead_event_only() -> None:
     events = decide(row).events
     assert [e.event_id for e in events] == [
         "px-42",
-        event_id_for(SHEET, TAB, "L1", "QualifiedLead"),
-        event_id_for(SHEET, TAB, "L1", "Schedule"),
+        event_id_for(PIXEL, "key:L1", "QualifiedLead"),
+        event_id_for(PIXEL, "key:L1", "Schedule"),
     ]
     assert events[0].payload["event_id"] == "px-42"
 

@@ -23,7 +23,10 @@ from sheet_bridge.sync.plan import (
     PlannedEvent,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
+# Schema 5 (one lead, one identity per pixel): which pixel each tab sends to (`tab_pixels`, set
+# by every pass), and indexes that find a pixel's leads by Leadgen ID, CAPI Key, e-mail or phone.
+# Nothing stored changes: events keep the ids they were sent with.
 # SQLite: a pass renews its lock every LOCK_LEASE / 4 seconds; a lock not renewed for
 # LOCK_LEASE seconds belongs to a process that died (on any host) and is taken over.
 # (PostgreSQL needs no lease: the server frees a dead holder's advisory lock.)
@@ -112,6 +115,27 @@ class LedgerEvent:
 
 
 @dataclass(frozen=True)
+class PixelEvent:
+    """An event the ledger holds for a lead of a pixel, in whichever tab (`pixel_events`):
+    enough to know who the lead is (its identity, e-mail and phone hashes) and what Meta has."""
+
+    spreadsheet_id: str
+    tab: str
+    lead_key: str
+    event_name: str
+    event_id: str
+    state: str
+    identity: str
+    em: str | None
+    ph: str | None
+    first_planned: float
+
+    @property
+    def where(self) -> SheetTab:
+        return SheetTab(self.spreadsheet_id, self.tab)
+
+
+@dataclass(frozen=True)
 class AdoptedEvent:
     """An event the sheet says Meta already has (or that expired), taken into the ledger."""
 
@@ -187,6 +211,18 @@ class LedgerBackend(Protocol):
     Every method is scoped to one SheetTab; nothing of one tab is visible from another."""
 
     def claim_legacy_rows(self, where: SheetTab) -> int: ...
+    def bind_pixel(self, where: SheetTab, pixel_id: str, now: datetime) -> None: ...
+    def tabs_of_pixel(self, pixel_id: str) -> list[SheetTab]: ...
+    def pixel_has_events(self, pixel_id: str, since: datetime) -> bool: ...
+    def pixel_events(
+        self,
+        pixel_id: str,
+        *,
+        lead_ids: Collection[int] = (),
+        keys: Collection[str] = (),
+        contacts: Collection[str] = (),
+        since: datetime | None = None,
+    ) -> list[PixelEvent]: ...
     def lock(
         self, where: SheetTab, wait: float, lease: float = LOCK_LEASE
     ) -> contextlib.AbstractContextManager[LockLease]: ...

@@ -40,6 +40,7 @@ from sheet_bridge.sync.ledger.contract import (
     LockLost,
     PassRecord,
     PendingEdit,
+    PixelEvent,
     SheetTab,
     SyncBusy,
     UnreadableRecord,
@@ -50,6 +51,9 @@ from sheet_bridge.sync.ledger.records import (
     EVENT_COLUMNS,
     LAST_PASS_COLUMNS,
     PASS_COLUMNS,
+    PIXEL_EVENT_COLUMNS,
+    PIXEL_MATCH_FIELDS,
+    PIXEL_OF_EVENT,
     READABLE_AT,
     adopted_rows,
     baseline_rows,
@@ -60,6 +64,8 @@ from sheet_bridge.sync.ledger.records import (
     ledger_event,
     outcome_rows,
     pass_record,
+    pixel_event,
+    pixel_searches,
     sending_rows,
     summary_json,
     transition_rows,
@@ -143,6 +149,36 @@ CREATE TABLE IF NOT EXISTS passes (
 );
 CREATE INDEX IF NOT EXISTS passes_tab ON passes (spreadsheet_id, tab, id)
 """
+
+
+# Schema 3 (or 4) → 5: one lead, one identity per pixel. Each tab's pixel (set by its passes), and
+# indexes that find a pixel's leads by Leadgen ID, CAPI Key, e-mail or phone hash. Nothing
+# stored changes, so nothing is sent again (docs/identity-and-dates.md).
+def _user_field(name: str, table: str = "") -> str:
+    """A field of the stored user_data JSON, as schema 5's indexes compute it."""
+    return f"({table}user_data::jsonb ->> '{name}')"
+
+
+_SCHEMA_5 = """
+CREATE TABLE IF NOT EXISTS tab_pixels (
+    spreadsheet_id text NOT NULL,
+    tab text NOT NULL,
+    pixel_id text NOT NULL,
+    updated_at double precision NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab)
+);
+CREATE INDEX IF NOT EXISTS tab_pixels_pixel ON tab_pixels (pixel_id);
+CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
+""" + "".join(
+    f"CREATE INDEX IF NOT EXISTS events_{f} ON events (({_user_field(f)}));\n"
+    for f in PIXEL_MATCH_FIELDS
+)
+
+
+def _migrate_to_5(conn: Connection) -> None:
+    """Schema 5, self-contained: new table and indexes only (idempotent)."""
+    conn.execute(_SCHEMA_5)
+
 
 # How a lock holder's connection is kept honest: the server probes an idle lock connection
 # after 30 s and drops it after 3 unanswered probes 10 s apart, so a holder whose host vanished
@@ -294,8 +330,11 @@ class PostgresLedger:
                 if self._schema_version(conn, name) != SCHEMA_VERSION:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("schema", name),))
                     # Again, under the lock: another process may have created it meanwhile.
-                    if self._schema_version(conn, name) == 0:
+                    version = self._schema_version(conn, name)
+                    if version == 0:
                         conn.execute(_TABLES)
+                    if version != SCHEMA_VERSION:
+                        _migrate_to_5(conn)
                         conn.execute(
                             "INSERT INTO ledger_info VALUES ('schema_version', %s) "
                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -335,7 +374,7 @@ class PostgresLedger:
                 f"The ledger {self.display} was written by a newer sheet-bridge (schema "
                 f"{version}, this one knows {SCHEMA_VERSION}); upgrade sheet-bridge"
             )
-        if version not in (0, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
+        if version not in (0, 3, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
             raise LedgerError(
                 f"The ledger {self.display} has no known schema version; nothing was changed. "
                 "Restore it from a backup or point the ledger URL at another database"
@@ -392,6 +431,72 @@ class PostgresLedger:
         conn.execute("SET lock_timeout = 0")
 
     # -- history ---------------------------------------------------------------------------
+    # -- pixels -----------------------------------------------------------------------------
+    def bind_pixel(self, where: SheetTab, pixel_id: str, now: datetime) -> None:
+        """Record which pixel `where` sends to: its leads are that pixel's (pixel_events)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO tab_pixels VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (spreadsheet_id, tab) DO UPDATE SET pixel_id = excluded.pixel_id, "
+                "updated_at = excluded.updated_at WHERE tab_pixels.pixel_id != excluded.pixel_id",
+                (where.spreadsheet_id, where.tab, pixel_id, to_ts(now)),
+            )
+
+    def tabs_of_pixel(self, pixel_id: str) -> list[SheetTab]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT spreadsheet_id, tab FROM tab_pixels WHERE pixel_id = %s ORDER BY 1, 2",
+                (pixel_id,),
+            ).fetchall()
+        return [SheetTab(sid, tab) for sid, tab in rows]
+
+    def pixel_has_events(self, pixel_id: str, since: datetime) -> bool:
+        """Whether any tab of `pixel_id` (or not yet bound to one) planned an event since
+        `since`: a pass skips matching rows by e-mail and phone when none did."""
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT 1 FROM events e LEFT JOIN tab_pixels p ON {PIXEL_OF_EVENT} "
+                "WHERE (p.pixel_id = %s OR p.pixel_id IS NULL) AND e.first_planned >= %s LIMIT 1",
+                (pixel_id, to_ts(since)),
+            ).fetchone()
+        return row is not None
+
+    def pixel_events(
+        self,
+        pixel_id: str,
+        *,
+        lead_ids: Collection[int] = (),
+        keys: Collection[str] = (),
+        contacts: Collection[str] = (),
+        since: datetime | None = None,
+    ) -> list[PixelEvent]:
+        """The events of `pixel_id`'s tabs whose lead has one of these Leadgen IDs or CAPI
+        Keys, or (recorded since `since`) one of these e-mail or phone hashes. A tab no pass has
+        bound to a pixel yet (its rows are from before schema 5) counts as this pixel's: until
+        its own pass names its pixel, nothing it sent is sent again from another tab."""
+        searches = pixel_searches(
+            lambda name: _user_field(name, "e."),
+            str,
+            lead_ids=lead_ids,
+            keys=keys,
+            contacts=contacts,
+            since=since,
+        )
+        found: list[PixelEvent] = []
+        with self._tx() as db:
+            for column, values, after in searches:
+                sql = (
+                    f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e LEFT JOIN tab_pixels p ON "
+                    f"{PIXEL_OF_EVENT} "
+                    f"WHERE (p.pixel_id = %s OR p.pixel_id IS NULL) AND {column} = ANY(%s)"
+                )
+                params: tuple[object, ...] = (pixel_id, values)
+                if after is not None:
+                    sql += " AND e.first_planned >= %s"
+                    params = (*params, to_ts(after))
+                found.extend(pixel_event(r) for r in db.execute(sql, params))
+        return found
+
     def history(
         self, where: SheetTab, keys: Collection[str] | None = None
     ) -> dict[str, LeadHistory]:

@@ -11,7 +11,7 @@ one expression (READABLE_AT) and a time reads back exactly as it was written.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from sheet_bridge.sync.ledger.contract import (
     AdoptedEvent,
     LedgerEvent,
     PassRecord,
+    PixelEvent,
     SheetTab,
     UnreadableRecord,
     describe_at,
@@ -37,6 +38,7 @@ from sheet_bridge.sync.plan import (
     PlannedEvent,
     Transition,
     expired_reason,
+    lead_identity,
 )
 
 # A stored time (`at`, recorded at `recorded_at`) a pass can use: a real date, and plausible
@@ -57,6 +59,15 @@ PASS_COLUMNS = (
     "COALESCE(heartbeat_at, started_at), counts, error, summary"
 )
 LAST_PASS_COLUMNS = "id, tab, trigger, dry_run, started_at, finished_at, counts, error"
+PIXEL_EVENT_COLUMNS = (
+    "e.spreadsheet_id, e.tab, e.lead_key, e.event_name, e.event_id, e.state, e.user_data, "
+    "e.first_planned"
+)
+# Joins an event (e) to its tab's pixel (p, tab_pixels).
+PIXEL_OF_EVENT = "p.spreadsheet_id = e.spreadsheet_id AND p.tab = e.tab"
+# How a pixel's leads are found (schema 5's indexes): by Leadgen ID, CAPI Key, and the hashed
+# e-mail and phone each sent event stored. A cell with several e-mails matches on none.
+PIXEL_MATCH_FIELDS = ("lead_id", "em", "ph")
 
 
 # -- rows written ------------------------------------------------------------------------------
@@ -339,3 +350,49 @@ def last_pass_answer(row: Sequence[Any] | None) -> dict[str, Any]:
         "counts": json.loads(row[6]) if row[6] else {},
         "error": row[7],
     }
+
+
+def pixel_event(row: Sequence[Any]) -> PixelEvent:
+    """A row of PIXEL_EVENT_COLUMNS, with the lead's identity worked out as the planner does
+    (sync/plan.py lead_identity) from what was sent."""
+    sid, tab, key, name, event_id, state, user_json, first_planned = row
+    try:
+        user = json.loads(user_json) if user_json else {}
+    except ValueError:
+        user = {}
+    if not isinstance(user, dict):
+        user = {}
+    em, ph = user.get("em"), user.get("ph")
+    return PixelEvent(
+        sid,
+        tab,
+        key,
+        name,
+        event_id,
+        state,
+        lead_identity(key, user),
+        em if isinstance(em, str) else None,
+        ph if isinstance(ph, str) else None,
+        float(first_planned),
+    )
+
+
+def pixel_searches(
+    user_field: Callable[[str], str],
+    lead_id: Callable[[int], object],
+    *,
+    lead_ids: Collection[int],
+    keys: Collection[str],
+    contacts: Collection[str],
+    since: datetime | None,
+) -> list[tuple[str, list[object], datetime | None]]:
+    """pixel_events' searches, each (SQL expression, values, recorded since): by CAPI Key, by
+    Leadgen ID (as the backend's JSON gives it back: `lead_id`), and by e-mail or phone hash;
+    those with no values left out."""
+    searches: list[tuple[str, list[object], datetime | None]] = [
+        ("e.lead_key", list(keys), None),
+        (user_field("lead_id"), [lead_id(i) for i in lead_ids], None),
+        (user_field("em"), list(contacts), since),
+        (user_field("ph"), list(contacts), since),
+    ]
+    return [s for s in searches if s[1]]

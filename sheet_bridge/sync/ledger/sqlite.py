@@ -32,6 +32,7 @@ from sheet_bridge.sync.ledger.contract import (
     LockLease,
     PassRecord,
     PendingEdit,
+    PixelEvent,
     SheetTab,
     SyncBusy,
     UnreadableRecord,
@@ -42,6 +43,9 @@ from sheet_bridge.sync.ledger.records import (
     EVENT_COLUMNS,
     LAST_PASS_COLUMNS,
     PASS_COLUMNS,
+    PIXEL_EVENT_COLUMNS,
+    PIXEL_MATCH_FIELDS,
+    PIXEL_OF_EVENT,
     READABLE_AT,
     adopted_rows,
     baseline_rows,
@@ -52,6 +56,8 @@ from sheet_bridge.sync.ledger.records import (
     ledger_event,
     outcome_rows,
     pass_record,
+    pixel_event,
+    pixel_searches,
     sending_rows,
     summary_json,
     transition_rows,
@@ -187,6 +193,37 @@ ALTER TABLE passes ADD COLUMN heartbeat_at REAL;
 ALTER TABLE passes ADD COLUMN summary TEXT
 """
 
+
+# Schema 3 (or 4) → 5: one lead, one identity per pixel. Each tab's pixel (set by its passes), and
+# indexes that find a pixel's leads by Leadgen ID, CAPI Key, e-mail or phone hash. Nothing
+# stored changes, so nothing is sent again (docs/identity-and-dates.md).
+def _user_field(name: str, table: str = "") -> str:
+    """A field of the stored user_data JSON, as schema 5's indexes compute it."""
+    column = f"{table}user_data"
+    return f"(CASE WHEN json_valid({column}) THEN json_extract({column}, '$.{name}') END)"
+
+
+_SCHEMA_5 = """
+CREATE TABLE IF NOT EXISTS tab_pixels (
+    spreadsheet_id TEXT NOT NULL,
+    tab TEXT NOT NULL,
+    pixel_id TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab)
+);
+CREATE INDEX IF NOT EXISTS tab_pixels_pixel ON tab_pixels (pixel_id);
+CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
+""" + "".join(
+    f"CREATE INDEX IF NOT EXISTS events_{f} ON events ({_user_field(f)});\n"
+    for f in PIXEL_MATCH_FIELDS
+)
+
+
+def _migrate_to_5(db: sqlite3.Connection) -> None:
+    """Schema 5, self-contained: new table and indexes only (idempotent)."""
+    _run_script(db, _SCHEMA_5)
+
+
 # A stored time the pass can use: a number (SQLite keeps any type it is given), a real date,
 # and plausible for when it was recorded. Anything else is skipped and reported (unreadable).
 _READABLE_AT = (
@@ -287,6 +324,7 @@ class SqliteLedger:
                 self._migrate(db, version)
             elif version == 0:
                 _run_script(db, _TABLES)
+            _migrate_to_5(db)
             db.execute(
                 "INSERT OR REPLACE INTO ledger_info VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -332,7 +370,9 @@ class SqliteLedger:
                 f"The ledger {self.path} was written by a newer sheet-bridge (schema "
                 f"{version}, this one knows {SCHEMA_VERSION}); upgrade sheet-bridge"
             )
-        if version not in (0, 1, 2, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
+        if version not in (0, 1, 2, 3, SCHEMA_VERSION) or (
+            version == 0 and tables != {"ledger_info"}
+        ):
             raise LedgerError(
                 f"The ledger {self.path} has no known schema version; nothing was changed. "
                 "Restore it from a backup or move it aside"
@@ -366,6 +406,78 @@ class SqliteLedger:
                 where,
             )
         return moved
+
+    # -- pixels -----------------------------------------------------------------------------
+    def bind_pixel(self, where: SheetTab, pixel_id: str, now: datetime) -> None:
+        """Record which pixel `where` sends to: its leads are that pixel's (pixel_events)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO tab_pixels VALUES (?, ?, ?, ?) ON CONFLICT (spreadsheet_id, tab) "
+                "DO UPDATE SET pixel_id=excluded.pixel_id, updated_at=excluded.updated_at "
+                "WHERE pixel_id != excluded.pixel_id",
+                (where.spreadsheet_id, where.tab, pixel_id, to_ts(now)),
+            )
+
+    def tabs_of_pixel(self, pixel_id: str) -> list[SheetTab]:
+        rows = self._connect().execute(
+            "SELECT spreadsheet_id, tab FROM tab_pixels WHERE pixel_id=? ORDER BY 1, 2",
+            (pixel_id,),
+        )
+        return [SheetTab(sid, tab) for sid, tab in rows]
+
+    def pixel_has_events(self, pixel_id: str, since: datetime) -> bool:
+        """Whether any tab of `pixel_id` (or not yet bound to one) planned an event since
+        `since`: a pass skips matching rows by e-mail and phone when none did."""
+        row = (
+            self._connect()
+            .execute(
+                f"SELECT 1 FROM events e LEFT JOIN tab_pixels p ON {PIXEL_OF_EVENT} "
+                "WHERE (p.pixel_id = ? OR p.pixel_id IS NULL) AND e.first_planned >= ? LIMIT 1",
+                (pixel_id, to_ts(since)),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def pixel_events(
+        self,
+        pixel_id: str,
+        *,
+        lead_ids: Collection[int] = (),
+        keys: Collection[str] = (),
+        contacts: Collection[str] = (),
+        since: datetime | None = None,
+    ) -> list[PixelEvent]:
+        """The events of `pixel_id`'s tabs whose lead has one of these Leadgen IDs or CAPI
+        Keys, or (recorded since `since`) one of these e-mail or phone hashes. A tab no pass has
+        bound to a pixel yet (its rows are from before schema 5) counts as this pixel's: until
+        its own pass names its pixel, nothing it sent is sent again from another tab."""
+        searches = pixel_searches(
+            lambda name: _user_field(name, "e."),
+            int,
+            lead_ids=lead_ids,
+            keys=keys,
+            contacts=contacts,
+            since=since,
+        )
+        found: list[PixelEvent] = []
+        db = self._connect()
+        try:
+            for column, values, after in searches:
+                sql = (
+                    f"SELECT {PIXEL_EVENT_COLUMNS} FROM events e LEFT JOIN tab_pixels p ON "
+                    f"{PIXEL_OF_EVENT} "
+                    f"WHERE (p.pixel_id = ? OR p.pixel_id IS NULL) AND {column} IN "
+                    "(SELECT value FROM json_each(?))"
+                )
+                params: tuple[object, ...] = (pixel_id, json.dumps(values))
+                if after is not None:
+                    sql += " AND e.first_planned >= ?"
+                    params = (*params, to_ts(after))
+                found.extend(pixel_event(r) for r in db.execute(sql, params))
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from None
+        return found
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
