@@ -22,7 +22,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.datastructures import MultiDict
 
-from sheet_bridge.sheets.table import col_index, col_letter, quote_tab
+from sheet_bridge.sheets.table import col_index, col_letter, locale_date_order, quote_tab
 
 Cell = str | int | float | bool
 Rows = list[list[Cell]]
@@ -307,8 +307,6 @@ _TYPED_ISO = re.compile(r"\s*(\d{4})-(\d{1,2})-(\d{1,2})(?:\s+(\d{1,2}):(\d{2})(
 _TYPED_LOCAL = re.compile(
     r"\s*(\d{1,2})([/.])(\d{1,2})\2(\d{4})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*"
 )
-# Locales whose dates are written month first (Sheets reads "10/4/2026" as 4 October there).
-_MONTH_FIRST = frozenset({"en_US", "en_PH", "es_US", "en_CA", "fil_PH"})
 
 
 def typed_date(text: str, locale: str = DEFAULT_LOCALE) -> tuple[float, NumberFormat] | None:
@@ -327,7 +325,7 @@ def typed_date(text: str, locale: str = DEFAULT_LOCALE) -> tuple[float, NumberFo
         if not m:
             return None
         first, sep, second, y = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-        month_first = sep == "/" and locale in _MONTH_FIRST
+        month_first = sep == "/" and locale_date_order(locale) == "month_first"
         mo, d = (first, second) if month_first else (second, first)
         clock = m.group(5, 6, 7)
         day = "m/d/yyyy" if month_first else f"d{sep}m{sep}yyyy"
