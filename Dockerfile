@@ -30,8 +30,10 @@ ENV PORT=8080 \
     SHEET_BRIDGE_CONFIG=/config
 EXPOSE 8080
 
-# /healthz answers without auth and touches neither the sheet nor Meta.
+# The health check on its own port, answered by gunicorn's master from the workers' heartbeats:
+# slow clients holding the request threads cannot make it fail (docs/operating.md). It answers
+# without auth and touches neither the sheet nor Meta.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SHEET_BRIDGE_HEALTH_PORT', '8081'), timeout=4)"]
 
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "sheet_bridge.web.app:create_app()"]

@@ -14,6 +14,7 @@ from typing import Any
 import sheet_bridge
 from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
 from sheet_bridge.meta.client import CapiClient
+from sheet_bridge.metrics import count_pass
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync.collector import gc_pass, gc_paused
@@ -312,11 +313,14 @@ class Bridge:
                 error=type(exc).__name__,
                 summary={"error": failure_words(exc)},
             )
+            count_pass("failed")
             raise
         result.seconds = time.monotonic() - started
         ledger.finish_pass(
             pass_id, result.counts, self.clock(), error=result.halted, summary=result.summary()
         )
+        outcome = "preview" if dry_run else "halted" if result.halted else "done"
+        count_pass(outcome, (e[2] for r in result.rows for e in r.logged))
         log.info("pass %s on %s: %s (%.2f s)", trigger, where, result.counts, result.seconds)
         return result
 
