@@ -5,6 +5,7 @@ sockets on loopback (docs/operating.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -54,10 +55,8 @@ class Slowloris:
     def _drip(self) -> None:
         while not self.stop.wait(1.0):
             for s in self.socks:
-                try:
+                with contextlib.suppress(OSError):
                     s.sendall(b"X")
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.stop.set()
@@ -104,7 +103,9 @@ def test_the_images_health_check_answers_while_slow_clients_hold_every_request_t
 
 
 @pytest.fixture
-def metrics_env(stand_ins: tuple[Path, MetaGate, str], sqlite_ledger: str) -> Iterator[dict[str, str]]:
+def metrics_env(
+    stand_ins: tuple[Path, MetaGate, str], sqlite_ledger: str
+) -> Iterator[dict[str, str]]:
     folder, _, _ = stand_ins
     yield documented_env(
         folder, sqlite_ledger, K_SERVICE="sheet-bridge", GOOGLE_CLOUD_PROJECT="acme-crm"
