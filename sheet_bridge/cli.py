@@ -6,9 +6,10 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn, TextIO
 
 import click
 
@@ -80,19 +81,68 @@ def demo(data_dir: Path, as_json: bool, serve: bool, port: int) -> None:
         serve_playground(data_dir, port=port)
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    words = {"read": "reading the sheet", "send": "sending to Meta", "write": "writing back"}
-    if stage == "send":
-        click.echo(f"  {words[stage]}: {done}/{total} events", err=True)
-    elif done == 0:
-        click.echo(f"  {words.get(stage, stage)}…", err=True)
+class PassBar:
+    """A pass's progress on a terminal: a click progress bar per phase (reading, sending,
+    writing back), shown only once the pass has run `delay` seconds, so a short pass prints
+    nothing. Written to `stream` (stderr), leaving stdout to the table or the JSON."""
+
+    WORDS: ClassVar[dict[str, str]] = {
+        "read": "Reading the sheet",
+        "send": "Sending to Meta",
+        "write": "Writing back",
+    }
+
+    def __init__(self, stream: TextIO, delay: float = 1.0) -> None:
+        self.stream = stream
+        self.delay = delay
+        self.started = time.monotonic()
+        self.phase: str | None = None
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+        if total <= 1 or time.monotonic() - self.started < self.delay:
+            return
+        if self.bar is None:
+            label = self.WORDS.get(phase, phase)
+            self.bar = click.progressbar(
+                length=total, label=label, file=self.stream, show_pos=True, show_percent=True
+            )
+            self.bar.__enter__()
+            self.shown = 0
+        step = min(done, total) - self.shown
+        if step > 0:
+            self.bar.update(step)
+            self.shown += step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def pass_bar(as_json: bool) -> PassBar | None:
+    """The progress bar for a pass: None under --json and when stderr is not a terminal
+    (a cron job's or a systemd timer's log gets the summary only)."""
+    stream = sys.stderr
+    return None if as_json or not stream.isatty() else PassBar(stream)
 
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
 @click.option("--dry-run", is_flag=True, help="Plan only: nothing is sent or written.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
+@click.option(
+    "--trigger",
+    type=click.Choice(["cli", "hourly"]),
+    default="cli",
+    show_default=True,
+    help="hourly: a scheduled pass (a systemd timer, cron); three failing in a row is an alert.",
+)
+def sync(config_path: str, dry_run: bool, as_json: bool, trigger: str) -> None:
     """One full pass over the sheet. Exit 0 when the pass ran (row failures are reported)."""
     from sheet_bridge.local.demo import format_table, summary_line
     from sheet_bridge.sync.run import Bridge
@@ -106,9 +156,12 @@ def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
                 f"{config.meta.access_token_env} (generate a CAPI token in Events Manager), "
                 "or use --dry-run"
             )
-        result = bridge.sync(
-            dry_run=dry_run, trigger="cli", progress=None if as_json else _progress
-        )
+        bar = pass_bar(as_json)
+        try:
+            result = bridge.sync(dry_run=dry_run, trigger=trigger, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
