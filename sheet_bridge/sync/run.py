@@ -232,7 +232,29 @@ class Bridge:
             if on_start is not None:
                 on_start(pass_id)
             with PassProgress(self.ledger, pass_id, self.clock, progress) as recorded:
-                return self._pass(pass_id, now, dry_run, keys, rows, trigger, recorded, lease, read)
+                result = self._pass(
+                    pass_id, now, dry_run, keys, rows, trigger, recorded, lease, read
+                )
+            if full and not dry_run:
+                self._prune(now)
+            return result
+
+    def _prune(self, now: datetime) -> None:
+        """Old pass records' answers dropped, older records deleted (ledger/contract.py
+        KEEP_PASSES…): a ledger no longer grows by a pass's answer every hour. A ledger that
+        cannot be pruned now is pruned after the next pass."""
+        try:
+            dropped, deleted = self.ledger.prune_passes(self.sheet_tab, now)
+        except LedgerError as exc:
+            log.warning("could not prune old passes of %s: %s", self.sheet_tab, exc)
+            return
+        if dropped or deleted:
+            log.info(
+                "pruned %s: %d old pass answer(s) dropped, %d pass record(s) deleted",
+                self.sheet_tab,
+                dropped,
+                deleted,
+            )
 
     def _close_lost_passes(self, now: datetime) -> None:
         """Record as lost every pass of this tab still shown running. This pass holds the
