@@ -1,4 +1,5 @@
-"""The `sheet-bridge` command: demo, sync, adopt, check, report, audience, serve, emulate."""
+"""The `sheet-bridge` command: demo, sync, adopt, backup, check, report, audience, serve,
+emulate."""
 
 from __future__ import annotations
 
@@ -193,6 +194,40 @@ def adopt(config_path: str, as_json: bool) -> None:
     with _pass_errors():
         result = adopt_sheet(Bridge.from_config(config))
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.text())
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The copy to write (a new file).",
+)
+def backup(config_path: str, out_path: Path) -> None:
+    """Copy the SQLite ledger while passes run (SQLite's online backup; PostgreSQL: pg_dump)."""
+    from sheet_bridge.config import is_ledger_url
+    from sheet_bridge.sync.ledger import SqliteLedger
+
+    config = _load(config_path)
+    location = config.ledger_location()
+    if is_ledger_url(location):
+        _fail(
+            "the ledger is on PostgreSQL: back it up with pg_dump --format=custom "
+            '(docs/operating.md "Backups")'
+        )
+    if not Path(location).exists():
+        _fail(f"no ledger at {location}: nothing to back up")
+    if out_path.exists():
+        _fail(f"{out_path} exists: name a new file (a backup never overwrites one)")
+    with _pass_errors():
+        ledger = SqliteLedger(location)
+        try:
+            events = ledger.backup(out_path)
+        finally:
+            ledger.close()
+    click.echo(f"Ledger copied to {out_path} ({events} events).")
 
 
 @main.command()

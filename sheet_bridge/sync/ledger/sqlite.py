@@ -248,6 +248,27 @@ class SqliteLedger:
             self._local.conn = conn
         return conn
 
+    def backup(self, out: Path) -> int:
+        """Copy the ledger to `out` with SQLite's online backup (https://sqlite.org/backup.html):
+        a consistent copy while passes run, written beside `out` and moved into place once
+        checked. The number of events copied."""
+        partial = out.with_name(out.name + ".partial")
+        partial.unlink(missing_ok=True)
+        try:
+            copy = sqlite3.connect(partial, isolation_level=None)
+            try:
+                self._connect().backup(copy)
+                if copy.execute("PRAGMA integrity_check").fetchone() != ("ok",):
+                    raise LedgerError(f"the copy of {self.path} failed SQLite's integrity check")
+                events: int = copy.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            finally:
+                copy.close()
+            os.replace(partial, out)
+        except sqlite3.Error as exc:
+            partial.unlink(missing_ok=True)
+            raise self._explain(exc) from None
+        return events
+
     def _explain(self, exc: sqlite3.Error) -> LedgerError:
         text = str(exc)
         if "locked" in text or "busy" in text:
