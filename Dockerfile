@@ -13,9 +13,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Installed from a copy of the source that is then removed: the image holds the package in
 # site-packages, gunicorn and psycopg (binary wheel, libpq included), and no compiler or git.
-COPY pyproject.toml README.md /tmp/src/
+# constraints.txt pins every dependency (and theirs) to the versions the tests ran against.
+COPY pyproject.toml README.md constraints.txt /tmp/src/
 COPY sheet_bridge /tmp/src/sheet_bridge
-RUN pip install '/tmp/src[server,postgres]' \
+RUN pip install --constraint /tmp/src/constraints.txt '/tmp/src[server,postgres]' \
     && rm -rf /tmp/src \
     && groupadd --system --gid 10001 sheetbridge \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin sheetbridge \
