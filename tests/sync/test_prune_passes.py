@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sheet_bridge.sync.ledger import KEEP_PASSES, RECORD_DAYS, SUMMARY_DAYS
 from tests.conftest import World, lead_row
 
 MakeWorld = Callable[..., World]
+# The rules docs/operating.md states (sheet_bridge/sync/ledger/contract.py KEEP_PASSES…).
+KEEP_PASSES, SUMMARY_DAYS, RECORD_DAYS = 50, 7, 90
 BIG_ANSWER = {"attention": [{"row": i, "message": "x" * 200} for i in range(1500)]}
 
 
