@@ -20,7 +20,7 @@ import itertools
 import logging
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -31,11 +31,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.ledger.contract import (
-    KEEP_PASSES,
     LOCK_LEASE,
-    RECORD_DAYS,
     SCHEMA_VERSION,
-    SUMMARY_DAYS,
     AdoptedEvent,
     LedgerError,
     LedgerEvent,
@@ -63,6 +60,7 @@ from sheet_bridge.sync.ledger.records import (
     ledger_event,
     outcome_rows,
     pass_record,
+    prune_statements,
     sending_rows,
     summary_json,
     transition_rows,
@@ -732,29 +730,12 @@ class PostgresLedger:
     def prune_passes(self, where: SheetTab, now: datetime) -> tuple[int, int]:
         """Drop old passes' answers and delete older passes (contract.py KEEP_PASSES,
         SUMMARY_DAYS, RECORD_DAYS); (answers dropped, records deleted)."""
-        tab = (where.spreadsheet_id, where.tab)
-        newest = (
-            "SELECT id FROM passes WHERE spreadsheet_id = %s AND tab = %s ORDER BY id DESC LIMIT %s"
-        )
-        last_full = (
-            "SELECT COALESCE(MAX(id), -1) FROM passes WHERE spreadsheet_id = %s AND tab = %s "
-            'AND NOT dry_run AND finished_at IS NOT NULL AND error IS NULL AND "full"'
-        )
-        old = (
-            f"spreadsheet_id = %s AND tab = %s AND finished_at IS NOT NULL AND started_at < %s "
-            f"AND id NOT IN ({newest})"
-        )
-        summaries_before = to_ts(now - timedelta(days=SUMMARY_DAYS))
-        records_before = to_ts(now - timedelta(days=RECORD_DAYS))
+        full_pass = 'NOT dry_run AND finished_at IS NOT NULL AND error IS NULL AND "full"'
         with self._tx() as db:
-            dropped = db.execute(
-                f"UPDATE passes SET summary = NULL WHERE summary IS NOT NULL AND {old}",
-                (*tab, summaries_before, *tab, KEEP_PASSES),
-            ).rowcount
-            deleted = db.execute(
-                f"DELETE FROM passes WHERE {old} AND id <> ({last_full})",
-                (*tab, records_before, *tab, KEEP_PASSES, *tab),
-            ).rowcount
+            dropped, deleted = (
+                db.execute(sql, params).rowcount
+                for sql, params in prune_statements(where, now, "%s", full_pass)
+            )
         return dropped, deleted
 
     def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]:
