@@ -13,9 +13,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Installed from a copy of the source that is then removed: the image holds the package in
 # site-packages, gunicorn and psycopg (binary wheel, libpq included), and no compiler or git.
-COPY pyproject.toml README.md /tmp/src/
+# constraints.txt pins every dependency (and theirs) to the versions the tests ran against.
+COPY pyproject.toml README.md constraints.txt /tmp/src/
 COPY sheet_bridge /tmp/src/sheet_bridge
-RUN pip install '/tmp/src[server,postgres]' \
+RUN pip install --constraint /tmp/src/constraints.txt '/tmp/src[server,postgres]' \
     && rm -rf /tmp/src \
     && groupadd --system --gid 10001 sheetbridge \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin sheetbridge \
@@ -30,8 +31,10 @@ ENV PORT=8080 \
     SHEET_BRIDGE_CONFIG=/config
 EXPOSE 8080
 
-# /healthz answers without auth and touches neither the sheet nor Meta.
+# The health check on its own port, answered by gunicorn's master from the workers' heartbeats:
+# slow clients holding the request threads cannot make it fail (docs/operating.md). It answers
+# without auth and touches neither the sheet nor Meta.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SHEET_BRIDGE_HEALTH_PORT', '8081'), timeout=4)"]
 
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "sheet_bridge.web.app:create_app()"]

@@ -5,7 +5,9 @@
 The app reads SHEET_BRIDGE_CONFIG (a bridge .toml or a folder of them), SHEET_BRIDGE_LEDGER
 and its secrets from the environment. These settings read PORT (default 8080),
 SHEET_BRIDGE_HOST (default 0.0.0.0), WEB_CONCURRENCY (workers, default 4) and
-GUNICORN_THREADS (default 8); GUNICORN_CMD_ARGS overrides anything here.
+GUNICORN_THREADS (default 8), SHEET_BRIDGE_HEALTH_PORT / SHEET_BRIDGE_HEALTH_HOST (the health
+check, below) and SHEET_BRIDGE_LOG_FORMAT (docs/operating.md); GUNICORN_CMD_ARGS overrides
+anything here.
 
 How a request and a pass relate (sheet_bridge/web/passes.py): POST /api/sync starts the pass
 in a thread of its own and waits for it at most `wait` seconds (at most 25); a longer pass
@@ -18,14 +20,29 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from typing import Any
+
+# /metrics adds up every worker's counters: prometheus_client's multiprocess mode, where each
+# worker writes its counts to files in this folder (in memory where /dev/shm exists). It must
+# be set before prometheus_client is first imported, so before the import below; a fresh
+# folder per start, as prometheus_client asks
+# (https://prometheus.github.io/client_python/multiprocess/).
+_METRICS_DIR_OWNED = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _METRICS_DIR_OWNED:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="sheet-bridge-metrics-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
 
 # Imported once in the master (before workers fork): every worker starts with Flask, the Google
 # client, pydantic and psycopg already loaded and shares their pages copy-on-write. The app
 # itself is NOT preloaded (see preload_app).
-import sheet_bridge.web.app  # noqa: F401
-from sheet_bridge.web.api import MAX_WAIT
-from sheet_bridge.web.passes import finish_running_passes
+import sheet_bridge.web.app  # noqa: E402, F401
+from sheet_bridge import logs  # noqa: E402
+from sheet_bridge.web.api import MAX_WAIT  # noqa: E402
+from sheet_bridge.web.health import DEFAULT_PORT, live_workers, start_health_listener  # noqa: E402
+from sheet_bridge.web.passes import finish_running_passes  # noqa: E402
 
 bind = [f"{os.environ.get('SHEET_BRIDGE_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"]
 
@@ -72,19 +89,68 @@ errorlog = "-"
 loglevel = "info"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 proc_name = "sheet-bridge"
+# SHEET_BRIDGE_LOG_FORMAT=json (the default on Cloud Run): gunicorn's own lines too are one
+# JSON object each, with the severity Cloud Logging reads (sheet_bridge/logs.py).
+if logs.log_format(os.environ) == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "sheet_bridge.logs.JsonFormatter"}},
+        # gunicorn's own defaults name these two handlers; both write JSON here.
+        "handlers": {
+            name: {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            }
+            for name in ("console", "error_console")
+        },
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        },
+    }
 # The workers' heartbeat files in memory: on a container's overlay filesystem a disk write can
 # stall long enough for gunicorn to think a worker hung.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
+# The health check slow clients cannot starve (sheet_bridge/web/health.py): GET /healthz on
+# SHEET_BRIDGE_HEALTH_PORT (default 8081; "off" for none; 0 picks a free port), answered by
+# the master from the workers' heartbeats, on SHEET_BRIDGE_HEALTH_HOST (default loopback: the
+# Dockerfile's HEALTHCHECK runs inside the container).
+_health: list[Any] = []
+
+
+def when_ready(server: Any) -> None:
+    port = os.environ.get("SHEET_BRIDGE_HEALTH_PORT", str(DEFAULT_PORT)).strip()
+    if port.lower() == "off":
+        return
+    host = os.environ.get("SHEET_BRIDGE_HEALTH_HOST", "127.0.0.1")
+    listener = start_health_listener(host, int(port), lambda: live_workers(server))
+    _health.append(listener)
+    server.log.info("Health check at: http://%s:%s/healthz", host, listener.server_address[1])
+
+
 def post_fork(server: Any, worker: Any) -> None:
-    """sheet-bridge's own log lines (a pass's counts, a lock taken over, a lost pass) go where
-    gunicorn's error log goes; they never carry the Meta token or a lead's e-mail or phone."""
-    ours = logging.getLogger("sheet_bridge")
-    ours.setLevel(logging.INFO)
-    for handler in server.log.error_log.handlers:
-        ours.addHandler(handler)
-    ours.propagate = False
+    """sheet-bridge's own log lines (a pass's counts, a lock taken over, a lost pass) go to
+    stderr in the configured format (text, or JSON for Cloud Logging) with the request id;
+    they never carry the Meta token or a lead's e-mail or phone (sheet_bridge/logs.py)."""
+    for listener in _health:  # the master's socket: not the worker's to hold
+        listener.socket.close()
+    logs.install(os.environ, level=logging.INFO)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    if _METRICS_DIR_OWNED:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -243,7 +243,7 @@ def child_bridge(workdir: Path, *, with_capi: bool, in_flight: int | None = IN_F
     (`in_flight` None: a version from before the setting, which it would refuse)."""
     from sheet_bridge.config import parse_config
     from sheet_bridge.sheets.client import SheetsClient
-    from sheet_bridge.sync.ledger import SqliteLedger
+    from sheet_bridge.sync.ledger import open_ledger
     from sheet_bridge.sync.run import Bridge, capi_client
 
     sheets_url, meta_url = os.environ["BENCH_SHEETS_URL"], os.environ["BENCH_META_URL"]
@@ -251,10 +251,12 @@ def child_bridge(workdir: Path, *, with_capi: bool, in_flight: int | None = IN_F
         config_data(sheets_url, meta_url, workdir / "ledger.db", in_flight),
         source=str(workdir / "b.toml"),
     )
+    # BENCH_LEDGER: a postgresql:// URL (an empty schema of its own) to time that ledger instead.
+    location = os.environ.get("BENCH_LEDGER") or config.ledger_location({})
     return Bridge(
         config,
         sheets=SheetsClient(config.sheets),
-        ledger=SqliteLedger(config.ledger_location({})),
+        ledger=open_ledger(location),
         capi=capi_client(config.meta, TOKEN) if with_capi else None,
     )
 

@@ -1,4 +1,5 @@
-"""The `sheet-bridge` command: demo, sync, adopt, check, report, audience, serve, emulate."""
+"""The `sheet-bridge` command: demo, sync, adopt, backup, check, report, audience, serve,
+emulate."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn, TextIO
 
 import click
 
@@ -85,19 +87,68 @@ def demo(data_dir: Path, as_json: bool, serve: bool, port: int | None) -> None:
         serve_playground(data_dir, port=port)
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    words = {"read": "reading the sheet", "send": "sending to Meta", "write": "writing back"}
-    if stage == "send":
-        click.echo(f"  {words[stage]}: {done}/{total} events", err=True)
-    elif done == 0:
-        click.echo(f"  {words.get(stage, stage)}…", err=True)
+class PassBar:
+    """A pass's progress on a terminal: a click progress bar per phase (reading, sending,
+    writing back), shown only once the pass has run `delay` seconds, so a short pass prints
+    nothing. Written to `stream` (stderr), leaving stdout to the table or the JSON."""
+
+    WORDS: ClassVar[dict[str, str]] = {
+        "read": "Reading the sheet",
+        "send": "Sending to Meta",
+        "write": "Writing back",
+    }
+
+    def __init__(self, stream: TextIO, delay: float = 1.0) -> None:
+        self.stream = stream
+        self.delay = delay
+        self.started = time.monotonic()
+        self.phase: str | None = None
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.close()
+            self.phase = phase
+        if total <= 1 or time.monotonic() - self.started < self.delay:
+            return
+        if self.bar is None:
+            label = self.WORDS.get(phase, phase)
+            self.bar = click.progressbar(
+                length=total, label=label, file=self.stream, show_pos=True, show_percent=True
+            )
+            self.bar.__enter__()
+            self.shown = 0
+        step = min(done, total) - self.shown
+        if step > 0:
+            self.bar.update(step)
+            self.shown += step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def pass_bar(as_json: bool) -> PassBar | None:
+    """The progress bar for a pass: None under --json and when stderr is not a terminal
+    (a cron job's or a systemd timer's log gets the summary only)."""
+    stream = sys.stderr
+    return None if as_json or not stream.isatty() else PassBar(stream)
 
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
 @click.option("--dry-run", is_flag=True, help="Plan only: nothing is sent or written.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
+@click.option(
+    "--trigger",
+    type=click.Choice(["cli", "hourly"]),
+    default="cli",
+    show_default=True,
+    help="hourly: a scheduled pass (a systemd timer, cron); three failing in a row is an alert.",
+)
+def sync(config_path: str, dry_run: bool, as_json: bool, trigger: str) -> None:
     """One full pass over the sheet. Exit 0 when the pass ran (row failures are reported)."""
     from sheet_bridge.local.demo import format_table, summary_line
     from sheet_bridge.sync.run import Bridge
@@ -111,9 +162,12 @@ def sync(config_path: str, dry_run: bool, as_json: bool) -> None:
                 f"{config.meta.access_token_env} (generate a CAPI token in Events Manager), "
                 "or use --dry-run"
             )
-        result = bridge.sync(
-            dry_run=dry_run, trigger="cli", progress=None if as_json else _progress
-        )
+        bar = pass_bar(as_json)
+        try:
+            result = bridge.sync(dry_run=dry_run, trigger=trigger, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -145,6 +199,40 @@ def adopt(config_path: str, as_json: bool) -> None:
     with _pass_errors():
         result = adopt_sheet(Bridge.from_config(config))
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.text())
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The copy to write (a new file).",
+)
+def backup(config_path: str, out_path: Path) -> None:
+    """Copy the SQLite ledger while passes run (SQLite's online backup; PostgreSQL: pg_dump)."""
+    from sheet_bridge.config import is_ledger_url
+    from sheet_bridge.sync.ledger import SqliteLedger
+
+    config = _load(config_path)
+    location = config.ledger_location()
+    if is_ledger_url(location):
+        _fail(
+            "the ledger is on PostgreSQL: back it up with pg_dump --format=custom "
+            '(docs/operating.md "Backups")'
+        )
+    if not Path(location).exists():
+        _fail(f"no ledger at {location}: nothing to back up")
+    if out_path.exists():
+        _fail(f"{out_path} exists: name a new file (a backup never overwrites one)")
+    with _pass_errors():
+        ledger = SqliteLedger(location)
+        try:
+            events = ledger.backup(out_path)
+        finally:
+            ledger.close()
+    click.echo(f"Ledger copied to {out_path} ({events} events).")
 
 
 @main.command()

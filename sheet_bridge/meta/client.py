@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from sheet_bridge.metrics import META_REQUEST_SECONDS
+
 log = logging.getLogger(__name__)
 
 # docs/meta-errors.md: Meta takes at most 1,000 events per request.
@@ -634,7 +636,8 @@ class CapiClient:
             self.requests_made += 1
         log.debug("POST %s with %s events", self.url, len(batch))
         try:
-            response = self._http.post(self.url, json=body)
+            with META_REQUEST_SECONDS.time():
+                response = self._http.post(self.url, json=body)
         except httpx.TimeoutException:
             return _Answer(None, None, None, "timed out")
         except httpx.TransportError as exc:

@@ -15,6 +15,7 @@ import sheet_bridge
 from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
 from sheet_bridge.meta.client import CapiClient
 from sheet_bridge.meta.identity import contact_hashes
+from sheet_bridge.metrics import count_pass
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync.collector import gc_pass, gc_paused
@@ -240,7 +241,29 @@ class Bridge:
             if on_start is not None:
                 on_start(pass_id)
             with PassProgress(self.ledger, pass_id, self.clock, progress) as recorded:
-                return self._pass(pass_id, now, dry_run, keys, rows, trigger, recorded, lease, read)
+                result = self._pass(
+                    pass_id, now, dry_run, keys, rows, trigger, recorded, lease, read
+                )
+            if full and not dry_run:
+                self._prune(now)
+            return result
+
+    def _prune(self, now: datetime) -> None:
+        """Old pass records' answers dropped, older records deleted (ledger/contract.py
+        KEEP_PASSES…): a ledger no longer grows by a pass's answer every hour. A ledger that
+        cannot be pruned now is pruned after the next pass."""
+        try:
+            dropped, deleted = self.ledger.prune_passes(self.sheet_tab, now)
+        except LedgerError as exc:
+            log.warning("could not prune old passes of %s: %s", self.sheet_tab, exc)
+            return
+        if dropped or deleted:
+            log.info(
+                "pruned %s: %d old pass answer(s) dropped, %d pass record(s) deleted",
+                self.sheet_tab,
+                dropped,
+                deleted,
+            )
 
     def _close_lost_passes(self, now: datetime) -> None:
         """Record as lost every pass of this tab still shown running. This pass holds the
@@ -325,11 +348,14 @@ class Bridge:
                 error=type(exc).__name__,
                 summary={"error": failure_words(exc)},
             )
+            count_pass("failed")
             raise
         result.seconds = time.monotonic() - started
         ledger.finish_pass(
             pass_id, result.counts, self.clock(), error=result.halted, summary=result.summary()
         )
+        outcome = "preview" if dry_run else "halted" if result.halted else "done"
+        count_pass(outcome, (e[2] for r in result.rows for e in r.logged))
         log.info("pass %s on %s: %s (%.2f s)", trigger, where, result.counts, result.seconds)
         return result
 

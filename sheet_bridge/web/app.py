@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from sheet_bridge import logs
 from sheet_bridge.config import BridgeConfig, ConfigError, load_configs
 from sheet_bridge.sheets.client import SheetsError
 from sheet_bridge.sync.ledger import LedgerBackend, LedgerError, open_ledger
 from sheet_bridge.sync.run import Bridge, SyncError
 from sheet_bridge.web.api import api
 from sheet_bridge.web.auth import Authenticator, TokenVerifier, google_verifier, setup_problem
+from sheet_bridge.web.metrics import exposition
 from sheet_bridge.web.registry import BridgeRegistry
 
 
@@ -26,6 +31,11 @@ class StartupError(Exception):
 
 # gunicorn's exit status for "App failed to load": the arbiter stops instead of re-spawning.
 APP_LOAD_ERROR = 4
+# A caller's (or a load balancer's) X-Request-Id is kept when it looks like an id; else one is
+# made. Either way the answer carries it, and so does every log line of the request.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+log = logging.getLogger(__name__)
 
 
 def _configs(
@@ -113,6 +123,7 @@ def _create_app(
         bridges = _bridges(configs, env)
     for b in bridges:
         _check_auth(b.config, env)
+        logs.redact_values([b.config.meta.access_token(env), b.config.server.shared_secret(env)])
     if verifier is None and any(b.config.server.id_token_audience for b in bridges):
         verifier = google_verifier()  # one certificate cache for every bridge
     authenticators = [Authenticator(b.config.server, env, verifier) for b in bridges]
@@ -123,9 +134,37 @@ def _create_app(
 
     app.register_blueprint(api)
 
+    project = env.get("GOOGLE_CLOUD_PROJECT")
+
+    @app.before_request
+    def identify() -> None:
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.log_context = (
+            logs.REQUEST_ID.set(g.request_id),
+            logs.TRACE.set(logs.trace_field(request.headers.get("X-Cloud-Trace-Context"), project)),
+        )
+
+    @app.after_request
+    def tag(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        return response
+
+    @app.teardown_request
+    def forget(exc: BaseException | None) -> None:
+        tokens = g.pop("log_context", None)
+        if tokens is not None:  # the thread serves other requests next
+            logs.REQUEST_ID.reset(tokens[0])
+            logs.TRACE.reset(tokens[1])
+
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify({"ok": True})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        body, content_type = exposition(app.extensions["sheet_bridge"].all())
+        return Response(body, content_type=content_type)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -140,9 +179,19 @@ def _create_app(
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
-        app.logger.error("unexpected %s", type(exc).__name__)
+        log.error(
+            "unexpected %s answering %s %s",
+            type(exc).__name__,
+            request.method,
+            request.path,
+            exc_info=exc,
+        )
         body: dict[str, Any] = {
-            "error": {"code": "internal", "message": "unexpected error; see the server log"}
+            "error": {
+                "code": "internal",
+                "message": "unexpected error; see the server log",
+                "request_id": g.get("request_id"),
+            }
         }
         return jsonify(body), 500
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import http.client
 import json
 import logging
 import re
+import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,12 +53,92 @@ class CertificatesUnavailable(Exception):
     """Google's signing certificates could not be fetched (or failed moments ago)."""
 
 
+# Google's certificate documents are a few KB; a reply far longer is not one.
+MAX_CERTIFICATES_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class CertificatesResponse:
+    """What google-auth's id_token reads of a transport response: status, headers, data."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: bytes
+
+
+def fetch_within(url: str, deadline: float, clock: Callable[[], float] = time.monotonic) -> Any:
+    """GET `url` and read the whole reply before the monotonic `deadline`: every connect and
+    every read waits at most the time left, so a server that trickles a byte at a time is
+    given up on at the deadline (a per-read timeout alone never fires while bytes arrive).
+    Goes direct, without a proxy. Raises TimeoutError or OSError."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url}")
+
+    def left() -> float:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise TimeoutError(f"no complete answer from {parts.hostname} in time")
+        return remaining
+
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=left(), context=ssl.create_default_context()
+        )
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=left())
+    try:
+        connection.connect()
+        sock = connection.sock  # kept: http.client lets go of it once the reply will close
+        assert sock is not None
+        connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else "") or "/")
+        sock.settimeout(left())
+        response = connection.getresponse()
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            sock.settimeout(left())
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_CERTIFICATES_BYTES:
+                raise ValueError(f"more than {MAX_CERTIFICATES_BYTES} bytes")
+            chunks.append(chunk)
+        return CertificatesResponse(response.status, dict(response.getheaders()), b"".join(chunks))
+    finally:
+        connection.close()
+
+
+def certificates_problem(body: bytes) -> str | None:
+    """Why `body` is not a set of Google's signing keys (v1: {kid: PEM certificate}, v3: a
+    JWK set {"keys": [...]}); None when it is one. A reply that is not is never cached."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "the reply is not JSON"
+    if not isinstance(document, dict) or not document:
+        return "the reply is not a JSON object of certificates"
+    keys = document.get("keys")
+    if isinstance(keys, list):
+        if keys and all(isinstance(k, dict) and isinstance(k.get("kid"), str) for k in keys):
+            return None
+        return "the reply's JWK set has no usable key"
+    if all(isinstance(v, str) and "BEGIN CERTIFICATE" in v for v in document.values()):
+        return None
+    return "the reply's values are not PEM certificates"
+
+
+Fetch = Callable[[str, float], Any]
+
+
 class GoogleCertificates:
     """google-auth's transport Request for the certificates URL, made safe to call from the
-    request path: a short timeout (google-auth's own is 120 s, long enough for a handful of
-    requests to hold every worker), one fetch per URL at a time, an answer kept an hour and a
-    failure kept `failure_ttl` seconds (so an outage costs one fetch, not one per request),
-    and every failure logged."""
+    request path: one total deadline for the whole fetch (connect, headers and body; google-
+    auth's own timeout is 120 s per read), one fetch per URL at a time, a reply kept an hour
+    only once it is a valid set of certificates, a failure kept `failure_ttl` seconds (so an
+    outage costs one fetch, not one per request), and every failure logged."""
 
     def __init__(
         self,
@@ -64,21 +147,20 @@ class GoogleCertificates:
         ttl: float = 3600.0,
         failure_ttl: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        fetch: Fetch | None = None,
     ) -> None:
-        from google.auth.transport.requests import Request
-
-        self._inner = Request()
         self.timeout = timeout
         self.ttl = ttl
         self.failure_ttl = failure_ttl
         self._clock = clock
+        self._fetch: Fetch = fetch or (lambda url, deadline: fetch_within(url, deadline))
         self._cache: dict[str, tuple[float, Any]] = {}  # url -> (until, response or None)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def __call__(self, url: str, method: str = "GET", **kw: Any) -> Any:
         if method != "GET":
-            return self._inner(url, method=method, timeout=self.timeout, **kw)
+            raise CertificatesUnavailable(f"{method} {url}: only certificate fetches are made")
         with self._guard:
             lock = self._locks.setdefault(url, threading.Lock())
         with lock:  # concurrent first requests wait for one fetch instead of each making one
@@ -87,12 +169,16 @@ class GoogleCertificates:
                 if hit[1] is None:
                     raise CertificatesUnavailable(url)
                 return hit[1]
-            kw.pop("timeout", None)
+            failure: str | None
             try:
-                response = self._inner(url, method="GET", timeout=self.timeout, **kw)
-                failure = None if response.status == 200 else f"HTTP {response.status}"
-            except Exception as exc:  # timeout, DNS, refused: all the same to the caller
-                response, failure = None, type(exc).__name__
+                response = self._fetch(url, time.monotonic() + self.timeout)
+                failure = (
+                    f"HTTP {response.status}"
+                    if response.status != 200
+                    else certificates_problem(response.data)
+                )
+            except Exception as exc:  # timeout, DNS, refused, too long: all the same to the caller
+                response, failure = None, f"{type(exc).__name__}: {exc}"
             if failure is not None:
                 log.warning(
                     "cannot fetch Google's ID-token certificates from %s (%s); ID tokens are "

@@ -10,6 +10,7 @@ never depends on the request staying open.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import threading
@@ -88,7 +89,11 @@ def start_pass(bridge: Bridge, *, wait: float, **kw: Any) -> Started:
             with _running_lock:
                 _running.discard(thread)
 
-    thread = threading.Thread(target=tracked, name="sheet-bridge-pass", daemon=True)
+    # The pass logs under the request id (and trace) of the request that started it.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(tracked,), name="sheet-bridge-pass", daemon=True
+    )
     with _running_lock:
         _running.add(thread)
     thread.start()

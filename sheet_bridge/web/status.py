@@ -148,6 +148,18 @@ def alerts(
             "Share the spreadsheet with the backend's service account (Editor), or fix "
             "[sheets] in the bridge's config.",
         )
+    lost = lost_passes(bridge, now)
+    if lost:
+        alert(
+            "passes_lost",
+            "warning",
+            f"{_plural(len(lost), 'pass')} of this tab stopped before finishing in the last "
+            f"{LOST_WINDOW_HOURS} hours (the backend's process was killed or restarted "
+            "mid-pass).",
+            "Nothing is lost: what they sent is recorded and the next sync does the rest. If "
+            "it repeats, the backend's log says why its processes stop (a redeploy, memory, a "
+            "shutdown too short for a pass; docs/operating.md).",
+        )
     hourly = bridge.ledger.recent_passes(bridge.sheet_tab, HOURLY_FAILURES, trigger="hourly")
     if len(hourly) == HOURLY_FAILURES and all(_failed(p, now) for p in hourly):
         alert(
@@ -188,6 +200,22 @@ def _schedule_silent(bridge: Bridge, now: datetime) -> tuple[str, str] | None:
 
 
 _FIX_AND_SYNC = "Fix what it says, then click Sync now; nothing is lost meanwhile."
+
+# Lost passes this recent are an alert (and the /metrics gauge); the passes looked at.
+LOST_WINDOW_HOURS = 24
+LOST_LOOKBACK = 200
+
+
+def lost_passes(bridge: Bridge, now: datetime) -> list[PassRecord]:
+    """The tab's passes started in the last LOST_WINDOW_HOURS whose process stopped before
+    they finished (the next pass of the tab records them so, sync/run.py)."""
+    since = now - timedelta(hours=LOST_WINDOW_HOURS)
+    recent = bridge.ledger.recent_passes(bridge.sheet_tab, LOST_LOOKBACK)
+    return [p for p in recent if p.started_at >= since and p.state(now) == "lost"]
+
+
+def _plural(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 'es' if thing.endswith('s') else 's'}"
 
 
 def _failed(record: PassRecord, now: datetime) -> bool:

@@ -37,9 +37,16 @@ DOCUMENTED_ENV = (
     "SHEET_BRIDGE_LEDGER",
     "META_CAPI_TOKEN",
     "SHEET_BRIDGE_SECRET",
+    # docs/operating.md: the health check's own port, the log format, the project for traces
+    "SHEET_BRIDGE_HEALTH_PORT",
+    "SHEET_BRIDGE_HEALTH_HOST",
+    "SHEET_BRIDGE_LOG_FORMAT",
+    "GOOGLE_CLOUD_PROJECT",
+    "K_SERVICE",  # set by Cloud Run (cloud.google.com/run/docs/container-contract#env-vars)
 )
 _LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
 _BOOTED = re.compile(r"Booting worker with pid: (\d+)")
+_HEALTH = re.compile(r"Health check at: (http://127\.0\.0\.1:\d+)/healthz")
 
 
 def dockerfile_command() -> list[str]:
@@ -59,6 +66,7 @@ class Instance:
     log_path: Path
     url: str = ""
     workers: list[int] = field(default_factory=list)
+    health_url: str = ""  # the master's health listener (docs/operating.md)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -101,6 +109,7 @@ def start_instance(env: Mapping[str, str], log_path: Path, timeout: float = 60) 
         "LANG": "C.UTF-8",
         "PORT": "0",
         "SHEET_BRIDGE_HOST": "127.0.0.1",
+        "SHEET_BRIDGE_HEALTH_PORT": "0",
         **env,
     }
     out = log_path.open("wb")
@@ -124,6 +133,8 @@ def start_instance(env: Mapping[str, str], log_path: Path, timeout: float = 60) 
                 raise AssertionError(f"the instance did not start:\n{instance.log()[-3000:]}")
             time.sleep(0.05)
         instance.workers = [int(p) for p in _BOOTED.findall(instance.log())]
+        health = _HEALTH.search(instance.log())
+        instance.health_url = health.group(1) if health else ""
     except BaseException:
         instance.close()
         raise

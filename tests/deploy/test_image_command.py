@@ -185,9 +185,43 @@ def test_the_image_runs_the_command_as_documented_and_as_a_non_root_user() -> No
     users = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.M)
-    assert "pip install '/tmp/src[server,postgres]'" in dockerfile
+    assert (
+        "pip install --constraint /tmp/src/constraints.txt '/tmp/src[server,postgres]'"
+        in dockerfile
+    )
+    assert "!constraints.txt" in ignored.splitlines()
     assert "COPY gunicorn.conf.py /app/gunicorn.conf.py" in dockerfile
     # Nothing from a developer's checkout (a venv, a ledger, demo data, tests) enters the image.
     assert ignored.splitlines()[1] == "*"
+    documented = readme + (ROOT / "docs" / "operating.md").read_text()
     for name in DOCUMENTED_ENV:
-        assert name in readme, f"{name} is read by the image but not in the README"
+        assert name in documented, f"{name} is read by the image but not documented"
+
+
+def test_the_image_pins_every_runtime_dependency_in_constraints_txt() -> None:
+    """A rebuild installs the versions the tests ran against (docs/operating.md "Upgrades and
+    rollbacks"): every dependency the image installs, named in pyproject.toml, is pinned."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [
+        *project["dependencies"],
+        *project["optional-dependencies"]["server"],
+        *project["optional-dependencies"]["postgres"],
+    ]
+    pins: dict[str, str] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version.strip(), f"not pinned: {line!r}"
+            pins[canonicalize_name(name)] = version.strip()
+    for spec in wanted:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(pins[name]), (
+            f"constraints.txt pins {requirement.name}=={pins[name]}, outside {spec!r}"
+        )

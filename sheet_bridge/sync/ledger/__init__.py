@@ -11,11 +11,14 @@ import os
 
 from sheet_bridge.config import is_ledger_url
 from sheet_bridge.sync.ledger.contract import (
+    KEEP_PASSES,
     LOCK_LEASE,
     PASS_HEARTBEAT,
     PASS_LOST,
     PASS_LOST_AFTER,
+    RECORD_DAYS,
     SCHEMA_VERSION,
+    SUMMARY_DAYS,
     AdoptedEvent,
     LedgerBackend,
     LedgerError,
@@ -31,11 +34,14 @@ from sheet_bridge.sync.ledger.contract import (
 from sheet_bridge.sync.ledger.sqlite import SqliteLedger
 
 __all__ = [
+    "KEEP_PASSES",
     "LOCK_LEASE",
     "PASS_HEARTBEAT",
     "PASS_LOST",
     "PASS_LOST_AFTER",
+    "RECORD_DAYS",
     "SCHEMA_VERSION",
+    "SUMMARY_DAYS",
     "AdoptedEvent",
     "LedgerBackend",
     "LedgerError",

@@ -27,6 +27,13 @@ SCHEMA_VERSION = 5
 # Schema 5 (one lead, one identity per pixel): which pixel each tab sends to (`tab_pixels`, set
 # by every pass), and indexes that find a pixel's leads by Leadgen ID, CAPI Key, e-mail or phone.
 # Nothing stored changes: events keep the ids they were sent with.
+# Pass records are pruned after each full pass (prune_passes): the newest KEEP_PASSES of a tab
+# stay whole; older ones lose their answer (the rows needing attention, ~300 KB for 1,500
+# rows) after SUMMARY_DAYS and are deleted after RECORD_DAYS, except the newest full pass
+# (whose start bounds the next scan, sync/plan.py).
+KEEP_PASSES = 50
+SUMMARY_DAYS = 7
+RECORD_DAYS = 90
 # SQLite: a pass renews its lock every LOCK_LEASE / 4 seconds; a lock not renewed for
 # LOCK_LEASE seconds belongs to a process that died (on any host) and is taken over.
 # (PostgreSQL needs no lease: the server frees a dead holder's advisory lock.)
@@ -292,6 +299,7 @@ class LedgerBackend(Protocol):
     def last_meta_pass(self, where: SheetTab) -> PassRecord | None: ...
     def last_full_pass(self, where: SheetTab) -> datetime | None: ...
     def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]: ...
+    def prune_passes(self, where: SheetTab, now: datetime) -> tuple[int, int]: ...
     def close(self) -> None: ...
 
 

@@ -66,6 +66,7 @@ from sheet_bridge.sync.ledger.records import (
     pass_record,
     pixel_event,
     pixel_searches,
+    prune_statements,
     sending_rows,
     summary_json,
     transition_rows,
@@ -844,6 +845,17 @@ class PostgresLedger:
                 (where.spreadsheet_id, where.tab),
             ).fetchone()
         return from_ts(row[0]) if row and row[0] is not None else None
+
+    def prune_passes(self, where: SheetTab, now: datetime) -> tuple[int, int]:
+        """Drop old passes' answers and delete older passes (contract.py KEEP_PASSES,
+        SUMMARY_DAYS, RECORD_DAYS); (answers dropped, records deleted)."""
+        full_pass = 'NOT dry_run AND finished_at IS NOT NULL AND error IS NULL AND "full"'
+        with self._tx() as db:
+            dropped, deleted = (
+                db.execute(sql, params).rowcount
+                for sql, params in prune_statements(where, now, "%s", full_pass)
+            )
+        return dropped, deleted
 
     def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]:
         with self._tx() as db:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.ledger.contract import (
+    KEEP_PASSES,
     PLAUSIBLE_AGE,
+    RECORD_DAYS,
+    SUMMARY_DAYS,
     AdoptedEvent,
     LedgerEvent,
     PassRecord,
@@ -396,3 +399,36 @@ def pixel_searches(
         (user_field("ph"), list(contacts), since),
     ]
     return [s for s in searches if s[1]]
+
+
+def prune_statements(
+    where: SheetTab, now: datetime, placeholder: str, full_pass: str
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The two statements of prune_passes and their parameters, in either backend's
+    placeholder (`?` or `%s`); `full_pass`: its test for a completed full pass (contract.py
+    KEEP_PASSES, SUMMARY_DAYS, RECORD_DAYS). The first drops answers, the second deletes."""
+    p = placeholder
+    tab = (where.spreadsheet_id, where.tab)
+    newest = (
+        f"SELECT id FROM passes WHERE spreadsheet_id = {p} AND tab = {p} ORDER BY id DESC LIMIT {p}"
+    )
+    last_full = (
+        f"SELECT COALESCE(MAX(id), -1) FROM passes WHERE spreadsheet_id = {p} AND tab = {p} "
+        f"AND {full_pass}"
+    )
+    old = (
+        f"spreadsheet_id = {p} AND tab = {p} AND finished_at IS NOT NULL AND started_at < {p} "
+        f"AND id NOT IN ({newest})"
+    )
+    summaries_before = to_ts(now - timedelta(days=SUMMARY_DAYS))
+    records_before = to_ts(now - timedelta(days=RECORD_DAYS))
+    return [
+        (
+            f"UPDATE passes SET summary = NULL WHERE summary IS NOT NULL AND {old}",
+            (*tab, summaries_before, *tab, KEEP_PASSES),
+        ),
+        (
+            f"DELETE FROM passes WHERE {old} AND id <> ({last_full})",
+            (*tab, records_before, *tab, KEEP_PASSES, *tab),
+        ),
+    ]

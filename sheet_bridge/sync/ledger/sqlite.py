@@ -58,6 +58,7 @@ from sheet_bridge.sync.ledger.records import (
     pass_record,
     pixel_event,
     pixel_searches,
+    prune_statements,
     sending_rows,
     summary_json,
     transition_rows,
@@ -282,6 +283,27 @@ class SqliteLedger:
                 raise self._explain(exc) from None
             self._local.conn = conn
         return conn
+
+    def backup(self, out: Path) -> int:
+        """Copy the ledger to `out` with SQLite's online backup (https://sqlite.org/backup.html):
+        a consistent copy while passes run, written beside `out` and moved into place once
+        checked. The number of events copied."""
+        partial = out.with_name(out.name + ".partial")
+        partial.unlink(missing_ok=True)
+        try:
+            copy = sqlite3.connect(partial, isolation_level=None)
+            try:
+                self._connect().backup(copy)
+                if copy.execute("PRAGMA integrity_check").fetchone() != ("ok",):
+                    raise LedgerError(f"the copy of {self.path} failed SQLite's integrity check")
+                events: int = copy.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            finally:
+                copy.close()
+            os.replace(partial, out)
+        except sqlite3.Error as exc:
+            partial.unlink(missing_ok=True)
+            raise self._explain(exc) from None
+        return events
 
     def _explain(self, exc: sqlite3.Error) -> LedgerError:
         text = str(exc)
@@ -935,6 +957,17 @@ class SqliteLedger:
             (where.spreadsheet_id, where.tab),
         ).fetchone()
         return from_ts(row[0]) if row and row[0] is not None else None
+
+    def prune_passes(self, where: SheetTab, now: datetime) -> tuple[int, int]:
+        """Drop old passes' answers and delete older passes (contract.py KEEP_PASSES,
+        SUMMARY_DAYS, RECORD_DAYS); (answers dropped, records deleted)."""
+        full_pass = "dry_run = 0 AND finished_at IS NOT NULL AND error IS NULL AND full = 1"
+        with self._tx() as db:
+            dropped, deleted = (
+                db.execute(sql, params).rowcount
+                for sql, params in prune_statements(where, now, "?", full_pass)
+            )
+        return dropped, deleted
 
     def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]:
         row = (
