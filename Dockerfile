@@ -1,4 +1,4 @@
-# The sheet-bridge backend: gunicorn serving create_app() (README "Run on Cloud Run with Cloud SQL").
+# The sheet-bridge backend: gunicorn serving create_app() (docs/deploy.md).
 # Configuration comes from the environment at run time, never from the image:
 #   SHEET_BRIDGE_CONFIG   a bridge .toml or a folder of them (mount it; default /config)
 #   SHEET_BRIDGE_LEDGER   postgresql://… (or an SQLite path on a mounted volume, one instance only)

@@ -1,4 +1,4 @@
-"""gunicorn settings for the sheet-bridge backend (the Dockerfile's CMD, README "Run on a VM").
+"""gunicorn settings for the sheet-bridge backend (the Dockerfile's CMD, docs/deploy.md).
 
     gunicorn -c gunicorn.conf.py "sheet_bridge.web.app:create_app()"
 

@@ -1,5 +1,5 @@
 """The `sheet-bridge` command as a user runs it: check, sync (against the emulator and the fake
-Meta on loopback) and demo; exit codes, words and --json (README "Commands")."""
+Meta on loopback) and demo; exit codes, words and --json (README "Commands" table)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from sheet_bridge.config import BridgeConfig
 from sheet_bridge.sync.ledger import LedgerEvent
 
-DEFAULT_DAYS = 90  # README "After the plumbing": the last 90 days' disqualified leads
+DEFAULT_DAYS = 90  # docs/insights.md: the last 90 days' disqualified leads
 # Meta's customer-list help ("How to format a customer list", business/help/2082575038703844):
 # fewer than 100 people is too few to match, and a lookalike needs a source of 100 or more.
 MIN_AUDIENCE = 100
@@ -102,7 +102,7 @@ class JunkAudience:
             )
         lines += [
             "",
-            "Exclude look-alikes of these leads (README, After the plumbing):",
+            "Exclude look-alikes of these leads (docs/insights.md):",
             "  1. Ads Manager → Audiences → Create audience → Custom audience → Customer list; "
             "upload this file (the column names are already Meta's; confirm the mapping).",
             "  2. Create audience → Lookalike audience: source = that custom audience, location = "

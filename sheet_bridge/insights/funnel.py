@@ -15,16 +15,16 @@ from sheet_bridge.sync.ledger import LedgerEvent
 
 WEEKS = 8  # weeks shown in the report and the chart
 AVERAGE_WEEKS = 4  # complete weeks averaged for the optimisation advice
-# README "After the plumbing": about 50 conversions per ad set per week leave the learning phase.
+# docs/insights.md: about 50 conversions per ad set per week leave the learning phase.
 LEARNING_PHASE_PER_WEEK = 50
-# docs/meta-events.md, README "After the plumbing": Conversion Leads fit and the Sales Funnel panel
+# docs/meta-events.md, docs/insights.md: Conversion Leads fit and the Sales Funnel panel
 # need ≥ 200 leads a month.
 LEADS_PER_MONTH = 200
 MONTH = timedelta(days=30)
 # docs/meta-events.md: the target stage is reached within 28 days.
 TARGET_WITHIN = timedelta(days=28)
 CONVERSION_RANGE = (0.01, 0.40)  # docs/meta-events.md: converting 1–40 % from lead to target
-SALES_FUNNEL_DAYS = 7  # README "After the plumbing": the panel unlocks after 7 days of data
+SALES_FUNNEL_DAYS = 7  # docs/insights.md: the panel unlocks after 7 days of data
 # docs/event-times.md: > 2 h late costs performance, ≥ 24 h hurts attribution.
 LATE = timedelta(hours=2)
 VERY_LATE = timedelta(hours=24)
@@ -372,8 +372,7 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 
 def _optimise_advice(stats: Sequence[StageStats], complete_weeks: Sequence[str]) -> Advice:
-    """Optimise on the deepest stage that reaches ~50 a week, not deeper (README "After the
-    plumbing")."""
+    """Optimise on the deepest stage that reaches ~50 a week, not deeper (docs/insights.md)."""
     averages = {s.event: s.average_per_week for s in stats}
     period = (
         f"the last {AVERAGE_WEEKS} complete weeks ({complete_weeks[0]} to {complete_weeks[-1]})"
@@ -417,8 +416,8 @@ def _optimise_advice(stats: Sequence[StageStats], complete_weeks: Sequence[str])
 
 
 def _values_advice(positive: Sequence[Stage], stats: Sequence[StageStats], currency: str) -> Advice:
-    """A value with every event, in ratio along the funnel: lead 100, SQL 50,000 (README "After
-    the plumbing")."""
+    """A value with every event, in ratio along the funnel: lead 100, SQL 50,000
+    (docs/insights.md)."""
     values = {s.event: s.value for s in positive}
     base = positive[0].value
     ratios = {
@@ -544,7 +543,7 @@ def _conversion_leads_advice(
 
 
 def _sales_funnel_advice(guide: SalesFunnelGuide) -> Advice:
-    """README "After the plumbing": the panel unlocks after 7 days and ≥ 200 leads a month."""
+    """docs/insights.md: the panel unlocks after 7 days and ≥ 200 leads a month."""
     order = " → ".join(guide.positive)
     other = ", ".join(guide.other) or "none"
     facts = (

@@ -28,7 +28,7 @@ BACKEND_PORT = 8080
 
 CONFIG_TEMPLATE = """\
 # Written by `sheet-bridge demo`: the demo sheet in the local emulator → the fake Meta.
-# Start both by hand and sync (see README "Run the pieces yourself"):
+# Start both by hand and sync (see docs/local-stand-ins.md):
 #   sheet-bridge emulate sheets --data {data_dir}/sheets.json --port {sheets_port}
 #   sheet-bridge emulate meta --port {meta_port}
 #   META_CAPI_TOKEN={token} sheet-bridge sync --config {data_dir}/bridge.toml

@@ -932,7 +932,7 @@ def _grid_size(rows: Rows) -> tuple[int, int]:
 
 
 def _normalise(raw: Any, source: str) -> dict[str, Any]:
-    """Check the data file's shape (README "Run the pieces yourself") and trim empty ends."""
+    """Check the data file's shape (docs/local-stand-ins.md) and trim empty ends."""
     if not isinstance(raw, dict) or not isinstance(raw.get("spreadsheets", {}), dict):
         raise ValueError(f'{source}: expected {{"spreadsheets": {{"<id>": {{...}}}}}}')
     books = raw.setdefault("spreadsheets", {})

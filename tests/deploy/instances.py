@@ -27,7 +27,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-# Settable by whoever runs the image (README "Run on a VM" and "Run on Cloud Run").
+# Settable by whoever runs the image (docs/deploy.md).
 DOCUMENTED_ENV = (
     "PORT",
     "SHEET_BRIDGE_HOST",

@@ -172,7 +172,7 @@ def test_a_stopping_worker_lets_its_running_pass_finish(
 
 def test_the_image_runs_the_command_as_documented_and_as_a_non_root_user() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text() + (ROOT / "docs" / "deploy.md").read_text()
     ignored = (ROOT / ".dockerignore").read_text()
 
     assert dockerfile_command() == [

@@ -1,4 +1,4 @@
-"""The junk audience (README "After the plumbing"): the last 90 days' disqualified leads as a hashed
+"""The junk audience (docs/insights.md): the last 90 days' disqualified leads as a hashed
 Meta customer list, with the counts behind it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The funnel report on ledgers with known contents: counts, rates, medians, shares and advice
-(docs/event-times.md, docs/meta-events.md, README "After the plumbing"), every number asserted
+(docs/event-times.md, docs/meta-events.md, docs/insights.md), every number asserted
 exactly."""
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def test_lead_id_share_and_strength_of_each_leads_latest_event(build: Build) -> 
     assert dict(result.strength) == {"strong": 1, "good": 1, "weak": 1, "none": 0}
 
 
-# ---- what to optimise on (README "After the plumbing": ~50 a week) --
+# ---- what to optimise on (docs/insights.md: ~50 a week) --
 
 
 def test_lead_at_49_a_week_is_too_low_even_for_lead(build: Build) -> None:
@@ -287,7 +287,7 @@ def test_sales_funnel_stays_locked_before_7_days_of_data(build: Build) -> None:
     assert "7.0 days of data" not in tip.text and "(needs 7)" in tip.text
 
 
-# ---- values (README "After the plumbing": a value with every event, in ratio) --
+# ---- values (docs/insights.md: a value with every event, in ratio) --
 
 
 def test_values_rising_along_the_funnel_are_fine_with_their_ratios(build: Build) -> None:

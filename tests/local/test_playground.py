@@ -2,7 +2,7 @@
 grid's status edit runs the real Code.gs onEdit flow and fills the row's CAPI columns, Sync now
 updates the counts, a backend error shows in the sidebar, and the sidebar is the repository's
 file, unchanged. (The edit and Sync now tests use the backend's /api/edits rows form and the
-pass fields of /api/sync, README "HTTP API".)
+pass fields of /api/sync, docs/http-api.md.)
 
 Set PLAYGROUND_SCREENSHOT=docs/playground.png to refresh the README's screenshot."""
 

@@ -4,7 +4,7 @@ taking the triggers over, the hourly trigger. It ends with every lead's events a
 Meta exactly once, each timed by a real status change: never by the paste of unchanged rows,
 the sort, or a pass.
 
-Needs the backend side of the add-on contract (README "HTTP API"): /api/edits by rows, /api/sync
+Needs the backend side of the add-on contract (docs/http-api.md): /api/edits by rows, /api/sync
 with `trigger`/`wait`, /api/passes."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A stand-in for the sheet-bridge backend that follows the add-on contract of this session
-(README "HTTP API"): /api/edits by rows with "changed"/"unchanged"/"moved",
+(docs/http-api.md): /api/edits by rows with "changed"/"unchanged"/"moved",
 /api/sync answering 200 or 202 with a pass to follow, 409 naming the running pass,
 GET /api/passes/<id> with phase, progress and a paged summary, /api/status with columns,
 alerts and the running pass. It sends nothing anywhere: its "ledger" is a dict of the last

@@ -1,6 +1,6 @@
 // sidebar/Code.gs against the real backend (tests/sidebar/backend.py: the emulator, the fake
 // Meta and create_app on loopback), end to end: what the contract fake stands in for in
-// code.test.js, for real. Needs the backend side of the README's "HTTP API".
+// code.test.js, for real. Needs the backend side of docs/http-api.md.
 'use strict';
 
 const { test, before, after } = require('node:test');
