@@ -217,13 +217,16 @@ class Bridge:
         progress: Progress | None = None,
         on_start: Callable[[int], None] | None = None,
         read: Reader | None = None,
+        lock_wait: float | None = None,
     ) -> SyncResult:
-        """One pass under the tab's lock (SyncBusy when another pass holds it). `on_start`
+        """One pass under the tab's lock (SyncBusy when another pass holds it after `lock_wait`
+        seconds, the bridge's own wait by default). `on_start`
         learns the pass's ledger id once the lock is held; its progress and answer go to the
         pass's ledger record, where any process can read them. `read`, when given, reads some
         rows instead of the whole tab, and the pass plans the leads it gives against only
         their history: it costs what those rows cost, not the sheet."""
-        with gc_pass(), self.ledger.lock(self.sheet_tab, wait=self.lock_wait) as lease:
+        wait = self.lock_wait if lock_wait is None else lock_wait
+        with gc_pass(), self.ledger.lock(self.sheet_tab, wait=wait) as lease:
             now = self.clock()
             self._close_lost_passes(now)
             full = keys is None and rows is None and read is None
@@ -288,6 +291,13 @@ class Bridge:
             if rows is not None:
                 wanted = set(rows)
                 only = (only or set()) | {r.key for r in leads if r.row_number in wanted}
+            # Every pass takes every edit of its tab that is due (docs/edits.md): a pass of
+            # some leads plans the due ones it read too (sync/edits.py's reader reads them all).
+            due = {q.lead_key for q in ledger.queued_edits(where) if q.due_at <= now}
+            if only is not None:
+                only |= due
+            if read is not None:  # taken only if read (a whole tab holds every lead there is)
+                due &= {r.key for r in leads}
             with gc_paused():
                 the_plan = plan(
                     leads,
@@ -303,6 +313,8 @@ class Bridge:
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
             if not dry_run:
+                # Taken: planned (sent, held or refused by the rules) or not in the sheet.
+                ledger.dequeue_edits(where, due, now)
                 self._write_back(written, first_row, layout, result, tz, progress)
         except Exception as exc:
             ledger.finish_pass(

@@ -34,12 +34,14 @@ from sheet_bridge.sync.ledger.contract import (
     LOCK_LEASE,
     SCHEMA_VERSION,
     AdoptedEvent,
+    EditChange,
     LedgerError,
     LedgerEvent,
     LockLease,
     LockLost,
     PassRecord,
     PendingEdit,
+    QueuedEdit,
     SheetTab,
     SyncBusy,
     UnreadableRecord,
@@ -50,16 +52,19 @@ from sheet_bridge.sync.ledger.records import (
     EVENT_COLUMNS,
     LAST_PASS_COLUMNS,
     PASS_COLUMNS,
+    QUEUE_COLUMNS,
     READABLE_AT,
     adopted_rows,
     baseline_rows,
     counts_json,
+    edit_change_rows,
     expired_rows,
     last_pass_answer,
     lead_histories,
     ledger_event,
     outcome_rows,
     pass_record,
+    queued_edit,
     sending_rows,
     summary_json,
     transition_rows,
@@ -141,7 +146,37 @@ CREATE TABLE IF NOT EXISTS passes (
     heartbeat_at double precision,
     summary text
 );
-CREATE INDEX IF NOT EXISTS passes_tab ON passes (spreadsheet_id, tab, id)
+CREATE INDEX IF NOT EXISTS passes_tab ON passes (spreadsheet_id, tab, id);
+CREATE TABLE IF NOT EXISTS edit_queue (
+    spreadsheet_id text NOT NULL,
+    tab text NOT NULL,
+    lead_key text NOT NULL,
+    row_number integer NOT NULL,
+    previous text,
+    status text NOT NULL,
+    since double precision NOT NULL,
+    at double precision NOT NULL,
+    due_at double precision NOT NULL,
+    recorded_at double precision NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab, lead_key)
+)
+"""
+# Schema 3 → 4: edits settle before they are sent; the queue of edits waiting (docs/edits.md).
+# Nothing is queued by the migration: edits recorded before it were sent, or go with a pass.
+_MIGRATE_3_TO_4 = """
+CREATE TABLE IF NOT EXISTS edit_queue (
+    spreadsheet_id text NOT NULL,
+    tab text NOT NULL,
+    lead_key text NOT NULL,
+    row_number integer NOT NULL,
+    previous text,
+    status text NOT NULL,
+    since double precision NOT NULL,
+    at double precision NOT NULL,
+    due_at double precision NOT NULL,
+    recorded_at double precision NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab, lead_key)
+)
 """
 
 # How a lock holder's connection is kept honest: the server probes an idle lock connection
@@ -294,7 +329,15 @@ class PostgresLedger:
                 if self._schema_version(conn, name) != SCHEMA_VERSION:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("schema", name),))
                     # Again, under the lock: another process may have created it meanwhile.
-                    if self._schema_version(conn, name) == 0:
+                    version = self._schema_version(conn, name)
+                    if version == 3:
+                        conn.execute(_MIGRATE_3_TO_4)
+                        conn.execute(
+                            "UPDATE ledger_info SET value = %s WHERE key = 'schema_version'",
+                            (str(SCHEMA_VERSION),),
+                        )
+                        log.info("ledger: schema 3 → %s in %s", SCHEMA_VERSION, self.display)
+                    elif version == 0:
                         conn.execute(_TABLES)
                         conn.execute(
                             "INSERT INTO ledger_info VALUES ('schema_version', %s) "
@@ -335,7 +378,7 @@ class PostgresLedger:
                 f"The ledger {self.display} was written by a newer sheet-bridge (schema "
                 f"{version}, this one knows {SCHEMA_VERSION}); upgrade sheet-bridge"
             )
-        if version not in (0, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
+        if version not in (0, 3, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
             raise LedgerError(
                 f"The ledger {self.display} has no known schema version; nothing was changed. "
                 "Restore it from a backup or point the ledger URL at another database"
@@ -514,6 +557,62 @@ class PostgresLedger:
             _bulk(db, _INSERT_TRANSITIONS, "transitions", rows)
             db.execute(
                 "DELETE FROM pending_edits WHERE id = ANY(%s)", ([e.id for e, _ in resolved],)
+            )
+
+    def record_edits(self, where: SheetTab, changes: Sequence[EditChange], now: datetime) -> None:
+        """Withdraw, record and queue what edits did to their leads, in one transaction."""
+        rows = edit_change_rows(where, changes, to_ts(now))
+        with self._tx() as db, db.cursor() as cur:
+            if rows.withdrawn:
+                cur.executemany(
+                    "DELETE FROM transitions WHERE spreadsheet_id = %s AND tab = %s "
+                    "AND lead_key = %s AND source = 'edit' AND at >= %s",
+                    rows.withdrawn,
+                )
+            if rows.transitions:
+                _bulk(db, _INSERT_TRANSITIONS, "transitions", rows.transitions)
+            if rows.dequeued:
+                cur.executemany(
+                    "DELETE FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s "
+                    "AND lead_key = %s",
+                    rows.dequeued,
+                )
+            if rows.queue:
+                cur.executemany(
+                    f"INSERT INTO edit_queue (spreadsheet_id, tab, {QUEUE_COLUMNS}, recorded_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (spreadsheet_id, tab, lead_key) DO UPDATE SET "
+                    "row_number = excluded.row_number, previous = excluded.previous, "
+                    "status = excluded.status, since = excluded.since, at = excluded.at, "
+                    "due_at = excluded.due_at, recorded_at = excluded.recorded_at",
+                    rows.queue,
+                )
+
+    def queued_edits(
+        self, where: SheetTab, keys: Collection[str] | None = None
+    ) -> list[QueuedEdit]:
+        """The tab's queued edits (with `keys`, only those leads'), the first due first."""
+        only = "" if keys is None else " AND lead_key = ANY(%s)"
+        params: tuple[object, ...] = (where.spreadsheet_id, where.tab)
+        if keys is not None:
+            params = (*params, sorted(set(keys)))
+        with self._tx() as db:
+            rows = db.execute(
+                f"SELECT {QUEUE_COLUMNS} FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s"
+                f"{only} ORDER BY due_at, lead_key",
+                params,
+            ).fetchall()
+        return [queued_edit(r) for r in rows]
+
+    def dequeue_edits(self, where: SheetTab, keys: Collection[str], now: datetime) -> None:
+        """Remove the queued edits of these leads that were due by `now` (a pass took them)."""
+        if not keys:
+            return
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s AND due_at <= %s "
+                "AND lead_key = ANY(%s)",
+                (where.spreadsheet_id, where.tab, to_ts(now), sorted(set(keys))),
             )
 
     # -- events ----------------------------------------------------------------------------
