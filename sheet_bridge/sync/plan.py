@@ -381,12 +381,16 @@ class _Planner:
         # their time is worked out only if an event is still due (100,000 rows every pass).
         latest = max(history.transitions, key=_observed, default=None)
         if latest is not None and self._settling(latest, status):
-            return skip(
+            decision = skip(
                 f"{_cut(status)} since {self._time(latest.at)} (an edit): sent at "
                 f"{self._time(latest.at + self.settle)} if it still holds then; a change back "
                 "before that sends nothing",
                 "settling",
             )
+            decision.records = [
+                history.events[s.event] for s in self.stages.stages if s.event in history.events
+            ]
+            return decision
         current: StatusTime | None = None
         if latest is None or status_key(latest.status) != status_key(status):
             current = self._status_time(row, status, stage, history)

@@ -60,11 +60,12 @@ def one_row_form(row: int, old: str, new: str, at: datetime) -> dict[str, Any]:
 def as_the_add_on_sees(world: World, numbers: list[int]) -> list[dict[str, Any]]:
     """The rows an edit event covers, as the add-on reads them: status now, CAPI Key or null."""
     rows = world.rows()
-    status, key = rows[0].index("Lead Status"), rows[0].index("CAPI Key")
+    status = rows[0].index("Lead Status")
+    key = rows[0].index("CAPI Key") if "CAPI Key" in rows[0] else None  # never synced: none
     out = []
     for n in numbers:
         row = rows[n - 1]
-        cell = row[key] if key < len(row) else ""
+        cell = row[key] if key is not None and key < len(row) else ""
         out.append({"row": n, "status": str(row[status]), "key": cell or None})
     return out
 
