@@ -237,6 +237,7 @@ def test_two_replicas_on_one_ledger_survive_a_storm_and_a_sigkill_mid_pass(
             pixel_id=pixel,
             stages=WORLD_STAGES,
             batch_size=BATCH,
+            sync={"settle_seconds": 0},  # each edit is sent at once (a chain of 3 per lead)
         )
     env = {
         "SHEET_BRIDGE_CONFIG": str(folder),
