@@ -347,7 +347,7 @@ def test_a_schema_2_ledger_opens_with_its_passes_and_events_kept(ledger_path: Pa
     db = sqlite3.connect(ledger_path)
     version = db.execute("SELECT value FROM ledger_info WHERE key='schema_version'").fetchone()
     db.close()
-    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 3
+    assert version == (str(SCHEMA_VERSION),) and SCHEMA_VERSION == 4
 
 
 def test_ledger_and_its_wal_and_shm_are_readable_by_their_owner_only(ledger_path: Path) -> None:
