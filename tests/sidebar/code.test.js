@@ -105,6 +105,8 @@ function changedStamps(before, after) {
 test('a one-cell status edit posts that row with its CAPI Key once, as the installer, and stamps the time', () => {
   const world = setUp();
   const key = cell(5, 'CAPI Key');
+  const before = cell(5, 'Lead Status');
+  assert.notEqual(before, 'Customer');
   const since = world.state.fetches.length;
   const stampsBefore = stamps();
   const started = Date.now();
@@ -118,7 +120,9 @@ test('a one-cell status edit posts that row with its CAPI Key once, as the insta
   assert.equal(edit.user, OPS, 'the trigger runs as the person who installed it');
   assert.equal(edit.params.headers.Authorization, 'Bearer ' + TOKENS[OPS]);
   const body = JSON.parse(edit.params.payload);
-  assert.deepEqual(body.rows, [{ row: 5, status: 'Customer', key }]);
+  // The status it replaced goes too (Apps Script gives e.oldValue for a one-cell edit only):
+  // https://developers.google.com/apps-script/guides/triggers/events#edit
+  assert.deepEqual(body.rows, [{ row: 5, status: 'Customer', key, old_status: before }]);
   assert.equal(body.spreadsheet_id, fake.spreadsheet_id);
   assert.equal(body.tab, fake.tab);
   assert.match(body.at, ISO_WITH_OFFSET);

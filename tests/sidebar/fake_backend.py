@@ -340,7 +340,8 @@ class FakeBackend:
             for r in rows:
                 ok = (
                     isinstance(r, dict)
-                    and set(r) == {"row", "status", "key"}
+                    and {"row", "status", "key"} <= set(r) <= {"row", "status", "key", "old_status"}
+                    and (r.get("old_status") is None or isinstance(r["old_status"], str))
                     and isinstance(r["row"], int)
                     and r["row"] >= 2
                     and isinstance(r["status"], str)
