@@ -229,17 +229,21 @@ def send_due(
     due = due_edits(bridge)
     if not due:
         return None
+    keys = {q.lead_key for q in due}
+    whole: list[set[str]] = []  # the keys the whole tab holds, when it had to be read
 
     def read() -> Read:
-        keys = {q.lead_key for q in due}
         if read_just_now is not None and keys <= {r.key for r in read_just_now[2]}:
             table, layout, leads = read_just_now
             return table, layout, [r for r in leads if r.key in keys]
         table, layout, leads = bridge.read_rows(q.row_number for q in due)
-        found = [r for r in leads if r.key in keys]
-        if {r.key for r in found} != keys:  # sorted or moved since: find them wherever
-            table, layout, leads = bridge.read()
-            found = [r for r in leads if r.key in keys]
-        return table, layout, found
+        if keys <= {r.key for r in leads}:
+            return table, layout, [r for r in leads if r.key in keys]
+        table, layout, leads = bridge.read()  # sorted or moved since: find them wherever
+        whole.append({r.key for r in leads})
+        return table, layout, [r for r in leads if r.key in keys]
 
-    return bridge.sync(trigger=EDIT_TRIGGER, read=read, lock_wait=lock_wait)
+    result = bridge.sync(trigger=EDIT_TRIGGER, read=read, keys=keys, lock_wait=lock_wait)
+    if whole:  # a lead no longer in the sheet: nothing to send, ever
+        bridge.ledger.dequeue_edits(bridge.sheet_tab, keys - whole[0], bridge.clock())
+    return result

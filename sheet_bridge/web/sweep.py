@@ -20,9 +20,12 @@ from datetime import datetime
 
 from sheet_bridge.sync.edits import send_due
 from sheet_bridge.sync.ledger import SyncBusy
-from sheet_bridge.sync.run import Bridge
+from sheet_bridge.sync.run import Bridge, failure_words
 
 log = logging.getLogger(__name__)
+# After a failed send, a bridge's due edits wait this long for the next try (a pass of the tab
+# takes them meanwhile all the same).
+FAILED_PAUSE = 60.0
 
 
 class Sweeper:
@@ -36,6 +39,7 @@ class Sweeper:
         self._due: list[float] = []  # wall-clock times an edit taken here becomes due
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._paused: dict[int, float] = {}  # bridge index → monotonic time to try again
 
     def start(self) -> Sweeper:
         self._thread = threading.Thread(target=self._run, name="sheet-bridge-sweep", daemon=True)
@@ -56,16 +60,28 @@ class Sweeper:
         self._wake.set()
 
     def sweep(self) -> int:
-        """Send what is due on every bridge whose tab is free; the number of passes run."""
+        """Send what is due on every bridge whose tab is free; the number of passes run. A
+        bridge whose send failed (no token, a sheet that cannot be read, a ledger behind the
+        sheet) is left alone for FAILED_PAUSE seconds: no Sheets call every sweep meanwhile."""
         passes = 0
-        for bridge in self.bridges:
+        now = time.monotonic()
+        for i, bridge in enumerate(self.bridges):
+            if self._paused.get(i, 0.0) > now:
+                continue
             try:
                 if send_due(bridge, lock_wait=0.0) is not None:
                     passes += 1
             except SyncBusy:
                 pass  # a live pass holds the tab; the next sweep looks again
             except Exception as exc:  # one bridge's trouble never stops the others
-                log.warning("sweep of %s: %s", bridge.sheet_tab, type(exc).__name__)
+                self._paused[i] = now + FAILED_PAUSE
+                log.warning(
+                    "sweep of %s: %s (%s); edits stay queued, next try in %.0f s",
+                    bridge.sheet_tab,
+                    type(exc).__name__,
+                    failure_words(exc),
+                    FAILED_PAUSE,
+                )
         return passes
 
     def _timeout(self) -> float:
