@@ -268,3 +268,50 @@ def test_an_edit_answers_within_2_seconds_while_meta_hangs(
     assert "sending in the background" in answer["message"]
     wait_for_events(world, sent + 1, 15)
     assert [e["event_name"] for e in world.meta_events()[sent:]] == ["QualifiedLead"]
+
+
+def test_a_pass_of_other_leads_takes_every_due_edit_of_its_tab(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """No sweep at all: a sync of one other lead (any pass) sends the edit that is due."""
+    world = make_world(
+        [lead_row(1, "New", now=world_now), lead_row(2, "New", now=world_now)],
+        sync={"settle_seconds": 1, "sweep_seconds": 0},
+    )
+    client = synced_on_real_time(world)
+    sent = len(world.meta_events())
+    at = now()
+    client.post("/api/edits", json=edit_event(at, [typed(world, 2, "New", "MQL")]), headers=AUTH)
+    time.sleep(1.2)
+    assert world.meta_events()[sent:] == []  # due, but nobody looked yet
+    other = as_the_add_on_sees(world, [3])[0]["key"]
+
+    keyed = client.post(
+        "/api/sync", json={"spreadsheet_id": WORLD_SHEET, "keys": [other]}, headers=AUTH
+    )
+
+    assert keyed.status_code == 200, keyed.get_data(as_text=True)
+    assert [(e["event_name"], e["event_time"]) for e in world.meta_events()[sent:]] == [
+        ("QualifiedLead", int(at.timestamp()))
+    ]
+    assert queue_size(world) == 0
+
+
+def test_a_due_edit_whose_lead_left_the_sheet_is_dropped_not_retried_forever(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = settling_world(
+        make_world, [lead_row(1, "New", now=world_now), lead_row(2, "New", now=world_now)]
+    )
+    client = synced_on_real_time(world)
+    sent = len(world.meta_events())
+    client.post("/api/edits", json=edit_event(now(), [typed(world, 2, "New", "MQL")]), headers=AUTH)
+    header = world.rows()[0]
+    world.edit_cells([(2, name, "") for name in header])  # the row deleted (its cells cleared)
+
+    deadline = time.monotonic() + SETTLE + 10
+    while queue_size(world) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    assert queue_size(world) == 0
+    assert world.meta_events()[sent:] == []
