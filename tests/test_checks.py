@@ -22,6 +22,7 @@ from tests.conftest import (
     lead_row,
     world_config,
 )
+from tests.sync.test_edits import MINIMAL
 from tests.test_cli import WITH_TOKEN, run, world_toml
 
 MakeWorld = Callable[..., World]
@@ -254,19 +255,6 @@ def test_check_says_how_edits_settle_and_whether_they_are_swept(
 ) -> None:
     """docs/edits.md: `check` names the [sync] settings that make edits permanent at once or
     leave due edits waiting for a pass."""
-    config = parse_config(
-        {
-            "sheets": {
-                "spreadsheet_id": "s",
-                "tab": "Leads",
-                "credentials": "anonymous",
-                "api_endpoint": "http://127.0.0.1:9",
-            },
-            "meta": {"pixel_id": "1"},
-            "columns": {"status": "Lead Status"},
-            "stages": [{"status": "New", "event": "Lead"}],
-            "sync": sync,
-        }
-    )
+    config = parse_config({**MINIMAL, "sync": sync})
     report = run_checks(config, connect=False, environ={})
     assert any(f.level == level and words in f.text for f in report.findings), report.findings

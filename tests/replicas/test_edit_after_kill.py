@@ -34,7 +34,7 @@ from tests.conftest import (
     WORLD_TZ,
     lead_row,
 )
-from tests.deploy.instances import Instance, MetaGate, start_instance, write_bridge_config
+from tests.deploy.instances import Instance, MetaGate, write_bridge_config
 
 AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
 SHEET = "1EditAfterKillSheet00000000000000000000000"
@@ -54,19 +54,6 @@ def servers(world_now: datetime) -> Iterator[tuple[str, MetaGate, str]]:
     with sheets, meta:
         yield sheets.url, gate, meta.url
         gate.release.set()
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[[dict[str, str], str], Instance]]:
-    started: list[Instance] = []
-
-    def start(env: dict[str, str], name: str) -> Instance:
-        started.append(start_instance(env, tmp_path / f"{name}.log"))
-        return started[-1]
-
-    yield start
-    for instance in started:
-        instance.close()
 
 
 def meta_events(meta_url: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sheet_bridge.config import parse_config
 from sheet_bridge.local.demo_leads import DEMO_STAGES
@@ -15,19 +16,19 @@ from sheet_bridge.sync.plan import EventRecord, LeadHistory, LeadRow, Transition
 
 AT = datetime(2026, 12, 3, 10, 15, tzinfo=UTC)
 EARLIER = AT - timedelta(days=2)
-STAGES = parse_config(
-    {
-        "sheets": {
-            "spreadsheet_id": "s",
-            "tab": "Leads",
-            "credentials": "anonymous",
-            "api_endpoint": "http://127.0.0.1:9",
-        },
-        "meta": {"pixel_id": "1"},
-        "columns": {"status": "Lead Status"},
-        "stages": DEMO_STAGES,
-    }
-).stage_map
+# The least a config holds (a local emulator's endpoint, a pixel, the status column).
+MINIMAL: dict[str, Any] = {
+    "sheets": {
+        "spreadsheet_id": "s",
+        "tab": "Leads",
+        "credentials": "anonymous",
+        "api_endpoint": "http://127.0.0.1:9",
+    },
+    "meta": {"pixel_id": "1"},
+    "columns": {"status": "Lead Status"},
+    "stages": DEMO_STAGES,
+}
+STAGES = parse_config(MINIMAL).stage_map
 
 
 def lead(row: int, key: str, status: str) -> LeadRow:

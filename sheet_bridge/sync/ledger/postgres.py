@@ -147,19 +147,6 @@ CREATE TABLE IF NOT EXISTS passes (
     summary text
 );
 CREATE INDEX IF NOT EXISTS passes_tab ON passes (spreadsheet_id, tab, id);
-CREATE TABLE IF NOT EXISTS edit_queue (
-    spreadsheet_id text NOT NULL,
-    tab text NOT NULL,
-    lead_key text NOT NULL,
-    row_number integer NOT NULL,
-    previous text,
-    status text NOT NULL,
-    since double precision NOT NULL,
-    at double precision NOT NULL,
-    due_at double precision NOT NULL,
-    recorded_at double precision NOT NULL,
-    PRIMARY KEY (spreadsheet_id, tab, lead_key)
-)
 """
 # Schema 3 → 4: edits settle before they are sent; the queue of edits waiting (docs/edits.md).
 # Nothing is queued by the migration: edits recorded before it were sent, or go with a pass.
@@ -178,6 +165,7 @@ CREATE TABLE IF NOT EXISTS edit_queue (
     PRIMARY KEY (spreadsheet_id, tab, lead_key)
 )
 """
+_TABLES += _MIGRATE_3_TO_4  # a new ledger is created with it
 
 # How a lock holder's connection is kept honest: the server probes an idle lock connection
 # after 30 s and drops it after 3 unanswered probes 10 s apart, so a holder whose host vanished
