@@ -152,6 +152,8 @@ test('finding 1: a paste of 30 rows is one backend call, and only rows whose sta
   assert.deepEqual(described(calls), ['POST /api/edits'], 'one call for the whole paste');
   const sent = JSON.parse(calls[0].params.payload);
   assert.equal(sent.rows.length, 30);
+  // A paste carries no old values (e.oldValue is for one-cell edits only): none is invented.
+  assert.ok(sent.rows.every((r) => !('old_status' in r)), 'no old_status on a paste');
   assert.deepEqual(JSON.parse(calls[0].body).changed, [4, 10, 20]);
   assert.deepEqual(changedStamps(stampsBefore, stamps()).sort(), [...keys].sort(), 'stamps only where the status changed');
   keys.forEach((k) => assert.equal(stamps()[k], sent.at));
