@@ -23,6 +23,7 @@ from sheet_bridge.sync.ledger import (
     LedgerError,
     LockLease,
     SheetTab,
+    SyncBusy,
     open_ledger,
 )
 from sheet_bridge.sync.outcomes import (
@@ -235,6 +236,19 @@ class Bridge:
                 on_start(pass_id)
             with PassProgress(self.ledger, pass_id, self.clock, progress) as recorded:
                 return self._pass(pass_id, now, dry_run, keys, rows, trigger, recorded, lease, read)
+
+    def close_lost_passes(self) -> bool:
+        """When a pass of this tab still shows running but nobody holds the tab's lock, its
+        process died: record it lost now (a sweep calls this), not when its heartbeat is two
+        minutes old. Never waits for the lock; whether one was closed."""
+        if self.ledger.running_pass(self.sheet_tab, self.clock()) is None:
+            return False
+        try:
+            with self.ledger.lock(self.sheet_tab, wait=0.0):
+                self._close_lost_passes(self.clock())
+        except SyncBusy:
+            return False  # a live pass holds it
+        return True
 
     def _close_lost_passes(self, now: datetime) -> None:
         """Record as lost every pass of this tab still shown running. This pass holds the

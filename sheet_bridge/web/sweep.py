@@ -3,7 +3,8 @@
 An edit is recorded in the ledger and answered at once; its events go once it has settled.
 Whichever process looks first sends them: the one that took the edit wakes when it is due, and
 every process looks every `[sync] sweep_seconds` besides, so an edit whose process died (a
-SIGKILL, a scale-in) still reaches Meta within settle_seconds + sweep_seconds + one send. A
+SIGKILL, a scale-in) still reaches Meta within settle_seconds + sweep_seconds + one send, and
+a pass whose process died is shown lost within sweep_seconds, not two minutes on. A
 sweep never waits for a tab's lock: a tab held by a live pass is that pass's (every pass takes
 the edits due when it starts), and the next sweep looks again. A lock whose holder is dead is
 free at once (PostgreSQL ends the session's advisory lock; the SQLite lease checks whether
@@ -71,6 +72,8 @@ class Sweeper:
             try:
                 if send_due(bridge, lock_wait=0.0) is not None:
                     passes += 1
+                else:  # a pass a dead process left "running" is known lost at once
+                    bridge.close_lost_passes()
             except SyncBusy:
                 pass  # a live pass holds the tab; the next sweep looks again
             except Exception as exc:  # one bridge's trouble never stops the others

@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 from sheet_bridge.sync.ledger import open_ledger
 from sheet_bridge.sync.run import Bridge
 from sheet_bridge.web.app import create_app
+from sheet_bridge.web.passes import pass_ref
 from tests.conftest import WORLD_SECRET, WORLD_SHEET, World, lead_row
 from tests.ledger_backends import run_sql
 from tests.web.test_edits import as_the_add_on_sees, edit_event, edit_transitions
@@ -315,3 +316,30 @@ def test_a_due_edit_whose_lead_left_the_sheet_is_dropped_not_retried_forever(
 
     assert queue_size(world) == 0
     assert world.meta_events()[sent:] == []
+
+
+def test_a_pass_whose_process_died_is_shown_lost_within_a_sweep_not_two_minutes(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """Issue 20: a dead pass looked running for 2 minutes (its heartbeat's age). Nobody holds
+    its tab's lock, so the sweep knows at once that its process died."""
+    world = settling_world(make_world, [lead_row(1, "New", now=world_now)])
+    client = synced_on_real_time(world)
+    ledger = open_ledger(world.config.ledger_location({}))
+    try:
+        where = world.bridge().sheet_tab
+        dead = ledger.start_pass(where, "hourly", False, now())  # its process was SIGKILLed
+    finally:
+        ledger.close()
+    ref = pass_ref(where, dead)
+
+    deadline = time.monotonic() + 5 * SWEEP + 2
+    while time.monotonic() < deadline:
+        state = client.get(f"/api/passes/{ref}", headers=AUTH).get_json()["state"]
+        if state != "running":
+            break
+        time.sleep(0.1)
+
+    assert state == "lost"
+    status = client.get(f"/api/status?spreadsheet_id={WORLD_SHEET}", headers=AUTH).get_json()
+    assert status["running_pass"] is None
