@@ -85,6 +85,7 @@ class FakeState:
     passes: dict[str, FakePass] = field(default_factory=dict)
     profile: PassProfile = field(default_factory=PassProfile)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    pending_edits: list[dict[str, Any]] = field(default_factory=list)  # /api/status's, as set
     faults: list[int] = field(default_factory=list)
     next_pass: int = 1
 
@@ -303,6 +304,10 @@ class FakeBackend:
                     "stages": [],
                     "meta_token": True,
                     "alerts": fake.state.alerts,
+                    "pending_edits": {
+                        "total": len(fake.state.pending_edits),
+                        "edits": fake.state.pending_edits,
+                    },
                     "running_pass": None
                     if running is None
                     else {
@@ -486,6 +491,7 @@ class FakeBackend:
                 fake.state.transitions.clear()
                 fake.state.passes.clear()
                 fake.state.alerts = []
+                fake.state.pending_edits = []
                 fake.state.faults.clear()
                 fake.state.profile = PassProfile()
                 fake.swap_on_next_edit = None
