@@ -117,6 +117,7 @@ def test_a_sort_over_1000_never_synced_leads_sends_nothing_and_stamps_nothing(
     assert edit_transitions(world) == []
     assert [a["changed"] for a, _ in answers] == [[], []]  # the add-on stamps nothing
     assert [len(a["seen"]) for a, _ in answers] == [500, 500]
+    print(f"\nsort over 1,000 never-synced leads: answers in {[round(t, 2) for _, t in answers]} s")
     assert all(seconds < 2.0 for _, seconds in answers), answers
     assert queue_size(world) == 0
 
@@ -210,7 +211,9 @@ def test_a_change_that_holds_is_sent_once_settled_with_no_further_call_and_no_pa
     assert [(e["event_name"], e["event_time"]) for e in new] == [
         ("QualifiedLead", int(at.timestamp()))
     ]
-    assert (datetime.now(UTC) - at).total_seconds() >= SETTLE
+    reached = (datetime.now(UTC) - at).total_seconds()
+    print(f"\na change that held reached Meta {reached:.1f} s after the edit (settle {SETTLE} s)")
+    assert reached >= SETTLE
     assert waited <= SETTLE + 2 * SWEEP + 2
     assert queue_size(world) == 0
 
@@ -263,6 +266,7 @@ def test_an_edit_answers_within_2_seconds_while_meta_hangs(
 
     answer = response.get_json()
     assert response.status_code == 200, answer
+    print(f"\nedit answered in {took:.2f} s while Meta hangs 6 s")
     assert took < 2.0, took
     assert answer["changed"] == [2]
     assert answer["sending"] is True
