@@ -169,7 +169,12 @@ def run_edits(version: str, size: int, workdir: Path, edits: int) -> dict[str, A
         t1 = time.time()
         if answer.status_code != 200:
             raise SystemExit(f"edit: {answer.status_code} {answer.get_data(as_text=True)[:500]}")
-        answered = httpx.get(meta_url + "/_bench/answered").json()["answered"]
+        # The edit is answered before Meta is (its send runs in the background): wait for it.
+        deadline = time.time() + 30
+        while not (answered := httpx.get(meta_url + "/_bench/answered").json()["answered"]):
+            if time.time() > deadline:
+                break
+            time.sleep(0.02)
         calls = httpx.get(sheets_url + "/_emulator/stats").json()
         if not answered:
             raise SystemExit(f"edit of row {row}: no event reached the fake Meta")

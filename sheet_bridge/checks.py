@@ -339,6 +339,29 @@ def check_date_order(
             f"this reading (row {number}, {header}: {cell[:30]!r}); ambiguous dates such as "
             f'01/12/2026 are then read wrongly. Set [sheets] date_order = "{other}" or the '
             "spreadsheet's locale (File → Settings) to match how the dates are typed",
+
+
+def check_edits(config: BridgeConfig, report: CheckReport) -> None:
+    """How edits from the add-on are sent ([sync], docs/edits.md)."""
+    sync = config.sync
+    if sync.settle_seconds == 0:
+        report.add(
+            "warn",
+            "[sync] settle_seconds = 0: an edit is sent at once, so a mis-click changed back "
+            "seconds later has already reached Meta (which cannot take an event back); 120 is "
+            "the default",
+        )
+    else:
+        report.add(
+            "info",
+            f"an edited status is sent once it has held {sync.settle_seconds:g} s; a change "
+            "back before then sends nothing",
+        )
+    if sync.sweep_seconds == 0:
+        report.add(
+            "warn",
+            "[sync] sweep_seconds = 0: no serving process sends edits that are due; they wait "
+            "for the next sync (set it to 10, the default)",
         )
 
 
@@ -360,6 +383,7 @@ def run_checks(
     report.add("ok", f"config {config.source} is valid")
     check_stages(config, report)
     check_meta(config, report, env)
+    check_edits(config, report)
     if connect:
         check_sheet(config, report, sheets)
     location = config.ledger_location(env)

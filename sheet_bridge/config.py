@@ -258,6 +258,17 @@ class ServerConfig(_Strict):
         return value.strip() or None
 
 
+class SyncConfig(_Strict):
+    """How edits from the add-on are sent (docs/edits.md)."""
+
+    # An edited status is sent once it has held this long (a mis-click changed back within it
+    # sends nothing); 0 sends at once. Meta's 7-day window for website events leaves room.
+    settle_seconds: float = Field(default=120.0, ge=0, le=3600)
+    # How often each serving process looks for edits that are due (0: never, for tests and
+    # one-shot commands); due edits reach Meta within settle_seconds + this + one send.
+    sweep_seconds: float = Field(default=10.0, ge=0, le=300)
+
+
 class StageConfig(_Strict):
     status: tuple[str, ...]
     event: str = Field(min_length=1)
@@ -348,6 +359,7 @@ class BridgeConfig(_Strict):
     sheets: SheetsConfig
     meta: MetaConfig
     server: ServerConfig = ServerConfig()
+    sync: SyncConfig = SyncConfig()
     columns: dict[str, str]
     stages: tuple[StageConfig, ...] = Field(min_length=1)
     # Set by load_config: where this config came from (for messages and relative paths).

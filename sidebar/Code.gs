@@ -301,8 +301,9 @@ function removeTriggers() {
 /**
  * The installable onEdit handler. Acts only on edits that touch the bridged tab's status
  * column, and makes at most one backend call per edit event: the rows' current status and
- * CAPI Key go to /api/edits, the backend says which rows really changed, and only those get a
- * Status Changed At stamp. A paste, fill-down, sort or row move carries no old values (Apps
+ * CAPI Key (and, for a one-cell edit, the status it replaced) go to /api/edits, the backend
+ * says which rows really changed, and only those get a Status Changed At stamp. Changes are
+ * sent once they have settled (the backend's [sync] settle_seconds, docs/edits.md). A paste, fill-down, sort or row move carries no old values (Apps
  * Script gives e.value/e.oldValue for one-cell edits only), so nothing here guesses what
  * changed. API writes (the backend's write-back) do not fire this trigger, so it cannot loop.
  */
@@ -342,6 +343,10 @@ function handleEdit(e) {
   var rows = currentRows_(sheet, first, last, statusCol, keyCol, timeZone);
   if (!rows.length) return; // only blank rows with no lead behind them
   var content = stampCol > 0 ? keylessContent_(sheet, rows, header.length, stampCol, timeZone) : null;
+  // What the cell held before: only a one-cell edit says (e.oldValue, undefined when it was
+  // blank). With it the backend can tell a person's change of a lead it never synced from a
+  // sort or paste over it (docs/edits.md); without it, it never guesses.
+  if (known) rows[0].old_status = e.oldValue === undefined ? '' : String(e.oldValue);
   var ref = bridgeRef_(columns);
 
   if (rows.length > MAX_ROWS_PER_EDIT_) {
@@ -373,6 +378,9 @@ function handleEdit(e) {
   if (stampCol > 0) stampRows_(sheet, stampCol, keyCol, rows, answer.changed || [], at, timeZone, content);
   clearError_();
   if (answer.queued) toast_(answer.message || 'A sync is running; this change is recorded and goes out with it.');
+  // A change waits to settle before it is sent, and a change back in time sends nothing:
+  // say which, and when it goes (the sidebar lists what is pending).
+  else if ((answer.pending || []).length || (answer.withdrawn || []).length) toast_(answer.message);
 }
 
 /** The hourly safety net: starts a pass and does not wait for it (the backend reports a pass

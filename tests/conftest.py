@@ -314,6 +314,8 @@ def world_config(tmp: Path, sheets_url: str, meta_url: str, **overrides: Any) ->
             "batch_size": 500,
         },
         "server": {"shared_secret_env": "SHEET_BRIDGE_SECRET", "ledger": "ledger.db"},
+        # Edits sent at once and no sweep thread, unless a test asks (tests/web/test_settle.py).
+        "sync": {"settle_seconds": 0, "sweep_seconds": 0},
         "columns": {
             "status": "Lead Status",
             "status_changed_at": "Status Changed At",

@@ -22,6 +22,7 @@ from tests.conftest import (
     lead_row,
     world_config,
 )
+from tests.sync.test_edits import MINIMAL
 from tests.test_cli import WITH_TOKEN, run, world_toml
 
 MakeWorld = Callable[..., World]
@@ -239,3 +240,21 @@ def test_a_version_expiring_within_90_days_is_a_warning_with_its_date() -> None:
         'Graph API v21.0 expires on 2027-01-21 (49 days); set [meta] api_version = "v26.0" '
         "before then",
     )
+
+
+@pytest.mark.parametrize(
+    ("sync", "level", "words"),
+    [
+        ({}, "info", "an edited status is sent once it has held 120 s"),
+        ({"settle_seconds": 0}, "warn", "settle_seconds = 0: an edit is sent at once"),
+        ({"sweep_seconds": 0}, "warn", "no serving process sends edits that are due"),
+    ],
+)
+def test_check_says_how_edits_settle_and_whether_they_are_swept(
+    sync: dict[str, float], level: str, words: str
+) -> None:
+    """docs/edits.md: `check` names the [sync] settings that make edits permanent at once or
+    leave due edits waiting for a pass."""
+    config = parse_config({**MINIMAL, "sync": sync})
+    report = run_checks(config, connect=False, environ={})
+    assert any(f.level == level and words in f.text for f in report.findings), report.findings

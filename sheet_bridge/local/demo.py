@@ -53,6 +53,11 @@ currency = "INR"
 shared_secret_env = "SHEET_BRIDGE_SECRET"
 ledger = "sheet-bridge.db"
 
+[sync]
+# The demo sends an edit at once so the grid shows it; a real bridge waits settle_seconds
+# (default 120) first, so a mis-click changed back sends nothing (docs/edits.md).
+settle_seconds = 0
+
 [columns]
 status = "Lead Status"
 status_changed_at = "Status Changed At"

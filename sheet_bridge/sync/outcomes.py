@@ -13,7 +13,7 @@ from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.plan import EventRecord, PlannedEvent, RowDecision
 
 RowOutcome = Literal[
-    "sent", "failed", "expired", "invalid", "skipped", "already_sent", "due", "baseline"
+    "sent", "failed", "expired", "invalid", "skipped", "already_sent", "due", "baseline", "pending"
 ]
 SUMMARY_KEYS: tuple[str, ...] = (
     "sent",
@@ -38,6 +38,7 @@ _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
     "already_sent": "already_sent",
     "moved_back": "already_sent",
     "baseline": "baseline",
+    "settling": "pending",
 }
 
 
@@ -157,6 +158,10 @@ def render_row(
             parts.append(_baseline_words([r.event_name for r in baseline]))
         if not parts:
             parts.append(decision.message)
+    elif decision.outcome == "settling":
+        if sent:  # what Meta already has stays on the row
+            parts.append(_SENT + ", ".join(r.event_name for r in sent))
+        parts.append(f"Pending: {decision.message}")
     else:
         label = {
             "skipped": "Skipped",

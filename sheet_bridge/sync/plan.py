@@ -28,6 +28,9 @@ time we observed, never one we made up:
    beyond that stage before that change, it was reached earlier at an unknown time: baseline.
 3. Nothing is sent with a time in the future (small clock skew is clamped to now) or before
    Created At.
+4. An edit settles before it is sent (docs/edits.md): a lead whose status is the one an edit
+   recorded less than `[sync] settle_seconds` ago is held, by every pass; a change back within
+   that time withdraws the edit (sync/edits.py), so a mis-click sends nothing.
 """
 
 from __future__ import annotations
@@ -63,7 +66,15 @@ PIXEL_DEDUP = timedelta(hours=48) - timedelta(minutes=10)
 
 EventState = Literal["sending", "sent", "failed", "expired", "baseline"]
 Outcome = Literal[
-    "due", "skipped", "expired", "invalid", "already_sent", "moved_back", "duplicate", "baseline"
+    "due",
+    "skipped",
+    "expired",
+    "invalid",
+    "already_sent",
+    "moved_back",
+    "duplicate",
+    "baseline",
+    "settling",
 ]
 # Where a status's time came from (rule 1 in the module docstring). "seen" has no time: the
 # status was observed, `at` is only when.
@@ -416,6 +427,7 @@ class _Planner:
         self._keys_of: dict[int, frozenset[str]] = {}
         self.observations: list[Observation] = []
         self.shared_pixel_ids: set[str] = set()
+        self.settle = timedelta(seconds=config.sync.settle_seconds)
 
     # -- one row ---------------------------------------------------------------------------
     def decide(self, row: LeadRow) -> RowDecision:
@@ -431,6 +443,17 @@ class _Planner:
         # Most rows of a pass show the status the ledger last saw: nothing to observe, and
         # their time is worked out only if an event is still due (100,000 rows every pass).
         latest = max(history.transitions, key=_observed, default=None)
+        if latest is not None and self._settling(latest, status):
+            decision = skip(
+                f"{_cut(status)} since {self._time(latest.at)} (an edit): sent at "
+                f"{self._time(latest.at + self.settle)} if it still holds then; a change back "
+                "before that sends nothing",
+                "settling",
+            )
+            decision.records = [
+                history.events[s.event] for s in self.stages.stages if s.event in history.events
+            ]
+            return decision
         current: StatusTime | None = None
         if latest is None or status_key(latest.status) != status_key(status):
             current = self._status_time(row, status, stage, history)
@@ -591,6 +614,14 @@ class _Planner:
         return decision
 
     # -- pieces ----------------------------------------------------------------------------
+    def _settling(self, latest: Transition, status: str) -> bool:
+        """Rule 4: the lead still shows the status an edit recorded less than settle ago."""
+        return (
+            latest.source == "edit"
+            and self.now < latest.at + self.settle
+            and status_key(latest.status) == status_key(status)
+        )
+
     def _due_stages(self, stage: Stage) -> Sequence[Stage]:
         """The stages a lead at `stage` should have sent, in funnel order (docs/meta-events.md:
         every stage, the first included, before the final one). Built once per stage."""

@@ -25,6 +25,7 @@ from sheet_bridge.sync.ledger import (
     LedgerError,
     LockLease,
     SheetTab,
+    SyncBusy,
     open_ledger,
 )
 from sheet_bridge.sync.outcomes import (
@@ -227,13 +228,16 @@ class Bridge:
         progress: Progress | None = None,
         on_start: Callable[[int], None] | None = None,
         read: Reader | None = None,
+        lock_wait: float | None = None,
     ) -> SyncResult:
-        """One pass under the tab's lock (SyncBusy when another pass holds it). `on_start`
+        """One pass under the tab's lock (SyncBusy when another pass holds it after `lock_wait`
+        seconds, the bridge's own wait by default). `on_start`
         learns the pass's ledger id once the lock is held; its progress and answer go to the
         pass's ledger record, where any process can read them. `read`, when given, reads some
         rows instead of the whole tab, and the pass plans the leads it gives against only
         their history: it costs what those rows cost, not the sheet."""
-        with gc_pass(), self.ledger.lock(self.sheet_tab, wait=self.lock_wait) as lease:
+        wait = self.lock_wait if lock_wait is None else lock_wait
+        with gc_pass(), self.ledger.lock(self.sheet_tab, wait=wait) as lease:
             now = self.clock()
             self._close_lost_passes(now)
             full = keys is None and rows is None and read is None
@@ -264,6 +268,19 @@ class Bridge:
                 dropped,
                 deleted,
             )
+
+    def close_lost_passes(self) -> bool:
+        """When a pass of this tab still shows running but nobody holds the tab's lock, its
+        process died: record it lost now (a sweep calls this), not when its heartbeat is two
+        minutes old. Never waits for the lock; whether one was closed."""
+        if self.ledger.running_pass(self.sheet_tab, self.clock()) is None:
+            return False
+        try:
+            with self.ledger.lock(self.sheet_tab, wait=0.0):
+                self._close_lost_passes(self.clock())
+        except SyncBusy:
+            return False  # a live pass holds it
+        return True
 
     def _close_lost_passes(self, now: datetime) -> None:
         """Record as lost every pass of this tab still shown running. This pass holds the
@@ -323,6 +340,13 @@ class Bridge:
             if rows is not None:
                 wanted = set(rows)
                 only = (only or set()) | {r.key for r in leads if r.row_number in wanted}
+            # Every pass takes every edit of its tab that is due (docs/edits.md): a pass of
+            # some leads plans the due ones it read too (sync/edits.py's reader reads them all).
+            due = {q.lead_key for q in ledger.queued_edits(where) if q.due_at <= now}
+            if only is not None:
+                only |= due
+            if read is not None:  # taken only if read (a whole tab holds every lead there is)
+                due &= {r.key for r in leads}
             with gc_paused():
                 the_plan = plan(
                     leads,
@@ -339,6 +363,8 @@ class Bridge:
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
             if not dry_run:
+                # Taken: planned (sent, held or refused by the rules) or not in the sheet.
+                ledger.dequeue_edits(where, due, now)
                 self._write_back(written, first_row, layout, result, tz, progress)
         except Exception as exc:
             ledger.finish_pass(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -10,12 +12,13 @@ import pydantic_core
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sheet_bridge.sync.edits import EditedRow, EditOutcome, apply_edit
+from sheet_bridge.sync.edits import EditedRow, EditOutcome, Read, apply_edit, send_due
 from sheet_bridge.sync.ledger import LedgerError, SyncBusy
-from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError
+from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError, SyncResult, failure_words
 from sheet_bridge.web.auth import AuthError
 from sheet_bridge.web.passes import (
     ROWS_PAGE,
+    in_background,
     parse_pass_ref,
     pass_ref,
     record_json,
@@ -24,6 +27,7 @@ from sheet_bridge.web.passes import (
 )
 from sheet_bridge.web.registry import Access, BridgeRegistry
 from sheet_bridge.web.status import bridge_status
+from sheet_bridge.web.sweep import Sweeper
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -86,6 +90,9 @@ class EditedRowBody(_Body):
     row: int
     status: str = Field(max_length=1000)
     key: str | None = Field(default=None, max_length=200)
+    # The status this edit replaced, when Apps Script gives it (a one-cell edit's e.oldValue);
+    # absent or null for a paste, fill-down or sort, which carry no old values.
+    old_status: str | None = Field(default=None, max_length=1000)
 
     @field_validator("row")
     @classmethod
@@ -288,10 +295,19 @@ def _query_int(name: str, default: int, low: int, high: int) -> int:
     return int(text)
 
 
+# An edit is answered without waiting on Meta: a due edit's send runs in the background and
+# is waited for this long at most (its result is in the answer when it ends by then).
+EDIT_ANSWER_WAIT = 1.0
+# The time limit of an edit's read and record (one Sheets read, a few ledger writes): a sheet
+# slower than this is answered 503 in words, and the edit is still recorded once it answers.
+EDIT_TIME_LIMIT = 8.0
+
+
 @api.post("/edits")
 def edits() -> Any:
-    """One edit event: record the rows whose status really changed, send them, and say which
-    rows the add-on stamps (`changed`). 200 even while a pass runs (`queued`): never lost."""
+    """One edit event: record what its rows really changed and answer at once (docs/edits.md).
+    Changes settle for `[sync] settle_seconds` before they are sent; one already due is sent
+    in the background, its answer included when it ends within EDIT_ANSWER_WAIT."""
     access = _registry().authenticate(request.headers.get("Authorization"))
     req = _parse(_edit_form())
     bridge = _allowed_bridge(access, req.spreadsheet_id, req.tab)
@@ -301,16 +317,90 @@ def edits() -> Any:
     if isinstance(req, SingleEditRequest):
         edited = [EditedRow(req.row, req.new_value, None, req.old_value)]
     else:
-        edited = [EditedRow(r.row, r.status, (r.key or "").strip() or None) for r in req.rows]
-    try:
-        outcome = apply_edit(bridge, edited, req.at)
-    except SyncError as exc:
-        raise ApiError(502, "sheet_unavailable", str(exc)) from None
-    answer = edit_answer(outcome)
+        edited = [
+            EditedRow(r.row, r.status, (r.key or "").strip() or None, r.old_status)
+            for r in req.rows
+        ]
+    outcome = _recorded_in_time(bridge, edited, req.at)
+    now = bridge.clock()
+    pending = outcome.verdict.pending.values()
+    due_now = any(q.due_at <= now for q in pending)
+    sending = _send_in_background(bridge, outcome.read) if due_now else None
+    sweeper: Sweeper | None = current_app.extensions.get("sheet_bridge_sweeper")
+    for q in pending:
+        if q.due_at > now and sweeper is not None:
+            sweeper.due_at(q.due_at)
+    answer = edit_answer(outcome, sending, now)
     if isinstance(req, SingleEditRequest):
         # What the one-row form answered: that row's report.
         answer["row"] = next((r for r in answer["rows"] if r["row"] == req.row), None)
     return jsonify(answer)
+
+
+def _recorded_in_time(bridge: Bridge, edited: list[EditedRow], at: datetime) -> EditOutcome:
+    """apply_edit, within EDIT_TIME_LIMIT (the trigger that called runs on its owner's daily
+    trigger runtime): 503 when the sheet is slower, 502 when it cannot be read."""
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["outcome"] = apply_edit(bridge, edited, at)
+        except Exception as exc:  # given to the request below (unexpected ones logged too)
+            box["error"] = exc
+            if not isinstance(exc, SyncError | LedgerError):
+                log.warning("edit on %s: %s", bridge.sheet_tab, type(exc).__name__)
+        finally:
+            done.set()
+
+    in_background(run, "sheet-bridge-edit")
+    if not done.wait(EDIT_TIME_LIMIT):
+        raise ApiError(
+            503,
+            "edit_timeout",
+            f"the sheet did not answer within {EDIT_TIME_LIMIT:.0f} s; the edit is recorded "
+            "when it does, and the next sync sees the change either way",
+        )
+    error = box.get("error")
+    if isinstance(error, SyncError):
+        raise ApiError(502, "sheet_unavailable", str(error))
+    if error is not None:
+        raise error
+    outcome: EditOutcome = box["outcome"]
+    return outcome
+
+
+@dataclass
+class _Sending:
+    """An edit's send in the background, as far as the answer saw it."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    result: SyncResult | None = None
+    busy: bool = False
+    notice: str | None = None
+
+
+def _send_in_background(bridge: Bridge, read: Read) -> _Sending:
+    """Send the tab's due edits in a thread; wait for it EDIT_ANSWER_WAIT at most."""
+    sending = _Sending()
+
+    def run() -> None:
+        try:
+            sending.result = send_due(bridge, lock_wait=bridge.lock_wait, read_just_now=read)
+        except SyncBusy:
+            sending.busy = True
+        except Exception as exc:  # recorded and queued: the sweep or the next pass sends it
+            words = failure_words(exc)
+            if isinstance(exc, LedgerBehindSheet):
+                words = f"nothing was sent: {words}"
+            sending.notice = words
+            log.warning("edit send on %s: %s", bridge.sheet_tab, type(exc).__name__)
+        finally:
+            sending.done.set()
+
+    in_background(run, "sheet-bridge-edit")
+    sending.done.wait(EDIT_ANSWER_WAIT)
+    return sending
 
 
 def _edit_form() -> type[_Body]:
@@ -325,32 +415,88 @@ def _edit_form() -> type[_Body]:
     return SingleEditRequest if single else EditRequest
 
 
-def edit_answer(outcome: EditOutcome) -> dict[str, Any]:
-    """The contract's answer: changed / unchanged / moved / queued / message / rows."""
-    verdict, result = outcome.verdict, outcome.result
-    recorded = _count(len(verdict.record), "status change")
-    if outcome.queued:
-        words = [
-            f"a sync of this tab is running: {recorded} recorded, sent with it or the next sync"
-        ]
-    else:
-        sent = result.events_sent if result is not None else 0
-        words = [f"{recorded} recorded", f"{_count(sent, 'event')} sent"]
+def edit_answer(outcome: EditOutcome, sending: _Sending | None, now: datetime) -> dict[str, Any]:
+    """The contract's answer: changed / unchanged / moved / seen / refused / withdrawn /
+    pending / queued / message / rows (docs/edits.md)."""
+    verdict = outcome.verdict
+    finished = sending is not None and sending.done.is_set()
+    result = sending.result if sending is not None and finished else None
+    queued = sending is not None and finished and sending.busy
+    waiting = [
+        {
+            "row": row,
+            "lead_key": q.lead_key,
+            "status": q.status,
+            "previous": q.previous,
+            "at": q.at.isoformat(),
+            "due_at": q.due_at.isoformat(),
+        }
+        for row, q in sorted(verdict.pending.items())
+        if q.due_at > now
+    ]
+    words = [f"{_count(len(verdict.changed), 'status change')} recorded"]
+    if waiting:
+        last = max(q.due_at for q in verdict.pending.values())
+        words.append(
+            f"{_count(len(waiting), 'lead')} pending: sent at {last:%H:%M:%S %Z} if the status "
+            f"still holds then ({outcome.settle.total_seconds():.0f} s to settle)"
+        )
+    if queued:
+        words.append("a sync of this tab is running: what is due goes with it or the next sweep")
+    elif sending is not None and not finished:
+        words.append("sending in the background")
+    elif result is not None:
+        words.append(f"{_count(result.events_sent, 'event')} sent")
+    for row in verdict.withdrawn:
+        words.append(f"row {row}: {verdict.words[row]}")
+    if verdict.seen:
+        words.append(
+            f"{_count(len(verdict.seen), 'row')} of leads not synced yet: seen, not changes "
+            "(the next sync dates them)"
+        )
+    if verdict.refused:
+        words.append(
+            f"{_count(len(verdict.refused), 'row')} refused: their CAPI Key is in no row read"
+        )
     if verdict.moved:
         words.append(
             f"{_count(len(verdict.moved), 'row')} no longer showing what was edited (sorted or "
-            "moved since): a change is kept for the lead's CAPI Key, and the next sync sends it"
+            "moved since): the next sync sees it"
         )
     notices = (result.notices if result is not None else []) + (
-        [outcome.notice] if outcome.notice else []
+        [sending.notice] if sending is not None and sending.notice else []
     )
+    rows = [r.to_json() for r in result.rows] if result is not None else []
+    reported = {r["row"] for r in rows}
+    for row, message in sorted(verdict.words.items()):
+        if row not in reported:
+            state = "withdrawn" if row in verdict.withdrawn else "seen"
+            state = "refused" if row in verdict.refused else state
+            rows.append({"row": row, "outcome": state, "message": message})
+    for w in waiting:
+        if w["row"] not in reported:
+            rows.append(
+                {
+                    "row": w["row"],
+                    "lead_key": w["lead_key"],
+                    "status": w["status"],
+                    "outcome": "pending",
+                    "message": f"{w['previous'] or '(new)'} → {w['status']}: sent at "
+                    f"{w['due_at']} if it still holds then",
+                }
+            )
     return {
         "changed": verdict.changed,
         "unchanged": verdict.unchanged,
         "moved": verdict.moved,
-        "queued": outcome.queued,
+        "seen": verdict.seen,
+        "refused": verdict.refused,
+        "withdrawn": verdict.withdrawn,
+        "pending": waiting,
+        "queued": queued,
+        "sending": sending is not None and not finished,
         "message": "; ".join(words + notices),
-        "rows": [r.to_json() for r in result.rows] if result is not None else [],
+        "rows": rows,
         "events_sent": result.events_sent if result is not None else 0,
         "notices": notices,
     }

@@ -23,6 +23,7 @@ from sheet_bridge.web.api import api
 from sheet_bridge.web.auth import Authenticator, TokenVerifier, google_verifier, setup_problem
 from sheet_bridge.web.metrics import exposition
 from sheet_bridge.web.registry import BridgeRegistry
+from sheet_bridge.web.sweep import Sweeper
 
 
 class StartupError(Exception):
@@ -133,6 +134,10 @@ def _create_app(
     app.extensions["sheet_bridge"] = BridgeRegistry(bridges, authenticators)
 
     app.register_blueprint(api)
+    swept = [b for b in bridges if b.config.sync.sweep_seconds > 0]
+    if swept:
+        interval = min(b.config.sync.sweep_seconds for b in swept)
+        app.extensions["sheet_bridge_sweeper"] = Sweeper(swept, interval).start()
 
     project = env.get("GOOGLE_CLOUD_PROJECT")
 

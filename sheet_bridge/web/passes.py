@@ -15,6 +15,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,25 +83,30 @@ def start_pass(bridge: Bridge, *, wait: float, **kw: Any) -> Started:
             done.set()
             started.set()
 
-    def tracked() -> None:
-        try:
-            run()
-        finally:
-            with _running_lock:
-                _running.discard(thread)
-
-    # The pass logs under the request id (and trace) of the request that started it.
-    context = contextvars.copy_context()
-    thread = threading.Thread(
-        target=context.run, args=(tracked,), name="sheet-bridge-pass", daemon=True
-    )
-    with _running_lock:
-        _running.add(thread)
-    thread.start()
+    in_background(run)
     started.wait(bridge.lock_wait + START_GRACE)
     if outcome.pass_id is not None:
         done.wait(wait)
     return Started(outcome.pass_id, outcome.result, outcome.error, done.is_set())
+
+
+def in_background(target: Callable[[], None], name: str = "sheet-bridge-pass") -> None:
+    """Run `target` in a thread of this process that a stopping worker waits for
+    (`finish_running_passes`): a pass, or an edit's send."""
+
+    def tracked() -> None:
+        try:
+            target()
+        finally:
+            with _running_lock:
+                _running.discard(thread)
+
+    # It logs under the request id (and trace) of the request that started it.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(tracked,), name=name, daemon=True)
+    with _running_lock:
+        _running.add(thread)
+    thread.start()
 
 
 def finish_running_passes(timeout: float) -> int:

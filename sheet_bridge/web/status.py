@@ -101,6 +101,31 @@ def bridge_status(bridge: Bridge) -> dict[str, Any]:
         "now": now.isoformat(),
         "alerts": alerts(bridge, refused, sheet_problem, now),
         "running_pass": _running(bridge, now),
+        "pending_edits": pending_edits(bridge, now),
+    }
+
+
+PENDING_SHOWN = 50
+
+
+def pending_edits(bridge: Bridge, now: datetime) -> dict[str, Any]:
+    """The edits waiting to settle or to be sent (docs/edits.md), the first due first: what
+    changed, and when it goes (`due_at`; "due": now, with the next sweep or pass)."""
+    queued = bridge.ledger.queued_edits(bridge.sheet_tab)
+    return {
+        "total": len(queued),
+        "edits": [
+            {
+                "row": q.row_number,
+                "lead_key": q.lead_key,
+                "previous": q.previous,
+                "status": q.status,
+                "at": q.at.isoformat(),
+                "due_at": q.due_at.isoformat(),
+                "state": "settling" if q.due_at > now else "due",
+            }
+            for q in queued[:PENDING_SHOWN]
+        ],
     }
 
 

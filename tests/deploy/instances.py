@@ -158,9 +158,10 @@ def write_bridge_config(
     pixel_id: str,
     stages: Iterable[Mapping[str, Any]],
     batch_size: int = 500,
+    sync: Mapping[str, float] | None = None,
 ) -> Path:
     """One bridge's .toml in `folder` (one tab of one spreadsheet; the ledger comes from
-    SHEET_BRIDGE_LEDGER, as in a container)."""
+    SHEET_BRIDGE_LEDGER, as in a container). `sync`: its [sync] table (edits' settling)."""
     lines = [
         "[sheets]",
         f'spreadsheet_id = "{spreadsheet_id}"',
@@ -177,6 +178,9 @@ def write_bridge_config(
         "",
         "[server]",
         'shared_secret_env = "SHEET_BRIDGE_SECRET"',
+        "",
+        "[sync]",
+        *(f"{key} = {value}" for key, value in (sync or {}).items()),
         "",
         "[columns]",
         'status = "Lead Status"',

@@ -157,6 +157,43 @@ def test_alerts_show_at_the_top_of_the_sidebar_for_every_editor(
         assert first == "alerts", "alerts come first"
 
 
+def test_the_sidebar_lists_edits_waiting_to_settle_and_when_each_goes(
+    page: Any, shared: SharedSheet
+) -> None:
+    """docs/edits.md: an edit is sent once it has held settle_seconds; until then the sidebar
+    says what is pending and when it goes (GET /api/status pending_edits)."""
+    due = "2026-12-04T10:42:07+00:00"
+    shared.fake.state.pending_edits = [
+        {
+            "row": 7,
+            "lead_key": "k7",
+            "previous": "New",
+            "status": "Customer",
+            "at": "2026-12-04T10:40:07+00:00",
+            "due_at": due,
+            "state": "settling",
+        },
+        {
+            "row": 9,
+            "lead_key": "k9",
+            "previous": None,
+            "status": "MQL",
+            "at": "2026-12-04T10:38:00+00:00",
+            "due_at": "2026-12-04T10:40:00+00:00",
+            "state": "due",
+        },
+    ]
+    switch_user(page, PLAYGROUND_USER)
+    sidebar = page.frame_locator("#sidebar")
+    items = sidebar.locator("#pending li")
+    items.first.wait_for(timeout=WAIT_MS)
+    title = sidebar.locator("#pending h2").text_content() or ""
+    assert "Edits waiting to be sent (2)" in title, title
+    first, second = items.nth(0).inner_text(), items.nth(1).inner_text()
+    assert "New → Customer, sent at " in first and "if it still holds then" in first, first
+    assert "(new) → MQL, going now" in second, second
+
+
 def test_every_editor_sees_who_owns_the_triggers_and_a_colleague_takes_over_explicitly(
     page: Any, shared: SharedSheet
 ) -> None:

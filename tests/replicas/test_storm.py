@@ -45,7 +45,7 @@ from tests.conftest import (
     WORLD_TZ,
     lead_row,
 )
-from tests.deploy.instances import Instance, MetaGate, start_instance, write_bridge_config
+from tests.deploy.instances import Instance, MetaGate, write_bridge_config
 from tests.ledger_backends import run_sql
 
 AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
@@ -203,20 +203,6 @@ def emulators(world_now: datetime) -> Iterator[tuple[BackgroundServer, MetaGate,
         gate.release.set()
 
 
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[[dict[str, str], str], Instance]]:
-    """launch(env, name): an instance, killed at the end of the test whatever happened."""
-    started: list[Instance] = []
-
-    def start(env: dict[str, str], name: str) -> Instance:
-        started.append(start_instance(env, tmp_path / f"{name}.log"))
-        return started[-1]
-
-    yield start
-    for instance in started:
-        instance.close()
-
-
 def test_two_replicas_on_one_ledger_survive_a_storm_and_a_sigkill_mid_pass(
     tmp_path: Path,
     ledger_location: str,
@@ -237,6 +223,7 @@ def test_two_replicas_on_one_ledger_survive_a_storm_and_a_sigkill_mid_pass(
             pixel_id=pixel,
             stages=WORLD_STAGES,
             batch_size=BATCH,
+            sync={"settle_seconds": 0},  # each edit is sent at once (a chain of 3 per lead)
         )
     env = {
         "SHEET_BRIDGE_CONFIG": str(folder),

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from flask import jsonify, request
 
+from sheet_bridge.config import SyncConfig
 from sheet_bridge.local import demo_leads as demo
 from sheet_bridge.local.demo import demo_environment
 from sheet_bridge.local.server import BackgroundServer
@@ -62,6 +63,11 @@ def main() -> None:
         seed(data_dir)
         secret = secrets.token_urlsafe(32)
         with demo_environment(data_dir) as env:
+            # Edits sent at once (settling is pinned by tests/web/test_settle.py): these tests
+            # follow an edit from the add-on to the fake Meta in one step.
+            env.bridge.config = env.bridge.config.model_copy(
+                update={"sync": SyncConfig(settle_seconds=0, sweep_seconds=0)}
+            )
             app = create_app(bridges=[env.bridge], environ={"SHEET_BRIDGE_SECRET": secret})
             pending: list[int] = []
 

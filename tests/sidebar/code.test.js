@@ -87,6 +87,8 @@ function changedStamps(before, after) {
 test('a one-cell status edit posts that row with its CAPI Key once, as the installer, and stamps the time', () => {
   const world = setUp();
   const key = cell(5, 'CAPI Key');
+  const before = cell(5, 'Lead Status');
+  assert.notEqual(before, 'Customer');
   const since = world.state.fetches.length;
   const stampsBefore = stamps();
   const started = Date.now();
@@ -100,7 +102,9 @@ test('a one-cell status edit posts that row with its CAPI Key once, as the insta
   assert.equal(edit.user, OPS, 'the trigger runs as the person who installed it');
   assert.equal(edit.params.headers.Authorization, 'Bearer ' + TOKENS[OPS]);
   const body = JSON.parse(edit.params.payload);
-  assert.deepEqual(body.rows, [{ row: 5, status: 'Customer', key }]);
+  // The status it replaced goes too (Apps Script gives e.oldValue for a one-cell edit only):
+  // https://developers.google.com/apps-script/guides/triggers/events#edit
+  assert.deepEqual(body.rows, [{ row: 5, status: 'Customer', key, old_status: before }]);
   assert.equal(body.spreadsheet_id, fake.spreadsheet_id);
   assert.equal(body.tab, fake.tab);
   assert.match(body.at, ISO_WITH_OFFSET);
@@ -130,6 +134,8 @@ test('finding 1: a paste of 30 rows is one backend call, and only rows whose sta
   assert.deepEqual(described(calls), ['POST /api/edits'], 'one call for the whole paste');
   const sent = JSON.parse(calls[0].params.payload);
   assert.equal(sent.rows.length, 30);
+  // A paste carries no old values (e.oldValue is for one-cell edits only): none is invented.
+  assert.ok(sent.rows.every((r) => !('old_status' in r)), 'no old_status on a paste');
   assert.deepEqual(JSON.parse(calls[0].body).changed, [4, 10, 20]);
   assert.deepEqual(changedStamps(stampsBefore, stamps()).sort(), [...keys].sort(), 'stamps only where the status changed');
   keys.forEach((k) => assert.equal(stamps()[k], sent.at));

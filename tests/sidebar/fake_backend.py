@@ -85,6 +85,7 @@ class FakeState:
     passes: dict[str, FakePass] = field(default_factory=dict)
     profile: PassProfile = field(default_factory=PassProfile)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    pending_edits: list[dict[str, Any]] = field(default_factory=list)  # /api/status's, as set
     faults: list[int] = field(default_factory=list)
     status_extra: dict[str, Any] = field(default_factory=dict)  # more /api/status fields
     next_pass: int = 1
@@ -304,6 +305,10 @@ class FakeBackend:
                     "stages": [],
                     "meta_token": True,
                     "alerts": fake.state.alerts,
+                    "pending_edits": {
+                        "total": len(fake.state.pending_edits),
+                        "edits": fake.state.pending_edits,
+                    },
                     **fake.state.status_extra,
                     "running_pass": None
                     if running is None
@@ -342,7 +347,8 @@ class FakeBackend:
             for r in rows:
                 ok = (
                     isinstance(r, dict)
-                    and set(r) == {"row", "status", "key"}
+                    and {"row", "status", "key"} <= set(r) <= {"row", "status", "key", "old_status"}
+                    and (r.get("old_status") is None or isinstance(r["old_status"], str))
                     and isinstance(r["row"], int)
                     and r["row"] >= 2
                     and isinstance(r["status"], str)
@@ -494,6 +500,7 @@ class FakeBackend:
                 fake.state.passes.clear()
                 fake.state.alerts = []
                 fake.state.status_extra = {}
+                fake.state.pending_edits = []
                 fake.state.faults.clear()
                 fake.state.profile = PassProfile()
                 fake.swap_on_next_edit = None

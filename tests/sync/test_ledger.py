@@ -19,8 +19,10 @@ from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.ledger import (
     SCHEMA_VERSION,
     AdoptedEvent,
+    EditChange,
     LedgerBackend,
     LedgerError,
+    QueuedEdit,
     SheetTab,
     SyncBusy,
     open_ledger,
@@ -707,3 +709,62 @@ def test_recent_passes_are_the_newest_finished_ones_of_a_trigger(ledger: LedgerB
     assert [p.state(NOW) for p in hourly] == ["done", "failed"]
     assert [p.id for p in every] == ids[::-1]
     assert ledger.recent_passes(ELSEWHERE, 5) == []
+
+
+# -- the edit queue (schema 4, docs/edits.md) ---------------------------------------------------
+
+
+def queued(key: str, status: str, at: datetime, previous: str | None = "New") -> QueuedEdit:
+    return QueuedEdit(key, 2, previous, status, at, at, at + timedelta(seconds=120))
+
+
+def test_edits_queue_withdraw_and_dequeue_by_lead_and_time(ledger: LedgerBackend) -> None:
+    other = SheetTab(SHEET, "Other tab")
+    ledger.add_transitions(WHERE, [("kA", "New", NOW - timedelta(days=1), "seen")], NOW)
+    click = queued("kA", "Customer", NOW)
+    ledger.record_edits(WHERE, [EditChange("kA", None, click)], NOW)
+    ledger.record_edits(WHERE, [EditChange("kB", None, queued("kB", "MQL", NOW))], NOW)
+
+    assert ledger.queued_edits(WHERE) == [click, queued("kB", "MQL", NOW)]
+    assert ledger.queued_edits(WHERE, {"kB"}) == [queued("kB", "MQL", NOW)]
+    assert ledger.queued_edits(other) == []
+    assert [t.status for t in ledger.history(WHERE, {"kA"})["kA"].transitions] == [
+        "New",
+        "Customer",
+    ]
+
+    # Changed back 40 s later: the click's transition and its queue row go, the rest stays.
+    later = NOW + timedelta(seconds=40)
+    ledger.record_edits(WHERE, [EditChange("kA", NOW, None)], later)
+    assert [q.lead_key for q in ledger.queued_edits(WHERE)] == ["kB"]
+    assert [t.status for t in ledger.history(WHERE, {"kA"})["kA"].transitions] == ["New"]
+
+    # A pass takes only what was due by its start.
+    ledger.dequeue_edits(WHERE, {"kB"}, NOW + timedelta(seconds=119))
+    assert [q.lead_key for q in ledger.queued_edits(WHERE)] == ["kB"]
+    ledger.dequeue_edits(WHERE, {"kB"}, NOW + timedelta(seconds=120))
+    assert ledger.queued_edits(WHERE) == []
+
+
+def test_a_schema_3_ledger_gains_the_edit_queue_and_keeps_everything(
+    ledger_location: str,
+) -> None:
+    first = open_ledger(ledger_location)
+    first.mark_sending(WHERE, [planned("kA")], {}, {}, NOW)
+    first.add_transitions(WHERE, [("kA", "New", NOW, "seen")], NOW)
+    first.close()
+    # Back to schema 3, as today's main writes it: no edit queue.
+    run_sql(ledger_location, "DROP TABLE edit_queue")
+    run_sql(ledger_location, "UPDATE ledger_info SET value = '3' WHERE key = 'schema_version'")
+
+    again = open_ledger(ledger_location)
+    try:
+        assert "edit_queue" in table_names(ledger_location)
+        assert run_sql(
+            ledger_location, "SELECT value FROM ledger_info WHERE key = 'schema_version'"
+        ) == [("4",)]
+        assert again.counts_by_state(WHERE) == {"sending": 1}
+        assert [t.status for t in again.history(WHERE)["kA"].transitions] == ["New"]
+        assert again.queued_edits(WHERE) == []  # nothing queued, nothing re-sent
+    finally:
+        again.close()

@@ -24,6 +24,7 @@ from sheet_bridge.sync.plan import (
 )
 
 SCHEMA_VERSION = 5
+# Schema 4 (edits settle before they are sent): `edit_queue`, the edits waiting (docs/edits.md).
 # Schema 5 (one lead, one identity per pixel): which pixel each tab sends to (`tab_pixels`, set
 # by every pass), and indexes that find a pixel's leads by Leadgen ID, CAPI Key, e-mail or phone.
 # Nothing stored changes: events keep the ids they were sent with.
@@ -85,6 +86,34 @@ class PendingEdit:
     new_value: str
     at: datetime
     recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class QueuedEdit:
+    """A lead's status change from an edit, waiting to settle (docs/edits.md): sent once it
+    held until `due_at`, by whichever process or pass takes it first. `since` is the time of
+    the first edit not settled yet (a change back within the window withdraws every edit of
+    the lead from then on); `previous` is the status that held before it (None: unknown)."""
+
+    lead_key: str
+    row_number: int
+    previous: str | None
+    status: str
+    since: datetime
+    at: datetime
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class EditChange:
+    """What one edit does to a lead (record_edits): `withdraw_since` drops the lead's edit
+    transitions from that time on (edits not settled, changed back or superseded); then a
+    `queued` edit is recorded as a transition at its time and queued, or (None) the lead's
+    queue entry is removed: nothing is left to send for it."""
+
+    lead_key: str
+    withdraw_since: datetime | None
+    queued: QueuedEdit | None
 
 
 @dataclass(frozen=True)
@@ -251,6 +280,13 @@ class LedgerBackend(Protocol):
         now: datetime,
     ) -> int: ...
     def pending_edits(self, where: SheetTab) -> list[PendingEdit]: ...
+    def record_edits(
+        self, where: SheetTab, changes: Sequence[EditChange], now: datetime
+    ) -> None: ...
+    def queued_edits(
+        self, where: SheetTab, keys: Collection[str] | None = None
+    ) -> list[QueuedEdit]: ...
+    def dequeue_edits(self, where: SheetTab, keys: Collection[str], now: datetime) -> None: ...
     def resolve_edits(
         self, where: SheetTab, resolved: Sequence[tuple[PendingEdit, str | None]]
     ) -> None: ...

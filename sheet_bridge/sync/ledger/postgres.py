@@ -34,6 +34,7 @@ from sheet_bridge.sync.ledger.contract import (
     LOCK_LEASE,
     SCHEMA_VERSION,
     AdoptedEvent,
+    EditChange,
     LedgerError,
     LedgerEvent,
     LockLease,
@@ -41,6 +42,7 @@ from sheet_bridge.sync.ledger.contract import (
     PassRecord,
     PendingEdit,
     PixelEvent,
+    QueuedEdit,
     SheetTab,
     SyncBusy,
     UnreadableRecord,
@@ -54,10 +56,12 @@ from sheet_bridge.sync.ledger.records import (
     PIXEL_EVENT_COLUMNS,
     PIXEL_MATCH_FIELDS,
     PIXEL_OF_EVENT,
+    QUEUE_COLUMNS,
     READABLE_AT,
     adopted_rows,
     baseline_rows,
     counts_json,
+    edit_change_rows,
     expired_rows,
     last_pass_answer,
     lead_histories,
@@ -67,6 +71,7 @@ from sheet_bridge.sync.ledger.records import (
     pixel_event,
     pixel_searches,
     prune_statements,
+    queued_edit,
     sending_rows,
     summary_json,
     transition_rows,
@@ -148,8 +153,26 @@ CREATE TABLE IF NOT EXISTS passes (
     heartbeat_at double precision,
     summary text
 );
-CREATE INDEX IF NOT EXISTS passes_tab ON passes (spreadsheet_id, tab, id)
+CREATE INDEX IF NOT EXISTS passes_tab ON passes (spreadsheet_id, tab, id);
 """
+# Schema 3 → 4: edits settle before they are sent; the queue of edits waiting (docs/edits.md).
+# Nothing is queued by the migration: edits recorded before it were sent, or go with a pass.
+_MIGRATE_3_TO_4 = """
+CREATE TABLE IF NOT EXISTS edit_queue (
+    spreadsheet_id text NOT NULL,
+    tab text NOT NULL,
+    lead_key text NOT NULL,
+    row_number integer NOT NULL,
+    previous text,
+    status text NOT NULL,
+    since double precision NOT NULL,
+    at double precision NOT NULL,
+    due_at double precision NOT NULL,
+    recorded_at double precision NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab, lead_key)
+)
+"""
+_TABLES += _MIGRATE_3_TO_4  # a new ledger is created with it
 
 
 # Schema 3 (or 4) → 5: one lead, one identity per pixel. Each tab's pixel (set by its passes), and
@@ -335,6 +358,7 @@ class PostgresLedger:
                     if version == 0:
                         conn.execute(_TABLES)
                     if version != SCHEMA_VERSION:
+                        conn.execute(_MIGRATE_3_TO_4)  # idempotent: 3 → 4 and 3 → 5 alike
                         _migrate_to_5(conn)
                         conn.execute(
                             "INSERT INTO ledger_info VALUES ('schema_version', %s) "
@@ -375,7 +399,7 @@ class PostgresLedger:
                 f"The ledger {self.display} was written by a newer sheet-bridge (schema "
                 f"{version}, this one knows {SCHEMA_VERSION}); upgrade sheet-bridge"
             )
-        if version not in (0, 3, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
+        if version not in (0, 3, 4, SCHEMA_VERSION) or (version == 0 and tables != {"ledger_info"}):
             raise LedgerError(
                 f"The ledger {self.display} has no known schema version; nothing was changed. "
                 "Restore it from a backup or point the ledger URL at another database"
@@ -620,6 +644,62 @@ class PostgresLedger:
             _bulk(db, _INSERT_TRANSITIONS, "transitions", rows)
             db.execute(
                 "DELETE FROM pending_edits WHERE id = ANY(%s)", ([e.id for e, _ in resolved],)
+            )
+
+    def record_edits(self, where: SheetTab, changes: Sequence[EditChange], now: datetime) -> None:
+        """Withdraw, record and queue what edits did to their leads, in one transaction."""
+        rows = edit_change_rows(where, changes, to_ts(now))
+        with self._tx() as db, db.cursor() as cur:
+            if rows.withdrawn:
+                cur.executemany(
+                    "DELETE FROM transitions WHERE spreadsheet_id = %s AND tab = %s "
+                    "AND lead_key = %s AND source = 'edit' AND at >= %s",
+                    rows.withdrawn,
+                )
+            if rows.transitions:
+                _bulk(db, _INSERT_TRANSITIONS, "transitions", rows.transitions)
+            if rows.dequeued:
+                cur.executemany(
+                    "DELETE FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s "
+                    "AND lead_key = %s",
+                    rows.dequeued,
+                )
+            if rows.queue:
+                cur.executemany(
+                    f"INSERT INTO edit_queue (spreadsheet_id, tab, {QUEUE_COLUMNS}, recorded_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (spreadsheet_id, tab, lead_key) DO UPDATE SET "
+                    "row_number = excluded.row_number, previous = excluded.previous, "
+                    "status = excluded.status, since = excluded.since, at = excluded.at, "
+                    "due_at = excluded.due_at, recorded_at = excluded.recorded_at",
+                    rows.queue,
+                )
+
+    def queued_edits(
+        self, where: SheetTab, keys: Collection[str] | None = None
+    ) -> list[QueuedEdit]:
+        """The tab's queued edits (with `keys`, only those leads'), the first due first."""
+        only = "" if keys is None else " AND lead_key = ANY(%s)"
+        params: tuple[object, ...] = (where.spreadsheet_id, where.tab)
+        if keys is not None:
+            params = (*params, sorted(set(keys)))
+        with self._tx() as db:
+            rows = db.execute(
+                f"SELECT {QUEUE_COLUMNS} FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s"
+                f"{only} ORDER BY due_at, lead_key",
+                params,
+            ).fetchall()
+        return [queued_edit(r) for r in rows]
+
+    def dequeue_edits(self, where: SheetTab, keys: Collection[str], now: datetime) -> None:
+        """Remove the queued edits of these leads that were due by `now` (a pass took them)."""
+        if not keys:
+            return
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s AND due_at <= %s "
+                "AND lead_key = ANY(%s)",
+                (where.spreadsheet_id, where.tab, to_ts(now), sorted(set(keys))),
             )
 
     # -- events ----------------------------------------------------------------------------

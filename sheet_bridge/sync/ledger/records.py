@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,9 +23,11 @@ from sheet_bridge.sync.ledger.contract import (
     RECORD_DAYS,
     SUMMARY_DAYS,
     AdoptedEvent,
+    EditChange,
     LedgerEvent,
     PassRecord,
     PixelEvent,
+    QueuedEdit,
     SheetTab,
     UnreadableRecord,
     describe_at,
@@ -225,6 +228,54 @@ def transition_rows(
     recorded_at) from (lead key, status, at, source)."""
     sid, tab = where.spreadsheet_id, where.tab
     return [(sid, tab, k, s, to_ts(at), src, t) for k, s, at, src in items]
+
+
+# The edit queue (schema 4): one row per lead with an edit waiting to settle or to be sent.
+QUEUE_COLUMNS = "lead_key, row_number, previous, status, since, at, due_at"
+
+
+def edit_change_rows(where: SheetTab, changes: Sequence[EditChange], t: float) -> EditRows:
+    """record_edits, in the order to apply them: the withdrawals (spreadsheet_id, tab,
+    lead_key, since) of the leads' edit transitions from `since` on; the transitions to add
+    (as transition_rows); the leads whose queue row goes (spreadsheet_id, tab, lead_key); the
+    queue rows to write (spreadsheet_id, tab, QUEUE_COLUMNS, recorded_at)."""
+    sid, tab = where.spreadsheet_id, where.tab
+    queued = [c.queued for c in changes if c.queued is not None]
+    return EditRows(
+        withdrawn=[
+            (sid, tab, c.lead_key, to_ts(c.withdraw_since))
+            for c in changes
+            if c.withdraw_since is not None
+        ],
+        transitions=transition_rows(
+            where, ((q.lead_key, q.status, q.at, "edit") for q in queued), t
+        ),
+        dequeued=[(sid, tab, c.lead_key) for c in changes if c.queued is None],
+        queue=[
+            (*(sid, tab, q.lead_key, q.row_number, q.previous, q.status), *_times(q), t)
+            for q in queued
+        ],
+    )
+
+
+def _times(q: QueuedEdit) -> tuple[float, float, float]:
+    return to_ts(q.since), to_ts(q.at), to_ts(q.due_at)
+
+
+@dataclass
+class EditRows:
+    withdrawn: list[tuple[object, ...]]
+    transitions: list[tuple[object, ...]]
+    dequeued: list[tuple[object, ...]]
+    queue: list[tuple[object, ...]]
+
+
+def queued_edit(row: Sequence[Any]) -> QueuedEdit:
+    """From a row of QUEUE_COLUMNS."""
+    key, row_number, previous, status, since, at, due_at = row
+    return QueuedEdit(
+        key, int(row_number), previous, status, from_ts(since), from_ts(at), from_ts(due_at)
+    )
 
 
 def counts_json(counts: Mapping[str, int]) -> str:

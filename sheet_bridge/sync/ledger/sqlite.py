@@ -27,12 +27,14 @@ from sheet_bridge.sync.ledger.contract import (
     LOCK_LEASE,
     SCHEMA_VERSION,
     AdoptedEvent,
+    EditChange,
     LedgerError,
     LedgerEvent,
     LockLease,
     PassRecord,
     PendingEdit,
     PixelEvent,
+    QueuedEdit,
     SheetTab,
     SyncBusy,
     UnreadableRecord,
@@ -46,10 +48,12 @@ from sheet_bridge.sync.ledger.records import (
     PIXEL_EVENT_COLUMNS,
     PIXEL_MATCH_FIELDS,
     PIXEL_OF_EVENT,
+    QUEUE_COLUMNS,
     READABLE_AT,
     adopted_rows,
     baseline_rows,
     counts_json,
+    edit_change_rows,
     expired_rows,
     last_pass_answer,
     lead_histories,
@@ -59,6 +63,7 @@ from sheet_bridge.sync.ledger.records import (
     pixel_event,
     pixel_searches,
     prune_statements,
+    queued_edit,
     sending_rows,
     summary_json,
     transition_rows,
@@ -122,6 +127,19 @@ CREATE TABLE IF NOT EXISTS pending_edits (
     new_value TEXT NOT NULL,
     at REAL NOT NULL,
     recorded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edit_queue (
+    spreadsheet_id TEXT NOT NULL,
+    tab TEXT NOT NULL,
+    lead_key TEXT NOT NULL,
+    row_number INTEGER NOT NULL,
+    previous TEXT,
+    status TEXT NOT NULL,
+    since REAL NOT NULL,
+    at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab, lead_key)
 );
 CREATE TABLE IF NOT EXISTS passes (
     id INTEGER PRIMARY KEY,
@@ -193,6 +211,12 @@ ALTER TABLE passes ADD COLUMN total INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE passes ADD COLUMN heartbeat_at REAL;
 ALTER TABLE passes ADD COLUMN summary TEXT
 """
+
+# Schema 3 → 4: edits settle before they are sent; the queue of edits waiting (docs/edits.md).
+# Nothing is queued by the migration: edits recorded before it were sent, or go with a pass.
+_MIGRATE_3_TO_4 = (
+    _TABLES[_TABLES.index("CREATE TABLE IF NOT EXISTS edit_queue") :].split(");\n", 1)[0] + ")"
+)
 
 
 # Schema 3 (or 4) → 5: one lead, one identity per pixel. Each tab's pixel (set by its passes), and
@@ -342,7 +366,7 @@ class SqliteLedger:
         db.execute("BEGIN IMMEDIATE")
         try:
             version = self._schema_version(db)
-            if version in (1, 2):
+            if version in (1, 2, 3, 4):
                 self._migrate(db, version)
             elif version == 0:
                 _run_script(db, _TABLES)
@@ -369,7 +393,9 @@ class SqliteLedger:
                 (json.dumps([list(r) for r in placed]),),
             )
             log.info("ledger schema 1 → 2; events by (spreadsheet, tab): %s", placed)
-        _run_script(db, _MIGRATE_2_TO_3)
+        if version <= 2:
+            _run_script(db, _MIGRATE_2_TO_3)
+        _run_script(db, _MIGRATE_3_TO_4)
 
     def _schema_version(self, db: sqlite3.Connection) -> int:
         """The file's schema version; 0 for an empty file; LedgerError when it is not ours or
@@ -392,9 +418,8 @@ class SqliteLedger:
                 f"The ledger {self.path} was written by a newer sheet-bridge (schema "
                 f"{version}, this one knows {SCHEMA_VERSION}); upgrade sheet-bridge"
             )
-        if version not in (0, 1, 2, 3, SCHEMA_VERSION) or (
-            version == 0 and tables != {"ledger_info"}
-        ):
+        known = (0, 1, 2, 3, 4, SCHEMA_VERSION)
+        if version not in known or (version == 0 and tables != {"ledger_info"}):
             raise LedgerError(
                 f"The ledger {self.path} has no known schema version; nothing was changed. "
                 "Restore it from a backup or move it aside"
@@ -730,6 +755,61 @@ class SqliteLedger:
                 rows,
             )
             db.executemany("DELETE FROM pending_edits WHERE id=?", [(e.id,) for e, _ in resolved])
+
+    def record_edits(self, where: SheetTab, changes: Sequence[EditChange], now: datetime) -> None:
+        """Withdraw, record and queue what edits did to their leads, in one transaction."""
+        rows = edit_change_rows(where, changes, to_ts(now))
+        with self._tx(immediate=True) as db:
+            db.executemany(
+                "DELETE FROM transitions WHERE spreadsheet_id=? AND tab=? AND lead_key=? "
+                "AND source='edit' AND at >= ?",
+                rows.withdrawn,
+            )
+            db.executemany(
+                "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows.transitions,
+            )
+            db.executemany(
+                "DELETE FROM edit_queue WHERE spreadsheet_id=? AND tab=? AND lead_key=?",
+                rows.dequeued,
+            )
+            db.executemany(
+                f"INSERT OR REPLACE INTO edit_queue (spreadsheet_id, tab, {QUEUE_COLUMNS}, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows.queue,
+            )
+
+    def queued_edits(
+        self, where: SheetTab, keys: Collection[str] | None = None
+    ) -> list[QueuedEdit]:
+        """The tab's queued edits (with `keys`, only those leads'), the first due first."""
+        scope: tuple[object, ...] = (where.spreadsheet_id, where.tab)
+        only = ""
+        if keys is not None:
+            only = " AND lead_key IN (SELECT value FROM json_each(?))"
+            scope = (*scope, json.dumps(sorted(set(keys))))
+        db = self._connect()
+        try:
+            rows = db.execute(
+                f"SELECT {QUEUE_COLUMNS} FROM edit_queue WHERE spreadsheet_id=? AND tab=?"
+                f"{only} ORDER BY due_at, lead_key",
+                scope,
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from None
+        return [queued_edit(r) for r in rows]
+
+    def dequeue_edits(self, where: SheetTab, keys: Collection[str], now: datetime) -> None:
+        """Remove the queued edits of these leads that were due by `now` (a pass took them)."""
+        if not keys:
+            return
+        with self._tx(immediate=True) as db:
+            db.execute(
+                "DELETE FROM edit_queue WHERE spreadsheet_id=? AND tab=? AND due_at <= ? "
+                "AND lead_key IN (SELECT value FROM json_each(?))",
+                (where.spreadsheet_id, where.tab, to_ts(now), json.dumps(sorted(set(keys)))),
+            )
 
     # -- events ----------------------------------------------------------------------------
     def mark_sending(
