@@ -29,6 +29,7 @@ from sheet_bridge.sync.outcomes import (
     RowReport,
     attention_rows,
     format_sent_at,
+    said_events,
     shows_sent_or_expired,
     summary_counts,
 )
@@ -349,19 +350,22 @@ class Bridge:
         leads: Sequence[LeadRow],
         history: Mapping[str, LeadHistory],
     ) -> None:
-        """LedgerBehindSheet when rows' CAPI columns say events were sent that this tab's
-        ledger has no record of (a ledger emptied, lost, restored from an older backup, or
-        rows pasted with another tab's CAPI cells): a pass would send them again."""
-        unknown = [r.row_number for r in rows_ahead_of(history, written, first_row, layout, leads)]
-        if not unknown:
+        """LedgerBehindSheet when rows' CAPI columns name an event sent or expired that this
+        tab's ledger has no record of (a ledger emptied, lost, restored from an older backup,
+        or rows pasted with another tab's CAPI cells): a pass would send it again. Checked per
+        event, not per lead: a backup that knows a lead's Lead but not its Purchase refuses."""
+        behind = ledger_behind(history, written, first_row, layout, leads, self._funnel_order())
+        if not behind:
             return
-        shown = ", ".join(str(n) for n in unknown[:10]) + (", …" if len(unknown) > 10 else "")
+        events = sum(len(names) for names in behind.values())
+        rows = sorted(behind)
+        shown = ", ".join(str(n) for n in rows[:10]) + (", …" if len(rows) > 10 else "")
         config = Path(self.config.source).name if self.config.source != "<memory>" else "FILE"
         raise LedgerBehindSheet(
-            f"the ledger has no record of the {len(unknown)} row(s) this sheet says were sent "
-            f"or expired (tab {self.config.sheets.tab!r}, rows {shown}): it is new, emptied or "
-            "older than the sheet, and a sync now would send them to Meta again. Nothing was "
-            "sent. Run "
+            f"the ledger has no record of {events} event(s) on {len(rows)} row(s) this sheet "
+            f"says were sent or expired (tab {self.config.sheets.tab!r}, rows {shown}): it is "
+            "new, emptied or restored from a backup older than the sheet, and a sync now "
+            "would send them to Meta again. Nothing was sent. Run "
             f"`sheet-bridge adopt --config {config}` to take them over from the sheet's CAPI "
             "columns and CAPI Log (nothing is sent twice); if those rows were copied from "
             "another tab with their CAPI cells, clear those rows' CAPI cells instead"
@@ -509,21 +513,61 @@ def rows_ahead_of(
     layout: ColumnLayout,
     leads: Sequence[LeadRow],
 ) -> list[LeadRow]:
-    """The leads whose CAPI columns show an event sent or expired that `history` has no event
-    of (an empty history: every lead the sheet shows so). Cells where a CAPI column is still
-    to be created (stray cells right of the header) are not the bridge's: they say nothing."""
+    """The leads whose CAPI columns show an event sent or expired and that `history` has no
+    event of at all (an empty history: every lead the sheet shows so)."""
+    return [
+        r
+        for r, cells in _bridge_cells_of(written, first_row, layout, leads)
+        if not (r.key in history and history[r.key].events) and shows_sent_or_expired(cells)
+    ]
+
+
+def ledger_behind(
+    history: Mapping[str, LeadHistory],
+    written: Sequence[Sequence[object]],
+    first_row: int,
+    layout: ColumnLayout,
+    leads: Sequence[LeadRow],
+    events: Collection[str],
+) -> dict[int, list[str]]:
+    """Per row number, the events of `events` (this config's) its CAPI Status names as sent or
+    expired that `history` has no record of; a lead with no event in `history` whose CAPI
+    Sent At holds a time counts too (its event names may be gone from the status)."""
+    behind: dict[int, list[str]] = {}
+    for r, cells in _bridge_cells_of(written, first_row, layout, leads):
+        known = history[r.key].events if r.key in history else {}
+        status = cells[_STATUS_CELL]
+        said = said_events(status) if isinstance(status, str) and status else None
+        named = [*said["sent"], *said["expired"]] if said else []
+        missing = [n for n in named if n in events and n not in known]
+        if missing:
+            behind[r.row_number] = missing
+        elif not known and shows_sent_or_expired(cells):
+            behind[r.row_number] = named or ["(an event; the row shows a CAPI Sent At)"]
+    return behind
+
+
+_STATUS_CELL = BRIDGE_COLUMNS.index("CAPI Status")
+
+
+def _bridge_cells_of(
+    written: Sequence[Sequence[object]],
+    first_row: int,
+    layout: ColumnLayout,
+    leads: Sequence[LeadRow],
+) -> Iterator[tuple[LeadRow, Sequence[object]]]:
+    """Each lead with its bridge cells as read (BRIDGE_COLUMNS order). Cells where a CAPI
+    column is still to be created (stray cells right of the header) are not the bridge's:
+    they read as empty."""
     missing = {BRIDGE_COLUMNS.index(h) for _, h in layout.new_headers}
-    out = []
+    width = len(BRIDGE_COLUMNS)
     for r in leads:
-        if r.key in history and history[r.key].events:
-            continue  # the usual case, first: a pass over known leads checks nothing more
         i = r.row_number - first_row
-        if not 0 <= i < len(written):
-            continue
-        cells = [("" if j in missing else c) for j, c in enumerate(written[i])]
-        if shows_sent_or_expired(cells):
-            out.append(r)
-    return out
+        if not 0 <= i < len(written) or not (row := written[i]):
+            continue  # no bridge cell at all: it says nothing (the usual new row)
+        if missing or len(row) < width:
+            row = [("" if j in missing or j >= len(row) else row[j]) for j in range(width)]
+        yield r, row
 
 
 def _log_rows(result: SyncResult, stamp: str) -> Iterator[list[object]]:
