@@ -240,6 +240,20 @@ class PostgresLedger:
                 f"{self.pool_timeout:.0f} s: every pooled connection is in use or the server "
                 f"stopped answering ({text})"
             )
+        # 53300 too_many_connections: "sorry, too many clients already", "too many connections
+        # for role …" (whose 'role "' would otherwise read as a refused login) or "remaining
+        # connection slots are reserved" (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+        if sqlstate == "53300" or any(
+            words in lowered
+            for words in ("too many clients", "too many connections", "connection slots")
+        ):
+            return LedgerError(
+                f"The PostgreSQL server of the ledger {self.display} has no connection left "
+                f"({text}); the login itself is fine. Each instance holds up to "
+                "WEB_CONCURRENCY × (4 + GUNICORN_THREADS) connections: lower WEB_CONCURRENCY "
+                "or the number of instances, or raise the server's max_connections (or the "
+                "role's CONNECTION LIMIT)"
+            )
         if sqlstate.startswith("28") or any(
             words in lowered
             for words in (
