@@ -16,12 +16,14 @@ from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
 from sheet_bridge.meta.client import CapiClient
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
+from sheet_bridge.sync import stopping
 from sheet_bridge.sync.collector import gc_pass, gc_paused
 from sheet_bridge.sync.ledger import (
     PASS_LOST,
     LedgerBackend,
     LedgerError,
     LockLease,
+    LockLost,
     SheetTab,
     open_ledger,
 )
@@ -51,6 +53,7 @@ from sheet_bridge.sync.rows import (
     time_zone,
 )
 from sheet_bridge.sync.send import RowReports, Sender, Sent
+from sheet_bridge.sync.stopping import ServerStopping
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,27 @@ class SyncError(Exception):
 class LedgerBehindSheet(SyncError):
     """The sheet shows events sent that the ledger has no record of: sending now could send
     them twice. Nothing was sent; `sheet-bridge adopt` takes them over from the sheet."""
+
+
+class PassStopped(SyncError):
+    """The pass stopped before its end (the server stopping, or its lock taken over) and
+    wrote nothing to the sheet; the message says what it did send."""
+
+    def __init__(self, why: Exception, sent: int) -> None:
+        super().__init__(
+            f"{why}. It sent {sent} event(s) to Meta before it stopped: they are recorded in "
+            "the ledger and never sent again. It did not write the sheet: the next pass (or "
+            "the one that holds the tab now) writes those rows and sends the rest"
+        )
+        self.sent = sent
+
+
+class PassLockLost(PassStopped):
+    """The pass lost its tab's lock: another pass took it over."""
+
+
+def _stopped(why: Exception, sent: int) -> PassStopped:
+    return PassLockLost(why, sent) if isinstance(why, LockLost) else PassStopped(why, sent)
 
 
 def capi_client(meta: MetaConfig, access_token: str, **kw: Any) -> CapiClient:
@@ -304,14 +328,22 @@ class Bridge:
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
             if not dry_run:
+                try:  # by the lock's holder only, and not by a server about to be killed
+                    lease.check()
+                    stopping.check()
+                except (LockLost, ServerStopping) as why:
+                    raise _stopped(why, result.events_sent) from None
                 self._write_back(written, first_row, layout, result, tz, progress)
         except Exception as exc:
+            # A pass the next one already marked lost stays lost (the ledger keeps the mark);
+            # its answer says what it sent.
+            sent = {"events_sent": exc.sent} if isinstance(exc, PassStopped) else {}
             ledger.finish_pass(
                 pass_id,
                 {},
                 self.clock(),
                 error=type(exc).__name__,
-                summary={"error": failure_words(exc)},
+                summary={"error": failure_words(exc), **sent},
             )
             raise
         result.seconds = time.monotonic() - started
@@ -415,7 +447,10 @@ class Bridge:
                 lease=lease,
                 progress=progress,
             )
-            sent = sender.send(leads, now)
+            try:
+                sent = sender.send(leads, now)
+            except (LockLost, ServerStopping) as why:
+                raise _stopped(why, sender.delivered) from None
         rows = reports.finish()
         halted = sent.halted.message if sent.halted else None
         return SyncResult(

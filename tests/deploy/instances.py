@@ -37,6 +37,10 @@ DOCUMENTED_ENV = (
     "SHEET_BRIDGE_LEDGER",
     "META_CAPI_TOKEN",
     "SHEET_BRIDGE_SECRET",
+    "SHEET_BRIDGE_STOP_SECONDS",
+    # Set by Cloud Run (https://cloud.google.com/run/docs/container-contract#env-vars): the
+    # stop then fits its 10 s from SIGTERM to SIGKILL.
+    "K_SERVICE",
 )
 _LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
 _BOOTED = re.compile(r"Booting worker with pid: (\d+)")
@@ -147,6 +151,7 @@ def write_bridge_config(
     pixel_id: str,
     stages: Iterable[Mapping[str, Any]],
     batch_size: int = 500,
+    max_in_flight: int = 4,
 ) -> Path:
     """One bridge's .toml in `folder` (one tab of one spreadsheet; the ledger comes from
     SHEET_BRIDGE_LEDGER, as in a container)."""
@@ -163,6 +168,7 @@ def write_bridge_config(
         'default_country = "IN"',
         'currency = "INR"',
         f"batch_size = {batch_size}",
+        f"max_in_flight = {max_in_flight}",
         "",
         "[server]",
         'shared_secret_env = "SHEET_BRIDGE_SECRET"',

@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.ledger.contract import (
     LOCK_LEASE,
+    PASS_LOST,
     SCHEMA_VERSION,
     AdoptedEvent,
     LedgerError,
@@ -680,13 +681,19 @@ class PostgresLedger:
         error: str | None = None,
         summary: Mapping[str, Any] | None = None,
     ) -> None:
+        # A pass already marked lost (the pass that took its lock over found it unfinished)
+        # stays lost, when and why: only its counts and answer (what it did send) are kept.
         with self._tx() as db:
             db.execute(
-                "UPDATE passes SET finished_at = %s, counts = %s, error = %s, phase = 'done', "
-                "heartbeat_at = %s, summary = %s WHERE id = %s",
+                "UPDATE passes SET "
+                "finished_at = CASE WHEN error = %s THEN finished_at ELSE %s END, "
+                "counts = %s, error = CASE WHEN error = %s THEN error ELSE %s END, "
+                "phase = 'done', heartbeat_at = %s, summary = %s WHERE id = %s",
                 (
+                    PASS_LOST,
                     to_ts(now),
                     counts_json(counts),
+                    PASS_LOST,
                     error,
                     to_ts(now),
                     summary_json(summary),
