@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -146,3 +148,31 @@ def test_a_live_pass_in_another_pid_namespace_on_this_hostname_keeps_its_lock(
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+@pytest.mark.sqlite_only  # PostgreSQL's advisory locks know their holder already
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_taken_over_at_once(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = make_world([lead_row(1, "New", now=world_now)])
+    location = world.config.ledger_location({})
+    world.bridge().sync(dry_run=True)  # the ledger exists
+    # A holder that died, its PID since given to a live process (here: this one) that started
+    # at another time: same hostname, same PID namespace, a lease still running.
+    namespace = os.readlink("/proc/self/ns/pid")
+    run_sql(
+        location,
+        "INSERT INTO locks VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            world.config.sheets.spreadsheet_id,
+            world.config.sheets.tab,
+            f"0123456789abcdef {namespace} 1",
+            socket.gethostname(),
+            os.getpid(),
+            time.time() + 60,
+        ),
+    )
+
+    result = world.bridge(lock_wait=1.0).sync()
+
+    assert result.events_sent == 1
