@@ -569,16 +569,22 @@ def ledger_behind(
     expired that `history` has no record of; a lead with no event in `history` whose CAPI
     Sent At holds a time counts too (its event names may be gone from the status)."""
     behind: dict[int, list[str]] = {}
+    # A sheet holds few distinct CAPI Status texts (one per stage reached, mostly): each is
+    # parsed once (100,000 rows: 0.2 s parsed row by row).
+    named_in: dict[str, tuple[str, ...]] = {}
     for r, cells in _bridge_cells_of(written, first_row, layout, leads):
         known = history[r.key].events if r.key in history else {}
         status = cells[_STATUS_CELL]
-        said = said_events(status) if isinstance(status, str) and status else None
-        named = [*said["sent"], *said["expired"]] if said else []
+        text = status if isinstance(status, str) else ""
+        named = named_in.get(text)
+        if named is None:
+            said = said_events(text)
+            named = named_in[text] = (*said["sent"], *said["expired"])
         missing = [n for n in named if n in events and n not in known]
         if missing:
             behind[r.row_number] = missing
         elif not known and shows_sent_or_expired(cells):
-            behind[r.row_number] = named or ["(an event; the row shows a CAPI Sent At)"]
+            behind[r.row_number] = list(named) or ["(an event; the row shows a CAPI Sent At)"]
     return behind
 
 
