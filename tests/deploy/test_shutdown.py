@@ -21,23 +21,21 @@ import httpx
 import pytest
 
 from sheet_bridge.config import load_config
-from sheet_bridge.local.fake_meta import create_fake_meta
-from sheet_bridge.local.server import BackgroundServer
-from sheet_bridge.local.sheets_emulator import create_emulator
 from sheet_bridge.sync.ledger import open_ledger
 from sheet_bridge.sync.run import Bridge
 from sheet_bridge.web.passes import parse_pass_ref
 from tests.conftest import (
-    WORLD_HEADER,
-    WORLD_PIXEL,
     WORLD_SECRET,
     WORLD_SHEET,
-    WORLD_STAGES,
     WORLD_TOKEN,
-    WORLD_TZ,
-    lead_row,
 )
-from tests.deploy.instances import Instance, MetaGate, start_instance, write_bridge_config
+from tests.deploy.instances import (
+    Instance,
+    MetaGate,
+    documented_env,
+    mql_stand_ins,
+    start_instance,
+)
 
 AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
 LEADS = 8
@@ -46,41 +44,17 @@ LATENCY = 1.5  # Meta's time to answer each request: 8 requests one at a time, ~
 
 
 @pytest.fixture
-def slow_meta(tmp_path: Path, world_now: datetime) -> Iterator[tuple[Path, MetaGate, str, str]]:
-    """The emulator with MQL leads, a fake Meta answering in LATENCY seconds, and a config of
-    two events per request, one request at a time; yields (config, gate, Meta's URL, sheets
-    URL)."""
-    rows = [lead_row(i, "MQL", now=world_now) for i in range(1, LEADS + 1)]
-    sheet = {"title": "Stop", "timeZone": WORLD_TZ, "sheets": {"Leads": [WORLD_HEADER, *rows]}}
-    sheets = BackgroundServer(create_emulator(data={"spreadsheets": {WORLD_SHEET: sheet}}))
-    gate = MetaGate(create_fake_meta(access_token=WORLD_TOKEN, pixel_ids=[WORLD_PIXEL]), LATENCY)
-    meta = BackgroundServer(gate)
-    with sheets, meta:
-        folder = tmp_path / "config"
-        folder.mkdir()
-        config = write_bridge_config(
-            folder,
-            "leads",
-            spreadsheet_id=WORLD_SHEET,
-            sheets_url=sheets.url,
-            meta_url=meta.url,
-            pixel_id=WORLD_PIXEL,
-            stages=WORLD_STAGES,
-            batch_size=2,
-            max_in_flight=1,
-        )
-        yield config, gate, meta.url, sheets.url
+def slow_meta(tmp_path: Path, world_now: datetime) -> Iterator[tuple[Path, MetaGate, str]]:
+    """MQL leads, a fake Meta answering in LATENCY seconds, two events per request and one
+    request at a time; yields (config file, gate, Meta's URL)."""
+    with mql_stand_ins(
+        tmp_path, world_now, LEADS, latency=LATENCY, batch_size=2, max_in_flight=1
+    ) as stand_ins:
+        yield stand_ins
 
 
 def env_for(config: Path, ledger: str, **more: str) -> dict[str, str]:
-    return {
-        "SHEET_BRIDGE_CONFIG": str(config.parent),
-        "SHEET_BRIDGE_LEDGER": ledger,
-        "META_CAPI_TOKEN": WORLD_TOKEN,
-        "SHEET_BRIDGE_SECRET": WORLD_SECRET,
-        "WEB_CONCURRENCY": "1",
-        **more,
-    }
+    return documented_env(config.parent, ledger, **{"WEB_CONCURRENCY": "1", **more})
 
 
 def meta_events(meta_url: str) -> list[dict[str, Any]]:
@@ -131,9 +105,9 @@ def gone(pid: int) -> bool:
 
 
 def test_sigterm_then_sigkill_10_s_later_loses_nothing_and_sends_nothing_twice(
-    tmp_path: Path, ledger_location: str, slow_meta: tuple[Path, MetaGate, str, str]
+    tmp_path: Path, ledger_location: str, slow_meta: tuple[Path, MetaGate, str]
 ) -> None:
-    config, gate, meta_url, _ = slow_meta
+    config, gate, meta_url = slow_meta
     instance = start_instance(
         env_for(config, ledger_location, K_SERVICE="sheet-bridge"), tmp_path / "gunicorn.log"
     )
@@ -197,9 +171,9 @@ def can_bind(port: int) -> bool:
 
 
 def test_workers_whose_master_dies_free_the_port_at_once_and_exit_in_time(
-    tmp_path: Path, ledger_location: str, slow_meta: tuple[Path, MetaGate, str, str]
+    tmp_path: Path, ledger_location: str, slow_meta: tuple[Path, MetaGate, str]
 ) -> None:
-    config, gate, meta_url, _ = slow_meta
+    config, gate, meta_url = slow_meta
     port = free_port()
     instance: Instance = start_instance(
         env_for(config, ledger_location, PORT=str(port), SHEET_BRIDGE_STOP_SECONDS="8"),
