@@ -115,16 +115,22 @@ PR_SET_PDEATHSIG = 1  # prctl(2): https://man7.org/linux/man-pages/man2/prctl.2.
 def post_worker_init(worker: Any) -> None:
     """A worker learns when it must be gone: at its SIGTERM (sent by the master when the
     master is told to stop, or by the kernel when the master dies: PR_SET_PDEATHSIG) the
-    clock starts, its passes are told when to stop sending, and a worker whose master is gone
+    clock starts and its passes are told when to stop sending. A worker whose master is gone
     stops listening at once (nobody else will close the port, and a new instance must be
-    able to bind it now, not when this worker's requests end)."""
+    able to bind it now, not when this worker's requests end) and exits as soon as its passes
+    have recorded what they sent."""
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
-        if not _stop_deadline:
-            _stop_deadline.append(time.monotonic() + STOP_SECONDS - 0.5)
-            stop_by(_stop_deadline[0] - STOP_RESERVE)
-        if os.getppid() != worker.ppid:
+        now = time.monotonic()
+        orphan = os.getppid() != worker.ppid
+        # A stop the master ordered has STOP_SECONDS; an orphan has nothing to wait for: its
+        # passes stop before their next request, and it goes once Meta's answers to the
+        # requests already out are recorded.
+        deadline = now + (STOP_RESERVE if orphan else STOP_SECONDS - 0.5)
+        _stop_deadline[:] = [min([deadline, *_stop_deadline])]
+        stop_by(now if orphan else deadline - STOP_RESERVE)
+        if orphan:
             _stop_listening(worker)
         if callable(previous):
             previous(signum, frame)
