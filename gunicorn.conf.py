@@ -4,10 +4,10 @@
 
 The app reads SHEET_BRIDGE_CONFIG (a bridge .toml or a folder of them), SHEET_BRIDGE_LEDGER
 and its secrets from the environment. These settings read PORT (default 8080),
-SHEET_BRIDGE_HOST (default 0.0.0.0), WEB_CONCURRENCY (workers, default 4) and
-GUNICORN_THREADS (default 8), SHEET_BRIDGE_HEALTH_PORT / SHEET_BRIDGE_HEALTH_HOST (the health
-check, below) and SHEET_BRIDGE_LOG_FORMAT (docs/operating.md); GUNICORN_CMD_ARGS overrides
-anything here.
+SHEET_BRIDGE_HOST (default 0.0.0.0), WEB_CONCURRENCY (workers, default 4),
+GUNICORN_THREADS (default 8), SHEET_BRIDGE_STOP_SECONDS (how long a stop may take, below),
+SHEET_BRIDGE_HEALTH_PORT / SHEET_BRIDGE_HEALTH_HOST (the health check, below) and
+SHEET_BRIDGE_LOG_FORMAT (docs/operating.md); GUNICORN_CMD_ARGS overrides anything here.
 
 How a request and a pass relate (sheet_bridge/web/passes.py): POST /api/sync starts the pass
 in a thread of its own and waits for it at most `wait` seconds (at most 25); a longer pass
@@ -18,10 +18,15 @@ minutes in the worker process, outside any request.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
+import socket
 import tempfile
+import time
 from typing import Any
 
 # /metrics adds up every worker's counters: prometheus_client's multiprocess mode, where each
@@ -40,6 +45,7 @@ if _METRICS_DIR_OWNED:
 # itself is NOT preloaded (see preload_app).
 import sheet_bridge.web.app  # noqa: E402, F401
 from sheet_bridge import logs  # noqa: E402
+from sheet_bridge.sync.stopping import stop_by  # noqa: E402
 from sheet_bridge.web.api import MAX_WAIT  # noqa: E402
 from sheet_bridge.web.health import DEFAULT_PORT, live_workers, start_health_listener  # noqa: E402
 from sheet_bridge.web.passes import finish_running_passes  # noqa: E402
@@ -61,11 +67,24 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # It only replaces a worker whose process is stuck. It must still outlast the longest wait, in
 # case someone switches to the sync worker class (there it IS the request deadline).
 timeout = int(MAX_WAIT) + 35
-# On SIGTERM (a redeploy, a scale-in, systemctl stop), requests in flight get this long to be
-# answered (longer than MAX_WAIT), then worker_exit below lets running passes end within what
-# is left; gunicorn kills the worker at the end of it. A pass cut there is "lost", and
-# nothing is: what it sent is in the ledger and the next pass does the rest.
-graceful_timeout = int(MAX_WAIT) + 5
+# How long a stop may take, from SIGTERM to the last worker gone. The platform kills the
+# container soon after its SIGTERM: Cloud Run 10 s later
+# (https://cloud.google.com/run/docs/container-contract#lifecycle; K_SERVICE is set there,
+# https://cloud.google.com/run/docs/container-contract#env-vars), `docker stop` 10 s later,
+# systemd after TimeoutStopSec (90 s by default). So 8 s on Cloud Run, and elsewhere 30 s
+# (a request's longest wait, plus 5 s); SHEET_BRIDGE_STOP_SECONDS sets it, below what the
+# platform gives. In it: requests in flight are answered, passes stop sending STOP_RESERVE
+# seconds before the end (what Meta answered is recorded; the next pass, here or on another
+# instance, sends the rest), and the worker exits; gunicorn kills what is left at the end.
+STOP_SECONDS = int(
+    os.environ.get("SHEET_BRIDGE_STOP_SECONDS")
+    or (8 if os.environ.get("K_SERVICE") else int(MAX_WAIT) + 5)
+)
+# Time kept, at the end of a stop, for a request already at Meta to be answered and recorded
+# and for the pass's record to be closed (Meta answers in well under a second; a request
+# still out then is resent by the next pass with the same event ids, which Meta deduplicates).
+STOP_RESERVE = min(3.0, STOP_SECONDS / 2)
+graceful_timeout = STOP_SECONDS
 # Longer than a load balancer's own keep-alive would be pointless; short enough to free slots.
 keepalive = 5
 
@@ -153,10 +172,58 @@ def on_exit(server: Any) -> None:
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
+# The worker's stop deadline (time.monotonic()), set when it is told to stop.
+_stop_deadline: list[float] = []
+PR_SET_PDEATHSIG = 1  # prctl(2): https://man7.org/linux/man-pages/man2/prctl.2.html
+
+
+def post_worker_init(worker: Any) -> None:
+    """A worker learns when it must be gone: at its SIGTERM (sent by the master when the
+    master is told to stop, or by the kernel when the master dies: PR_SET_PDEATHSIG) the
+    clock starts and its passes are told when to stop sending. A worker whose master is gone
+    stops listening at once (nobody else will close the port, and a new instance must be
+    able to bind it now, not when this worker's requests end) and exits as soon as its passes
+    have recorded what they sent."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        orphan = os.getppid() != worker.ppid
+        # A stop the master ordered has STOP_SECONDS; an orphan has nothing to wait for: its
+        # passes stop before their next request, and it goes once Meta's answers to the
+        # requests already out are recorded.
+        deadline = now + (STOP_RESERVE if orphan else STOP_SECONDS - 0.5)
+        _stop_deadline[:] = [min([deadline, *_stop_deadline])]
+        stop_by(now if orphan else deadline - STOP_RESERVE)
+        if orphan:
+            _stop_listening(worker)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:  # Linux: SIGTERM when the master dies, however it died (SIGKILL included)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: gunicorn's own check (once a second) notices the master gone
+    if os.getppid() != worker.ppid:  # died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_listening(worker: Any) -> None:
+    """Shut the listening sockets: connections waiting to be accepted are refused instead of
+    hanging, and the port is free for the next instance (SO_REUSEADDR binds it once no socket
+    listens there)."""
+    for listener in worker.sockets:
+        with contextlib.suppress(OSError):
+            listener.sock.shutdown(socket.SHUT_RDWR)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
-    """A stopping worker lets its passes end before its process does (bounded by
-    graceful_timeout, after which gunicorn kills it anyway)."""
-    left = finish_running_passes(graceful_timeout)
+    """A stopping worker lets its passes end before its process does: within the stop's
+    deadline, by which they have stopped sending and recorded what they sent."""
+    deadline = _stop_deadline[0] if _stop_deadline else time.monotonic() + STOP_SECONDS
+    left = finish_running_passes(max(0.0, deadline - time.monotonic()))
     if left:
         server.log.warning("worker %s stopped with %d pass(es) running: lost", worker.pid, left)
 

@@ -339,6 +339,7 @@ def check_date_order(
             f"this reading (row {number}, {header}: {cell[:30]!r}); ambiguous dates such as "
             f'01/12/2026 are then read wrongly. Set [sheets] date_order = "{other}" or the '
             "spreadsheet's locale (File → Settings) to match how the dates are typed",
+        )
 
 
 def check_edits(config: BridgeConfig, report: CheckReport) -> None:

@@ -137,7 +137,7 @@ class MetaConfig(_Strict):
     @field_validator("pixel_id")
     @classmethod
     def _pixel_digits(cls, v: str) -> str:
-        if not v.strip().isdigit():
+        if not v.strip().isascii() or not v.strip().isdigit():
             raise ValueError(
                 f"pixel_id {v!r} is not a number; copy the Pixel (dataset) ID from Events Manager"
             )
@@ -241,7 +241,7 @@ class ServerConfig(_Strict):
     def _bare_domain(cls, v: str | None) -> str | None:
         if v is None:
             return None
-        domain = v.strip().removeprefix("@").casefold()
+        domain = address_key(v).removeprefix("@")
         if not domain or "@" in domain or "." not in domain:
             raise ValueError(
                 f"allowed_domain {v!r} is not a domain; give the Workspace domain, "
@@ -297,6 +297,17 @@ class StageConfig(_Strict):
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
         return None if v is None else currency_code(v)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def address_key(address: str) -> str:
+    """How an e-mail address or domain is compared: trimmed, A-Z lowered, nothing else.
+    casefold() would make "opſ@" (long s) equal "ops@" and "straße" equal "strasse": other
+    addresses. Domains are case-insensitive in ASCII (https://www.rfc-editor.org/rfc/rfc4343);
+    a non-ASCII letter is compared exactly."""
+    return address.strip().translate(_ASCII_LOWER)
 
 
 def status_key(value: object) -> str:

@@ -12,7 +12,7 @@ import functools
 import os
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +159,36 @@ def stored_text(location: str) -> bytes:
         return "\n".join(out).encode()
     path = Path(location)
     return b"".join(p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")))
+
+
+def snapshot(location: str, into: Path) -> Callable[[], None]:
+    """A copy of the ledger as an operator's backup takes it (SQLite's online backup; on
+    PostgreSQL a copy of every table, as pg_dump would restore it). Returns "put it back":
+    the ledger then holds exactly what it held here, and nothing it learned since."""
+    if is_ledger_url(location):
+        tables = sorted(table_names(location))
+        for table in tables:
+            run_sql(location, f"CREATE TABLE backup_{table} AS TABLE {table}")
+
+        def restore_tables() -> None:
+            for table in tables:
+                run_sql(location, f"TRUNCATE {table} CASCADE")
+            for table in tables:
+                run_sql(location, f"INSERT INTO {table} SELECT * FROM backup_{table}")
+
+        return restore_tables
+    source = sqlite3.connect(location)
+    copy = sqlite3.connect(into)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+
+    def restore_file() -> None:
+        path = Path(location)
+        for extra in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+            extra.unlink(missing_ok=True)
+        os.replace(into, path)
+
+    return restore_file

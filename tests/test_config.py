@@ -122,9 +122,10 @@ def test_missing_pixel_id_names_the_key_and_says_add_it() -> None:
     assert "add it" in message
 
 
-def test_pixel_id_that_is_not_a_number_says_where_to_copy_it_from() -> None:
+@pytest.mark.parametrize("pixel", ["my pixel", "١٢٣٤٥", "12²"])  # isdigit() says yes to both
+def test_pixel_id_that_is_not_a_number_says_where_to_copy_it_from(pixel: str) -> None:
     with pytest.raises(ConfigError, match="Events Manager"):
-        parse_config(config_data(meta={"pixel_id": "my pixel"}))
+        parse_config(config_data(meta={"pixel_id": pixel}))
 
 
 @pytest.mark.parametrize(

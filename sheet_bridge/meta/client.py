@@ -313,7 +313,7 @@ class CapiClient:
             )
         if parts.query or parts.fragment:
             raise CapiError(f"graph_url {graph_url!r} must not carry a query or fragment")
-        if not str(pixel_id).strip().isdigit():
+        if not (digits := str(pixel_id).strip()).isascii() or not digits.isdigit():
             raise CapiError(
                 f"pixel_id {pixel_id!r} is not a number; copy the Pixel (dataset) ID "
                 "from Events Manager"
@@ -688,8 +688,10 @@ def _int_or_none(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        digits = value.strip().removeprefix("-")
+        if digits.isascii() and digits.isdigit():  # "²" and "١٢" are isdigit() too
+            return int(value)
     return None
 
 

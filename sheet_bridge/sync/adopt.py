@@ -37,6 +37,8 @@ _STATUS = BRIDGE_COLUMNS.index("CAPI Status")
 _SENT_AT = BRIDGE_COLUMNS.index("CAPI Sent At")
 _RESPONSE = BRIDGE_COLUMNS.index("CAPI Response")
 _TRACE = "fbtrace_id "  # report.answer_words: "ok · fbtrace_id …"
+# The note an event adopted from a row's cells alone carries (shown in its CAPI Status).
+NO_LOG_LINE = "adopted from this row's CAPI cells; no CAPI Log line names it (typed by hand?)"
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class AdoptReport:
     log_lines: int = 0  # CAPI Log lines of this tab that were read
     log_missing: bool = False
     not_adopted: list[str] = field(default_factory=list)
+    # "row N: Event" for each event adopted from the row's cells alone (no CAPI Log line names
+    # it: typed by hand, or its line deleted); the row's CAPI Status then says so.
+    without_log_line: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +87,7 @@ class AdoptReport:
             "log_lines": self.log_lines,
             "log_missing": self.log_missing,
             "not_adopted": self.not_adopted,
+            "without_log_line": self.without_log_line,
         }
 
     def text(self) -> str:
@@ -96,6 +102,15 @@ class AdoptReport:
             lines.append(
                 f"  The spreadsheet has no {LOG_TAB!r} tab: only the rows' CAPI cells were used."
             )
+        if self.without_log_line:
+            lines.append(
+                f"Adopted from the row's cells without a CAPI Log line "
+                f"({len(self.without_log_line)}; their rows' CAPI Status says so from the next "
+                "sync — check them, the cells may have been typed by hand):"
+            )
+            lines += [f"  {w}" for w in self.without_log_line[:50]]
+            if len(self.without_log_line) > 50:
+                lines.append(f"  … and {len(self.without_log_line) - 50} more")
         if self.not_adopted:
             lines.append(f"Not adopted ({len(self.not_adopted)}):")
             lines += [f"  {w}" for w in self.not_adopted[:50]]
@@ -137,6 +152,9 @@ def adopt_sheet(bridge: Bridge) -> AdoptReport:
             found = _adopt_row(bridge, row, cells, log_of.get(key, {}), planned, report)
             had = known.get(key)
             fresh = [a for a in found if had is None or a.event_name not in had.events]
+            report.without_log_line += [
+                f"row {row.row_number}: {a.event_name}" for a in fresh if a.notes == NO_LOG_LINE
+            ]
             report.already_known += len(found) - len(fresh)
             report.rows += bool(found)
             adopted += fresh
@@ -230,7 +248,7 @@ def _adopt_row(
                 user_data=user_data,
                 error=None if name in sent else "expired (adopted from the sheet)",
                 fbtrace_id=trace or (cell_trace if name == deepest else None),
-                notes=notes,
+                notes=notes if line is not None or report.log_missing else NO_LOG_LINE,
             )
         )
     return out

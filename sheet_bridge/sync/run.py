@@ -18,12 +18,14 @@ from sheet_bridge.meta.identity import contact_hashes
 from sheet_bridge.metrics import count_pass
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
+from sheet_bridge.sync import stopping
 from sheet_bridge.sync.collector import gc_pass, gc_paused
 from sheet_bridge.sync.ledger import (
     PASS_LOST,
     LedgerBackend,
     LedgerError,
     LockLease,
+    LockLost,
     SheetTab,
     SyncBusy,
     open_ledger,
@@ -32,6 +34,7 @@ from sheet_bridge.sync.outcomes import (
     RowReport,
     attention_rows,
     format_sent_at,
+    said_events,
     shows_sent_or_expired,
     summary_counts,
 )
@@ -56,6 +59,7 @@ from sheet_bridge.sync.rows import (
     time_zone,
 )
 from sheet_bridge.sync.send import RowReports, Sender, Sent
+from sheet_bridge.sync.stopping import ServerStopping
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,27 @@ class SyncError(Exception):
 class LedgerBehindSheet(SyncError):
     """The sheet shows events sent that the ledger has no record of: sending now could send
     them twice. Nothing was sent; `sheet-bridge adopt` takes them over from the sheet."""
+
+
+class PassStopped(SyncError):
+    """The pass stopped before its end (the server stopping, or its lock taken over) and
+    wrote nothing to the sheet; the message says what it did send."""
+
+    def __init__(self, why: Exception, sent: int) -> None:
+        super().__init__(
+            f"{why}. It sent {sent} event(s) to Meta before it stopped: they are recorded in "
+            "the ledger and never sent again. It did not write the sheet: the next pass (or "
+            "the one that holds the tab now) writes those rows and sends the rest"
+        )
+        self.sent = sent
+
+
+class PassLockLost(PassStopped):
+    """The pass lost its tab's lock: another pass took it over."""
+
+
+def _stopped(why: Exception, sent: int) -> PassStopped:
+    return PassLockLost(why, sent) if isinstance(why, LockLost) else PassStopped(why, sent)
 
 
 def capi_client(meta: MetaConfig, access_token: str, **kw: Any) -> CapiClient:
@@ -363,16 +388,24 @@ class Bridge:
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
             if not dry_run:
+                try:  # by the lock's holder only, and not by a server about to be killed
+                    lease.check()
+                    stopping.check()
+                except (LockLost, ServerStopping) as why:
+                    raise _stopped(why, result.events_sent) from None
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
                 self._write_back(written, first_row, layout, result, tz, progress)
         except Exception as exc:
+            # A pass the next one already marked lost stays lost (the ledger keeps the mark);
+            # its answer says what it sent.
+            sent = {"events_sent": exc.sent} if isinstance(exc, PassStopped) else {}
             ledger.finish_pass(
                 pass_id,
                 {},
                 self.clock(),
                 error=type(exc).__name__,
-                summary={"error": failure_words(exc)},
+                summary={"error": failure_words(exc), **sent},
             )
             count_pass("failed")
             raise
@@ -480,19 +513,22 @@ class Bridge:
         leads: Sequence[LeadRow],
         history: Mapping[str, LeadHistory],
     ) -> None:
-        """LedgerBehindSheet when rows' CAPI columns say events were sent that this tab's
-        ledger has no record of (a ledger emptied, lost, restored from an older backup, or
-        rows pasted with another tab's CAPI cells): a pass would send them again."""
-        unknown = [r.row_number for r in rows_ahead_of(history, written, first_row, layout, leads)]
-        if not unknown:
+        """LedgerBehindSheet when rows' CAPI columns name an event sent or expired that this
+        tab's ledger has no record of (a ledger emptied, lost, restored from an older backup,
+        or rows pasted with another tab's CAPI cells): a pass would send it again. Checked per
+        event, not per lead: a backup that knows a lead's Lead but not its Purchase refuses."""
+        behind = ledger_behind(history, written, first_row, layout, leads, self._funnel_order())
+        if not behind:
             return
-        shown = ", ".join(str(n) for n in unknown[:10]) + (", …" if len(unknown) > 10 else "")
+        events = sum(len(names) for names in behind.values())
+        rows = sorted(behind)
+        shown = ", ".join(str(n) for n in rows[:10]) + (", …" if len(rows) > 10 else "")
         config = Path(self.config.source).name if self.config.source != "<memory>" else "FILE"
         raise LedgerBehindSheet(
-            f"the ledger has no record of the {len(unknown)} row(s) this sheet says were sent "
-            f"or expired (tab {self.config.sheets.tab!r}, rows {shown}): it is new, emptied or "
-            "older than the sheet, and a sync now would send them to Meta again. Nothing was "
-            "sent. Run "
+            f"the ledger has no record of {events} event(s) on {len(rows)} row(s) this sheet "
+            f"says were sent or expired (tab {self.config.sheets.tab!r}, rows {shown}): it is "
+            "new, emptied or restored from a backup older than the sheet, and a sync now "
+            "would send them to Meta again. Nothing was sent. Run "
             f"`sheet-bridge adopt --config {config}` to take them over from the sheet's CAPI "
             "columns and CAPI Log (nothing is sent twice); if those rows were copied from "
             "another tab with their CAPI cells, clear those rows' CAPI cells instead"
@@ -542,7 +578,10 @@ class Bridge:
                 lease=lease,
                 progress=progress,
             )
-            sent = sender.send(leads, now)
+            try:
+                sent = sender.send(leads, now)
+            except (LockLost, ServerStopping) as why:
+                raise _stopped(why, sender.delivered) from None
         rows = reports.finish()
         halted = sent.halted.message if sent.halted else None
         return SyncResult(
@@ -640,21 +679,67 @@ def rows_ahead_of(
     layout: ColumnLayout,
     leads: Sequence[LeadRow],
 ) -> list[LeadRow]:
-    """The leads whose CAPI columns show an event sent or expired that `history` has no event
-    of (an empty history: every lead the sheet shows so). Cells where a CAPI column is still
-    to be created (stray cells right of the header) are not the bridge's: they say nothing."""
+    """The leads whose CAPI columns show an event sent or expired and that `history` has no
+    event of at all (an empty history: every lead the sheet shows so)."""
+    return [
+        r
+        for r, cells in _bridge_cells_of(written, first_row, layout, leads)
+        if not (r.key in history and history[r.key].events) and shows_sent_or_expired(cells)
+    ]
+
+
+def ledger_behind(
+    history: Mapping[str, LeadHistory],
+    written: Sequence[Sequence[object]],
+    first_row: int,
+    layout: ColumnLayout,
+    leads: Sequence[LeadRow],
+    events: Collection[str],
+) -> dict[int, list[str]]:
+    """Per row number, the events of `events` (this config's) its CAPI Status names as sent or
+    expired that `history` has no record of; a lead with no event in `history` whose CAPI
+    Sent At holds a time counts too (its event names may be gone from the status)."""
+    behind: dict[int, list[str]] = {}
+    # A sheet holds few distinct CAPI Status texts (one per stage reached, mostly): each is
+    # parsed once (100,000 rows: 0.2 s parsed row by row).
+    named_in: dict[str, tuple[str, ...]] = {}
+    for r, cells in _bridge_cells_of(written, first_row, layout, leads):
+        known = history[r.key].events if r.key in history else {}
+        status = cells[_STATUS_CELL]
+        text = status if isinstance(status, str) else ""
+        named = named_in.get(text)
+        if named is None:
+            said = said_events(text)
+            named = named_in[text] = (*said["sent"], *said["expired"])
+        missing = [n for n in named if n in events and n not in known]
+        if missing:
+            behind[r.row_number] = missing
+        elif not known and shows_sent_or_expired(cells):
+            behind[r.row_number] = list(named) or ["(an event; the row shows a CAPI Sent At)"]
+    return behind
+
+
+_STATUS_CELL = BRIDGE_COLUMNS.index("CAPI Status")
+
+
+def _bridge_cells_of(
+    written: Sequence[Sequence[object]],
+    first_row: int,
+    layout: ColumnLayout,
+    leads: Sequence[LeadRow],
+) -> Iterator[tuple[LeadRow, Sequence[object]]]:
+    """Each lead with its bridge cells as read (BRIDGE_COLUMNS order). Cells where a CAPI
+    column is still to be created (stray cells right of the header) are not the bridge's:
+    they read as empty."""
     missing = {BRIDGE_COLUMNS.index(h) for _, h in layout.new_headers}
-    out = []
+    width = len(BRIDGE_COLUMNS)
     for r in leads:
-        if r.key in history and history[r.key].events:
-            continue  # the usual case, first: a pass over known leads checks nothing more
         i = r.row_number - first_row
-        if not 0 <= i < len(written):
-            continue
-        cells = [("" if j in missing else c) for j, c in enumerate(written[i])]
-        if shows_sent_or_expired(cells):
-            out.append(r)
-    return out
+        if not 0 <= i < len(written) or not (row := written[i]):
+            continue  # no bridge cell at all: it says nothing (the usual new row)
+        if missing or len(row) < width:
+            row = [("" if j in missing or j >= len(row) else row[j]) for j in range(width)]
+        yield r, row
 
 
 def _log_rows(result: SyncResult, stamp: str) -> Iterator[list[object]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from sheet_bridge.meta.client import CapiClient, SendOutcome
+from sheet_bridge.sync import stopping
 from sheet_bridge.sync.collector import gc_paused
 from sheet_bridge.sync.ledger import LedgerBackend, LockLease, SheetTab
 from sheet_bridge.sync.outcomes import RowReport, answer_words, record_after, render_row
@@ -226,6 +227,7 @@ class Sender:
         self.halted: SendOutcome | None = None
         self._in_flight: dict[Future[list[SendOutcome]], Chunk] = {}
         self._answered = self._told = self._total = 0
+        self.delivered = 0  # events Meta accepted so far (what a pass that stops has sent)
         self._strengths: dict[str, str] = {}
         self._now = datetime.min
 
@@ -251,6 +253,7 @@ class Sender:
                         self._record(chunk, [self.halted] * len(chunk.events))
                         continue
                     self.lease.check()  # a pass whose lock lapsed may no longer be the only one
+                    stopping.check()  # a stopping server sends no request it cannot record
                     # Marked request by request, not all before the first: the ledger's writes
                     # (8 s of a 100,000-lead pass, profiled) then overlap Meta's answers
                     # instead of holding back the first request.
@@ -298,6 +301,7 @@ class Sender:
         if self.halted is None:
             self.halted = next((o for o in outcomes if o.state == "not_sent"), None)
         self._answered += len(pairs)
+        self.delivered += sum(1 for o in outcomes if o.state == "sent")
 
     def _tell_progress(self) -> None:
         """Between requests, never while recording: a failing progress callback stops the pass

@@ -269,18 +269,24 @@ def passes(ref: str) -> Any:
     """A pass's phase and progress, and once it ended its answer (one page of rows)."""
     access = _registry().authenticate(request.headers.get("Authorization"))
     pass_id = parse_pass_ref(ref)
+    if pass_id is None:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"{ref!r} is not a pass id: a pass id is digits 0-9, '-' and 10 characters, as "
+            "POST /api/sync answered it",
+        )
     offset = _query_int("rows_offset", 0, 0, 10_000_000)
     limit = _query_int("rows_limit", ROWS_PAGE, 1, 500)
-    if pass_id is not None:
-        for bridge in _registry().all():
-            where = bridge.sheet_tab
-            if pass_ref(where, pass_id) != ref:
-                continue
-            if (where.spreadsheet_id, where.tab) not in access.callers:
-                break  # the same answer as an unknown pass: nothing about other bridges
-            record = bridge.ledger.get_pass(pass_id)
-            if record is not None and record.where == where:
-                return jsonify(record_json(record, bridge.clock(), offset, limit))
+    for bridge in _registry().all():
+        where = bridge.sheet_tab
+        if pass_ref(where, pass_id) != ref:
+            continue
+        if (where.spreadsheet_id, where.tab) not in access.callers:
+            break  # the same answer as an unknown pass: nothing about other bridges
+        record = bridge.ledger.get_pass(pass_id)
+        if record is not None and record.where == where:
+            return jsonify(record_json(record, bridge.clock(), offset, limit))
     raise ApiError(404, "unknown_pass", f"no pass {ref!r} that these credentials may see")
 
 
@@ -288,7 +294,8 @@ def _query_int(name: str, default: int, low: int, high: int) -> int:
     text = request.args.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    # 0-9 only: "²" is str.isdigit() and int() refuses it (a 500); "١٢" would be read as 12.
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise ApiError(
             400, "invalid_request", f"{name}: {text!r} is not a whole number from {low} to {high}"
         )

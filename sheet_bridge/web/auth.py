@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sheet_bridge.config import ServerConfig
+from sheet_bridge.config import ServerConfig, address_key
 
 log = logging.getLogger(__name__)
 
@@ -348,14 +348,14 @@ class Authenticator:
                 "the ID token carries no verified e-mail (add the openid and "
                 "userinfo.email scopes to the add-on)",
             )
-        address = email.casefold()
-        if address in {e.strip().casefold() for e in self.server.allowed_emails}:
+        address = address_key(email)  # never casefold(): "opſ@" is not "ops@"
+        if address in {address_key(e) for e in self.server.allowed_emails}:
             return Caller("id_token", email)
         domain = self.server.allowed_domain
         # `hd` is Google's statement that the account belongs to that Workspace domain; an
         # address ending in the domain alone is not (consumer accounts can carry any address).
         hosted = claims.get("hd")
         in_domain = bool(domain) and address.endswith(f"@{domain}")
-        if in_domain and isinstance(hosted, str) and hosted.casefold() == domain:
+        if in_domain and isinstance(hosted, str) and address_key(hosted) == domain:
             return Caller("id_token", email)
         raise AuthError(403, "this Google account is not allowed to use this bridge")

@@ -43,9 +43,10 @@ def pass_ref(where: SheetTab, pass_id: int) -> str:
 
 
 def parse_pass_ref(ref: str) -> int | None:
-    """The ledger id in an API pass id; None when it is not one (`pass_ref` checks the tag)."""
+    """The ledger id in an API pass id; None when it is not one (`pass_ref` checks the tag).
+    Digits are 0-9 only: "²" and "١٢" are str.isdigit() too, and int() refuses the first."""
     number, _, tag = ref.partition("-")
-    if not number.isdigit() or len(number) > 18 or len(tag) != 10:
+    if not number.isascii() or not number.isdigit() or len(number) > 18 or len(tag) != 10:
         return None
     return int(number)
 

@@ -9,6 +9,7 @@ documents, so the image and the tests cannot drift apart unnoticed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -18,12 +19,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from sheet_bridge.local.fake_meta import create_fake_meta
+from sheet_bridge.local.server import BackgroundServer
+from sheet_bridge.local.sheets_emulator import create_emulator
+from tests.conftest import (
+    WORLD_HEADER,
+    WORLD_PIXEL,
+    WORLD_SECRET,
+    WORLD_SHEET,
+    WORLD_STAGES,
+    WORLD_TOKEN,
+    WORLD_TZ,
+    lead_row,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -42,7 +58,10 @@ DOCUMENTED_ENV = (
     "SHEET_BRIDGE_HEALTH_HOST",
     "SHEET_BRIDGE_LOG_FORMAT",
     "GOOGLE_CLOUD_PROJECT",
-    "K_SERVICE",  # set by Cloud Run (cloud.google.com/run/docs/container-contract#env-vars)
+    "SHEET_BRIDGE_STOP_SECONDS",
+    # Set by Cloud Run (https://cloud.google.com/run/docs/container-contract#env-vars): the
+    # stop then fits its 10 s from SIGTERM to SIGKILL.
+    "K_SERVICE",
 )
 _LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
 _BOOTED = re.compile(r"Booting worker with pid: (\d+)")
@@ -159,6 +178,7 @@ def write_bridge_config(
     stages: Iterable[Mapping[str, Any]],
     batch_size: int = 500,
     sync: Mapping[str, float] | None = None,
+    max_in_flight: int = 4,
 ) -> Path:
     """One bridge's .toml in `folder` (one tab of one spreadsheet; the ledger comes from
     SHEET_BRIDGE_LEDGER, as in a container). `sync`: its [sync] table (edits' settling)."""
@@ -175,6 +195,7 @@ def write_bridge_config(
         'default_country = "IN"',
         'currency = "INR"',
         f"batch_size = {batch_size}",
+        f"max_in_flight = {max_in_flight}",
         "",
         "[server]",
         'shared_secret_env = "SHEET_BRIDGE_SECRET"',
@@ -245,3 +266,44 @@ class MetaGate:
                 return False
             self._pixel = None
             return True
+
+
+@contextlib.contextmanager
+def mql_stand_ins(
+    tmp_path: Path, now: datetime, leads: int, *, latency: float = 0.0, **config: Any
+) -> Iterator[tuple[Path, MetaGate, str]]:
+    """The emulator with a tab of `leads` MQL leads (two events each), the fake Meta behind a
+    gate answering in `latency` seconds, and a config folder for them (`config`: more
+    write_bridge_config arguments); yields (config file, gate, fake Meta's URL)."""
+    rows = [lead_row(i, "MQL", now=now) for i in range(1, leads + 1)]
+    sheet = {"title": "Deploy", "timeZone": WORLD_TZ, "sheets": {"Leads": [WORLD_HEADER, *rows]}}
+    sheets = BackgroundServer(create_emulator(data={"spreadsheets": {WORLD_SHEET: sheet}}))
+    gate = MetaGate(create_fake_meta(access_token=WORLD_TOKEN, pixel_ids=[WORLD_PIXEL]), latency)
+    meta = BackgroundServer(gate)
+    with sheets, meta:
+        folder = tmp_path / "config"
+        folder.mkdir()
+        path = write_bridge_config(
+            folder,
+            "leads",
+            spreadsheet_id=WORLD_SHEET,
+            sheets_url=sheets.url,
+            meta_url=meta.url,
+            pixel_id=WORLD_PIXEL,
+            stages=WORLD_STAGES,
+            **config,
+        )
+        yield path, gate, meta.url
+        gate.release.set()  # never leave a server thread held
+
+
+def documented_env(folder: Path, ledger: str, **more: str) -> dict[str, str]:
+    """The environment README documents for the image, for the configs in `folder`."""
+    return {
+        "SHEET_BRIDGE_CONFIG": str(folder),
+        "SHEET_BRIDGE_LEDGER": ledger,
+        "META_CAPI_TOKEN": WORLD_TOKEN,
+        "SHEET_BRIDGE_SECRET": WORLD_SECRET,
+        "WEB_CONCURRENCY": "2",
+        **more,
+    }

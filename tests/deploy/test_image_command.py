@@ -15,28 +15,22 @@ from typing import Any
 import httpx
 import pytest
 
-from sheet_bridge.local.fake_meta import create_fake_meta
-from sheet_bridge.local.server import BackgroundServer
-from sheet_bridge.local.sheets_emulator import create_emulator
 from sheet_bridge.sync.ledger import open_ledger
 from sheet_bridge.web.passes import parse_pass_ref
 from tests.conftest import (
-    WORLD_HEADER,
     WORLD_PIXEL,
     WORLD_SECRET,
     WORLD_SHEET,
-    WORLD_STAGES,
     WORLD_TOKEN,
-    WORLD_TZ,
-    lead_row,
 )
 from tests.deploy.instances import (
     DOCUMENTED_ENV,
     ROOT,
     MetaGate,
     dockerfile_command,
+    documented_env,
+    mql_stand_ins,
     start_instance,
-    write_bridge_config,
 )
 
 AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
@@ -48,37 +42,8 @@ EVENTS = 2 * LEADS  # each MQL lead owes Lead and QualifiedLead
 def stand_ins(tmp_path: Path, world_now: datetime) -> Iterator[tuple[Path, MetaGate, str]]:
     """The emulator with a tab of MQL leads, the fake Meta behind a gate, and a config folder
     for them; yields (config folder, gate, fake Meta's URL)."""
-    rows = [lead_row(i, "MQL", now=world_now) for i in range(1, LEADS + 1)]
-    sheet = {"title": "Deploy", "timeZone": WORLD_TZ, "sheets": {"Leads": [WORLD_HEADER, *rows]}}
-    sheets = BackgroundServer(create_emulator(data={"spreadsheets": {WORLD_SHEET: sheet}}))
-    gate = MetaGate(create_fake_meta(access_token=WORLD_TOKEN, pixel_ids=[WORLD_PIXEL]))
-    meta = BackgroundServer(gate)
-    with sheets, meta:
-        folder = tmp_path / "config"
-        folder.mkdir()
-        write_bridge_config(
-            folder,
-            "leads",
-            spreadsheet_id=WORLD_SHEET,
-            sheets_url=sheets.url,
-            meta_url=meta.url,
-            pixel_id=WORLD_PIXEL,
-            stages=WORLD_STAGES,
-            batch_size=4,
-        )
-        yield folder, gate, meta.url
-        gate.release.set()  # never leave a server thread held
-
-
-def documented_env(folder: Path, ledger: str, **more: str) -> dict[str, str]:
-    return {
-        "SHEET_BRIDGE_CONFIG": str(folder),
-        "SHEET_BRIDGE_LEDGER": ledger,
-        "META_CAPI_TOKEN": WORLD_TOKEN,
-        "SHEET_BRIDGE_SECRET": WORLD_SECRET,
-        "WEB_CONCURRENCY": "2",
-        **more,
-    }
+    with mql_stand_ins(tmp_path, world_now, LEADS, batch_size=4) as (config, gate, meta_url):
+        yield config.parent, gate, meta_url
 
 
 def follow(url: str, answer: httpx.Response) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
     code, output = cli(["sync", "--config", str(config)])
 
     rows_shown = 12  # 11 rows sent something, 1 expired
-    assert f"the ledger has no record of the {rows_shown} row(s)" in str(caught.value)
+    assert f"on {rows_shown} row(s) this sheet says were sent" in str(caught.value)
     assert "sheet-bridge adopt --config bridge.toml" in str(caught.value)
     assert code == 1 and "sheet-bridge adopt --config" in output
     assert len(world.meta_events()) == sent

@@ -150,6 +150,36 @@ def test_an_account_named_in_allowed_emails_needs_no_workspace_domain(
     assert unlisted.status_code == 403
 
 
+def test_allowed_emails_are_compared_as_addresses_not_case_folded(
+    make_world: MakeWorld,
+    world_now: datetime,
+    httpserver: HTTPServer,
+    google_key: Any,
+) -> None:
+    # casefold() makes "ſ" (long s) "s" and "ß" "ss": other mailboxes, maybe someone else's.
+    # Only A-Z is lowered (domains ignore ASCII case: https://www.rfc-editor.org/rfc/rfc4343).
+    serve_certificates(httpserver, google_key)
+    world = id_token_world(
+        make_world,
+        world_now,
+        httpserver,
+        allowed_emails=["ops@example.com", "strasse@example.com"],
+        allowed_domain="Example.ORG",
+    )
+    client = id_token_client(world)
+
+    def answer(email: str, **claims: Any) -> int:
+        token = id_token(google_key, email=email, **claims)
+        return int(status(client, bearer(token)).status_code)
+
+    assert answer("OPS@Example.com", omit=("hd",)) == 200
+    assert answer("opſ@example.com", omit=("hd",)) == 403
+    assert answer("straße@example.com", omit=("hd",)) == 403
+    assert answer("ana@example.org", hd="example.org") == 200
+    assert answer("Ana@EXAMPLE.org", hd="EXAMPLE.org") == 200
+    assert answer("ana@example.org", hd="example.orſ") == 403
+
+
 # ---- finding 5: certificates are fetched only for what could be a Google ID token --------------
 
 NOW = int(time.time())

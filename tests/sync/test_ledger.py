@@ -762,7 +762,7 @@ def test_a_schema_3_ledger_gains_the_edit_queue_and_keeps_everything(
         assert "edit_queue" in table_names(ledger_location)
         assert run_sql(
             ledger_location, "SELECT value FROM ledger_info WHERE key = 'schema_version'"
-        ) == [("4",)]
+        ) == [(str(SCHEMA_VERSION),)]
         assert again.counts_by_state(WHERE) == {"sending": 1}
         assert [t.status for t in again.history(WHERE)["kA"].transitions] == ["New"]
         assert again.queued_edits(WHERE) == []  # nothing queued, nothing re-sent

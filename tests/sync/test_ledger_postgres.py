@@ -251,3 +251,23 @@ def test_a_malformed_url_is_refused_without_echoing_its_password() -> None:
 )
 def test_mask_url_hides_the_password_wherever_the_url_puts_it(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+@pytest.mark.usefixtures("ledger_backend")  # a server to refuse it
+def test_a_server_with_no_connection_left_is_not_called_a_refused_login() -> None:
+    # A role allowed no connection: PostgreSQL answers 53300 too_many_connections ("too many
+    # connections for role …"), as a full server does with "sorry, too many clients already".
+    role = f"sb_full_{os.getpid()}"
+    run_sql(POSTGRES_URL, f"DROP ROLE IF EXISTS {role}")
+    run_sql(POSTGRES_URL, f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    base = POSTGRES_URL.split("://", 1)[1].split("@", 1)[-1]
+    try:
+        with pytest.raises(LedgerError) as caught:
+            PostgresLedger(f"postgresql://{role}:s3cret-pw@{base}")
+    finally:
+        run_sql(POSTGRES_URL, f"DROP ROLE IF EXISTS {role}")
+
+    message = str(caught.value)
+    assert "too many connections" in message and "no connection left" in message, message
+    assert "refused the login" not in message and "user and password" not in message
+    assert "max_connections" in message and "s3cret" not in message

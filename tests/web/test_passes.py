@@ -179,10 +179,30 @@ def test_pass_ids_are_checked_against_the_callers_bridges(
     ran = client.post("/api/sync", json={"spreadsheet_id": WORLD_SHEET}, headers=AUTH).get_json()
     number = ran["pass_id"].split("-")[0]
 
-    for ref in (f"{number}-0000000000", "abc", f"{int(number) + 1}-{ran['pass_id'][-10:]}"):
+    for ref in (f"{number}-0000000000", f"{int(number) + 1}-{ran['pass_id'][-10:]}"):
         answer = client.get(f"/api/passes/{ref}", headers=AUTH)
         assert answer.status_code == 404, ref
     assert client.get(f"/api/passes/{ran['pass_id']}").status_code == 401
+
+
+def test_pass_ids_and_row_pages_in_other_digits_are_refused_in_words_not_a_500(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    # "²" and "١" are digits to str.isdigit(); int("²") raises, int("١") is 1.
+    world = make_world([lead_row(1, "New", now=world_now)])
+    client = client_for(world)
+    ran = client.post("/api/sync", json={"spreadsheet_id": WORLD_SHEET}, headers=AUTH).get_json()
+    number, tag = ran["pass_id"].split("-")
+    arabic = "".join(chr(ord("٠") + int(d)) for d in number)
+
+    for ref in ("abc", f"²-{tag}", f"{arabic}-{tag}"):
+        answer = client.get(f"/api/passes/{ref}", headers=AUTH)
+        assert answer.status_code == 400, (ref, answer.get_data(as_text=True))
+        assert "is not a pass id" in answer.get_json()["error"]["message"]
+    for query in ("rows_limit=²", "rows_limit=٥", "rows_offset=¹"):
+        answer = client.get(f"/api/passes/{ran['pass_id']}?{query}", headers=AUTH)
+        assert answer.status_code == 400, (query, answer.get_data(as_text=True))
+        assert "is not a whole number" in answer.get_json()["error"]["message"]
 
 
 def test_alerts_name_an_expired_api_version_an_unreachable_sheet_and_failing_hourly_passes(

@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.ledger.contract import (
     LOCK_LEASE,
+    PASS_LOST,
     SCHEMA_VERSION,
     AdoptedEvent,
     EditChange,
@@ -299,6 +300,20 @@ class PostgresLedger:
                 f"No connection to the PostgreSQL ledger {self.display} within "
                 f"{self.pool_timeout:.0f} s: every pooled connection is in use or the server "
                 f"stopped answering ({text})"
+            )
+        # 53300 too_many_connections: "sorry, too many clients already", "too many connections
+        # for role …" (whose 'role "' would otherwise read as a refused login) or "remaining
+        # connection slots are reserved" (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+        if sqlstate == "53300" or any(
+            words in lowered
+            for words in ("too many clients", "too many connections", "connection slots")
+        ):
+            return LedgerError(
+                f"The PostgreSQL server of the ledger {self.display} has no connection left "
+                f"({text}); the login itself is fine. Each instance holds up to "
+                "WEB_CONCURRENCY × (4 + GUNICORN_THREADS) connections: lower WEB_CONCURRENCY "
+                "or the number of instances, or raise the server's max_connections (or the "
+                "role's CONNECTION LIMIT)"
             )
         if sqlstate.startswith("28") or any(
             words in lowered
@@ -852,13 +867,19 @@ class PostgresLedger:
         error: str | None = None,
         summary: Mapping[str, Any] | None = None,
     ) -> None:
+        # A pass already marked lost (the pass that took its lock over found it unfinished)
+        # stays lost, when and why: only its counts and answer (what it did send) are kept.
         with self._tx() as db:
             db.execute(
-                "UPDATE passes SET finished_at = %s, counts = %s, error = %s, phase = 'done', "
-                "heartbeat_at = %s, summary = %s WHERE id = %s",
+                "UPDATE passes SET "
+                "finished_at = CASE WHEN error = %s THEN finished_at ELSE %s END, "
+                "counts = %s, error = CASE WHEN error = %s THEN error ELSE %s END, "
+                "phase = 'done', heartbeat_at = %s, summary = %s WHERE id = %s",
                 (
+                    PASS_LOST,
                     to_ts(now),
                     counts_json(counts),
+                    PASS_LOST,
                     error,
                     to_ts(now),
                     summary_json(summary),

@@ -25,12 +25,14 @@ from typing import Any
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.ledger.contract import (
     LOCK_LEASE,
+    PASS_LOST,
     SCHEMA_VERSION,
     AdoptedEvent,
     EditChange,
     LedgerError,
     LedgerEvent,
     LockLease,
+    LockLost,
     PassRecord,
     PendingEdit,
     PixelEvent,
@@ -540,16 +542,20 @@ class SqliteLedger:
         A heartbeat thread renews the lease every `lease / 4` seconds while the pass runs. A
         lock not renewed for `lease` seconds (its holder died, on any host), or whose holder
         is a dead process on this host, is taken over: a crashed pass never blocks the next
-        one for long.
+        one for long. "On this host" is the same hostname AND the same PID namespace (two
+        containers, or a container and a host cron, can share a hostname while each has its
+        own PIDs): the holder's token names its namespace and its process's start time, so
+        neither a PID seen from another namespace nor a reused PID is taken for the holder.
+        The lease checks the row is still its own (`check`) before each request to Meta.
         """
-        holder = uuid.uuid4().hex
+        holder = _holder_token()
         host = socket.gethostname()
         deadline = time.monotonic() + wait
         while not self._try_lock(where, holder, host, lease):
             if time.monotonic() >= deadline:
                 raise SyncBusy(str(where))
             time.sleep(0.05)
-        held = LockLease(where, lease)
+        held = _LeaseRow(self, where, holder, lease)
         stop = threading.Event()
         heartbeat = threading.Thread(
             target=self._heartbeat,
@@ -574,12 +580,12 @@ class SqliteLedger:
         key = (where.spreadsheet_id, where.tab)
         with self._tx(immediate=True) as db:
             row = db.execute(
-                "SELECT host, pid, expires FROM locks WHERE spreadsheet_id=? AND tab=?", key
+                "SELECT host, pid, expires, holder FROM locks WHERE spreadsheet_id=? AND tab=?",
+                key,
             ).fetchone()
             if row is not None:
-                other_host, pid, expires = row
-                alive = expires > now and not (other_host == host and not _pid_alive(pid))
-                if alive:
+                other_host, pid, expires, other = row
+                if expires > now and (other_host != host or _holder_alive(other, pid)):
                     return False
                 log.warning(
                     "lock on %s taken over from %s (pid %s): %s",
@@ -960,13 +966,18 @@ class SqliteLedger:
         error: str | None = None,
         summary: Mapping[str, Any] | None = None,
     ) -> None:
+        # A pass already marked lost (the pass that took its lock over found it unfinished)
+        # stays lost, when and why: only its counts and answer (what it did send) are kept.
         with self._tx() as db:
             db.execute(
-                "UPDATE passes SET finished_at=?, counts=?, error=?, phase='done', "
+                "UPDATE passes SET finished_at=CASE WHEN error=? THEN finished_at ELSE ? END, "
+                "counts=?, error=CASE WHEN error=? THEN error ELSE ? END, phase='done', "
                 "heartbeat_at=?, summary=? WHERE id=?",
                 (
+                    PASS_LOST,
                     to_ts(now),
                     counts_json(counts),
+                    PASS_LOST,
                     error,
                     to_ts(now),
                     summary_json(summary),
@@ -1069,6 +1080,87 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";\n"):
         if statement.strip():
             db.execute(statement)
+
+
+class _LeaseRow(LockLease):
+    """A pass's row in `locks`: renewed by the heartbeat, and read back before each request
+    to Meta and before the write-back (one indexed read): if another pass took it over, this
+    one stops at once, not at the heartbeat's next renewal up to 15 s later."""
+
+    def __init__(self, ledger: SqliteLedger, where: SheetTab, holder: str, lease: float) -> None:
+        super().__init__(where, lease)
+        self._ledger, self._holder = ledger, holder
+
+    def check(self) -> None:
+        if not self.lost:
+            try:
+                row = (
+                    self._ledger._connect()
+                    .execute(
+                        "SELECT holder FROM locks WHERE spreadsheet_id=? AND tab=?",
+                        (self.where.spreadsheet_id, self.where.tab),
+                    )
+                    .fetchone()
+                )
+            except sqlite3.Error:
+                row = None
+            self.lost = row is None or row[0] != self._holder
+        if self.lost:
+            raise LockLost(
+                f"the pass lost its lock on {self.where} (another pass took it over after "
+                f"its lease of {self.lease:.0f} s lapsed) and stopped before sending more; run "
+                "the sync again"
+            )
+
+
+def _holder_token() -> str:
+    """A lock holder's token: random (it tells two passes of one process apart), then this
+    process's PID namespace and start time ("<hex> pid:[4026531836] 123456"). Older versions
+    wrote the random part only; the token is compared whole, never parsed, except here."""
+    ns, started = _process_identity()
+    return f"{uuid.uuid4().hex} {ns or '-'} {started or '-'}"
+
+
+def _process_identity(pid: int | None = None) -> tuple[str | None, str | None]:
+    """(PID namespace, start time) of this process, or of `pid` seen from here; None where
+    /proc cannot tell. The namespace is /proc/self/ns/pid's link ("pid:[4026531836]", see
+    https://man7.org/linux/man-pages/man7/pid_namespaces.7.html); the start time is field 22
+    of /proc/<pid>/stat, in clock ticks since boot (https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html):
+    a PID reused by another process has another start time."""
+    where = "self" if pid is None else str(pid)
+    ns = None
+    if pid is None:
+        try:
+            ns = os.readlink("/proc/self/ns/pid")
+        except OSError:
+            ns = None
+    try:
+        with open(f"/proc/{where}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return ns, None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # fields 3 on: the command may hold ") "
+    return ns, fields[19].decode() if len(fields) > 19 else None
+
+
+def _holder_alive(holder: str, pid: int) -> bool:
+    """Whether a lock's holder on this hostname is still running. A holder in another PID
+    namespace cannot be seen from here (its PID means another process, or none): only its
+    lease can say it died. A token from an older version names no namespace: its PID is
+    judged as before."""
+    parts = holder.split(" ")
+    if len(parts) != 3:
+        return _pid_alive(pid)
+    ns, started = (None if p == "-" else p for p in parts[1:])
+    mine, _ = _process_identity()
+    if ns is None and mine is None:  # no /proc here (macOS): no namespaces either
+        return _pid_alive(pid)
+    if ns is None or mine is None or ns != mine:
+        return True
+    if not _pid_alive(pid):
+        return False
+    _, now_started = _process_identity(pid)
+    return started is None or now_started is None or now_started == started
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,0 +1,107 @@
+"""A ledger restored from an older backup, on either backend: the pass compares every event a
+row's CAPI Status names with the ledger, not only whether the lead has some event there, so a
+backup older than the sheet refuses in words and sends nothing; `sheet-bridge adopt` takes over
+what the ledger missed (issue 22, item 1). Meta deduplicates one event id only within 48 hours
+(https://developers.facebook.com/docs/marketing-api/conversions-api/deduplication/), so a
+backup a few days old would count every Purchase since it again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sheet_bridge.sync.adopt import adopt_sheet
+from sheet_bridge.sync.run import LedgerBehindSheet
+from tests.conftest import World, iso, lead_row
+from tests.faults.test_lost_ledger import assert_nothing_twice
+from tests.ledger_backends import snapshot
+
+MakeWorld = Callable[..., World]
+
+
+def restored_world(
+    make_world: MakeWorld, now: datetime, tmp_path: Path
+) -> tuple[World, datetime, int]:
+    """100 new leads synced (100 Lead events), a backup taken, 50 of them moved to Customer
+    and synced (200 more), then the backup put back. Returns the world, the later time and
+    how many events Meta has."""
+    world = make_world([lead_row(i, "New", now=now) for i in range(100)])
+    bridge = world.bridge()
+    assert bridge.sync().events_sent == 100
+    put_back = snapshot(world.config.ledger_location({}), tmp_path / "backup.db")
+    bridge.ledger.close()
+    later = now  # the move happened an hour ago: Meta takes no event_time in the future
+    moved = [2 + 2 * i for i in range(50)]  # every other row
+    world.edit_cells(
+        [(r, "Lead Status", "Customer") for r in moved]
+        + [(r, "Status Changed At", iso(now - timedelta(hours=1))) for r in moved]
+    )
+    bridge = world.bridge(clock=lambda: later)
+    assert bridge.sync().events_sent == 200
+    bridge.ledger.close()
+    del bridge
+    put_back()
+    assert len(world.meta_events()) == 300
+    return world, later, 300
+
+
+def test_a_restored_older_ledger_refuses_per_event_and_sends_nothing(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    world, later, sent = restored_world(make_world, world_now, tmp_path)
+    sheet = world.rows()
+
+    with pytest.raises(LedgerBehindSheet) as caught:
+        world.bridge(clock=lambda: later).sync()
+
+    words = str(caught.value)
+    assert "the ledger has no record of 200 event(s) on 50 row(s)" in words, words
+    assert "rows 2, 4, 6," in words and "sheet-bridge adopt" in words
+    assert len(world.meta_events()) == sent  # nothing went again
+    assert world.rows() == sheet
+
+    # One row's edit pass (the add-on's) refuses the same way.
+    with pytest.raises(LedgerBehindSheet):
+        world.bridge(clock=lambda: later).sync(rows=[2])
+    assert len(world.meta_events()) == sent
+
+
+def test_adopt_takes_over_what_a_restored_ledger_missed_and_nothing_is_sent_twice(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    world, later, sent = restored_world(make_world, world_now, tmp_path)
+    bridge = world.bridge(clock=lambda: later)
+
+    report = adopt_sheet(bridge)
+
+    assert (report.sent, report.already_known) == (200, 100)
+    assert report.without_log_line == []  # every adopted event had its CAPI Log line
+    again = world.bridge(clock=lambda: later).sync()
+    assert again.events_sent == 0
+    assert again.cells_written == 0
+    assert len(world.meta_events()) == sent
+    assert_nothing_twice(world)
+
+
+def test_adopt_marks_events_a_row_claims_without_a_capi_log_line(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = make_world([lead_row(i, "New", now=world_now) for i in range(3)])
+    world.bridge().sync()
+    # Someone moves row 3 on and types its stage into CAPI Status by hand: no pass sent it,
+    # no CAPI Log line names it.
+    world.edit_cells([(3, "Lead Status", "MQL"), (3, "CAPI Status", "Sent: Lead, QualifiedLead")])
+    with pytest.raises(LedgerBehindSheet, match=r"1 event\(s\) on 1 row\(s\).*rows 3\b"):
+        world.bridge().sync()
+
+    report = adopt_sheet(world.bridge())
+
+    assert report.sent == 1 and report.without_log_line == ["row 3: QualifiedLead"]
+    assert "without a CAPI Log line" in report.text()
+    result = world.bridge().sync()
+    assert result.events_sent == 0
+    status = world.column("CAPI Status")[1]
+    assert "QualifiedLead" in status and "no CAPI Log line" in status, status
