@@ -17,8 +17,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from sheet_bridge.metrics import META_REQUEST_SECONDS
-
 log = logging.getLogger(__name__)
 
 # docs/meta-errors.md: Meta takes at most 1,000 events per request.
@@ -304,6 +302,7 @@ class CapiClient:
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
         partner_agent: str = "sheet-bridge",
+        on_request: Callable[[float], None] | None = None,
     ) -> None:
         parts = urlsplit(graph_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -328,6 +327,7 @@ class CapiClient:
         self._token = access_token
         self.test_event_code = test_event_code
         self.partner_agent = partner_agent
+        self._on_request = on_request  # told each request's seconds, answered or not (metrics)
         self.batch_size = min(max(int(batch_size), 1), MAX_BATCH)
         self.max_attempts = max(int(max_attempts), 1)
         self.max_retry_seconds = max_retry_seconds
@@ -635,14 +635,17 @@ class CapiClient:
         with self._lock:
             self.requests_made += 1
         log.debug("POST %s with %s events", self.url, len(batch))
+        began = time.monotonic()
         try:
-            with META_REQUEST_SECONDS.time():
-                response = self._http.post(self.url, json=body)
+            response = self._http.post(self.url, json=body)
         except httpx.TimeoutException:
             return _Answer(None, None, None, "timed out")
         except httpx.TransportError as exc:
             reason = self._scrub(str(exc)) or type(exc).__name__
             return _Answer(None, None, None, f"connection failed: {reason}")
+        finally:
+            if self._on_request is not None:
+                self._on_request(time.monotonic() - began)
         return self._classify(response)
 
     def _classify(self, response: httpx.Response) -> _Answer:

@@ -15,7 +15,7 @@ import sheet_bridge
 from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
 from sheet_bridge.meta.client import CapiClient
 from sheet_bridge.meta.identity import contact_hashes
-from sheet_bridge.metrics import count_pass
+from sheet_bridge.metrics import META_REQUEST_SECONDS, count_pass
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync import stopping
@@ -118,6 +118,7 @@ def capi_client(meta: MetaConfig, access_token: str, **kw: Any) -> CapiClient:
         "batch_size": meta.batch_size,
         "timeout": meta.timeout_seconds,
         "partner_agent": f"sheet-bridge/{sheet_bridge.__version__}",
+        "on_request": META_REQUEST_SECONDS.observe,
     }
     options.update(kw)
     return CapiClient(meta.graph_url, meta.api_version, meta.pixel_id, access_token, **options)
