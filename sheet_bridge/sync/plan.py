@@ -88,7 +88,8 @@ class LeadRow:
     changed_date_only: bool = False
     # So did Created At: `created_at` is the start of that day (see _Planner._created).
     created_date_only: bool = False
-    # The CAPI Key cell was blank: `key` was derived from the row (sync/rows.py derive_lead_key).
+    # The CAPI Key cell was blank (or could not be a key: sync/rows.py _own_key): `key` was
+    # derived from the row (sync/rows.py derive_lead_key).
     derived_key: bool = False
     # Cells that could not be read, in words; a time problem makes the row invalid.
     time_problems: tuple[str, ...] = ()
