@@ -266,19 +266,23 @@ def normalize_phone(value: object, region: str) -> str:
     return _parse_phone(value, region)[0]
 
 
-def _parse_phone(value: object, region: str) -> tuple[str, bool]:
-    """The phone's digits with country code, and whether the cell wrote that code itself
-    (+44…, 0044…, 44… that is no valid national number) rather than taking `region`'s."""
-    return _parse_phone_text(_text(value), region)
+def _parse_phone(value: object, region: str) -> tuple[str, bool, str | None]:
+    """The phone's digits with country code, whether the cell wrote that code itself (+44…,
+    0044…, 44… that is no valid national number) rather than taking `region`'s, and the
+    number's own region (alpha-2, lower-case; None for +800 and the like)."""
+    parsed = _parse_phone_text(_text(value), region)
+    if isinstance(parsed, _Drop):
+        raise _Drop(parsed.why, parsed.fix)  # a fresh one: the cached one stays clean
+    return parsed
 
 
 # A row's phone is read twice when the row names no country (for its country, then to hash it):
-# the second reading is this cache's.
+# the second reading, a refusal included, is this cache's.
 @functools.lru_cache(maxsize=64)
-def _parse_phone_text(text: str, region: str) -> tuple[str, bool]:
+def _parse_phone_text(text: str, region: str) -> tuple[str, bool, str | None] | _Drop:
     digits = re.sub(r"\D", "", text)
     if len(digits) < 6 or len(digits) > 17:
-        raise _Drop(
+        return _Drop(
             "not a phone number",
             "write the full number with its country code, e.g. +91 98765 43210",
         )
@@ -292,7 +296,9 @@ def _parse_phone_text(text: str, region: str) -> tuple[str, bool]:
             number = phonenumbers.parse(candidate, region.upper())
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(number):
+        # is_valid_number, split in its two steps to keep the region it finds on the way.
+        region_of = phonenumbers.region_code_for_number(number)
+        if region_of and phonenumbers.is_valid_number_for_region(number, region_of):
             digits = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
             # Its own code: written with "+", found only as international digits, or another
             # country's (0044… read in India). A national number takes the region's.
@@ -301,8 +307,9 @@ def _parse_phone_text(text: str, region: str) -> tuple[str, bool]:
                 or text.startswith("+")
                 or number.country_code != phonenumbers.country_code_for_region(region.upper())
             )
-            return digits[1:], own_code
-    raise _Drop(
+            geographic = len(region_of) == 2 and region_of.isalpha()
+            return digits[1:], own_code, region_of.lower() if geographic else None
+    return _Drop(
         f"not a valid phone number for {region.upper()} or with a country code",
         "write the full number with its country code, e.g. +91 98765 43210",
     )
@@ -591,18 +598,10 @@ def phone_country(value: object, region: str) -> str | None:
     when it has none (a national number read in `region` says nothing of where the lead is),
     is not a valid number, or belongs to no country (+800, +882…)."""
     try:
-        digits, own_code = _parse_phone(value, region)
+        _, own_code, country = _parse_phone(value, region)
     except _Drop:
         return None
-    if not own_code:
-        return None
-    return _country_of_digits(digits)
-
-
-@functools.lru_cache(maxsize=4096)
-def _country_of_digits(digits: str) -> str | None:
-    code = phonenumbers.region_code_for_number(phonenumbers.parse("+" + digits))
-    return code.lower() if code and code.isalpha() and len(code) == 2 else None
+    return country if own_code else None
 
 
 def lead_country(
@@ -662,6 +661,9 @@ def hash_user_data(
             problems.append(
                 FieldProblem("country", "(unreadable)", "could not be read", "retype the cell")
             )
+    # National numbers are read in the row's own country, else the bridge's region (a country
+    # found from a phone's own code changes no phone's reading).
+    phone_region = country or region
     if "country" not in user_data:
         # Meta asks for the country always, but a country we cannot defend is a claim about
         # the person: none is sent rather than the bridge's own (issue 21; lead_country).
@@ -669,7 +671,6 @@ def hash_user_data(
             country = _country_beyond_the_row(raw, region, assume_country)[0]
         if country is not None:
             user_data["country"] = _country_hash(country)
-    phone_region = country or region
     state: str | None = None
 
     for key in USER_DATA_FIELDS:
