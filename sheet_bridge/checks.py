@@ -10,11 +10,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sheet_bridge.config import BridgeConfig, Stage, is_ledger_url, status_key
 from sheet_bridge.meta.events import classify_event_name, send_window
 from sheet_bridge.meta.versions import version_problem
+
+if TYPE_CHECKING:
+    from sheet_bridge.sync.plan import LeadRow
 
 Level = Literal["ok", "info", "warn", "error"]
 _MARK = {"ok": "ok   ", "info": "info ", "warn": "WARN ", "error": "ERROR"}
@@ -170,11 +173,7 @@ def check_meta(config: BridgeConfig, report: CheckReport, environ: Mapping[str, 
                 "test_event_code or copy the current code from Events Manager → Test events",
             )
     check_action_source(config, report)
-    if meta.data_processing_options is not None:
-        fields = meta.processing_options()
-        sent = ", ".join(f"{k} = {v}" for k, v in fields.items())
-        what = "Limited Data Use" if meta.data_processing_options else "explicitly not LDU"
-        report.add("info", f"every event carries {sent} ({what})")
+    check_places(config, report)
     days = send_window(meta.action_source).days
     report.add("info", f"events older than {days} days are marked expired and never sent")
     server = config.server
@@ -184,6 +183,74 @@ def check_meta(config: BridgeConfig, report: CheckReport, environ: Mapping[str, 
             "[server] has neither shared_secret_env nor id_token_audience: the backend would "
             "refuse every call from the sidebar",
         )
+
+
+def check_places(config: BridgeConfig, report: CheckReport) -> None:
+    """Which country each lead is sent with, and its Limited Data Use place, in words
+    (docs/values.md "Countries" and "Limited Data Use")."""
+    meta = config.meta
+    region = meta.default_country
+    if meta.assume_country:
+        report.add(
+            "info",
+            f"assume_country = true: a lead whose row names no country and whose phone has no "
+            f"country code is sent as in {region} (the config says every lead is there)",
+        )
+    else:
+        report.add(
+            "info",
+            f"a lead's country is its row's Country cell, else its phone's country code, else "
+            f"none is sent; default_country {region} only reads phones written without a "
+            f"country code (set [meta] assume_country = true if every lead is in {region})",
+        )
+    options = meta.data_processing_options
+    if options is None:
+        return
+    if not options:
+        report.add("info", "every event carries data_processing_options = [] (explicitly not LDU)")
+        return
+    report.add(
+        "info",
+        "Limited Data Use on every event, with each lead's own place: a US lead in California "
+        "is sent as country 1, state 1000; every other lead as 0/0 (Meta geolocates) "
+        "(developers.facebook.com/docs/marketing-apis/data-processing-options)",
+    )
+    place = meta.assumed_place()
+    if place is not None:
+        report.add(
+            "info",
+            f"a US lead whose row names no state is sent as country {place[0]}, state "
+            f"{place[1]} (assume_country = true says every lead is there)",
+        )
+    elif meta.data_processing_options_country or meta.data_processing_options_state:
+        report.add(
+            "warn",
+            f"data_processing_options_country = {meta.data_processing_options_country}, "
+            f"_state = {meta.data_processing_options_state} are not sent for every lead: an "
+            "Indian lead is not a Californian. Each lead's place comes from its row; set "
+            'assume_country = true with default_country = "US" if every lead really is there, '
+            "or remove the two keys",
+        )
+
+
+def check_countries(config: BridgeConfig, report: CheckReport, rows: Sequence[LeadRow]) -> None:
+    """Where the sheet's leads get their country from, counted (docs/values.md "Countries")."""
+    from sheet_bridge.meta.identity import lead_country
+
+    meta = config.meta
+    if not rows:
+        return
+    sources = Counter(
+        lead_country(r.identity, meta.default_country, meta.assume_country)[1] for r in rows
+    )
+    words = {
+        "row": "their Country cell",
+        "phone": "their phone's country code",
+        "assumed": f"assume_country ({meta.default_country})",
+        "unknown": "nothing: no country is sent",
+    }
+    told = ", ".join(f"{n} from {words[source]}" for source, n in sources.most_common())
+    report.add("info", f"leads' countries: {told}")
 
 
 def check_action_source(config: BridgeConfig, report: CheckReport) -> None:
@@ -274,6 +341,7 @@ def check_sheet(config: BridgeConfig, report: CheckReport, sheets: Any = None) -
             f"{len(lost)} lead id(s) typed as numbers lost digits (rows "
             f"{', '.join(map(str, lost[:10]))}); format the column as Plain text and paste them",
         )
+    check_countries(config, report, rows)
     seen = {status_key(r.status) for r in rows}
     never = [
         s.label for s in stage_map.stages if not any(status_key(x) in seen for x in s.statuses)

@@ -56,10 +56,15 @@ class ConfigError(Exception):
 
 
 def currency_code(value: str) -> str:
-    """An ISO 4217 code, upper-cased; ValueError with the fix otherwise."""
-    if len(value) != 3 or not value.isalpha():
-        raise ValueError(f"currency {value!r} must be a 3-letter ISO 4217 code such as 'INR'")
-    return value.upper()
+    """An ISO 4217 code (pycountry's list), upper-cased; ValueError with the fix otherwise."""
+    from sheet_bridge.meta.money import CurrencyError, iso_currency
+
+    try:
+        return iso_currency(value)
+    except CurrencyError as exc:
+        raise ValueError(
+            f"currency {value!r} {exc.why}; use a 3-letter ISO 4217 code such as 'INR' or 'USD'"
+        ) from None
 
 
 class _Strict(BaseModel):
@@ -118,7 +123,11 @@ class MetaConfig(_Strict):
     # docs/meta-events.md); `check` refuses the choice without a reason.
     action_source_reason: str = ""
     lead_event_source: str = "Google Sheets"
+    # The region national phone numbers (without a country code) are read in. It is sent as a
+    # lead's country only with assume_country = true: the bridge says every lead is there
+    # (docs/values.md "Countries"); otherwise a lead's country is its row's or its phone's.
     default_country: str = "US"
+    assume_country: bool = False
     currency: str = "USD"
     batch_size: int = Field(default=500, ge=1, le=1000)
     timeout_seconds: float = Field(default=20.0, gt=0)
@@ -209,16 +218,14 @@ class MetaConfig(_Strict):
             )
         return self
 
-    def processing_options(self) -> dict[str, object]:
-        """The event fields for Limited Data Use, exactly as sent ({} when not configured).
-        LDU without a place asks Meta to geolocate (0/0), as Meta's examples do."""
-        if self.data_processing_options is None:
-            return {}
-        fields: dict[str, object] = {"data_processing_options": list(self.data_processing_options)}
-        if self.data_processing_options:
-            fields["data_processing_options_country"] = self.data_processing_options_country or 0
-            fields["data_processing_options_state"] = self.data_processing_options_state or 0
-        return fields
+    def assumed_place(self) -> tuple[int, int] | None:
+        """The configured LDU place (country, state numbers) when it may stand for a lead's:
+        only when the bridge says every lead is in the US (assume_country with default_country
+        US) and names a place. Each lead's own place comes first (meta/payload.py)."""
+        country = self.data_processing_options_country
+        if not (self.assume_country and self.default_country == "US" and country == 1):
+            return None
+        return (1, self.data_processing_options_state or 0)
 
     def access_token(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The token from the environment variable this config names (never from the file)."""
@@ -297,6 +304,16 @@ class StageConfig(_Strict):
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
         return None if v is None else currency_code(v)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: float | None) -> float | None:
+        from sheet_bridge.meta.money import value_problem
+
+        problem = None if v is None else value_problem(v)
+        if problem is not None:
+            raise ValueError(f"value {v:g} {problem[0]}; leave value out to send none")
+        return v
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -346,16 +346,17 @@ def world_now() -> datetime:
 def make_world(
     tmp_path: Path, world_now: datetime, ledger_location: str
 ) -> Iterator[Callable[..., World]]:
-    """make_world(rows, locale=…, meta_now=…, **config_overrides): start the emulator with
-    WORLD_HEADER + rows (in a spreadsheet of that locale) and the fake Meta (which checks Meta's
-    rules against the real clock, or `meta_now`). The ledger is the test's `ledger_location`
-    (SQLite or PostgreSQL)."""
+    """make_world(rows, locale=…, header=…, meta_now=…, **config_overrides): start the
+    emulator with WORLD_HEADER (or `header`) + rows (in a spreadsheet of that locale) and the
+    fake Meta (which checks Meta's rules against the real clock, or `meta_now`). The ledger is
+    the test's `ledger_location` (SQLite or PostgreSQL)."""
     servers: list[BackgroundServer] = []
 
     def make(
         rows: list[list[object]],
         *,
         locale: str = "en_US",
+        header: list[str] | None = None,
         meta_now: Callable[[], float] = time.time,
         **overrides: Any,
     ) -> World:
@@ -367,7 +368,7 @@ def make_world(
                     "title": "World",
                     "timeZone": WORLD_TZ,
                     "locale": locale,
-                    "sheets": {"Leads": [list(WORLD_HEADER), *rows]},
+                    "sheets": {"Leads": [list(header or WORLD_HEADER), *rows]},
                 }
             }
         }

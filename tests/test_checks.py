@@ -177,14 +177,30 @@ def test_an_api_version_that_is_not_one_is_a_config_error(tmp_path: Path) -> Non
         _config(tmp_path, api_version="25")
 
 
-def test_check_says_which_limited_data_use_fields_every_event_carries(tmp_path: Path) -> None:
+def test_check_says_limited_data_use_follows_each_leads_place(tmp_path: Path) -> None:
     config = _config(tmp_path, data_processing_options=["LDU"])
     text = run_checks(config, connect=False, environ=TOKEN_ENV).text()
-    assert (
-        "every event carries data_processing_options = ['LDU'], "
-        "data_processing_options_country = 0, data_processing_options_state = 0 "
-        "(Limited Data Use)"
-    ) in text
+    assert "Limited Data Use on every event, with each lead's own place" in text
+    assert "country 1, state 1000" in text and "0/0 (Meta geolocates)" in text
+
+
+def test_check_warns_that_a_configured_ldu_place_is_not_every_leads(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        data_processing_options=["LDU"],
+        data_processing_options_country=1,
+        data_processing_options_state=1000,
+    )
+    text = run_checks(config, connect=False, environ=TOKEN_ENV).text()
+    assert "are not sent for every lead" in text and "assume_country = true" in text
+
+
+def test_check_explains_where_a_leads_country_comes_from(tmp_path: Path) -> None:
+    text = run_checks(_config(tmp_path), connect=False, environ=TOKEN_ENV).text()
+    assert "a lead's country is its row's Country cell, else its phone's country code" in text
+    assumed = _config(tmp_path, assume_country=True)
+    text = run_checks(assumed, connect=False, environ=TOKEN_ENV).text()
+    assert "assume_country = true" in text and "every lead is there" in text
 
 
 def test_the_example_config_parses_with_limited_data_use_uncommented() -> None:
@@ -196,11 +212,9 @@ def test_the_example_config_parses_with_limited_data_use_uncommented() -> None:
     import tomllib
 
     config = parse_config(tomllib.loads(text))
-    assert config.meta.processing_options() == {
-        "data_processing_options": ["LDU"],
-        "data_processing_options_country": 1,
-        "data_processing_options_state": 1000,
-    }
+    assert config.meta.data_processing_options == ("LDU",)
+    assert config.meta.data_processing_options_country == 1
+    assert config.meta.data_processing_options_state == 1000
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,7 @@ def test_audience_writes_the_hashed_customer_list_and_prints_the_steps(
     assert result.exit_code == 0, result.output
     text = out.read_text()
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == ["email", "country"]
+    assert rows[0] == ["email"]  # its row names no country, nor does a phone
     assert len(rows) == 2  # the one disqualified lead
     assert "person@example.com" not in text and "@" not in text
     assert "1 lead(s) found (Disqualified 1); 1 written to" in result.stdout

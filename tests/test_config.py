@@ -408,3 +408,29 @@ def test_max_in_flight_outside_one_to_sixteen_names_the_key(value: object) -> No
     with pytest.raises(ConfigError) as err:
         parse_config(config_data(meta=meta))
     assert "meta.max_in_flight" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (config_data(meta={"pixel_id": "1", "currency": "XYZ"}), "is not an ISO 4217 currency"),
+        (config_data(meta={"pixel_id": "1", "currency": "XAU"}), "is not an ISO 4217 currency"),
+        (
+            config_data(stages=[{"status": "New", "event": "Lead", "value": 0}]),
+            "value 0 is 0",
+        ),
+        (
+            config_data(stages=[{"status": "New", "event": "Lead", "value": 1e13}]),
+            "too large",
+        ),
+        (
+            config_data(stages=[{"status": "New", "event": "Lead", "value": float("inf")}]),
+            "not a finite number",
+        ),
+    ],
+)
+def test_a_currency_or_stage_value_meta_could_not_take_is_a_config_error(
+    data: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ConfigError, match=says):
+        parse_config(data, source="b.toml")

@@ -427,7 +427,9 @@ def _check_custom_data(custom_data: object, index: int) -> None:
             f"custom_data.value must be a number; got {custom_data['value']!r}",
         )
     currency = custom_data.get("currency")
-    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+    # Meta: "currency must be a valid ISO 4217 three-digit currency code" (developers.facebook
+    # .com/docs/marketing-api/conversions-api/parameters/custom-data): "XYZ" is refused too.
+    if not isinstance(currency, str) or not _CURRENCY.match(currency) or not _iso_4217(currency):
         raise _invalid(
             index,
             SUBCODE_BAD_VALUE,
@@ -435,6 +437,12 @@ def _check_custom_data(custom_data: object, index: int) -> None:
             f"custom_data.currency must be a 3-letter ISO 4217 code when value is sent; "
             f"got {currency!r}",
         )
+
+
+def _iso_4217(code: str) -> bool:
+    import pycountry
+
+    return pycountry.currencies.get(alpha_3=code.upper()) is not None
 
 
 def _check_processing_options(event: Mapping[str, Any], index: int) -> None:

@@ -87,6 +87,18 @@ CANADIAN_PROVINCES: dict[str, str] = {
     "northwestterritories": "nt", "nunavut": "nu", "yukon": "yt",
 }  # fmt: skip
 _STATE_CODES: dict[str, str] = {**US_STATES, **CANADIAN_PROVINCES}
+# The abbreviations US newspapers and forms write with a dot (AP style: "Calif.", "Mass.",
+# "Fla."), as letters only. Meta's builder cuts them to two letters, which is right for these
+# three and wrong for "Tex." (te) or "Penn." (pe); here each is looked up. Two-letter ones
+# ("N.Y.", "Ga.") are codes already.
+US_ABBREVIATIONS: dict[str, str] = {
+    "ala": "al", "ariz": "az", "ark": "ar", "cal": "ca", "calif": "ca", "colo": "co",
+    "conn": "ct", "del": "de", "fla": "fl", "ill": "il", "ind": "in", "kan": "ks",
+    "kans": "ks", "mass": "ma", "mich": "mi", "minn": "mn", "miss": "ms", "mont": "mt",
+    "neb": "ne", "nebr": "ne", "nev": "nv", "okla": "ok", "ore": "or", "oreg": "or",
+    "penn": "pa", "penna": "pa", "tenn": "tn", "tex": "tx", "wash": "wa", "wis": "wi",
+    "wisc": "wi", "wyo": "wy", "wva": "wv",
+}  # fmt: skip
 # Longest first, so "West Virginia State" finds westvirginia before virginia.
 _STATE_NAMES_LONGEST_FIRST = sorted(_STATE_CODES, key=len, reverse=True)
 
@@ -130,10 +142,16 @@ class FieldProblem:
 
 @dataclass(frozen=True)
 class HashedIdentity:
-    """The user_data to send, and the fields left out of it with the reason."""
+    """The user_data to send, and the fields left out of it with the reason.
+
+    `country` is the lead's country as sent (alpha-2, None when not known) and `state` the
+    row's state as normalized (a 2-letter code for US states): where the person is, for Limited
+    Data Use. Never logged: they are the lead's, not the bridge's."""
 
     user_data: dict[str, object]
     problems: list[FieldProblem] = field(default_factory=list)
+    country: str | None = None
+    state: str | None = None
 
 
 class _Drop(Exception):
@@ -159,11 +177,12 @@ def shown_as_sheet(value: object) -> str:
 def shown_safely(value: object) -> str:
     """A cell value as it may appear in a message: long or personal text is masked."""
     text = _cell_text(value)
+    if len(text) > 40:  # only its first two characters are shown (a cell may hold megabytes)
+        head = "".join(ch if ch.isprintable() else "?" for ch in text[:2])
+        return repr(head + "…" + f"({len(text)} chars)")
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     if len(text) <= 2:
         return repr("*" * len(text))
-    if len(text) > 40:
-        return repr(text[:2] + "…" + f"({len(text)} chars)")
     return repr(text[0] + "*" * (len(text) - 2) + text[-1])
 
 
@@ -186,14 +205,28 @@ def _blank(value: object) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
+# Longer than any identifier a person has (an e-mail is at most 254 characters, a user agent
+# a few hundred): such a cell is a paste gone wrong, dropped before any per-character work.
+_LONGEST_CELL = 2_000
+
+
 def _text(value: object) -> str:
     """Cell text for normalizing: NFC, invisible format characters (zero-width spaces, BOM,
     direction marks pasted from web pages) removed, outer space trimmed."""
-    text = _cell_text(value)
+    text = _checked_length(_cell_text(value))
     if text.isascii():  # the common case: ASCII is NFC already and holds no Cf character
         return text.strip()
     text = unicodedata.normalize("NFC", text)
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
+
+
+def _checked_length(text: str) -> str:
+    if len(text) > _LONGEST_CELL:
+        raise _Drop(
+            f"is {len(text):,} characters long, too long to be one",
+            "clear the cell or paste only the value",
+        )
+    return text
 
 
 def _strip_punct(text: str) -> str:
@@ -230,10 +263,26 @@ def normalize_email(value: object) -> str:
 
 
 def normalize_phone(value: object, region: str) -> str:
-    text = _text(value)
+    return _parse_phone(value, region)[0]
+
+
+def _parse_phone(value: object, region: str) -> tuple[str, bool, str | None]:
+    """The phone's digits with country code, whether the cell wrote that code itself (+44…,
+    0044…, 44… that is no valid national number) rather than taking `region`'s, and the
+    number's own region (alpha-2, lower-case; None for +800 and the like)."""
+    parsed = _parse_phone_text(_text(value), region)
+    if isinstance(parsed, _Drop):
+        raise _Drop(parsed.why, parsed.fix)  # a fresh one: the cached one stays clean
+    return parsed
+
+
+# A row's phone is read twice when the row names no country (for its country, then to hash it):
+# the second reading, a refusal included, is this cache's.
+@functools.lru_cache(maxsize=64)
+def _parse_phone_text(text: str, region: str) -> tuple[str, bool, str | None] | _Drop:
     digits = re.sub(r"\D", "", text)
     if len(digits) < 6 or len(digits) > 17:
-        raise _Drop(
+        return _Drop(
             "not a phone number",
             "write the full number with its country code, e.g. +91 98765 43210",
         )
@@ -242,14 +291,25 @@ def normalize_phone(value: object, region: str) -> str:
         if digits.startswith("00"):
             candidates.append("+" + digits[2:])
         candidates.append("+" + digits)
-    for candidate in candidates:
+    for i, candidate in enumerate(candidates):
         try:
             number = phonenumbers.parse(candidate, region.upper())
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(number):
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
-    raise _Drop(
+        # is_valid_number, split in its two steps to keep the region it finds on the way.
+        region_of = phonenumbers.region_code_for_number(number)
+        if region_of and phonenumbers.is_valid_number_for_region(number, region_of):
+            digits = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            # Its own code: written with "+", found only as international digits, or another
+            # country's (0044… read in India). A national number takes the region's.
+            own_code = (
+                i > 0
+                or text.startswith("+")
+                or number.country_code != phonenumbers.country_code_for_region(region.upper())
+            )
+            geographic = len(region_of) == 2 and region_of.isalpha()
+            return digits[1:], own_code, region_of.lower() if geographic else None
+    return _Drop(
         f"not a valid phone number for {region.upper()} or with a country code",
         "write the full number with its country code, e.g. +91 98765 43210",
     )
@@ -310,6 +370,8 @@ def normalize_state(value: object, country: str | None) -> str:
         return letters
     key = _ascii_letters(letters)
     code = _STATE_CODES.get(key)
+    if code is None and country in ("us", None):
+        code = US_ABBREVIATIONS.get(key)  # "Calif." for a US lead, or one of unknown country
     if code is None and country in ("us", "ca"):
         code = next((_STATE_CODES[n] for n in _STATE_NAMES_LONGEST_FIRST if n in key), None)
     return code or letters
@@ -374,11 +436,30 @@ def _iso_countries() -> dict[str, str]:
     return codes
 
 
+# The words Meta's parameter builder maps to a gender (getNormalizedGender, facebook/capi-param-
+# builder), as letters only ("ma'am" → maam), and "w" (weiblich, woman) as before.
+_FEMALE_WORDS = frozenset({
+    "f", "w", "female", "woman", "girl", "lady", "miss", "ms", "mrs", "madam", "maam",
+    "daughter", "mother", "mom", "mama", "mommy", "aunt", "niece", "sister", "wife",
+    "girlfriend", "bride", "widow", "queen", "princess", "duchess", "countess", "empress",
+    "goddess", "maiden", "lass", "gal", "chick", "dame", "belle", "she", "her", "hers",
+    "herself",
+})  # fmt: skip
+_MALE_WORDS = frozenset({
+    "m", "male", "man", "boy", "gentleman", "guy", "sir", "mister", "mr", "son", "father",
+    "dad", "daddy", "papa", "uncle", "nephew", "brother", "husband", "boyfriend", "groom",
+    "widower", "king", "prince", "duke", "count", "emperor", "god", "lord", "lad", "fellow",
+    "chap", "bloke", "dude", "he", "him", "his", "himself",
+})  # fmt: skip
+
+
 def normalize_gender(value: object) -> str:
+    """ge: f or m, from the letters or one of the words Meta's parameter builder maps
+    ("Girl", "Lady", "He"…); anything else is dropped, never guessed."""
     text = _letters_only(_text(value).lower())
-    if text in ("f", "female", "woman", "w"):
+    if text in _FEMALE_WORDS:
         return "f"
-    if text in ("m", "male", "man"):
+    if text in _MALE_WORDS:
         return "m"
     raise _Drop("is not f or m", "write f or m, or leave it empty")
 
@@ -484,7 +565,7 @@ def normalize_lead_id(value: object) -> int:
 
 
 def _plain(value: object) -> str:
-    text = _cell_text(value).strip()
+    text = _checked_length(_cell_text(value)).strip()
     if not text:
         raise _Drop("is empty", "leave it empty")
     return text
@@ -512,15 +593,60 @@ def contact_hashes(raw: Mapping[str, object], default_country: str) -> set[str]:
     return out
 
 
-def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIdentity:
+def phone_country(value: object, region: str) -> str | None:
+    """The country a phone number names by its own country code (alpha-2, lower-case), or None
+    when it has none (a national number read in `region` says nothing of where the lead is),
+    is not a valid number, or belongs to no country (+800, +882…)."""
+    try:
+        _, own_code, country = _parse_phone(value, region)
+    except _Drop:
+        return None
+    return country if own_code else None
+
+
+def lead_country(
+    raw: Mapping[str, object], default_country: str, assume_country: bool
+) -> tuple[str | None, str]:
+    """The lead's country and where it came from ("row", "phone", "assumed" or "unknown"): the
+    row's Country cell, else the country of its phone number's own code, else
+    `default_country` only when the bridge says every lead is there (`assume_country`), else
+    None. (docs/values.md "Countries")"""
+    raw_country = _first_value(raw.get("country"))
+    if not _blank(raw_country):
+        try:
+            return normalize_country(raw_country), "row"
+        except Exception:
+            pass  # reported by hash_user_data; the phone may still tell
+    return _country_beyond_the_row(raw, _default_country(default_country), assume_country)
+
+
+def _country_beyond_the_row(
+    raw: Mapping[str, object], region: str, assume_country: bool
+) -> tuple[str | None, str]:
+    phones = raw.get("ph")
+    for phone in phones if isinstance(phones, list | tuple) else [phones]:
+        if not _blank(phone):
+            country = phone_country(phone, region)
+            if country is not None:
+                return country, "phone"
+    if assume_country:
+        return region, "assumed"
+    return None, "unknown"
+
+
+def hash_user_data(
+    raw: Mapping[str, object], default_country: str, *, assume_country: bool = False
+) -> HashedIdentity:
     """Normalize and hash every field of `raw` (Meta's keys) on its own.
 
-    `default_country` is used for the country field and as the phone region when the row has no
-    country of its own. Whether the resulting set is strong enough is the planner's call.
+    `default_country` is the region national phone numbers are read in; it is the lead's
+    country only with `assume_country` (see lead_country). ZIP codes, states and dates of birth
+    follow the lead's country. Whether the resulting set is strong enough is the planner's call.
     """
     user_data: dict[str, object] = {}
     problems: list[FieldProblem] = []
-    country = _default_country(default_country)
+    region = _default_country(default_country)
+    country: str | None = None
     raw_country = _first_value(raw.get("country"))
     if not _blank(raw_country) and _SHA256_HEX.match(_cell_text(raw_country).strip()):
         # Already hashed upstream: sent as is (the row's region for phones is then unknown).
@@ -535,7 +661,17 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
             problems.append(
                 FieldProblem("country", "(unreadable)", "could not be read", "retype the cell")
             )
-    user_data.setdefault("country", _country_hash(country))  # Meta: always send it
+    # National numbers are read in the row's own country, else the bridge's region (a country
+    # found from a phone's own code changes no phone's reading).
+    phone_region = country or region
+    if "country" not in user_data:
+        # Meta asks for the country always, but a country we cannot defend is a claim about
+        # the person: none is sent rather than the bridge's own (issue 21; lead_country).
+        if country is None:
+            country = _country_beyond_the_row(raw, region, assume_country)[0]
+        if country is not None:
+            user_data["country"] = _country_hash(country)
+    state: str | None = None
 
     for key in USER_DATA_FIELDS:
         if key == "country" or key not in raw:
@@ -547,7 +683,9 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
             if _blank(value):
                 continue
             try:
-                out.append(_normalize_one(key, value, country))
+                out.append(_normalize_one(key, value, country, phone_region))
+                if key == "st" and state is None and out[-1] != value:
+                    state = normalize_state(value, country)  # plain, for Limited Data Use
             except _Drop as exc:
                 shown = shown_as_sheet(value) if key == "lead_id" else shown_safely(value)
                 problems.append(FieldProblem(key, shown, exc.why, exc.fix))
@@ -561,7 +699,7 @@ def hash_user_data(raw: Mapping[str, object], default_country: str) -> HashedIde
             # user agent take the first usable value.
             many = len(unique) > 1 and key in HASHED_FIELDS
             user_data[key] = unique if many else unique[0]
-    return HashedIdentity(user_data, problems)
+    return HashedIdentity(user_data, problems, country, state)
 
 
 @functools.lru_cache(maxsize=32)
@@ -579,12 +717,18 @@ def _country_hash(country: str) -> str:
     return sha256_hex(country)
 
 
-def _normalize_one(key: str, value: object, country: str) -> object:
+def _normalize_one(key: str, value: object, country: str | None, region: str) -> object:
     if key in PLAIN_FIELDS:
         return normalize_lead_id(value) if key == "lead_id" else _plain(value)
-    text = _cell_text(value).strip()
+    text = _checked_length(_cell_text(value)).strip()
     if _SHA256_HEX.match(text):
         return text.lower()  # already hashed upstream: never hash twice
+    if key == "ph":
+        return sha256_hex(normalize_phone(value, region))
+    if key == "db":
+        # How the sheet writes dates: the lead's country, else the bridge's region.
+        month_first = (country or region) in _MONTH_FIRST_COUNTRIES
+        return sha256_hex(normalize_birth_date(value, month_first=month_first))
     if key in _REPEATING and isinstance(value, str | int | float):
         return _repeating_hash(key, value, type(value).__name__, country)
     return sha256_hex(_normalize_hashed(key, value, country))
@@ -598,19 +742,15 @@ _REPEATING = frozenset({"fn", "ln", "ct", "st", "zp", "ge"})
 
 
 @functools.lru_cache(maxsize=16_384)
-def _repeating_hash(key: str, value: object, kind: str, country: str) -> str:
+def _repeating_hash(key: str, value: object, kind: str, country: str | None) -> str:
     return sha256_hex(_normalize_hashed(key, value, country))
 
 
-def _normalize_hashed(key: str, value: object, country: str) -> str:
+def _normalize_hashed(key: str, value: object, country: str | None) -> str:
     if key == "em":
         return normalize_email(value)
-    if key == "ph":
-        return normalize_phone(value, country)
     if key in ("fn", "ln"):
         return normalize_name(value)
-    if key == "db":
-        return normalize_birth_date(value, month_first=country in _MONTH_FIRST_COUNTRIES)
     if key == "ge":
         return normalize_gender(value)
     if key == "ct":

@@ -3,6 +3,7 @@ docs/meta-events.md)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,3 +47,51 @@ def build_event(
     if processing_options:
         event.update(processing_options)
     return event
+
+
+# Limited Data Use describes the person, so it is worked out per event from the lead's own
+# place (developers.facebook.com/docs/marketing-apis/data-processing-options): country 1 is the
+# United States and state 1000 California, Meta's documented example. Meta lists more LDU
+# states (Colorado, Connecticut, Delaware, Florida, Montana, Nebraska, New Hampshire, New
+# Jersey, Oregon, Texas) without a state number we could check, and says that when the
+# location is not set it determines itself whether the event comes from one of them: those
+# leads, and every lead whose US state is not known, get 0/0 (Meta geolocates).
+LDU_STATE_NUMBERS: dict[str, int] = {"ca": 1000}
+_GEOLOCATE = (0, 0)
+
+
+def processing_options(
+    options: tuple[str, ...] | None,
+    country: str | None,
+    state: str | None,
+    assumed_place: tuple[int, int] | None = None,
+) -> dict[str, object]:
+    """The Limited Data Use fields of one lead's events ({} when the bridge sets none).
+
+    `country`/`state` are the lead's (alpha-2 and normalized state, lower-case). A lead known
+    to be outside the US is never labelled a US state. `assumed_place` is the bridge's own
+    (country, state) numbers, used only for a US lead whose row names no state when the bridge
+    says every lead is in that place."""
+    if options is None:
+        return {}
+    if not options:
+        return _options((), None)
+    place = _GEOLOCATE
+    if country == "us":
+        number = LDU_STATE_NUMBERS.get(state or "")
+        if number is not None:
+            place = (1, number)
+        elif state is None and assumed_place is not None:
+            place = assumed_place
+    return _options(tuple(options), place)
+
+
+@functools.lru_cache(maxsize=64)
+def _options(options: tuple[str, ...], place: tuple[int, int] | None) -> dict[str, object]:
+    """One dict per distinct answer, shared by every event that carries it (nothing mutates
+    a payload once built)."""
+    fields: dict[str, object] = {"data_processing_options": list(options)}
+    if place is not None:
+        fields["data_processing_options_country"] = place[0]
+        fields["data_processing_options_state"] = place[1]
+    return fields

@@ -315,8 +315,10 @@ def is_date_only(value: object) -> bool:
 
 
 def _from_serial(value: float, tz: ZoneInfo) -> datetime:
-    if not math.isfinite(value):
-        raise _not_a_date(value)
+    if not math.isfinite(value) or not 0 < value <= _LAST_SERIAL:
+        # Checked before any arithmetic: 1e308 days in milliseconds overflows a float, and
+        # round() of that raised OverflowError out of the pass (issue 21).
+        raise _not_a_date(value, "not a date serial number")
     # Round to the millisecond: Sheets keeps times to the ms, and 14:30 as a fraction of a day
     # comes back as 0.604166666... which would otherwise read as 14:29:59.999999.
     ms = round(value * 86_400_000)
@@ -475,16 +477,27 @@ def parse_amount(value: object, locale: str) -> float:
     different amounts in a locale that cannot decide. The sign is kept: whether a negative
     amount is acceptable is the caller's call.
     """
+    return parse_money(value, locale)[0]
+
+
+def parse_money(value: object, locale: str) -> tuple[float, tuple[str, ...]]:
+    """parse_amount, and the currency marks written around the amount, as written ("$",
+    "USD", "US$", "Rs."): which currency they name is the caller's call (meta/money.py)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise AmountError("is not a number", "write a number such as 5000")
     if not isinstance(value, str):
         amount = float(value) if isinstance(value, float) or abs(value) < 10**300 else math.inf
         if not math.isfinite(amount):
             raise AmountError("is not a finite number", "write a number such as 5000")
-        return amount
+        return amount, ()
     mark = decimal_mark(locale)
     example = "1234,56" if mark == "," else "1234.56"
-    body, negative = _amount_body(value)
+    if len(value) > _LONGEST_AMOUNT:  # before any per-character work: a cell may be megabytes
+        raise AmountError(
+            f"is {len(value):,} characters long, not an amount",
+            f"write the amount as digits, e.g. {example}",
+        )
+    body, negative, marks = _amount_body(value)
     if body is None or not any(ch.isdigit() for ch in body):
         raise AmountError(
             "is not a number",
@@ -508,14 +521,18 @@ def parse_amount(value: object, locale: str) -> float:
             f"{locale!r} does not say which",
             f"write it without a thousands separator ({_plain(point)} or {_plain(comma)})",
         )
-    return -amount if negative else amount
+    if not math.isfinite(amount):  # hundreds of digits: float("1" * 400) is inf
+        raise AmountError("is not a finite number", "write a number such as 5000")
+    return (-amount if negative else amount), marks
 
 
-def _amount_body(text: str) -> tuple[str | None, bool]:
-    """The digits-and-separators part of an amount's text and whether it is negative; None
-    when anything other than a sign, brackets, currency symbol or code surrounds it."""
+def _amount_body(text: str) -> tuple[str | None, bool, tuple[str, ...]]:
+    """The digits-and-separators part of an amount's text, whether it is negative, and the
+    currency marks around it; None when anything other than a sign, brackets, currency symbol
+    or code surrounds it."""
     body = text.strip()
     negative = False
+    marks: list[str] = []
     if body.startswith("(") and body.endswith(")"):
         negative, body = True, body[1:-1].strip()
     for _ in range(4):  # sign, symbol and code may come in any order on either side
@@ -524,16 +541,21 @@ def _amount_body(text: str) -> tuple[str | None, bool]:
             negative = True
             body = body[1:] if body[:1] in _MINUS else body[:-1]
         body = body.removeprefix("+")
+        for m in _CURRENCY_WORD.finditer(body):
+            marks.append(m.group().strip())
+        body = _CURRENCY_WORD.sub("", body).strip()
         if body[:1] and unicodedata.category(body[0]) == "Sc":
+            marks.append(body[0])
             body = body[1:]
         if body[-1:] and unicodedata.category(body[-1]) == "Sc":
+            marks.append(body[-1])
             body = body[:-1]
-        body = _CURRENCY_WORD.sub("", body).strip()
+        body = body.strip()
         if body == before:
             break
     if not _AMOUNT_BODY.fullmatch(body):
-        return None, negative
-    return body, negative
+        return None, negative, tuple(marks)
+    return body, negative, tuple(marks)
 
 
 def _read_with_mark(body: str, mark: str) -> float | None:
@@ -572,5 +594,10 @@ def _plain(amount: float) -> str:
     return f"{amount:.15g}"
 
 
-_CURRENCY_WORD = re.compile(r"^(?:[A-Za-z]{3}|Rs\.?)\s*|\s*(?:[A-Za-z]{3}|Rs\.?)$")
+# A currency written as letters: an ISO code, a letter-prefixed dollar (US$, C$, HK$), or the
+# rupee's, krona's and złoty's own words.
+_MARK_WORD = r"(?:[A-Za-z]{1,3}\$|[A-Za-z]{3}|Rs\.?|kr\.?|zł)"
+# Longer than any amount written by hand, currency and separators included.
+_LONGEST_AMOUNT = 100
+_CURRENCY_WORD = re.compile(rf"^{_MARK_WORD}\s*|\s*{_MARK_WORD}$")
 _AMOUNT_BODY = re.compile(r"[0-9][0-9.,'\u2019 \u00a0\u202f]*|[.,][0-9]+")

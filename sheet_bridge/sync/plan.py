@@ -51,7 +51,7 @@ from sheet_bridge.meta.identity import (
     match_keys,
     normalize_lead_id,
 )
-from sheet_bridge.meta.payload import build_event
+from sheet_bridge.meta.payload import build_event, processing_options
 
 # docs/event-times.md: no documented tolerance for future times; we clamp small clock skew to now.
 FUTURE_SKEW = timedelta(minutes=5)
@@ -99,10 +99,14 @@ class LeadRow:
     changed_date_only: bool = False
     # So did Created At: `created_at` is the start of that day (see _Planner._created).
     created_date_only: bool = False
-    # The CAPI Key cell was blank: `key` was derived from the row (sync/rows.py derive_lead_key).
+    # The CAPI Key cell was blank (or could not be a key: sync/rows.py _own_key): `key` was
+    # derived from the row (sync/rows.py derive_lead_key).
     derived_key: bool = False
     # Cells that could not be read, in words; a time problem makes the row invalid.
     time_problems: tuple[str, ...] = ()
+    # Cells that make the row unsendable, named, in words (a value's currency that contradicts
+    # the Currency cell, a cell that could not be read at all): the row is invalid.
+    refusals: tuple[str, ...] = ()
     field_problems: tuple[FieldProblem, ...] = ()
 
 
@@ -168,7 +172,8 @@ class PlannedEvent:
     value: float | None = None
     currency: str | None = None
     resend: bool = False  # left `sending` by an interrupted pass: same event_id again
-    # [meta] data_processing_options as sent (Limited Data Use); one dict shared by all events.
+    # The Limited Data Use fields as sent, for this lead's place; one dict shared by every
+    # event with the same answer.
     processing_options: Mapping[str, object] = field(default_factory=dict)
     # Of the payload: a failed event is retried once its row changes (derived, not passed).
     fingerprint: str = field(init=False)
@@ -399,7 +404,7 @@ class _Planner:
         self.last_full_pass = last_full_pass
         meta = config.meta
         self.action_source = meta.action_source
-        self.processing_options = meta.processing_options()
+        self.assumed_place = meta.assumed_place()
         self.window = planning_window(meta.action_source)
         self.meta_window = send_window(meta.action_source)
         self.refused = {
@@ -496,8 +501,10 @@ class _Planner:
         if not pending or moved_back:
             return self._nothing_due(row, status, stage, highest, records)
 
-        if row.time_problems:
-            decision = skip("not sent: " + "; ".join(row.time_problems), "invalid")
+        if row.time_problems or row.refusals:
+            decision = skip(
+                "not sent: " + "; ".join((*row.time_problems, *row.refusals)), "invalid"
+            )
             decision.records = records
             return decision
         times = self._event_times(row, stage, pending, history, current)
@@ -551,7 +558,14 @@ class _Planner:
             decision.message = "; ".join(parts)
             return decision
 
-        identity = hash_user_data(row.identity, self.config.meta.default_country)
+        meta = self.config.meta
+        identity = hash_user_data(
+            row.identity, meta.default_country, assume_country=meta.assume_country
+        )
+        # Limited Data Use describes the person: each lead's own place (meta/payload.py).
+        options = processing_options(
+            meta.data_processing_options, identity.country, identity.state, self.assumed_place
+        )
         problems = [*row.field_problems, *identity.problems]
         decision.warnings.extend(self._describe_problem(p) for p in problems)
         decision.match = match_keys(identity.user_data)
@@ -585,7 +599,7 @@ class _Planner:
                 value,
                 currency,
                 resend=record is not None and record.state == "sending",
-                processing_options=self.processing_options,
+                processing_options=options,
             )
             if (
                 record is not None
@@ -644,13 +658,13 @@ class _Planner:
         """The row's value cell belongs to the stage the row is at now; a stage backfilled
         below it carries its own configured value, and a negative stage never carries the deal
         value (Meta values a conversion in proportion to the value passed)."""
+        stage_currency = s.currency or self.config.meta.currency
         if s.index == current.index and not s.negative and row.value is not None:
-            value: float | None = row.value
-        else:
-            value = s.value
-        if value is None:
-            return None, None
-        return value, row.currency or s.currency or self.config.meta.currency
+            # The row's own amount, in the currency its cell or Currency column says.
+            return row.value, row.currency or stage_currency
+        # A configured value is in its stage's or the bridge's currency: a row's Currency
+        # cell says nothing about it (issue 21).
+        return (None, None) if s.value is None else (s.value, stage_currency)
 
     def _nothing_due(
         self,
@@ -835,33 +849,45 @@ class _Planner:
     ) -> dict[int, datetime] | str:
         """Each pending stage's event_time (rules 2 and 3); a stage left out is a baseline."""
         times: dict[int, datetime] = {}
+        # Where each time was read, to name the right cell when it is wrong (issue 21).
+        came_from: dict[int, str] = {}
         later = current_time.at
+        later_from = self._source_words(current_time.source)
         for s in reversed(pending):
             at: datetime | None
+            where = later_from
             if s.index == current.index:
                 at = current_time.at
             else:
                 own = self._first_timed(history, self._status_keys(s))
                 at = own.at if own is not None else None
+                where = self._source_words("edit")
                 if at is None and self.first_positive and s.index == self.first_positive.index:
-                    at = self._created(row, history)
+                    at, where = self._created(row, history), self.created_col
                 if at is not None:
-                    at = min(at, later) if later is not None else at
+                    if later is not None and later < at:
+                        at, where = later, later_from
                 elif later is not None and self._deepest_seen_before(
                     history, later
                 ) < self.stages.rank(s):
-                    at = later
+                    at, where = later, later_from
             if at is not None:
                 times[s.index] = at
-                later = at
+                came_from[s.index] = where
+                later, later_from = at, where
         created = row.created_at
+        if created is not None and created > self.now + FUTURE_SKEW:
+            return (
+                f"not sent: {self.created_col} {self._time(created)} is in the future; "
+                "fix the cell (Meta refuses events from the future)"
+            )
         for s in pending:
             if s.index not in times:
                 continue
             at = times[s.index]
             if at > self.now + FUTURE_SKEW:
                 return (
-                    f"not sent: {self.changed_col} {self._time(at)} is in the future; "
+                    f"not sent: {came_from[s.index]} {self._time(at)} is in the future; "
                     "fix the cell (Meta refuses events from the future)"
                 )
             if at > self.now:
@@ -873,6 +899,15 @@ class _Planner:
                     "that come before the lead; fix one of the two cells"
                 )
         return times
+
+    def _source_words(self, source: TimeSource) -> str:
+        """The cell (or record) a status time was read from, as a row message names it."""
+        return {
+            "stamp": self.changed_col,
+            "created": self.created_col,
+            "edit": "the recorded change time",
+            "scan": "the time the change was seen",
+        }.get(source, self.changed_col)
 
     def _pixel_id(self, row: LeadRow, stage: Stage) -> str | None:
         """The pixel's event id when this stage's event is the browser's Lead, else None.
@@ -986,5 +1021,17 @@ def plan(
             )
             continue
         first_row_of[row.key] = row.row_number
-        decisions.append(planner.decide(row))
+        try:
+            decisions.append(planner.decide(row))
+        except Exception as exc:  # no row may stop the tab (issue 21): this one is invalid
+            decisions.append(
+                RowDecision(
+                    row.row_number,
+                    row.key,
+                    row.status.strip()[:200],
+                    "invalid",
+                    f"not sent: the row could not be planned ({type(exc).__name__}); check "
+                    "its cells for values pasted by mistake and retype them",
+                )
+            )
     return Plan(decisions, planner.observations)

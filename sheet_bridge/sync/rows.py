@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sheet_bridge.config import BRIDGE_COLUMNS, IDENTITY_COLUMNS, BridgeConfig, currency_code
+from sheet_bridge.config import BRIDGE_COLUMNS, IDENTITY_COLUMNS, BridgeConfig
 from sheet_bridge.meta.identity import FieldProblem, shown_as_sheet
+from sheet_bridge.meta.money import CurrencyError, currency_of_mark, iso_currency, value_problem
 from sheet_bridge.sheets.table import (
     AmountError,
     CellError,
@@ -20,8 +21,8 @@ from sheet_bridge.sheets.table import (
     SheetTable,
     is_date_only,
     locale_date_order,
-    parse_amount,
     parse_datetime,
+    parse_money,
 )
 from sheet_bridge.sync.plan import LeadRow
 
@@ -146,7 +147,7 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
             continue
         key_cell = _cell(row, key_col)
         # A blank-looking key (spaces pasted over it) is no key: derive one, never key "".
-        key = "" if key_cell is None else _text(key_cell).strip()
+        key = _own_key(key_cell)
         derived = not key
         key = key or derive_lead_key(config.sheets.spreadsheet_id, row, layout, number)
         time_problems: list[str] = []
@@ -173,12 +174,8 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
                 )
                 continue
             identity[meta_key] = cell
-        value = None
-        if "value" in fields:
-            value = _number(_cell(row, fields["value"]), table.locale, field_problems)
-        currency = None
-        if "currency" in fields:
-            currency = _currency(_cell(row, fields["currency"]), field_problems)
+        refusals: list[str] = []
+        value, currency = _money(row, fields, table.locale, config, field_problems, refusals)
         pixel_id = None
         if "pixel_event_id" in fields:
             cell = _cell(row, fields["pixel_event_id"])
@@ -188,7 +185,7 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
             LeadRow(
                 row_number=number,
                 key=key,
-                status="" if status_cell is None else _text(status_cell),
+                status="" if status_cell is None else _text(status_cell)[:_STATUS_LIMIT],
                 status_changed_at=changed,
                 created_at=created,
                 identity=identity,
@@ -200,9 +197,27 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
                 derived_key=derived,
                 time_problems=tuple(time_problems),
                 field_problems=tuple(field_problems),
+                refusals=tuple(refusals),
             )
         )
     return out
+
+
+# Longer than any status a stage map names: the rest of a pasted megabyte is not kept (the
+# ledger records each status a lead is seen at).
+_STATUS_LIMIT = 1_000
+# Longer than any key sheet-bridge writes (L + 15 hex digits) or an id a person would paste.
+_KEY_LIMIT = 64
+
+
+def _own_key(cell: object) -> str:
+    """The CAPI Key cell as a lead key, or "" when it cannot be one: blank, longer than any
+    key, or holding control characters (a paste gone wrong). A new key is then derived and
+    written over it, so no such cell reaches the ledger (issue 21)."""
+    if cell is None or isinstance(cell, bool):
+        return ""
+    text = _text(cell).strip() if not isinstance(cell, float) or abs(cell) < 1e21 else ""
+    return text if len(text) <= _KEY_LIMIT and text.isprintable() else ""
 
 
 def _cell(row: list[object], col: int) -> object:
@@ -235,6 +250,9 @@ def _time(
         header = config.columns[name]
         problems.append(f"{header} {exc}")  # the error quotes the cell already
         return None
+    except Exception:  # no cell may stop the tab (issue 21): this row is invalid, named
+        problems.append(f"{config.columns[name]} could not be read as a date; retype the cell")
+        return None
 
 
 def _lost_digits(cell: object) -> bool:
@@ -246,18 +264,40 @@ def _lost_digits(cell: object) -> bool:
     return len(str(int(cell))) > _SHEET_DIGITS
 
 
-def _number(cell: object, locale: str, problems: list[FieldProblem]) -> float | None:
-    """The row's value cell as an amount, or None (with the problem in words) when it is not
-    one: text is read with the sheet's locale, never guessed (sheets/table.py parse_amount)."""
+def _money(
+    row: list[object],
+    fields: dict[str, int],
+    locale: str,
+    config: BridgeConfig,
+    problems: list[FieldProblem],
+    refusals: list[str],
+) -> tuple[float | None, str | None]:
+    """The row's value cell as (amount, its currency), or (None, None) with the problem in
+    words. Its currency is the one written in the cell ("$5,000", "USD 5000", "5.000 €"),
+    which must agree with the Currency cell (else the row is refused, both shown), else the
+    Currency cell's, else None (the stage's or the bridge's: the planner's call). A value of 0,
+    not finite, or absurd is dropped (meta/money.py value_problem); the text is read with the
+    sheet's locale, never guessed (sheets/table.py parse_money)."""
+    column = None
+    column_cell = _cell(row, fields["currency"]) if "currency" in fields else None
+    if column_cell is not None:
+        column = _currency(column_cell, problems)
+    if "value" not in fields:
+        return None, column
+    cell = _cell(row, fields["value"])
     if cell is None or isinstance(cell, bool) or (isinstance(cell, str) and not cell.strip()):
-        return None
-    shown = repr(_text(cell)[:20])
+        return None, column
+    shown = repr(_cut(_text(cell), 20))
     try:
-        value = parse_amount(cell, locale)
-    except AmountError as exc:
+        amount, marks = parse_money(cell, locale)
+        currencies = {currency_of_mark(m, column, config.meta.currency) for m in marks}
+    except (AmountError, CurrencyError) as exc:
         problems.append(FieldProblem("value", shown, exc.why, exc.fix))
-        return None
-    if value < 0:
+        return None, column
+    except Exception:  # no cell may stop the tab (issue 21)
+        problems.append(FieldProblem("value", shown, "could not be read", "retype the cell"))
+        return None, column
+    if amount < 0:
         # A conversion is worth zero or more: a negative amount is a refund or a typo, and the
         # old reading (dropped without a word) hid which.
         problems.append(
@@ -268,23 +308,53 @@ def _number(cell: object, locale: str, problems: list[FieldProblem]) -> float | 
                 "write the amount without a minus sign, or clear the cell",
             )
         )
-        return None
-    return value
+        return None, column
+    problem = value_problem(amount)
+    if problem is not None:
+        problems.append(FieldProblem("value", shown, *problem))
+        return None, column
+    if len(currencies) > 1:
+        problems.append(
+            FieldProblem(
+                "value",
+                shown,
+                f"names two currencies ({', '.join(sorted(currencies))})",
+                "write one currency with the amount",
+            )
+        )
+        return None, column
+    own = currencies.pop() if currencies else None
+    if own is None and column is None and not _blank(column_cell):
+        # The Currency cell says something that is not a currency: the amount's currency is
+        # unknown, so the amount is not sent (its problem is reported already).
+        return None, None
+    if own is not None and column is not None and own != column:
+        value_header = config.columns["value"]
+        currency_header = config.columns["currency"]
+        shown_currency = repr(_cut(_text(_cell(row, fields["currency"])), 20))
+        refusals.append(
+            f"{value_header} {shown} is in {own} but {currency_header} {shown_currency} says "
+            f"{column}; make the two agree (Meta would value the conversion in the wrong "
+            "currency)"
+        )
+        return None, column
+    return amount, own or column
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _blank(cell: object) -> bool:
+    return cell is None or (isinstance(cell, str) and not cell.strip())
 
 
 def _currency(cell: object, problems: list[FieldProblem]) -> str | None:
-    if cell in (None, ""):
+    if _blank(cell):
         return None
+    text = _text(cell).strip()
     try:
-        return currency_code(str(cell).strip())
-    except ValueError:
-        pass
-    problems.append(
-        FieldProblem(
-            "currency",
-            repr(str(cell)[:20]),
-            "is not a 3-letter currency code",
-            "write a code such as INR or USD",
-        )
-    )
+        return iso_currency(text)
+    except CurrencyError as exc:
+        problems.append(FieldProblem("currency", repr(_cut(text, 20)), exc.why, exc.fix))
     return None

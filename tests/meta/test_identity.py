@@ -44,8 +44,10 @@ def sha(text: str) -> str:
 
 
 def hashed(field: str, value: object, default_country: str = "US", **extra: object) -> object:
-    """The value sent for `field` when a row holds `value` (and `extra` cells)."""
-    return hash_user_data({field: value, **extra}, default_country).user_data.get(field)
+    """The value sent for `field` when a row holds `value` (and `extra` cells), for a lead of
+    `default_country` (a bridge that says every lead is there)."""
+    raw = {field: value, **extra}
+    return hash_user_data(raw, default_country, assume_country=True).user_data.get(field)
 
 
 # ---- Meta's documented vectors ------------------------------------------------------------
@@ -410,7 +412,7 @@ def test_long_invalid_value_is_shown_shortened_with_its_length() -> None:
 def test_field_is_normalized_as_meta_documents(
     field: str, cell: object, default_country: str, normal: str
 ) -> None:
-    result = hash_user_data({field: cell}, default_country)
+    result = hash_user_data({field: cell}, default_country, assume_country=True)
     assert result.problems == []
     assert result.user_data[field] == sha(normal)
 
@@ -426,7 +428,7 @@ def test_uk_postcode_matches_metas_documented_example_m11ae() -> None:
     [("ge", "other"), ("db", "31/31/1997"), ("db", "yesterday"), ("zp", "ZIP"), ("fn", "!!!")],
 )
 def test_unusable_field_is_dropped_with_a_problem(field: str, cell: str) -> None:
-    result = hash_user_data({field: cell}, "US")
+    result = hash_user_data({field: cell}, "US", assume_country=True)
     assert field not in result.user_data
     [problem] = result.problems
     assert problem.field == field
@@ -485,16 +487,44 @@ def test_country_names_and_codes_become_the_iso_code(cell: str, code: str) -> No
 
 
 @pytest.mark.parametrize("raw", [{}, {"country": None}, {"country": "  "}, {"em": "a@b.co"}])
-def test_country_is_always_sent_with_the_default_when_the_row_has_none(
+def test_no_country_is_sent_when_neither_the_row_nor_the_phone_says_one(
     raw: dict[str, object],
 ) -> None:
-    assert hash_user_data(raw, "IN").user_data["country"] == sha("in")
+    assert "country" not in hash_user_data(raw, "IN").user_data
+    assumed = hash_user_data(raw, "IN", assume_country=True)
+    assert assumed.user_data["country"] == sha("in") and assumed.country == "in"
 
 
-def test_unknown_country_is_reported_and_the_default_is_sent() -> None:
+@pytest.mark.parametrize(
+    ("phone", "default_country", "country"),
+    [
+        ("+1 415 555 2671", "IN", "us"),
+        ("0044 20 7946 0958", "IN", "gb"),
+        ("14155552671", "IN", "us"),  # the country code written without "+"
+        ("+1 613 555 0123", "US", "ca"),  # Canada shares +1: the area code tells
+        ("98765 43210", "IN", None),  # a national number says nothing of the lead's country
+    ],
+)
+def test_without_a_country_cell_the_phones_own_country_code_is_the_leads_country(
+    phone: str, default_country: str, country: str | None
+) -> None:
+    result = hash_user_data({"ph": phone}, default_country)
+    assert result.country == country
+    assert result.user_data.get("country") == (sha(country) if country else None)
+
+
+def test_unknown_country_is_reported_and_the_phone_or_nothing_stands_for_it() -> None:
     result = hash_user_data({"country": "Narnia"}, "GB")
-    assert result.user_data["country"] == sha("gb")
+    assert "country" not in result.user_data
     assert [p.field for p in result.problems] == ["country"]
+    result = hash_user_data({"country": "Untied States", "ph": "+1 415 555 2671"}, "IN")
+    assert result.user_data["country"] == sha("us")
+    assert [p.field for p in result.problems] == ["country"]
+
+
+def test_zip_follows_the_country_of_the_phone_not_the_bridges_region() -> None:
+    result = hash_user_data({"ph": "+1 415 555 2671", "zp": "94105-1234"}, "IN")
+    assert result.user_data["zp"] == sha("94105")
 
 
 # ---- absent, never sha256("") -------------------------------------------------------------
@@ -512,7 +542,7 @@ def test_blank_cell_is_absent_and_never_the_hash_of_empty(field: str, blank: obj
 def test_list_of_values_drops_blanks_and_duplicates() -> None:
     result = hash_user_data({"em": ["a@b.co", " A@B.CO ", "x@y.org", "", None]}, "US")
     assert result.user_data["em"] == [sha("a@b.co"), sha("x@y.org")]
-    assert hash_user_data({"em": ["", None, "  "]}, "US").user_data.keys() == {"country"}
+    assert not hash_user_data({"em": ["", None, "  "]}, "US").user_data
 
 
 # ---- already hashed -----------------------------------------------------------------------
@@ -616,13 +646,13 @@ def test_click_browser_ip_and_user_agent_are_sent_unchanged() -> None:
     [True, False, float("inf"), -0.0, 10**400, "\x00", "😀" * 3, "\u202e", "a" * 1_000_000],
 )
 def test_odd_cells_never_raise(cell: object) -> None:
-    result = hash_user_data({k: cell for k in USER_DATA_FIELDS}, "US")
+    result = hash_user_data({k: cell for k in USER_DATA_FIELDS}, "US", assume_country=True)
     assert "country" in result.user_data
 
 
 def test_unknown_keys_are_ignored() -> None:
     result = hash_user_data({"email": "a@b.co", "phone": "1"}, "US")
-    assert set(result.user_data) == {"country"}
+    assert set(result.user_data) == set()
 
 
 # ---- match keys ---------------------------------------------------------------------------
@@ -709,7 +739,7 @@ def _is_hex64_or_list(value: object) -> bool:
 def test_hash_user_data_never_raises_and_hashes_every_hashed_field(
     raw: dict[str, object], default_country: str
 ) -> None:
-    result = hash_user_data(raw, default_country)
+    result = hash_user_data(raw, default_country, assume_country=True)
     assert HEX64.match(str(result.user_data["country"]))
     for key, value in result.user_data.items():
         assert key in USER_DATA_FIELDS

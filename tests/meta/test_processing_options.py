@@ -1,5 +1,6 @@
 """[meta] data_processing_options (Limited Data Use) reach Meta on every event, exactly as Meta
-documents them (developers.facebook.com/docs/marketing-apis/data-processing-options)."""
+documents them (developers.facebook.com/docs/marketing-apis/data-processing-options). Each
+lead's own place: tests/meta/test_values.py."""
 
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ KEYS = (
             },
         ),
         (
-            {
+            {  # every lead is in the US, in California: the config says so
                 "data_processing_options": ["LDU"],
                 "data_processing_options_country": 1,
                 "data_processing_options_state": 1000,
+                "default_country": "US",
+                "assume_country": True,
             },
             {
                 "data_processing_options": ["LDU"],

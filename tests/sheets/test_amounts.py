@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sheet_bridge.sheets.table import AmountError, decimal_mark, parse_amount
+from sheet_bridge.sheets.table import AmountError, decimal_mark, parse_amount, parse_money
 from tests.conftest import World, lead_row
 
 
@@ -49,6 +49,27 @@ from tests.conftest import World, lead_row
 )
 def test_text_amount_is_read_with_the_sheets_locale(text: str, locale: str, amount: float) -> None:
     assert parse_amount(text, locale) == pytest.approx(amount)
+
+
+@pytest.mark.parametrize(
+    ("text", "locale", "amount", "marks"),
+    [
+        ("$5,000", "en_US", 5000.0, ("$",)),
+        ("US$5,000", "en_US", 5000.0, ("US$",)),
+        ("5.000 €", "de_DE", 5000.0, ("€",)),
+        ("USD 5000", "en_US", 5000.0, ("USD",)),
+        ("5000 usd", "en_US", 5000.0, ("usd",)),
+        ("Rs. 5,00,000", "en_IN", 500000.0, ("Rs.",)),
+        ("5 000 kr", "sv_SE", 5000.0, ("kr",)),
+        ("-$1,000", "en_US", -1000.0, ("$",)),
+        ("5000", "en_US", 5000.0, ()),
+        (5000, "en_US", 5000.0, ()),
+    ],
+)
+def test_the_currency_written_around_an_amount_is_kept_as_written(
+    text: object, locale: str, amount: float, marks: tuple[str, ...]
+) -> None:
+    assert parse_money(text, locale) == (amount, marks)
 
 
 @pytest.mark.parametrize("number", [1234.56, 5000, 0, 0.5])

@@ -533,7 +533,7 @@ def test_payload_is_a_conversion_leads_event_with_the_raw_status() -> None:
     user_data = payload["user_data"]
     assert isinstance(user_data, dict)
     assert user_data["em"] == hashlib.sha256(EMAIL.encode()).hexdigest()
-    assert user_data["country"] == hashlib.sha256(b"in").hexdigest()
+    assert "country" not in user_data  # no Country cell, no phone: no country is claimed
     assert match_keys(user_data).strength == "good"
     # The Lead event: stage value, [meta] currency.
     assert lead_event.payload["custom_data"]["value"] == 100  # type: ignore[index]
