@@ -86,7 +86,11 @@ def wait_for_events(world: World, count: int, timeout: float) -> float:
 
 
 def queue_size(world: World) -> int:
-    (row,) = run_sql(world.config.ledger_location({}), "SELECT COUNT(*) FROM edit_queue")
+    """Edits waiting to be sent (a withdrawn one's row stays, marked, and is not waiting)."""
+    (row,) = run_sql(
+        world.config.ledger_location({}),
+        "SELECT COUNT(*) FROM edit_queue WHERE withdrawn_at IS NULL",
+    )
     return int(row[0])
 
 
