@@ -17,8 +17,9 @@ The backend alone decides what the edit means (docs/edits.md):
   (its transitions go, nothing is sent: "New → Customer → New within 40 s", and the answer
   says what the row's Status Changed At held before the add-on stamped the change, to put
   back); a further change within it replaces it. A withdrawn edit's queue row stays, marked:
-  a pass never takes a stamp of its times as a status's time (sync/plan.py rule 1a). Every pass holds a lead whose edit has not settled (sync/plan.py rule
-  4) and takes every edit that is due; `send_due` is the edit's own pass (the sweep's too).
+  a pass never takes a stamp of its times as a status's time (sync/plan.py rule 1a). Every
+  pass holds a lead whose edit has not settled (sync/plan.py rule 4) and takes every edit
+  that is due; `send_due` is the edit's own pass (the sweep's too).
 - Recording needs no lock: an edit is answered without waiting for a pass, or for Meta.
 """
 

@@ -391,7 +391,7 @@ def test_a_pass_whose_process_died_is_shown_lost_within_a_sweep_not_two_minutes(
     assert status["running_pass"] is None
 
 
-def test_a_never_synced_lead_mis_clicked_and_changed_back_gets_its_blank_stamp_back_and_sends_nothing(
+def test_a_never_synced_lead_mis_clicked_and_changed_back_is_blank_again_and_sends_nothing(
     make_world: MakeWorld, world_now: datetime
 ) -> None:
     """An imported lead (20 days old, no Status Changed At, never synced) typed New → Customer

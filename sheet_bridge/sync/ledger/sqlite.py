@@ -46,11 +46,11 @@ from sheet_bridge.sync.ledger.contract import (
 from sheet_bridge.sync.ledger.records import (
     EVENT_COLUMNS,
     LAST_PASS_COLUMNS,
+    LIVE,
     PASS_COLUMNS,
     PIXEL_EVENT_COLUMNS,
     PIXEL_MATCH_FIELDS,
     PIXEL_OF_EVENT,
-    LIVE,
     QUEUE_COLUMNS,
     READABLE_AT,
     adopted_rows,
