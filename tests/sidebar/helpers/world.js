@@ -96,8 +96,9 @@ async function startFake(scale = 1, tokens = {}) {
   if (Object.keys(identities).length) postJson(fake.backend_url + '/_fake/identities', { identities });
   return fake;
 }
-/** The real backend (the emulator, the fake Meta and create_app). */
-const startBackend = () => startScript('backend.py');
+/** The real backend (the emulator, the fake Meta and create_app); edits settle for
+ * `settleSeconds` (default 0: sent at once). */
+const startBackend = (settleSeconds) => startScript('backend.py', settleSeconds ? [String(settleSeconds)] : []);
 
 const http = createSyncHttp();
 
