@@ -6,7 +6,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { BACKEND_URL, OPS, SALES, getJson, makeWorld, startBackend } = require('./helpers/world');
+const { BACKEND_URL, OPS, SALES, getJson, makeWorld, startBackend, wholePass } = require('./helpers/world');
 
 let backend;
 
@@ -50,16 +50,6 @@ function typesStatus(world, row, status) {
   return { sent: JSON.parse(edit.params.payload), answer: JSON.parse(edit.body) };
 }
 
-function wholePass(world) {
-  let answer = world.run(OPS, 'syncNow', [{ wait: 5 }]);
-  for (let i = 0; answer.state === 'running' && i < 100; i++) {
-    const pass = world.run(OPS, 'getPass', [answer.pass_id]);
-    answer = pass.state === 'running' ? pass : { ...pass.summary, state: pass.state };
-  }
-  assert.equal(answer.state, 'done');
-  return answer;
-}
-
 test('an imported lead mis-clicked and changed back is blank again, and the next sync dates nothing by the mis-click', () => {
   const world = makeWorld(backend);
   // An imported lead, 20 days old, no Status Changed At, pasted before the triggers existed.
@@ -79,7 +69,7 @@ test('an imported lead mis-clicked and changed back is blank again, and the next
   assert.deepEqual(back.answer.withdrawn, [row]);
   assert.deepEqual(back.answer.restore.map((r) => [r.row, r.status_changed_at]), [[row, '']]);
   assert.equal(cell(row, 'Status Changed At'), '', 'blank again');
-  const summary = wholePass(world);
+  const summary = wholePass(world, OPS);
   const misClick = Math.floor(Date.parse(click.sent.at) / 1000);
   assert.deepEqual(metaEvents().filter((e) => e.event_time === misClick), [], 'nothing dated at the mis-click');
   assert.equal(typeof summary.events_sent, 'number');
@@ -89,7 +79,7 @@ test('an imported lead mis-clicked and changed back is blank again, and the next
 test('a synced lead mis-clicked and changed back keeps the Status Changed At it had; Meta gets nothing', () => {
   const world = makeWorld(backend);
   install(world);
-  wholePass(world); // every lead known, its Lead sent
+  wholePass(world, OPS); // every lead known, its Lead sent
   const stamp = cell(3, 'Status Changed At');
   assert.notEqual(stamp, '');
   const metaBefore = metaEvents().length;
@@ -100,6 +90,6 @@ test('a synced lead mis-clicked and changed back keeps the Status Changed At it 
 
   assert.deepEqual(back.answer.restore.map((r) => [r.row, r.status_changed_at]), [[3, stamp]]);
   assert.equal(cell(3, 'Status Changed At'), stamp);
-  wholePass(world);
+  wholePass(world, OPS);
   assert.equal(metaEvents().length, metaBefore);
 });
