@@ -483,7 +483,7 @@ function currentRows_(sheet, first, last, statusCol, keyCol, stampCol, timeZone)
  */
 function stampText_(value, timeZone) {
   var isDate = Object.prototype.toString.call(value) === '[object Date]';
-  if (isDate && Utilities.formatDate(value, timeZone, 'HH:mm:ss.SSS') === '00:00:00.000') return Utilities.formatDate(value, timeZone, 'yyyy-MM-dd');
+  if (isDate && Utilities.formatDate(value, timeZone, 'HH:mm:ss') === '00:00:00') return Utilities.formatDate(value, timeZone, 'yyyy-MM-dd');
   return cellText_(value, timeZone);
 }
 

@@ -166,6 +166,27 @@ test('a never-synced lead (no key, no stamp) mis-clicked and changed back has a 
   assert.equal(cell(42, 'Status Changed At'), '', 'blank again: no time for the next sync to take');
 });
 
+test('a date cell in Status Changed At goes as the text the backend reads the same way, and comes back so', () => {
+  const world = setUp();
+  postJson(fake.backend_url + '/_fake/settle', { seconds: 60 });
+  // Typed dates become date cells (getValues gives a Date); a date without a time of day is
+  // "some time that day" to the backend, so it goes as a date, not as midnight.
+  world.userTypes(SALES, fake.tab, 9, col('Status Changed At'), '2026-11-20');
+  world.userTypes(SALES, fake.tab, 10, col('Status Changed At'), '2026-11-20 10:15');
+  assert.equal(typeof cell(9, 'Status Changed At'), 'number', 'a date cell (a serial number)');
+  const statuses = [cell(9, 'Lead Status'), cell(10, 'Lead Status')];
+
+  const day = typesStatus(world, 9, 'Customer');
+  const time = typesStatus(world, 10, 'Customer');
+  assert.equal(day.sent.rows[0].status_changed_at, '2026-11-20');
+  assert.equal(time.sent.rows[0].status_changed_at, '2026-11-20T10:15:00+05:30');
+  typesStatus(world, 9, statuses[0]);
+  typesStatus(world, 10, statuses[1]);
+
+  assert.equal(cell(9, 'Status Changed At'), '2026-11-20');
+  assert.equal(cell(10, 'Status Changed At'), '2026-11-20T10:15:00+05:30');
+});
+
 test('a Status Changed At someone typed after the mis-click is not put back', () => {
   const world = setUp();
   postJson(fake.backend_url + '/_fake/settle', { seconds: 60 });
