@@ -37,6 +37,7 @@ var SIDEBAR_WAIT_S_ = 1;
 var MENU_WAIT_S_ = 20;
 var START_LOCK_MS_ = 2000;
 var STAMP_PATTERN_ = "yyyy-MM-dd'T'HH:mm:ssXXX";
+var STAMP_MAX_ = 200; // the longest Status Changed At /api/edits takes; a longer cell goes as null
 var TITLE_ = 'sheet-bridge';
 
 // ---- menu and sidebar ------------------------------------------------------------------
@@ -340,7 +341,9 @@ function handleEdit(e) {
   var at = Utilities.formatDate(new Date(), timeZone, STAMP_PATTERN_);
   var keyCol = header.indexOf(columns.key || KEY_COLUMN_) + 1;
   var stampCol = columns.status_changed_at ? header.indexOf(columns.status_changed_at) + 1 : 0;
-  var rows = currentRows_(sheet, first, last, statusCol, keyCol, timeZone);
+  // Each row's Status Changed At goes as it is before this edit stamps it: when the backend
+  // withdraws a mis-click changed back in time, it says what to put back (docs/edits.md).
+  var rows = currentRows_(sheet, first, last, statusCol, keyCol, stampCol, timeZone);
   if (!rows.length) return; // only blank rows with no lead behind them
   var content = stampCol > 0 ? keylessContent_(sheet, rows, header.length, stampCol, timeZone) : null;
   // What the cell held before: only a one-cell edit says (e.oldValue, undefined when it was
@@ -376,6 +379,17 @@ function handleEdit(e) {
     throw err;
   }
   if (stampCol > 0) stampRows_(sheet, stampCol, keyCol, rows, answer.changed || [], at, timeZone, content);
+  var restore = answer.restore || [];
+  if (stampCol > 0 && restore.length) {
+    try {
+      restoreStamps_(sheet, stampCol, keyCol, rows, restore, timeZone, content);
+    } catch (err) {
+      // The backend never takes a withdrawn edit's time for a status's time; the cell only
+      // shows a time that did not stand until someone fixes it.
+      report_('edit', 'The change back was recorded, but ' + columns.status_changed_at + ' could not be put back (' + err.message + '); it still shows the time of the change that was withdrawn.');
+      return;
+    }
+  }
   clearError_();
   if (answer.queued) toast_(answer.message || 'A sync is running; this change is recorded and goes out with it.');
   // A change waits to settle before it is sent, and a change back in time sends nothing:
@@ -424,20 +438,53 @@ function runsForOwner_(e, kind) {
 
 // ---- reading the edited rows ------------------------------------------------------------
 
-/** Each row's status and CAPI Key as the sheet holds them now; blank rows without a key
- * (nothing to tell the backend) are left out. One read for the whole block. */
-function currentRows_(sheet, first, last, statusCol, keyCol, timeZone) {
-  var lo = keyCol > 0 ? Math.min(statusCol, keyCol) : statusCol;
-  var hi = keyCol > 0 ? Math.max(statusCol, keyCol) : statusCol;
+/**
+ * Each row's status, CAPI Key and (when the tab has the column) Status Changed At as the sheet
+ * holds them now; blank rows without a key (nothing to tell the backend) are left out. One
+ * read for the whole block.
+ * @param {GoogleAppsScript.Spreadsheet.Sheet} sheet
+ * @param {number} first
+ * @param {number} last
+ * @param {number} statusCol
+ * @param {number} keyCol 0 when the tab has no CAPI Key column
+ * @param {number} stampCol 0 when the tab has no Status Changed At column
+ * @param {string} timeZone
+ * @return {{row: number, status: string, key: ?string, old_status?: string, status_changed_at?: ?string}[]}
+ */
+function currentRows_(sheet, first, last, statusCol, keyCol, stampCol, timeZone) {
+  var cols = [statusCol, keyCol, stampCol].filter(function (c) {
+    return c > 0;
+  });
+  var lo = Math.min.apply(null, cols);
+  var hi = Math.max.apply(null, cols);
   var block = sheet.getRange(first, lo, last - first + 1, hi - lo + 1).getValues();
   var rows = [];
   block.forEach(function (line, i) {
     var status = cellText_(line[statusCol - lo], timeZone);
     var key = keyCol > 0 ? cellText_(line[keyCol - lo], timeZone) : '';
     if (status === '' && key === '') return;
-    rows.push({ row: first + i, status: status, key: key === '' ? null : key });
+    var row = /** @type {{row: number, status: string, key: ?string, old_status?: string, status_changed_at?: ?string}} */ ({ row: first + i, status: status, key: key === '' ? null : key });
+    if (stampCol > 0) {
+      var stamp = stampText_(line[stampCol - lo], timeZone);
+      row.status_changed_at = stamp.length > STAMP_MAX_ ? null : stamp;
+    }
+    rows.push(row);
   });
   return rows;
+}
+
+/**
+ * A Status Changed At cell as text that means to the backend what the cell did: a date cell
+ * at midnight (a date without a time of day, "some time that day") as yyyy-MM-dd, any other
+ * date as the date-time with its offset, text as is.
+ * @param {*} value one cell of getValues()
+ * @param {string} timeZone
+ * @return {string}
+ */
+function stampText_(value, timeZone) {
+  var isDate = Object.prototype.toString.call(value) === '[object Date]';
+  if (isDate && Utilities.formatDate(value, timeZone, 'HH:mm:ss') === '00:00:00') return Utilities.formatDate(value, timeZone, 'yyyy-MM-dd');
+  return cellText_(value, timeZone);
 }
 
 /**
@@ -496,23 +543,83 @@ function rowContent_(line, stampCol, timeZone) {
  * @param {?{width: number, byRow: Object<number, string>}} content keylessContent_'s
  */
 function stampRows_(sheet, stampCol, keyCol, rows, rowNumbers, at, timeZone, content) {
+  var found = leadsNow_(sheet, stampCol, keyCol, rows, rowNumbers, timeZone, content, true);
+  var still = Object.keys(found.rowNow).map(function (n) {
+    return found.rowNow[Number(n)];
+  });
+  still.sort(function (a, b) {
+    return a - b;
+  });
+  runs_(still).forEach(function (run) {
+    var stamps = [];
+    for (var i = 0; i < run.count; i++) stamps.push([at]);
+    sheet.getRange(run.start, stampCol, run.count, 1).setNumberFormat('@').setValues(stamps);
+  });
+}
+
+/**
+ * Put back the Status Changed At of rows whose edit the backend withdrew (changed back before
+ * it settled), each where its lead is now, and only while the cell still holds a stamp of
+ * that edit (from stamped_from to stamped_to, to the second): a time someone typed since
+ * stays. Written as text, as stamps are.
+ * @param {GoogleAppsScript.Spreadsheet.Sheet} sheet
+ * @param {number} stampCol
+ * @param {number} keyCol
+ * @param {{row: number, status: string, key: ?string}[]} rows the rows sent
+ * @param {{row: number, status_changed_at: string, stamped_from: string, stamped_to: string}[]} restore the answer's
+ * @param {string} timeZone
+ * @param {?{width: number, byRow: Object<number, string>}} content keylessContent_'s
+ */
+function restoreStamps_(sheet, stampCol, keyCol, rows, restore, timeZone, content) {
+  var wanted = /** @type {Object<number, *>} */ ({});
+  restore.forEach(function (r) {
+    wanted[r.row] = r;
+  });
+  var found = leadsNow_(sheet, stampCol, keyCol, rows, Object.keys(wanted).map(Number), timeZone, content, false);
+  Object.keys(found.rowNow).forEach(function (n) {
+    var r = wanted[Number(n)];
+    var here = found.rowNow[Number(n)];
+    var cell = found.now[here - found.lo][stampCol - 1];
+    var held = Object.prototype.toString.call(cell) === '[object Date]' ? cell.getTime() : Date.parse(String(cell));
+    var second = Math.floor(held / 1000);
+    if (!(second >= Math.floor(Date.parse(r.stamped_from) / 1000) && second <= Math.floor(Date.parse(r.stamped_to) / 1000))) return;
+    sheet.getRange(here, stampCol).setNumberFormat('@').setValue(String(r.status_changed_at));
+  });
+}
+
+/**
+ * Where the leads of the given sent rows are now (one read): a row with a CAPI Key only while
+ * that key is still in it; a row without one where its cells are (a sort between the edit and
+ * now moves them), else nowhere. With `withStatus`, only rows sent with a status (a cleared
+ * status is never stamped: no status is no stage to date).
+ * @param {GoogleAppsScript.Spreadsheet.Sheet} sheet
+ * @param {number} stampCol
+ * @param {number} keyCol 0 when the tab has no CAPI Key column
+ * @param {{row: number, status: string, key: ?string}[]} rows the rows sent
+ * @param {number[]} rowNumbers those of them wanted
+ * @param {string} timeZone
+ * @param {?{width: number, byRow: Object<number, string>}} content keylessContent_'s
+ * @param {boolean} withStatus
+ * @return {{now: *[][], lo: number, rowNow: Object<number, number>}} rowNow: sent row → its row now
+ */
+function leadsNow_(sheet, stampCol, keyCol, rows, rowNumbers, timeZone, content, withStatus) {
   var sent = {};
   rows.forEach(function (r) {
     sent[r.row] = r;
   });
   var targets = rowNumbers.filter(function (n) {
-    return sent[n] && sent[n].status !== '';
+    return sent[n] && (!withStatus || sent[n].status !== '');
   });
-  if (!targets.length) return;
+  var rowNow = /** @type {Object<number, number>} */ ({});
+  if (!targets.length) return { now: [], lo: 0, rowNow: rowNow };
   targets.sort(function (a, b) {
     return a - b;
   });
   var lo = targets[0];
   var hi = targets[targets.length - 1];
-  var width = Math.max(keyCol, content ? content.width : 0, 1);
+  var width = Math.max(keyCol, stampCol, content ? content.width : 0, 1);
   var now = sheet.getRange(lo, 1, hi - lo + 1, width).getValues();
   var taken = /** @type {Object<number, boolean>} */ ({});
-  var still = [];
   targets.forEach(function (n) {
     var r = sent[n];
     var found = -1;
@@ -523,17 +630,10 @@ function stampRows_(sheet, stampCol, keyCol, rows, rowNumbers, at, timeZone, con
     }
     if (found > 0) {
       taken[found] = true;
-      still.push(found);
+      rowNow[n] = found;
     }
   });
-  still.sort(function (a, b) {
-    return a - b;
-  });
-  runs_(still).forEach(function (run) {
-    var stamps = [];
-    for (var i = 0; i < run.count; i++) stamps.push([at]);
-    sheet.getRange(run.start, stampCol, run.count, 1).setNumberFormat('@').setValues(stamps);
-  });
+  return { now: now, lo: lo, rowNow: rowNow };
 }
 
 /**

@@ -14,9 +14,12 @@ The backend alone decides what the edit means (docs/edits.md):
   next pass dates it by the pass rules (baseline, Created At, Status Changed At).
 - A change settles before it is sent: it is recorded at once (a transition at the edit's time)
   and queued, due `[sync] settle_seconds` later. A change back within that time withdraws it
-  (its transitions go, nothing is sent: "New → Customer → New within 40 s"); a further change
-  within it replaces it. Every pass holds a lead whose edit has not settled (sync/plan.py rule
-  4) and takes every edit that is due; `send_due` is the edit's own pass (the sweep's too).
+  (its transitions go, nothing is sent: "New → Customer → New within 40 s", and the answer
+  says what the row's Status Changed At held before the add-on stamped the change, to put
+  back); a further change within it replaces it. A withdrawn edit's queue row stays, marked:
+  a pass never takes a stamp of its times as a status's time (sync/plan.py rule 1a). Every
+  pass holds a lead whose edit has not settled (sync/plan.py rule 4) and takes every edit
+  that is due; `send_due` is the edit's own pass (the sweep's too).
 - Recording needs no lock: an edit is answered without waiting for a pass, or for Meta.
 """
 
@@ -45,6 +48,8 @@ class EditedRow:
     status: str  # the status cell as it is now ("" when blank)
     key: str | None = None  # the row's CAPI Key cell, None when it was blank
     previous: str | None = None  # the status it replaced, when Apps Script said (one cell)
+    # Its Status Changed At cell before the add-on stamps it ("" blank; None: not sent).
+    stamp: str | None = None
 
 
 @dataclass
@@ -57,6 +62,8 @@ class EditVerdict:
     seen: list[int] = field(default_factory=list)  # a lead never synced: the next pass dates it
     refused: list[int] = field(default_factory=list)  # its key is in no row read
     withdrawn: list[int] = field(default_factory=list)  # changed back before it settled
+    # row → the withdrawn edit, when it knows the Status Changed At to put back
+    restore: dict[int, QueuedEdit] = field(default_factory=dict)
     record: list[EditChange] = field(default_factory=list)
     pending: dict[int, QueuedEdit] = field(default_factory=dict)  # row → its lead's queued edit
     words: dict[int, str] = field(default_factory=dict)  # row → what became of it
@@ -108,6 +115,8 @@ def judge(
                 verdict.pending[e.row] = q
             elif q.previous is not None and status_key(status) == status_key(q.previous):
                 verdict.withdrawn.append(e.row)
+                if q.stamp_before is not None:
+                    verdict.restore[e.row] = q
                 verdict.record.append(EditChange(lead, q.since, None))
                 del queue[lead]
                 last[lead] = status
@@ -116,8 +125,17 @@ def judge(
                     f"{q.previous} → {q.status} → {status} within {took} s: nothing sent"
                 )
             else:
+                # The same unsettled change, gone further: it keeps where it started (the
+                # status before it, its first time, the stamp before it).
                 change = QueuedEdit(
-                    lead, lead_row.row_number, q.previous, status, at, at, at + settle
+                    lead,
+                    lead_row.row_number,
+                    q.previous,
+                    status,
+                    q.since,
+                    at,
+                    at + settle,
+                    q.stamp_before,
                 )
                 _changed(verdict, e.row, EditChange(lead, q.since, change), queue, last)
             continue
@@ -128,12 +146,16 @@ def judge(
             if _same(before, status, history.get(lead), stages):
                 verdict.unchanged.append(e.row)
             else:
-                change = QueuedEdit(lead, lead_row.row_number, before, status, at, at, at + settle)
+                change = QueuedEdit(
+                    lead, lead_row.row_number, before, status, at, at, at + settle, e.stamp
+                )
                 _changed(verdict, e.row, EditChange(lead, None, change), queue, last)
         elif e.previous is not None and e.previous.strip():
             # A lead the ledger never saw, typed from one status to another by a person.
             prev = e.previous.strip()
-            change = QueuedEdit(lead, lead_row.row_number, prev, status, at, at, at + settle)
+            change = QueuedEdit(
+                lead, lead_row.row_number, prev, status, at, at, at + settle, e.stamp
+            )
             _changed(verdict, e.row, EditChange(lead, None, change), queue, last)
         else:
             verdict.seen.append(e.row)

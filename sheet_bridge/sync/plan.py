@@ -8,7 +8,9 @@ time we observed, never one we made up:
 
 1. The current status's time, first match wins:
    a. *Status Changed At*, unless it is stale: older than the last time the ledger saw the lead
-      at a different status (the stamp belongs to an earlier change; the row says so). A date
+      at a different status (the stamp belongs to an earlier change; the row says so), or the
+      time of an edit that was changed back before it settled (withdrawn: a stamp the add-on
+      could not put back, docs/edits.md). A date
       without a time of day means "some time that day" in the sheet's zone: clamped into
       [the lead's Created At and its last other status, the end of that day, now].
    b. A change the add-on reported (`/api/edits`), or one recorded by an earlier pass.
@@ -150,6 +152,9 @@ class Transition(NamedTuple):
 class LeadHistory:
     events: Mapping[str, EventRecord] = field(default_factory=dict)
     transitions: Sequence[Transition] = ()
+    # (since, at) of the lead's edits changed back before they settled (docs/edits.md): a
+    # stamp the add-on wrote then and could not put back is no status's time.
+    withdrawn: Sequence[tuple[datetime, datetime]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +291,13 @@ class Plan:
         for d in self.decisions:
             out[d.outcome] = out.get(d.outcome, 0) + 1
         return out
+
+
+def _withdrawn_at(stamp: datetime, history: LeadHistory) -> bool:
+    """Whether a stamp is the time of one of the lead's withdrawn edits (to the second: the
+    add-on stamps whole seconds, the edit's time is the same text)."""
+    t = int(stamp.timestamp())
+    return any(int(a.timestamp()) <= t <= int(b.timestamp()) for a, b in history.withdrawn)
 
 
 def _observed(t: Transition) -> datetime:
@@ -761,6 +773,12 @@ class _Planner:
             return StatusTime(timed.at, "edit")
         stale: str | None = None
         stamp = row.status_changed_at
+        if stamp is not None and not row.changed_date_only and _withdrawn_at(stamp, history):
+            stale = (
+                f"{self.changed_col} {self._time(stamp)} is the time of an edit changed back "
+                "before it settled (nothing was sent for it), so it is not this status's time"
+            )
+            stamp = None
         if stamp is not None:
             day_end = stamp + timedelta(days=1) if row.changed_date_only else stamp
             if other is None or day_end > other[0]:

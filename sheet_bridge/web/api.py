@@ -71,6 +71,9 @@ EDIT_MAX_AHEAD = timedelta(minutes=5)
 # Rows in one edit event; a bigger paste is a job for a pass (POST /api/sync).
 EDIT_MAX_ROWS = 500
 MAX_ROW = 10_000_000  # Google's limit is 10 million cells: no sheet has more rows
+# The longest Status Changed At an edit carries (the add-on sends null for a longer cell,
+# which is no date anyway).
+STAMP_MAX = 200
 
 
 class _EditBody(_Body):
@@ -93,6 +96,9 @@ class EditedRowBody(_Body):
     # The status this edit replaced, when Apps Script gives it (a one-cell edit's e.oldValue);
     # absent or null for a paste, fill-down or sort, which carry no old values.
     old_status: str | None = Field(default=None, max_length=1000)
+    # The row's Status Changed At cell before the add-on stamps it ("" when blank): what a
+    # withdrawn edit puts back. Absent or null from add-ons that do not send it.
+    status_changed_at: str | None = Field(default=None, max_length=STAMP_MAX)
 
     @field_validator("row")
     @classmethod
@@ -325,7 +331,9 @@ def edits() -> Any:
         edited = [EditedRow(req.row, req.new_value, None, req.old_value)]
     else:
         edited = [
-            EditedRow(r.row, r.status, (r.key or "").strip() or None, r.old_status)
+            EditedRow(
+                r.row, r.status, (r.key or "").strip() or None, r.old_status, r.status_changed_at
+            )
             for r in req.rows
         ]
     outcome = _recorded_in_time(bridge, edited, req.at)
@@ -424,7 +432,7 @@ def _edit_form() -> type[_Body]:
 
 def edit_answer(outcome: EditOutcome, sending: _Sending | None, now: datetime) -> dict[str, Any]:
     """The contract's answer: changed / unchanged / moved / seen / refused / withdrawn /
-    pending / queued / message / rows (docs/edits.md)."""
+    restore / pending / queued / message / rows (docs/edits.md)."""
     verdict = outcome.verdict
     finished = sending is not None and sending.done.is_set()
     result = sending.result if sending is not None and finished else None
@@ -499,6 +507,18 @@ def edit_answer(outcome: EditOutcome, sending: _Sending | None, now: datetime) -
         "seen": verdict.seen,
         "refused": verdict.refused,
         "withdrawn": verdict.withdrawn,
+        # The Status Changed At each withdrawn row held before the add-on stamped the edit,
+        # to put back if the cell still holds a stamp from `stamped_from` to `stamped_to`.
+        "restore": [
+            {
+                "row": row,
+                "lead_key": q.lead_key,
+                "status_changed_at": q.stamp_before,
+                "stamped_from": q.since.isoformat(),
+                "stamped_to": q.at.isoformat(),
+            }
+            for row, q in sorted(verdict.restore.items())
+        ],
         "pending": waiting,
         "queued": queued,
         "sending": sending is not None and not finished,

@@ -1,7 +1,8 @@
 """The backend the Apps Script tests (tests/sidebar/*.test.js) call: the Sheets emulator, the
 fake Meta and the real Flask app on free loopback ports, over a small sheet of leads.
 
-Prints one JSON line (URLs, the shared secret, the sheet) and serves until stdin closes.
+Prints one JSON line (URLs, the shared secret, the sheet) and serves until stdin closes. An
+argument sets `[sync] settle_seconds` (default 0: edits are sent at once).
 `POST /_test/faults {"status": 500, "count": N}` makes the app's next N /api requests fail
 inside the app, so the app's own error handler answers (the shape a real crash has).
 """
@@ -58,15 +59,16 @@ def seed(data_dir: Path) -> None:
 
 
 def main() -> None:
+    settle = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
     with tempfile.TemporaryDirectory(prefix="sidebar-test-") as tmp:
         data_dir = Path(tmp)
         seed(data_dir)
         secret = secrets.token_urlsafe(32)
         with demo_environment(data_dir) as env:
-            # Edits sent at once (settling is pinned by tests/web/test_settle.py): these tests
-            # follow an edit from the add-on to the fake Meta in one step.
+            # Edits sent at once unless asked (settling is pinned by tests/web/test_settle.py):
+            # most of these tests follow an edit from the add-on to the fake Meta in one step.
             env.bridge.config = env.bridge.config.model_copy(
-                update={"sync": SyncConfig(settle_seconds=0, sweep_seconds=0)}
+                update={"sync": SyncConfig(settle_seconds=settle, sweep_seconds=0)}
             )
             app = create_app(bridges=[env.bridge], environ={"SHEET_BRIDGE_SECRET": secret})
             pending: list[int] = []

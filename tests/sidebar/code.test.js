@@ -104,7 +104,8 @@ test('a one-cell status edit posts that row with its CAPI Key once, as the insta
   const body = JSON.parse(edit.params.payload);
   // The status it replaced goes too (Apps Script gives e.oldValue for a one-cell edit only):
   // https://developers.google.com/apps-script/guides/triggers/events#edit
-  assert.deepEqual(body.rows, [{ row: 5, status: 'Customer', key, old_status: before }]);
+  // And its Status Changed At as it was, before this edit stamps it (what a change back puts back).
+  assert.deepEqual(body.rows, [{ row: 5, status: 'Customer', key, old_status: before, status_changed_at: stampsBefore[key] }]);
   assert.equal(body.spreadsheet_id, fake.spreadsheet_id);
   assert.equal(body.tab, fake.tab);
   assert.match(body.at, ISO_WITH_OFFSET);
@@ -112,6 +113,92 @@ test('a one-cell status edit posts that row with its CAPI Key once, as the insta
   assert.equal(cell(5, 'Status Changed At'), body.at, 'the stamp in the row is the time sent');
   assert.deepEqual(changedStamps(stampsBefore, stamps()), [key], 'no other row stamped');
   assert.deepEqual(world.state.toasts, [], 'a good edit raises no toast');
+});
+
+/** A person types `status` into a row's status cell: the edit's request body and its answer. */
+function typesStatus(world, row, status) {
+  const since = world.state.fetches.length;
+  world.userTypes(SALES, fake.tab, row, col('Lead Status'), status);
+  const [edit] = backendCalls(world, since);
+  return { sent: JSON.parse(edit.params.payload), answer: JSON.parse(edit.body) };
+}
+
+test('a mis-click changed back before it settled gets its Status Changed At back, as it was', () => {
+  const world = setUp();
+  postJson(fake.backend_url + '/_fake/settle', { seconds: 60 });
+  const key = cell(5, 'CAPI Key');
+  const status = cell(5, 'Lead Status');
+  const stamp = cell(5, 'Status Changed At');
+  assert.notEqual(stamp, '');
+
+  const click = typesStatus(world, 5, 'Customer');
+  assert.equal(click.sent.rows[0].status_changed_at, stamp, 'the stamp as it was goes with the edit');
+  assert.equal(cell(5, 'Status Changed At'), click.sent.at, 'stamped at the mis-click');
+  const back = typesStatus(world, 5, status);
+
+  assert.deepEqual(plain(back.answer.withdrawn), [5]);
+  assert.deepEqual(
+    plain(back.answer.restore).map((r) => [r.row, r.lead_key, r.status_changed_at]),
+    [[5, key, stamp]]
+  );
+  assert.equal(cell(5, 'Status Changed At'), stamp, 'the stamp of before the mis-click, back');
+  assert.equal(cell(5, 'CAPI Key'), key);
+});
+
+test('a never-synced lead (no key, no stamp) mis-clicked and changed back has a blank Status Changed At again', () => {
+  const width = rows()[0].length;
+  const world = makeWorld(fake, { users: USERS });
+  // An imported lead: no CAPI Key, no Status Changed At (pasted before the triggers existed).
+  const line = rows()[40].map((v, i) => (i === col('CAPI Key') - 1 || i === col('Status Changed At') - 1 ? '' : v));
+  line[col('Email') - 1] = 'imported@example.com';
+  line[col('Lead Status') - 1] = 'New';
+  world.userPastes(SALES, fake.tab, 42, 1, [Array.from({ length: width }, (_, i) => (line[i] === undefined ? '' : line[i]))]);
+  world.run(OPS, 'saveSettings', [{ backendUrl: BACKEND_URL }]);
+  world.run(OPS, 'installTriggers');
+  postJson(fake.backend_url + '/_fake/settle', { seconds: 60 });
+
+  const click = typesStatus(world, 42, 'Customer');
+  assert.deepEqual(plain(click.sent.rows), [{ row: 42, status: 'Customer', key: null, old_status: 'New', status_changed_at: '' }]);
+  assert.equal(cell(42, 'Status Changed At'), click.sent.at, 'stamped at the mis-click');
+  const back = typesStatus(world, 42, 'New');
+
+  assert.deepEqual(plain(back.answer.restore).map((r) => [r.row, r.status_changed_at]), [[42, '']]);
+  assert.equal(cell(42, 'Status Changed At'), '', 'blank again: no time for the next sync to take');
+});
+
+test('a date cell in Status Changed At goes as the text the backend reads the same way, and comes back so', () => {
+  const world = setUp();
+  postJson(fake.backend_url + '/_fake/settle', { seconds: 60 });
+  // Typed dates become date cells (getValues gives a Date); a date without a time of day is
+  // "some time that day" to the backend, so it goes as a date, not as midnight.
+  world.userTypes(SALES, fake.tab, 9, col('Status Changed At'), '2026-11-20');
+  world.userTypes(SALES, fake.tab, 10, col('Status Changed At'), '2026-11-20 10:15');
+  assert.equal(typeof cell(9, 'Status Changed At'), 'number', 'a date cell (a serial number)');
+  const statuses = [cell(9, 'Lead Status'), cell(10, 'Lead Status')];
+
+  const day = typesStatus(world, 9, 'Customer');
+  const time = typesStatus(world, 10, 'Customer');
+  assert.equal(day.sent.rows[0].status_changed_at, '2026-11-20');
+  assert.equal(time.sent.rows[0].status_changed_at, '2026-11-20T10:15:00+05:30');
+  typesStatus(world, 9, statuses[0]);
+  typesStatus(world, 10, statuses[1]);
+
+  assert.equal(cell(9, 'Status Changed At'), '2026-11-20');
+  assert.equal(cell(10, 'Status Changed At'), '2026-11-20T10:15:00+05:30');
+});
+
+test('a Status Changed At someone typed after the mis-click is not put back', () => {
+  const world = setUp();
+  postJson(fake.backend_url + '/_fake/settle', { seconds: 60 });
+  const status = cell(7, 'Lead Status');
+
+  typesStatus(world, 7, 'Customer');
+  world.userTypes(SALES, fake.tab, 7, col('Status Changed At'), '2026-01-05 09:30');
+  const typed = cell(7, 'Status Changed At');
+  const back = typesStatus(world, 7, status);
+
+  assert.equal(plain(back.answer.restore).length, 1, 'the backend says what was there');
+  assert.equal(cell(7, 'Status Changed At'), typed, 'what the person typed stays');
 });
 
 test('finding 1: a paste of 30 rows is one backend call, and only rows whose status changed get a stamp', () => {

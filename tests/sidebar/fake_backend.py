@@ -1,5 +1,6 @@
 """A stand-in for the sheet-bridge backend that follows the add-on contract of this session
-(docs/http-api.md): /api/edits by rows with "changed"/"unchanged"/"moved",
+(docs/http-api.md): /api/edits by rows with "changed"/"unchanged"/"moved", edits that
+settle (/_fake/settle) and a change back within that time "withdrawn" with what to "restore",
 /api/sync answering 200 or 202 with a pass to follow, 409 naming the running pass,
 GET /api/passes/<id> with phase, progress and a paged summary, /api/status with columns,
 alerts and the running pass. It sends nothing anywhere: its "ledger" is a dict of the last
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -78,8 +79,22 @@ class FakePass:
 
 
 @dataclass
+class Settling:
+    """An edit of a lead waiting to settle, as the real backend queues it (sync/edits.py)."""
+
+    previous: str | None
+    status: str
+    since: str  # the first edit's `at`, as sent
+    at: str
+    due: float  # on the fake's clock
+    stamp_before: str | None
+
+
+@dataclass
 class FakeState:
     ledger: dict[str, str] = field(default_factory=dict)  # lead -> last status seen
+    settle: float = 0.0  # real seconds an edit waits before it is sent ([sync] settle_seconds)
+    queue: dict[str, Settling] = field(default_factory=dict)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     passes: dict[str, FakePass] = field(default_factory=dict)
@@ -89,6 +104,11 @@ class FakeState:
     faults: list[int] = field(default_factory=list)
     status_extra: dict[str, Any] = field(default_factory=dict)  # more /api/status fields
     next_pass: int = 1
+
+
+def utc_iso(at: str) -> str:
+    """An edit's time as the real backend answers it (sheet_bridge/web/api.py: UTC)."""
+    return datetime.fromisoformat(at).astimezone(UTC).isoformat()
 
 
 def lead_key(email: str) -> str:
@@ -344,11 +364,14 @@ class FakeBackend:
                 return error(400, "invalid_request", "rows: 1 to 500 rows")
             if not isinstance(at, str) or datetime.fromisoformat(at).tzinfo is None:
                 return error(400, "invalid_request", "at: must carry a UTC offset")
+            allowed = {"row", "status", "key", "old_status", "status_changed_at"}
             for r in rows:
+                stamp = r.get("status_changed_at") if isinstance(r, dict) else None
                 ok = (
                     isinstance(r, dict)
-                    and {"row", "status", "key"} <= set(r) <= {"row", "status", "key", "old_status"}
+                    and {"row", "status", "key"} <= set(r) <= allowed
                     and (r.get("old_status") is None or isinstance(r["old_status"], str))
+                    and (stamp is None or (isinstance(stamp, str) and len(stamp) <= 200))
                     and isinstance(r["row"], int)
                     and r["row"] >= 2
                     and isinstance(r["status"], str)
@@ -361,20 +384,67 @@ class FakeBackend:
                 fake.swap_on_next_edit = None
             sheet = fake.read_sheet()
             header = sheet[0] if sheet else []
-            changed, unchanged, moved = [], [], []
+            changed, unchanged, moved, withdrawn = [], [], [], []
+            restore: list[dict[str, Any]] = []
+            words: dict[int, str] = {}
             with fake.guard:
                 for r in rows:
                     line = sheet[r["row"] - 1] if r["row"] - 1 < len(sheet) else []
                     here = fake.lead_of(header, line, r["row"])
                     lead = r["key"] or here
+                    q = fake.state.queue.get(lead)
+                    if q is not None and fake.clock() >= q.due:
+                        del fake.state.queue[lead]  # settled: sent
+                        q = None
                     if r["key"] is not None and here != r["key"]:
                         moved.append(r["row"])
+                    elif q is not None and q.status == r["status"]:
+                        unchanged.append(r["row"])
+                        continue
+                    elif q is not None and q.previous == r["status"]:
+                        # Changed back before it settled: withdrawn, and what to put back.
+                        withdrawn.append(r["row"])
+                        del fake.state.queue[lead]
+                        fake.state.ledger[lead] = r["status"]
+                        words[r["row"]] = f"{q.previous} → {q.status} → {r['status']}: nothing sent"
+                        if q.stamp_before is not None:
+                            restore.append(
+                                {
+                                    "row": r["row"],
+                                    "lead_key": lead,
+                                    "status_changed_at": q.stamp_before,
+                                    "stamped_from": utc_iso(q.since),
+                                    "stamped_to": utc_iso(q.at),
+                                }
+                            )
+                        continue
                     elif fake.state.ledger.get(lead) == r["status"]:
                         unchanged.append(r["row"])
                         continue
                     else:
                         changed.append(r["row"])
                     if fake.state.ledger.get(lead) != r["status"]:
+                        if fake.state.settle > 0:
+                            before = fake.state.ledger.get(lead, r.get("old_status"))
+                            fake.state.queue[lead] = (
+                                Settling(
+                                    before,
+                                    r["status"],
+                                    at,
+                                    at,
+                                    fake.clock() + fake.state.settle,
+                                    r.get("status_changed_at"),
+                                )
+                                if q is None
+                                else Settling(
+                                    q.previous,
+                                    r["status"],
+                                    q.since,
+                                    at,
+                                    fake.clock() + fake.state.settle,
+                                    q.stamp_before,
+                                )
+                            )
                         fake.state.ledger[lead] = r["status"]
                         fake.state.transitions.append(
                             {"lead": lead, "status": r["status"], "at": at, "row": r["row"]}
@@ -385,13 +455,17 @@ class FakeBackend:
                     "changed": changed,
                     "unchanged": unchanged,
                     "moved": moved,
+                    "withdrawn": withdrawn,
+                    "restore": restore,
                     "queued": queued,
                     "message": f"{len(changed)} status change(s) recorded"
-                    + ("; a sync is running: they go out with it" if queued else ""),
+                    + ("; a sync is running: they go out with it" if queued else "")
+                    + "".join(f"; row {n}: {words[n]}" for n in withdrawn),
                     "rows": [
                         {"row": n, "outcome": "sent", "message": "sent", "events": []}
                         for n in changed
-                    ],
+                    ]
+                    + [{"row": n, "outcome": "withdrawn", "message": words[n]} for n in withdrawn],
                 }
             )
 
@@ -452,6 +526,12 @@ class FakeBackend:
             fake.state.profile = PassProfile(**spec)
             return jsonify(vars(fake.state.profile))
 
+        @app.post("/_fake/settle")
+        def set_settle() -> Any:
+            """Edits wait this many real seconds before they are sent (0: at once)."""
+            fake.state.settle = float((request.get_json(silent=True) or {}).get("seconds", 0))
+            return jsonify({"settle": fake.state.settle})
+
         @app.post("/_fake/alerts")
         def set_alerts() -> Any:
             fake.state.alerts = (request.get_json(silent=True) or {}).get("alerts", [])
@@ -502,6 +582,8 @@ class FakeBackend:
                 fake.state.status_extra = {}
                 fake.state.pending_edits = []
                 fake.state.faults.clear()
+                fake.state.settle = 0.0
+                fake.state.queue.clear()
                 fake.state.profile = PassProfile()
                 fake.swap_on_next_edit = None
             fake.reseed()

@@ -5,7 +5,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { BACKEND_URL, OPS, SALES, getJson, makeWorld, startBackend } = require('./helpers/world');
+const { BACKEND_URL, OPS, SALES, getJson, makeWorld, startBackend, wholePass } = require('./helpers/world');
 
 let backend;
 
@@ -16,17 +16,6 @@ before(async () => {
 after(async () => {
   if (backend) await backend.stop();
 });
-
-/** A pass started from the sidebar, followed to its summary as the sidebar does. */
-function wholePass(world, user) {
-  let answer = world.run(user, 'syncNow', [{ wait: 5 }]);
-  for (let i = 0; answer.state === 'running' && i < 100; i++) {
-    const pass = world.run(user, 'getPass', [answer.pass_id]);
-    answer = pass.state === 'running' ? pass : { ...pass.summary, state: pass.state };
-  }
-  assert.equal(answer.state, 'done');
-  return answer;
-}
 
 function setUp() {
   const world = makeWorld(backend);

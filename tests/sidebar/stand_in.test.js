@@ -208,6 +208,10 @@ test('the stand-in formats dates as Apps Script does for the stamp pattern', () 
   assert.equal(AppsScriptLocal.formatDate(at, 'Asia/Kolkata', pattern), '2026-01-01T05:30:00+05:30');
   assert.equal(AppsScriptLocal.formatDate(at, 'America/New_York', pattern), '2025-12-31T19:00:00-05:00');
   assert.equal(AppsScriptLocal.formatDate(at, 'Etc/UTC', pattern), '2026-01-01T00:00:00Z');
+  // Every unquoted letter is a SimpleDateFormat pattern letter (Utilities.formatDate:
+  // https://developers.google.com/apps-script/reference/utilities/utilities#formatDate(Date,String,String)):
+  // one the stand-in does not emulate throws instead of passing through as text.
+  assert.throws(() => AppsScriptLocal.formatDate(at, 'Etc/UTC', 'HH:mm:ss.SSS'), /not emulated/);
 });
 
 // ---- issue 20, item 6 ------------------------------------------------------------------------

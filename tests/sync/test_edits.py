@@ -195,7 +195,8 @@ def test_another_change_before_the_edit_settled_replaces_it_from_the_status_that
     assert verdict.changed == [2]
     (change,) = verdict.record
     assert change.withdraw_since == since  # the mis-click's transition goes
-    assert change.queued == QueuedEdit("kA", 2, "New", "SQL", AT, AT, AT + SETTLE)
+    # The change keeps where it started: a change back withdraws it from the mis-click on.
+    assert change.queued == QueuedEdit("kA", 2, "New", "SQL", since, AT, AT + SETTLE)
 
 
 def test_an_edit_that_settled_is_the_status_that_held_for_the_next_one() -> None:

@@ -768,3 +768,62 @@ def test_a_schema_3_ledger_gains_the_edit_queue_and_keeps_everything(
         assert again.queued_edits(WHERE) == []  # nothing queued, nothing re-sent
     finally:
         again.close()
+
+
+def test_a_withdrawn_edit_keeps_its_stamp_before_and_its_times_for_the_planner(
+    ledger: LedgerBackend,
+) -> None:
+    """docs/edits.md: a withdrawn edit's row stays, marked: it waits for nothing, and the
+    lead's history names its times (a stamp of them is no status's time)."""
+    click = QueuedEdit("kA", 2, "New", "Customer", NOW, NOW, NOW + timedelta(seconds=120), "")
+    ledger.record_edits(WHERE, [EditChange("kA", None, click)], NOW)
+    assert ledger.queued_edits(WHERE) == [click]  # blank before the stamp: "" kept, not None
+
+    ledger.record_edits(WHERE, [EditChange("kA", NOW, None)], NOW + timedelta(seconds=40))
+
+    assert ledger.queued_edits(WHERE) == []
+    assert ledger.history(WHERE, {"kA"})["kA"].withdrawn == ((NOW, NOW),)
+    assert ledger.history(WHERE)["kA"].transitions == ()
+    ledger.dequeue_edits(WHERE, {"kA"}, NOW + timedelta(days=1))  # a pass takes live ones only
+    assert ledger.history(WHERE)["kA"].withdrawn == ((NOW, NOW),)
+    # The lead's next edit is queued over it (and waits again).
+    again = queued("kA", "SQL", NOW + timedelta(minutes=5))
+    ledger.record_edits(WHERE, [EditChange("kA", None, again)], NOW + timedelta(minutes=5))
+    assert ledger.queued_edits(WHERE) == [again]
+    assert ledger.history(WHERE, {"kA"})["kA"].withdrawn == ()
+
+
+def test_a_schema_5_ledger_of_before_stamps_gains_the_queue_columns_and_keeps_its_edits(
+    ledger_location: str,
+) -> None:
+    """A ledger at schema 5 made before edit_queue had stamp_before and withdrawn_at (same
+    schema number, unreleased) gains them empty on opening; what was queued stays queued."""
+    first = open_ledger(ledger_location)
+    first.close()
+    run_sql(ledger_location, "DROP TABLE edit_queue")
+    run_sql(
+        ledger_location,
+        "CREATE TABLE edit_queue (spreadsheet_id TEXT NOT NULL, tab TEXT NOT NULL, "
+        "lead_key TEXT NOT NULL, row_number INTEGER NOT NULL, previous TEXT, status TEXT NOT "
+        "NULL, since DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL, due_at DOUBLE "
+        "PRECISION NOT NULL, recorded_at DOUBLE PRECISION NOT NULL, "
+        "PRIMARY KEY (spreadsheet_id, tab, lead_key))",
+    )
+    t = NOW.timestamp()
+    run_sql(
+        ledger_location,
+        "INSERT INTO edit_queue VALUES (?, ?, 'kA', 2, 'New', 'MQL', ?, ?, ?, ?)",
+        [WHERE.spreadsheet_id, WHERE.tab, t, t, t + 120, t],
+    )
+
+    again = open_ledger(ledger_location)
+    try:
+        assert again.queued_edits(WHERE) == [queued("kA", "MQL", NOW)]
+        again.record_edits(WHERE, [EditChange("kA", NOW, None)], NOW)
+        assert again.queued_edits(WHERE) == []
+        assert again.history(WHERE)["kA"].withdrawn == ((NOW, NOW),)
+    finally:
+        again.close()
+    assert run_sql(
+        ledger_location, "SELECT value FROM ledger_info WHERE key = 'schema_version'"
+    ) == [(str(SCHEMA_VERSION),)]

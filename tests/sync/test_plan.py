@@ -207,6 +207,24 @@ def test_first_stage_without_change_time_uses_created_at() -> None:
     assert decision.events[0].event_time == ts(created)
 
 
+def test_a_stamp_at_a_withdrawn_edits_time_is_not_the_status_time() -> None:
+    """docs/edits.md: a Status Changed At the add-on wrote for an edit changed back before it
+    settled, and could not put back, dates nothing; any other stamp still does."""
+    click = ago(minutes=10)
+    withdrawn = LeadHistory(withdrawn=((click - timedelta(seconds=20), click),))
+    created = ago(days=2)
+
+    at_click = decide(lead("New", changed=click, created=created), withdrawn)
+    in_between = decide(lead("New", changed=click - timedelta(seconds=5)), withdrawn)
+    later = decide(lead("New", changed=click + timedelta(seconds=1)), withdrawn)
+
+    assert [e.event_time for e in at_click.events] == [ts(created)]  # Created At, not the click
+    assert "changed back before it settled" in " ".join(at_click.warnings)
+    assert in_between.outcome == "baseline"  # no time left to defend
+    assert "changed back before it settled" in in_between.message
+    assert [e.event_time for e in later.events] == [ts(click + timedelta(seconds=1))]
+
+
 def test_status_never_seen_before_without_times_is_a_baseline_recorded_and_never_sent() -> None:
     row = lead("SQL")
     result = plan([row], CONFIG, {}, NOW)

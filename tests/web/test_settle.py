@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask.testing import FlaskClient
@@ -24,7 +25,7 @@ from sheet_bridge.sync.ledger import open_ledger
 from sheet_bridge.sync.run import Bridge
 from sheet_bridge.web.app import create_app
 from sheet_bridge.web.passes import pass_ref
-from tests.conftest import WORLD_SECRET, WORLD_SHEET, World, lead_row
+from tests.conftest import WORLD_SECRET, WORLD_SHEET, WORLD_TZ, World, lead_row
 from tests.ledger_backends import run_sql
 from tests.web.test_edits import as_the_add_on_sees, edit_event, edit_transitions
 
@@ -77,6 +78,43 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def stamp_cell(world: World, row: int) -> str:
+    return str(world.column("Status Changed At")[row - 2])
+
+
+def add_on_types(
+    client: FlaskClient,
+    world: World,
+    row: int,
+    old: str,
+    new: str,
+    *,
+    sends_stamp: bool = True,
+) -> dict[str, Any]:
+    """A person types `new` over `old` in a status cell, and the add-on does what
+    sidebar/Code.gs does: sends the row with its Status Changed At as it was (an older add-on,
+    `sends_stamp` False, does not), stamps the rows answered `changed` with the edit's time
+    (whole seconds in the sheet's zone), and puts back what `restore` says where the cell
+    still holds a stamp of the withdrawn edit."""
+    before = stamp_cell(world, row)
+    edited = typed(world, row, old, new)
+    if sends_stamp:
+        edited["status_changed_at"] = before
+    at = datetime.now(ZoneInfo(WORLD_TZ)).replace(microsecond=0).isoformat()
+    response = client.post(
+        "/api/edits", json=edit_event(datetime.fromisoformat(at), [edited]), headers=AUTH
+    )
+    answer: dict[str, Any] = response.get_json()
+    assert response.status_code == 200, answer
+    world.edit_cells([(n, "Status Changed At", at) for n in answer["changed"]])
+    for r in answer.get("restore", []):
+        held = stamp_cell(world, r["row"])
+        first, last = (datetime.fromisoformat(r[k]) for k in ("stamped_from", "stamped_to"))
+        if held and first <= datetime.fromisoformat(held) <= last:
+            world.edit_cells([(r["row"], "Status Changed At", r["status_changed_at"])])
+    return answer
+
+
 def wait_for_events(world: World, count: int, timeout: float) -> float:
     """Seconds until the fake Meta holds `count` events (or `timeout` passed)."""
     started = time.monotonic()
@@ -86,7 +124,11 @@ def wait_for_events(world: World, count: int, timeout: float) -> float:
 
 
 def queue_size(world: World) -> int:
-    (row,) = run_sql(world.config.ledger_location({}), "SELECT COUNT(*) FROM edit_queue")
+    """Edits waiting to be sent (a withdrawn one's row stays, marked, and is not waiting)."""
+    (row,) = run_sql(
+        world.config.ledger_location({}),
+        "SELECT COUNT(*) FROM edit_queue WHERE withdrawn_at IS NULL",
+    )
     return int(row[0])
 
 
@@ -347,3 +389,82 @@ def test_a_pass_whose_process_died_is_shown_lost_within_a_sweep_not_two_minutes(
     assert state == "lost"
     status = client.get(f"/api/status?spreadsheet_id={WORLD_SHEET}", headers=AUTH).get_json()
     assert status["running_pass"] is None
+
+
+def test_a_never_synced_lead_mis_clicked_and_changed_back_is_blank_again_and_sends_nothing(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """An imported lead (20 days old, no Status Changed At, never synced) typed New → Customer
+    and back inside the window: the stamp the add-on wrote at the mis-click is taken back (the
+    cell is blank again), so the next pass does not date the lead's Lead at the mis-click."""
+    world = settling_world(
+        make_world, [lead_row(1, "New", now=world_now, created_hours=480, changed_hours=None)]
+    )
+    client, _ = real_time_client(world)
+
+    click = add_on_types(client, world, 2, "New", "Customer")
+    assert click["changed"] == [2]
+    assert stamp_cell(world, 2) != ""  # stamped at the mis-click
+    time.sleep(0.5)
+    back = add_on_types(client, world, 2, "Customer", "New")
+
+    assert back["withdrawn"] == [2]
+    (restore,) = back["restore"]
+    assert (restore["row"], restore["status_changed_at"]) == (2, "")
+    assert stamp_cell(world, 2) == ""
+    time.sleep(SETTLE + 2 * SWEEP)
+    after = client.post("/api/sync", json={"spreadsheet_id": WORLD_SHEET}, headers=AUTH)
+    summary = after.get_json()
+    assert summary["events_sent"] == 0, summary
+    assert world.meta_events() == []
+    assert stamp_cell(world, 2) == ""
+
+
+def test_a_known_lead_mis_clicked_and_changed_back_keeps_the_stamp_it_had(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = settling_world(make_world, [lead_row(1, "New", now=world_now, changed_hours=2)])
+    client = synced_on_real_time(world)
+    sent = len(world.meta_events())
+    stamp = stamp_cell(world, 2)
+    assert stamp != ""
+
+    add_on_types(client, world, 2, "New", "Customer")
+    assert stamp_cell(world, 2) != stamp
+    time.sleep(0.5)
+    back = add_on_types(client, world, 2, "Customer", "New")
+
+    assert [(r["row"], r["status_changed_at"]) for r in back["restore"]] == [(2, stamp)]
+    assert stamp_cell(world, 2) == stamp
+    time.sleep(SETTLE + 2 * SWEEP)
+    again = client.post("/api/sync", json={"spreadsheet_id": WORLD_SHEET}, headers=AUTH)
+    assert again.get_json()["events_sent"] == 0
+    assert world.meta_events()[sent:] == []
+    assert stamp_cell(world, 2) == stamp
+
+
+def test_a_stamp_no_add_on_put_back_is_not_taken_for_a_status_time(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """The second line: an older add-on sends no Status Changed At and puts nothing back (so
+    does one whose write failed), and the mis-click's stamp stays in the sheet. A pass does
+    not take it for the time of the lead's status: a withdrawn edit's times are no status's."""
+    world = settling_world(
+        make_world, [lead_row(1, "New", now=world_now, created_hours=480, changed_hours=None)]
+    )
+    client, _ = real_time_client(world)
+
+    add_on_types(client, world, 2, "New", "Customer", sends_stamp=False)
+    time.sleep(0.5)
+    back = add_on_types(client, world, 2, "Customer", "New", sends_stamp=False)
+
+    assert (back["withdrawn"], back["restore"]) == ([2], [])
+    left = stamp_cell(world, 2)
+    assert left != ""  # nothing knew what to put back
+    time.sleep(SETTLE + 2 * SWEEP)
+    after = client.post("/api/sync", json={"spreadsheet_id": WORLD_SHEET}, headers=AUTH)
+    summary = after.get_json()
+    assert summary["events_sent"] == 0, summary
+    assert world.meta_events() == []
+    (row,) = [r for r in summary["rows"] if r["row"] == 2]
+    assert "changed back before it settled" in row["message"], row

@@ -112,13 +112,16 @@
       XXX: offsetMin === 0 ? 'Z' : sign + hhmm,
       Z: sign + hhmm.replace(':', ''),
     };
+    // Utilities.formatDate takes SimpleDateFormat patterns, where every unquoted letter A-Z,
+    // a-z is a pattern letter (docs.oracle.com/javase/8/docs/api/java/text/SimpleDateFormat.html):
+    // a letter not emulated here throws, never passes through as text.
     var out = '';
-    var re = /'([^']*)'|yyyy|MM|dd|HH|mm|ss|XXX|Z|[^'yMdHmsXZ]+/g;
+    var re = /'([^']*)'|yyyy|MM|dd|HH|mm|ss|XXX|Z|[A-Za-z]+|[^'A-Za-z]+/g;
     var m;
     while ((m = re.exec(pattern)) !== null) {
       if (m[1] !== undefined) out += m[1];
       else if (tokens[m[0]] !== undefined) out += tokens[m[0]];
-      else if (/^[yMdHmsXZ]/.test(m[0])) throw new Error('formatDate: pattern not emulated: ' + pattern);
+      else if (/^[A-Za-z]/.test(m[0])) throw new Error('formatDate: pattern not emulated: ' + pattern);
       else out += m[0];
     }
     return out;

@@ -25,6 +25,9 @@ from sheet_bridge.sync.plan import (
 
 SCHEMA_VERSION = 5
 # Schema 4 (edits settle before they are sent): `edit_queue`, the edits waiting (docs/edits.md).
+# Within schema 5 (unreleased): edit_queue's `stamp_before` (what a withdrawn edit puts back in
+# Status Changed At) and `withdrawn_at` (set: the edit was changed back before it settled; its
+# row stays so a pass knows its times were never a status's), added to any ledger without them.
 # Schema 5 (one lead, one identity per pixel): which pixel each tab sends to (`tab_pixels`, set
 # by every pass), and indexes that find a pixel's leads by Leadgen ID, CAPI Key, e-mail or phone.
 # Nothing stored changes: events keep the ids they were sent with.
@@ -93,7 +96,10 @@ class QueuedEdit:
     """A lead's status change from an edit, waiting to settle (docs/edits.md): sent once it
     held until `due_at`, by whichever process or pass takes it first. `since` is the time of
     the first edit not settled yet (a change back within the window withdraws every edit of
-    the lead from then on); `previous` is the status that held before it (None: unknown)."""
+    the lead from then on); `previous` is the status that held before it (None: unknown).
+    `stamp_before` is the row's Status Changed At cell as it was before the add-on stamped the
+    first of those edits ("" blank; None: not sent, an older add-on): what a withdrawal puts
+    back."""
 
     lead_key: str
     row_number: int
@@ -102,6 +108,7 @@ class QueuedEdit:
     since: datetime
     at: datetime
     due_at: datetime
+    stamp_before: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,8 @@ class EditChange:
     """What one edit does to a lead (record_edits): `withdraw_since` drops the lead's edit
     transitions from that time on (edits not settled, changed back or superseded); then a
     `queued` edit is recorded as a transition at its time and queued, or (None) the lead's
-    queue entry is removed: nothing is left to send for it."""
+    queued edit is withdrawn: nothing is left to send for it, and its row stays, marked
+    withdrawn, so a pass never takes a stamp of its times for a status's time."""
 
     lead_key: str
     withdraw_since: datetime | None

@@ -53,6 +53,7 @@ from sheet_bridge.sync.ledger.contract import (
 from sheet_bridge.sync.ledger.records import (
     EVENT_COLUMNS,
     LAST_PASS_COLUMNS,
+    LIVE,
     PASS_COLUMNS,
     PIXEL_EVENT_COLUMNS,
     PIXEL_MATCH_FIELDS,
@@ -170,6 +171,8 @@ CREATE TABLE IF NOT EXISTS edit_queue (
     at double precision NOT NULL,
     due_at double precision NOT NULL,
     recorded_at double precision NOT NULL,
+    stamp_before text,
+    withdrawn_at double precision,
     PRIMARY KEY (spreadsheet_id, tab, lead_key)
 )
 """
@@ -203,6 +206,26 @@ CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
 def _migrate_to_5(conn: Connection) -> None:
     """Schema 5, self-contained: new table and indexes only (idempotent)."""
     conn.execute(_SCHEMA_5)
+    conn.execute(_ADD_QUEUE_COLUMNS)
+
+
+# Added to edit_queue within schema 5 (contract.py): a ledger made before them gains them empty,
+# which is what they mean for the edits it holds (nothing known to put back, none withdrawn).
+_QUEUE_ADDED = {"stamp_before": "text", "withdrawn_at": "double precision"}
+_ADD_QUEUE_COLUMNS = "ALTER TABLE edit_queue " + ", ".join(
+    f"ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in _QUEUE_ADDED.items()
+)
+
+
+def _missing_queue_columns(conn: Connection) -> bool:
+    have = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'edit_queue'"
+        )
+    }
+    return not set(_QUEUE_ADDED) <= have
 
 
 # How a lock holder's connection is kept honest: the server probes an idle lock connection
@@ -366,13 +389,17 @@ class PostgresLedger:
                         f"The ledger {self.display} needs to create temporary tables (it stages "
                         "bulk writes in them): GRANT TEMP ON DATABASE to the ledger's user"
                     )
-                if self._schema_version(conn, name) != SCHEMA_VERSION:
+                version = self._schema_version(conn, name)
+                if version != SCHEMA_VERSION or _missing_queue_columns(conn):
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("schema", name),))
                     # Again, under the lock: another process may have created it meanwhile.
                     version = self._schema_version(conn, name)
                     if version == 0:
                         conn.execute(_TABLES)
-                    if version != SCHEMA_VERSION:
+                    if version == SCHEMA_VERSION:
+                        # A ledger at 5 made before edit_queue's added columns (idempotent).
+                        conn.execute(_ADD_QUEUE_COLUMNS)
+                    else:
                         conn.execute(_MIGRATE_3_TO_4)  # idempotent: 3 → 4 and 3 → 5 alike
                         _migrate_to_5(conn)
                         conn.execute(
@@ -566,6 +593,11 @@ class PostgresLedger:
                     "ORDER BY at, id",
                     scope,
                 ),
+                db.execute(
+                    "SELECT lead_key, since, at FROM edit_queue WHERE spreadsheet_id = %s "
+                    f"AND tab = %s AND NOT {LIVE}{only}",
+                    scope,
+                ).fetchall(),
             )
 
     def unreadable(self, where: SheetTab) -> list[UnreadableRecord]:
@@ -675,18 +707,19 @@ class PostgresLedger:
                 _bulk(db, _INSERT_TRANSITIONS, "transitions", rows.transitions)
             if rows.dequeued:
                 cur.executemany(
-                    "DELETE FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s "
-                    "AND lead_key = %s",
+                    "UPDATE edit_queue SET withdrawn_at = %s WHERE spreadsheet_id = %s "
+                    f"AND tab = %s AND lead_key = %s AND {LIVE}",
                     rows.dequeued,
                 )
             if rows.queue:
                 cur.executemany(
                     f"INSERT INTO edit_queue (spreadsheet_id, tab, {QUEUE_COLUMNS}, recorded_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (spreadsheet_id, tab, lead_key) DO UPDATE SET "
                     "row_number = excluded.row_number, previous = excluded.previous, "
                     "status = excluded.status, since = excluded.since, at = excluded.at, "
-                    "due_at = excluded.due_at, recorded_at = excluded.recorded_at",
+                    "due_at = excluded.due_at, stamp_before = excluded.stamp_before, "
+                    "recorded_at = excluded.recorded_at, withdrawn_at = NULL",
                     rows.queue,
                 )
 
@@ -700,8 +733,8 @@ class PostgresLedger:
             params = (*params, sorted(set(keys)))
         with self._tx() as db:
             rows = db.execute(
-                f"SELECT {QUEUE_COLUMNS} FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s"
-                f"{only} ORDER BY due_at, lead_key",
+                f"SELECT {QUEUE_COLUMNS} FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s "
+                f"AND {LIVE}{only} ORDER BY due_at, lead_key",
                 params,
             ).fetchall()
         return [queued_edit(r) for r in rows]
@@ -712,8 +745,8 @@ class PostgresLedger:
             return
         with self._tx() as db:
             db.execute(
-                "DELETE FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s AND due_at <= %s "
-                "AND lead_key = ANY(%s)",
+                f"DELETE FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s AND {LIVE} "
+                "AND due_at <= %s AND lead_key = ANY(%s)",
                 (where.spreadsheet_id, where.tab, to_ts(now), sorted(set(keys))),
             )
 

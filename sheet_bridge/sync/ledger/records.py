@@ -230,15 +230,19 @@ def transition_rows(
     return [(sid, tab, k, s, to_ts(at), src, t) for k, s, at, src in items]
 
 
-# The edit queue (schema 4): one row per lead with an edit waiting to settle or to be sent.
-QUEUE_COLUMNS = "lead_key, row_number, previous, status, since, at, due_at"
+# The edit queue (schema 4): one row per lead with an edit waiting to settle or to be sent
+# (`withdrawn_at` NULL), or whose last edit was withdrawn (`withdrawn_at` set: the times from
+# `since` to `at` were a change that never stood).
+QUEUE_COLUMNS = "lead_key, row_number, previous, status, since, at, due_at, stamp_before"
+# Only the edits still waiting (queued_edits, dequeue_edits).
+LIVE = "withdrawn_at IS NULL"
 
 
 def edit_change_rows(where: SheetTab, changes: Sequence[EditChange], t: float) -> EditRows:
     """record_edits, in the order to apply them: the withdrawals (spreadsheet_id, tab,
     lead_key, since) of the leads' edit transitions from `since` on; the transitions to add
-    (as transition_rows); the leads whose queue row goes (spreadsheet_id, tab, lead_key); the
-    queue rows to write (spreadsheet_id, tab, QUEUE_COLUMNS, recorded_at)."""
+    (as transition_rows); the leads whose queued edit is withdrawn (withdrawn_at, spreadsheet_id,
+    tab, lead_key); the queue rows to write (spreadsheet_id, tab, QUEUE_COLUMNS, recorded_at)."""
     sid, tab = where.spreadsheet_id, where.tab
     queued = [c.queued for c in changes if c.queued is not None]
     return EditRows(
@@ -250,9 +254,14 @@ def edit_change_rows(where: SheetTab, changes: Sequence[EditChange], t: float) -
         transitions=transition_rows(
             where, ((q.lead_key, q.status, q.at, "edit") for q in queued), t
         ),
-        dequeued=[(sid, tab, c.lead_key) for c in changes if c.queued is None],
+        dequeued=[(t, sid, tab, c.lead_key) for c in changes if c.queued is None],
         queue=[
-            (*(sid, tab, q.lead_key, q.row_number, q.previous, q.status), *_times(q), t)
+            (
+                *(sid, tab, q.lead_key, q.row_number, q.previous, q.status),
+                *_times(q),
+                q.stamp_before,
+                t,
+            )
             for q in queued
         ],
     )
@@ -272,9 +281,16 @@ class EditRows:
 
 def queued_edit(row: Sequence[Any]) -> QueuedEdit:
     """From a row of QUEUE_COLUMNS."""
-    key, row_number, previous, status, since, at, due_at = row
+    key, row_number, previous, status, since, at, due_at, stamp_before = row
     return QueuedEdit(
-        key, int(row_number), previous, status, from_ts(since), from_ts(at), from_ts(due_at)
+        key,
+        int(row_number),
+        previous,
+        status,
+        from_ts(since),
+        from_ts(at),
+        from_ts(due_at),
+        stamp_before,
     )
 
 
@@ -290,11 +306,14 @@ def summary_json(summary: Mapping[str, Any] | None) -> str | None:
 
 
 def lead_histories(
-    event_rows: Iterable[Sequence[Any]], transition_rows: Iterable[Sequence[Any]]
+    event_rows: Iterable[Sequence[Any]],
+    transition_rows: Iterable[Sequence[Any]],
+    withdrawn_rows: Iterable[Sequence[Any]] = (),
 ) -> dict[str, LeadHistory]:
     """history: each lead's events from (lead_key, event_name, event_id, state, event_time,
-    retry, fingerprint, sent_at, fbtrace_id, error, notes) rows, and its transitions from
-    (lead_key, status, at, source, recorded_at) rows in time order."""
+    retry, fingerprint, sent_at, fbtrace_id, error, notes) rows, its transitions from
+    (lead_key, status, at, source, recorded_at) rows in time order, and the times of its
+    withdrawn edits from (lead_key, since, at) rows of the edit queue (WITHDRAWN_SQL)."""
     events: dict[str, dict[str, EventRecord]] = {}
     transitions: dict[str, list[Transition]] = {}
     # One per batch sent, one per pass for what a pass observed: convert each once.
@@ -323,8 +342,16 @@ def lead_histories(
         transitions.setdefault(key, []).append(
             Transition(status, at_time(at), source, at_time(recorded_at))
         )
-    keys = set(events) | set(transitions)
-    return {k: LeadHistory(events.get(k, {}), tuple(transitions.get(k, ()))) for k in keys}
+    withdrawn: dict[str, list[tuple[datetime, datetime]]] = {}
+    for key, since, at in withdrawn_rows:
+        withdrawn.setdefault(key, []).append((from_ts(since), from_ts(at)))
+    keys = set(events) | set(transitions) | set(withdrawn)
+    return {
+        k: LeadHistory(
+            events.get(k, {}), tuple(transitions.get(k, ())), tuple(withdrawn.get(k, ()))
+        )
+        for k in keys
+    }
 
 
 def unreadable_edit(row: Sequence[Any]) -> UnreadableRecord:

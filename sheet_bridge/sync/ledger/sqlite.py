@@ -46,6 +46,7 @@ from sheet_bridge.sync.ledger.contract import (
 from sheet_bridge.sync.ledger.records import (
     EVENT_COLUMNS,
     LAST_PASS_COLUMNS,
+    LIVE,
     PASS_COLUMNS,
     PIXEL_EVENT_COLUMNS,
     PIXEL_MATCH_FIELDS,
@@ -141,6 +142,8 @@ CREATE TABLE IF NOT EXISTS edit_queue (
     at REAL NOT NULL,
     due_at REAL NOT NULL,
     recorded_at REAL NOT NULL,
+    stamp_before TEXT,
+    withdrawn_at REAL,
     PRIMARY KEY (spreadsheet_id, tab, lead_key)
 );
 CREATE TABLE IF NOT EXISTS passes (
@@ -249,6 +252,22 @@ CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
 def _migrate_to_5(db: sqlite3.Connection) -> None:
     """Schema 5, self-contained: new table and indexes only (idempotent)."""
     _run_script(db, _SCHEMA_5)
+    _add_queue_columns(db)
+
+
+# Added to edit_queue within schema 5 (contract.py): a ledger made before them gains them empty,
+# which is what they mean for the edits it holds (nothing known to put back, none withdrawn).
+_QUEUE_ADDED = {"stamp_before": "TEXT", "withdrawn_at": "REAL"}
+
+
+def _missing_queue_columns(db: sqlite3.Connection) -> list[str]:
+    have = {r[1] for r in db.execute("PRAGMA table_info(edit_queue)")}
+    return [c for c in _QUEUE_ADDED if c not in have]
+
+
+def _add_queue_columns(db: sqlite3.Connection) -> None:
+    for column in _missing_queue_columns(db):
+        db.execute(f"ALTER TABLE edit_queue ADD COLUMN {column} {_QUEUE_ADDED[column]}")
 
 
 # A stored time the pass can use: a number (SQLite keeps any type it is given), a real date,
@@ -361,7 +380,7 @@ class SqliteLedger:
             raise self._explain(exc) from None
 
     def _check_schema(self, db: sqlite3.Connection) -> None:
-        if self._schema_version(db) == SCHEMA_VERSION:
+        if self._schema_version(db) == SCHEMA_VERSION and not _missing_queue_columns(db):
             return
         # Writing: one process at a time, and look again once the write lock is ours (another
         # process may have created or migrated the ledger meanwhile).
@@ -372,7 +391,7 @@ class SqliteLedger:
                 self._migrate(db, version)
             elif version == 0:
                 _run_script(db, _TABLES)
-            _migrate_to_5(db)
+            _migrate_to_5(db)  # and edit_queue's columns added within 5 (a ledger already at 5)
             db.execute(
                 "INSERT OR REPLACE INTO ledger_info VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -651,6 +670,11 @@ class SqliteLedger:
                     f"WHERE spreadsheet_id=? AND tab=? AND {_READABLE_AT}{only} ORDER BY at, id",
                     scope,
                 ),
+                db.execute(
+                    "SELECT lead_key, since, at FROM edit_queue WHERE spreadsheet_id=? AND tab=? "
+                    f"AND NOT {LIVE}{only}",
+                    scope,
+                ),
             )
         except sqlite3.Error as exc:
             raise self._explain(exc) from None
@@ -777,12 +801,13 @@ class SqliteLedger:
                 rows.transitions,
             )
             db.executemany(
-                "DELETE FROM edit_queue WHERE spreadsheet_id=? AND tab=? AND lead_key=?",
+                "UPDATE edit_queue SET withdrawn_at=? WHERE spreadsheet_id=? AND tab=? "
+                f"AND lead_key=? AND {LIVE}",
                 rows.dequeued,
             )
             db.executemany(
                 f"INSERT OR REPLACE INTO edit_queue (spreadsheet_id, tab, {QUEUE_COLUMNS}, "
-                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows.queue,
             )
 
@@ -798,8 +823,8 @@ class SqliteLedger:
         db = self._connect()
         try:
             rows = db.execute(
-                f"SELECT {QUEUE_COLUMNS} FROM edit_queue WHERE spreadsheet_id=? AND tab=?"
-                f"{only} ORDER BY due_at, lead_key",
+                f"SELECT {QUEUE_COLUMNS} FROM edit_queue WHERE spreadsheet_id=? AND tab=? "
+                f"AND {LIVE}{only} ORDER BY due_at, lead_key",
                 scope,
             ).fetchall()
         except sqlite3.Error as exc:
@@ -812,8 +837,8 @@ class SqliteLedger:
             return
         with self._tx(immediate=True) as db:
             db.execute(
-                "DELETE FROM edit_queue WHERE spreadsheet_id=? AND tab=? AND due_at <= ? "
-                "AND lead_key IN (SELECT value FROM json_each(?))",
+                f"DELETE FROM edit_queue WHERE spreadsheet_id=? AND tab=? AND {LIVE} "
+                "AND due_at <= ? AND lead_key IN (SELECT value FROM json_each(?))",
                 (where.spreadsheet_id, where.tab, to_ts(now), json.dumps(sorted(set(keys)))),
             )
 

@@ -96,8 +96,9 @@ async function startFake(scale = 1, tokens = {}) {
   if (Object.keys(identities).length) postJson(fake.backend_url + '/_fake/identities', { identities });
   return fake;
 }
-/** The real backend (the emulator, the fake Meta and create_app). */
-const startBackend = () => startScript('backend.py');
+/** The real backend (the emulator, the fake Meta and create_app); edits settle for
+ * `settleSeconds` (default 0: sent at once). */
+const startBackend = (settleSeconds) => startScript('backend.py', settleSeconds ? [String(settleSeconds)] : []);
 
 const http = createSyncHttp();
 
@@ -155,6 +156,17 @@ function sheetView(backend) {
   return { rows, col, cell };
 }
 
+/** A pass started from the sidebar as `user`, followed to its summary as the sidebar does. */
+function wholePass(world, user) {
+  let answer = world.run(user, 'syncNow', [{ wait: 5 }]);
+  for (let i = 0; answer.state === 'running' && i < 100; i++) {
+    const pass = world.run(user, 'getPass', [answer.pass_id]);
+    answer = pass.state === 'running' ? pass : { ...pass.summary, state: pass.state };
+  }
+  if (answer.state !== 'done') throw new Error('the pass ended ' + answer.state + ': ' + JSON.stringify(answer));
+  return answer;
+}
+
 module.exports = {
   AppsScriptLocal,
   BACKEND_URL,
@@ -171,4 +183,5 @@ module.exports = {
   sheetView,
   startBackend,
   startFake,
+  wholePass,
 };
