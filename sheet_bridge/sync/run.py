@@ -684,7 +684,7 @@ def rows_ahead_of(
     event of at all (an empty history: every lead the sheet shows so)."""
     return [
         r
-        for r, cells in _bridge_cells_of(written, first_row, layout, leads)
+        for r, cells in bridge_cells_of(written, first_row, layout, leads)
         if not (r.key in history and history[r.key].events) and shows_sent_or_expired(cells)
     ]
 
@@ -704,7 +704,7 @@ def ledger_behind(
     # A sheet holds few distinct CAPI Status texts (one per stage reached, mostly): each is
     # parsed once (100,000 rows: 0.2 s parsed row by row).
     named_in: dict[str, tuple[str, ...]] = {}
-    for r, cells in _bridge_cells_of(written, first_row, layout, leads):
+    for r, cells in bridge_cells_of(written, first_row, layout, leads):
         known = history[r.key].events if r.key in history else {}
         status = cells[_STATUS_CELL]
         text = status if isinstance(status, str) else ""
@@ -723,7 +723,7 @@ def ledger_behind(
 _STATUS_CELL = BRIDGE_COLUMNS.index("CAPI Status")
 
 
-def _bridge_cells_of(
+def bridge_cells_of(
     written: Sequence[Sequence[object]],
     first_row: int,
     layout: ColumnLayout,

@@ -78,7 +78,7 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
     code, output = cli(["adopt", "--config", str(config)])
 
     assert code == 0, output
-    assert f": {sent} sent and 3 expired event(s) on {rows_shown} row(s)" in output
+    assert f": {sent} sent, 3 expired and 1 baseline event(s) on {rows_shown} row(s)" in output
     assert "Nothing was sent" in output
     assert world.rows() == sheet  # adopt writes the ledger only
 
@@ -246,3 +246,66 @@ def test_backend_answers_409_and_status_says_what_to_do_when_the_ledger_is_behin
     assert any("sheet-bridge adopt" in w for w in status.get_json()["warnings"])
     assert status.get_json()["nearing_window"] == []
     assert len(world.meta_events()) == sent
+
+
+def test_adopt_takes_over_baselines_and_a_later_change_sends_only_its_own_stage(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    """A stage reached before sheet-bridge saw when is a baseline (docs/event-times.md): after
+    a lost ledger and `adopt`, a later change must not send it dated at that change's time."""
+    world = make_world([lead_row(1, "SQL", now=world_now, changed_hours=None)])
+    bridge = world.bridge()
+    bridge.sync()  # Lead (Created At); QualifiedLead and Schedule: baselines
+    bridge.ledger.close()
+    del bridge
+    assert [e["event_name"] for e in world.meta_events()] == ["Lead"]
+    assert "Baseline: QualifiedLead, Schedule" in str(world.rows()[1])
+    config = tmp_path / "bridge.toml"
+    write_toml(config, world)
+    lose(world.config.ledger_location({}), "missing")
+
+    code, output = cli(["adopt", "--config", str(config)])
+
+    assert code == 0, output
+    assert ": 1 sent, 0 expired and 2 baseline event(s) on 1 row(s)" in output
+    assert "Baselines (2)" in output
+    assert world.bridge().sync().events_sent == 0
+
+    later = world_now + timedelta(minutes=5)
+    world.edit_cells([(2, "Lead Status", "Opportunity"), (2, "Status Changed At", iso(later))])
+    moved = world.bridge(clock=lambda: later).sync()
+
+    assert [e["event_name"] for e in world.meta_events()] == ["Lead", "StartTrial"]
+    assert moved.events_sent == 1
+    assert "Baseline: QualifiedLead, Schedule" in str(world.rows()[1])
+
+
+def test_adopt_keeps_the_statuses_the_log_saw_so_a_stale_stamp_stays_stale(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    """Status Changed At older than the last time the ledger saw the lead at another status is
+    not this change's time (sync/plan.py, rule 1a): the CAPI Log's Lead Status and Time say when
+    a pass saw it, and adopt keeps them, so the stamp is not taken after a lost ledger."""
+    start = world_now - timedelta(hours=50)
+    world = make_world([lead_row(1, "MQL", now=start, created_hours=3, changed_hours=1)])
+    for when, status in ((start, "MQL"), (world_now, "SQL")):
+        # Lead and QualifiedLead; then SQL (the stamp not updated) seen 50 h later: baseline.
+        world.edit_cells([(2, "Lead Status", status)])
+        bridge = world.bridge(clock=lambda when=when: when)
+        bridge.sync()
+        bridge.ledger.close()
+    del bridge
+    assert [e["event_name"] for e in world.meta_events()] == ["Lead", "QualifiedLead"]
+    assert "Baseline: Schedule" in str(world.rows()[1])
+    config = tmp_path / "bridge.toml"
+    write_toml(config, world)
+    lose(world.config.ledger_location({}), "emptied")
+
+    code, output = cli(["adopt", "--config", str(config)])
+
+    assert code == 0, output
+    assert ": 2 sent, 0 expired and 1 baseline event(s) on 1 row(s)" in output
+    again = world.bridge(clock=lambda: world_now + timedelta(minutes=1)).sync()
+
+    assert again.events_sent == 0, [e["event_name"] for e in world.meta_events()]
+    assert "Baseline: Schedule" in str(world.rows()[1])
