@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +109,32 @@ def test_check_without_the_token_fails_naming_the_variable() -> None:
 
     assert result.exit_code != 0
     assert "META_CAPI_TOKEN" in result.output
+    # The closing line fits a missing token too (not "would make Meta learn nothing").
+    assert "Not ready: fix the 1 ERROR line(s) above first" in result.stdout
+    assert "would make Meta learn nothing" not in result.stdout
+
+
+def test_check_with_the_local_emulator_down_says_to_start_it(
+    make_world: MakeWorld, tmp_path: Path
+) -> None:
+    world = make_world([lead_row(1, "New", now=datetime.now().astimezone())])
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = world_toml(world, tmp_path / "bridge.toml")
+    config.write_text(
+        config.read_text().replace(world.sheets_url, f"http://127.0.0.1:{port}"), "utf-8"
+    )
+
+    started = time.monotonic()
+    result = run(["check", "--config", str(config)], WITH_TOKEN)
+
+    assert result.exit_code == 1, result.output
+    assert f"nothing answers at http://127.0.0.1:{port}" in result.stdout
+    assert f"sheet-bridge emulate sheets --data FILE.json --port {port}" in result.stdout
+    assert "sheet-bridge demo --serve" in result.stdout
+    assert "Not ready: fix the 1 ERROR line(s) above first" in result.stdout
+    assert time.monotonic() - started < 10  # no retries with backoff against a closed port
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -519,21 +520,8 @@ class Bridge:
         or rows pasted with another tab's CAPI cells): a pass would send it again. Checked per
         event, not per lead: a backup that knows a lead's Lead but not its Purchase refuses."""
         behind = ledger_behind(history, written, first_row, layout, leads, self._funnel_order())
-        if not behind:
-            return
-        events = sum(len(names) for names in behind.values())
-        rows = sorted(behind)
-        shown = ", ".join(str(n) for n in rows[:10]) + (", …" if len(rows) > 10 else "")
-        config = Path(self.config.source).name if self.config.source != "<memory>" else "FILE"
-        raise LedgerBehindSheet(
-            f"the ledger has no record of {events} event(s) on {len(rows)} row(s) this sheet "
-            f"says were sent or expired (tab {self.config.sheets.tab!r}, rows {shown}): it is "
-            "new, emptied or restored from a backup older than the sheet, and a sync now "
-            "would send them to Meta again. Nothing was sent. Run "
-            f"`sheet-bridge adopt --config {config}` to take them over from the sheet's CAPI "
-            "columns and CAPI Log (nothing is sent twice); if those rows were copied from "
-            "another tab with their CAPI cells, clear those rows' CAPI cells instead"
-        )
+        if behind:
+            raise LedgerBehindSheet(describe_behind(behind, self.config, "Nothing was sent."))
 
     def _resolve_edits(self, leads: list[LeadRow]) -> None:
         edits = self.ledger.pending_edits(self.sheet_tab)
@@ -687,6 +675,29 @@ def rows_ahead_of(
         for r, cells in bridge_cells_of(written, first_row, layout, leads)
         if not (r.key in history and history[r.key].events) and shows_sent_or_expired(cells)
     ]
+
+
+def adopt_command(config: BridgeConfig) -> str:
+    """The command that takes a tab's sent events over from its sheet, with the config's path
+    as it was given (a config built in memory has none: FILE)."""
+    path = config.source if config.source != "<memory>" else "FILE"
+    return f"sheet-bridge adopt --config {shlex.quote(path)}"
+
+
+def describe_behind(behind: Mapping[int, Sequence[str]], config: BridgeConfig, done: str) -> str:
+    """What `ledger_behind` found, in words, with the fix; `done`: what was (not) done."""
+    events = sum(len(names) for names in behind.values())
+    rows = sorted(behind)
+    shown = ", ".join(str(n) for n in rows[:10]) + (", …" if len(rows) > 10 else "")
+    return (
+        f"the ledger has no record of {events} event(s) on {len(rows)} row(s) this sheet "
+        f"says were sent or expired (tab {config.sheets.tab!r}, rows {shown}): it is "
+        "new, emptied or restored from a backup older than the sheet, and a sync now "
+        f"would send them to Meta again. {done} Run `{adopt_command(config)}` to take them "
+        "over from the sheet's CAPI columns and CAPI Log (nothing is sent twice); if those "
+        "rows were copied from another tab with their CAPI cells, clear those rows' CAPI "
+        "cells instead"
+    )
 
 
 def ledger_behind(

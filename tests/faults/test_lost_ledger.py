@@ -70,10 +70,21 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
 
     rows_shown = 12  # 11 rows sent something, 1 expired
     assert f"on {rows_shown} row(s) this sheet says were sent" in str(caught.value)
-    assert "sheet-bridge adopt --config bridge.toml" in str(caught.value)
-    assert code == 1 and "sheet-bridge adopt --config" in output
+    # The fix names the config as given, not its file name alone.
+    assert f"sheet-bridge adopt --config {config}`" in str(caught.value)
+    assert code == 1 and f"sheet-bridge adopt --config {config}`" in output
     assert len(world.meta_events()) == sent
     assert world.rows() == sheet
+
+    # `check` runs the pass's own test: not ready, with the same fix.
+    code, output = cli(["check", "--config", str(config)])
+
+    assert code == 1, output
+    assert f"ERROR the ledger has no record of {sent + 3} event(s) on {rows_shown} row(s)" in (
+        output
+    )
+    assert f"`sheet-bridge adopt --config {config}`" in output
+    assert "Not ready" in output and "Ready:" not in output
 
     code, output = cli(["adopt", "--config", str(config)])
 
@@ -81,6 +92,9 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
     assert f": {sent} sent, 3 expired and 1 baseline event(s) on {rows_shown} row(s)" in output
     assert "Nothing was sent" in output
     assert world.rows() == sheet  # adopt writes the ledger only
+
+    code, output = cli(["check", "--config", str(config)])
+    assert code == 0 and "no record of" not in output, output
 
     again = world.bridge().sync()
 
@@ -97,6 +111,37 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
     assert edit.events_sent == 1
     assert [e["event_name"] for e in world.meta_events()[sent:]] == ["Schedule"]
     assert_nothing_twice(world)
+
+
+@pytest.mark.parametrize("how", ["emptied", "missing"])
+def test_check_is_not_ready_while_the_ledger_is_behind_the_sheet(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path, how: str
+) -> None:
+    """`check` runs the pass's own test (run.ledger_behind), so it never says Ready where
+    `sync` would refuse; `adopt` clears it."""
+    world = make_world(leads(3, world_now))
+    bridge = world.bridge()
+    bridge.sync()
+    bridge.ledger.close()
+    del bridge
+    config = tmp_path / "bridge.toml"
+    write_toml(config, world)
+    code, output = cli(["check", "--config", str(config)])
+    assert code == 0 and "Ready:" in output, output
+    lose(world.config.ledger_location({}), how)
+
+    code, output = cli(["check", "--config", str(config)])
+
+    assert code == 1, output
+    assert "ERROR the ledger has no record of" in output
+    assert "`sheet-bridge sync` refuses" in output
+    assert f"`sheet-bridge adopt --config {config}`" in output
+    if how == "missing":  # check looked without creating the file
+        assert not Path(world.config.ledger_location({})).exists()
+
+    assert cli(["adopt", "--config", str(config)])[0] == 0
+    code, output = cli(["check", "--config", str(config)])
+    assert code == 0 and "Ready:" in output, output
 
 
 def test_a_new_ledger_next_to_a_sheet_never_synced_is_simply_new(
