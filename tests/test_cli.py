@@ -232,9 +232,18 @@ def test_sync_dry_run_works_without_a_token_and_changes_nothing(
 
     assert result.exit_code == 0, result.output
     assert "Would send: Lead, QualifiedLead, Schedule" in result.stdout
-    assert "nothing was sent or written" in result.stdout
+    assert "nothing was sent to Meta or written to the sheet" in result.stdout
     assert world.meta_stats()["requests"] == 0
     assert world.rows() == before
+    # A missing SQLite ledger is read as empty (as the first sync will), not created.
+    if not is_ledger_url(world.config.ledger_location({})):
+        assert not (tmp_path / "cli-ledger.db").exists()
+    assert "nothing is sent to Meta" in run(["sync", "--help"], NO_TOKEN).stdout
+
+    # Once a sync made the ledger, a dry run reads it: nothing is due any more.
+    assert run(["sync", "--config", str(config)], WITH_TOKEN).exit_code == 0
+    again = run(["sync", "--config", str(config), "--dry-run"], NO_TOKEN)
+    assert again.exit_code == 0 and "Would send" not in again.stdout, again.output
 
 
 def test_sync_that_cannot_read_its_columns_exits_1_with_the_headers(
