@@ -296,8 +296,11 @@ def _adopt_row(
             event_id = plan_of.event_id if plan_of is not None else _recompute(bridge, row, name)
             report.ids_recomputed += 1
         # The row's CAPI Sent At is when its latest event was sent; the log's Time is when the
-        # pass wrote its lines, a little later: the cell first, so the row reads the same.
-        sent_at = cell_sent_at or (line.at if line is not None else None)
+        # pass wrote its lines, a little later: the cell for the latest pass's events, so the
+        # row reads the same, and the log's earlier Time for an event an earlier pass sent (so
+        # the latest event stays the one the CAPI Event ID cell shows).
+        logged_at = line.at if line is not None else None
+        sent_at = min((t for t in (cell_sent_at, logged_at) if t is not None), default=None)
         trace = _trace(line.answer) if line is not None else None
         event_time = (
             plan_of.event_time

@@ -354,3 +354,35 @@ def test_adopt_keeps_the_statuses_the_log_saw_so_a_stale_stamp_stays_stale(
 
     assert again.events_sent == 0, [e["event_name"] for e in world.meta_events()]
     assert "Baseline: Schedule" in str(world.rows()[1])
+
+
+def test_after_adopt_a_row_whose_events_went_in_two_passes_reads_as_it_did(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    """Events sent by an earlier pass keep that pass's time (the CAPI Log's), not the row's
+    CAPI Sent At (its latest event's): the next sync writes no cell, and the CAPI Event ID
+    cell still shows the latest event's id. Here the pixel's Lead (created 50 h ago, so a
+    plan now would no longer send it, docs/deduplication.md) went a day before QualifiedLead."""
+    start = world_now - timedelta(hours=30)
+    world = make_world(
+        [lead_row(1, "New", now=start, created_hours=20, changed_hours=None, pixel_id="px.1")]
+    )
+    for when, status in ((start, "New"), (world_now, "MQL")):
+        changed = iso(world_now - timedelta(minutes=10)) if status == "MQL" else ""
+        world.edit_cells([(2, "Lead Status", status), (2, "Status Changed At", changed)])
+        bridge = world.bridge(clock=lambda when=when: when)
+        bridge.sync()
+        bridge.ledger.close()
+    del bridge
+    sent = [(e["event_name"], e["event_id"]) for e in world.meta_events()]
+    assert [n for n, _ in sent] == ["Lead", "QualifiedLead"] and sent[0][1] == "px.1"
+    sheet = world.rows()
+    config = tmp_path / "bridge.toml"
+    write_toml(config, world)
+    lose(world.config.ledger_location({}), "missing")
+
+    assert cli(["adopt", "--config", str(config)])[0] == 0
+    again = world.bridge(clock=lambda: world_now + timedelta(minutes=1)).sync()
+
+    assert again.events_sent == 0
+    assert again.cells_written == 0, [r for r in world.rows() if r not in sheet]
