@@ -30,12 +30,14 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _pass_errors() -> Iterator[None]:
     """A pass or an adopt that could not run: one line and the exit code scripts rely on."""
     from sheet_bridge.sync.ledger import LedgerError, SyncBusy
-    from sheet_bridge.sync.run import SyncError
+    from sheet_bridge.sync.run import LedgerBehindSheet, SyncError
 
     try:
         yield
     except SyncBusy:
         _fail("another sync of this tab is running; try again in a minute", 3)
+    except LedgerBehindSheet as exc:
+        _fail(exc.for_operator, 1)  # the config's path as given, not its name alone
     except (SyncError, LedgerError) as exc:
         _fail(str(exc), 1)
 

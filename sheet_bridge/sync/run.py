@@ -87,7 +87,15 @@ class SyncError(Exception):
 
 class LedgerBehindSheet(SyncError):
     """The sheet shows events sent that the ledger has no record of: sending now could send
-    them twice. Nothing was sent; `sheet-bridge adopt` takes them over from the sheet."""
+    them twice. Nothing was sent; `sheet-bridge adopt` takes them over from the sheet.
+
+    Its message names the config file by name only (it reaches the add-on through the API,
+    which never shows a server path); `for_operator` names it as it was given, for the
+    command line."""
+
+    def __init__(self, message: str, for_operator: str | None = None) -> None:
+        super().__init__(message)
+        self.for_operator = for_operator or message
 
 
 class PassStopped(SyncError):
@@ -521,7 +529,11 @@ class Bridge:
         event, not per lead: a backup that knows a lead's Lead but not its Purchase refuses."""
         behind = ledger_behind(history, written, first_row, layout, leads, self._funnel_order())
         if behind:
-            raise LedgerBehindSheet(describe_behind(behind, self.config, "Nothing was sent."))
+            done = "Nothing was sent."
+            raise LedgerBehindSheet(
+                describe_behind(behind, self.config, done, full_path=False),
+                describe_behind(behind, self.config, done),
+            )
 
     def _resolve_edits(self, leads: list[LeadRow]) -> None:
         edits = self.ledger.pending_edits(self.sheet_tab)
@@ -677,15 +689,22 @@ def rows_ahead_of(
     ]
 
 
-def adopt_command(config: BridgeConfig) -> str:
+def adopt_command(config: BridgeConfig, full_path: bool = True) -> str:
     """The command that takes a tab's sent events over from its sheet, with the config's path
-    as it was given (a config built in memory has none: FILE)."""
-    path = config.source if config.source != "<memory>" else "FILE"
+    as it was given, or (`full_path` False: words that leave the server) its file name only.
+    A config built in memory has neither: FILE."""
+    if config.source == "<memory>":
+        path = "FILE"
+    else:
+        path = config.source if full_path else Path(config.source).name
     return f"sheet-bridge adopt --config {shlex.quote(path)}"
 
 
-def describe_behind(behind: Mapping[int, Sequence[str]], config: BridgeConfig, done: str) -> str:
-    """What `ledger_behind` found, in words, with the fix; `done`: what was (not) done."""
+def describe_behind(
+    behind: Mapping[int, Sequence[str]], config: BridgeConfig, done: str, full_path: bool = True
+) -> str:
+    """What `ledger_behind` found, in words, with the fix (`adopt_command`); `done`: what was
+    (not) done."""
     events = sum(len(names) for names in behind.values())
     rows = sorted(behind)
     shown = ", ".join(str(n) for n in rows[:10]) + (", …" if len(rows) > 10 else "")
@@ -693,7 +712,8 @@ def describe_behind(behind: Mapping[int, Sequence[str]], config: BridgeConfig, d
         f"the ledger has no record of {events} event(s) on {len(rows)} row(s) this sheet "
         f"says were sent or expired (tab {config.sheets.tab!r}, rows {shown}): it is "
         "new, emptied or restored from a backup older than the sheet, and a sync now "
-        f"would send them to Meta again. {done} Run `{adopt_command(config)}` to take them "
+        f"would send them to Meta again. {done} Run `{adopt_command(config, full_path)}` to "
+        "take them "
         "over from the sheet's CAPI columns and CAPI Log (nothing is sent twice); if those "
         "rows were copied from another tab with their CAPI cells, clear those rows' CAPI "
         "cells instead"

@@ -70,8 +70,10 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
 
     rows_shown = 12  # 11 rows sent something, 1 expired
     assert f"on {rows_shown} row(s) this sheet says were sent" in str(caught.value)
-    # The fix names the config as given, not its file name alone.
-    assert f"sheet-bridge adopt --config {config}`" in str(caught.value)
+    # The command line names the config as given, not its file name alone (the API, which
+    # never shows a server path, names the file only).
+    assert "sheet-bridge adopt --config bridge.toml`" in str(caught.value)
+    assert f"sheet-bridge adopt --config {config}`" in caught.value.for_operator
     assert code == 1 and f"sheet-bridge adopt --config {config}`" in output
     assert len(world.meta_events()) == sent
     assert world.rows() == sheet
