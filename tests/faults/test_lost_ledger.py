@@ -47,6 +47,21 @@ def cli(args: list[str]) -> tuple[int, str]:
     return done.exit_code, done.output
 
 
+def sync_once(world: World, when: datetime | None = None) -> None:
+    """One pass (at `when`, else now) whose ledger is closed after, as a process's would be."""
+    bridge = world.bridge(clock=lambda: when) if when is not None else world.bridge()
+    bridge.sync()
+    bridge.ledger.close()
+
+
+def config_then_lose(world: World, tmp_path: Path, how: str) -> Path:
+    """The world's config file, then its ledger lost (`how`: emptied or missing)."""
+    config = tmp_path / "bridge.toml"
+    write_toml(config, world)
+    lose(world.config.ledger_location({}), how)
+    return config
+
+
 @pytest.mark.parametrize("how", ["emptied", "missing"])
 def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_twice(
     make_world: MakeWorld, world_now: datetime, tmp_path: Path, how: str
@@ -122,10 +137,7 @@ def test_check_is_not_ready_while_the_ledger_is_behind_the_sheet(
     """`check` runs the pass's own test (run.ledger_behind), so it never says Ready where
     `sync` would refuse; `adopt` clears it."""
     world = make_world(leads(3, world_now))
-    bridge = world.bridge()
-    bridge.sync()
-    bridge.ledger.close()
-    del bridge
+    sync_once(world)
     config = tmp_path / "bridge.toml"
     write_toml(config, world)
     code, output = cli(["check", "--config", str(config)])
@@ -301,15 +313,10 @@ def test_adopt_takes_over_baselines_and_a_later_change_sends_only_its_own_stage(
     """A stage reached before sheet-bridge saw when is a baseline (docs/event-times.md): after
     a lost ledger and `adopt`, a later change must not send it dated at that change's time."""
     world = make_world([lead_row(1, "SQL", now=world_now, changed_hours=None)])
-    bridge = world.bridge()
-    bridge.sync()  # Lead (Created At); QualifiedLead and Schedule: baselines
-    bridge.ledger.close()
-    del bridge
+    sync_once(world)  # Lead (Created At); QualifiedLead and Schedule: baselines
     assert [e["event_name"] for e in world.meta_events()] == ["Lead"]
     assert "Baseline: QualifiedLead, Schedule" in str(world.rows()[1])
-    config = tmp_path / "bridge.toml"
-    write_toml(config, world)
-    lose(world.config.ledger_location({}), "missing")
+    config = config_then_lose(world, tmp_path, "missing")
 
     code, output = cli(["adopt", "--config", str(config)])
 
@@ -338,15 +345,10 @@ def test_adopt_keeps_the_statuses_the_log_saw_so_a_stale_stamp_stays_stale(
     for when, status in ((start, "MQL"), (world_now, "SQL")):
         # Lead and QualifiedLead; then SQL (the stamp not updated) seen 50 h later: baseline.
         world.edit_cells([(2, "Lead Status", status)])
-        bridge = world.bridge(clock=lambda when=when: when)
-        bridge.sync()
-        bridge.ledger.close()
-    del bridge
+        sync_once(world, when)
     assert [e["event_name"] for e in world.meta_events()] == ["Lead", "QualifiedLead"]
     assert "Baseline: Schedule" in str(world.rows()[1])
-    config = tmp_path / "bridge.toml"
-    write_toml(config, world)
-    lose(world.config.ledger_location({}), "emptied")
+    config = config_then_lose(world, tmp_path, "emptied")
 
     code, output = cli(["adopt", "--config", str(config)])
 
@@ -372,16 +374,11 @@ def test_after_adopt_a_row_whose_events_went_in_two_passes_reads_as_it_did(
     for when, status in ((start, "New"), (world_now, "MQL")):
         changed = iso(world_now - timedelta(minutes=10)) if status == "MQL" else ""
         world.edit_cells([(2, "Lead Status", status), (2, "Status Changed At", changed)])
-        bridge = world.bridge(clock=lambda when=when: when)
-        bridge.sync()
-        bridge.ledger.close()
-    del bridge
+        sync_once(world, when)
     sent = [(e["event_name"], e["event_id"]) for e in world.meta_events()]
     assert [n for n, _ in sent] == ["Lead", "QualifiedLead"] and sent[0][1] == "px.1"
     sheet = world.rows()
-    config = tmp_path / "bridge.toml"
-    write_toml(config, world)
-    lose(world.config.ledger_location({}), "missing")
+    config = config_then_lose(world, tmp_path, "missing")
 
     assert cli(["adopt", "--config", str(config)])[0] == 0
     again = world.bridge(clock=lambda: world_now + timedelta(minutes=1)).sync()
