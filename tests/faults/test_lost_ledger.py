@@ -311,26 +311,34 @@ def test_adopt_takes_over_baselines_and_a_later_change_sends_only_its_own_stage(
     make_world: MakeWorld, world_now: datetime, tmp_path: Path
 ) -> None:
     """A stage reached before sheet-bridge saw when is a baseline (docs/event-times.md): after
-    a lost ledger and `adopt`, a later change must not send it dated at that change's time."""
-    world = make_world([lead_row(1, "SQL", now=world_now, changed_hours=None)])
-    sync_once(world)  # Lead (Created At); QualifiedLead and Schedule: baselines
-    assert [e["event_name"] for e in world.meta_events()] == ["Lead"]
+    a lost ledger and `adopt`, the next sync must not send it dated at a later change's time
+    (the demo's row 3: QualifiedLead and Schedule went with the Opportunity move's time)."""
+    start = world_now - timedelta(hours=2)
+    world = make_world([lead_row(1, "SQL", now=start, changed_hours=None)])
+    sync_once(world, start)  # Lead (Created At); QualifiedLead and Schedule: baselines
+    moved = iso(world_now - timedelta(minutes=30))
+    world.edit_cells([(2, "Lead Status", "Opportunity"), (2, "Status Changed At", moved)])
+    sync_once(world, world_now)  # StartTrial; the two stay baselines
+    assert [e["event_name"] for e in world.meta_events()] == ["Lead", "StartTrial"]
     assert "Baseline: QualifiedLead, Schedule" in str(world.rows()[1])
+    sheet = world.rows()
     config = config_then_lose(world, tmp_path, "missing")
 
     code, output = cli(["adopt", "--config", str(config)])
 
     assert code == 0, output
-    assert ": 1 sent, 0 expired and 2 baseline event(s) on 1 row(s)" in output
+    assert ": 2 sent, 0 expired and 2 baseline event(s) on 1 row(s)" in output
     assert "Baselines (2)" in output
-    assert world.bridge().sync().events_sent == 0
+    soon = world_now + timedelta(minutes=1)
+    again = world.bridge(clock=lambda: soon).sync()
+    assert again.events_sent == 0, [e["event_name"] for e in world.meta_events()]
+    assert again.cells_written == 0 and world.rows() == sheet
 
     later = world_now + timedelta(minutes=5)
-    world.edit_cells([(2, "Lead Status", "Opportunity"), (2, "Status Changed At", iso(later))])
-    moved = world.bridge(clock=lambda: later).sync()
+    world.edit_cells([(2, "Lead Status", "Customer"), (2, "Status Changed At", iso(later))])
+    world.bridge(clock=lambda: later).sync()
 
-    assert [e["event_name"] for e in world.meta_events()] == ["Lead", "StartTrial"]
-    assert moved.events_sent == 1
+    assert [e["event_name"] for e in world.meta_events()] == ["Lead", "StartTrial", "Purchase"]
     assert "Baseline: QualifiedLead, Schedule" in str(world.rows()[1])
 
 
