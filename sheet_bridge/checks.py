@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import re
+import socket
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from sheet_bridge.config import BridgeConfig, Stage, is_ledger_url, status_key
 from sheet_bridge.meta.events import classify_event_name, send_window
@@ -76,7 +79,10 @@ class CheckReport:
             lines.append("Ready: nothing found that would make Meta learn nothing.")
         else:
             n = sum(1 for f in self.findings if f.level == "error")
-            lines.append(f"Not ready: {n} problem(s) above would make Meta learn nothing.")
+            lines.append(
+                f"Not ready: fix the {n} ERROR line(s) above first; until then sheet-bridge "
+                "cannot send, or Meta would learn nothing from what it sends."
+            )
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -300,19 +306,23 @@ def check_last_pass(report: CheckReport, last: Mapping[str, Any]) -> None:
     )
 
 
-def check_sheet(config: BridgeConfig, report: CheckReport, sheets: Any = None) -> None:
-    """Open the sheet: headers, statuses in use, lead ids typed as numbers."""
+def check_sheet(config: BridgeConfig, report: CheckReport, sheets: Any = None) -> Any:
+    """Open the sheet: headers, statuses in use, lead ids typed as numbers. Returns what the
+    ledger check needs of it (`check_ledger_behind`), or None when the sheet could not be read."""
     from sheet_bridge.sheets.client import SheetsClient, SheetsError
     from sheet_bridge.sheets.table import TableError
     from sheet_bridge.sync.rows import column_layout, lead_rows
 
+    if sheets is None and (down := _local_endpoint_down(config.sheets.api_endpoint)):
+        report.add("error", down)
+        return None
     client = sheets or SheetsClient(config.sheets, base_dir=_base_dir(config))
     try:
         table = client.read_table()
         layout = column_layout(table, config)
     except (SheetsError, TableError) as exc:
         report.add("error", str(exc))
-        return
+        return None
     report.add(
         "ok",
         f"sheet {table.title!r}, tab {config.sheets.tab!r}: {len(table.rows)} rows, "
@@ -348,6 +358,24 @@ def check_sheet(config: BridgeConfig, report: CheckReport, sheets: Any = None) -
     ]
     if rows and never:
         report.add("info", f"no row is at stage(s) {', '.join(never)} yet")
+    return table, layout, rows
+
+
+def check_ledger_behind(
+    config: BridgeConfig, report: CheckReport, read: Any, history: Mapping[str, Any]
+) -> None:
+    """The pass's own test (sync/run.py ledger_behind): rows whose CAPI columns say an event
+    was sent or expired that the ledger has no record of make `sync` refuse; say so, with
+    the fix. `read`: what check_sheet returned; `history`: the ledger's (empty: no ledger)."""
+    from sheet_bridge.sync.rows import bridge_cells
+    from sheet_bridge.sync.run import describe_behind, ledger_behind
+
+    table, layout, rows = read
+    events = {s.event for s in config.stage_map.stages}
+    written = bridge_cells(table, layout)
+    behind = ledger_behind(history, written, table.first_row, layout, rows, events)
+    if behind:
+        report.add("error", describe_behind(behind, config, "`sheet-bridge sync` refuses."))
 
 
 def check_shared_pixel(config: BridgeConfig, report: CheckReport, tabs: Sequence[Any]) -> None:
@@ -434,6 +462,35 @@ def check_edits(config: BridgeConfig, report: CheckReport) -> None:
         )
 
 
+def _local_endpoint_down(endpoint: str | None) -> str | None:
+    """When [sheets] api_endpoint is a loopback address that refuses connections (the local
+    emulator is not running), what to say and do; else None (a remote endpoint is read, and
+    its error reported, as usual)."""
+    if not endpoint:
+        return None
+    url = urlsplit(endpoint)
+    host = url.hostname or ""
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        return None
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except ConnectionRefusedError:
+        return (
+            f"nothing answers at {endpoint} ([sheets] api_endpoint, a local address): start "
+            f"the Sheets emulator (`sheet-bridge emulate sheets --data FILE.json --port {port}`) "
+            "or the demo's playground (`sheet-bridge demo --serve`), or point api_endpoint "
+            "elsewhere"
+        )
+    except OSError:
+        return None  # another failure: the read reports it
+    return None
+
+
 def _base_dir(config: BridgeConfig) -> Any:
     from pathlib import Path
 
@@ -453,9 +510,9 @@ def run_checks(
     check_stages(config, report)
     check_meta(config, report, env)
     check_edits(config, report)
-    if connect:
-        check_sheet(config, report, sheets)
+    read = check_sheet(config, report, sheets) if connect else None
     location = config.ledger_location(env)
+    history: Mapping[str, Any] = {}  # no ledger yet: it knows nothing
     if is_ledger_url(location) or Path(location).exists():  # never create a file to look
         from sheet_bridge.sync.ledger import LedgerError, SheetTab, open_ledger
 
@@ -465,8 +522,13 @@ def run_checks(
                 here = SheetTab(config.sheets.spreadsheet_id, config.sheets.tab)
                 check_last_pass(report, ledger.last_pass(here))
                 check_shared_pixel(config, report, ledger.tabs_of_pixel(config.meta.pixel_id))
+                if read is not None:
+                    history = ledger.history(here)
             finally:
                 ledger.close()
         except LedgerError as exc:
             report.add("warn", str(exc))
+            read = None  # the ledger could not be read: nothing to compare
+    if read is not None:
+        check_ledger_behind(config, report, read, history)
     return report

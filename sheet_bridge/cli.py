@@ -10,12 +10,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TextIO
 
 import click
 
 from sheet_bridge import __version__
 from sheet_bridge.config import BridgeConfig, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from sheet_bridge.sync.ledger import LedgerBackend
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -27,12 +30,14 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _pass_errors() -> Iterator[None]:
     """A pass or an adopt that could not run: one line and the exit code scripts rely on."""
     from sheet_bridge.sync.ledger import LedgerError, SyncBusy
-    from sheet_bridge.sync.run import SyncError
+    from sheet_bridge.sync.run import LedgerBehindSheet, SyncError
 
     try:
         yield
     except SyncBusy:
         _fail("another sync of this tab is running; try again in a minute", 3)
+    except LedgerBehindSheet as exc:
+        _fail(exc.for_operator, 1)  # the config's path as given, not its name alone
     except (SyncError, LedgerError) as exc:
         _fail(str(exc), 1)
 
@@ -139,7 +144,12 @@ def pass_bar(as_json: bool) -> PassBar | None:
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(), help="Bridge TOML.")
-@click.option("--dry-run", is_flag=True, help="Plan only: nothing is sent or written.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Plan only: nothing is sent to Meta, written to the sheet or recorded of the leads "
+    "(the ledger notes the preview pass; a ledger file that does not exist yet is not created).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--trigger",
@@ -154,8 +164,9 @@ def sync(config_path: str, dry_run: bool, as_json: bool, trigger: str) -> None:
     from sheet_bridge.sync.run import Bridge
 
     config = _load(config_path)
-    with _pass_errors():
-        bridge = Bridge.from_config(config)
+    with _pass_errors(), contextlib.ExitStack() as scratch:
+        ledger = _dry_run_ledger(config, scratch) if dry_run else None
+        bridge = Bridge.from_config(config, ledger=ledger)
         if bridge.capi is None and not dry_run:
             _fail(
                 f"the Meta access token is missing: set the environment variable "
@@ -177,7 +188,9 @@ def sync(config_path: str, dry_run: bool, as_json: bool, trigger: str) -> None:
     click.echo(("Dry run: " if dry_run else "") + summary_line(result.counts))
     if dry_run:
         due = sum(1 for r in result.rows if r.outcome == "due")
-        click.echo(f"{due} row(s) would send events; nothing was sent or written.")
+        click.echo(
+            f"{due} row(s) would send events; nothing was sent to Meta or written to the sheet."
+        )
     else:
         click.echo(
             f"{result.events_sent} event(s) sent in {result.meta_requests} request(s); "
@@ -185,6 +198,25 @@ def sync(config_path: str, dry_run: bool, as_json: bool, trigger: str) -> None:
         )
     for notice in result.notices:
         click.echo(f"warning: {notice}", err=True)
+
+
+def _dry_run_ledger(config: BridgeConfig, scratch: contextlib.ExitStack) -> LedgerBackend | None:
+    """A dry run over an SQLite ledger file that does not exist yet reads an empty ledger, as
+    the first real sync will (it creates the file): a throwaway one, so the preview leaves no
+    file behind. None: the configured ledger (it exists, or is a PostgreSQL database)."""
+    import os
+    import tempfile
+
+    from sheet_bridge.config import is_ledger_url
+    from sheet_bridge.sync.ledger import open_ledger
+
+    location = config.ledger_location(os.environ)
+    if is_ledger_url(location) or Path(location).exists():
+        return None
+    folder = scratch.enter_context(tempfile.TemporaryDirectory(prefix="sheet-bridge-dry-run-"))
+    ledger = open_ledger(Path(folder) / "ledger.db")
+    scratch.callback(ledger.close)
+    return ledger
 
 
 @main.command()

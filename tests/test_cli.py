@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +109,32 @@ def test_check_without_the_token_fails_naming_the_variable() -> None:
 
     assert result.exit_code != 0
     assert "META_CAPI_TOKEN" in result.output
+    # The closing line fits a missing token too (not "would make Meta learn nothing").
+    assert "Not ready: fix the 1 ERROR line(s) above first" in result.stdout
+    assert "would make Meta learn nothing" not in result.stdout
+
+
+def test_check_with_the_local_emulator_down_says_to_start_it(
+    make_world: MakeWorld, tmp_path: Path
+) -> None:
+    world = make_world([lead_row(1, "New", now=datetime.now().astimezone())])
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = world_toml(world, tmp_path / "bridge.toml")
+    config.write_text(
+        config.read_text().replace(world.sheets_url, f"http://127.0.0.1:{port}"), "utf-8"
+    )
+
+    started = time.monotonic()
+    result = run(["check", "--config", str(config)], WITH_TOKEN)
+
+    assert result.exit_code == 1, result.output
+    assert f"nothing answers at http://127.0.0.1:{port}" in result.stdout
+    assert f"sheet-bridge emulate sheets --data FILE.json --port {port}" in result.stdout
+    assert "sheet-bridge demo --serve" in result.stdout
+    assert "Not ready: fix the 1 ERROR line(s) above first" in result.stdout
+    assert time.monotonic() - started < 10  # no retries with backoff against a closed port
 
 
 @pytest.mark.parametrize(
@@ -204,9 +232,18 @@ def test_sync_dry_run_works_without_a_token_and_changes_nothing(
 
     assert result.exit_code == 0, result.output
     assert "Would send: Lead, QualifiedLead, Schedule" in result.stdout
-    assert "nothing was sent or written" in result.stdout
+    assert "nothing was sent to Meta or written to the sheet" in result.stdout
     assert world.meta_stats()["requests"] == 0
     assert world.rows() == before
+    # A missing SQLite ledger is read as empty (as the first sync will), not created.
+    if not is_ledger_url(world.config.ledger_location({})):
+        assert not (tmp_path / "cli-ledger.db").exists()
+    assert "nothing is sent to Meta" in run(["sync", "--help"], NO_TOKEN).stdout
+
+    # Once a sync made the ledger, a dry run reads it: nothing is due any more.
+    assert run(["sync", "--config", str(config)], WITH_TOKEN).exit_code == 0
+    again = run(["sync", "--config", str(config), "--dry-run"], NO_TOKEN)
+    assert again.exit_code == 0 and "Would send" not in again.stdout, again.output
 
 
 def test_sync_that_cannot_read_its_columns_exits_1_with_the_headers(

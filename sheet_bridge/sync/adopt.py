@@ -4,7 +4,16 @@ A ledger that is lost, emptied or older than the sheet would make the next pass 
 again; the pass refuses instead (run.LedgerBehindSheet). This takes over, for each row whose CAPI
 columns say an event was sent, the events its CAPI Status names and the CAPI Log lines of its
 CAPI Key (event ids, results, times), so the next pass sends only what the sheet does not show.
-Nothing is sent and the sheet is not written; what the ledger already knows is never changed.
+
+Baselines too (stages reached before sheet-bridge saw when: CAPI Log lines with result
+`baseline`, the "Baseline:" part of CAPI Status), on every row that shows one: they are recorded
+as baselines, never sent. Without them a later change would date those stages at its own time
+(docs/event-times.md, rule 3: only a stage the ledger knows was reached earlier stays a
+baseline). And the statuses the CAPI Log saw each lead at (its "Lead Status" and "Time"), as
+the transitions a pass would have recorded: they tell a stale Status Changed At from a fresh
+one and bound a scan's estimate (sync/plan.py, rules 1a and 1d), as they did before the ledger
+was lost. Nothing is sent and the sheet is not written; what the ledger already knows is never
+changed.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from sheet_bridge.sheets.table import SheetTable
 from sheet_bridge.sync.ledger import AdoptedEvent
 from sheet_bridge.sync.outcomes import said_events
 from sheet_bridge.sync.plan import (
+    BASELINE_REASON,
+    BaselineEvent,
     ExpiredEvent,
     LeadRow,
     PlannedEvent,
@@ -29,7 +40,13 @@ from sheet_bridge.sync.plan import (
     row_identity,
 )
 from sheet_bridge.sync.rows import bridge_cells
-from sheet_bridge.sync.run import LOG_HEADER, Bridge, SyncError, rows_ahead_of
+from sheet_bridge.sync.run import (
+    LOG_HEADER,
+    Bridge,
+    SyncError,
+    bridge_cells_of,
+    rows_ahead_of,
+)
 
 _SENT_AT_FORMAT = "%Y-%m-%d %H:%M:%S %z"  # report.format_sent_at
 _EVENT_ID = BRIDGE_COLUMNS.index("CAPI Event ID")
@@ -46,9 +63,18 @@ class LogLine:
     """One CAPI Log line about one event of one lead."""
 
     event_id: str
-    result: str  # sent / failed / expired / sending
+    result: str  # sent / failed / expired / baseline / sending
     at: datetime | None
     answer: str = ""
+
+
+@dataclass
+class LeadLog:
+    """What the CAPI Log says of one lead: its last line per event, and each (status, time) a
+    pass saw it at."""
+
+    lines: dict[str, LogLine] = field(default_factory=dict)
+    seen: set[tuple[str, datetime]] = field(default_factory=set)
 
 
 @dataclass
@@ -59,6 +85,8 @@ class AdoptReport:
     tab: str
     sent: int = 0  # sent events newly in the ledger
     expired: int = 0  # expired events newly in the ledger
+    baseline: int = 0  # baselines newly in the ledger (reached at an unknown time, never sent)
+    transitions: int = 0  # statuses the CAPI Log saw leads at, newly in the ledger
     already_known: int = 0  # events the ledger already had (left as they were)
     rows: int = 0  # rows with at least one event adopted or known
     ids_from_log: int = 0
@@ -77,6 +105,8 @@ class AdoptReport:
             "tab": self.tab,
             "sent": self.sent,
             "expired": self.expired,
+            "baseline": self.baseline,
+            "transitions": self.transitions,
             "already_known": self.already_known,
             "rows": self.rows,
             "event_ids": {
@@ -93,11 +123,23 @@ class AdoptReport:
     def text(self) -> str:
         lines = [
             f"Adopted from tab {self.tab!r} of spreadsheet {self.spreadsheet_id}: "
-            f"{self.sent} sent and {self.expired} expired event(s) on {self.rows} row(s); "
-            f"{self.already_known} were already in the ledger (left as they were).",
+            f"{self.sent} sent, {self.expired} expired and {self.baseline} baseline event(s) "
+            f"on {self.rows} row(s); {self.already_known} were already in the ledger (left as "
+            "they were).",
             f"  Event ids: {self.ids_from_log} from the CAPI Log, {self.ids_from_cell} from "
             f"the CAPI Event ID cell, {self.ids_recomputed} recomputed (no line for them).",
         ]
+        if self.baseline:
+            lines.append(
+                f"  Baselines ({self.baseline}): stages reached before sheet-bridge saw when; "
+                "recorded as baselines, never sent (fill Status Changed At with when a row "
+                "really changed to have it sent)."
+            )
+        if self.transitions:
+            lines.append(
+                f"  {self.transitions} status(es) the CAPI Log saw leads at, kept so a later "
+                "change is dated as before."
+            )
         if self.log_missing:
             lines.append(
                 f"  The spreadsheet has no {LOG_TAB!r} tab: only the rows' CAPI cells were used."
@@ -133,25 +175,34 @@ def adopt_sheet(bridge: Bridge) -> AdoptReport:
         written = bridge_cells(table, layout)
         first_row = table.first_row
         del table
+        ahead = {r.key for r in rows_ahead_of({}, written, first_row, layout, leads)}
+        log_of = _log_lines(bridge, report, {r.key for r in leads})
+        # The rows that show an event sent or expired, and those that show only a baseline.
         claimed = {
-            r.key: (r, written[r.row_number - first_row])
-            for r in rows_ahead_of({}, written, first_row, layout, leads)
+            r.key: (r, cells)
+            for r, cells in bridge_cells_of(written, first_row, layout, leads)
+            if r.key in ahead or _shows_baseline(cells, log_of.get(r.key))
         }
-        log_of = _log_lines(bridge, report, set(claimed))
+        del written
         now = bridge.clock()
         # What a pass would plan for these rows with no history: event ids, times, hashed
         # identifiers and values, as the pass that sent them computed them.
         the_plan = plan([r for r, _ in claimed.values()], bridge.config, {}, now)
-        planned: dict[tuple[str, str], PlannedEvent | ExpiredEvent] = {}
+        planned: dict[tuple[str, str], PlannedEvent | ExpiredEvent | BaselineEvent] = {}
         for d in the_plan.decisions:
             planned.update({(e.lead_key, e.event_name): e for e in d.events})
             planned.update({(x.lead_key, x.event_name): x for x in d.expired})
+            planned.update({(b.lead_key, b.event_name): b for b in d.baseline})
         known = bridge.ledger.history(where)
         adopted: list[AdoptedEvent] = []
+        seen: list[tuple[str, str, datetime]] = []
         for key, (row, cells) in claimed.items():
-            found = _adopt_row(bridge, row, cells, log_of.get(key, {}), planned, report)
+            log = log_of.get(key, LeadLog())
+            found = _adopt_row(bridge, row, cells, log.lines, planned, report, key in ahead)
             had = known.get(key)
             fresh = [a for a in found if had is None or a.event_name not in had.events]
+            if found and (had is None or not had.transitions):
+                seen += [(key, status, at) for status, at in sorted(log.seen)]
             report.without_log_line += [
                 f"row {row.row_number}: {a.event_name}" for a in fresh if a.notes == NO_LOG_LINE
             ]
@@ -159,9 +210,23 @@ def adopt_sheet(bridge: Bridge) -> AdoptReport:
             report.rows += bool(found)
             adopted += fresh
         bridge.ledger.adopt(where, adopted, now)
+        # A transition is recorded when the ledger learned of it: by the pass that logged it.
+        for at in sorted({at for _, _, at in seen}):
+            bridge.ledger.add_transitions(
+                where, [(k, s, t, "seen") for k, s, t in seen if t == at], at
+            )
+        report.transitions = len(seen)
         report.sent = sum(1 for a in adopted if a.state == "sent")
         report.expired = sum(1 for a in adopted if a.state == "expired")
+        report.baseline = sum(1 for a in adopted if a.state == "baseline")
     return report
+
+
+def _shows_baseline(cells: Sequence[object], log: LeadLog | None) -> bool:
+    """Whether a row's CAPI Status or its CAPI Log lines name a baseline."""
+    if log is not None and any(line.result == "baseline" for line in log.lines.values()):
+        return True
+    return bool(said_events(str(cells[_STATUS] or ""))["baseline"])
 
 
 def _adopt_row(
@@ -169,16 +234,21 @@ def _adopt_row(
     row: LeadRow,
     cells: Sequence[object],
     log: Mapping[str, LogLine],
-    planned: Mapping[tuple[str, str], PlannedEvent | ExpiredEvent],
+    planned: Mapping[tuple[str, str], PlannedEvent | ExpiredEvent | BaselineEvent],
     report: AdoptReport,
+    shows_sent: bool = True,
 ) -> list[AdoptedEvent]:
-    """The events one row shows as sent or expired, funnel order."""
+    """The events one row shows as sent, expired or baseline, funnel order. `shows_sent`: its
+    CAPI columns say an event was sent or expired (else it shows only baselines)."""
     stages = bridge.config.stage_map.stages
     order = {s.event: s.index for s in stages}
     said = said_events(str(cells[_STATUS] or ""))
     sent = set(said["sent"]) | {n for n, line in log.items() if line.result == "sent"}
     expired = (set(said["expired"]) | {n for n, x in log.items() if x.result == "expired"}) - sent
-    unknown = sorted(n for n in sent | expired if n not in order)
+    baseline = (set(said["baseline"]) | {n for n, x in log.items() if x.result == "baseline"}) - (
+        sent | expired
+    )
+    unknown = sorted(n for n in sent | expired | baseline if n not in order)
     if unknown:
         report.not_adopted.append(
             f"row {row.row_number}: {', '.join(unknown)} is not an event of this config's "
@@ -186,6 +256,7 @@ def _adopt_row(
         )
     sent -= set(unknown)
     expired -= set(unknown)
+    baseline -= set(unknown)
     for name in said["failed"]:
         if name not in sent:
             report.not_adopted.append(
@@ -194,7 +265,7 @@ def _adopt_row(
                 if name in log
                 else f"row {row.row_number}: {name} failed or got no answer; the next sync sends it"
             )
-    if not sent and not expired:
+    if not sent and not expired and shows_sent:
         report.not_adopted.append(
             f"row {row.row_number}: its CAPI columns say sent, but neither CAPI Status nor the "
             "CAPI Log names the event; check the row, then clear its CAPI cells to send it "
@@ -207,9 +278,14 @@ def _adopt_row(
     notes = "; ".join(said["warning"]) or None
     deepest = max(sent, key=lambda n: order[n]) if sent else None
     out = []
-    for name in sorted(sent | expired, key=lambda n: order[n]):
+    for name in sorted(sent | expired | baseline, key=lambda n: order[n]):
         line = log.get(name)
         plan_of = planned.get((row.key, name))
+        if name in baseline:
+            out.append(_baseline(bridge, row, name, line, plan_of, order[name], report))
+            continue
+        if isinstance(plan_of, BaselineEvent):
+            plan_of = None  # the sheet says what became of it: its own time is not known
         if line is not None and line.event_id:
             event_id = line.event_id
             report.ids_from_log += 1
@@ -220,8 +296,11 @@ def _adopt_row(
             event_id = plan_of.event_id if plan_of is not None else _recompute(bridge, row, name)
             report.ids_recomputed += 1
         # The row's CAPI Sent At is when its latest event was sent; the log's Time is when the
-        # pass wrote its lines, a little later: the cell first, so the row reads the same.
-        sent_at = cell_sent_at or (line.at if line is not None else None)
+        # pass wrote its lines, a little later: the cell for the latest pass's events, so the
+        # row reads the same, and the log's earlier Time for an event an earlier pass sent (so
+        # the latest event stays the one the CAPI Event ID cell shows).
+        logged_at = line.at if line is not None else None
+        sent_at = min((t for t in (cell_sent_at, logged_at) if t is not None), default=None)
         trace = _trace(line.answer) if line is not None else None
         event_time = (
             plan_of.event_time
@@ -254,13 +333,43 @@ def _adopt_row(
     return out
 
 
+def _baseline(
+    bridge: Bridge,
+    row: LeadRow,
+    name: str,
+    line: LogLine | None,
+    plan_of: PlannedEvent | ExpiredEvent | BaselineEvent | None,
+    stage_index: int,
+    report: AdoptReport,
+) -> AdoptedEvent:
+    """A stage the row shows as a baseline, as record_baseline keeps it: never sent, its time
+    when it was seen (the CAPI Log line's, else now: adopt sees it now)."""
+    if line is not None and line.event_id:
+        event_id = line.event_id
+        report.ids_from_log += 1
+    else:
+        event_id = plan_of.event_id if plan_of is not None else _recompute(bridge, row, name)
+        report.ids_recomputed += 1
+    seen = line.at if line is not None and line.at is not None else bridge.clock()
+    return AdoptedEvent(
+        lead_key=row.key,
+        event_name=name,
+        event_id=event_id,
+        state="baseline",
+        event_time=int(seen.timestamp()),
+        row_number=row.row_number,
+        lead_status=row.status.strip(),
+        stage_index=stage_index,
+        sent_at=None,
+        error=BASELINE_REASON,
+    )
+
+
 def _recompute(bridge: Bridge, row: LeadRow, name: str) -> str:
     return event_id_for(bridge.config.meta.pixel_id, row_identity(row), name)
 
 
-def _log_lines(
-    bridge: Bridge, report: AdoptReport, keys: set[str]
-) -> dict[str, dict[str, LogLine]]:
+def _log_lines(bridge: Bridge, report: AdoptReport, keys: set[str]) -> dict[str, LeadLog]:
     """The CAPI Log's last line per (lead key, event) of this tab's leads. A line names its
     tab (the "Tab" column); older lines without one count when their CAPI Key is this tab's."""
     sheets = bridge.sheets
@@ -282,10 +391,10 @@ def _log_lines(
 
 def _lines_of(
     table: SheetTable, tab: str, keys: set[str], report: AdoptReport
-) -> dict[str, dict[str, LogLine]]:
+) -> dict[str, LeadLog]:
     header = [str(h) for h in table.header]
     col = {name: header.index(name) if name in header else i for i, name in enumerate(LOG_HEADER)}
-    out: dict[str, dict[str, LogLine]] = {}
+    out: dict[str, LeadLog] = {}
     for line in table.rows:
 
         def cell(name: str, line: list[object] = line) -> str:
@@ -296,13 +405,15 @@ def _lines_of(
         if key not in keys or (line_tab and line_tab != tab):
             continue
         report.log_lines += 1
-        event = cell("Event")
-        known = out.setdefault(key, {}).get(event)
+        event, at = cell("Event"), _sent_at(cell("Time"))
+        lead = out.setdefault(key, LeadLog())
+        status = cell("Lead Status")
+        if status and at is not None:
+            lead.seen.add((status, at))  # the pass that wrote the line saw the lead so
+        known = lead.lines.get(event)
         if known is not None and known.result == "sent":
             continue  # a sent event is never decided again; a later line cannot undo it
-        out[key][event] = LogLine(
-            cell("Event ID"), cell("Result"), _sent_at(cell("Time")), cell("Answer")
-        )
+        lead.lines[event] = LogLine(cell("Event ID"), cell("Result"), at, cell("Answer"))
     return out
 
 

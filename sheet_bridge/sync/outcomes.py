@@ -28,6 +28,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The words of a CAPI Status cell that `said_events` reads back (sheet-bridge adopt).
 _SENT, _FAILED, _EXPIRED, _WARNING = "Sent: ", "Failed: ", "Expired: ", "Warning: "
+_BASELINE = "Baseline: "
 _PARTS = " · "
 _SENT_AT_TEXT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\Z")  # format_sent_at
 _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
@@ -221,10 +222,13 @@ def shows_sent_or_expired(cells: Sequence[object]) -> bool:
 
 
 def said_events(status_text: str) -> dict[str, list[str]]:
-    """The event names a CAPI Status cell names as sent, failed and expired, and its warning
-    (the inverse of render_row's words): {"sent": [...], "failed": [...], "expired": [...],
-    "warning": [...]}."""
-    said: dict[str, list[str]] = {"sent": [], "failed": [], "expired": [], "warning": []}
+    """The event names a CAPI Status cell names as sent, failed, expired and baseline, and its
+    warning (the inverse of render_row's words): {"sent": [...], "failed": [...],
+    "expired": [...], "baseline": [...], "warning": [...]}. A row at a baseline with nothing
+    sent says "Baseline: <why>" instead of the names: that part names none."""
+    said: dict[str, list[str]] = {
+        "sent": [], "failed": [], "expired": [], "baseline": [], "warning": []
+    }  # fmt: skip
     for part in status_text.split(_PARTS):
         if part.startswith(_SENT):
             said["sent"] += [n.strip() for n in part[len(_SENT) :].split(",") if n.strip()]
@@ -235,6 +239,9 @@ def said_events(status_text: str) -> dict[str, list[str]]:
             said["expired"] += [n.strip() for n in names.split(",") if n.strip()]
         elif part.startswith(_WARNING):
             said["warning"].append(part[len(_WARNING) :])
+        elif part.startswith(_BASELINE) and part.endswith(_BASELINE_TAIL):
+            names = part[len(_BASELINE) : -len(_BASELINE_TAIL)]
+            said["baseline"] += [n.strip() for n in names.split(",") if n.strip()]
     return said
 
 
@@ -252,11 +259,11 @@ def _expired_words(expired: Sequence[EventRecord], tz: tzinfo) -> str:
     return f"{_EXPIRED}{names} (dated {at}, outside Meta's window; not sent)"
 
 
+_BASELINE_TAIL = " (reached before sheet-bridge saw when; not sent, nothing invented)"
+
+
 def _baseline_words(names: Sequence[str]) -> str:
-    return (
-        f"Baseline: {', '.join(names)} (reached before sheet-bridge saw when; not sent, "
-        "nothing invented)"
-    )
+    return f"{_BASELINE}{', '.join(names)}{_BASELINE_TAIL}"
 
 
 def _expired_words_planned(decision: RowDecision) -> str:

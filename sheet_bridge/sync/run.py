@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -86,7 +87,15 @@ class SyncError(Exception):
 
 class LedgerBehindSheet(SyncError):
     """The sheet shows events sent that the ledger has no record of: sending now could send
-    them twice. Nothing was sent; `sheet-bridge adopt` takes them over from the sheet."""
+    them twice. Nothing was sent; `sheet-bridge adopt` takes them over from the sheet.
+
+    Its message names the config file by name only (it reaches the add-on through the API,
+    which never shows a server path); `for_operator` names it as it was given, for the
+    command line."""
+
+    def __init__(self, message: str, for_operator: str | None = None) -> None:
+        super().__init__(message)
+        self.for_operator = for_operator or message
 
 
 class PassStopped(SyncError):
@@ -519,21 +528,12 @@ class Bridge:
         or rows pasted with another tab's CAPI cells): a pass would send it again. Checked per
         event, not per lead: a backup that knows a lead's Lead but not its Purchase refuses."""
         behind = ledger_behind(history, written, first_row, layout, leads, self._funnel_order())
-        if not behind:
-            return
-        events = sum(len(names) for names in behind.values())
-        rows = sorted(behind)
-        shown = ", ".join(str(n) for n in rows[:10]) + (", …" if len(rows) > 10 else "")
-        config = Path(self.config.source).name if self.config.source != "<memory>" else "FILE"
-        raise LedgerBehindSheet(
-            f"the ledger has no record of {events} event(s) on {len(rows)} row(s) this sheet "
-            f"says were sent or expired (tab {self.config.sheets.tab!r}, rows {shown}): it is "
-            "new, emptied or restored from a backup older than the sheet, and a sync now "
-            "would send them to Meta again. Nothing was sent. Run "
-            f"`sheet-bridge adopt --config {config}` to take them over from the sheet's CAPI "
-            "columns and CAPI Log (nothing is sent twice); if those rows were copied from "
-            "another tab with their CAPI cells, clear those rows' CAPI cells instead"
-        )
+        if behind:
+            done = "Nothing was sent."
+            raise LedgerBehindSheet(
+                describe_behind(behind, self.config, done, full_path=False),
+                describe_behind(behind, self.config, done),
+            )
 
     def _resolve_edits(self, leads: list[LeadRow]) -> None:
         edits = self.ledger.pending_edits(self.sheet_tab)
@@ -684,9 +684,40 @@ def rows_ahead_of(
     event of at all (an empty history: every lead the sheet shows so)."""
     return [
         r
-        for r, cells in _bridge_cells_of(written, first_row, layout, leads)
+        for r, cells in bridge_cells_of(written, first_row, layout, leads)
         if not (r.key in history and history[r.key].events) and shows_sent_or_expired(cells)
     ]
+
+
+def adopt_command(config: BridgeConfig, full_path: bool = True) -> str:
+    """The command that takes a tab's sent events over from its sheet, with the config's path
+    as it was given, or (`full_path` False: words that leave the server) its file name only.
+    A config built in memory has neither: FILE."""
+    if config.source == "<memory>":
+        path = "FILE"
+    else:
+        path = config.source if full_path else Path(config.source).name
+    return f"sheet-bridge adopt --config {shlex.quote(path)}"
+
+
+def describe_behind(
+    behind: Mapping[int, Sequence[str]], config: BridgeConfig, done: str, full_path: bool = True
+) -> str:
+    """What `ledger_behind` found, in words, with the fix (`adopt_command`); `done`: what was
+    (not) done."""
+    events = sum(len(names) for names in behind.values())
+    rows = sorted(behind)
+    shown = ", ".join(str(n) for n in rows[:10]) + (", …" if len(rows) > 10 else "")
+    return (
+        f"the ledger has no record of {events} event(s) on {len(rows)} row(s) this sheet "
+        f"says were sent or expired (tab {config.sheets.tab!r}, rows {shown}): it is "
+        "new, emptied or restored from a backup older than the sheet, and a sync now "
+        f"would send them to Meta again. {done} Run `{adopt_command(config, full_path)}` to "
+        "take them "
+        "over from the sheet's CAPI columns and CAPI Log (nothing is sent twice); if those "
+        "rows were copied from another tab with their CAPI cells, clear those rows' CAPI "
+        "cells instead"
+    )
 
 
 def ledger_behind(
@@ -704,7 +735,7 @@ def ledger_behind(
     # A sheet holds few distinct CAPI Status texts (one per stage reached, mostly): each is
     # parsed once (100,000 rows: 0.2 s parsed row by row).
     named_in: dict[str, tuple[str, ...]] = {}
-    for r, cells in _bridge_cells_of(written, first_row, layout, leads):
+    for r, cells in bridge_cells_of(written, first_row, layout, leads):
         known = history[r.key].events if r.key in history else {}
         status = cells[_STATUS_CELL]
         text = status if isinstance(status, str) else ""
@@ -723,7 +754,7 @@ def ledger_behind(
 _STATUS_CELL = BRIDGE_COLUMNS.index("CAPI Status")
 
 
-def _bridge_cells_of(
+def bridge_cells_of(
     written: Sequence[Sequence[object]],
     first_row: int,
     layout: ColumnLayout,

@@ -47,6 +47,21 @@ def cli(args: list[str]) -> tuple[int, str]:
     return done.exit_code, done.output
 
 
+def sync_once(world: World, when: datetime | None = None) -> None:
+    """One pass (at `when`, else now) whose ledger is closed after, as a process's would be."""
+    bridge = world.bridge(clock=lambda: when) if when is not None else world.bridge()
+    bridge.sync()
+    bridge.ledger.close()
+
+
+def config_then_lose(world: World, tmp_path: Path, how: str) -> Path:
+    """The world's config file, then its ledger lost (`how`: emptied or missing)."""
+    config = tmp_path / "bridge.toml"
+    write_toml(config, world)
+    lose(world.config.ledger_location({}), how)
+    return config
+
+
 @pytest.mark.parametrize("how", ["emptied", "missing"])
 def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_twice(
     make_world: MakeWorld, world_now: datetime, tmp_path: Path, how: str
@@ -70,17 +85,33 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
 
     rows_shown = 12  # 11 rows sent something, 1 expired
     assert f"on {rows_shown} row(s) this sheet says were sent" in str(caught.value)
-    assert "sheet-bridge adopt --config bridge.toml" in str(caught.value)
-    assert code == 1 and "sheet-bridge adopt --config" in output
+    # The command line names the config as given, not its file name alone (the API, which
+    # never shows a server path, names the file only).
+    assert "sheet-bridge adopt --config bridge.toml`" in str(caught.value)
+    assert f"sheet-bridge adopt --config {config}`" in caught.value.for_operator
+    assert code == 1 and f"sheet-bridge adopt --config {config}`" in output
     assert len(world.meta_events()) == sent
     assert world.rows() == sheet
+
+    # `check` runs the pass's own test: not ready, with the same fix.
+    code, output = cli(["check", "--config", str(config)])
+
+    assert code == 1, output
+    assert f"ERROR the ledger has no record of {sent + 3} event(s) on {rows_shown} row(s)" in (
+        output
+    )
+    assert f"`sheet-bridge adopt --config {config}`" in output
+    assert "Not ready" in output and "Ready:" not in output
 
     code, output = cli(["adopt", "--config", str(config)])
 
     assert code == 0, output
-    assert f": {sent} sent and 3 expired event(s) on {rows_shown} row(s)" in output
+    assert f": {sent} sent, 3 expired and 1 baseline event(s) on {rows_shown} row(s)" in output
     assert "Nothing was sent" in output
     assert world.rows() == sheet  # adopt writes the ledger only
+
+    code, output = cli(["check", "--config", str(config)])
+    assert code == 0 and "no record of" not in output, output
 
     again = world.bridge().sync()
 
@@ -97,6 +128,34 @@ def test_lost_ledger_refuses_to_sync_then_adopt_rebuilds_it_and_nothing_is_sent_
     assert edit.events_sent == 1
     assert [e["event_name"] for e in world.meta_events()[sent:]] == ["Schedule"]
     assert_nothing_twice(world)
+
+
+@pytest.mark.parametrize("how", ["emptied", "missing"])
+def test_check_is_not_ready_while_the_ledger_is_behind_the_sheet(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path, how: str
+) -> None:
+    """`check` runs the pass's own test (run.ledger_behind), so it never says Ready where
+    `sync` would refuse; `adopt` clears it."""
+    world = make_world(leads(3, world_now))
+    sync_once(world)
+    config = tmp_path / "bridge.toml"
+    write_toml(config, world)
+    code, output = cli(["check", "--config", str(config)])
+    assert code == 0 and "Ready:" in output, output
+    lose(world.config.ledger_location({}), how)
+
+    code, output = cli(["check", "--config", str(config)])
+
+    assert code == 1, output
+    assert "ERROR the ledger has no record of" in output
+    assert "`sheet-bridge sync` refuses" in output
+    assert f"`sheet-bridge adopt --config {config}`" in output
+    if how == "missing":  # check looked without creating the file
+        assert not Path(world.config.ledger_location({})).exists()
+
+    assert cli(["adopt", "--config", str(config)])[0] == 0
+    code, output = cli(["check", "--config", str(config)])
+    assert code == 0 and "Ready:" in output, output
 
 
 def test_a_new_ledger_next_to_a_sheet_never_synced_is_simply_new(
@@ -246,3 +305,91 @@ def test_backend_answers_409_and_status_says_what_to_do_when_the_ledger_is_behin
     assert any("sheet-bridge adopt" in w for w in status.get_json()["warnings"])
     assert status.get_json()["nearing_window"] == []
     assert len(world.meta_events()) == sent
+
+
+def test_adopt_takes_over_baselines_and_a_later_change_sends_only_its_own_stage(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    """A stage reached before sheet-bridge saw when is a baseline (docs/event-times.md): after
+    a lost ledger and `adopt`, the next sync must not send it dated at a later change's time
+    (the demo's row 3: QualifiedLead and Schedule went with the Opportunity move's time)."""
+    start = world_now - timedelta(hours=2)
+    world = make_world([lead_row(1, "SQL", now=start, changed_hours=None)])
+    sync_once(world, start)  # Lead (Created At); QualifiedLead and Schedule: baselines
+    moved = iso(world_now - timedelta(minutes=30))
+    world.edit_cells([(2, "Lead Status", "Opportunity"), (2, "Status Changed At", moved)])
+    sync_once(world, world_now)  # StartTrial; the two stay baselines
+    assert [e["event_name"] for e in world.meta_events()] == ["Lead", "StartTrial"]
+    assert "Baseline: QualifiedLead, Schedule" in str(world.rows()[1])
+    sheet = world.rows()
+    config = config_then_lose(world, tmp_path, "missing")
+
+    code, output = cli(["adopt", "--config", str(config)])
+
+    assert code == 0, output
+    assert ": 2 sent, 0 expired and 2 baseline event(s) on 1 row(s)" in output
+    assert "Baselines (2)" in output
+    soon = world_now + timedelta(minutes=1)
+    again = world.bridge(clock=lambda: soon).sync()
+    assert again.events_sent == 0, [e["event_name"] for e in world.meta_events()]
+    assert again.cells_written == 0 and world.rows() == sheet
+
+    later = world_now + timedelta(minutes=5)
+    world.edit_cells([(2, "Lead Status", "Customer"), (2, "Status Changed At", iso(later))])
+    world.bridge(clock=lambda: later).sync()
+
+    assert [e["event_name"] for e in world.meta_events()] == ["Lead", "StartTrial", "Purchase"]
+    assert "Baseline: QualifiedLead, Schedule" in str(world.rows()[1])
+
+
+def test_adopt_keeps_the_statuses_the_log_saw_so_a_stale_stamp_stays_stale(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    """Status Changed At older than the last time the ledger saw the lead at another status is
+    not this change's time (sync/plan.py, rule 1a): the CAPI Log's Lead Status and Time say when
+    a pass saw it, and adopt keeps them, so the stamp is not taken after a lost ledger."""
+    start = world_now - timedelta(hours=50)
+    world = make_world([lead_row(1, "MQL", now=start, created_hours=3, changed_hours=1)])
+    for when, status in ((start, "MQL"), (world_now, "SQL")):
+        # Lead and QualifiedLead; then SQL (the stamp not updated) seen 50 h later: baseline.
+        world.edit_cells([(2, "Lead Status", status)])
+        sync_once(world, when)
+    assert [e["event_name"] for e in world.meta_events()] == ["Lead", "QualifiedLead"]
+    assert "Baseline: Schedule" in str(world.rows()[1])
+    config = config_then_lose(world, tmp_path, "emptied")
+
+    code, output = cli(["adopt", "--config", str(config)])
+
+    assert code == 0, output
+    assert ": 2 sent, 0 expired and 1 baseline event(s) on 1 row(s)" in output
+    again = world.bridge(clock=lambda: world_now + timedelta(minutes=1)).sync()
+
+    assert again.events_sent == 0, [e["event_name"] for e in world.meta_events()]
+    assert "Baseline: Schedule" in str(world.rows()[1])
+
+
+def test_after_adopt_a_row_whose_events_went_in_two_passes_reads_as_it_did(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    """Events sent by an earlier pass keep that pass's time (the CAPI Log's), not the row's
+    CAPI Sent At (its latest event's): the next sync writes no cell, and the CAPI Event ID
+    cell still shows the latest event's id. Here the pixel's Lead (created 50 h ago, so a
+    plan now would no longer send it, docs/deduplication.md) went a day before QualifiedLead."""
+    start = world_now - timedelta(hours=30)
+    world = make_world(
+        [lead_row(1, "New", now=start, created_hours=20, changed_hours=None, pixel_id="px.1")]
+    )
+    for when, status in ((start, "New"), (world_now, "MQL")):
+        changed = iso(world_now - timedelta(minutes=10)) if status == "MQL" else ""
+        world.edit_cells([(2, "Lead Status", status), (2, "Status Changed At", changed)])
+        sync_once(world, when)
+    sent = [(e["event_name"], e["event_id"]) for e in world.meta_events()]
+    assert [n for n, _ in sent] == ["Lead", "QualifiedLead"] and sent[0][1] == "px.1"
+    sheet = world.rows()
+    config = config_then_lose(world, tmp_path, "missing")
+
+    assert cli(["adopt", "--config", str(config)])[0] == 0
+    again = world.bridge(clock=lambda: world_now + timedelta(minutes=1)).sync()
+
+    assert again.events_sent == 0
+    assert again.cells_written == 0, [r for r in world.rows() if r not in sheet]
