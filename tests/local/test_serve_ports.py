@@ -122,3 +122,35 @@ def test_a_port_asked_for_and_taken_is_refused_in_words(
         )
     assert done.returncode != 0
     assert f"port {port} is in use by another program; pick another with --port" in done.stderr
+
+
+def test_port_0_takes_any_free_port_and_says_so_not_that_8080_was_taken(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    proc = subprocess.Popen(
+        [*CLI, "demo", "--serve", "--port", "0", "--data-dir", str(tmp_path / "serve-data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        out = read_until(proc, r"Ctrl-C stops everything")
+        port = int(re.search(r"Playground: http://127\.0\.0\.1:(\d+)", out).group(1))  # type: ignore[union-attr]
+        assert port not in (0, PLAYGROUND_PORT), out
+        assert "(--port 0: any free port)" in out
+        taken = re.search(r"taken by another program: ([\d, ]+);", out)
+        assert taken is None or str(PLAYGROUND_PORT) not in taken.group(1).split(", "), out
+        # Already serving: what to do next is in the page, not another `demo --serve`.
+        next_line = next(line for line in out.splitlines() if line.startswith("Next:"))
+        assert "demo --serve" not in next_line, next_line
+        assert "click Sync now" in next_line
+        assert httpx.get(f"http://127.0.0.1:{port}/playground/config", timeout=10).is_success
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
