@@ -134,6 +134,8 @@ def create_playground(
                 # For the grid's colouring and the status cell's suggestions only.
                 "status_column": env.config.columns["status"],
                 "statuses": env.config.stage_map.configured_statuses(),
+                # What the page says happens to an edit (sent at once, or after settling).
+                "settle_seconds": env.config.sync.settle_seconds,
             }
         )
 
