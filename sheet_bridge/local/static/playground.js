@@ -77,12 +77,12 @@
       // shown in the log
     }
     refreshGrid();
-    refreshSidebar();
+    if (cfg.settle_seconds) refreshSidebar();
   }
 
-  /** Click the sidebar's ↻, as a person would after an edit, so it lists what the edit left
-   * pending (then it looks again by itself until that is sent; each of its calls refreshes
-   * the grid too). A sidebar busy with a pass is left alone: its end refreshes it. */
+  /** Click the sidebar's ↻, as a person would after an edit that settles, so it lists what
+   * the edit left pending (then it looks again by itself until that is sent; each of its calls
+   * refreshes the grid too). A sidebar busy with a pass is left alone: its end refreshes it. */
   function refreshSidebar() {
     var frame = $('sidebar');
     var button = frame.contentDocument && frame.contentDocument.getElementById('refresh');
