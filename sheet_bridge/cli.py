@@ -75,7 +75,10 @@ def main(verbose: bool) -> None:
     "--port",
     type=int,
     default=None,
-    help="Playground port (with --serve; default 8080, or a free one when 8080 is taken).",
+    help=(
+        "Playground port (with --serve; default 8080, or a free one when 8080 is taken; "
+        "0: any free port)."
+    ),
 )
 def demo(data_dir: Path, as_json: bool, serve: bool, port: int | None) -> None:
     """Seed a local sheet of realistic leads, sync it to a fake Meta, print what happened."""
@@ -85,7 +88,7 @@ def demo(data_dir: Path, as_json: bool, serve: bool, port: int | None) -> None:
     if as_json:
         click.echo(json.dumps(outcome_json(outcome, data_dir), indent=2))
     else:
-        click.echo(render_outcome(outcome, data_dir))
+        click.echo(render_outcome(outcome, data_dir, serving=serve))
     if serve:
         from sheet_bridge.local.playground import serve_playground
 
@@ -160,7 +163,7 @@ def pass_bar(as_json: bool) -> PassBar | None:
 )
 def sync(config_path: str, dry_run: bool, as_json: bool, trigger: str) -> None:
     """One full pass over the sheet. Exit 0 when the pass ran (row failures are reported)."""
-    from sheet_bridge.local.demo import format_table, summary_line
+    from sheet_bridge.local.demo import format_table, summary_line, table_width
     from sheet_bridge.sync.run import Bridge
 
     config = _load(config_path)
@@ -183,7 +186,7 @@ def sync(config_path: str, dry_run: bool, as_json: bool, trigger: str) -> None:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
     labels = {r.row: r.lead_key for r in result.rows}
-    click.echo(format_table(result.rows, labels))
+    click.echo(format_table(result.rows, labels, table_width()))
     click.echo("")
     click.echo(("Dry run: " if dry_run else "") + summary_line(result.counts))
     if dry_run:

@@ -904,11 +904,16 @@ function myTriggerCounts_() {
 
 // ---- words and bookkeeping --------------------------------------------------------------
 
+/** A pass's rows by outcome (every row is in one, so they add up to the rows read; pending
+ * only when an edit is still settling), then the events it sent. */
 function summaryWords_(summary) {
-  var parts = ['sent', 'already_sent', 'expired', 'invalid', 'skipped', 'failed'].map(function (k) {
+  var keys = ['sent', 'already_sent', 'pending', 'expired', 'baseline', 'invalid', 'skipped', 'failed'];
+  var parts = keys.filter(function (k) {
+    return k !== 'pending' || summary[k];
+  }).map(function (k) {
     return (k === 'already_sent' ? 'up to date' : k) + ' ' + (summary[k] || 0);
   });
-  return 'Sync done: ' + parts.join(' · ') + '. ' + (summary.events_sent || 0) + ' event(s) sent to Meta.';
+  return 'Sync done. Rows: ' + parts.join(' · ') + '. ' + (summary.events_sent || 0) + ' event(s) sent to Meta.';
 }
 
 function passWords_(pass) {

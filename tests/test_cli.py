@@ -4,8 +4,11 @@ Meta on loopback) and demo; exit codes, words and --json (README "Commands" tabl
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -179,13 +182,23 @@ def test_sync_runs_one_pass_and_prints_the_table_and_summary(
     assert result.exit_code == 0, result.output
     assert len(world.meta_events()) == 2
     assert re.search(r"Row\s+Lead\s+Status\s+Result", result.stdout)
-    assert re.search(r"^\s*2 .*MQL\s+sent\s+Sent: Lead, QualifiedLead", result.stdout, re.M)
+    assert re.search(r"^\s*2 .*MQL\s+sent\s+Sent now: Lead, QualifiedLead$", result.stdout, re.M)
     assert re.search(r"^\s*3 .*Maybe\s+skipped", result.stdout, re.M)
     assert "sent 1" in result.stdout and "skipped 1" in result.stdout
     assert "2 event(s) sent in 1 request(s)" in result.stdout
     assert world.column("CAPI Status")[0] == "Sent: Lead, QualifiedLead"
     assert (tmp_path / "cli-ledger.db").exists()
     assert WORLD_TOKEN not in result.output
+
+    # The next pass sends nothing: its table says so, while the row's cell keeps its state.
+    again = run(["sync", "--config", str(config)], WITH_TOKEN)
+
+    assert re.search(
+        r"^\s*2 .*MQL\s+up to date\s+At Meta before: Lead, QualifiedLead$", again.stdout, re.M
+    )
+    assert "Sent now" not in again.stdout
+    assert "0 event(s) sent" in again.stdout
+    assert world.column("CAPI Status")[0] == "Sent: Lead, QualifiedLead"
 
 
 def test_sync_json_prints_one_json_object_with_the_counts(
@@ -280,3 +293,95 @@ def test_demo_json_sends_then_a_second_run_sends_nothing_new(tmp_path: Path) -> 
     assert two["meta_events"] == one["meta_events"]
     for name in ("sheets.json", "bridge.toml", "sheet-bridge.db"):
         assert (data_dir / name).exists()
+
+
+def table_lines(stdout: str) -> list[str]:
+    """The rows of the CLI's table: the lines between its rule and the first blank line."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.fullmatch(r"-{20,}", line)) + 1
+    end = lines.index("", start)
+    return lines[start:end]
+
+
+def test_demo_table_names_what_this_sync_sent_and_its_counts_add_up(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo-data"
+
+    result = run(["demo", "--data-dir", str(data_dir)], NO_TOKEN)
+
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    rows = table_lines(out)
+    sent_now = [
+        name.strip()
+        for line in rows
+        if (m := re.search(r"Sent now: ([^·]+)", line))
+        for name in m.group(1).split(",")
+    ]
+    events_sent = int(re.search(r"^Sent (\d+) events in", out, re.M).group(1))  # type: ignore[union-attr]
+    # Each event this sync sent is named once, under "Sent now"; no more (the footer's count).
+    assert events_sent > 0
+    assert len(sent_now) == events_sent, out
+    # A lead with earlier stages at Meta: this sync's event apart from those.
+    assert any(re.search(r"\bsent\s+Sent now: \w+.* · At Meta before: Lead", r) for r in rows)
+    # An up-to-date row sends nothing now.
+    assert all("Sent now" not in r for r in rows if re.search(r"\bup to date\b", r))
+    # The rows by outcome add up to the table's rows.
+    counts = re.search(r"^This sync, rows: (.*)$", out, re.M).group(1)  # type: ignore[union-attr]
+    assert sum(int(n) for n in re.findall(r"(\d+)", counts)) == len(rows), counts
+    # What the fake Meta answered, and its fbtrace_id is what the sheet's rows keep.
+    answer = re.search(r"request 1: HTTP 200, events_received (\d+), fbtrace_id (\S+)", out)
+    assert answer is not None, out
+    assert int(answer.group(1)) == events_sent
+    sheet = (data_dir / "sheets.json").read_text()
+    assert f"ok · fbtrace_id {answer.group(2)}" in sheet
+
+
+def test_demo_table_off_a_terminal_keeps_every_reason_whole(tmp_path: Path) -> None:
+    result = run(["demo", "--data-dir", str(tmp_path / "d")], NO_TOKEN)
+
+    rows = table_lines(result.stdout)
+    assert not any(r.endswith("…") for r in rows), "\n".join(rows)
+    # The longest reasons, to their last words (a CI log or make's output is no terminal).
+    assert any(len(r) > 160 and r.endswith("add it to [[stages]] in the config") for r in rows)
+
+
+def test_demo_on_existing_data_names_its_own_folder_to_start_afresh(tmp_path: Path) -> None:
+    data_dir = tmp_path / "serve-data"
+    run(["demo", "--data-dir", str(data_dir)], NO_TOKEN)
+
+    again = run(["demo", "--data-dir", str(data_dir)], NO_TOKEN)
+
+    assert f"run `rm -rf {data_dir}` for a fresh start" in again.stdout
+    assert "rm -rf demo-data" not in again.stdout
+    # Its config's header starts the fake Meta as docs/local-stand-ins.md does.
+    header = (data_dir / "bridge.toml").read_text()
+    assert f"emulate meta --port 8086 --record {data_dir}/meta-events.jsonl" in header
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "local-stand-ins.md").read_text()
+    assert "emulate meta --port 8086 --record demo-data/meta-events.jsonl" in docs
+
+
+def test_the_demos_next_command_runs_as_printed(tmp_path: Path) -> None:
+    """As `make demo` runs it: the venv's sheet-bridge, from the folder holding the venv,
+    with no venv on PATH and no META_CAPI_TOKEN set."""
+    script = Path(sys.executable).parent / "sheet-bridge"
+    here = Path(sys.executable).parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("META_CAPI_TOKEN", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/bin:/bin"
+    demo = subprocess.run(
+        [str(script), "demo", "--data-dir", str(tmp_path / "d")],
+        cwd=here,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stderr
+    commands = re.findall(r"`([^`]+)`", demo.stdout.rsplit("Next:", 1)[1])
+    check = next(c for c in commands if " check " in c)
+
+    done = subprocess.run(
+        check, shell=True, cwd=here, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert done.returncode == 0, check + "\n" + done.stdout + done.stderr
+    assert "Ready: nothing found" in done.stdout

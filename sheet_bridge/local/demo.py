@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -13,13 +15,13 @@ from typing import Any
 
 from sheet_bridge.config import BridgeConfig, parse_config
 from sheet_bridge.local import demo_leads as demo
-from sheet_bridge.local.fake_meta import create_fake_meta
+from sheet_bridge.local.fake_meta import FakeMetaState, create_fake_meta
 from sheet_bridge.local.server import BackgroundServer
 from sheet_bridge.local.sheets_emulator import create_emulator
 from sheet_bridge.sheets.client import SheetsClient
 from sheet_bridge.sheets.table import col_letter
 from sheet_bridge.sync.ledger import SqliteLedger
-from sheet_bridge.sync.outcomes import RowReport
+from sheet_bridge.sync.outcomes import RowReport, pass_words
 from sheet_bridge.sync.run import Bridge, SyncResult, capi_client, utc_now
 
 SHEETS_PORT = 8085
@@ -30,7 +32,7 @@ CONFIG_TEMPLATE = """\
 # Written by `sheet-bridge demo`: the demo sheet in the local emulator → the fake Meta.
 # Start both by hand and sync (see docs/local-stand-ins.md):
 #   sheet-bridge emulate sheets --data {data_dir}/sheets.json --port {sheets_port}
-#   sheet-bridge emulate meta --port {meta_port}
+#   sheet-bridge emulate meta --port {meta_port} --record {data_dir}/meta-events.jsonl
 #   META_CAPI_TOKEN={token} sheet-bridge sync --config {data_dir}/bridge.toml
 
 [sheets]
@@ -120,6 +122,15 @@ class DemoEnvironment:
     bridge: Bridge
     sheets_url: str
     meta_url: str
+    # The fake Meta's own record of each request and its answer (GET /_fake/requests).
+    fake_meta: FakeMetaState
+
+    def meta_answers(self, since: int = 0) -> list[dict[str, Any]]:
+        """What the fake Meta answered to each events request from the `since`-th on: HTTP
+        status and body (events_received and fbtrace_id, or Meta's error)."""
+        with self.fake_meta.lock:
+            log = list(self.fake_meta.request_log[since:])
+        return [{"status": e["status"], **e["answer"]} for e in log if "answer" in e]
 
 
 def write_config(data_dir: Path) -> Path:
@@ -180,17 +191,12 @@ def demo_environment(
                 create_emulator(data_path=data_dir / "sheets.json"), port=sheets_port, or_free=True
             )
         )
-        meta = stack.enter_context(
-            BackgroundServer(
-                create_fake_meta(
-                    access_token=demo.DEMO_TOKEN,
-                    pixel_ids=[demo.DEMO_PIXEL_ID],
-                    record=data_dir / "meta-events.jsonl",
-                ),
-                port=meta_port,
-                or_free=True,
-            )
+        fake_meta = create_fake_meta(
+            access_token=demo.DEMO_TOKEN,
+            pixel_ids=[demo.DEMO_PIXEL_ID],
+            record=data_dir / "meta-events.jsonl",
         )
+        meta = stack.enter_context(BackgroundServer(fake_meta, port=meta_port, or_free=True))
         config = _local_config(config_path, sheets.url, meta.url)
         ledger = SqliteLedger(config.ledger_location({}))
         stack.callback(ledger.close)
@@ -203,7 +209,9 @@ def demo_environment(
             capi=capi,
             clock=clock or utc_now,
         )
-        yield DemoEnvironment(data_dir, config, bridge, sheets.url, meta.url)
+        yield DemoEnvironment(
+            data_dir, config, bridge, sheets.url, meta.url, fake_meta.extensions["fake_meta"]
+        )
 
 
 def _local_config(path: Path, sheets_url: str, meta_url: str) -> BridgeConfig:
@@ -224,6 +232,8 @@ class DemoOutcome:
     new_rows: int
     meta_events: int
     custom_names: dict[str, int]
+    # What the fake Meta answered to today's requests (DemoEnvironment.meta_answers).
+    meta_answers: list[dict[str, Any]]
 
 
 def run_demo(data_dir: Path, *, now: datetime | None = None) -> DemoOutcome:
@@ -251,7 +261,9 @@ def run_demo(data_dir: Path, *, now: datetime | None = None) -> DemoOutcome:
             yesterday = bridge.sync(trigger="demo: yesterday's hourly sync")
             bridge.clock = real_clock
             _apply_today(env, day)
+        before = len(env.fake_meta.request_log)
         today = bridge.sync(trigger="demo")
+        answers = env.meta_answers(before)
     total, custom = recorded_events(data_dir / "meta-events.jsonl")
     return DemoOutcome(
         fresh,
@@ -261,6 +273,7 @@ def run_demo(data_dir: Path, *, now: datetime | None = None) -> DemoOutcome:
         len(day.new_rows) if fresh else 0,
         total,
         custom,
+        answers,
     )
 
 
@@ -322,13 +335,24 @@ def lead_label(row: list[object], header: list[object]) -> str:
     return (first + (f" {last[0]}." if last else "")).strip() or "(no name)"
 
 
-def format_table(reports: list[RowReport], labels: dict[int, str], width: int = 0) -> str:
-    width = width or max(100, shutil.get_terminal_size((140, 20)).columns)
-    lines = [f"{'Row':>4}  {'Lead':<14} {'Status':<15} {'Result':<10} What happened"]
-    lines.append("-" * min(width, 160))
-    room = max(40, width - 48)
+def table_width() -> int | None:
+    """The terminal's width when stdout is one; None (lines never cut) when it is a file, a
+    pipe, a CI log or make's output, where the full reasons must stay readable."""
+    if not sys.stdout.isatty():
+        return None
+    return max(100, shutil.get_terminal_size((140, 20)).columns)
+
+
+def format_table(reports: list[RowReport], labels: dict[int, str], width: int | None = None) -> str:
+    """One line per row: what this pass did for it (pass_words). `width` cuts each line to
+    fit a terminal; None keeps every line whole."""
+    lines = [f"{'Row':>4}  {'Lead':<14} {'Status':<15} {'Result':<10} What this sync did"]
+    lines.append("-" * min(width or 120, 160))
+    room = max(40, width - 48) if width else None
     for r in sorted(reports, key=lambda r: r.row):
-        text = r.message if len(r.message) <= room else r.message[: room - 1] + "…"
+        text = pass_words(r)
+        if room is not None and len(text) > room:
+            text = text[: room - 1] + "…"
         lines.append(
             f"{r.row:>4}  {labels.get(r.row, '')[:14]:<14} {r.status[:15]:<15} "
             f"{_RESULT_WORDS[r.outcome]:<10} {text}"
@@ -337,12 +361,71 @@ def format_table(reports: list[RowReport], labels: dict[int, str], width: int = 
 
 
 def summary_line(counts: dict[str, int]) -> str:
-    order = ["sent", "already_sent", "expired", "baseline", "invalid", "skipped", "failed"]
-    words = {"already_sent": "up to date"}
-    return " · ".join(f"{words.get(k, k)} {counts.get(k, 0)}" for k in order)
+    """Rows by outcome; every row is in one of them, so they add up to the rows read
+    (a preview's due rows and an edit's pending rows only when there are some)."""
+    order = ["sent", "already_sent", "pending", "expired", "baseline", "invalid", "skipped"]
+    order += ["failed", "due"]
+    words = {"already_sent": "up to date", "due": "would send"}
+    shown = [k for k in order if k not in ("pending", "due") or counts.get(k)]
+    shown += sorted(k for k in counts if k not in order and counts[k])
+    return " · ".join(f"{words.get(k, k)} {counts.get(k, 0)}" for k in shown)
 
 
-def render_outcome(outcome: DemoOutcome, data_dir: Path) -> str:
+def cli_command(cwd: Path | None = None) -> str:
+    """`sheet-bridge` as it can be typed here: the bare name when that is on PATH and is the
+    one running (an activated venv, pipx), else the path of the one running, relative to the
+    working directory when it is below it (`.venv/bin/sheet-bridge` after `make demo`)."""
+    script = Path(sys.executable).parent / "sheet-bridge"
+    if not script.is_file():  # not a console-script install: run the module
+        return f"{shlex.quote(sys.executable)} -m sheet_bridge.cli"
+    on_path = shutil.which("sheet-bridge")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "sheet-bridge"
+    here = (cwd or Path.cwd()).resolve()
+    try:
+        return shlex.quote(str(script.absolute().relative_to(here)))
+    except ValueError:
+        return shlex.quote(str(script.absolute()))
+
+
+def next_steps(data_dir: Path, *, serving: bool = False) -> str:
+    """What to try after the demo, as commands that run as printed from here."""
+    command = cli_command()
+    check = (
+        f"META_CAPI_TOKEN={demo.DEMO_TOKEN} {command} check --config "
+        f"{shlex.quote(str(data_dir / 'bridge.toml'))} --offline"
+    )
+    if serving:
+        return (
+            f"Next: the playground below runs on this data: change a Lead Status cell, click "
+            f"Sync now in the sidebar, watch the CAPI columns fill in. Afterwards: `{check}`."
+        )
+    serve = f"{command} demo --serve"
+    if data_dir != Path("demo-data"):
+        serve += f" --data-dir {shlex.quote(str(data_dir))}"
+    return f"Next: `{check}`, or `{serve}` to edit cells and click Sync now in the real sidebar."
+
+
+def meta_answer_lines(answers: list[dict[str, Any]]) -> list[str]:
+    """The fake Meta's answer to each request of the pass, as it sent it."""
+    lines = []
+    for i, a in enumerate(answers, 1):
+        if "error" in a:
+            error = a["error"]
+            words = (
+                f"HTTP {a['status']}, error code {error.get('code')}: {error.get('message')} "
+                f"(fbtrace_id {error.get('fbtrace_id')})"
+            )
+        else:
+            words = (
+                f"HTTP {a['status']}, events_received {a.get('events_received')}, "
+                f"fbtrace_id {a.get('fbtrace_id')}"
+            )
+        lines.append(f"  request {i}: {words}")
+    return lines
+
+
+def render_outcome(outcome: DemoOutcome, data_dir: Path, *, serving: bool = False) -> str:
     sheet = json.loads((data_dir / "sheets.json").read_text())
     rows = sheet["spreadsheets"][demo.DEMO_SPREADSHEET_ID]["sheets"][demo.DEMO_TAB]
     header = rows[0]
@@ -365,16 +448,24 @@ def render_outcome(outcome: DemoOutcome, data_dir: Path) -> str:
         )
         out.append(
             f"Since then the sales team made {outcome.edits} status edits and "
-            f"{outcome.new_rows} new leads arrived. Today's sync:"
+            f'{outcome.new_rows} new leads arrived. Today\'s sync ("Sent now": sent by this '
+            'sync; "At Meta before": sent by an earlier one):'
         )
     else:
-        out.append("Sync on the existing demo data (run `rm -rf demo-data` for a fresh start):")
-    out += ["", format_table(today.rows, labels), ""]
-    out.append(f"This sync: {summary_line(today.counts)}")
+        fresh = f"rm -rf {shlex.quote(str(data_dir))}"
+        out.append(f"Sync on the existing demo data (run `{fresh}` for a fresh start):")
+    out += ["", format_table(today.rows, labels, table_width()), ""]
+    out.append(f"This sync, rows: {summary_line(today.counts)}")
     out.append(
         f"Sent {today.events_sent} events in {today.meta_requests} request(s) to the fake Meta, "
         f"which now holds {outcome.meta_events}; wrote {today.cells_written} cells back."
     )
+    if outcome.meta_answers:
+        out.append(
+            "Meta answered (the fbtrace_id is in each sent row's CAPI Response cell and in the "
+            "CAPI Log tab):"
+        )
+        out += meta_answer_lines(outcome.meta_answers)
     if today.events_sent == 0:
         out.append(
             "Nothing new to send: every lead's stages are already at Meta (or expired, or a "
@@ -387,8 +478,7 @@ def render_outcome(outcome: DemoOutcome, data_dir: Path) -> str:
         "",
         f"Files: {data_dir}/sheets.json (the sheet), {data_dir}/bridge.toml (its config), "
         f"{data_dir}/sheet-bridge.db (the ledger).",
-        f"Next: `sheet-bridge check --config {data_dir}/bridge.toml --offline`, or "
-        "`sheet-bridge demo --serve` to edit cells and click Sync now in the real sidebar.",
+        next_steps(data_dir, serving=serving),
     ]
     return "\n".join(out)
 
@@ -403,4 +493,5 @@ def outcome_json(outcome: DemoOutcome, data_dir: Path) -> dict[str, Any]:
         "new_rows": outcome.new_rows,
         "meta_events": outcome.meta_events,
         "custom_event_names": outcome.custom_names,
+        "meta_answers": outcome.meta_answers,
     }

@@ -234,6 +234,7 @@ class Refusal(Exception):
         self.status = status
         self.kind = kind
         self.headers: dict[str, str] = {}
+        self.fbtrace_id = _fbtrace_id()  # one per answer: the log and the body show the same
 
     def envelope(self) -> dict[str, Any]:
         error: dict[str, Any] = {
@@ -248,7 +249,7 @@ class Refusal(Exception):
             error["error_user_title"] = self.title
         if self.user_msg is not None:
             error["error_user_msg"] = self.user_msg
-        error["fbtrace_id"] = _fbtrace_id()
+        error["fbtrace_id"] = self.fbtrace_id
         return {"error": error}
 
 
@@ -534,13 +535,13 @@ def create_fake_meta(
                 accepted = _answer(state, version, pixel_id, started, entry)
             except Refusal as refusal:
                 entry["status"], entry["code"] = refusal.status, refusal.code
+                entry["answer"] = refusal.envelope()
                 with state.lock:
                     state.rejections += 1
                 raise
-            entry["status"] = 200
-        return jsonify(
-            {"events_received": accepted, "messages": [], "fbtrace_id": _fbtrace_id()}
-        ), 200
+            answer = {"events_received": accepted, "messages": [], "fbtrace_id": _fbtrace_id()}
+            entry["status"], entry["answer"] = 200, answer
+        return jsonify(answer), 200
 
     @app.get("/_fake/events")
     def fake_events() -> Response:
@@ -564,7 +565,8 @@ def create_fake_meta(
     @app.get("/_fake/requests")
     def fake_requests() -> Response:
         """Each events POST: started/finished (the fake's monotonic seconds), HTTP status, Meta
-        code when refused, and the event ids it carried: what was in flight together."""
+        code when refused, the event ids it carried (what was in flight together) and the body
+        it answered (`answer`: events_received and fbtrace_id, or Meta's error)."""
         with state.lock:
             return jsonify({"requests": list(state.request_log)})
 

@@ -134,6 +134,8 @@ def create_playground(
                 # For the grid's colouring and the status cell's suggestions only.
                 "status_column": env.config.columns["status"],
                 "statuses": env.config.stage_map.configured_statuses(),
+                # What the page says happens to an edit (sent at once, or after settling).
+                "settle_seconds": env.config.sync.settle_seconds,
             }
         )
 
@@ -197,24 +199,32 @@ def serve_playground(
                 app, "127.0.0.1", PLAYGROUND_PORT if port is None else port, or_free=True
             )
             url = f"http://127.0.0.1:{server.server_port}"
+            wanted = PLAYGROUND_PORT if port is None else port
+            # Port 0 asks for any free port: taking one is what was asked, not a fallback.
             taken = [
                 str(want)
                 for want, url_used in (
-                    (port or PLAYGROUND_PORT, url),
+                    (wanted, url),
                     (sheets_port, env.sheets_url),
                     (meta_port, env.meta_url),
                 )
                 if want and not url_used.endswith(f":{want}")
             ]
+            notes = ["  (--port 0: any free port)"] if port == 0 else []
+            if taken:
+                taken_words = ", ".join(taken)
+                notes.append(f"  (taken by another program: {taken_words}; free ports instead)")
             print(
-                f"\nPlayground: {url}\n  Sheets emulator: {env.sheets_url}\n"
-                f"  Fake Meta: {env.meta_url}\n  Data: {data_dir}"
-                + (
-                    f"\n  (taken by another program: {', '.join(taken)}; free ports instead)"
-                    if taken
-                    else ""
-                )
-                + "\nCtrl-C stops everything.",
+                "\n".join(
+                    [
+                        f"\nPlayground: {url}",
+                        f"  Sheets emulator: {env.sheets_url}",
+                        f"  Fake Meta: {env.meta_url}",
+                        f"  Data: {data_dir}",
+                        *notes,
+                        "Ctrl-C stops everything.",
+                    ]
+                ),
                 flush=True,
             )
             try:

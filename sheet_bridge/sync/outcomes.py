@@ -30,6 +30,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SENT, _FAILED, _EXPIRED, _WARNING = "Sent: ", "Failed: ", "Expired: ", "Warning: "
 _BASELINE = "Baseline: "
 _PARTS = " · "
+# The CLI table's words for one pass (pass_words): sent by it, and at Meta from earlier passes.
+_SENT_NOW, _BEFORE = "Sent now: ", "At Meta before: "
 _SENT_AT_TEXT = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\Z")  # format_sent_at
 _OUTCOME_OF_DECISION: dict[str, RowOutcome] = {
     "skipped": "skipped",
@@ -208,6 +210,26 @@ def render_row(
         strength=decision.match.strength if decision.match else None,
         cells=cells,
     )
+
+
+def pass_words(report: RowReport) -> str:
+    """What this pass did for the row, for the CLI's table: the events it sent now apart from
+    those Meta had before. The CAPI Status cell names them all (it is the row's state); a table
+    headed by one pass names only what that pass sent, so its "Sent now" lists add up to the
+    pass's events_sent."""
+    now = [name for name, _, state, _ in report.logged if state == "sent"]
+    before = [name for name, _, state, _ in report.event_states if state == "sent"]
+    before = [name for name in before if name not in now]
+    parts: list[str] = []
+    for part in report.message.split(_PARTS):
+        if part.startswith(_SENT):
+            if now:
+                parts.append(_SENT_NOW + ", ".join(now))
+            if before:
+                parts.append(_BEFORE + ", ".join(before))
+        else:
+            parts.append(part)
+    return _PARTS.join(parts)
 
 
 def shows_sent_or_expired(cells: Sequence[object]) -> bool:

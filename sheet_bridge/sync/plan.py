@@ -382,6 +382,13 @@ def describe_time(at: datetime, tz: tzinfo | None = None) -> str:
     return (at.astimezone(tz) if tz is not None else at).strftime("%Y-%m-%d %H:%M")
 
 
+def describe_due(at: datetime, tz: tzinfo | None = None) -> str:
+    """When a settling edit goes, as the edit's answer (the toast) and the sidebar show it: in
+    the sheet's zone, to the second, with the zone's name (a person reads it as their clock)."""
+    local = at.astimezone(tz) if tz is not None else at
+    return f"{local:%H:%M:%S} {local.tzname() or ''}".rstrip()
+
+
 def describe_age(age: timedelta) -> str:
     days = age.days
     hours = age.seconds // 3600

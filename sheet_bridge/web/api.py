@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sheet_bridge.sync.edits import EditedRow, EditOutcome, Read, apply_edit, send_due
 from sheet_bridge.sync.ledger import LedgerError, SyncBusy
+from sheet_bridge.sync.plan import describe_due
+from sheet_bridge.sync.rows import time_zone
 from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError, SyncResult, failure_words
 from sheet_bridge.web.auth import AuthError
 from sheet_bridge.web.passes import (
@@ -434,6 +436,7 @@ def edit_answer(outcome: EditOutcome, sending: _Sending | None, now: datetime) -
     """The contract's answer: changed / unchanged / moved / seen / refused / withdrawn /
     restore / pending / queued / message / rows (docs/edits.md)."""
     verdict = outcome.verdict
+    tz = time_zone(outcome.read[0])
     finished = sending is not None and sending.done.is_set()
     result = sending.result if sending is not None and finished else None
     queued = sending is not None and finished and sending.busy
@@ -445,6 +448,7 @@ def edit_answer(outcome: EditOutcome, sending: _Sending | None, now: datetime) -
             "previous": q.previous,
             "at": q.at.isoformat(),
             "due_at": q.due_at.isoformat(),
+            "due_text": describe_due(q.due_at, tz),
         }
         for row, q in sorted(verdict.pending.items())
         if q.due_at > now
@@ -453,8 +457,8 @@ def edit_answer(outcome: EditOutcome, sending: _Sending | None, now: datetime) -
     if waiting:
         last = max(q.due_at for q in verdict.pending.values())
         words.append(
-            f"{_count(len(waiting), 'lead')} pending: sent at {last:%H:%M:%S %Z} if the status "
-            f"still holds then ({outcome.settle.total_seconds():.0f} s to settle)"
+            f"{_count(len(waiting), 'lead')} pending: sent at {describe_due(last, tz)} if the "
+            f"status still holds then ({outcome.settle.total_seconds():.0f} s to settle)"
         )
     if queued:
         words.append("a sync of this tab is running: what is due goes with it or the next sweep")
@@ -497,7 +501,7 @@ def edit_answer(outcome: EditOutcome, sending: _Sending | None, now: datetime) -
                     "status": w["status"],
                     "outcome": "pending",
                     "message": f"{w['previous'] or '(new)'} → {w['status']}: sent at "
-                    f"{w['due_at']} if it still holds then",
+                    f"{w['due_text']} if it still holds then",
                 }
             )
     return {

@@ -3,15 +3,15 @@ and the alerts everyone with the sidebar open should see (with the fix in words)
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sheet_bridge.checks import CheckReport, check_action_source, check_last_pass, check_stages
 from sheet_bridge.meta.events import send_window
 from sheet_bridge.meta.versions import version_problem
 from sheet_bridge.sync.ledger import PassRecord
-from sheet_bridge.sync.plan import plan
-from sheet_bridge.sync.rows import bridge_cells
+from sheet_bridge.sync.plan import describe_due, plan
+from sheet_bridge.sync.rows import bridge_cells, time_zone
 from sheet_bridge.sync.run import Bridge, LedgerBehindSheet, SyncError
 from sheet_bridge.web.passes import pass_ref
 
@@ -54,8 +54,10 @@ def bridge_status(bridge: Bridge) -> dict[str, Any]:
     attention: list[dict[str, Any]] = []
     window = send_window(config.meta.action_source)
     sheet_problem: str | None = None
+    tz: tzinfo = UTC  # the sheet's, once read
     try:
         table, layout, leads = bridge.read()
+        tz = time_zone(table)
         history = bridge.ledger.history(where)
         # A ledger behind the sheet: say so here too (the pass refuses; this is what to do).
         bridge.refuse_if_ledger_behind(
@@ -101,16 +103,17 @@ def bridge_status(bridge: Bridge) -> dict[str, Any]:
         "now": now.isoformat(),
         "alerts": alerts(bridge, refused, sheet_problem, now),
         "running_pass": _running(bridge, now),
-        "pending_edits": pending_edits(bridge, now),
+        "pending_edits": pending_edits(bridge, now, tz),
     }
 
 
 PENDING_SHOWN = 50
 
 
-def pending_edits(bridge: Bridge, now: datetime) -> dict[str, Any]:
+def pending_edits(bridge: Bridge, now: datetime, tz: tzinfo = UTC) -> dict[str, Any]:
     """The edits waiting to settle or to be sent (docs/edits.md), the first due first: what
-    changed, and when it goes (`due_at`; "due": now, with the next sweep or pass)."""
+    changed, and when it goes (`due_at`, and `due_text` as the edit's answer words it: in the
+    sheet's zone `tz`, with the zone's name; "due": now, with the next sweep or pass)."""
     queued = bridge.ledger.queued_edits(bridge.sheet_tab)
     return {
         "total": len(queued),
@@ -122,6 +125,7 @@ def pending_edits(bridge: Bridge, now: datetime) -> dict[str, Any]:
                 "status": q.status,
                 "at": q.at.isoformat(),
                 "due_at": q.due_at.isoformat(),
+                "due_text": describe_due(q.due_at, tz),
                 "state": "settling" if q.due_at > now else "due",
             }
             for q in queued[:PENDING_SHOWN]

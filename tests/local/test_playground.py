@@ -217,3 +217,23 @@ def test_the_grid_shows_dates_as_the_sheet_formats_them_and_reads_typed_dates(
     cell(page, bottom, "Created At").filter(has_text="12/3/2026 10:15:00").wait_for(timeout=WAIT_MS)
     stored = playground.rows()[bottom - 1][col]
     assert isinstance(stored, float) and abs(stored - 46359.427083) < 1e-6, stored
+
+
+def test_sync_nows_summary_counts_every_row_and_the_status_chips_say_they_count_events(
+    page: Any, playground: Playground
+) -> None:
+    sidebar = page.frame_locator("#sidebar")
+    sidebar.locator('#counts [data-count="sent"]').wait_for(timeout=WAIT_MS)
+    assert "Events by state" in sidebar.locator("#counts-label").inner_text()
+    assert sidebar.locator("#counts").get_attribute("aria-labelledby") == "counts-label"
+
+    sidebar.locator("#sync-now").click()
+    result = sidebar.locator("#sync-result")
+    result.wait_for(timeout=WAIT_MS)
+
+    text = result.inner_text()
+    line = text.split("Rows: ", 1)[1].split(". ", 1)[0]
+    counts = {part.rsplit(" ", 1)[0]: int(part.rsplit(" ", 1)[1]) for part in line.split(" · ")}
+    assert "baseline" in counts, text  # the demo's imported leads (the CLI counts them too)
+    data_rows = [r for r in playground.rows()[1:] if any(str(v).strip() for v in r)]
+    assert sum(counts.values()) == len(data_rows), text

@@ -80,3 +80,16 @@ test('the hourly trigger starts a pass without waiting, and Sync now follows it 
   const summary = wholePass(world, OPS);
   assert.equal(typeof summary.rows_total, 'number');
 });
+
+test('Sync now from the menu counts every row once, baselines too: its counts add up to the rows read', () => {
+  const world = setUp();
+
+  world.run(OPS, 'menuSyncNow');
+
+  const toast = world.state.toasts.at(-1).message;
+  const counts = toast.split('Rows: ')[1].split('. ')[0].split(' · ');
+  assert.deepEqual(counts.map((c) => c.replace(/ \d+$/, '')).filter((k) => k !== 'pending'),
+    ['sent', 'up to date', 'expired', 'baseline', 'invalid', 'skipped', 'failed'], toast);
+  const total = counts.reduce((n, c) => n + Number(c.match(/\d+$/)[0]), 0);
+  assert.equal(total, rows().length - 1, toast);
+});

@@ -77,6 +77,33 @@
       // shown in the log
     }
     refreshGrid();
+    if (cfg.settle_seconds) refreshSidebar();
+  }
+
+  /** Click the sidebar's ↻, as a person would after an edit that settles, so it lists what
+   * the edit left pending (then it looks again by itself until that is sent; each of its calls
+   * refreshes the grid too). A sidebar busy with a pass is left alone: its end refreshes it. */
+  function refreshSidebar() {
+    var frame = $('sidebar');
+    var button = frame.contentDocument && frame.contentDocument.getElementById('refresh');
+    if (button && !button.disabled) button.click();
+  }
+
+  /** What happens to an edit in this playground: its bridge.toml's [sync] settle_seconds. */
+  function explainEdits(settle) {
+    var text;
+    if (settle === null || settle === undefined) return;
+    if (settle === 0) {
+      text = 'This demo sends an edit at once ([sync] settle_seconds = 0 in its bridge.toml): ' +
+        'change a Lead Status cell and its CAPI columns fill in. A real bridge waits ' +
+        '(120 s by default) so a status changed back by mistake sends nothing.';
+    } else {
+      text = 'An edit settles for ' + settle + ' s first ([sync] settle_seconds in ' +
+        'bridge.toml): meanwhile its row says "Pending" and the sidebar lists it with the time ' +
+        'it goes; a change back before then sends nothing. Then the backend sends it, and the ' +
+        'sidebar and this grid refresh by themselves (Sync now does not cut the wait short).';
+    }
+    $('edit-flow').textContent = text;
   }
 
   function valuesUrl() {
@@ -310,6 +337,7 @@
         },
       });
       user = cfg.user;
+      explainEdits(cfg.settle_seconds);
       runAs(user, 'onOpen', [{ authMode: 'LIMITED' }]);
       setUp.done[user] = true;
       setUp(user, true);
