@@ -105,3 +105,47 @@ def test_adopt_marks_events_a_row_claims_without_a_capi_log_line(
     assert result.events_sent == 0
     status = world.column("CAPI Status")[1]
     assert "QualifiedLead" in status and "no CAPI Log line" in status, status
+
+
+def test_a_restored_ledger_refuses_when_the_rows_were_cleared_but_the_capi_log_names_them(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    """A restored backup and CAPI Status cells someone cleared: the rows no longer say what
+    was sent, but the CAPI Log lines appended since the backup do. The ledger counts the Log
+    lines it has accounted for (the append's `updatedRange`,
+    https://developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/append),
+    so the pass reads only the lines past that count and refuses the same way."""
+    world = make_world([lead_row(i, "New", now=world_now) for i in range(20)])
+    bridge = world.bridge()
+    assert bridge.sync().events_sent == 20
+    put_back = snapshot(world.config.ledger_location({}), tmp_path / "backup.db")
+    bridge.ledger.close()
+    moved = list(range(2, 12))
+    world.edit_cells(
+        [(r, "Lead Status", "Customer") for r in moved]
+        + [(r, "Status Changed At", iso(world_now - timedelta(hours=1))) for r in moved]
+    )
+    bridge = world.bridge()
+    sent = bridge.sync().events_sent
+    assert sent == 40  # each moved lead's three middle stages and Purchase
+    bridge.ledger.close()
+    del bridge
+    put_back()
+    world.edit_cells(
+        [(r, c, "") for r in moved for c in ("CAPI Status", "CAPI Event ID", "CAPI Sent At")]
+    )
+    on_meta = len(world.meta_events())
+
+    with pytest.raises(LedgerBehindSheet) as caught:
+        world.bridge().sync()
+
+    words = str(caught.value)
+    assert "the ledger has no record of 40 event(s) on 10 row(s)" in words, words
+    assert "sheet-bridge adopt" in words
+    assert len(world.meta_events()) == on_meta  # nothing went again
+
+    adopt_sheet(world.bridge())
+    again = world.bridge().sync()
+    assert again.events_sent == 0
+    assert len(world.meta_events()) == on_meta
+    assert_nothing_twice(world)
