@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from sheet_bridge.sync.adopt import adopt_sheet
@@ -149,3 +151,44 @@ def test_a_restored_ledger_refuses_when_the_rows_were_cleared_but_the_capi_log_n
     assert again.events_sent == 0
     assert len(world.meta_events()) == on_meta
     assert_nothing_twice(world)
+
+
+def log_reads(world: World) -> list[list[str]]:
+    """The ranges of each CAPI Log read since the last reset (the emulator's request log)."""
+    found: list[dict[str, Any]] = httpx.get(
+        world.sheets_url + "/_emulator/requests", timeout=10
+    ).json()["requests"]
+    return [
+        r["ranges"]
+        for r in found
+        if r["method"] in ("values.get", "values.batchGet")
+        if any("CAPI Log" in x for x in r["ranges"])
+    ]
+
+
+def test_the_log_count_starts_at_the_first_append_and_a_pass_reads_only_the_lines_past_it(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """A ledger that never counted the CAPI Log (new, or from before the count) reads none of
+    it: the pass's append tells where the Log ends (`updates.updatedRange`,
+    https://developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/append),
+    and every later pass reads only the lines below that, so a Log that grows forever costs
+    a pass the lines appended since the last one."""
+    world = make_world([lead_row(i, "New", now=world_now) for i in range(5)])
+    bridge = world.bridge()
+    assert bridge.sync().events_sent == 5
+    assert log_reads(world) == []  # nothing counted yet: the Log is not read
+    assert bridge.ledger.log_lines(bridge.sheet_tab) == 6  # header and 5 lines
+
+    world.edit_cells([(2, "Lead Status", "MQL")])
+    httpx.post(world.sheets_url + "/_emulator/stats/reset", timeout=10).raise_for_status()
+    assert bridge.sync().events_sent == 1
+    assert log_reads(world) == [["'CAPI Log'!1:1", "'CAPI Log'!A7:I"]]
+    assert bridge.ledger.log_lines(bridge.sheet_tab) == 7
+
+    # Nothing new since: the pass reads past the Log's end and finds no line.
+    httpx.post(world.sheets_url + "/_emulator/stats/reset", timeout=10).raise_for_status()
+    assert bridge.sync().events_sent == 0
+    assert log_reads(world) == [["'CAPI Log'!1:1", "'CAPI Log'!A8:I"]]
+    assert bridge.ledger.log_lines(bridge.sheet_tab) == 7
+    bridge.ledger.close()
