@@ -370,11 +370,9 @@ class Bridge:
             leads = self._restore_keys(leads, now)
             with gc_paused():
                 history = ledger.history(where, None if read is None else {r.key for r in leads})
-            logged, log_read_to = self._log_behind(leads, history)
+            logged, log_read_to, accounted = self._log_behind(leads, history, read is None)
             self.refuse_if_ledger_behind(written, first_row, layout, leads, history, logged)
-            # The Log's lines a whole tab's pass checked are accounted for; a pass of some
-            # rows checked only their leads' lines, and leaves the count to the next full pass.
-            count_log = read is None and not dry_run
+            count_log = accounted and not dry_run  # the Log's lines checked are accounted for
             if count_log and log_read_to is not None:
                 ledger.set_log_lines(where, log_read_to, now)
             only = set(keys) if keys is not None else None
@@ -547,20 +545,23 @@ class Bridge:
             )
 
     def _log_behind(
-        self, leads: Sequence[LeadRow], history: Mapping[str, LeadHistory]
-    ) -> tuple[dict[int, list[str]], int | None]:
+        self, leads: Sequence[LeadRow], history: Mapping[str, LeadHistory], whole: bool
+    ) -> tuple[dict[int, list[str]], int | None, bool]:
         """Per row, the events its lead's CAPI Log lines below the ledger's count say were sent
-        or expired that `history` has no record of, and the Log's last line read (None: none).
+        or expired that `history` has no record of; the Log's last line read (None: none); and
+        whether the ledger may count the Log's lines up to there and up to this pass's append.
 
         A ledger restored from a backup carries the count of its day: the lines appended since
         are read (one values.batchGet), whatever the rows' CAPI cells say now (cleared, say).
-        Only the leads read count (the ones a pass could send), as in `ledger_behind`. A
-        ledger that never counted the Log (made before the count, or no pass appended yet)
-        reads nothing: its count starts at its next full pass's append (docs/operations.md,
-        "Restoring a ledger")."""
+        Only the leads read are refused on (the ones a pass could send), as in `ledger_behind`.
+        `whole`: the pass read the whole tab (lines of leads no longer in it are let go);
+        a pass of some rows counts the lines only when the ledger knows every one of this tab
+        (else the next full pass does). A ledger that never counted the Log (made before the
+        count, or no pass appended yet) reads nothing: its count starts at its next full
+        pass's append (docs/operations.md, "Restoring a ledger")."""
         counted = self.ledger.log_lines(self.sheet_tab)
         if counted is None:
-            return {}, None
+            return {}, None, whole
         try:
             header, lines = self.sheets.read_log_after(counted, len(LOG_HEADER))
         except SheetsError as exc:
@@ -568,22 +569,35 @@ class Bridge:
         col = log_columns(header)
         row_of = {r.key: r.row_number for r in leads}
         tab, events = self.config.sheets.tab, self._funnel_order()
-        behind: dict[int, list[str]] = {}
+        claimed: list[tuple[str, str]] = []  # (lead key, event) this tab's lines say went
         for line in lines:
             key, event = log_cell(line, col, "CAPI Key"), log_cell(line, col, "Event")
+            line_tab = log_cell(line, col, "Tab")
             if (
-                key not in row_of
-                or log_cell(line, col, "Tab") not in ("", tab)
-                or log_cell(line, col, "Result") not in ("sent", "expired")
-                or event not in events
-                or (key in history and event in history[key].events)
+                key
+                and (line_tab == tab or (not line_tab and key in row_of))
+                and log_cell(line, col, "Result") in ("sent", "expired")
+                and event in events
             ):
+                claimed.append((key, event))
+        others = {key for key, _ in claimed if key not in row_of}
+        if whole or not others:
+            known = history
+        else:  # the lines of leads this pass did not read: known, or left to a full pass
+            known = {**self.ledger.history(self.sheet_tab, others), **history}
+        behind: dict[int, list[str]] = {}
+        accounted = True
+        for key, event in claimed:
+            if key in known and event in known[key].events:
+                continue
+            if key not in row_of:
+                accounted = whole
                 continue
             names = behind.setdefault(row_of[key], [])
             if event not in names:
                 names.append(event)
         # values.get leaves trailing empty rows out and keeps the ones between lines ([]).
-        return behind, counted + len(lines) if lines else None
+        return behind, counted + len(lines) if lines else None, accounted
 
     def _resolve_edits(self, leads: list[LeadRow]) -> None:
         edits = self.ledger.pending_edits(self.sheet_tab)
@@ -697,7 +711,7 @@ class Bridge:
         """One values.batchUpdate of the bridge cells that changed, one append to the log.
 
         `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order. `count_log`:
-        record the Log's line count after the append (a whole tab's pass: `_log_behind`)."""
+        record the Log's line count after the append (`_log_behind` says when)."""
         cells: list[tuple[int, int, object]] = [(1, col, name) for col, name in layout.new_headers]
         columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
         with gc_paused():
