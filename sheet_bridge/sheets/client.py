@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sheet_bridge.config import LOG_TAB, SheetsConfig
-from sheet_bridge.sheets.table import SheetTable, a1_range, quote_tab
+from sheet_bridge.sheets.table import SheetTable, a1_range, col_letter, quote_tab
 
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
 # Keep each write under 2 MB (developers.google.com/sheets/api/limits); one batchUpdate carries
@@ -272,29 +272,65 @@ class SheetsClient:
             self._execute(request, tab=self.config.tab)
         return count
 
-    def append_log(self, rows: Iterable[Sequence[object]], header: Sequence[str]) -> None:
+    def append_log(self, rows: Iterable[Sequence[object]], header: Sequence[str]) -> int | None:
         """Append rows to the CAPI Log tab: one values.append per ≤ 2 MB of rows (usually one).
 
         `rows` may be a generator: it is consumed one 2 MB chunk at a time. The tab is created
-        first, header included, when the cached tab list lacks it.
+        first, header included, when the cached tab list lacks it. Returns the Log's last line
+        (its row number) after the append: the end of the last answer's `updates.updatedRange`
+        (developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/append); None
+        when nothing was appended or Google did not say.
         """
         chunks = _chunks(rows, MAX_PAYLOAD_BYTES)
         first = next(chunks, None)
         if first is None:
-            return
+            return None
         if LOG_TAB not in self._info().tabs and self._add_sheet(LOG_TAB):
             first = [list(header), *first]
         try:
-            self._append(first)
+            last = self._append(first)
         except SheetsTabNotFound:
             # Deleted since the tab list was cached.
             if not self._add_sheet(LOG_TAB):
                 # Another run created it a moment ago, header included.
-                self._append(first)
+                last = self._append(first)
             else:
-                self._append([list(header), *first])
+                last = self._append([list(header), *first])
         for chunk in chunks:
-            self._append(chunk)
+            last = self._append(chunk)
+        return last
+
+    def read_log_after(self, lines: int, width: int) -> tuple[list[object], list[list[object]]]:
+        """The CAPI Log's header and its lines below row `lines`, in one values.batchGet:
+        `'CAPI Log'!1:1` and `'CAPI Log'!A{lines+1}:{column width}`, a range open downwards
+        that reads to the tab's last row with data, trailing empty rows left out
+        (developers.google.com/sheets/api/guides/concepts#cell, and
+        developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values#ValueRange).
+        No line when the Log is gone or ends above that row (Google refuses a range past the
+        grid: "exceeds grid limits")."""
+        log_tab = quote_tab(LOG_TAB)
+        request = self._values_api.batchGet(
+            spreadsheetId=self.config.spreadsheet_id,
+            ranges=[f"{log_tab}!1:1", f"{log_tab}!A{lines + 1}:{col_letter(width - 1)}"],
+            valueRenderOption="UNFORMATTED_VALUE",
+            dateTimeRenderOption="SERIAL_NUMBER",
+            majorDimension="ROWS",
+        )
+        try:
+            answer = self._execute(request, tab=LOG_TAB)
+        except SheetsTabNotFound:
+            return [], []
+        except SheetsError as exc:
+            if _grid_rows(str(exc)) is None:
+                raise
+            return [], []
+        value_ranges: list[dict[str, Any]] = answer.get("valueRanges", [])
+        if len(value_ranges) != 2:
+            raise SheetsError(
+                f"Google Sheets answered {len(value_ranges)} ranges for the 2 asked; try again"
+            )
+        header = value_ranges[0].get("values", [[]])[0]
+        return list(header), list(value_ranges[1].get("values", []))
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -326,7 +362,8 @@ class SheetsClient:
             "values": [values for _, _, values in block],
         }
 
-    def _append(self, values: Sequence[Sequence[object]]) -> None:
+    def _append(self, values: Sequence[Sequence[object]]) -> int | None:
+        """One values.append to the CAPI Log; the last row it wrote (None: not said)."""
         request = self._values_api.append(
             spreadsheetId=self.config.spreadsheet_id,
             range=quote_tab(LOG_TAB),
@@ -334,7 +371,9 @@ class SheetsClient:
             insertDataOption="INSERT_ROWS",
             body={"values": values},
         )
-        self._execute(request, tab=LOG_TAB)
+        answer = self._execute(request, tab=LOG_TAB)
+        m = _LAST_ROW.search(str(answer.get("updates", {}).get("updatedRange", "")))
+        return int(m.group(1)) if m else None
 
     def _add_sheet(self, title: str) -> bool:
         """Add a tab; False when it already exists (someone else just made it)."""
@@ -494,6 +533,8 @@ class SheetsClient:
 
 
 _GRID_ROWS = re.compile(r"exceeds grid limits\. Max rows: (\d+)")
+# The last row of an A1 range such as 'CAPI Log'!A12:I20.
+_LAST_ROW = re.compile(r"[A-Z]+(\d+)$")
 
 
 def _row_runs(rows: Iterable[int]) -> list[tuple[int, int]]:

@@ -41,10 +41,11 @@ from sheet_bridge.sync.plan import (
 )
 from sheet_bridge.sync.rows import bridge_cells
 from sheet_bridge.sync.run import (
-    LOG_HEADER,
     Bridge,
     SyncError,
     bridge_cells_of,
+    log_cell,
+    log_columns,
     rows_ahead_of,
 )
 
@@ -176,7 +177,13 @@ def adopt_sheet(bridge: Bridge) -> AdoptReport:
         first_row = table.first_row
         del table
         ahead = {r.key for r in rows_ahead_of({}, written, first_row, layout, leads)}
-        log_of = _log_lines(bridge, report, {r.key for r in leads})
+        log_of, log_end = _log_lines(bridge, report, {r.key for r in leads})
+        # A row whose CAPI cells were cleared still has its CAPI Log lines: they say it too.
+        ahead |= {
+            key
+            for key, lead_log in log_of.items()
+            if any(line.result in ("sent", "expired") for line in lead_log.lines.values())
+        }
         # The rows that show an event sent or expired, and those that show only a baseline.
         claimed = {
             r.key: (r, cells)
@@ -215,6 +222,8 @@ def adopt_sheet(bridge: Bridge) -> AdoptReport:
             bridge.ledger.add_transitions(
                 where, [(k, s, t, "seen") for k, s, t in seen if t == at], at
             )
+        if log_end is not None:  # every line of the Log is accounted for now (run._log_behind)
+            bridge.ledger.set_log_lines(where, log_end, now)
         report.transitions = len(seen)
         report.sent = sum(1 for a in adopted if a.state == "sent")
         report.expired = sum(1 for a in adopted if a.state == "expired")
@@ -369,9 +378,12 @@ def _recompute(bridge: Bridge, row: LeadRow, name: str) -> str:
     return event_id_for(bridge.config.meta.pixel_id, row_identity(row), name)
 
 
-def _log_lines(bridge: Bridge, report: AdoptReport, keys: set[str]) -> dict[str, LeadLog]:
-    """The CAPI Log's last line per (lead key, event) of this tab's leads. A line names its
-    tab (the "Tab" column); older lines without one count when their CAPI Key is this tab's."""
+def _log_lines(
+    bridge: Bridge, report: AdoptReport, keys: set[str]
+) -> tuple[dict[str, LeadLog], int | None]:
+    """The CAPI Log's last line per (lead key, event) of this tab's leads, and the Log's last
+    row (None: no Log). A line names its tab (the "Tab" column); older lines without one
+    count when their CAPI Key is this tab's."""
     sheets = bridge.sheets
     log_sheet = SheetsClient(
         bridge.config.sheets.model_copy(update={"tab": LOG_TAB}),
@@ -383,23 +395,22 @@ def _log_lines(bridge: Bridge, report: AdoptReport, keys: set[str]) -> dict[str,
         table = log_sheet.read_table()
     except SheetsTabNotFound:
         report.log_missing = True
-        return {}
+        return {}, None
     except SheetsError as exc:
         raise SyncError(f"could not read the {LOG_TAB} tab: {exc}") from None
-    return _lines_of(table, bridge.config.sheets.tab, keys, report)
+    end = table.first_row + len(table.rows) - 1
+    return _lines_of(table, bridge.config.sheets.tab, keys, report), end
 
 
 def _lines_of(
     table: SheetTable, tab: str, keys: set[str], report: AdoptReport
 ) -> dict[str, LeadLog]:
-    header = [str(h) for h in table.header]
-    col = {name: header.index(name) if name in header else i for i, name in enumerate(LOG_HEADER)}
+    col = log_columns(table.header)
     out: dict[str, LeadLog] = {}
     for line in table.rows:
 
         def cell(name: str, line: list[object] = line) -> str:
-            i = col[name]
-            return str(line[i]).strip() if i < len(line) and line[i] is not None else ""
+            return log_cell(line, col, name)
 
         key, line_tab = cell("CAPI Key"), cell("Tab")
         if key not in keys or (line_tab and line_tab != tab):

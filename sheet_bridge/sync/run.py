@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import sheet_bridge
-from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig, MetaConfig
+from sheet_bridge.config import BRIDGE_COLUMNS, LOG_TAB, BridgeConfig, MetaConfig
 from sheet_bridge.meta.client import CapiClient
 from sheet_bridge.meta.identity import contact_hashes
 from sheet_bridge.metrics import META_REQUEST_SECONDS, count_pass
@@ -370,7 +370,11 @@ class Bridge:
             leads = self._restore_keys(leads, now)
             with gc_paused():
                 history = ledger.history(where, None if read is None else {r.key for r in leads})
-            self.refuse_if_ledger_behind(written, first_row, layout, leads, history)
+            logged, log_read_to, accounted = self._log_behind(leads, history, read is None)
+            self.refuse_if_ledger_behind(written, first_row, layout, leads, history, logged)
+            count_log = accounted and not dry_run  # the Log's lines checked are accounted for
+            if count_log and log_read_to is not None:
+                ledger.set_log_lines(where, log_read_to, now)
             only = set(keys) if keys is not None else None
             if rows is not None:
                 wanted = set(rows)
@@ -405,7 +409,7 @@ class Bridge:
                     raise _stopped(why, result.events_sent) from None
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
-                self._write_back(written, first_row, layout, result, tz, progress)
+                self._write_back(written, first_row, layout, result, tz, progress, count_log)
         except Exception as exc:
             # A pass the next one already marked lost stays lost (the ledger keeps the mark);
             # its answer says what it sent.
@@ -522,18 +526,78 @@ class Bridge:
         layout: ColumnLayout,
         leads: Sequence[LeadRow],
         history: Mapping[str, LeadHistory],
+        logged: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
         """LedgerBehindSheet when rows' CAPI columns name an event sent or expired that this
         tab's ledger has no record of (a ledger emptied, lost, restored from an older backup,
         or rows pasted with another tab's CAPI cells): a pass would send it again. Checked per
-        event, not per lead: a backup that knows a lead's Lead but not its Purchase refuses."""
+        event, not per lead: a backup that knows a lead's Lead but not its Purchase refuses.
+        `logged`: the same, found in the CAPI Log's lines the ledger has not counted
+        (`_log_behind`), per row."""
         behind = ledger_behind(history, written, first_row, layout, leads, self._funnel_order())
+        for row, names in (logged or {}).items():
+            behind.setdefault(row, []).extend(n for n in names if n not in behind[row])
         if behind:
             done = "Nothing was sent."
             raise LedgerBehindSheet(
                 describe_behind(behind, self.config, done, full_path=False),
                 describe_behind(behind, self.config, done),
             )
+
+    def _log_behind(
+        self, leads: Sequence[LeadRow], history: Mapping[str, LeadHistory], whole: bool
+    ) -> tuple[dict[int, list[str]], int | None, bool]:
+        """Per row, the events its lead's CAPI Log lines below the ledger's count say were sent
+        or expired that `history` has no record of; the Log's last line read (None: none); and
+        whether the ledger may count the Log's lines up to there and up to this pass's append.
+
+        A ledger restored from a backup carries the count of its day: the lines appended since
+        are read (one values.batchGet), whatever the rows' CAPI cells say now (cleared, say).
+        Only the leads read are refused on (the ones a pass could send), as in `ledger_behind`.
+        `whole`: the pass read the whole tab (lines of leads no longer in it are let go);
+        a pass of some rows counts the lines only when the ledger knows every one of this tab
+        (else the next full pass does). A ledger that never counted the Log (made before the
+        count, or no pass appended yet) reads nothing: its count starts at its next full
+        pass's append (docs/operations.md, "Restoring a ledger")."""
+        counted = self.ledger.log_lines(self.sheet_tab)
+        if counted is None:
+            return {}, None, whole
+        try:
+            header, lines = self.sheets.read_log_after(counted, len(LOG_HEADER))
+        except SheetsError as exc:
+            raise SyncError(f"could not read the {LOG_TAB} tab: {exc}") from None
+        col = log_columns(header)
+        row_of = {r.key: r.row_number for r in leads}
+        tab, events = self.config.sheets.tab, self._funnel_order()
+        claimed: list[tuple[str, str]] = []  # (lead key, event) this tab's lines say went
+        for line in lines:
+            key, event = log_cell(line, col, "CAPI Key"), log_cell(line, col, "Event")
+            line_tab = log_cell(line, col, "Tab")
+            if (
+                key
+                and (line_tab == tab or (not line_tab and key in row_of))
+                and log_cell(line, col, "Result") in ("sent", "expired")
+                and event in events
+            ):
+                claimed.append((key, event))
+        others = {key for key, _ in claimed if key not in row_of}
+        if whole or not others:
+            known = history
+        else:  # the lines of leads this pass did not read: known, or left to a full pass
+            known = {**self.ledger.history(self.sheet_tab, others), **history}
+        behind: dict[int, list[str]] = {}
+        accounted = True
+        for key, event in claimed:
+            if key in known and event in known[key].events:
+                continue
+            if key not in row_of:
+                accounted = whole
+                continue
+            names = behind.setdefault(row_of[key], [])
+            if event not in names:
+                names.append(event)
+        # values.get leaves trailing empty rows out and keeps the ones between lines ([]).
+        return behind, counted + len(lines) if lines else None, accounted
 
     def _resolve_edits(self, leads: list[LeadRow]) -> None:
         edits = self.ledger.pending_edits(self.sheet_tab)
@@ -642,10 +706,12 @@ class Bridge:
         result: SyncResult,
         tz: tzinfo,
         progress: Progress,
+        count_log: bool = False,
     ) -> None:
         """One values.batchUpdate of the bridge cells that changed, one append to the log.
 
-        `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order."""
+        `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order. `count_log`:
+        record the Log's line count after the append (`_log_behind` says when)."""
         cells: list[tuple[int, int, object]] = [(1, col, name) for col, name in layout.new_headers]
         columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
         with gc_paused():
@@ -664,7 +730,9 @@ class Bridge:
             del cells
             if any(r.logged for r in result.rows):
                 stamp = format_sent_at(self.clock(), tz)
-                self.sheets.append_log(_log_rows(result, stamp), LOG_HEADER)
+                last = self.sheets.append_log(_log_rows(result, stamp), LOG_HEADER)
+                if count_log and last is not None:  # lines this ledger accounts for
+                    self.ledger.set_log_lines(self.sheet_tab, last, self.clock())
         except SheetsError as exc:
             result.notices.append(
                 f"Sent to Meta and recorded in the ledger, but the sheet could not be updated "
@@ -772,6 +840,19 @@ def bridge_cells_of(
         if missing or len(row) < width:
             row = [("" if j in missing or j >= len(row) else row[j]) for j in range(width)]
         yield r, row
+
+
+def log_columns(header: Sequence[object]) -> dict[str, int]:
+    """Each LOG_HEADER column's index in a CAPI Log whose first row is `header`: where that
+    row names it, else its place in LOG_HEADER (a Log whose header was lost)."""
+    names = [str(h) for h in header]
+    return {name: names.index(name) if name in names else i for i, name in enumerate(LOG_HEADER)}
+
+
+def log_cell(line: Sequence[object], col: Mapping[str, int], name: str) -> str:
+    """One cell of a CAPI Log line, as text (empty when the line stops before it)."""
+    i = col[name]
+    return str(line[i]).strip() if i < len(line) and line[i] is not None else ""
 
 
 def _log_rows(result: SyncResult, stamp: str) -> Iterator[list[object]]:

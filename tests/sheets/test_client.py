@@ -281,6 +281,25 @@ def test_append_log_creates_the_log_tab_with_its_header_then_appends(emulator: E
     assert len(emulator.tab(LOG_TAB)) == 3
 
 
+def test_append_log_says_where_the_log_ends_and_a_read_after_a_line_reads_only_below_it(
+    emulator: Emulator,
+) -> None:
+    """The append's `updates.updatedRange` ends at the Log's last line
+    (https://developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/append);
+    `'CAPI Log'!A4:B` reads from row 4 down to the last row with data, in one call, and a
+    row past the grid is refused by Google ("exceeds grid limits"): no line, not an error."""
+    client = emulator.client()
+    header = ["At", "Lead"]
+    assert client.append_log([["t1", "L1"], ["t2", "L2"]], header) == 3
+    assert client.append_log([["t3", "L3"]], header) == 4
+    emulator.reset_stats()
+
+    assert client.read_log_after(3, 2) == (header, [["t3", "L3"]])
+    assert emulator.stats() == {"values.batchGet": 1, "total": 1}
+    assert client.read_log_after(4, 2) == (header, [])
+    assert client.read_log_after(5000, 2) == ([], [])
+
+
 def test_append_log_with_no_rows_makes_no_call(emulator: Emulator) -> None:
     emulator.client().append_log([], ["At"])
     assert emulator.stats() == {"total": 0}

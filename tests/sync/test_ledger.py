@@ -827,3 +827,36 @@ def test_a_schema_5_ledger_of_before_stamps_gains_the_queue_columns_and_keeps_it
     assert run_sql(
         ledger_location, "SELECT value FROM ledger_info WHERE key = 'schema_version'"
     ) == [(str(SCHEMA_VERSION),)]
+
+
+@pytest.mark.parametrize("version", ["3", "5"])
+def test_a_ledger_without_the_log_count_gains_it_empty_and_keeps_everything(
+    ledger_location: str, version: str
+) -> None:
+    """The CAPI Log's line count (added within schema 5, unreleased): a ledger at 3, or at 5
+    made before it, gains the table empty on opening (no count: a pass reads no Log line until
+    its next append counts them, docs/operations.md); per tab, the latest count wins."""
+    first = open_ledger(ledger_location)
+    first.mark_sending(WHERE, [planned("kA")], {}, {}, NOW)
+    first.close()
+    run_sql(ledger_location, "DROP TABLE log_lines")
+    if version == "3":
+        run_sql(ledger_location, "DROP TABLE edit_queue")
+    run_sql(
+        ledger_location, "UPDATE ledger_info SET value = ? WHERE key = 'schema_version'", [version]
+    )
+
+    again = open_ledger(ledger_location)
+    try:
+        assert "log_lines" in table_names(ledger_location)
+        assert again.log_lines(WHERE) is None
+        assert again.counts_by_state(WHERE) == {"sending": 1}
+        again.set_log_lines(WHERE, 41, NOW)
+        again.set_log_lines(WHERE, 12, NOW)  # rows of the Log deleted: the append's end wins
+        again.set_log_lines(BRAND_B, 7, NOW)
+        assert (again.log_lines(WHERE), again.log_lines(BRAND_B)) == (12, 7)
+    finally:
+        again.close()
+    assert run_sql(
+        ledger_location, "SELECT value FROM ledger_info WHERE key = 'schema_version'"
+    ) == [(str(SCHEMA_VERSION),)]

@@ -187,7 +187,20 @@ def _user_field(name: str, table: str = "") -> str:
     return f"({table}user_data::jsonb ->> '{name}')"
 
 
-_SCHEMA_5 = """
+# Within schema 5: per tab, the CAPI Log's line count after its last pass appended (contract.py).
+_LOG_LINES = """
+CREATE TABLE IF NOT EXISTS log_lines (
+    spreadsheet_id text NOT NULL,
+    tab text NOT NULL,
+    lines bigint NOT NULL,
+    updated_at double precision NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab)
+);
+"""
+
+_SCHEMA_5 = (
+    _LOG_LINES
+    + """
 CREATE TABLE IF NOT EXISTS tab_pixels (
     spreadsheet_id text NOT NULL,
     tab text NOT NULL,
@@ -197,9 +210,11 @@ CREATE TABLE IF NOT EXISTS tab_pixels (
 );
 CREATE INDEX IF NOT EXISTS tab_pixels_pixel ON tab_pixels (pixel_id);
 CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
-""" + "".join(
-    f"CREATE INDEX IF NOT EXISTS events_{f} ON events (({_user_field(f)}));\n"
-    for f in PIXEL_MATCH_FIELDS
+"""
+    + "".join(
+        f"CREATE INDEX IF NOT EXISTS events_{f} ON events (({_user_field(f)}));\n"
+        for f in PIXEL_MATCH_FIELDS
+    )
 )
 
 
@@ -217,7 +232,9 @@ _ADD_QUEUE_COLUMNS = "ALTER TABLE edit_queue " + ", ".join(
 )
 
 
-def _missing_queue_columns(conn: Connection) -> bool:
+def _added_within_5_missing(conn: Connection) -> bool:
+    """Whether a ledger at schema 5 lacks what was added within 5 (edit_queue's columns, the
+    log_lines table)."""
     have = {
         r[0]
         for r in conn.execute(
@@ -225,7 +242,8 @@ def _missing_queue_columns(conn: Connection) -> bool:
             "WHERE table_schema = current_schema() AND table_name = 'edit_queue'"
         )
     }
-    return not set(_QUEUE_ADDED) <= have
+    found = conn.execute("SELECT to_regclass('log_lines')").fetchone()
+    return not set(_QUEUE_ADDED) <= have or found is None or found[0] is None
 
 
 # How a lock holder's connection is kept honest: the server probes an idle lock connection
@@ -390,15 +408,16 @@ class PostgresLedger:
                         "bulk writes in them): GRANT TEMP ON DATABASE to the ledger's user"
                     )
                 version = self._schema_version(conn, name)
-                if version != SCHEMA_VERSION or _missing_queue_columns(conn):
+                if version != SCHEMA_VERSION or _added_within_5_missing(conn):
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("schema", name),))
                     # Again, under the lock: another process may have created it meanwhile.
                     version = self._schema_version(conn, name)
                     if version == 0:
                         conn.execute(_TABLES)
                     if version == SCHEMA_VERSION:
-                        # A ledger at 5 made before edit_queue's added columns (idempotent).
+                        # A ledger at 5 made before what was added within 5 (idempotent).
                         conn.execute(_ADD_QUEUE_COLUMNS)
+                        conn.execute(_LOG_LINES)
                     else:
                         conn.execute(_MIGRATE_3_TO_4)  # idempotent: 3 → 4 and 3 → 5 alike
                         _migrate_to_5(conn)
@@ -507,6 +526,25 @@ class PostgresLedger:
                 "ON CONFLICT (spreadsheet_id, tab) DO UPDATE SET pixel_id = excluded.pixel_id, "
                 "updated_at = excluded.updated_at WHERE tab_pixels.pixel_id != excluded.pixel_id",
                 (where.spreadsheet_id, where.tab, pixel_id, to_ts(now)),
+            )
+
+    def log_lines(self, where: SheetTab) -> int | None:
+        """The CAPI Log's line count after `where`'s last pass appended to it; None: never
+        recorded (a ledger from before the count, or no pass appended yet)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT lines FROM log_lines WHERE spreadsheet_id = %s AND tab = %s",
+                (where.spreadsheet_id, where.tab),
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def set_log_lines(self, where: SheetTab, lines: int, now: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO log_lines VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (spreadsheet_id, tab) DO UPDATE SET lines = excluded.lines, "
+                "updated_at = excluded.updated_at",
+                (where.spreadsheet_id, where.tab, lines, to_ts(now)),
             )
 
     def tabs_of_pixel(self, pixel_id: str) -> list[SheetTab]:

@@ -233,7 +233,20 @@ def _user_field(name: str, table: str = "") -> str:
     return f"(CASE WHEN json_valid({column}) THEN json_extract({column}, '$.{name}') END)"
 
 
-_SCHEMA_5 = """
+# Within schema 5: per tab, the CAPI Log's line count after its last pass appended (contract.py).
+_LOG_LINES = """
+CREATE TABLE IF NOT EXISTS log_lines (
+    spreadsheet_id TEXT NOT NULL,
+    tab TEXT NOT NULL,
+    lines INTEGER NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab)
+);
+"""
+
+_SCHEMA_5 = (
+    _LOG_LINES
+    + """
 CREATE TABLE IF NOT EXISTS tab_pixels (
     spreadsheet_id TEXT NOT NULL,
     tab TEXT NOT NULL,
@@ -243,9 +256,11 @@ CREATE TABLE IF NOT EXISTS tab_pixels (
 );
 CREATE INDEX IF NOT EXISTS tab_pixels_pixel ON tab_pixels (pixel_id);
 CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
-""" + "".join(
-    f"CREATE INDEX IF NOT EXISTS events_{f} ON events ({_user_field(f)});\n"
-    for f in PIXEL_MATCH_FIELDS
+"""
+    + "".join(
+        f"CREATE INDEX IF NOT EXISTS events_{f} ON events ({_user_field(f)});\n"
+        for f in PIXEL_MATCH_FIELDS
+    )
 )
 
 
@@ -263,6 +278,14 @@ _QUEUE_ADDED = {"stamp_before": "TEXT", "withdrawn_at": "REAL"}
 def _missing_queue_columns(db: sqlite3.Connection) -> list[str]:
     have = {r[1] for r in db.execute("PRAGMA table_info(edit_queue)")}
     return [c for c in _QUEUE_ADDED if c not in have]
+
+
+def _added_within_5_missing(db: sqlite3.Connection) -> bool:
+    """Whether a ledger at schema 5 lacks what was added within 5 (edit_queue's columns, the
+    log_lines table): _migrate_to_5 adds them."""
+    if _missing_queue_columns(db):
+        return True
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name='log_lines'").fetchone() is None
 
 
 def _add_queue_columns(db: sqlite3.Connection) -> None:
@@ -380,7 +403,7 @@ class SqliteLedger:
             raise self._explain(exc) from None
 
     def _check_schema(self, db: sqlite3.Connection) -> None:
-        if self._schema_version(db) == SCHEMA_VERSION and not _missing_queue_columns(db):
+        if self._schema_version(db) == SCHEMA_VERSION and not _added_within_5_missing(db):
             return
         # Writing: one process at a time, and look again once the write lock is ours (another
         # process may have created or migrated the ledger meanwhile).
@@ -391,7 +414,7 @@ class SqliteLedger:
                 self._migrate(db, version)
             elif version == 0:
                 _run_script(db, _TABLES)
-            _migrate_to_5(db)  # and edit_queue's columns added within 5 (a ledger already at 5)
+            _migrate_to_5(db)  # and what was added within 5 (a ledger already at 5)
             db.execute(
                 "INSERT OR REPLACE INTO ledger_info VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -484,6 +507,27 @@ class SqliteLedger:
                 "DO UPDATE SET pixel_id=excluded.pixel_id, updated_at=excluded.updated_at "
                 "WHERE pixel_id != excluded.pixel_id",
                 (where.spreadsheet_id, where.tab, pixel_id, to_ts(now)),
+            )
+
+    def log_lines(self, where: SheetTab) -> int | None:
+        """The CAPI Log's line count after `where`'s last pass appended to it; None: never
+        recorded (a ledger from before the count, or no pass appended yet)."""
+        row = (
+            self._connect()
+            .execute(
+                "SELECT lines FROM log_lines WHERE spreadsheet_id=? AND tab=?",
+                (where.spreadsheet_id, where.tab),
+            )
+            .fetchone()
+        )
+        return int(row[0]) if row else None
+
+    def set_log_lines(self, where: SheetTab, lines: int, now: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO log_lines VALUES (?, ?, ?, ?) ON CONFLICT (spreadsheet_id, tab) "
+                "DO UPDATE SET lines=excluded.lines, updated_at=excluded.updated_at",
+                (where.spreadsheet_id, where.tab, lines, to_ts(now)),
             )
 
     def tabs_of_pixel(self, pixel_id: str) -> list[SheetTab]:
