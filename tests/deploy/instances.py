@@ -268,6 +268,12 @@ class MetaGate:
             return True
 
 
+# The MQL world the instance tests run: 8 leads at MQL, each owing Lead and QualifiedLead.
+AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
+LEADS = 8
+EVENTS = 2 * LEADS
+
+
 @contextlib.contextmanager
 def mql_stand_ins(
     tmp_path: Path, now: datetime, leads: int, *, latency: float = 0.0, **config: Any

@@ -24,7 +24,10 @@ from tests.conftest import (
     WORLD_TOKEN,
 )
 from tests.deploy.instances import (
+    AUTH,
     DOCUMENTED_ENV,
+    EVENTS,
+    LEADS,
     ROOT,
     MetaGate,
     dockerfile_command,
@@ -32,10 +35,6 @@ from tests.deploy.instances import (
     mql_stand_ins,
     start_instance,
 )
-
-AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
-LEADS = 8
-EVENTS = 2 * LEADS  # each MQL lead owes Lead and QualifiedLead
 
 
 @pytest.fixture

@@ -25,11 +25,13 @@ from sheet_bridge.sync.ledger import open_ledger
 from sheet_bridge.sync.run import Bridge
 from sheet_bridge.web.passes import parse_pass_ref
 from tests.conftest import (
-    WORLD_SECRET,
     WORLD_SHEET,
     WORLD_TOKEN,
 )
 from tests.deploy.instances import (
+    AUTH,
+    EVENTS,
+    LEADS,
     Instance,
     MetaGate,
     documented_env,
@@ -37,9 +39,6 @@ from tests.deploy.instances import (
     start_instance,
 )
 
-AUTH = {"Authorization": f"Bearer {WORLD_SECRET}"}
-LEADS = 8
-EVENTS = 2 * LEADS  # each MQL lead owes Lead and QualifiedLead
 LATENCY = 1.5  # Meta's time to answer each request: 8 requests one at a time, ~12 s
 
 

@@ -516,7 +516,6 @@ class PostgresLedger:
             raise SyncBusy(str(where)) from None
         conn.execute("SET lock_timeout = 0")
 
-    # -- history ---------------------------------------------------------------------------
     # -- pixels -----------------------------------------------------------------------------
     def bind_pixel(self, where: SheetTab, pixel_id: str, now: datetime) -> None:
         """Record which pixel `where` sends to: its leads are that pixel's (pixel_events)."""
