@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pstats
+import resource
 import sys
 import tempfile
 import time
@@ -22,7 +23,18 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-import sync_scale  # noqa: E402
+import sync_scale
+
+
+class Phases:
+    """A pass's progress callback: when each phase was first and last reported."""
+
+    def __init__(self, phases: dict[str, list[float]], started: float) -> None:
+        self.phases, self.started = phases, started
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        at = time.perf_counter() - self.started
+        self.phases.setdefault(phase, [at, at])[1] = at
 
 
 def main() -> None:
@@ -49,13 +61,26 @@ def main() -> None:
             for name in ("first", "no-change"):
                 profiler = None if args.no_profile else cProfile.Profile()
                 started = time.perf_counter()
+                cpu = resource.getrusage(resource.RUSAGE_SELF)
+                cpu_before = cpu.ru_utime + cpu.ru_stime
                 if profiler is not None:
                     profiler.enable()
-                result = bridge.sync(trigger="bench")
+                phases: dict[str, list[float]] = {}
+                result = bridge.sync(trigger="bench", progress=Phases(phases, started))
                 if profiler is not None:
                     profiler.disable()
                 seconds = time.perf_counter() - started
-                print(f"## {name} pass: {seconds:.2f} s, {result.events_sent} events sent")
+                cpu = resource.getrusage(resource.RUSAGE_SELF)
+                used = cpu.ru_utime + cpu.ru_stime - cpu_before
+                print(
+                    f"## {name} pass: {seconds:.2f} s, CPU {used:.2f} s (this process), "
+                    f"{result.events_sent} events sent, load {os.getloadavg()[0]:.2f}",
+                    flush=True,
+                )
+                print(
+                    "   phases (first and last progress report, s from the start): "
+                    + ", ".join(f"{k} {a:.2f}–{b:.2f}" for k, (a, b) in phases.items())
+                )
                 if profiler is None:
                     continue
                 if args.out:

@@ -38,16 +38,24 @@ time we observed, never one we made up:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal, NamedTuple
 
-from sheet_bridge.config import IDENTITY_COLUMNS, BridgeConfig, Stage, StageMap, status_key
+from sheet_bridge.config import (
+    IDENTITY_COLUMNS,
+    BridgeConfig,
+    MetaConfig,
+    Stage,
+    StageMap,
+    status_key,
+)
 from sheet_bridge.meta.events import classify_event_name, planning_window, send_window
 from sheet_bridge.meta.identity import (
     FIELD_NAMES,
     FieldProblem,
+    HashedIdentity,
     MatchKeys,
     hash_user_data,
     match_keys,
@@ -259,12 +267,39 @@ class RowDecision:
     match: MatchKeys | None = None
     # What the ledger holds for this lead's stages, funnel order (for the row's CAPI columns).
     records: list[EventRecord] = field(default_factory=list)
+    # A due lead whose identity is not hashed yet (`plan(..., hash_later=True)`): its events
+    # are built by `Plan.complete`. None once complete (and for every other outcome).
+    todo: Unhashed | None = None
+
+
+@dataclass(slots=True)
+class Unhashed:
+    """What a due lead's decision still needs to build its events: hashing its identity is
+    most of a first pass's planning (phone numbers above all), so it is done last, lead by
+    lead, while the pass sends the leads before it."""
+
+    row: LeadRow
+    stage: Stage
+    fresh: list[tuple[Stage, datetime]]  # the stages to send and their times, funnel order
+    current: StatusTime
+    unsent: list[str]  # stages reached at no time we can defend (baseline)
+    records: Mapping[str, EventRecord]  # the ledger's, by event name
+    identity: str  # lead_identity: its Leadgen ID's, or its key's
+    oldest: int  # its oldest event time: the send order (oldest first)
+    held_words: list[str] = field(default_factory=list)  # from one_identity_per_pixel
+
+
+def hash_row(row: LeadRow, meta: MetaConfig) -> HashedIdentity:
+    """A lead row's identity normalized and hashed as the bridge sends it."""
+    return hash_user_data(row.identity, meta.default_country, assume_country=meta.assume_country)
 
 
 @dataclass(slots=True)
 class Plan:
     decisions: list[RowDecision]
     observations: list[Observation]
+    # Finishes a due lead's decision (hash_later): _Planner.complete.
+    finish: Callable[[RowDecision, HashedIdentity | None], None] | None = None
 
     @property
     def leads_to_send(self) -> list[RowDecision]:
@@ -272,6 +307,19 @@ class Plan:
         by_row = [d for d in self.decisions if d.events]
         by_row.sort(key=lambda d: (min(e.event_time for e in d.events), d.row_number))
         return by_row
+
+    @property
+    def unhashed(self) -> list[RowDecision]:
+        """The due leads still to complete (hash_later), in the order they are sent: oldest
+        event first (nearest the window edge), then by row."""
+        todo = [d for d in self.decisions if d.todo is not None]
+        todo.sort(key=lambda d: (d.todo.oldest, d.row_number))  # type: ignore[union-attr]
+        return todo
+
+    def complete(self, decision: RowDecision, hashed: HashedIdentity | None = None) -> None:
+        """Build a due lead's events (`hashed`: its identity, hashed elsewhere by `hash_row`)."""
+        if decision.todo is not None and self.finish is not None:
+            self.finish(decision, hashed)
 
     @property
     def events(self) -> list[PlannedEvent]:
@@ -331,6 +379,15 @@ def row_identity(row: LeadRow) -> str:
     return lead_identity(row.key, {"lead_id": lead_id})
 
 
+def decision_identity(decision: RowDecision) -> str | None:
+    """Who a due lead is to its pixel (`lead_identity`); None when nothing is due."""
+    if decision.todo is not None:
+        return decision.todo.identity
+    if decision.events:
+        return lead_identity(decision.lead_key, decision.events[0].user_data)
+    return None
+
+
 def one_identity_per_pixel(the_plan: Plan, held: Mapping[tuple[str, str], str]) -> None:
     """Drop each due event whose lead already has it at this pixel: held by another row or tab
     (`held`: (identity, event name) → where, in words) or due from an earlier row of this pass.
@@ -339,17 +396,15 @@ def one_identity_per_pixel(the_plan: Plan, held: Mapping[tuple[str, str], str]) 
     so the bridge must never send one lead's event twice under two ids."""
     taken = dict(held)
     for d in the_plan.decisions:
-        if not d.events:
+        identity = decision_identity(d)
+        if identity is None:
             continue
-        identity = lead_identity(d.lead_key, d.events[0].user_data)
-        kept: list[PlannedEvent] = []
+        names = [s.event for s, _ in d.todo.fresh] if d.todo else [e.event_name for e in d.events]
         dropped: list[tuple[str, str]] = []
-        for e in d.events:
-            holder = taken.setdefault((identity, e.event_name), f"row {d.row_number}")
-            if holder == f"row {d.row_number}":
-                kept.append(e)
-            else:
-                dropped.append((e.event_name, holder))
+        for name in names:
+            holder = taken.setdefault((identity, name), f"row {d.row_number}")
+            if holder != f"row {d.row_number}":
+                dropped.append((name, holder))
         if not dropped:
             continue
         same = "Leadgen ID" if identity.startswith("lead:") else "CAPI Key"
@@ -357,13 +412,21 @@ def one_identity_per_pixel(the_plan: Plan, held: Mapping[tuple[str, str], str]) 
             f"{', '.join(n for n, _ in dropped)} not sent: this lead (same {same}) has it "
             f"already ({dropped[0][1]}); Meta counts one lead once per pixel"
         )
-        d.events = kept
-        if kept:
-            d.warnings.append(words)
-            d.message = "due: " + ", ".join(e.event_name for e in kept)
+        gone = {n for n, _ in dropped}
+        if d.todo is not None:
+            d.todo.fresh = [(s, at) for s, at in d.todo.fresh if s.event not in gone]
+            if d.todo.fresh:
+                d.todo.held_words.append(words)
+                continue
+            d.todo = None
         else:
-            d.outcome = "already_sent"
-            d.message = words
+            d.events = [e for e in d.events if e.event_name not in gone]
+            if d.events:
+                d.warnings.append(words)
+                d.message = "due: " + ", ".join(e.event_name for e in d.events)
+                continue
+        d.outcome = "already_sent"
+        d.message = words
 
 
 def payload_fingerprint(payload: Mapping[str, object]) -> str:
@@ -539,12 +602,13 @@ class _Planner:
         if pixel_note:
             decision.warnings.append(pixel_note)
         fresh: list[tuple[Stage, datetime]] = []
+        identity = row_identity(row)
         for s in pending:
             record = history.events.get(s.event)
-            event_id = record.event_id if record else self._event_id(row, s, current)
             at = times.get(s.index)
             if at is None:
                 if record is None or record.state != "baseline":
+                    event_id = self._event_id(row, s, identity)
                     decision.baseline.append(
                         BaselineEvent(row.row_number, row.key, s.event, event_id, self.now)
                     )
@@ -556,7 +620,7 @@ class _Planner:
                         row.row_number,
                         row.key,
                         s.event,
-                        event_id,
+                        record.event_id if record else self._event_id(row, s, identity),
                         int(at.timestamp()),
                         age,
                         self.meta_window,
@@ -577,16 +641,45 @@ class _Planner:
             decision.message = "; ".join(parts)
             return decision
 
-        meta = self.config.meta
-        identity = hash_user_data(
-            row.identity, meta.default_country, assume_country=meta.assume_country
+        decision.message = "due: " + ", ".join(s.event for s, _ in fresh)
+        decision.todo = Unhashed(
+            row,
+            stage,
+            fresh,
+            current,
+            unsent,
+            history.events,
+            identity,
+            min(int(at.timestamp()) for _, at in fresh),
         )
+        return decision
+
+    def complete(self, decision: RowDecision, hashed: HashedIdentity | None = None) -> None:
+        """The second half of `decide` for a due lead: hash its identity (unless `hashed`, the
+        same function's answer computed elsewhere, is given) and build its events. Kept apart
+        so a pass sends the first leads while later ones are still being hashed."""
+        try:
+            self._complete(decision, hashed)
+        except Exception as exc:  # no row may stop the tab (issue 21): this one is invalid
+            decision.todo = None
+            decision.outcome, decision.message = "invalid", unplannable(exc)
+            decision.events, decision.expired, decision.baseline = [], [], []
+
+    def _complete(self, decision: RowDecision, hashed: HashedIdentity | None) -> None:
+        todo = decision.todo
+        if todo is None:
+            return
+        decision.todo = None
+        row, stage, fresh, current = todo.row, todo.stage, todo.fresh, todo.current
+        meta = self.config.meta
+        identity = hashed if hashed is not None else hash_row(row, meta)
         # Limited Data Use describes the person: each lead's own place (meta/payload.py).
         options = processing_options(
             meta.data_processing_options, identity.country, identity.state, self.assumed_place
         )
         problems = [*row.field_problems, *identity.problems]
         decision.warnings.extend(self._describe_problem(p) for p in problems)
+        decision.warnings.extend(todo.held_words)
         decision.match = match_keys(identity.user_data)
         if not decision.match.sendable:
             decision.outcome = "invalid"
@@ -597,22 +690,21 @@ class _Planner:
             )
             decision.expired = []
             decision.baseline = []
-            return decision
-
+            return
         for s, at in fresh:
-            record = history.events.get(s.event)
+            record = todo.records.get(s.event)
             value, currency = self._value(row, s, stage)
             event = PlannedEvent(
                 row.row_number,
                 row.key,
                 s,
                 s.event,
-                record.event_id if record else self._event_id(row, s, current),
+                record.event_id if record else self._event_id(row, s, todo.identity),
                 int(at.timestamp()),
                 identity.user_data,
                 # docs/meta-events.md: each event's lead_status is the status of the stage it stands
                 # for, so a custom conversion on it selects that stage and no other.
-                status if s.index == stage.index else s.statuses[0],
+                decision.status if s.index == stage.index else s.statuses[0],
                 self.action_source,
                 self.config.meta.lead_event_source,
                 value,
@@ -630,21 +722,20 @@ class _Planner:
             decision.events.append(event)
         if not decision.events:
             decision.outcome = "invalid"
-            failed = [history.events[s.event] for s, _ in fresh if s.event in history.events]
+            failed = [todo.records[s.event] for s, _ in fresh if s.event in todo.records]
             decision.message = "not sent again: Meta refused it before; fix the row to retry"
             if failed and failed[-1].fingerprint:
                 decision.message = (
                     f"{', '.join(r.event_name for r in failed)} refused by Meta before and the "
                     "row has not changed since; fix the row to retry"
                 )
-            return decision
+            return
         names = ", ".join(e.event_name for e in decision.events)
         decision.message = f"due: {names}"
         if decision.expired:
             decision.message += "; " + self._expired_message(decision.expired)
-        if unsent:
-            decision.message += "; " + self._baseline_message(stage, unsent, current)
-        return decision
+        if todo.unsent:
+            decision.message += "; " + self._baseline_message(stage, todo.unsent, current)
 
     # -- pieces ----------------------------------------------------------------------------
     def _settling(self, latest: Transition, status: str) -> bool:
@@ -968,13 +1059,14 @@ class _Planner:
             browser_time = current.at
         return browser_time is not None and self.now - browser_time > PIXEL_DEDUP
 
-    def _event_id(self, row: LeadRow, stage: Stage, current: StatusTime) -> str:
+    def _event_id(self, row: LeadRow, stage: Stage, identity: str) -> str:
+        """`identity`: the row's (row_identity)."""
         # docs/deduplication.md: the first stage reuses the pixel's event id so Meta deduplicates it
         # against the browser's Lead (only sent while it can: see _pixel_reported).
         pixel = self._pixel_id(row, stage)
         if pixel is not None:
             return pixel
-        return event_id_for(self.config.meta.pixel_id, row_identity(row), stage.event)
+        return event_id_for(self.config.meta.pixel_id, identity, stage.event)
 
     def _baseline_message(self, stage: Stage, unsent: list[str], current: StatusTime) -> str:
         why = current.note or f"no {self.changed_col}"
@@ -1002,6 +1094,14 @@ class _Planner:
         return f"{header} {problem.shown} dropped: {problem.why}; {problem.fix}"
 
 
+def unplannable(exc: Exception) -> str:
+    """A row's message when planning it raised: the row is invalid, the others go on."""
+    return (
+        f"not sent: the row could not be planned ({type(exc).__name__}); check its cells for "
+        "values pasted by mistake and retype them"
+    )
+
+
 def plan(
     rows: Sequence[LeadRow],
     config: BridgeConfig,
@@ -1011,6 +1111,7 @@ def plan(
     only_keys: Collection[str] | None = None,
     last_full_pass: datetime | None = None,
     tz: tzinfo = UTC,
+    hash_later: bool = False,
 ) -> Plan:
     """Decide, for every lead row, which events are due and why any are not.
 
@@ -1019,6 +1120,8 @@ def plan(
     restricts the plan to those leads (an edit syncs just its lead). `last_full_pass` is when
     the last completed full pass of this tab started (it saw every lead): the bound of a scan's
     estimate (module docstring, rule 1d). `tz`: the sheet's zone, for times in row messages.
+    `hash_later`: leave each due lead's identity unhashed and its events unbuilt
+    (`RowDecision.todo`): `Plan.complete` builds them, lead by lead, `Plan.unhashed` in order.
     """
     if now.tzinfo is None:
         raise ValueError("plan() needs an aware `now`")
@@ -1051,12 +1154,11 @@ def plan(
         except Exception as exc:  # no row may stop the tab (issue 21): this one is invalid
             decisions.append(
                 RowDecision(
-                    row.row_number,
-                    row.key,
-                    row.status.strip()[:200],
-                    "invalid",
-                    f"not sent: the row could not be planned ({type(exc).__name__}); check "
-                    "its cells for values pasted by mistake and retype them",
+                    row.row_number, row.key, row.status.strip()[:200], "invalid", unplannable(exc)
                 )
             )
-    return Plan(decisions, planner.observations)
+    the_plan = Plan(decisions, planner.observations, planner.complete)
+    if not hash_later:
+        for d in decisions:
+            the_plan.complete(d)
+    return the_plan

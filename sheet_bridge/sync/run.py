@@ -21,6 +21,7 @@ from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync import stopping
 from sheet_bridge.sync.collector import gc_pass, gc_paused
+from sheet_bridge.sync.hashing import IdentityHasher
 from sheet_bridge.sync.ledger import (
     PASS_LOST,
     LedgerBackend,
@@ -44,9 +45,11 @@ from sheet_bridge.sync.plan import (
     EventRecord,
     LeadHistory,
     LeadRow,
+    Observation,
     Plan,
+    RowDecision,
+    decision_identity,
     expired_reason,
-    lead_identity,
     one_identity_per_pixel,
     plan,
     row_identity,
@@ -206,6 +209,7 @@ class Bridge:
         clock: Clock = utc_now,
         lock_wait: float = 5.0,
         before_write_back: Callable[[], None] | None = None,
+        hasher: IdentityHasher | None = None,
     ) -> None:
         self.config = config
         self.sheets = sheets
@@ -214,6 +218,8 @@ class Bridge:
         self.clock = clock
         self.lock_wait = lock_wait
         self._before_write_back = before_write_back  # a test seam: a crash after Meta answered
+        # Hashes due leads' identities in a worker process on big passes (sync/hashing.py).
+        self.hasher = hasher if hasher is not None else IdentityHasher()
         # A ledger from before tabs were keys: rows no pass record placed become this tab's.
         ledger.claim_legacy_rows(self.sheet_tab)
 
@@ -386,7 +392,10 @@ class Bridge:
                 only |= due
             if read is not None:  # taken only if read (a whole tab holds every lead there is)
                 due &= {r.key for r in leads}
+            if not dry_run:  # its worker starts while the pass plans
+                self.hasher.start(len(leads) if only is None else len(only))
             with gc_paused():
+                # A due lead's identity is hashed as the sender reaches it (_send_and_record).
                 the_plan = plan(
                     leads,
                     cfg,
@@ -395,6 +404,7 @@ class Bridge:
                     only_keys=only,
                     last_full_pass=last_full,
                     tz=tz,
+                    hash_later=not dry_run,
                 )
             del leads, history  # the plan carries what it needs of them
             one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
@@ -423,6 +433,8 @@ class Bridge:
             )
             count_pass("failed")
             raise
+        finally:
+            self.hasher.close()
         result.seconds = time.monotonic() - started
         ledger.finish_pass(
             pass_id, result.counts, self.clock(), error=result.halted, summary=result.summary()
@@ -492,12 +504,13 @@ class Bridge:
     def _held_elsewhere(self, the_plan: Plan) -> dict[tuple[str, str], str]:
         """(identity, event name) → where, for the due leads' events that another row or tab of
         this pixel has sent (or is sending)."""
-        due = the_plan.leads_to_send
-        if not due:
-            return {}
         mine: dict[str, set[str]] = {}
-        for d in due:
-            mine.setdefault(lead_identity(d.lead_key, d.events[0].user_data), set()).add(d.lead_key)
+        for d in the_plan.decisions:
+            identity = decision_identity(d)
+            if identity is not None:
+                mine.setdefault(identity, set()).add(d.lead_key)
+        if not mine:
+            return {}
         found = self.ledger.pixel_events(
             self.config.meta.pixel_id,
             lead_ids=[int(i[5:]) for i in mine if i.startswith("lead:")],
@@ -624,13 +637,29 @@ class Bridge:
         now: datetime,
         lease: LockLease,
     ) -> SyncResult:
-        """Send what is due, record Meta's answers, and report every row."""
+        """Send what is due, record Meta's answers, and report every row.
+
+        The due leads are completed (their identity hashed, their events built) one by one as
+        the sender takes them, oldest first: the first requests leave while later leads are
+        still being hashed, and Meta's round trips overlap that work at every size."""
         reports = RowReports(the_plan.decisions, self._funnel_order(), tz, dry_run)
         if not dry_run:
-            self._record_decided(the_plan, now, reports)
-        leads = the_plan.leads_to_send
+            self._record_decided(the_plan.observations, the_plan.decisions, now, reports)
+        todo = the_plan.unhashed
+        completed: list[RowDecision] = []
+
+        def due_leads() -> Iterator[RowDecision]:
+            yield from the_plan.leads_to_send  # complete already (none when hashed later)
+            for d, hashed in self.hasher.hashed(todo, self.config.meta):
+                the_plan.complete(d, hashed)
+                reports.expect(d)
+                completed.append(d)
+                self._report_decided(d, reports)
+                if d.events:
+                    yield d
+
         sent = Sent()
-        if leads and not dry_run:
+        if (todo or the_plan.leads_to_send) and not dry_run:
             meta = self.config.meta
             sender = Sender(
                 self._capi_to_send(),
@@ -643,10 +672,17 @@ class Bridge:
                 lease=lease,
                 progress=progress,
             )
+            estimate = sum(len(d.events) for d in the_plan.leads_to_send)
+            estimate += sum(len(d.todo.fresh) for d in todo if d.todo is not None)
             try:
-                sent = sender.send(leads, now)
+                sent = sender.send(due_leads(), now, total=estimate)
             except (LockLost, ServerStopping) as why:
                 raise _stopped(why, sender.delivered) from None
+            finally:
+                self.hasher.close()
+            # What completing the leads decided without Meta (too old, no time, no usable
+            # identifier): recorded once they are all complete.
+            self._record_decided([], completed, now, None)
         rows = reports.finish()
         halted = sent.halted.message if sent.halted else None
         return SyncResult(
@@ -662,23 +698,40 @@ class Bridge:
             halted=halted,
         )
 
-    def _record_decided(self, the_plan: Plan, now: datetime, reports: RowReports) -> None:
+    def _record_decided(
+        self,
+        observations: Sequence[Observation],
+        decisions: Sequence[RowDecision],
+        now: datetime,
+        reports: RowReports | None,
+    ) -> None:
         """What the plan decided without Meta: the statuses seen, the events too old to send,
-        the stages taken as a baseline."""
+        the stages taken as a baseline (of the decisions complete; `reports`: tell them too)."""
         where, ledger = self.sheet_tab, self.ledger
-        observed = [(o.lead_key, o.status, o.at, o.source) for o in the_plan.observations]
-        ledger.add_transitions(where, observed, now)
-        expired, baseline = the_plan.expired, the_plan.baseline
-        ledger.record_expired(where, expired, now)
-        ledger.record_baseline(where, baseline, now)
-        for x in expired:
+        observed = [(o.lead_key, o.status, o.at, o.source) for o in observations]
+        if observed:
+            ledger.add_transitions(where, observed, now)
+        done = [d for d in decisions if d.todo is None]
+        expired = [x for d in done for x in d.expired]
+        baseline = [b for d in done for b in d.baseline]
+        if expired:
+            ledger.record_expired(where, expired, now)
+        if baseline:
+            ledger.record_baseline(where, baseline, now)
+        if reports is not None:
+            for d in done:
+                self._report_decided(d, reports)
+
+    @staticmethod
+    def _report_decided(d: RowDecision, reports: RowReports) -> None:
+        for x in d.expired:
             reports.add(
                 x.lead_key,
                 EventRecord(
                     x.event_name, x.event_id, "expired", x.event_time, error=expired_reason(x)
                 ),
             )
-        for b in baseline:
+        for b in d.baseline:
             seen = int(b.seen_at.timestamp())
             reports.add(
                 b.lead_key,

@@ -135,24 +135,34 @@ class RowReports:
         tz: tzinfo,
         dry_run: bool,
     ) -> None:
-        for d in decisions:
-            if any(e.resend for e in d.events):
-                d.warnings.append(RESENT)
-        self.notes = {
-            d.lead_key: "; ".join(d.warnings) or None
-            for d in decisions
-            if d.outcome != "duplicate"  # a later row with the same key must not erase them
-        }
+        self.notes: dict[str, str | None] = {}
         self._decisions = decisions
         self._order = order  # event name → funnel index
         self._tz, self._dry_run = tz, dry_run
         self._reports: list[RowReport | None] = [None] * len(decisions)
         # Lead key → [its decision's index, its events Meta has not answered yet].
-        self._waiting = {
-            d.lead_key: [i, len(d.events)] for i, d in enumerate(decisions) if d.events
-        }
+        self._waiting: dict[str, list[int]] = {}
         # The records this pass made, until their lead's report takes them.
         self._after: dict[tuple[str, str], EventRecord] = {}
+        # The due leads still to be completed (Plan.complete): `expect` takes them then.
+        self._index_of: dict[str, int] = {}
+        for i, d in enumerate(decisions):
+            if d.todo is not None:
+                self._index_of[d.lead_key] = i
+            elif d.outcome != "duplicate":  # a later row with the same key must not erase them
+                self._take(i, d)
+
+    def expect(self, decision: RowDecision) -> None:
+        """A due lead completed after the reports began (Plan.complete): its warnings and
+        events are final now."""
+        self._take(self._index_of.pop(decision.lead_key), decision)
+
+    def _take(self, i: int, d: RowDecision) -> None:
+        if any(e.resend for e in d.events):
+            d.warnings.append(RESENT)
+        self.notes[d.lead_key] = "; ".join(d.warnings) or None
+        if d.events:
+            self._waiting[d.lead_key] = [i, len(d.events)]
 
     def add(self, lead_key: str, record: EventRecord) -> None:
         """A record the pass made without Meta (expired, baseline)."""
@@ -231,19 +241,24 @@ class Sender:
         self._strengths: dict[str, str] = {}
         self._now = datetime.min
 
-    def send(self, leads: Sequence[RowDecision], now: datetime) -> Sent:
+    def send(self, leads: Iterable[RowDecision], now: datetime, total: int | None = None) -> Sent:
         """Send the leads' events, request by request: each request's events are marked
         `sending` in the ledger before it leaves (a crash before Meta's answer is recorded then
         resends them with the same event ids), and its answer is recorded before a request
-        holding the same lead's later stage leaves."""
-        self._strengths = {d.lead_key: d.match.strength for d in leads if d.match is not None}
+        holding the same lead's later stage leaves.
+
+        `leads` may be a generator that plans as it goes (sync/run.py): a request leaves as
+        soon as its leads are planned, while later ones are still being planned. `total`: how
+        many events at most (for progress), when `leads` cannot say before it ends."""
+        if isinstance(leads, Sequence):
+            total = sum(len(d.events) for d in leads)
         self._now = now
-        self._total = sum(len(d.events) for d in leads)
+        self._total = total or 0
         before = self.capi.requests_made
         with ThreadPoolExecutor(self.limit.most, thread_name_prefix="capi-send") as pool:
             try:
                 latest: Future[list[SendOutcome]] | None = None
-                for chunk in lead_chunks([d.events for d in leads], self.batch_size):
+                for chunk in lead_chunks(self._events_of(leads), self.batch_size):
                     self._make_room(latest if chunk.follows else None)
                     self._tell_progress()
                     if self.halted is not None:
@@ -263,8 +278,15 @@ class Sender:
             finally:
                 while self._in_flight:  # in flight when the pass stops: answered and recorded
                     self._collect()
+        self._total, self._told = self._answered, -1  # what there was, now that it is known
         self._tell_progress()
         return Sent(self.capi.requests_made - before, self.halted)
+
+    def _events_of(self, leads: Iterable[RowDecision]) -> Iterator[list[PlannedEvent]]:
+        for d in leads:
+            if d.match is not None:
+                self._strengths[d.lead_key] = d.match.strength
+            yield d.events
 
     def _mark_sending(self, chunk: Chunk) -> None:
         notes = self.reports.notes
