@@ -35,6 +35,7 @@ from sheet_bridge.sync.ledger.contract import (
     PASS_LOST,
     SCHEMA_VERSION,
     AdoptedEvent,
+    Answered,
     EditChange,
     LedgerError,
     LedgerEvent,
@@ -61,6 +62,7 @@ from sheet_bridge.sync.ledger.records import (
     QUEUE_COLUMNS,
     READABLE_AT,
     adopted_rows,
+    answered_rows,
     baseline_rows,
     counts_json,
     edit_change_rows,
@@ -795,9 +797,20 @@ class PostgresLedger:
         strengths: Mapping[str, str],
         notes: Mapping[str, str | None],
         now: datetime,
+        answered: Answered = (),
     ) -> None:
-        """Before the POST: the event exists, with its final event_id, as `sending`."""
+        """Before the POST: the event exists, with its final event_id, as `sending`; the
+        answers to earlier requests (`answered`) are recorded first, in the same transaction
+        (contract.py): one commit per request."""
         with self._tx() as db:
+            if answered:
+                _bulk(
+                    db,
+                    _RECORD_OUTCOMES,
+                    "outcomes",
+                    answered_rows(where, answered),
+                    key=_outcome_key,
+                )
             _bulk(
                 db,
                 "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, "
@@ -826,16 +839,10 @@ class PostgresLedger:
         with self._tx() as db:
             _bulk(
                 db,
-                "UPDATE events SET state = u.state, sent_at = COALESCE(u.sent_at, events.sent_at), "
-                "fbtrace_id = u.fbtrace_id, error = u.error, retry = u.retry, "
-                "updated_at = u.updated_at "
-                "FROM {rows} AS u (state, sent_at, fbtrace_id, error, retry, updated_at, "
-                "spreadsheet_id, tab, lead_key, event_name) "
-                "WHERE events.spreadsheet_id = u.spreadsheet_id AND events.tab = u.tab "
-                "AND events.lead_key = u.lead_key AND events.event_name = u.event_name",
+                _RECORD_OUTCOMES,
                 "outcomes",
                 outcome_rows(where, results, to_ts(now)),
-                key=lambda r: r[6:],
+                key=_outcome_key,
             )
 
     def record_expired(
@@ -1090,6 +1097,21 @@ _INSERT_SETTLED = (
 
 def _event_key(row: Sequence[object]) -> Sequence[object]:
     return row[:4]
+
+
+def _outcome_key(row: Sequence[object]) -> Sequence[object]:
+    return row[6:]
+
+
+# Applies a staging table of records.py outcome_rows.
+_RECORD_OUTCOMES = (
+    "UPDATE events SET state = u.state, sent_at = COALESCE(u.sent_at, events.sent_at), "
+    "fbtrace_id = u.fbtrace_id, error = u.error, retry = u.retry, updated_at = u.updated_at "
+    "FROM {rows} AS u (state, sent_at, fbtrace_id, error, retry, updated_at, "
+    "spreadsheet_id, tab, lead_key, event_name) "
+    "WHERE events.spreadsheet_id = u.spreadsheet_id AND events.tab = u.tab "
+    "AND events.lead_key = u.lead_key AND events.event_name = u.event_name"
+)
 
 
 def _fetch(db: Connection, sql: str, params: Sequence[object]) -> Iterator[tuple[Any, ...]]:

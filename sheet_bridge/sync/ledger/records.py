@@ -23,6 +23,7 @@ from sheet_bridge.sync.ledger.contract import (
     RECORD_DAYS,
     SUMMARY_DAYS,
     AdoptedEvent,
+    Answered,
     EditChange,
     LedgerEvent,
     PassRecord,
@@ -119,29 +120,43 @@ def sending_rows(
         )
 
 
+# Meta's answer → the state stored: anything but sent or expired is a failure.
+_STORED_STATE = {"sent": "sent", "expired": "expired"}
+
+
 def outcome_rows(
-    where: SheetTab, results: Sequence[tuple[PlannedEvent, SendOutcome]], t: float
+    where: SheetTab, results: Iterable[tuple[PlannedEvent, SendOutcome]], t: float
 ) -> list[tuple[object, ...]]:
     """record_outcomes: (state, sent_at or None, fbtrace_id, error, retry, updated_at,
     spreadsheet_id, tab, lead_key, event_name), the last four naming the event."""
+    sid, tab = where.spreadsheet_id, where.tab
     rows: list[tuple[object, ...]] = []
     for e, o in results:
-        state = {"sent": "sent", "expired": "expired"}.get(o.state, "failed")
-        retry = o.state == "not_sent" or o.transient
+        state = _STORED_STATE.get(o.state, "failed")
+        sent = state == "sent"
         rows.append(
             (
                 state,
-                t if state == "sent" else None,
+                t if sent else None,
                 o.fbtrace_id,
-                None if state == "sent" else o.summary,
-                retry,
+                None if sent else o.summary,
+                o.state == "not_sent" or o.transient,
                 t,
-                where.spreadsheet_id,
-                where.tab,
+                sid,
+                tab,
                 e.lead_key,
                 e.event_name,
             )
         )
+    return rows
+
+
+def answered_rows(where: SheetTab, answered: Answered) -> list[tuple[object, ...]]:
+    """mark_sending's `answered`: outcome_rows of each request's answers at its own time, in
+    the order answered."""
+    rows: list[tuple[object, ...]] = []
+    for results, at in answered:
+        rows += outcome_rows(where, results, to_ts(at))
     return rows
 
 

@@ -28,6 +28,7 @@ from sheet_bridge.sync.ledger.contract import (
     PASS_LOST,
     SCHEMA_VERSION,
     AdoptedEvent,
+    Answered,
     EditChange,
     LedgerError,
     LedgerEvent,
@@ -54,6 +55,7 @@ from sheet_bridge.sync.ledger.records import (
     QUEUE_COLUMNS,
     READABLE_AT,
     adopted_rows,
+    answered_rows,
     baseline_rows,
     counts_json,
     edit_change_rows,
@@ -894,9 +896,14 @@ class SqliteLedger:
         strengths: Mapping[str, str],
         notes: Mapping[str, str | None],
         now: datetime,
+        answered: Answered = (),
     ) -> None:
-        """Before the POST: the event exists, with its final event_id, as `sending`."""
+        """Before the POST: the event exists, with its final event_id, as `sending`; the
+        answers to earlier requests (`answered`) are recorded first, in the same transaction
+        (contract.py): one commit per request."""
         with self._tx() as db:
+            if answered:
+                db.executemany(_RECORD_OUTCOME, answered_rows(where, answered))
             db.executemany(
                 "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, "
                 "state, event_time, row_number, lead_status, stage_index, fingerprint, "
@@ -922,12 +929,7 @@ class SqliteLedger:
         """Right after Meta answers, before the sheet is written."""
         rows = outcome_rows(where, results, to_ts(now))
         with self._tx() as db:
-            db.executemany(
-                "UPDATE events SET state=?, sent_at=COALESCE(?, sent_at), fbtrace_id=?, "
-                "error=?, retry=?, updated_at=? "
-                "WHERE spreadsheet_id=? AND tab=? AND lead_key=? AND event_name=?",
-                rows,
-            )
+            db.executemany(_RECORD_OUTCOME, rows)
 
     def record_expired(
         self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
@@ -1142,6 +1144,13 @@ class SqliteLedger:
             .fetchone()
         )
         return last_pass_answer(row)
+
+
+# One row of records.py outcome_rows.
+_RECORD_OUTCOME = (
+    "UPDATE events SET state=?, sent_at=COALESCE(?, sent_at), fbtrace_id=?, error=?, retry=?, "
+    "updated_at=? WHERE spreadsheet_id=? AND tab=? AND lead_key=? AND event_name=?"
+)
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
