@@ -80,6 +80,10 @@ PIXEL_MATCH_FIELDS = ("lead_id", "em", "ph")
 # -- rows written ------------------------------------------------------------------------------
 
 
+# json.dumps(value, sort_keys=True), without building an encoder per call (once per lead).
+_encode_sorted = json.JSONEncoder(sort_keys=True).encode
+
+
 def sending_rows(
     where: SheetTab,
     events: Iterable[PlannedEvent],
@@ -98,7 +102,7 @@ def sending_rows(
     user_json = ""
     for e in events:
         if e.user_data is not last_user:
-            last_user, user_json = e.user_data, json.dumps(e.user_data, sort_keys=True)
+            last_user, user_json = e.user_data, _encode_sorted(e.user_data)
         yield (
             sid,
             tab,

@@ -303,6 +303,15 @@ _READABLE_AT = (
 )
 
 
+# WAL pages after which a commit copies the WAL into the database file (a checkpoint, with its
+# two fsyncs). SQLite's default, 1,000 pages (4 MB), checkpointed after nearly every request of
+# a first pass: each request's events touch ~1,000 pages of the indexes on user_data, so the
+# same pages were copied and synced again and again. At 16,000 (64 MB of WAL at most) a page
+# rewritten by several requests is copied once; measured writing 100,000 leads' events as a
+# pass does (bench: 376 requests): 12.7 s → 8.8 s, median of three.
+_CHECKPOINT_PAGES = 16_000
+
+
 class SqliteLedger:
     """SQLite in WAL mode; one connection per thread, so the web server's threads share it.
 
@@ -349,6 +358,7 @@ class SqliteLedger:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
             except sqlite3.DatabaseError as exc:
                 raise self._explain(exc) from None
             self._local.conn = conn
