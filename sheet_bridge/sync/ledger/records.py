@@ -335,42 +335,45 @@ def lead_histories(
     withdrawn edits from (lead_key, since, at) rows of the edit queue (WITHDRAWN_SQL)."""
     events: dict[str, dict[str, EventRecord]] = {}
     transitions: dict[str, list[Transition]] = {}
-    # One per batch sent, one per pass for what a pass observed: convert each once.
+    # One per batch sent, one per pass for what a pass observed: convert each once. Inlined,
+    # as the lookups below: this runs for every event and transition of the tab on each pass.
     times: dict[float, datetime] = {}
-
-    def at_time(ts: float) -> datetime:
-        got = times.get(ts)
-        if got is None:
-            got = times[ts] = from_ts(ts)
-        return got
-
     for key, name, eid, state, etime, retry, fp, sent_at, trace, err, notes in event_rows:
-        events.setdefault(key, {})[name] = EventRecord(
-            name,
-            eid,
-            state,
-            etime,
-            bool(retry),
-            fp,
-            at_time(sent_at) if sent_at else None,
-            trace,
-            err,
-            notes,
-        )
+        sent = None
+        if sent_at:
+            sent = times.get(sent_at)
+            if sent is None:
+                sent = times[sent_at] = from_ts(sent_at)
+        record = EventRecord(name, eid, state, etime, bool(retry), fp, sent, trace, err, notes)
+        lead = events.get(key)
+        if lead is None:
+            events[key] = {name: record}
+        else:
+            lead[name] = record
     for key, status, at, source, recorded_at in transition_rows:
-        transitions.setdefault(key, []).append(
-            Transition(status, at_time(at), source, at_time(recorded_at))
-        )
+        when = times.get(at)
+        if when is None:
+            when = times[at] = from_ts(at)
+        seen = times.get(recorded_at)
+        if seen is None:
+            seen = times[recorded_at] = from_ts(recorded_at)
+        seen_list = transitions.get(key)
+        if seen_list is None:
+            transitions[key] = [Transition(status, when, source, seen)]
+        else:
+            seen_list.append(Transition(status, when, source, seen))
     withdrawn: dict[str, list[tuple[datetime, datetime]]] = {}
     for key, since, at in withdrawn_rows:
         withdrawn.setdefault(key, []).append((from_ts(since), from_ts(at)))
-    keys = set(events) | set(transitions) | set(withdrawn)
-    return {
-        k: LeadHistory(
-            events.get(k, {}), tuple(transitions.get(k, ())), tuple(withdrawn.get(k, ()))
-        )
-        for k in keys
+    histories = {
+        k: LeadHistory(lead, tuple(transitions.pop(k, ())), tuple(withdrawn.pop(k, ())))
+        for k, lead in events.items()
     }
+    for k, seen_list in transitions.items():  # leads with no event yet
+        histories[k] = LeadHistory({}, tuple(seen_list), tuple(withdrawn.pop(k, ())))
+    for k, times_back in withdrawn.items():
+        histories[k] = LeadHistory({}, (), tuple(times_back))
+    return histories
 
 
 def unreadable_edit(row: Sequence[Any]) -> UnreadableRecord:
