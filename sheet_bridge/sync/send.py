@@ -273,8 +273,9 @@ class Sender:
 
     def _mark_sending(self, chunk: Chunk) -> None:
         """Mark the request's events `sending` and record the answers not recorded yet, in one
-        transaction (commits were 7.4 s of a 100,000-lead pass with one for each): a lead's
-        earlier stage's answer is committed with, at the latest, the mark of its later one."""
+        transaction (one commit per request, not two: writing 100,000 leads' events as a pass
+        does took 15.6 s with a transaction for each, 12.7 s so): a lead's earlier stage's
+        answer is committed with, at the latest, the mark of the request holding its later."""
         notes = self.reports.notes
         self.ledger.mark_sending(
             self.where, chunk.events, self._strengths, notes, self._now, answered=self._answers
