@@ -240,6 +240,8 @@ class Sender:
         self.delivered = 0  # events Meta accepted so far (what a pass that stops has sent)
         self._strengths: dict[str, str] = {}
         self._now = datetime.min
+        # Answers the ledger has not recorded yet: (a request's events and outcomes, when).
+        self._answers: list[tuple[list[tuple[PlannedEvent, SendOutcome]], datetime]] = []
 
     def send(self, leads: Iterable[RowDecision], now: datetime, total: int | None = None) -> Sent:
         """Send the leads' events, request by request: each request's events are marked
@@ -276,8 +278,11 @@ class Sender:
                     latest = pool.submit(self._post, chunk)
                     self._in_flight[latest] = chunk
             finally:
-                while self._in_flight:  # in flight when the pass stops: answered and recorded
-                    self._collect()
+                try:
+                    while self._in_flight:  # in flight when the pass stops: answered, recorded
+                        self._collect()
+                finally:
+                    self._flush()
         self._total, self._told = self._answered, -1  # what there was, now that it is known
         self._tell_progress()
         return Sent(self.capi.requests_made - before, self.halted)
@@ -289,8 +294,24 @@ class Sender:
             yield d.events
 
     def _mark_sending(self, chunk: Chunk) -> None:
+        """Mark the request's events `sending` and record the answers not recorded yet, in one
+        transaction (one commit per request, not two: writing 100,000 leads' events as a pass
+        does took 15.6 s with a transaction for each, 12.7 s so): a lead's earlier stage's
+        answer is committed with, at the latest, the mark of the request holding its later."""
         notes = self.reports.notes
-        self.ledger.mark_sending(self.where, chunk.events, self._strengths, notes, self._now)
+        self.ledger.mark_sending(
+            self.where, chunk.events, self._strengths, notes, self._now, answered=self._answers
+        )
+        self._answers = []
+
+    def _flush(self) -> None:
+        """Record the answers no mark took (the last requests', or all of them when the pass
+        stops), before send() returns and anything reads the ledger. Were the process to die
+        first, their events stay `sending` and the next pass sends them again with the same
+        ids, as for a request in flight."""
+        if self._answers:
+            self.ledger.mark_sending(self.where, (), {}, {}, self._now, answered=self._answers)
+            self._answers = []
 
     def _post(self, chunk: Chunk) -> list[SendOutcome]:
         """In a worker thread: HTTP only (payloads are built here, as they are sent)."""
@@ -315,9 +336,11 @@ class Sender:
             self.limit.answered()
 
     def _record(self, chunk: Chunk, outcomes: list[SendOutcome]) -> None:
+        """Keep Meta's answer for the ledger's next write (_mark_sending, _flush) and tell
+        the reports now."""
         sent_at = self.clock()
         pairs = list(zip(chunk.events, outcomes, strict=True))
-        self.ledger.record_outcomes(self.where, pairs, sent_at)
+        self._answers.append((pairs, sent_at))
         for event, outcome in pairs:
             self.reports.answered(event, outcome, sent_at)
         if self.halted is None:

@@ -7,6 +7,7 @@ lease lock, schemas 1 and 2) and test_ledger_postgres.py (advisory locks, the po
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -184,6 +185,43 @@ def test_sending_then_outcomes_round_trip_through_history(ledger: LedgerBackend)
     assert stored.value == 100.0
     assert stored.currency == "INR"
     assert stored.lead_status == "New"
+
+
+def test_a_mark_records_the_answers_it_carries_in_its_own_transaction(
+    ledger: LedgerBackend,
+) -> None:
+    """A pass records Meta's answers with the next request's mark (one commit per request):
+    the answers are written as record_outcomes would, each at its own time; if the mark fails,
+    neither is kept (the answered events stay `sending`: sent again with the same ids)."""
+    first, second, third = planned("Lkey1"), planned("Lkey2"), planned("Lkey3", MQL_STAGE)
+    ledger.mark_sending(WHERE, [first, second], {}, {}, NOW)
+    answered = [
+        ([(first, SendOutcome("sent", "sent to Meta", "Atrace1"))], NOW + timedelta(seconds=1)),
+        ([(second, SendOutcome("failed", "down", transient=True))], NOW + timedelta(seconds=2)),
+    ]
+    broken = dataclasses.replace(planned("Lkey4"), lead_key=None)  # type: ignore[arg-type]
+
+    with pytest.raises(LedgerError):
+        ledger.mark_sending(WHERE, [third, broken], {}, {}, NOW, answered=answered)
+    assert ledger.counts_by_state(WHERE) == {"sending": 2}
+
+    ledger.mark_sending(WHERE, [third], {}, {}, NOW, answered=answered)
+    history = ledger.history(WHERE)
+    sent = history["Lkey1"].events["Lead"]
+    assert (sent.state, sent.sent_at, sent.fbtrace_id) == (
+        "sent",
+        NOW + timedelta(seconds=1),
+        "Atrace1",
+    )
+    failed = history["Lkey2"].events["Lead"]
+    assert (failed.state, failed.retry, failed.sent_at) == ("failed", True, None)
+    assert history["Lkey3"].events["QualifiedLead"].state == "sending"
+
+    # Only answers (what a pass flushes when it ends): no event to mark.
+    ledger.mark_sending(
+        WHERE, [], {}, {}, NOW, answered=[([(third, SendOutcome("sent", "ok"))], NOW)]
+    )
+    assert ledger.counts_by_state(WHERE) == {"sent": 2, "failed": 1}
 
 
 def test_transient_failure_is_kept_for_retry(ledger: LedgerBackend) -> None:

@@ -196,6 +196,27 @@ def test_a_bulk_write_that_fails_leaves_nothing_and_the_next_one_works(
     assert ledger.counts_by_state(WHERE) == {"sending": 1}
 
 
+def test_events_pages_keep_room_for_the_answer_of_each_row(
+    ledger_location: str,
+) -> None:
+    """events is filled half (added within schema 5): recording Meta's answer then updates a
+    row in its own page and no index. A ledger at 5 made before it gains it on opening, its
+    events kept."""
+    fillfactor = "SELECT reloptions FROM pg_class WHERE oid = 'events'::regclass"
+    first = open_ledger(ledger_location)
+    first.mark_sending(WHERE, [planned("kA")], {}, {}, NOW)
+    first.close()
+    assert run_sql(ledger_location, fillfactor) == [(["fillfactor=50"],)]
+    run_sql(ledger_location, "ALTER TABLE events RESET (fillfactor)")
+
+    again = open_ledger(ledger_location)
+    try:
+        assert run_sql(ledger_location, fillfactor) == [(["fillfactor=50"],)]
+        assert again.counts_by_state(WHERE) == {"sending": 1}
+    finally:
+        again.close()
+
+
 # -- errors in words, never the password ---------------------------------------------------
 
 

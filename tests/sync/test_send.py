@@ -214,6 +214,64 @@ def test_one_leads_stages_are_never_in_two_requests_in_flight_at_once(
             assert next_started == started or next_started >= finished
 
 
+class RecordingLedger:
+    """The world's ledger, noting what each of the pass's writes of events carried."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.marks: list[tuple[list[str], list[str]]] = []  # (events marked, answers recorded)
+        self.records = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def mark_sending(self, where: Any, events: Any, *args: Any, answered: Any = ()) -> None:
+        self.inner.mark_sending(where, events, *args, answered=answered)
+        ids = [e.event_id for pairs, _ in answered for e, _ in pairs]
+        self.marks.append(([e.event_id for e in events], ids))
+
+    def record_outcomes(self, *args: Any) -> None:
+        self.records += 1
+        self.inner.record_outcomes(*args)
+
+
+def test_answers_are_committed_with_the_next_mark_and_before_a_later_stage_leaves(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """One transaction per request: Meta's answers are recorded with the next request's mark,
+    the last ones when sending ends. A lead's earlier stage is recorded with, at the latest,
+    the mark of the request holding its later stage; every answer is recorded once."""
+    statuses = ["Customer", "SQL", "New", "Opportunity", "MQL", "New", "Customer", "SQL"] * 2
+    world = make_world(
+        [lead_row(i, s, now=world_now) for i, s in enumerate(statuses)],
+        meta={"batch_size": 3, "max_in_flight": 4},  # a Customer lead (5 events) spans requests
+    )
+    set_speed(world, latency_ms=30)
+    bridge = world.bridge()
+    ledger = RecordingLedger(bridge.ledger)
+    bridge.ledger = ledger
+
+    result = bridge.sync()
+
+    assert ledger.records == 0
+    marked = [events for events, _ in ledger.marks if events]
+    assert len(marked) == result.meta_requests == world.meta_stats()["requests"]
+    assert ledger.marks[-1][0] == [] and ledger.marks[-1][1]  # the last answers, flushed
+    recorded = [i for _, answers in ledger.marks for i in answers]
+    assert sorted(recorded) == sorted(i for events in marked for i in events)  # each once
+    mark_of = {i: n for n, (events, _) in enumerate(ledger.marks) for i in events}
+    answer_of = {i: n for n, (_, answers) in enumerate(ledger.marks) for i in answers}
+    stages: dict[str, list[tuple[int, str]]] = {}
+    for event in world.meta_events():
+        stage = FUNNEL.index(event["event_name"])
+        stages.setdefault(event["user_data"]["em"], []).append((stage, event["event_id"]))
+    for lead_stages in stages.values():
+        for (_, earlier), (_, later) in pairwise(sorted(lead_stages)):
+            if mark_of[earlier] != mark_of[later]:
+                assert answer_of[earlier] <= mark_of[later]
+    assert ledger_states(world) == Counter({"sent": len(recorded)})
+
+
 _EVENT = {"New": "Lead", "MQL": "QualifiedLead", "SQL": "Schedule", "Opportunity": "StartTrial"}
 _EVENT["Customer"] = "Purchase"
 

@@ -59,6 +59,11 @@ PASS_LOST_AFTER = timedelta(minutes=2)
 PASS_LOST = "PassLost"
 PASS_PHASES = ("queued", "read", "send", "write", "done")
 
+# Meta's answers a pass has not recorded yet, each (one request's (event, answer) pairs, when
+# Meta answered): `mark_sending` records them in the transaction that marks the next request,
+# so a pass commits once per request, not twice (docs/deduplication.md).
+Answered = Sequence[tuple[Sequence[tuple[PlannedEvent, SendOutcome]], datetime]]
+
 
 class LedgerError(Exception):
     """The ledger cannot be used; the message says why and what to do."""
@@ -310,7 +315,15 @@ class LedgerBackend(Protocol):
         strengths: Mapping[str, str],
         notes: Mapping[str, str | None],
         now: datetime,
-    ) -> None: ...
+        answered: Answered = (),
+    ) -> None:
+        """Before a request leaves: its `events` exist, with their final event ids, as
+        `sending`. In the same transaction and first, `answered` (earlier requests' answers)
+        is recorded as `record_outcomes` would: once it returns, both are committed, and if
+        it fails, neither is. `events` may be empty (only the answers are written: what a
+        pass flushes when it stops)."""
+        ...
+
     def record_outcomes(
         self,
         where: SheetTab,

@@ -23,6 +23,7 @@ from sheet_bridge.sync.ledger.contract import (
     RECORD_DAYS,
     SUMMARY_DAYS,
     AdoptedEvent,
+    Answered,
     EditChange,
     LedgerEvent,
     PassRecord,
@@ -79,6 +80,10 @@ PIXEL_MATCH_FIELDS = ("lead_id", "em", "ph")
 # -- rows written ------------------------------------------------------------------------------
 
 
+# json.dumps(value, sort_keys=True), without building an encoder per call (once per lead).
+_encode_sorted = json.JSONEncoder(sort_keys=True).encode
+
+
 def sending_rows(
     where: SheetTab,
     events: Iterable[PlannedEvent],
@@ -97,7 +102,7 @@ def sending_rows(
     user_json = ""
     for e in events:
         if e.user_data is not last_user:
-            last_user, user_json = e.user_data, json.dumps(e.user_data, sort_keys=True)
+            last_user, user_json = e.user_data, _encode_sorted(e.user_data)
         yield (
             sid,
             tab,
@@ -119,29 +124,43 @@ def sending_rows(
         )
 
 
+# Meta's answer → the state stored: anything but sent or expired is a failure.
+_STORED_STATE = {"sent": "sent", "expired": "expired"}
+
+
 def outcome_rows(
-    where: SheetTab, results: Sequence[tuple[PlannedEvent, SendOutcome]], t: float
+    where: SheetTab, results: Iterable[tuple[PlannedEvent, SendOutcome]], t: float
 ) -> list[tuple[object, ...]]:
     """record_outcomes: (state, sent_at or None, fbtrace_id, error, retry, updated_at,
     spreadsheet_id, tab, lead_key, event_name), the last four naming the event."""
+    sid, tab = where.spreadsheet_id, where.tab
     rows: list[tuple[object, ...]] = []
     for e, o in results:
-        state = {"sent": "sent", "expired": "expired"}.get(o.state, "failed")
-        retry = o.state == "not_sent" or o.transient
+        state = _STORED_STATE.get(o.state, "failed")
+        sent = state == "sent"
         rows.append(
             (
                 state,
-                t if state == "sent" else None,
+                t if sent else None,
                 o.fbtrace_id,
-                None if state == "sent" else o.summary,
-                retry,
+                None if sent else o.summary,
+                o.state == "not_sent" or o.transient,
                 t,
-                where.spreadsheet_id,
-                where.tab,
+                sid,
+                tab,
                 e.lead_key,
                 e.event_name,
             )
         )
+    return rows
+
+
+def answered_rows(where: SheetTab, answered: Answered) -> list[tuple[object, ...]]:
+    """mark_sending's `answered`: outcome_rows of each request's answers at its own time, in
+    the order answered."""
+    rows: list[tuple[object, ...]] = []
+    for results, at in answered:
+        rows += outcome_rows(where, results, to_ts(at))
     return rows
 
 
@@ -316,42 +335,45 @@ def lead_histories(
     withdrawn edits from (lead_key, since, at) rows of the edit queue (WITHDRAWN_SQL)."""
     events: dict[str, dict[str, EventRecord]] = {}
     transitions: dict[str, list[Transition]] = {}
-    # One per batch sent, one per pass for what a pass observed: convert each once.
+    # One per batch sent, one per pass for what a pass observed: convert each once. Inlined,
+    # as the lookups below: this runs for every event and transition of the tab on each pass.
     times: dict[float, datetime] = {}
-
-    def at_time(ts: float) -> datetime:
-        got = times.get(ts)
-        if got is None:
-            got = times[ts] = from_ts(ts)
-        return got
-
     for key, name, eid, state, etime, retry, fp, sent_at, trace, err, notes in event_rows:
-        events.setdefault(key, {})[name] = EventRecord(
-            name,
-            eid,
-            state,
-            etime,
-            bool(retry),
-            fp,
-            at_time(sent_at) if sent_at else None,
-            trace,
-            err,
-            notes,
-        )
+        sent = None
+        if sent_at:
+            sent = times.get(sent_at)
+            if sent is None:
+                sent = times[sent_at] = from_ts(sent_at)
+        record = EventRecord(name, eid, state, etime, bool(retry), fp, sent, trace, err, notes)
+        lead = events.get(key)
+        if lead is None:
+            events[key] = {name: record}
+        else:
+            lead[name] = record
     for key, status, at, source, recorded_at in transition_rows:
-        transitions.setdefault(key, []).append(
-            Transition(status, at_time(at), source, at_time(recorded_at))
-        )
+        when = times.get(at)
+        if when is None:
+            when = times[at] = from_ts(at)
+        seen = times.get(recorded_at)
+        if seen is None:
+            seen = times[recorded_at] = from_ts(recorded_at)
+        seen_list = transitions.get(key)
+        if seen_list is None:
+            transitions[key] = [Transition(status, when, source, seen)]
+        else:
+            seen_list.append(Transition(status, when, source, seen))
     withdrawn: dict[str, list[tuple[datetime, datetime]]] = {}
     for key, since, at in withdrawn_rows:
         withdrawn.setdefault(key, []).append((from_ts(since), from_ts(at)))
-    keys = set(events) | set(transitions) | set(withdrawn)
-    return {
-        k: LeadHistory(
-            events.get(k, {}), tuple(transitions.get(k, ())), tuple(withdrawn.get(k, ()))
-        )
-        for k in keys
+    histories = {
+        k: LeadHistory(lead, tuple(transitions.pop(k, ())), tuple(withdrawn.pop(k, ())))
+        for k, lead in events.items()
     }
+    for k, seen_list in transitions.items():  # leads with no event yet
+        histories[k] = LeadHistory({}, tuple(seen_list), tuple(withdrawn.pop(k, ())))
+    for k, times_back in withdrawn.items():
+        histories[k] = LeadHistory({}, (), tuple(times_back))
+    return histories
 
 
 def unreadable_edit(row: Sequence[Any]) -> UnreadableRecord:

@@ -1,9 +1,9 @@
 """The embedded ledger: SQLite in WAL mode, one file, one connection per thread.
 
 It is what makes sheet-bridge idempotent (docs/deduplication.md): an event is marked `sending`
-before
-the POST and `sent`/`failed`/`expired` right after Meta answers, before anything is written back
-to the sheet, so a crash in between never leads to a second, different send.
+before the POST and `sent`/`failed`/`expired` once Meta answered (with the next request's mark),
+before anything is written back to the sheet, so a crash in between never leads to a second,
+different send.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from sheet_bridge.sync.ledger.contract import (
     PASS_LOST,
     SCHEMA_VERSION,
     AdoptedEvent,
+    Answered,
     EditChange,
     LedgerError,
     LedgerEvent,
@@ -54,6 +55,7 @@ from sheet_bridge.sync.ledger.records import (
     QUEUE_COLUMNS,
     READABLE_AT,
     adopted_rows,
+    answered_rows,
     baseline_rows,
     counts_json,
     edit_change_rows,
@@ -301,6 +303,15 @@ _READABLE_AT = (
 )
 
 
+# WAL pages after which a commit copies the WAL into the database file (a checkpoint, with its
+# two fsyncs). SQLite's default, 1,000 pages (4 MB), checkpointed after nearly every request of
+# a first pass: each request's events touch ~1,000 pages of the indexes on user_data, so the
+# same pages were copied and synced again and again. At 16,000 (64 MB of WAL at most) a page
+# rewritten by several requests is copied once; measured writing 100,000 leads' events as a
+# pass does (bench: 376 requests): 12.7 s → 8.8 s, median of three.
+_CHECKPOINT_PAGES = 16_000
+
+
 class SqliteLedger:
     """SQLite in WAL mode; one connection per thread, so the web server's threads share it.
 
@@ -347,6 +358,7 @@ class SqliteLedger:
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
             except sqlite3.DatabaseError as exc:
                 raise self._explain(exc) from None
             self._local.conn = conn
@@ -894,9 +906,14 @@ class SqliteLedger:
         strengths: Mapping[str, str],
         notes: Mapping[str, str | None],
         now: datetime,
+        answered: Answered = (),
     ) -> None:
-        """Before the POST: the event exists, with its final event_id, as `sending`."""
+        """Before the POST: the event exists, with its final event_id, as `sending`; the
+        answers to earlier requests (`answered`) are recorded first, in the same transaction
+        (contract.py): one commit per request."""
         with self._tx() as db:
+            if answered:
+                db.executemany(_RECORD_OUTCOME, answered_rows(where, answered))
             db.executemany(
                 "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, "
                 "state, event_time, row_number, lead_status, stage_index, fingerprint, "
@@ -922,12 +939,7 @@ class SqliteLedger:
         """Right after Meta answers, before the sheet is written."""
         rows = outcome_rows(where, results, to_ts(now))
         with self._tx() as db:
-            db.executemany(
-                "UPDATE events SET state=?, sent_at=COALESCE(?, sent_at), fbtrace_id=?, "
-                "error=?, retry=?, updated_at=? "
-                "WHERE spreadsheet_id=? AND tab=? AND lead_key=? AND event_name=?",
-                rows,
-            )
+            db.executemany(_RECORD_OUTCOME, rows)
 
     def record_expired(
         self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
@@ -1142,6 +1154,13 @@ class SqliteLedger:
             .fetchone()
         )
         return last_pass_answer(row)
+
+
+# One row of records.py outcome_rows.
+_RECORD_OUTCOME = (
+    "UPDATE events SET state=?, sent_at=COALESCE(?, sent_at), fbtrace_id=?, error=?, retry=?, "
+    "updated_at=? WHERE spreadsheet_id=? AND tab=? AND lead_key=? AND event_name=?"
+)
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
