@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import overload
@@ -131,8 +131,14 @@ def derive_lead_key(spreadsheet_id: str, row: list[object], layout: ColumnLayout
     return "L" + digest[:15]
 
 
-def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> list[LeadRow]:
-    """Every non-blank data row as a LeadRow (cells typed, problems in words)."""
+def lead_rows(
+    table: SheetTable,
+    config: BridgeConfig,
+    layout: ColumnLayout,
+    leave_out: Collection[int] = (),
+) -> list[LeadRow]:
+    """Every non-blank data row as a LeadRow (cells typed, problems in words), but the rows
+    numbered in `leave_out` (a full pass's rows whose memo holds, sync/memo.py)."""
     tz = time_zone(table)
     fields = layout.fields
     key_col = layout.bridge["CAPI Key"]
@@ -143,7 +149,7 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
         (key, fields[logical]) for logical, key in IDENTITY_COLUMNS.items() if logical in fields
     ]
     for number, row in zip(table.numbers(), table.rows, strict=True):
-        if all(_cell(row, c) in (None, "") for c in own):
+        if number in leave_out or all(_cell(row, c) in (None, "") for c in own):
             continue
         key_cell = _cell(row, key_col)
         # A blank-looking key (spaces pasted over it) is no key: derive one, never key "".
@@ -201,6 +207,24 @@ def lead_rows(table: SheetTable, config: BridgeConfig, layout: ColumnLayout) -> 
             )
         )
     return out
+
+
+def is_lead_row(row: list[object], layout: ColumnLayout) -> bool:
+    """Whether lead_rows makes a lead of this row (a configured cell is not blank)."""
+    return not all(_cell(row, c) in (None, "") for c in layout.fields.values())
+
+
+def own_key(row: list[object], layout: ColumnLayout) -> str:
+    """The row's CAPI Key cell as lead_rows reads it ("" when a key would be derived)."""
+    return _own_key(_cell(row, layout.bridge["CAPI Key"]))
+
+
+def pixel_event_id(row: list[object], layout: ColumnLayout) -> str | None:
+    """The row's pixel event id as lead_rows reads it (None: none, or no such column)."""
+    if "pixel_event_id" not in layout.fields:
+        return None
+    cell = _cell(row, layout.fields["pixel_event_id"])
+    return (_text(cell).strip()[:200] or None) if cell not in (None, "") else None
 
 
 # Longer than any status a stage map names: the rest of a pasted megabyte is not kept (the

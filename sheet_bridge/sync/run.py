@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import shlex
@@ -32,6 +33,8 @@ from sheet_bridge.sync.ledger import (
     SyncBusy,
     open_ledger,
 )
+from sheet_bridge.sync.memo import Remembered, remember
+from sheet_bridge.sync.memo import fixed_points as memo_fixed_points
 from sheet_bridge.sync.outcomes import (
     RowReport,
     attention_rows,
@@ -154,6 +157,9 @@ class SyncResult:
     seconds: float = 0.0
     notices: list[str] = field(default_factory=list)
     halted: str | None = None  # why Meta refused every request (a setup problem), if it did
+    # Rows reported from their memo, not planned (sync/memo.py); not part of the answer, which
+    # is the same either way.
+    rows_remembered: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -210,6 +216,7 @@ class Bridge:
         lock_wait: float = 5.0,
         before_write_back: Callable[[], None] | None = None,
         hasher: IdentityHasher | None = None,
+        row_memos: bool = True,
     ) -> None:
         self.config = config
         self.sheets = sheets
@@ -220,6 +227,9 @@ class Bridge:
         self._before_write_back = before_write_back  # a test seam: a crash after Meta answered
         # Hashes due leads' identities in a worker process on big passes (sync/hashing.py).
         self.hasher = hasher if hasher is not None else IdentityHasher()
+        # A full pass leaves out the rows whose memo holds (sync/memo.py); False: every row is
+        # planned (the tests compare the two).
+        self.row_memos = row_memos
         # A ledger from before tabs were keys: rows no pass record placed become this tab's.
         ledger.claim_legacy_rows(self.sheet_tab)
 
@@ -351,9 +361,16 @@ class Bridge:
         started = time.monotonic()
         cfg, where, ledger = self.config, self.sheet_tab, self.ledger
         last_full = ledger.last_full_pass(where)
+        # Only a full pass that writes trusts and stores memos: a preview reports what it
+        # would send, which a memo does not hold; a pass of some leads reports only those.
+        full = read is None and keys is None and rows is None
+        remembered: Remembered | None = None
         try:
             progress("read", 0, 1)
-            table, layout, leads = (read or self.read)()
+            if full and not dry_run and self.row_memos:
+                table, layout, leads, remembered = self._read_remembered(now)
+            else:
+                table, layout, leads = (read or self.read)()
             progress("read", 1, 1)
             tz = time_zone(table)
             # After typing, only the bridge cells are still needed (for the write-back's
@@ -374,9 +391,14 @@ class Bridge:
             if not dry_run:
                 ledger.bind_pixel(where, cfg.meta.pixel_id, now)
             leads = self._restore_keys(leads, now)
+            skipped: Mapping[str, tuple[int, object]] = {}
+            if remembered is not None:
+                leads = remembered.taken_back(leads, cfg, layout)
+                skipped = remembered.skipped
+            some = read is not None or len(skipped) > len(leads)
             with gc_paused():
-                history = ledger.history(where, None if read is None else {r.key for r in leads})
-            logged, log_read_to, accounted = self._log_behind(leads, history, read is None)
+                history = ledger.history(where, {r.key for r in leads} if some else None)
+            logged, log_read_to, accounted = self._log_behind(leads, history, read is None, skipped)
             self.refuse_if_ledger_behind(written, first_row, layout, leads, history, logged)
             count_log = accounted and not dry_run  # the Log's lines checked are accounted for
             if count_log and log_read_to is not None:
@@ -407,8 +429,12 @@ class Bridge:
                     hash_later=not dry_run,
                 )
             del leads, history  # the plan carries what it needs of them
+            # Before one_identity_per_pixel: a lead whose due events it drops is not at rest.
+            fixed = memo_fixed_points(the_plan, due) if remembered is not None else set()
             one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
             result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now, lease)
+            if remembered is not None and remembered.skipped:
+                self._add_remembered(result, remembered)
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
             if not dry_run:
@@ -419,7 +445,11 @@ class Bridge:
                     raise _stopped(why, result.events_sent) from None
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
-                self._write_back(written, first_row, layout, result, tz, progress, count_log)
+                wrote = self._write_back(
+                    written, first_row, layout, result, tz, progress, count_log
+                )
+                if remembered is not None and wrote and not layout.new_headers:
+                    self._store_memos(remembered, result, fixed, written, first_row, now)
         except Exception as exc:
             # A pass the next one already marked lost stays lost (the ledger keeps the mark);
             # its answer says what it sent.
@@ -441,8 +471,64 @@ class Bridge:
         )
         outcome = "preview" if dry_run else "halted" if result.halted else "done"
         count_pass(outcome, (e[2] for r in result.rows for e in r.logged))
-        log.info("pass %s on %s: %s (%.2f s)", trigger, where, result.counts, result.seconds)
+        log.info(
+            "pass %s on %s: %s (%.2f s, %d row(s) from their memo)",
+            trigger,
+            where,
+            result.counts,
+            result.seconds,
+            result.rows_remembered,
+        )
         return result
+
+    # -- row memos (sync/memo.py) ----------------------------------------------------------
+    def _read_remembered(
+        self, now: datetime
+    ) -> tuple[SheetTable, ColumnLayout, list[LeadRow], Remembered]:
+        """Read the whole tab and type only the rows whose memo does not hold (the others are
+        reported from their memo: `Remembered.skipped`)."""
+        try:
+            with gc_paused():
+                table = self.sheets.read_table()
+            layout = column_layout(table, self.config)
+        except (SheetsError, TableError) as exc:
+            raise SyncError(str(exc)) from None
+        where = self.sheet_tab
+        stored = self.ledger.row_memos(where)
+        busy_rows = {e.row_number for e in self.ledger.pending_edits(where)} if stored else set()
+        busy_keys = {q.lead_key for q in self.ledger.queued_edits(where)} if stored else set()
+        with gc_paused():
+            remembered = remember(table, self.config, layout, stored, busy_rows, busy_keys)
+            leads = lead_rows(table, self.config, layout, remembered.leave_out)
+        return table, layout, leads, remembered
+
+    @staticmethod
+    def _add_remembered(result: SyncResult, remembered: Remembered) -> None:
+        """The rows left out join the pass's answer in sheet order, as if planned: their
+        memo holds the report a plan would give them."""
+        kept = remembered.reports()
+        result.rows = list(heapq.merge(result.rows, kept, key=lambda r: r.row))
+        result.counts = summary_counts(result.rows)
+        result.rows_remembered = len(kept)
+
+    def _store_memos(
+        self,
+        remembered: Remembered,
+        result: SyncResult,
+        fixed: Collection[str],
+        written: Sequence[Sequence[object]],
+        first_row: int,
+        now: datetime,
+    ) -> None:
+        """After the write-back: memos for the rows at rest, the others' deleted. A ledger
+        that cannot store them costs the next pass its shortcut, nothing else."""
+        memos, forget = remembered.to_store(result.rows, fixed, written, first_row)
+        if not memos and not forget:
+            return
+        try:
+            self.ledger.store_row_memos(self.sheet_tab, memos, forget, now, self.clock())
+        except LedgerError as exc:
+            log.warning("could not store the row memos of %s: %s", self.sheet_tab, exc)
 
     def read(self) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
         """Read the tab (one API call) and type its rows."""
@@ -558,7 +644,11 @@ class Bridge:
             )
 
     def _log_behind(
-        self, leads: Sequence[LeadRow], history: Mapping[str, LeadHistory], whole: bool
+        self,
+        leads: Sequence[LeadRow],
+        history: Mapping[str, LeadHistory],
+        whole: bool,
+        skipped: Mapping[str, tuple[int, object]] | None = None,
     ) -> tuple[dict[int, list[str]], int | None, bool]:
         """Per row, the events its lead's CAPI Log lines below the ledger's count say were sent
         or expired that `history` has no record of; the Log's last line read (None: none); and
@@ -571,7 +661,8 @@ class Bridge:
         a pass of some rows counts the lines only when the ledger knows every one of this tab
         (else the next full pass does). A ledger that never counted the Log (made before the
         count, or no pass appended yet) reads nothing: its count starts at its next full
-        pass's append (docs/operations.md, "Restoring a ledger")."""
+        pass's append (docs/operations.md, "Restoring a ledger"). `skipped`: the rows a full
+        pass left out (their memo holds), lead key → (row number, cells): read, not planned."""
         counted = self.ledger.log_lines(self.sheet_tab)
         if counted is None:
             return {}, None, whole
@@ -581,6 +672,8 @@ class Bridge:
             raise SyncError(f"could not read the {LOG_TAB} tab: {exc}") from None
         col = log_columns(header)
         row_of = {r.key: r.row_number for r in leads}
+        left_out = skipped or {}
+        row_of.update((key, number) for key, (number, _) in left_out.items())
         tab, events = self.config.sheets.tab, self._funnel_order()
         claimed: list[tuple[str, str]] = []  # (lead key, event) this tab's lines say went
         for line in lines:
@@ -594,10 +687,12 @@ class Bridge:
             ):
                 claimed.append((key, event))
         others = {key for key, _ in claimed if key not in row_of}
-        if whole or not others:
-            known = history
-        else:  # the lines of leads this pass did not read: known, or left to a full pass
-            known = {**self.ledger.history(self.sheet_tab, others), **history}
+        # The lines of leads this pass did not read (known, or left to a full pass), and of
+        # the rows it left out (read, but their history was not loaded).
+        wanted = {key for key, _ in claimed if key in left_out}
+        if not whole:
+            wanted |= others
+        known = {**self.ledger.history(self.sheet_tab, wanted), **history} if wanted else history
         behind: dict[int, list[str]] = {}
         accounted = True
         for key, event in claimed:
@@ -760,8 +855,9 @@ class Bridge:
         tz: tzinfo,
         progress: Progress,
         count_log: bool = False,
-    ) -> None:
-        """One values.batchUpdate of the bridge cells that changed, one append to the log.
+    ) -> bool:
+        """One values.batchUpdate of the bridge cells that changed, one append to the log;
+        whether the sheet took them.
 
         `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order. `count_log`:
         record the Log's line count after the append (`_log_behind` says when)."""
@@ -791,7 +887,10 @@ class Bridge:
                 f"Sent to Meta and recorded in the ledger, but the sheet could not be updated "
                 f"({exc}); the next sync writes the rows again, nothing is sent twice"
             )
+            progress("write", 1, 1)
+            return False
         progress("write", 1, 1)
+        return True
 
 
 def rows_ahead_of(

@@ -13,7 +13,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sync.plan import (
@@ -209,6 +209,15 @@ class AdoptedEvent:
     notes: str | None = None  # the row's warning when it was sent
 
 
+class RowMemo(NamedTuple):
+    """A lead's row memo (sync/memo.py): the digest of its row as read, the fingerprint of
+    the config and sheet settings it was decided under, and its report (memo.encode_report)."""
+
+    digest: str
+    fingerprint: str
+    report: str
+
+
 @dataclass(frozen=True)
 class PassRecord:
     """A pass as the ledger keeps it, so any replica can say how it is going."""
@@ -363,6 +372,17 @@ class LedgerBackend(Protocol):
     def last_pass(self, where: SheetTab, include_dry_run: bool = False) -> dict[str, Any]: ...
     def prune_passes(self, where: SheetTab, now: datetime) -> tuple[int, int]: ...
     def close(self) -> None: ...
+    # Row memos (sync/memo.py): stored at the end of a full pass, deleted by the ledger itself
+    # whenever anything of their lead is written.
+    def row_memos(self, where: SheetTab) -> dict[str, RowMemo]: ...
+    def store_row_memos(
+        self,
+        where: SheetTab,
+        memos: Sequence[tuple[str, str, str, str]],
+        forget: Collection[str],
+        since: datetime,
+        now: datetime,
+    ) -> None: ...
 
 
 def to_ts(at: datetime) -> float:

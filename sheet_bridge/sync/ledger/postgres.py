@@ -45,6 +45,7 @@ from sheet_bridge.sync.ledger.contract import (
     PendingEdit,
     PixelEvent,
     QueuedEdit,
+    RowMemo,
     SheetTab,
     SyncBusy,
     UnreadableRecord,
@@ -220,11 +221,52 @@ CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
 )
 
 
+# Within schema 5: row memos (sync/memo.py), one per lead a full pass found at a fixed point.
+# Triggers delete a lead's memo whenever anything of that lead is written (an event, a
+# transition, its edit queue), by any writer and any version of sheet-bridge that knows
+# schema 5: a memo that exists is one nothing has touched since it was stored. One trigger
+# call per statement (bulk writes are one statement per 5,000 rows), over the statement's
+# rows (a transition table); the function keeps the search_path it was created with, so it
+# finds lead_memos whoever writes.
+_MEMO_TOUCHED_BY = ("events", "transitions", "edit_queue")
+_LEAD_MEMOS = """
+CREATE TABLE IF NOT EXISTS lead_memos (
+    spreadsheet_id text NOT NULL,
+    tab text NOT NULL,
+    lead_key text NOT NULL,
+    digest text NOT NULL,
+    fingerprint text NOT NULL,
+    report text NOT NULL,
+    stored_at double precision NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab, lead_key)
+);
+CREATE OR REPLACE FUNCTION sb_forget_lead_memos() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    DELETE FROM lead_memos m USING sb_touched t WHERE m.spreadsheet_id = t.spreadsheet_id
+        AND m.tab = t.tab AND m.lead_key = t.lead_key;
+    RETURN NULL;
+END
+$$;
+""" + "".join(
+    f"DROP TRIGGER IF EXISTS {table}_{when.lower()}_forgets_memo ON {table};\n"
+    f"CREATE TRIGGER {table}_{when.lower()}_forgets_memo AFTER {when} ON {table} "
+    f"REFERENCING {rows} TABLE AS sb_touched FOR EACH STATEMENT "
+    "EXECUTE FUNCTION sb_forget_lead_memos();\n"
+    for table in _MEMO_TOUCHED_BY
+    # An update's new rows: no writer moves a row to another lead (schema 1's tab claim is
+    # SQLite's only).
+    for when, rows in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
+)
+_MEMO_TRIGGERS = 3 * len(_MEMO_TOUCHED_BY)
+
+
 def _migrate_to_5(conn: Connection) -> None:
     """Schema 5, self-contained: new table and indexes only (idempotent)."""
     conn.execute(_SCHEMA_5)
     conn.execute(_ADD_QUEUE_COLUMNS)
     conn.execute(_EVENTS_FILLFACTOR)
+    conn.execute(_LEAD_MEMOS)
 
 
 # Within schema 5: events' pages are filled half, so that recording Meta's answer (an UPDATE
@@ -248,7 +290,7 @@ _ADD_QUEUE_COLUMNS = "ALTER TABLE edit_queue " + ", ".join(
 
 def _added_within_5_missing(conn: Connection) -> bool:
     """Whether a ledger at schema 5 lacks what was added within 5 (edit_queue's columns, the
-    log_lines table, events' fillfactor)."""
+    log_lines table, events' fillfactor, the lead_memos table and its triggers)."""
     have = {
         r[0]
         for r in conn.execute(
@@ -261,11 +303,21 @@ def _added_within_5_missing(conn: Connection) -> bool:
         "SELECT %s = ANY(COALESCE(reloptions, '{}')) FROM pg_class WHERE oid = 'events'::regclass",
         (f"fillfactor={_FILLFACTOR}",),
     ).fetchone()
+    memos = conn.execute("SELECT to_regclass('lead_memos')").fetchone()
+    triggers = conn.execute(
+        "SELECT COUNT(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE c.relnamespace = current_schema()::regnamespace "
+        "AND t.tgname LIKE '%\\_forgets\\_memo'"
+    ).fetchone()
     return (
         not set(_QUEUE_ADDED) <= have
         or found is None
         or found[0] is None
         or not (options and options[0])
+        or memos is None
+        or memos[0] is None
+        or triggers is None
+        or triggers[0] != _MEMO_TRIGGERS
     )
 
 
@@ -442,6 +494,7 @@ class PostgresLedger:
                         conn.execute(_ADD_QUEUE_COLUMNS)
                         conn.execute(_LOG_LINES)
                         conn.execute(_EVENTS_FILLFACTOR)
+                        conn.execute(_LEAD_MEMOS)
                     else:
                         conn.execute(_MIGRATE_3_TO_4)  # idempotent: 3 → 4 and 3 → 5 alike
                         _migrate_to_5(conn)
@@ -1068,6 +1121,59 @@ class PostgresLedger:
             ).fetchone()
         return last_pass_answer(row)
 
+    # -- row memos (sync/memo.py) ----------------------------------------------------------
+    def row_memos(self, where: SheetTab) -> dict[str, RowMemo]:
+        """The tab's row memos by lead key (the triggers of _LEAD_MEMOS deleted those of every
+        lead written since they were stored)."""
+        with self._tx() as db:
+            return {
+                k: RowMemo(d, f, r)
+                for k, d, f, r in _fetch(
+                    db,
+                    "SELECT lead_key, digest, fingerprint, report FROM lead_memos "
+                    "WHERE spreadsheet_id = %s AND tab = %s",
+                    (where.spreadsheet_id, where.tab),
+                )
+            }
+
+    def store_row_memos(
+        self,
+        where: SheetTab,
+        memos: Sequence[tuple[str, str, str, str]],
+        forget: Collection[str],
+        since: datetime,
+        now: datetime,
+    ) -> None:
+        """Store (lead key, digest, fingerprint, report) memos and delete those of `forget`, in
+        one transaction. An edit is recorded without the tab's lock: a lead with an edit
+        recorded or withdrawn since `since` (the pass's start) may have changed after the pass
+        read its history, so its memo is not kept."""
+        sid, tab = where.spreadsheet_id, where.tab
+        t, stored = to_ts(since), to_ts(now)
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM lead_memos WHERE spreadsheet_id = %s AND tab = %s "
+                "AND lead_key = ANY(%s)",
+                (sid, tab, sorted(forget)),
+            )
+            _bulk(
+                db,
+                "INSERT INTO lead_memos SELECT * FROM {rows} "
+                "ON CONFLICT (spreadsheet_id, tab, lead_key) DO UPDATE SET "
+                "digest = excluded.digest, fingerprint = excluded.fingerprint, "
+                "report = excluded.report, stored_at = excluded.stored_at",
+                "memos",
+                ((sid, tab, k, d, f, r, stored) for k, d, f, r in memos),
+            )
+            db.execute(
+                "DELETE FROM lead_memos WHERE spreadsheet_id = %s AND tab = %s AND lead_key IN ("
+                "SELECT lead_key FROM edit_queue WHERE spreadsheet_id = %s AND tab = %s "
+                "AND (recorded_at >= %s OR withdrawn_at >= %s) UNION "
+                "SELECT lead_key FROM transitions WHERE spreadsheet_id = %s AND tab = %s "
+                "AND source = 'edit' AND recorded_at >= %s)",
+                (sid, tab, sid, tab, t, t, sid, tab, t),
+            )
+
 
 # Bulk writes COPY their rows into a staging table of the connection's own (a temporary table,
 # emptied at commit) and apply them with one statement per _CHUNK rows. Measured marking
@@ -1092,6 +1198,8 @@ _STAGING = {
     "text text text text",
     # spreadsheet_id, tab, lead_key, status, at, source, recorded_at
     "transitions": "text text text text float8 text float8",
+    # spreadsheet_id, tab, lead_key, digest, fingerprint, report, stored_at
+    "memos": "text text text text text text float8",
 }
 
 

@@ -38,6 +38,7 @@ from sheet_bridge.sync.ledger.contract import (
     PendingEdit,
     PixelEvent,
     QueuedEdit,
+    RowMemo,
     SheetTab,
     SyncBusy,
     UnreadableRecord,
@@ -266,10 +267,42 @@ CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
 )
 
 
+# Within schema 5: row memos (sync/memo.py), one per lead a full pass found at a fixed point.
+# Triggers delete a lead's memo whenever anything of that lead is written (an event, a
+# transition, its edit queue), by any writer and any version of sheet-bridge that knows
+# schema 5: a memo that exists is one nothing has touched since it was stored.
+_MEMO_TOUCHED_BY = ("events", "transitions", "edit_queue")
+_LEAD_MEMOS = """
+CREATE TABLE IF NOT EXISTS lead_memos (
+    spreadsheet_id TEXT NOT NULL,
+    tab TEXT NOT NULL,
+    lead_key TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    report TEXT NOT NULL,
+    stored_at REAL NOT NULL,
+    PRIMARY KEY (spreadsheet_id, tab, lead_key)
+);
+""" + "".join(
+    f"CREATE TRIGGER IF NOT EXISTS {table}_{when.lower()}_forgets_memo AFTER {when} ON {table} "
+    + "BEGIN "
+    + " ".join(
+        f"DELETE FROM lead_memos WHERE spreadsheet_id = {row}.spreadsheet_id "
+        f"AND tab = {row}.tab AND lead_key = {row}.lead_key;"
+        for row in rows
+    )
+    + " END;\n"
+    for table in _MEMO_TOUCHED_BY
+    for when, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",)))
+)
+_MEMO_TRIGGERS = 3 * len(_MEMO_TOUCHED_BY)
+
+
 def _migrate_to_5(db: sqlite3.Connection) -> None:
     """Schema 5, self-contained: new table and indexes only (idempotent)."""
     _run_script(db, _SCHEMA_5)
     _add_queue_columns(db)
+    _run_script(db, _LEAD_MEMOS)
 
 
 # Added to edit_queue within schema 5 (contract.py): a ledger made before them gains them empty,
@@ -284,10 +317,18 @@ def _missing_queue_columns(db: sqlite3.Connection) -> list[str]:
 
 def _added_within_5_missing(db: sqlite3.Connection) -> bool:
     """Whether a ledger at schema 5 lacks what was added within 5 (edit_queue's columns, the
-    log_lines table): _migrate_to_5 adds them."""
+    log_lines table, the lead_memos table and its triggers): _migrate_to_5 adds them."""
     if _missing_queue_columns(db):
         return True
-    return db.execute("SELECT 1 FROM sqlite_master WHERE name='log_lines'").fetchone() is None
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name='log_lines'").fetchone() is None:
+        return True
+    triggers = db.execute(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type='trigger' AND name LIKE '%_forgets_memo'"
+    ).fetchone()[0]
+    return bool(
+        triggers != _MEMO_TRIGGERS
+        or db.execute("SELECT 1 FROM sqlite_master WHERE name='lead_memos'").fetchone() is None
+    )
 
 
 def _add_queue_columns(db: sqlite3.Connection) -> None:
@@ -1154,6 +1195,57 @@ class SqliteLedger:
             .fetchone()
         )
         return last_pass_answer(row)
+
+    # -- row memos (sync/memo.py) ----------------------------------------------------------
+    def row_memos(self, where: SheetTab) -> dict[str, RowMemo]:
+        """The tab's row memos by lead key (the triggers of _LEAD_MEMOS deleted those of every
+        lead written since they were stored)."""
+        try:
+            rows = (
+                self._connect()
+                .execute(
+                    "SELECT lead_key, digest, fingerprint, report FROM lead_memos "
+                    "WHERE spreadsheet_id=? AND tab=?",
+                    (where.spreadsheet_id, where.tab),
+                )
+                .fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise self._explain(exc) from None
+        return {k: RowMemo(d, f, r) for k, d, f, r in rows}
+
+    def store_row_memos(
+        self,
+        where: SheetTab,
+        memos: Sequence[tuple[str, str, str, str]],
+        forget: Collection[str],
+        since: datetime,
+        now: datetime,
+    ) -> None:
+        """Store (lead key, digest, fingerprint, report) memos and delete those of `forget`, in
+        one transaction. An edit is recorded without the tab's lock: a lead with an edit
+        recorded or withdrawn since `since` (the pass's start) may have changed after the pass
+        read its history, so its memo is not kept."""
+        sid, tab = where.spreadsheet_id, where.tab
+        t = to_ts(since)
+        with self._tx(immediate=True) as db:
+            db.execute(
+                "DELETE FROM lead_memos WHERE spreadsheet_id=? AND tab=? "
+                "AND lead_key IN (SELECT value FROM json_each(?))",
+                (sid, tab, json.dumps(sorted(forget))),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO lead_memos VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(sid, tab, k, d, f, r, to_ts(now)) for k, d, f, r in memos],
+            )
+            db.execute(
+                "DELETE FROM lead_memos WHERE spreadsheet_id=? AND tab=? AND lead_key IN ("
+                "SELECT lead_key FROM edit_queue WHERE spreadsheet_id=? AND tab=? "
+                "AND (recorded_at >= ? OR withdrawn_at >= ?) UNION "
+                "SELECT lead_key FROM transitions WHERE spreadsheet_id=? AND tab=? "
+                "AND source='edit' AND recorded_at >= ?)",
+                (sid, tab, sid, tab, t, t, sid, tab, t),
+            )
 
 
 # One row of records.py outcome_rows.

@@ -1,0 +1,254 @@
+"""Row memos: what lets a full pass skip the rows that cannot have changed (docs/performance.md,
+"Row memos").
+
+A memo is kept per lead of a tab in the ledger: a digest of the lead's row as the sheet held it,
+a fingerprint of everything else its decision depended on that the ledger does not hold, and
+the row's report. It is stored only for a row whose decision was a fixed point: the pass
+recorded nothing for it, wrote none of its cells, and its outcome cannot change with time
+alone (already sent, or moved back). The ledger deletes a lead's memo whenever anything of that
+lead is written (triggers on events, transitions and the edit queue, on both backends), so a
+memo that exists is one nothing has touched since; the next full pass trusts it only if the row
+reads the same, under the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+import sheet_bridge
+from sheet_bridge.config import BridgeConfig
+from sheet_bridge.sheets.table import SheetTable
+from sheet_bridge.sync.ledger import RowMemo
+from sheet_bridge.sync.outcomes import RowOutcome, RowReport
+from sheet_bridge.sync.plan import LeadRow, Plan
+from sheet_bridge.sync.rows import (
+    ColumnLayout,
+    is_lead_row,
+    lead_rows,
+    own_key,
+    pixel_event_id,
+)
+
+# Bumped when what a memo holds, or how a report is worded, changes without a version bump:
+# every memo of an older format is ignored (and replaced by the next full pass).
+MEMO_FORMAT = 1
+# The plan's outcomes (before one_identity_per_pixel) whose row is a fixed point when the pass
+# records nothing for it and writes none of its cells: nothing is due, and nothing about them
+# depends on the clock (settling, scans, windows and pixel deduplication are all about events
+# still due).
+FIXED_OUTCOMES = frozenset({"already_sent", "moved_back"})
+# What a memo'd row's report may say (outcomes.py): never a row the sidebar lists.
+FIXED_REPORTS: frozenset[str] = frozenset({"already_sent"})
+
+
+def row_digest(row: Sequence[object]) -> str:
+    """A digest of a row's cells as read (every cell, the bridge's included; not its number:
+    a row moved by a sort is the same lead with the same cells). repr tells 1, 1.0 and "1"
+    apart, as the typing does."""
+    return hashlib.blake2b(repr(row).encode(), digest_size=16).hexdigest()
+
+
+def fingerprint(config: BridgeConfig, table: SheetTable) -> str:
+    """What a row's decision and report depend on besides its cells and its ledger records:
+    the config's planning settings (not the [server] section, which may hold a ledger URL
+    with a password, nor the file's path), the header (which column is which), the sheet's
+    time zone and locale, and this sheet-bridge's version."""
+    settings = config.model_dump(mode="json", exclude={"server", "source"})
+    text = json.dumps(
+        [
+            MEMO_FORMAT,
+            sheet_bridge.__version__,
+            settings,
+            [str(h) for h in table.header],
+            table.time_zone,
+            table.locale,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# One encoder for every memo: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_report(report: RowReport) -> str:
+    """What a memo keeps of a report: all but the row number (the sheet's, next time) and the
+    lead key (the memo's), and `logged` (a memo'd row logs nothing)."""
+    return _encode(
+        [
+            report.status,
+            report.outcome,
+            report.message,
+            report.strength,
+            report.cells,
+            report.event_states,
+        ]
+    )
+
+
+def decode_report(row: int, lead_key: str, stored: str) -> RowReport:
+    return _report(row, lead_key, json.loads(stored))
+
+
+def _report(row: int, lead_key: str, stored: list[Any]) -> RowReport:
+    status, outcome, message, strength, cells, events = stored
+    return RowReport(
+        row=row,
+        lead_key=lead_key,
+        status=status,
+        outcome=cast(RowOutcome, outcome),
+        message=message,
+        event_states=tuple((n, i, s, int(t)) for n, i, s, t in events),
+        strength=strength,
+        cells=tuple(cells),
+    )
+
+
+def same_cells(report: RowReport, read: Sequence[object]) -> bool:
+    """Whether the write-back would write none of the row's bridge cells (as _write_back
+    compares them)."""
+    if len(read) < len(report.cells):
+        read = (*read, *([""] * (len(report.cells) - len(read))))
+    return all(
+        str(old if old is not None else "") == new
+        for old, new in zip(read, report.cells, strict=False)
+    )
+
+
+@dataclass
+class Remembered:
+    """What a full pass took from its tab's memos: the rows it left out (their lead key → row
+    number and cells as read), each lead row's digest, and every memo the ledger held (the
+    ones not kept are deleted at the pass's end)."""
+
+    fingerprint: str
+    stored: dict[str, RowMemo]
+    digests: dict[int, str]
+    skipped: dict[str, tuple[int, list[object]]]
+    # The table without its rows: what typing a left-out row again needs (zone, locale, header).
+    shell: SheetTable
+
+    @property
+    def leave_out(self) -> set[int]:
+        return {number for number, _ in self.skipped.values()}
+
+    def taken_back(
+        self, leads: list[LeadRow], config: BridgeConfig, layout: ColumnLayout
+    ) -> list[LeadRow]:
+        """`leads` (typed, their keys restored) with the left-out rows whose key one of them
+        took back typed again, in sheet order: two rows of one lead are planned together (the
+        first sends, the other is its duplicate), as without memos."""
+        taken = [self.skipped.pop(r.key) for r in leads if r.key in self.skipped]
+        if not taken:
+            return leads
+        taken.sort(key=lambda t: t[0])
+        rows = replace(
+            self.shell, rows=[row for _, row in taken], row_numbers=[n for n, _ in taken]
+        )
+        return sorted([*leads, *lead_rows(rows, config, layout)], key=lambda r: r.row_number)
+
+    def reports(self) -> list[RowReport]:
+        """The left-out rows' reports, from their memos, in sheet order."""
+        left_out = sorted(self.skipped.items(), key=lambda item: item[1][0])
+        # One parse of them all: 100,000 json.loads calls cost twice as much.
+        stored = cast(
+            list[list[Any]],
+            json.loads("[" + ",".join(self.stored[key].report for key, _ in left_out) + "]"),
+        )
+        return [
+            _report(number, key, report)
+            for (key, (number, _)), report in zip(left_out, stored, strict=True)
+        ]
+
+    def to_store(
+        self,
+        rows: Sequence[RowReport],
+        fixed: Collection[str],
+        written: Sequence[Sequence[object]],
+        first_row: int,
+    ) -> tuple[list[tuple[str, str, str, str]], set[str]]:
+        """After the pass wrote the sheet: the memos to store (lead key, digest, fingerprint,
+        report) for the rows planned at a fixed point (`fixed`) that logged nothing and whose
+        cells the pass left as they were; and the memos to delete (every other one the ledger
+        held but those of the rows left out, which stand as they are)."""
+        new: list[tuple[str, str, str, str]] = []
+        for r in rows:
+            if (
+                r.lead_key in fixed
+                and r.lead_key not in self.skipped
+                and r.outcome in FIXED_REPORTS
+                and not r.logged
+                and (digest := self.digests.get(r.row)) is not None
+                and 0 <= r.row - first_row < len(written)
+                and same_cells(r, written[r.row - first_row])
+            ):
+                new.append((r.lead_key, digest, self.fingerprint, encode_report(r)))
+        kept = {k for k, _, _, _ in new} | self.skipped.keys()
+        return new, self.stored.keys() - kept
+
+
+def remember(
+    table: SheetTable,
+    config: BridgeConfig,
+    layout: ColumnLayout,
+    stored: dict[str, RowMemo],
+    busy_rows: Collection[int],
+    busy_keys: Collection[str],
+) -> Remembered:
+    """Which rows of a whole tab a full pass may leave out: a lead row whose memo holds (same
+    digest, same fingerprint) unless its key is on another row too (the plan decides which is
+    the duplicate), its pixel event id is on another row too (the plan does not reuse a shared
+    one), or it has an edit waiting (`busy_rows`: pending edits' rows; `busy_keys`: queued
+    edits' leads). A memo that exists is one no ledger write touched (the triggers)."""
+    fp = fingerprint(config, table)
+    digests: dict[int, str] = {}
+    found: list[tuple[int, list[object], str, str | None]] = []
+    keys: Counter[str] = Counter()
+    pixels: Counter[str] = Counter()
+    for number, row in zip(table.numbers(), table.rows, strict=True):
+        if not is_lead_row(row, layout):
+            continue
+        pixel = pixel_event_id(row, layout)
+        if pixel is not None:
+            pixels[pixel] += 1
+        key = own_key(row, layout)
+        if not key:
+            continue
+        keys[key] += 1
+        digests[number] = digest = row_digest(row)
+        memo = stored.get(key)
+        if memo is not None and memo.digest == digest and memo.fingerprint == fp:
+            found.append((number, row, key, pixel))
+    skipped = {
+        key: (number, row)
+        for number, row, key, pixel in found
+        if keys[key] == 1
+        and (pixel is None or pixels[pixel] == 1)
+        and number not in busy_rows
+        and key not in busy_keys
+    }
+    shell = replace(table, rows=[], row_numbers=None)
+    return Remembered(fp, stored, digests, skipped, shell)
+
+
+def fixed_points(the_plan: Plan, due: Collection[str]) -> set[str]:
+    """The leads the plan decided at a fixed point (FIXED_OUTCOMES, nothing due, expired or
+    taken as a baseline, no status observed), once each, with no queued edit taken."""
+    observed = {o.lead_key for o in the_plan.observations}
+    twice = {d.lead_key for d in the_plan.decisions if d.outcome == "duplicate"}
+    return {
+        d.lead_key
+        for d in the_plan.decisions
+        if d.outcome in FIXED_OUTCOMES
+        and not (d.events or d.expired or d.baseline)
+        and d.lead_key not in observed
+        and d.lead_key not in twice
+        and d.lead_key not in due
+    }

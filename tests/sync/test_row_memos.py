@@ -1,0 +1,354 @@
+"""Row memos (sync/memo.py, docs/performance.md "Row memos"), on both backends: a full pass
+leaves out the rows whose memo holds and answers exactly as if it had planned them; the ledger
+deletes a lead's memo whenever anything of that lead is written; what could make a memo wrong
+(a changed row, a duplicated key, a changed config, an edit waiting, a restored ledger) makes the
+pass plan the row again (issue 24: "the no-change pass reads, compares digests and stops")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sheet_bridge.config import BRIDGE_COLUMNS
+from sheet_bridge.meta.client import SendOutcome
+from sheet_bridge.sync.ledger import (
+    AdoptedEvent,
+    EditChange,
+    LedgerBackend,
+    SheetTab,
+    open_ledger,
+)
+from sheet_bridge.sync.ledger.contract import PendingEdit
+from sheet_bridge.sync.memo import decode_report, encode_report
+from sheet_bridge.sync.outcomes import RowReport
+from sheet_bridge.sync.run import LedgerBehindSheet, SyncResult
+from tests.conftest import World, iso, lead_row
+from tests.ledger_backends import run_sql, snapshot, table_names
+from tests.sync.test_ledger import NOW, planned, queued
+
+MakeWorld = Callable[..., World]
+WHERE = SheetTab("sheet-1", "Leads")
+OTHER_TAB = SheetTab("sheet-1", "Brand B")
+
+
+@pytest.fixture
+def ledger(ledger_location: str) -> Iterator[LedgerBackend]:
+    opened = open_ledger(ledger_location)
+    yield opened
+    opened.close()
+
+
+def memo(key: str) -> tuple[str, str, str, str]:
+    return (key, f"digest-{key}", "fp", "[]")
+
+
+# -- the ledger's side ---------------------------------------------------------------------
+
+
+def test_memos_are_stored_per_tab_and_forgotten_on_request(ledger: LedgerBackend) -> None:
+    ledger.store_row_memos(WHERE, [memo("kA"), memo("kB")], [], NOW, NOW)
+    ledger.store_row_memos(OTHER_TAB, [memo("kA")], [], NOW, NOW)
+
+    assert sorted(ledger.row_memos(WHERE)) == ["kA", "kB"]
+    assert ledger.row_memos(WHERE)["kB"] == ("digest-kB", "fp", "[]")
+
+    ledger.store_row_memos(WHERE, [memo("kC")], ["kA"], NOW, NOW)
+
+    assert sorted(ledger.row_memos(WHERE)) == ["kB", "kC"]
+    assert sorted(ledger.row_memos(OTHER_TAB)) == ["kA"]
+
+
+def test_any_write_of_a_lead_deletes_its_memo_and_no_other(ledger: LedgerBackend) -> None:
+    """The triggers: whoever writes an event, a transition or a queued edit of a lead (a pass,
+    an edit, adopt, an older sheet-bridge) deletes that lead's memo, on that tab only."""
+    keys = ["k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "kEnd"]
+    ledger.store_row_memos(WHERE, [memo(k) for k in keys], [], NOW, NOW)
+    ledger.store_row_memos(OTHER_TAB, [memo(k) for k in keys], [], NOW, NOW)
+    ledger.mark_sending(WHERE, [planned("k2")], {}, {}, NOW)
+    ledger.store_row_memos(WHERE, [memo("k2")], [], NOW, NOW)  # stored after the write
+    writes: list[tuple[str, Callable[[], Any]]] = [
+        ("k1", lambda: ledger.mark_sending(WHERE, [planned("k1")], {}, {}, NOW)),
+        (
+            "k2",
+            lambda: ledger.record_outcomes(
+                WHERE, [(planned("k2"), SendOutcome("sent", "ok", fbtrace_id="A1"))], NOW
+            ),
+        ),
+        ("k3", lambda: ledger.add_transitions(WHERE, [("k3", "MQL", NOW, "seen")], NOW)),
+        (
+            "k4",
+            lambda: ledger.record_edits(
+                WHERE, [EditChange("k4", None, queued("k4", "MQL", NOW))], NOW
+            ),
+        ),
+        (
+            "k5",
+            lambda: ledger.adopt(
+                WHERE,
+                [
+                    AdoptedEvent(
+                        "k5", "Lead", "sb.k5", "sent", int(NOW.timestamp()), 2, "New", 0, NOW
+                    )
+                ],
+                NOW,
+            ),
+        ),
+        (
+            "k6",
+            lambda: ledger.resolve_edits(
+                WHERE,
+                [
+                    (
+                        PendingEdit(
+                            ledger.add_edit(WHERE, 7, "New", "MQL", NOW, NOW),
+                            7,
+                            "New",
+                            "MQL",
+                            NOW,
+                            NOW,
+                        ),
+                        "k6",
+                    )
+                ],
+            ),
+        ),
+    ]
+    for key, write in writes:
+        assert key in ledger.row_memos(WHERE)
+        write()
+        assert key not in ledger.row_memos(WHERE), key
+    assert sorted(ledger.row_memos(WHERE)) == ["k7", "k8", "kEnd"]
+    assert sorted(ledger.row_memos(OTHER_TAB)) == sorted(keys)
+
+
+def test_an_edit_recorded_while_the_pass_ran_keeps_its_lead_from_a_memo(
+    ledger: LedgerBackend,
+) -> None:
+    """An edit is recorded without the tab's lock: one recorded after the pass started may
+    postdate the history the pass planned with, so that lead's memo is not stored."""
+    started = NOW
+    earlier = NOW - timedelta(minutes=1)  # before the pass: its history had it
+    ledger.add_transitions(WHERE, [("kOld", "MQL", earlier, "edit")], earlier)
+    ledger.record_edits(
+        WHERE, [EditChange("kEdit", None, queued("kEdit", "MQL", NOW))], NOW + timedelta(seconds=1)
+    )
+
+    ledger.store_row_memos(WHERE, [memo("kEdit"), memo("kOld"), memo("kQuiet")], [], started, NOW)
+
+    assert sorted(ledger.row_memos(WHERE)) == ["kOld", "kQuiet"]
+
+
+def test_a_ledger_without_memos_gains_them_within_schema_5(
+    ledger_location: str,
+) -> None:
+    """Added within schema 5 (like log_lines): a ledger made before them gains the table and
+    its triggers on opening, with everything else kept."""
+    first = open_ledger(ledger_location)
+    first.mark_sending(WHERE, [planned("kA")], {}, {}, NOW)
+    first.close()
+    if ledger_location.startswith("postgresql"):
+        run_sql(ledger_location, "DROP TABLE lead_memos")
+        for table in ("events", "transitions", "edit_queue"):
+            for when in ("insert", "update", "delete"):
+                run_sql(ledger_location, f"DROP TRIGGER {table}_{when}_forgets_memo ON {table}")
+    else:
+        for table in ("events", "transitions", "edit_queue"):
+            for when in ("insert", "update", "delete"):
+                run_sql(ledger_location, f"DROP TRIGGER {table}_{when}_forgets_memo")
+        run_sql(ledger_location, "DROP TABLE lead_memos")
+    assert "lead_memos" not in table_names(ledger_location)
+
+    again = open_ledger(ledger_location)
+    try:
+        assert "lead_memos" in table_names(ledger_location)
+        assert again.counts_by_state(WHERE) == {"sending": 1}
+        again.store_row_memos(WHERE, [memo("kA"), memo("kB")], [], NOW, NOW)
+        again.mark_sending(WHERE, [planned("kB")], {}, {}, NOW)
+        assert sorted(again.row_memos(WHERE)) == ["kA"]
+    finally:
+        again.close()
+
+
+def test_a_report_survives_its_memo() -> None:
+    report = RowReport(
+        row=7,
+        lead_key="Labc",
+        status="MQL",
+        outcome="already_sent",
+        message="Sent: Lead, QualifiedLead · Warning: ü",
+        event_states=(("Lead", "sb.1", "sent", 1700000000), ("QualifiedLead", "sb.2", "sent", 2)),
+        strength=None,
+        cells=("Labc", "sb.2", "Sent: Lead, QualifiedLead", "2026-01-01 10:00:00 +0530", "ok"),
+    )
+
+    assert decode_report(9, "Labc", encode_report(report)) == RowReport(
+        **{**{f: getattr(report, f) for f in report.__slots__}, "row": 9}  # type: ignore[attr-defined]
+    )
+
+
+# -- the pass's side -----------------------------------------------------------------------
+
+
+def rows_json(result: SyncResult) -> list[dict[str, Any]]:
+    return [{**r.to_json(), "cells": r.cells, "logged": r.logged} for r in result.rows]
+
+
+def settled_world(make_world: MakeWorld, now: datetime, n: int = 6) -> World:
+    """n leads sent (first pass), then a pass with no change (it stores their memos)."""
+    statuses = ["New", "MQL", "SQL", "Customer", "On hold", ""]
+    world = make_world([lead_row(i, statuses[i % len(statuses)], now=now) for i in range(n)])
+    bridge = world.bridge()
+    bridge.sync()
+    second = bridge.sync()
+    assert second.rows_remembered == 0  # nothing was at rest before
+    bridge.ledger.close()
+    return world
+
+
+def test_a_pass_over_an_unchanged_sheet_answers_from_the_memos(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = settled_world(make_world, world_now)
+    bridge = world.bridge()
+    plain = world.bridge(row_memos=False).sync()  # changes nothing: the same state for both
+    events = bridge.ledger.events(bridge.sheet_tab)
+    sheet = world.rows()
+
+    result = bridge.sync()
+
+    # New, MQL, SQL and Customer are at rest; On hold and blank are skipped rows the sidebar
+    # lists (they say why), planned on every pass.
+    assert result.rows_remembered == 4
+    assert rows_json(result) == rows_json(plain)
+    assert result.counts == plain.counts
+    assert result.summary()["attention"] == plain.summary()["attention"]
+    assert result.cells_written == 0 and result.events_sent == 0
+    assert bridge.ledger.events(bridge.sheet_tab) == events
+    assert world.rows() == sheet
+    assert bridge.sync().rows_remembered == 4  # and again
+
+
+def test_a_changed_row_is_planned_again_and_the_others_stay_remembered(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = settled_world(make_world, world_now)
+    # A minute on: at one frozen instant the ledger would hold New and Customer seen at the
+    # same time, and each pass would see the change again.
+    world.now += timedelta(minutes=1)
+    world.edit_cells([(2, "Lead Status", "Customer"), (2, "Status Changed At", iso(world.now))])
+    bridge = world.bridge()
+
+    result = bridge.sync()
+
+    assert result.rows_remembered == 3
+    assert result.events_sent == 4  # row 2 went from New to Customer
+    assert result.rows[0].outcome == "sent"
+    # The next pass finds row 2 at rest (it records nothing for it) and stores its memo.
+    assert bridge.sync().rows_remembered == 3
+    assert bridge.sync().rows_remembered == 4
+
+
+def test_rows_moved_by_a_sort_keep_their_memo_under_their_new_number(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = settled_world(make_world, world_now)
+    rows = world.rows()
+    header, data = rows[0], rows[1:]
+    swapped = [data[1], data[0], *data[2:]]
+    world.edit_cells(
+        [
+            (n + 2, str(h), row[c] if c < len(row) else "")
+            for n, row in enumerate(swapped)
+            for c, h in enumerate(header)
+        ]
+    )
+    plain = world.bridge(row_memos=False).sync()
+
+    result = world.bridge().sync()
+
+    assert result.rows_remembered == 4
+    assert rows_json(result) == rows_json(plain)
+    assert [r.row for r in result.rows] == sorted(r.row for r in result.rows)
+
+
+def test_a_key_on_two_rows_is_planned_on_both(make_world: MakeWorld, world_now: datetime) -> None:
+    world = settled_world(make_world, world_now)
+    key = world.column("CAPI Key")[1]
+    before = world.bridge().sync()
+    # Row 3 copied over row 4's CAPI cells with its key only: row 4 is now row 3's lead.
+    world.edit_cells([(4, h, key if h == "CAPI Key" else "") for h in BRIDGE_COLUMNS])
+
+    result = world.bridge().sync()
+
+    assert result.rows_remembered == 2  # rows 2 and 5
+    row3, row4 = (r for r in result.rows if r.row in (3, 4))
+    assert rows_json(SyncResult("", "", False, "", {}, [row3])) == rows_json(
+        SyncResult("", "", False, "", {}, [r for r in before.rows if r.row == 3])
+    )
+    assert (row4.lead_key, row4.outcome) == (key, "skipped")
+    assert row4.message.startswith("Skipped: same lead as row 3")
+
+
+def test_a_changed_config_plans_every_row(make_world: MakeWorld, world_now: datetime) -> None:
+    world = settled_world(make_world, world_now)
+    world.config = world.config.model_copy(
+        update={"sync": world.config.sync.model_copy(update={"settle_seconds": 30})}
+    )
+
+    assert world.bridge().sync().rows_remembered == 0
+    assert world.bridge().sync().rows_remembered == 4
+
+
+def test_a_preview_and_a_pass_of_some_rows_use_no_memo(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    world = settled_world(make_world, world_now)
+    bridge = world.bridge()
+
+    preview = bridge.sync(dry_run=True)
+    some = bridge.sync(rows=[2, 3])
+
+    assert preview.rows_remembered == some.rows_remembered == 0
+    assert bridge.sync().rows_remembered == 4  # neither stored nor deleted a memo
+
+
+def test_a_status_edit_waiting_plans_its_row(make_world: MakeWorld, world_now: datetime) -> None:
+    """An edit the add-on reported (kept until a pass maps its row to a lead) puts its row in
+    the plan even when the row reads as the memo says."""
+    world = settled_world(make_world, world_now)
+    bridge = world.bridge()
+    bridge.record_edit(3, "MQL", "MQL", world_now)
+    plain_world_rows = world.rows()
+
+    result = bridge.sync()
+
+    assert result.rows_remembered == 3
+    assert world.rows() == plain_world_rows
+
+
+def test_a_restored_ledger_with_older_memos_refuses_as_without_them(
+    make_world: MakeWorld, world_now: datetime, tmp_path: Path
+) -> None:
+    """A backup taken when rows were at rest carries their memos. A row unchanged since then
+    matches its memo and is left out, soundly: the backup knows everything that row shows. A
+    row that moved on since (sent more, wrote its cells) does not match: it is planned, and
+    the ledger-behind check refuses as it would without memos."""
+    world = settled_world(make_world, world_now)
+    put_back = snapshot(world.config.ledger_location({}), tmp_path / "backup.db")
+    world.edit_cells([(2, "Lead Status", "Customer"), (2, "Status Changed At", iso(world_now))])
+    bridge = world.bridge()
+    assert bridge.sync().events_sent == 4
+    bridge.ledger.close()
+    put_back()
+
+    with pytest.raises(LedgerBehindSheet) as plain:
+        world.bridge(row_memos=False).sync()
+    with pytest.raises(LedgerBehindSheet) as remembered:
+        world.bridge().sync()
+
+    assert str(remembered.value) == str(plain.value)
+    assert "rows 2)" in str(plain.value)
