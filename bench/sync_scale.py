@@ -476,7 +476,8 @@ def child(mode: str, size: int, workdir: Path, *extra: str, env: dict[str, str])
         done.set()
         sampler.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"{mode} {size} {' '.join(extra)} failed:\n{err[-4000:]}")
+        last = [line for line in err.splitlines() if line.strip()][-1:] or ["no stderr"]
+        raise RuntimeError(f"{mode} {size} {' '.join(extra)} failed: {last[0]}\n{err[-4000:]}")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     mem = result["memory"]
     result["peak_mb"] = max(sampled[0] / 1024, mem["self_mb"] + mem["children_mb"])
@@ -555,8 +556,11 @@ class PgSchema:
     def drop(self) -> None:
         import psycopg
 
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
+        try:
+            with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
+        except psycopg.Error as exc:  # the server went away: the run's figures still count
+            say(f"  could not drop schema {self.name}: {first_line(exc)}")
 
 
 def first_line(exc: BaseException) -> str:
