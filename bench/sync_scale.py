@@ -193,8 +193,10 @@ def config_data(
             **({"max_in_flight": in_flight} if in_flight is not None else {}),
         },
         "server": {"shared_secret_env": "BENCH_SECRET", "ledger": str(ledger)},
-        # Edits sent at once: the bench measures the send path, not the settling wait.
-        "sync": {"settle_seconds": 0},
+        # Edits sent at once: the bench measures the send path, not the settling wait. A version
+        # from before max_in_flight (in_flight None, edit_latency.py's "before") had no settling
+        # and refuses the section.
+        **({"sync": {"settle_seconds": 0}} if in_flight is not None else {}),
         "columns": {
             "status": "Lead Status",
             "status_changed_at": "Status Changed At",
