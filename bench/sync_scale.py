@@ -505,6 +505,7 @@ def measure(
     """Fresh emulator, fake Meta and bridge process for one run; the fake answers `latency_ms`
     late. The result has the fake's account of the first pass (`at_meta`)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{mode}-{size}-", dir=root))
+    LOADS.append(os.getloadavg()[0])
     sheets, meta = Server("sheets", sheet_file(root, size)), Server("meta")
     try:
         if latency_ms:
@@ -563,6 +564,10 @@ class PgSchema:
                 conn.execute(f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
         except psycopg.Error as exc:  # the server went away: the run's figures still count
             say(f"  could not drop schema {self.name}: {first_line(exc)}")
+
+
+# The 1-minute load average as each run began: how quiet the machine was during the bench.
+LOADS: list[float] = []
 
 
 def first_line(exc: BaseException) -> str:
@@ -629,6 +634,7 @@ def run_all(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         res[name] = measure("baseline", rows, root, "--batch", str(batch), latency_ms=LATENCY_MS)
     res["seconds"] = time.perf_counter() - res.pop("started")
     res["load_end"] = os.getloadavg()
+    res["load_max"] = max(LOADS, default=0.0)
     return res
 
 
@@ -910,14 +916,18 @@ def results_text(res: dict[str, Any], old: str) -> str:
     )
     edits = kept_section(old, EDIT_START, EDIT_END, "")
     n = f"{s['big']['size']:,}"
+    busy = ""
+    if res["load_max"] > (os.cpu_count() or 2) / 2:
+        busy = ", more while other work ran (a load above half the cores): read them as high"
     return (
         f"""# Sync scale benchmark
 
 - Written by `make bench` (`bench/sync_scale.py`) on {m["date"]}; its runs took
   {res["seconds"] / 60:.1f} min.
 - Machine: {m["cores"]} cores, {m["cpu"]}, {m["ram"]} RAM, Python {m["python"]}, {m["os"]}.
-- Load average (1, 5, 15 min) when the runs began: {load[0]}; when they ended: {load[1]}.
-  The machine is shared: figures move by ±10 % from run to run.
+- Load average (1, 5, 15 min) when the runs began: {load[0]}; when they ended: {load[1]};
+  the highest 1-minute load as a run began: {res["load_max"]:.2f}. The machine is shared:
+  figures move by ±10 % from run to run{busy}.
 
 ## Against the targets
 
