@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-test
 DEMO_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck pytest node-test bench bench-latency serve clean
+.PHONY: demo test lint typecheck pytest node-test bench serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,10 +50,6 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sync_scale.py
 	$(BIN)/python bench/edit_latency.py
-
-# Only the table at Meta's real latency (150 ms per request); rewrites its section of RESULTS.md.
-bench-latency: $(STAMP)
-	$(BIN)/python bench/sync_scale.py --latency-only
 
 clean:
 	rm -rf $(VENV) node_modules demo-data .pytest_cache .mypy_cache .ruff_cache
