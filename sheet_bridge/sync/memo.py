@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, cast
 
 import sheet_bridge
 from sheet_bridge.config import BridgeConfig
 from sheet_bridge.sheets.table import SheetTable
+from sheet_bridge.sync import outcomes as outcomes_module
+from sheet_bridge.sync import plan as plan_module
+from sheet_bridge.sync import rows as rows_module
 from sheet_bridge.sync.ledger import RowMemo
 from sheet_bridge.sync.outcomes import RowOutcome, RowReport
 from sheet_bridge.sync.plan import LeadRow, Plan
@@ -53,16 +58,32 @@ def row_digest(row: Sequence[object]) -> str:
     return hashlib.blake2b(repr(row).encode(), digest_size=16).hexdigest()
 
 
+def _code_digest() -> str:
+    """The planning and reporting code's own digest: a deployment that changes how a row is
+    decided or worded invalidates every memo, version bump or not."""
+    digest = hashlib.sha256()
+    for module in (plan_module, outcomes_module, rows_module, sys.modules[__name__]):
+        try:
+            digest.update(Path(module.__file__ or "").read_bytes())
+        except OSError:  # no source to read (a frozen build): the version stands for it
+            digest.update(sheet_bridge.__version__.encode())
+    return digest.hexdigest()[:16]
+
+
+_CODE = _code_digest()
+
+
 def fingerprint(config: BridgeConfig, table: SheetTable) -> str:
     """What a row's decision and report depend on besides its cells and its ledger records:
     the config's planning settings (not the [server] section, which may hold a ledger URL
     with a password, nor the file's path), the header (which column is which), the sheet's
-    time zone and locale, and this sheet-bridge's version."""
+    time zone and locale, and this sheet-bridge's version and planning code."""
     settings = config.model_dump(mode="json", exclude={"server", "source"})
     text = json.dumps(
         [
             MEMO_FORMAT,
             sheet_bridge.__version__,
+            _CODE,
             settings,
             [str(h) for h in table.header],
             table.time_zone,
@@ -105,7 +126,7 @@ def _report(row: int, lead_key: str, stored: list[Any]) -> RowReport:
         status=status,
         outcome=cast(RowOutcome, outcome),
         message=message,
-        event_states=tuple((n, i, s, int(t)) for n, i, s, t in events),
+        event_states=tuple(map(tuple, events)),  # as encoded: (name, id, state, int time)
         strength=strength,
         cells=tuple(cells),
     )
@@ -129,11 +150,12 @@ class Remembered:
     ones not kept are deleted at the pass's end)."""
 
     fingerprint: str
-    stored: dict[str, RowMemo]
+    stored: set[str]  # every memo's lead key
     digests: dict[int, str]
     skipped: dict[str, tuple[int, list[object]]]
     # The table without its rows: what typing a left-out row again needs (zone, locale, header).
     shell: SheetTable
+    kept: dict[str, str]  # the left-out rows' reports, as stored
 
     @property
     def leave_out(self) -> set[int]:
@@ -146,6 +168,8 @@ class Remembered:
         took back typed again, in sheet order: two rows of one lead are planned together (the
         first sends, the other is its duplicate), as without memos."""
         taken = [self.skipped.pop(r.key) for r in leads if r.key in self.skipped]
+        # Their cells are not needed any more: the table's rows go before planning.
+        self.skipped = {key: (number, []) for key, (number, _) in self.skipped.items()}
         if not taken:
             return leads
         taken.sort(key=lambda t: t[0])
@@ -160,7 +184,7 @@ class Remembered:
         # One parse of them all: 100,000 json.loads calls cost twice as much.
         stored = cast(
             list[list[Any]],
-            json.loads("[" + ",".join(self.stored[key].report for key, _ in left_out) + "]"),
+            json.loads("[" + ",".join(self.kept[key] for key, _ in left_out) + "]"),
         )
         return [
             _report(number, key, report)
@@ -191,7 +215,7 @@ class Remembered:
             ):
                 new.append((r.lead_key, digest, self.fingerprint, encode_report(r)))
         kept = {k for k, _, _, _ in new} | self.skipped.keys()
-        return new, self.stored.keys() - kept
+        return new, self.stored - kept
 
 
 def remember(
@@ -235,7 +259,8 @@ def remember(
         and key not in busy_keys
     }
     shell = replace(table, rows=[], row_numbers=None)
-    return Remembered(fp, stored, digests, skipped, shell)
+    kept = {key: stored[key].report for key in skipped}
+    return Remembered(fp, set(stored), digests, skipped, shell, kept)
 
 
 def fixed_points(the_plan: Plan, due: Collection[str]) -> set[str]:

@@ -162,6 +162,11 @@ class SyncResult:
     rows_remembered: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        return {**self._head(), "rows": [r.to_json() for r in self.rows]}
+
+    def _head(self) -> dict[str, Any]:
+        """to_json without the rows (the summary's: rendering 100,000 rows to drop them cost
+        0.4 s)."""
         return {
             **self.counts,
             "spreadsheet_id": self.spreadsheet_id,
@@ -172,7 +177,6 @@ class SyncResult:
             "cells_written": self.cells_written,
             "seconds": round(self.seconds, 3),
             "notices": self.notices,
-            "rows": [r.to_json() for r in self.rows],
         }
 
     def summary(self) -> dict[str, Any]:
@@ -180,7 +184,7 @@ class SyncResult:
         the rows needing attention, not every row (a first pass has 100,000)."""
         attention = attention_rows(self.rows)
         return {
-            **{k: v for k, v in self.to_json().items() if k != "rows"},
+            **self._head(),
             "halted": self.halted,
             "rows_total": len(self.rows),
             "attention_total": len(attention),

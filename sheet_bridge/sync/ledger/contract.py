@@ -31,6 +31,9 @@ SCHEMA_VERSION = 5
 # Also within schema 5: `log_lines`, per tab the CAPI Log's line count after the tab's last pass
 # appended to it (a restored ledger carries its old count: the pass reads the lines past it,
 # docs/operations.md "Restoring a ledger"), added to any ledger without it, empty.
+# Also within schema 5: `lead_memos`, per lead at rest its row memo (sync/memo.py), and triggers
+# on events, transitions and edit_queue that delete a lead's memo whenever anything of that lead
+# is written (by any writer, an older sheet-bridge included), added to any ledger without them.
 # Schema 5 (one lead, one identity per pixel): which pixel each tab sends to (`tab_pixels`, set
 # by every pass), and indexes that find a pixel's leads by Leadgen ID, CAPI Key, e-mail or phone.
 # Nothing stored changes: events keep the ids they were sent with.
