@@ -1,9 +1,9 @@
 """The embedded ledger: SQLite in WAL mode, one file, one connection per thread.
 
 It is what makes sheet-bridge idempotent (docs/deduplication.md): an event is marked `sending`
-before the POST and `sent`/`failed`/`expired` once Meta answered (with the next request's mark),
-before anything is written back to the sheet, so a crash in between never leads to a second,
-different send.
+before the POST and `sent`/`failed`/`expired` once Meta answered (with the next request's mark
+at the latest), before anything is written back to the sheet, so a crash in between never leads
+to a second, different send.
 """
 
 from __future__ import annotations
