@@ -295,9 +295,9 @@ class Sender:
 
     def _mark_sending(self, chunk: Chunk) -> None:
         """Mark the request's events `sending` and record the answers not recorded yet, in one
-        transaction (one commit per request, not two: writing 100,000 leads' events as a pass
-        does took 15.6 s with a transaction for each, 12.7 s so): a lead's earlier stage's
-        answer is committed with, at the latest, the mark of the request holding its later."""
+        transaction (a commit per request and one per progress report, not one per request and
+        one per answer): a lead's earlier stage's answer is committed with, at the latest, the
+        mark of the request holding its later one."""
         notes = self.reports.notes
         self.ledger.mark_sending(
             self.where, chunk.events, self._strengths, notes, self._now, answered=self._answers
@@ -305,10 +305,10 @@ class Sender:
         self._answers = []
 
     def _flush(self) -> None:
-        """Record the answers no mark took (the last requests', or all of them when the pass
-        stops), before send() returns and anything reads the ledger. Were the process to die
-        first, their events stay `sending` and the next pass sends them again with the same
-        ids, as for a request in flight."""
+        """Record the answers no mark took, before anything reads the ledger: before progress
+        is told, and when sending ends or stops. Were the process to die first, their events
+        stay `sending` and the next pass sends them again with the same ids, as for a request
+        in flight."""
         if self._answers:
             self.ledger.mark_sending(self.where, (), {}, {}, self._now, answered=self._answers)
             self._answers = []
@@ -352,5 +352,8 @@ class Sender:
         """Between requests, never while recording: a failing progress callback stops the pass
         with every answer already recorded."""
         if self._answered != self._told:
+            # The callback may read the ledger, or hand the tab to another pass (one that took
+            # the lock over): the answers it counts are committed first.
+            self._flush()
             self._told = self._answered
             self.progress("send", self._answered, self._total)

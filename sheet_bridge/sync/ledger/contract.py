@@ -63,8 +63,9 @@ PASS_LOST = "PassLost"
 PASS_PHASES = ("queued", "read", "send", "write", "done")
 
 # Meta's answers a pass has not recorded yet, each (one request's (event, answer) pairs, when
-# Meta answered): `mark_sending` records them in the transaction that marks the next request,
-# so a pass commits once per request, not twice (docs/deduplication.md).
+# Meta answered): `mark_sending` records them in the transaction that marks the next request
+# (or alone, before the pass reports its progress), so a pass does not commit twice per
+# request (docs/ledger.md).
 Answered = Sequence[tuple[Sequence[tuple[PlannedEvent, SendOutcome]], datetime]]
 
 

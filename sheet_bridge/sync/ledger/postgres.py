@@ -876,7 +876,7 @@ class PostgresLedger:
     ) -> None:
         """Before the POST: the event exists, with its final event_id, as `sending`; the
         answers to earlier requests (`answered`) are recorded first, in the same transaction
-        (contract.py): one commit per request."""
+        (contract.py): no commit of their own."""
         with self._tx() as db:
             if answered:
                 _bulk(

@@ -1,9 +1,9 @@
 """The embedded ledger: SQLite in WAL mode, one file, one connection per thread.
 
 It is what makes sheet-bridge idempotent (docs/deduplication.md): an event is marked `sending`
-before the POST and `sent`/`failed`/`expired` once Meta answered (with the next request's mark),
-before anything is written back to the sheet, so a crash in between never leads to a second,
-different send.
+before the POST and `sent`/`failed`/`expired` once Meta answered (with the next request's mark
+at the latest), before anything is written back to the sheet, so a crash in between never leads
+to a second, different send.
 """
 
 from __future__ import annotations
@@ -951,7 +951,7 @@ class SqliteLedger:
     ) -> None:
         """Before the POST: the event exists, with its final event_id, as `sending`; the
         answers to earlier requests (`answered`) are recorded first, in the same transaction
-        (contract.py): one commit per request."""
+        (contract.py): no commit of their own."""
         with self._tx() as db:
             if answered:
                 db.executemany(_RECORD_OUTCOME, answered_rows(where, answered))
