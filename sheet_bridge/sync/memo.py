@@ -17,13 +17,13 @@ import hashlib
 import json
 import sys
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 import sheet_bridge
-from sheet_bridge.config import BridgeConfig
+from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig
 from sheet_bridge.sheets.table import SheetTable
 from sheet_bridge.sync import outcomes as outcomes_module
 from sheet_bridge.sync import plan as plan_module
@@ -41,7 +41,7 @@ from sheet_bridge.sync.rows import (
 
 # Bumped when what a memo holds, or how a report is worded, changes without a version bump:
 # every memo of an older format is ignored (and replaced by the next full pass).
-MEMO_FORMAT = 1
+MEMO_FORMAT = 2
 # The plan's outcomes (before one_identity_per_pixel) whose row is a fixed point when the pass
 # records nothing for it and writes none of its cells: nothing is due, and nothing about them
 # depends on the clock (settling, scans, windows and pixel deduplication are all about events
@@ -51,11 +51,28 @@ FIXED_OUTCOMES = frozenset({"already_sent", "moved_back"})
 FIXED_REPORTS: frozenset[str] = frozenset({"already_sent"})
 
 
-def row_digest(row: Sequence[object]) -> str:
-    """A digest of a row's cells as read (every cell, the bridge's included; not its number:
-    a row moved by a sort is the same lead with the same cells). repr tells 1, 1.0 and "1"
-    apart, as the typing does."""
-    return hashlib.blake2b(repr(row).encode(), digest_size=16).hexdigest()
+def rest_digest(row: Sequence[object], bridge: Collection[int]) -> str:
+    """A digest of a row's cells as read but the bridge's (`bridge`: their columns), not its
+    number: a row moved by a sort is the same lead with the same cells. repr tells 1, 1.0 and
+    "1" apart, as the typing does; trailing empty cells are left out, as Google's read leaves
+    them out (a row reads the same before and after its bridge cells are written)."""
+    cells = [c for j, c in enumerate(row) if j not in bridge]
+    while cells and (cells[-1] is None or cells[-1] == ""):
+        cells.pop()
+    return hashlib.blake2b(repr(cells).encode(), digest_size=16).hexdigest()
+
+
+def bridge_cells_read(row: Sequence[object], columns: Sequence[int]) -> tuple[str, ...]:
+    """A row's bridge cells (BRIDGE_COLUMNS order, `columns`: where they are) as the
+    write-back compares them with what it would write: text, an empty cell as ""."""
+    return tuple("" if j >= len(row) or row[j] is None else str(row[j]) for j in columns)
+
+
+def row_digest(rest: str, cells: Sequence[str]) -> str:
+    """A row's digest: its `rest_digest` and its bridge cells as text. A pass that writes a
+    row's bridge cells knows the digest the row will read with next time."""
+    text = rest + repr(tuple(cells))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _code_digest() -> str:
@@ -195,25 +212,49 @@ class Remembered:
         self,
         rows: Sequence[RowReport],
         fixed: Collection[str],
+        due: Mapping[str, int],
         written: Sequence[Sequence[object]],
         first_row: int,
+        fingerprint_after: str | None = None,
     ) -> tuple[list[tuple[str, str, str, str]], set[str]]:
         """After the pass wrote the sheet: the memos to store (lead key, digest, fingerprint,
-        report) for the rows planned at a fixed point (`fixed`) that logged nothing and whose
-        cells the pass left as they were; and the memos to delete (every other one the ledger
-        held but those of the rows left out, which stand as they are)."""
+        report) and the memos to delete (every other one the ledger held but those of the
+        rows left out, which stand as they are). A memo is stored for
+        - a row planned at a fixed point (`fixed`) that logged nothing and whose cells the
+          pass left as they were: its report, as it is;
+        - a row whose every due event (`due`: lead key → events due when planned, before any
+          was held for another row) this pass sent, with nothing expired, taken as a baseline
+          or failed: the report the next pass gives it, which says the same in every cell
+          (the sheet's words depend only on the records) and is "already sent" with no
+          strength (outcomes.render_row), under the digest of the row as the write-back
+          leaves it.
+        `fingerprint_after`: the fingerprint once the write-back created the bridge's
+        missing headers (the header is part of it)."""
+        fp = fingerprint_after or self.fingerprint
         new: list[tuple[str, str, str, str]] = []
         for r in rows:
+            rest = self.digests.get(r.row)
+            if rest is None or r.lead_key in self.skipped:
+                continue
+            report: RowReport | None = None
             if (
                 r.lead_key in fixed
-                and r.lead_key not in self.skipped
                 and r.outcome in FIXED_REPORTS
                 and not r.logged
-                and (digest := self.digests.get(r.row)) is not None
                 and 0 <= r.row - first_row < len(written)
                 and same_cells(r, written[r.row - first_row])
             ):
-                new.append((r.lead_key, digest, self.fingerprint, encode_report(r)))
+                report = r
+            elif (
+                r.outcome == "sent"
+                and len(r.logged) == due.get(r.lead_key, -1)
+                and all(state == "sent" for _, _, state, _ in r.logged)
+                and all(state == "sent" for _, _, state, _ in r.event_states)
+            ):
+                report = replace(r, outcome="already_sent", strength=None, logged=())
+            if report is not None:
+                digest = row_digest(rest, report.cells)
+                new.append((r.lead_key, digest, fp, encode_report(report)))
         kept = {k for k, _, _, _ in new} | self.skipped.keys()
         return new, self.stored - kept
 
@@ -232,6 +273,8 @@ def remember(
     one), or it has an edit waiting (`busy_rows`: pending edits' rows; `busy_keys`: queued
     edits' leads). A memo that exists is one no ledger write touched (the triggers)."""
     fp = fingerprint(config, table)
+    columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
+    bridge = frozenset(columns)
     digests: dict[int, str] = {}
     found: list[tuple[int, list[object], str, str | None]] = []
     keys: Counter[str] = Counter()
@@ -242,11 +285,13 @@ def remember(
         pixel = pixel_event_id(row, layout)
         if pixel is not None:
             pixels[pixel] += 1
+        # Every lead row's: a row without a CAPI Key yet gets one with its first sync.
+        digests[number] = rest = rest_digest(row, bridge)
         key = own_key(row, layout)
         if not key:
             continue
         keys[key] += 1
-        digests[number] = digest = row_digest(row)
+        digest = row_digest(rest, bridge_cells_read(row, columns))
         memo = stored.get(key)
         if memo is not None and memo.digest == digest and memo.fingerprint == fp:
             found.append((number, row, key, pixel))
@@ -261,6 +306,11 @@ def remember(
     shell = replace(table, rows=[], row_numbers=None)
     kept = {key: stored[key].report for key in skipped}
     return Remembered(fp, set(stored), digests, skipped, shell, kept)
+
+
+def due_events(the_plan: Plan) -> dict[str, int]:
+    """Each due lead's events as planned (before one_identity_per_pixel holds any back)."""
+    return {d.lead_key: len(d.todo.fresh) for d in the_plan.decisions if d.todo is not None}
 
 
 def fixed_points(the_plan: Plan, due: Collection[str]) -> set[str]:

@@ -34,6 +34,8 @@ from sheet_bridge.sync.ledger import (
     open_ledger,
 )
 from sheet_bridge.sync.memo import Remembered, remember
+from sheet_bridge.sync.memo import due_events as memo_due_events
+from sheet_bridge.sync.memo import fingerprint as memo_fingerprint
 from sheet_bridge.sync.memo import fixed_points as memo_fixed_points
 from sheet_bridge.sync.outcomes import (
     RowReport,
@@ -435,6 +437,7 @@ class Bridge:
             del leads, history  # the plan carries what it needs of them
             # Before one_identity_per_pixel: a lead whose due events it drops is not at rest.
             fixed = memo_fixed_points(the_plan, due) if remembered is not None else set()
+            due_events = memo_due_events(the_plan) if remembered is not None else {}
             one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
             result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now, lease)
             if remembered is not None and remembered.skipped:
@@ -452,8 +455,10 @@ class Bridge:
                 wrote = self._write_back(
                     written, first_row, layout, result, tz, progress, count_log
                 )
-                if remembered is not None and wrote and not layout.new_headers:
-                    self._store_memos(remembered, result, fixed, written, first_row, now)
+                if remembered is not None and wrote:
+                    self._store_memos(
+                        remembered, result, fixed, due_events, written, first_row, layout, now
+                    )
         except Exception as exc:
             # A pass the next one already marked lost stays lost (the ledger keeps the mark);
             # its answer says what it sent.
@@ -520,13 +525,24 @@ class Bridge:
         remembered: Remembered,
         result: SyncResult,
         fixed: Collection[str],
+        due: Mapping[str, int],
         written: Sequence[Sequence[object]],
         first_row: int,
+        layout: ColumnLayout,
         now: datetime,
     ) -> None:
         """After the write-back: memos for the rows at rest, the others' deleted. A ledger
         that cannot store them costs the next pass its shortcut, nothing else."""
-        memos, forget = remembered.to_store(result.rows, fixed, written, first_row)
+        after = None
+        if layout.new_headers:  # the header as the write-back left it
+            header = list(remembered.shell.header)
+            for col, name in layout.new_headers:
+                header += [""] * (col + 1 - len(header))
+                header[col] = name
+            after = memo_fingerprint(self.config, replace(remembered.shell, header=header))
+        memos, forget = remembered.to_store(
+            result.rows, fixed, due, written, first_row, fingerprint_after=after
+        )
         if not memos and not forget:
             return
         try:
