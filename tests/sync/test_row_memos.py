@@ -15,6 +15,7 @@ import pytest
 
 from sheet_bridge.config import BRIDGE_COLUMNS
 from sheet_bridge.meta.client import SendOutcome
+from sheet_bridge.sheets.client import SheetsClient
 from sheet_bridge.sync.ledger import (
     AdoptedEvent,
     EditChange,
@@ -25,7 +26,7 @@ from sheet_bridge.sync.ledger import (
 from sheet_bridge.sync.ledger.contract import PendingEdit
 from sheet_bridge.sync.memo import decode_report, encode_report
 from sheet_bridge.sync.outcomes import RowReport
-from sheet_bridge.sync.run import LedgerBehindSheet, SyncResult
+from sheet_bridge.sync.run import LOG_HEADER, LedgerBehindSheet, SyncResult
 from tests.conftest import World, iso, lead_row
 from tests.ledger_backends import run_sql, snapshot, table_names
 from tests.sync.test_ledger import NOW, planned, queued
@@ -344,6 +345,25 @@ def test_a_restored_ledger_with_older_memos_refuses_as_without_them(
     assert bridge.sync().events_sent == 4
     bridge.ledger.close()
     put_back()
+
+    with pytest.raises(LedgerBehindSheet) as plain:
+        world.bridge(row_memos=False).sync()
+    with pytest.raises(LedgerBehindSheet) as remembered:
+        world.bridge().sync()
+
+    assert str(remembered.value) == str(plain.value)
+    assert "rows 2)" in str(plain.value)
+
+
+def test_a_capi_log_line_of_a_row_left_out_is_checked_as_before(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """A CAPI Log line past the ledger's count (another host's pass, a restored ledger) naming
+    an event the ledger lacks refuses the pass, whether its row is planned or left out."""
+    world = settled_world(make_world, world_now)
+    key = world.column("CAPI Key")[0]  # row 2, at rest (New, its Lead sent)
+    line = [iso(world_now), 2, key, "Customer", "Purchase", "sb.elsewhere", "sent", "ok", "Leads"]
+    SheetsClient(world.config.sheets).append_log([line], LOG_HEADER)
 
     with pytest.raises(LedgerBehindSheet) as plain:
         world.bridge(row_memos=False).sync()
