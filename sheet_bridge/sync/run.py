@@ -420,8 +420,6 @@ class Bridge:
                 only |= due
             if read is not None:  # taken only if read (a whole tab holds every lead there is)
                 due &= {r.key for r in leads}
-            if not dry_run:  # its worker starts while the pass plans
-                self.hasher.start(len(leads) if only is None else len(only))
             with gc_paused():
                 # A due lead's identity is hashed as the sender reaches it (_send_and_record).
                 the_plan = plan(
@@ -761,6 +759,8 @@ class Bridge:
         if not dry_run:
             self._record_decided(the_plan.observations, the_plan.decisions, now, reports)
         todo = the_plan.unhashed
+        if not dry_run:
+            self.hasher.start(len(todo))  # a worker only when there is enough to hash
         completed: list[RowDecision] = []
 
         def due_leads() -> Iterator[RowDecision]:
