@@ -463,12 +463,25 @@ def run_baseline(workdir: Path, batch: int = 1) -> dict[str, Any]:
 # ---- the parent: fresh servers and a bridge process per run -------------------------------------
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def tree_rss_kb(pid: int) -> int:
-    """VmRSS of a process and all its descendants (Linux /proc), KiB; 0 once it is gone."""
+    """VmRSS of a process and all its descendants (Linux /proc), KiB; 0 once it is gone.
+
+    A descendant still running its parent's program is left out: a child between its fork and
+    its exec (multiprocessing's spawn, subprocess) shows its parent's pages as its own."""
     total, todo = 0, [pid]
+    root = _cmdline(pid)
     while todo:
         p = todo.pop()
         try:
+            if p != pid and _cmdline(p) == root:
+                continue
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
