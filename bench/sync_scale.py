@@ -262,39 +262,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-# The largest sum of VmRSS of this process's descendants (a hashing worker, say), sampled by
-# `watch_children`. Not RUSAGE_CHILDREN's ru_maxrss: a child started with spawn is forked before
-# it execs, and its ru_maxrss counts the parent's pages it shared for that instant.
-_CHILDREN_PEAK_KB = [0]
+# The largest VmRSS of this process and its descendants (a hashing worker, say) added up at
+# one instant, sampled by `watch_tree` every TREE_SAMPLE_SECONDS. Not RUSAGE_CHILDREN's
+# ru_maxrss: a child started with spawn is forked before it execs, and its ru_maxrss counts the
+# parent's pages it shared for that instant. Nor this process's own peak plus its children's:
+# the two come at different times (a worker lives while a first pass sends; the bridge's own
+# peak is in the pass that follows), and their sum is no instant's memory.
+_TREE_PEAK_KB = [0]
+TREE_SAMPLE_SECONDS = 0.02
 
 
-def watch_children() -> None:
-    """Sample this process's descendants' memory every SAMPLE_SECONDS, for `memory`."""
+def watch_tree() -> None:
+    """Sample this process's memory with its descendants', for `memory`."""
 
     def sample() -> None:
         me = os.getpid()
         while True:
-            own = tree_rss_kb(me) - tree_rss_kb_self(me)
-            _CHILDREN_PEAK_KB[0] = max(_CHILDREN_PEAK_KB[0], own)
-            time.sleep(SAMPLE_SECONDS)
+            _TREE_PEAK_KB[0] = max(_TREE_PEAK_KB[0], tree_rss_kb(me))
+            time.sleep(TREE_SAMPLE_SECONDS)
 
-    threading.Thread(target=sample, daemon=True, name="bench-children").start()
-
-
-def tree_rss_kb_self(pid: int) -> int:
-    """VmRSS of one process, KiB (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+    threading.Thread(target=sample, daemon=True, name="bench-memory").start()
 
 
 def memory() -> dict[str, float]:
-    """This process's peak RSS and its descendants' largest sampled sum."""
-    return {"self_mb": peak_rss_mb(), "children_mb": _CHILDREN_PEAK_KB[0] / 1024}
+    """This process's exact peak RSS, and its tree's largest sampled sum."""
+    return {"self_mb": peak_rss_mb(), "tree_mb": _TREE_PEAK_KB[0] / 1024}
 
 
 def cpu_seconds() -> float:
@@ -524,7 +516,7 @@ def child(mode: str, size: int, workdir: Path, *extra: str, env: dict[str, str])
         raise RuntimeError(f"{mode} {size} {' '.join(extra)} failed: {last[0]}\n{err[-4000:]}")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     mem = result["memory"]
-    result["peak_mb"] = max(sampled[0] / 1024, mem["self_mb"] + mem["children_mb"])
+    result["peak_mb"] = max(sampled[0] / 1024, mem["tree_mb"], mem["self_mb"])
     return result
 
 
@@ -1019,14 +1011,15 @@ afterwards), alternating with SQLite runs. The ratio of the medians is in the ta
 
 - The Sheets emulator (in memory) and the fake Meta each run in their own subprocess on
   loopback (threaded werkzeug); each run above is a fresh bridge process with fresh servers.
-- Peak memory counts the bridge process and any process it starts (a planning worker, say):
-  the larger of (a) the largest sum of VmRSS over the bridge and all its descendants, sampled
-  from /proc by the parent every {SAMPLE_SECONDS * 1000:.0f} ms, which sees children running at
-  the same time, and (b) the bridge's ru_maxrss plus the largest sum of its descendants' VmRSS
-  sampled by the bridge (not RUSAGE_CHILDREN: a spawned child's ru_maxrss counts the parent's
-  pages it shared between its fork and its exec), which sees the bridge's peak between two
-  samples. PostgreSQL's server processes
-  are not counted.
+- Peak memory counts the bridge process and any process it starts (a hashing worker, say), added
+  up at one instant: the largest of (a) the sum of VmRSS over the bridge and all its descendants,
+  sampled from /proc by the parent every {SAMPLE_SECONDS * 1000:.0f} ms, (b) the same sum sampled
+  by the bridge itself every {TREE_SAMPLE_SECONDS * 1000:.0f} ms, and (c) the bridge's own
+  ru_maxrss (exact, between samples too). Not RUSAGE_CHILDREN (a spawned child's ru_maxrss
+  counts the parent's pages it shared between its fork and its exec), and not the bridge's peak
+  plus its worker's: they come at different times (the worker lives while a first pass sends,
+  the bridge's own peak is in the pass with no change), and that sum, reported until
+  2026-12-04, was no instant's memory. PostgreSQL's server processes are not counted.
 - Leads: e-mails, phones in six formats (some number cells), 15–17 digit lead ids as text on
   60 % of rows, statuses across the funnel (New 40 %, MQL 20 %, SQL 14 %, Opportunity 8 %,
   Customer 5 %, Disqualified 8 %, On hold 3 %, blank 2 %), created and changed within the last
@@ -1089,7 +1082,7 @@ def main() -> None:
         serve(*args.serve)
         return
     if args.child:
-        watch_children()
+        watch_tree()
     if args.child == "passes":
         print(json.dumps(run_size(args.size, args.dir)))
         return

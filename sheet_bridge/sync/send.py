@@ -1,14 +1,17 @@
 """Send a pass's due events to Meta, a few requests at a time, and record each answer as it comes.
 
 Meta answers in hundreds of milliseconds (a 100,000-lead first pass is ~376 requests: a minute of
-waiting one after another), so a few requests are in flight at once. Only the HTTP runs in worker
-threads; the ledger and the reports are written on the pass's own thread, each answer before
-anything depends on it. One lead's events are never in two requests in flight at once, so Meta
-receives a lead's stages in funnel order (docs/meta-events.md).
+waiting one after another), so a few requests are in flight at once. The HTTP runs in worker
+threads; the ledger's writes run in order on one thread of their own (LedgerWrites), so the
+database's work overlaps the pass's own (building the next request, the reports), and a request
+leaves only once its events' `sending` mark is committed. Each answer is recorded before anything
+depends on it. One lead's events are never in two requests in flight at once, so Meta receives a
+lead's stages in funnel order (docs/meta-events.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -205,6 +208,78 @@ class RowReports:
         return report
 
 
+# Meta's answers not recorded yet: (a request's events and outcomes, when).
+Answers = list[tuple[list[tuple[PlannedEvent, SendOutcome]], datetime]]
+
+
+class LedgerWrites:
+    """The ledger writes of one pass's sending, committed one after another, in the order they
+    were asked for, on a thread of their own.
+
+    SQLite and PostgreSQL do their work without Python's lock (a SQLite statement runs in C with
+    the GIL released; psycopg waits on the network), so a request's mark is written while the
+    pass's thread builds the next request and records answers: measured on a 100,000-lead first
+    pass, the ledger's writes are its largest cost (bench/RESULTS.md). Each write returns a
+    future; a request waits for its own mark before it leaves. After a write fails, no later
+    mark is attempted (each raises the same error, so its request never leaves), but answers
+    still are: those the failed write carried go with the next write of answers alone, as
+    they did when the pass wrote on its own thread."""
+
+    def __init__(self, ledger: LedgerBackend, where: SheetTab) -> None:
+        self.ledger, self.where = ledger, where
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ledger-write")
+        self._last: Future[None] | None = None
+        self._failed: BaseException | None = None
+        self._unrecorded: Answers = []  # the answers a failed write carried
+
+    def mark_sending(
+        self,
+        events: Sequence[PlannedEvent],
+        strengths: Mapping[str, str],
+        notes: Mapping[str, str | None],
+        now: datetime,
+        answered: Answers,
+    ) -> Future[None]:
+        """Queue `ledger.mark_sending`; a mark after a write that failed raises here, at once."""
+        if events and self._failed is not None:
+            raise self._failed
+        self._last = self._thread.submit(self._write, events, strengths, notes, now, answered)
+        return self._last
+
+    def _write(
+        self,
+        events: Sequence[PlannedEvent],
+        strengths: Mapping[str, str],
+        notes: Mapping[str, str | None],
+        now: datetime,
+        answered: Answers,
+    ) -> None:
+        if self._failed is not None:
+            if events:
+                raise self._failed
+            answered, self._unrecorded = self._unrecorded + answered, []
+        try:
+            self.ledger.mark_sending(self.where, events, strengths, notes, now, answered=answered)
+        except BaseException as exc:
+            self._failed = self._failed or exc
+            self._unrecorded = answered
+            raise
+
+    def wait(self) -> None:
+        """Until every write asked for is done; the first failure is raised."""
+        if self._last is not None:
+            with contextlib.suppress(BaseException):
+                self._last.result()
+        if self._failed is not None:
+            raise self._failed
+
+    def close(self) -> None:
+        """Let the writes asked for finish (a pass that stops still records what it had), and
+        the thread let go of what it holds in the ledger."""
+        self._thread.submit(self.ledger.release_thread)
+        self._thread.shutdown(wait=True)
+
+
 @dataclass(frozen=True)
 class Sent:
     """What sending did: the requests it made, and why it stopped early, if it did."""
@@ -240,8 +315,8 @@ class Sender:
         self.delivered = 0  # events Meta accepted so far (what a pass that stops has sent)
         self._strengths: dict[str, str] = {}
         self._now = datetime.min
-        # Answers the ledger has not recorded yet: (a request's events and outcomes, when).
-        self._answers: list[tuple[list[tuple[PlannedEvent, SendOutcome]], datetime]] = []
+        self._answers: Answers = []  # answers the ledger has not recorded yet
+        self._writes = LedgerWrites(ledger, where)
 
     def send(self, leads: Iterable[RowDecision], now: datetime, total: int | None = None) -> Sent:
         """Send the leads' events, request by request: each request's events are marked
@@ -257,6 +332,7 @@ class Sender:
         self._now = now
         self._total = total or 0
         before = self.capi.requests_made
+        self._writes = LedgerWrites(self.ledger, self.where)
         with ThreadPoolExecutor(self.limit.most, thread_name_prefix="capi-send") as pool:
             try:
                 latest: Future[list[SendOutcome]] | None = None
@@ -272,17 +348,18 @@ class Sender:
                     self.lease.check()  # a pass whose lock lapsed may no longer be the only one
                     stopping.check()  # a stopping server sends no request it cannot record
                     # Marked request by request, not all before the first: the ledger's writes
-                    # (8 s of a 100,000-lead pass, profiled) then overlap Meta's answers
-                    # instead of holding back the first request.
-                    self._mark_sending(chunk)
-                    latest = pool.submit(self._post, chunk)
+                    # then overlap Meta's answers instead of holding back the first request.
+                    marked = self._mark_sending(chunk)
+                    latest = pool.submit(self._post, chunk, marked)
                     self._in_flight[latest] = chunk
             finally:
                 try:
-                    while self._in_flight:  # in flight when the pass stops: answered, recorded
-                        self._collect()
+                    self._collect_all()  # in flight when the pass stops: answered, recorded
                 finally:
-                    self._flush()
+                    try:
+                        self._flush()
+                    finally:
+                        self._writes.close()
         self._total, self._told = self._answered, -1  # what there was, now that it is known
         self._tell_progress()
         return Sent(self.capi.requests_made - before, self.halted)
@@ -293,28 +370,30 @@ class Sender:
                 self._strengths[d.lead_key] = d.match.strength
             yield d.events
 
-    def _mark_sending(self, chunk: Chunk) -> None:
+    def _mark_sending(self, chunk: Chunk) -> Future[None]:
         """Mark the request's events `sending` and record the answers not recorded yet, in one
         transaction (a commit per request and one per progress report, not one per request and
         one per answer): a lead's earlier stage's answer is committed with, at the latest, the
-        mark of the request holding its later one."""
+        mark of the request holding its later one. Written by LedgerWrites, in order: the
+        future is done when it is committed."""
+        answered, self._answers = self._answers, []
         notes = self.reports.notes
-        self.ledger.mark_sending(
-            self.where, chunk.events, self._strengths, notes, self._now, answered=self._answers
-        )
-        self._answers = []
+        return self._writes.mark_sending(chunk.events, self._strengths, notes, self._now, answered)
 
     def _flush(self) -> None:
-        """Record the answers no mark took, before anything reads the ledger: before progress
-        is told, and when sending ends or stops. Were the process to die first, their events
-        stay `sending` and the next pass sends them again with the same ids, as for a request
-        in flight."""
+        """Record the answers no mark took, and wait until every write is committed, before
+        anything reads the ledger: before progress is told, and when sending ends or stops.
+        Were the process to die first, their events stay `sending` and the next pass sends
+        them again with the same ids, as for a request in flight."""
         if self._answers:
-            self.ledger.mark_sending(self.where, (), {}, {}, self._now, answered=self._answers)
-            self._answers = []
+            answered, self._answers = self._answers, []
+            self._writes.mark_sending((), {}, {}, self._now, answered)
+        self._writes.wait()
 
-    def _post(self, chunk: Chunk) -> list[SendOutcome]:
-        """In a worker thread: HTTP only (payloads are built here, as they are sent)."""
+    def _post(self, chunk: Chunk, marked: Future[None]) -> list[SendOutcome]:
+        """In a worker thread: once the request's mark is committed, the HTTP (payloads are
+        built here, as they are sent). A mark that failed raises, and nothing leaves."""
+        marked.result()
         return self.capi.send([e.payload for e in chunk.events])
 
     def _make_room(self, after: Future[list[SendOutcome]] | None) -> None:
@@ -328,12 +407,32 @@ class Sender:
             self._collect()
 
     def _collect(self) -> None:
-        """Record the answers of the requests that have finished (at least one)."""
+        """Record the answers of the requests that have finished (at least one). A request
+        that never left (its mark failed) raises, once the others' answers are kept."""
         done, _ = wait(self._in_flight, return_when=FIRST_COMPLETED)
+        failure: BaseException | None = None
         for future in done:
             chunk = self._in_flight.pop(future)
-            self._record(chunk, future.result())
+            try:
+                outcomes = future.result()
+            except BaseException as exc:
+                failure = failure or exc
+                continue
+            self._record(chunk, outcomes)
             self.limit.answered()
+        if failure is not None:
+            raise failure
+
+    def _collect_all(self) -> None:
+        """Wait for every request in flight and keep its answer; then raise the first failure."""
+        failure: BaseException | None = None
+        while self._in_flight:
+            try:
+                self._collect()
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def _record(self, chunk: Chunk, outcomes: list[SendOutcome]) -> None:
         """Keep Meta's answer for the ledger's next write (_mark_sending, _flush) and tell

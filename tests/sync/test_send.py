@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sheet_bridge.sheets.client import SheetsClient
-from sheet_bridge.sync.ledger import open_ledger
+from sheet_bridge.sync.ledger import LedgerError, open_ledger
 from sheet_bridge.sync.run import Bridge, capi_client
 from sheet_bridge.sync.send import Chunk, InFlightLimit, lead_chunks
 from tests.conftest import WORLD_TOKEN, World, lead_row
@@ -270,6 +270,48 @@ def test_answers_are_committed_with_the_next_mark_and_before_a_later_stage_leave
             if mark_of[earlier] != mark_of[later]:
                 assert answer_of[earlier] <= mark_of[later]
     assert ledger_states(world) == Counter({"sent": len(recorded)})
+
+
+class LedgerThatFails(RecordingLedger):
+    """Marks requests as the world's ledger does until the `fail_at`-th mark of a request."""
+
+    def __init__(self, inner: Any, fail_at: int) -> None:
+        super().__init__(inner)
+        self.fail_at = fail_at
+
+    def mark_sending(self, where: Any, events: Any, *args: Any, answered: Any = ()) -> None:
+        if events and sum(1 for marked, _ in self.marks if marked) + 1 == self.fail_at:
+            raise LedgerError("the ledger's disk is full")
+        super().mark_sending(where, events, *args, answered=answered)
+
+
+def test_a_mark_that_fails_sends_nothing_of_its_request_and_stops_the_pass(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """The marks are written on a thread of their own (send.py LedgerWrites): a request leaves
+    only once its mark is committed. A mark that fails stops the pass with the ledger's error;
+    its request and any after it never leave, and the next pass sends every event once."""
+    world = make_world(
+        [lead_row(i, "New", now=world_now) for i in range(24)],
+        meta={"batch_size": 2, "max_in_flight": 4},
+    )
+    set_speed(world, latency_ms=50)
+    bridge = world.bridge()
+    ledger = LedgerThatFails(bridge.ledger, fail_at=4)
+    bridge.ledger = ledger
+
+    with pytest.raises(LedgerError, match="disk is full"):
+        bridge.sync()
+
+    marked = [ids for ids, _ in ledger.marks if ids]
+    assert len(marked) == 3
+    arrived = {e["event_id"] for e in world.meta_events()}
+    assert arrived == {i for ids in marked for i in ids}  # what was marked left, nothing else
+    assert len(request_log(world)) == 3
+    world.bridge().sync()
+    events = Counter(e["event_id"] for e in world.meta_events())
+    assert len(events) == 24 and set(events.values()) == {1}
+    assert ledger_states(world) == Counter({"sent": 24})
 
 
 _EVENT = {"New": "Lead", "MQL": "QualifiedLead", "SQL": "Schedule", "Opportunity": "StartTrial"}

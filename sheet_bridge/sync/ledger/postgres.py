@@ -552,6 +552,9 @@ class PostgresLedger:
         """Close every pooled connection (the ledger is not used after)."""
         self._pool.close()
 
+    def release_thread(self) -> None:
+        """Nothing: connections come from the shared pool and go back to it after each use."""
+
     # -- lock ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, where: SheetTab, wait: float, lease: float = LOCK_LEASE) -> Iterator[LockLease]:

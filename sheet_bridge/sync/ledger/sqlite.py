@@ -9,6 +9,7 @@ to a second, different send.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -645,10 +646,17 @@ class SqliteLedger:
         return found
 
     def close(self) -> None:
+        """Close the calling thread's connection (each thread has its own)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    def release_thread(self) -> None:
+        """A thread about to end (sync/send.py's ledger writer) closes its connection now,
+        not whenever its garbage is collected: a connection's close may copy the WAL into the
+        file, which must not happen after someone else has replaced the file."""
+        self.close()
 
     # -- lock ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -954,22 +962,15 @@ class SqliteLedger:
         (contract.py): no commit of their own."""
         with self._tx() as db:
             if answered:
-                db.executemany(_RECORD_OUTCOME, answered_rows(where, answered))
-            db.executemany(
-                "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, "
-                "state, event_time, row_number, lead_status, stage_index, fingerprint, "
-                "attempts, first_planned, updated_at, value, currency, match_strength, "
-                "user_data, notes) "
-                "VALUES (?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO UPDATE SET "
-                "state='sending', event_time=excluded.event_time, "
-                "row_number=excluded.row_number, lead_status=excluded.lead_status, "
-                "fingerprint=excluded.fingerprint, attempts=attempts + 1, "
-                "updated_at=excluded.updated_at, value=excluded.value, "
-                "currency=excluded.currency, match_strength=excluded.match_strength, "
-                "user_data=excluded.user_data, notes=excluded.notes",
-                sending_rows(where, events, strengths, notes, to_ts(now)),
-            )
+                _record_outcomes(db, where, answered_rows(where, answered))
+            if events:
+                t = to_ts(now)
+                rows = list(sending_rows(where, events, strengths, notes, t))
+                marked = _json_rows((*r[2:10], *r[12:]) for r in rows)  # without tab and time
+                if _NUL in marked:
+                    db.executemany(_MARK_SENDING_ROW, rows)
+                else:
+                    db.execute(_MARK_SENDING, (where.spreadsheet_id, where.tab, t, marked))
 
     def record_outcomes(
         self,
@@ -980,7 +981,7 @@ class SqliteLedger:
         """Right after Meta answers, before the sheet is written."""
         rows = outcome_rows(where, results, to_ts(now))
         with self._tx() as db:
-            db.executemany(_RECORD_OUTCOME, rows)
+            _record_outcomes(db, where, rows)
 
     def record_expired(
         self, where: SheetTab, expired: Sequence[ExpiredEvent], now: datetime
@@ -1248,11 +1249,77 @@ class SqliteLedger:
             )
 
 
-# One row of records.py outcome_rows.
-_RECORD_OUTCOME = (
-    "UPDATE events SET state=?, sent_at=COALESCE(?, sent_at), fbtrace_id=?, error=?, retry=?, "
-    "updated_at=? WHERE spreadsheet_id=? AND tab=? AND lead_key=? AND event_name=?"
+# Many requests' events in one statement, their rows as one JSON array (each row a JSON array):
+# a statement is one call into SQLite, which runs it without Python's lock. One call per row
+# (executemany) takes the lock back for every row, and a thread writing the ledger while the
+# pass's thread runs Python then waits for the lock once per row (sync/send.py LedgerWrites).
+# SQLite's JSON gives back a text only up to a NUL character: rows with one are bound one by one.
+def _json_rows(rows: Iterable[Sequence[object]]) -> str:
+    """Rows as a JSON array for json_each (UTF-8 as is: no surrogate escapes for SQLite's JSON
+    to decode). A number that is not finite cannot be stored this way: ValueError."""
+    return _encode_rows(list(rows))
+
+
+_encode_rows = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_NUL = "\\u0000"  # how JSON writes a NUL character (or a text holding a backslash and "u0000")
+
+
+def _row_field(i: int) -> str:
+    return f"json_extract(value, '$[{i}]')"
+
+
+_MARK_COLUMNS = (
+    "INSERT INTO events (spreadsheet_id, tab, lead_key, event_name, event_id, state, "
+    "event_time, row_number, lead_status, stage_index, fingerprint, attempts, first_planned, "
+    "updated_at, value, currency, match_strength, user_data, notes) "
 )
+_MARK_CONFLICT = (
+    "ON CONFLICT (spreadsheet_id, tab, lead_key, event_name) DO UPDATE SET "
+    "state='sending', event_time=excluded.event_time, "
+    "row_number=excluded.row_number, lead_status=excluded.lead_status, "
+    "fingerprint=excluded.fingerprint, attempts=attempts + 1, "
+    "updated_at=excluded.updated_at, value=excluded.value, "
+    "currency=excluded.currency, match_strength=excluded.match_strength, "
+    "user_data=excluded.user_data, notes=excluded.notes"
+)
+# records.py sending_rows as a JSON array of rows (?4) without the spreadsheet, tab and times
+# (?1, ?2, ?3).
+_MARK_SENDING = (
+    f"{_MARK_COLUMNS}SELECT ?1, ?2, {', '.join(_row_field(i) for i in (0, 1, 2))}, 'sending', "
+    f"{', '.join(_row_field(i) for i in (3, 4, 5, 6, 7))}, 1, ?3, ?3, "
+    f"{', '.join(_row_field(i) for i in (8, 9, 10, 11, 12))} "
+    f"FROM json_each(?4) WHERE true {_MARK_CONFLICT}"  # `WHERE true`: SQLite's upsert rule
+)
+# One row of records.py sending_rows.
+_MARK_SENDING_ROW = (
+    f"{_MARK_COLUMNS}VALUES (?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) "
+    f"{_MARK_CONFLICT}"
+)
+_OUTCOME_SET = (
+    "UPDATE events SET state=?1, sent_at=COALESCE(?2, sent_at), fbtrace_id=?3, error=?4, "
+    "retry=?5, updated_at=?6 WHERE spreadsheet_id=?7 AND tab=?8 AND "
+)
+# The answer (?1 to ?6) of the events of ?9, a JSON array of (lead_key, event_name).
+_RECORD_OUTCOME = (
+    f"{_OUTCOME_SET}(lead_key, event_name) IN "
+    f"(SELECT {_row_field(0)}, {_row_field(1)} FROM json_each(?9))"
+)
+# One row of records.py outcome_rows.
+_RECORD_OUTCOME_ROW = f"{_OUTCOME_SET}lead_key=?9 AND event_name=?10"
+
+
+def _record_outcomes(
+    db: sqlite3.Connection, where: SheetTab, rows: Sequence[Sequence[object]]
+) -> None:
+    """records.py outcome_rows, a statement per run of rows with the same answer (a request's
+    events usually share one: sent, at the same time, under one fbtrace_id); in order."""
+    for answer, group in itertools.groupby(rows, key=lambda r: tuple(r[:6])):
+        run = list(group)
+        events = _json_rows(r[8:10] for r in run)
+        if _NUL in events:
+            db.executemany(_RECORD_OUTCOME_ROW, run)
+        else:
+            db.execute(_RECORD_OUTCOME, (*answer, where.spreadsheet_id, where.tab, events))
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
