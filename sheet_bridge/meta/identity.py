@@ -702,6 +702,21 @@ def hash_user_data(
     return HashedIdentity(user_data, problems, country, state)
 
 
+def hash_identities(
+    identities: Sequence[Mapping[str, object]], default_country: str, *, assume_country: bool
+) -> list[HashedIdentity | None]:
+    """`hash_user_data` for each row's raw identity cells; None for one it could not hash (the
+    caller hashes that one itself, and reports it as its own planning would). What a hashing
+    worker process runs (sync/hashing.py): this module imports little, so neither does it."""
+    out: list[HashedIdentity | None] = []
+    for raw in identities:
+        try:
+            out.append(hash_user_data(raw, default_country, assume_country=assume_country))
+        except Exception:
+            out.append(None)
+    return out
+
+
 @functools.lru_cache(maxsize=32)
 def _default_country(code: str) -> str:
     """The config's default country, normalized once (not once per row)."""

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from sheet_bridge.config import MetaConfig
-from sheet_bridge.meta.identity import HashedIdentity, hash_user_data
+from sheet_bridge.meta.identity import HashedIdentity, hash_identities
 from sheet_bridge.sync.plan import RowDecision
 
 log = logging.getLogger(__name__)
@@ -59,24 +59,6 @@ def default_workers(environ: Mapping[str, str] | None = None) -> int:
     return 1 if cores() >= 2 else 0
 
 
-def _hash_chunk(
-    identities: list[Mapping[str, object]], default_country: str, assume_country: bool
-) -> list[HashedIdentity | None]:
-    """In the worker: `hash_row` for each row's raw identity cells; None for a row it could not
-    hash (the pass hashes that one itself, and reports it as its own planning would)."""
-    out: list[HashedIdentity | None] = []
-    for raw in identities:
-        try:
-            out.append(hash_user_data(raw, default_country, assume_country=assume_country))
-        except Exception:
-            out.append(None)
-    return out
-
-
-def _ready() -> None:
-    """In the worker: nothing; the first call starts the worker while the pass plans."""
-
-
 class IdentityHasher:
     """Hashes due leads' identities in `workers` worker processes (none: on the caller's
     thread), in the order the leads are sent. One pool per pass: no process outlives it."""
@@ -100,7 +82,7 @@ class IdentityHasher:
             # a web server's), and a forked child would inherit their locks as they were.
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
-            self._pool.submit(_ready)
+            self._pool.submit(hash_identities, [], "", assume_country=False)  # import now
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -129,7 +111,7 @@ class IdentityHasher:
                 raw = [d.todo.row.identity for d in part if d.todo is not None]
                 if not broken and len(raw) == len(part):
                     try:
-                        future = pool.submit(_hash_chunk, raw, country, assume)
+                        future = pool.submit(hash_identities, raw, country, assume_country=assume)
                     except (BrokenProcessPool, RuntimeError) as exc:  # shut down or dead
                         broken = self._failed(exc)
                 waiting.append((part, future))
