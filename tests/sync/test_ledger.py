@@ -187,6 +187,37 @@ def test_sending_then_outcomes_round_trip_through_history(ledger: LedgerBackend)
     assert stored.lead_status == "New"
 
 
+def texts_and_numbers_round_trip(ledger: LedgerBackend, odd: str) -> None:
+    """Marks and answers carrying `odd` in every text, and numbers to the last digit, read back
+    exactly (a request's marks and answers reach the database as one JSON array each)."""
+    first_key = f"Lkey{odd}"
+    events = [
+        dataclasses.replace(
+            planned(first_key), lead_status=odd, value=40000.55, event_time=2**40 + 3
+        ),
+        dataclasses.replace(planned("Lkey2", MQL_STAGE), value=1733327000.123456),
+    ]
+    ledger.mark_sending(WHERE, events, {first_key: odd}, {"Lkey2": odd}, NOW)
+    answers = [(e, SendOutcome("failed", odd, f"trace{odd}")) for e in events]
+    ledger.mark_sending(WHERE, [], {}, {}, NOW, answered=[(answers, NOW)])
+
+    stored = {e.lead_key: e for e in ledger.events(WHERE)}
+    assert set(stored) == {first_key, "Lkey2"}
+    first, second = stored[first_key], stored["Lkey2"]
+    assert (first.lead_status, first.value, first.event_time) == (odd, 40000.55, 2**40 + 3)
+    assert first.match_strength == odd and second.value == 1733327000.123456
+    assert {e.state for e in stored.values()} == {"failed"}
+    assert {e.fbtrace_id for e in stored.values()} == {f"trace{odd}"}
+    assert all(e.error is not None and odd in e.error for e in stored.values())
+
+
+@pytest.mark.parametrize("odd", ["MQL \x01\x1f\x7f", "😀 ñ \u2028 \ufeff", "q\"\\u0000'\\"])
+def test_marks_and_answers_store_every_text_and_number_exactly(
+    ledger: LedgerBackend, odd: str
+) -> None:
+    texts_and_numbers_round_trip(ledger, odd)
+
+
 def test_a_mark_records_the_answers_it_carries_in_its_own_transaction(
     ledger: LedgerBackend,
 ) -> None:
