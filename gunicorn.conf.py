@@ -99,6 +99,12 @@ max_requests_jitter = 0
 # import above already shares the code.
 preload_app = False
 
+# gunicorn's control socket (`gunicornc`, since gunicorn 25.1) is not used, and its default path
+# ($XDG_RUNTIME_DIR/gunicorn.ctl, else ~/.gunicorn/gunicorn.ctl) is one per user, not one per
+# instance: two instances on one host (two replicas, or the tests' instances) took the same
+# socket from each other.
+control_socket_disable = True
+
 # Logs to stdout/stderr (journald, Cloud Logging). The access log names the path only (%(U)s,
 # never %(q)s or %(r)s): no query string, no headers (the Bearer secret or ID token is in
 # Authorization), no user agent. No route takes a secret in its URL; this keeps it that way
