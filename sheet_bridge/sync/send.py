@@ -316,7 +316,7 @@ class Sender:
         self._strengths: dict[str, str] = {}
         self._now = datetime.min
         self._answers: Answers = []  # answers the ledger has not recorded yet
-        self._writes = LedgerWrites(ledger, where)
+        self._writes = LedgerWrites(ledger, where)  # one pass's: closed when sending ends
 
     def send(self, leads: Iterable[RowDecision], now: datetime, total: int | None = None) -> Sent:
         """Send the leads' events, request by request: each request's events are marked
@@ -332,7 +332,6 @@ class Sender:
         self._now = now
         self._total = total or 0
         before = self.capi.requests_made
-        self._writes = LedgerWrites(self.ledger, self.where)
         with ThreadPoolExecutor(self.limit.most, thread_name_prefix="capi-send") as pool:
             try:
                 latest: Future[list[SendOutcome]] | None = None
