@@ -4,8 +4,9 @@ Normalizing and hashing identities (phone numbers above all) is most of a first 
 about 0.1 ms a lead, 10 s of a 100,000-lead first pass, on the one core Python's threads share.
 With a second core, a worker process hashes the next leads while the pass's own thread sends
 and records the ones before them; the pass then waits for neither (docs/performance.md). The
-worker runs `hash_row`, the same function the pass runs itself, so a lead is hashed the same
-either way; a small pass, or a machine with one core, hashes on the pass's thread.
+worker runs `hash_identities` (meta/identity.py), which calls `hash_user_data` as the pass's own
+`hash_row` does, so a lead is hashed the same either way; a small pass, or a machine with one
+core, hashes on the pass's thread.
 """
 
 from __future__ import annotations

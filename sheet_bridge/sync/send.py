@@ -12,6 +12,7 @@ lead's stages in funnel order (docs/meta-events.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -243,23 +244,20 @@ class LedgerWrites:
         """Queue `ledger.mark_sending`; a mark after a write that failed raises here, at once."""
         if events and self._failed is not None:
             raise self._failed
-        self._last = self._thread.submit(self._write, events, strengths, notes, now, answered)
+        write = functools.partial(
+            self.ledger.mark_sending, self.where, events, strengths, notes, now
+        )
+        self._last = self._thread.submit(self._write, write, bool(events), answered)
         return self._last
 
-    def _write(
-        self,
-        events: Sequence[PlannedEvent],
-        strengths: Mapping[str, str],
-        notes: Mapping[str, str | None],
-        now: datetime,
-        answered: Answers,
-    ) -> None:
+    def _write(self, write: Callable[..., None], marks: bool, answered: Answers) -> None:
+        """On the thread: `write` (a mark_sending) with the answers to record."""
         if self._failed is not None:
-            if events:
+            if marks:
                 raise self._failed
             answered, self._unrecorded = self._unrecorded + answered, []
         try:
-            self.ledger.mark_sending(self.where, events, strengths, notes, now, answered=answered)
+            write(answered=answered)
         except BaseException as exc:
             self._failed = self._failed or exc
             self._unrecorded = answered
