@@ -185,6 +185,9 @@ class PlannedEvent:
     value: float | None = None
     currency: str | None = None
     resend: bool = False  # left `sending` by an interrupted pass: same event_id again
+    # The ledger held no record of it before this pass: a mark made ahead of its request
+    # (sync/send.py) can be taken back whole if the request never leaves.
+    first: bool = False
     # The Limited Data Use fields as sent, for this lead's place; one dict shared by every
     # event with the same answer.
     processing_options: Mapping[str, object] = field(default_factory=dict)
@@ -710,6 +713,7 @@ class _Planner:
                 value,
                 currency,
                 resend=record is not None and record.state == "sending",
+                first=record is None,
                 processing_options=options,
             )
             if (

@@ -11,12 +11,11 @@ lead's stages in funnel order (docs/meta-events.md).
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
@@ -213,25 +212,53 @@ class RowReports:
 Answers = list[tuple[list[tuple[PlannedEvent, SendOutcome]], datetime]]
 
 
+@dataclass(slots=True)
+class _Mark:
+    """A request's mark, queued: its events, and the future its request waits for."""
+
+    events: Sequence[PlannedEvent]
+    strengths: Mapping[str, str]
+    notes: Mapping[str, str | None]
+    now: datetime
+    done: Future[None] = field(default_factory=Future)
+
+
+@dataclass(slots=True)
+class _Unmark:
+    """Marks to take back (LedgerWrites.unmark)."""
+
+    events: Sequence[PlannedEvent]
+    marked_at: datetime
+    marked: Future[None]
+
+
 class LedgerWrites:
-    """The ledger writes of one pass's sending, committed one after another, in the order they
-    were asked for, on a thread of their own.
+    """The ledger writes of one pass's sending, on a thread of their own: the marks in the order
+    they were asked for, each with every answer handed in by then.
 
     SQLite and PostgreSQL do their work without Python's lock (a SQLite statement runs in C with
     the GIL released; psycopg waits on the network), so a request's mark is written while the
     pass's thread builds the next request and records answers: measured on a 100,000-lead first
-    pass, the ledger's writes are its largest cost (bench/RESULTS.md). Each write returns a
-    future; a request waits for its own mark before it leaves. After a write fails, no later
-    mark is attempted (each raises the same error, so its request never leaves), but answers
-    still are: those the failed write carried go with the next write of answers alone, as
-    they did when the pass wrote on its own thread."""
+    pass, the ledger's writes are its largest cost (bench/RESULTS.md). A request waits for its
+    own mark's future before it leaves. Meta's answers go with the next write, whichever mark it
+    is (or alone when no mark is waiting): answers are to requests that have left, whose marks
+    are committed, so they may go before marks asked for earlier; one commit then carries both,
+    and a flush waits for one write, not for every mark queued before it.
 
-    def __init__(self, ledger: LedgerBackend, where: SheetTab) -> None:
+    After a write fails, no later mark is attempted (each future raises the same error, so its
+    request never leaves), but answers still are, with the next flush."""
+
+    def __init__(self, ledger: LedgerBackend, where: SheetTab, now: datetime) -> None:
         self.ledger, self.where = ledger, where
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ledger-write")
-        self._last: Future[None] | None = None
+        self._cond = threading.Condition()
+        self._queue: deque[_Mark | _Unmark] = deque()
+        self._answers: Answers = []  # handed in, not recorded yet (oldest first)
+        self._handed = self._attempted = self._recorded = 0  # answer hand-ins, counted
+        self._busy = self._closing = self._gone = False
+        self._now = now  # the pass's, for a write of answers alone
         self._failed: BaseException | None = None
-        self._unrecorded: Answers = []  # the answers a failed write carried
+        self._thread = threading.Thread(target=self._run, name="ledger-write", daemon=True)
+        self._thread.start()
 
     def mark_sending(
         self,
@@ -239,43 +266,154 @@ class LedgerWrites:
         strengths: Mapping[str, str],
         notes: Mapping[str, str | None],
         now: datetime,
-        answered: Answers,
     ) -> Future[None]:
-        """Queue `ledger.mark_sending`; a mark after a write that failed raises here, at once."""
-        if events and self._failed is not None:
-            raise self._failed
-        write = functools.partial(
-            self.ledger.mark_sending, self.where, events, strengths, notes, now
-        )
-        self._last = self._thread.submit(self._write, write, bool(events), answered)
-        return self._last
+        """Queue `ledger.mark_sending`. The future raises the ledger's error for the mark that
+        failed and for every mark after it."""
+        mark = _Mark(events, strengths, notes, now)
+        with self._cond:
+            if self._gone:
+                mark.done.set_exception(self._failed or RuntimeError("the ledger writer stopped"))
+            self._queue.append(mark)
+            self._cond.notify_all()
+        return mark.done
 
-    def _write(self, write: Callable[..., None], marks: bool, answered: Answers) -> None:
-        """On the thread: `write` (a mark_sending) with the answers to record."""
-        if self._failed is not None:
-            if marks:
+    def answer(self, answered: Answers) -> None:
+        """Hand in Meta's answers: the next write records them."""
+        if not answered:
+            return
+        with self._cond:
+            self._answers += answered
+            self._handed += 1
+            self._cond.notify_all()
+
+    def unmark(
+        self, events: Sequence[PlannedEvent], marked_at: datetime, marked: Future[None]
+    ) -> None:
+        """Queue `ledger.unmark_sending` (after the marks before it): the marks made ahead of
+        a request that never left (`marked`: their write; nothing to take back if it failed).
+        One that fails is logged, not raised: those events stay `sending`, and the next pass
+        sends them with the same event ids, as after a crash."""
+        with self._cond:
+            for item in self._queue:
+                if isinstance(item, _Mark) and item.done is marked:  # not written yet: never
+                    self._queue.remove(item)
+                    marked.cancel()
+                    return
+            self._queue.append(_Unmark(events, marked_at, marked))
+            self._cond.notify_all()
+
+    def flush(self, *, answers_only: bool = False) -> None:
+        """Until the answers handed in are recorded (`answers_only`: raise only if one is not;
+        a mark that failed stops the pass when its own request's turn comes, and the requests
+        marked before it still leave), or else until every write asked for is done, raising
+        the first failure."""
+        with self._cond:
+            if self._answers and not self._unattempted():  # kept after a failure: try again
+                self._handed += 1
+                self._cond.notify_all()
+            target = self._handed
+            self._cond.wait_for(
+                lambda: (
+                    self._gone
+                    or (
+                        self._attempted >= target
+                        and (answers_only or (not self._queue and not self._busy))
+                    )
+                )
+            )
+            if self._failed is not None and (self._recorded < target or not answers_only):
                 raise self._failed
-            answered, self._unrecorded = self._unrecorded + answered, []
-        try:
-            write(answered=answered)
-        except BaseException as exc:
-            self._failed = self._failed or exc
-            self._unrecorded = answered
-            raise
-
-    def wait(self) -> None:
-        """Until every write asked for is done; the first failure is raised."""
-        if self._last is not None:
-            with contextlib.suppress(BaseException):
-                self._last.result()
-        if self._failed is not None:
-            raise self._failed
 
     def close(self) -> None:
         """Let the writes asked for finish (a pass that stops still records what it had), and
         the thread let go of what it holds in the ledger."""
-        self._thread.submit(self.ledger.release_thread)
-        self._thread.shutdown(wait=True)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    # -- on the thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while self._next():
+                pass
+        except BaseException as exc:  # a fault of this class: nothing may wait for it forever
+            log.exception("the ledger writer stopped")
+            with self._cond:
+                self._failed = self._failed or exc
+        finally:
+            with self._cond:
+                self._gone = True
+                for item in self._queue:
+                    if isinstance(item, _Mark):
+                        item.done.set_exception(self._failed or RuntimeError("stopped"))
+                self._queue.clear()
+                self._cond.notify_all()
+            self.ledger.release_thread()
+
+    def _next(self) -> bool:
+        """Take and do the next write; False once closing with nothing left to do."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._queue or self._unattempted() or self._closing)
+            if not self._queue and not self._unattempted():
+                return False
+            item = self._queue.popleft() if self._queue else None
+            answered: Answers = []
+            upto = self._attempted
+            if not isinstance(item, _Unmark):
+                answered, self._answers, upto = self._answers, [], self._handed
+            self._busy = True
+        try:
+            if isinstance(item, _Unmark):
+                self._take_back(item)
+            else:
+                self._write(item, answered, upto)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+        return True
+
+    def _unattempted(self) -> bool:
+        return self._handed > self._attempted
+
+    def _write(self, mark: _Mark | None, answered: Answers, upto: int) -> None:
+        """One transaction: the answers, then the mark (none after a failure)."""
+        if mark is not None and self._failed is not None:
+            mark.done.set_exception(self._failed)
+            mark = None
+        failure: BaseException | None = None
+        if mark is not None or answered:
+            try:
+                if mark is not None:
+                    m = mark
+                    self.ledger.mark_sending(
+                        self.where, m.events, m.strengths, m.notes, m.now, answered=answered
+                    )
+                else:
+                    self.ledger.mark_sending(self.where, (), {}, {}, self._now, answered=answered)
+            except BaseException as exc:
+                failure = exc
+        with self._cond:
+            self._attempted = max(self._attempted, upto)
+            if failure is None:
+                self._recorded = max(self._recorded, upto)
+            else:
+                self._failed = self._failed or failure
+                self._answers[:0] = answered  # kept for the next write
+        if mark is not None:
+            if failure is None:
+                mark.done.set_result(None)
+            else:
+                mark.done.set_exception(failure)
+
+    def _take_back(self, unmark: _Unmark) -> None:
+        if unmark.marked.exception() is not None:
+            return
+        try:
+            self.ledger.unmark_sending(self.where, unmark.events, unmark.marked_at)
+        except Exception as exc:
+            log.warning("could not take back the marks of a request that never left: %s", exc)
 
 
 @dataclass(frozen=True)
@@ -314,7 +452,8 @@ class Sender:
         self._strengths: dict[str, str] = {}
         self._now = datetime.min
         self._answers: Answers = []  # answers the ledger has not recorded yet
-        self._writes = LedgerWrites(ledger, where)  # one pass's: closed when sending ends
+        self._writes: LedgerWrites  # one per send(): closed when sending ends
+        self._latest: Future[list[SendOutcome]] | None = None  # the last request sent
 
     def send(self, leads: Iterable[RowDecision], now: datetime, total: int | None = None) -> Sent:
         """Send the leads' events, request by request: each request's events are marked
@@ -330,25 +469,21 @@ class Sender:
         self._now = now
         self._total = total or 0
         before = self.capi.requests_made
+        self._writes = LedgerWrites(self.ledger, self.where, now)
+        # Built and marked, not sent yet, oldest first (see _mark_ahead).
+        ahead: deque[tuple[Chunk, Future[None] | None]] = deque()
         with ThreadPoolExecutor(self.limit.most, thread_name_prefix="capi-send") as pool:
             try:
-                latest: Future[list[SendOutcome]] | None = None
                 for chunk in lead_chunks(self._events_of(leads), self.batch_size):
-                    self._make_room(latest if chunk.follows else None)
-                    self._tell_progress()
-                    if self.halted is not None:
-                        # docs/meta-errors.md: a rejected token (190) or a setup error stops the
-                        # pass; the other requests would fail alike. Their events stay due.
-                        self._mark_sending(chunk)
-                        self._record(chunk, [self.halted] * len(chunk.events))
-                        continue
-                    self.lease.check()  # a pass whose lock lapsed may no longer be the only one
-                    stopping.check()  # a stopping server sends no request it cannot record
-                    # Marked request by request, not all before the first: the ledger's writes
-                    # then overlap Meta's answers instead of holding back the first request.
-                    marked = self._mark_sending(chunk)
-                    latest = pool.submit(self._post, chunk, marked)
-                    self._in_flight[latest] = chunk
+                    ahead.append((chunk, self._mark_ahead(chunk)))
+                    # What may leave now leaves; past `most` chunks ahead, wait for a place.
+                    while ahead and (
+                        len(ahead) > self.limit.most
+                        or self._room(self._after(ahead[0][0]), block=False)
+                    ):
+                        self._send_first(ahead, pool)
+                while ahead:
+                    self._send_first(ahead, pool)
             finally:
                 try:
                     self._collect_all()  # in flight when the pass stops: answered, recorded
@@ -356,10 +491,60 @@ class Sender:
                     try:
                         self._flush()
                     finally:
-                        self._writes.close()
+                        try:
+                            for chunk, marked in ahead:  # marked ahead, never sent
+                                if marked is not None:
+                                    self._writes.unmark(chunk.events, self._now, marked)
+                        finally:
+                            self._writes.close()
         self._total, self._told = self._answered, -1  # what there was, now that it is known
         self._tell_progress()
         return Sent(self.capi.requests_made - before, self.halted)
+
+    def _mark_ahead(self, chunk: Chunk) -> Future[None] | None:
+        """Mark a request's events as soon as it is built, before there is a place for it: the
+        ledger writes the mark while the requests before it wait for Meta, and the request
+        leaves as soon as a place frees (measured at 10,000 leads: the mark was ~30 ms of each
+        request's cycle). Only a request whose events are all new to the ledger: if the pass
+        stops before it leaves, its marks are taken back whole (LedgerWrites.unmark). Not one
+        that follows another (a lead longer than a request): its earlier stages' answer is
+        committed before its mark, as the request after an answer always is. A process
+        killed in between leaves them `sending`, as one killed while the request is in flight:
+        the next pass sends them with the same event ids."""
+        if self.halted is None and not chunk.follows and all(e.first for e in chunk.events):
+            return self._mark_sending(chunk)
+        return None
+
+    def _after(self, chunk: Chunk) -> Future[list[SendOutcome]] | None:
+        """The request this one must wait for: the one before it, when it holds the rest of a
+        lead that one began."""
+        return self._latest if chunk.follows else None
+
+    def _send_first(self, ahead: deque[tuple[Chunk, Future[None] | None]], pool: Executor) -> None:
+        """Send the oldest request built, once there is a place for it (or record it as not
+        sent, once Meta stopped the pass); it leaves `ahead` only then."""
+        chunk, marked = ahead[0]
+        self._room(self._after(chunk), block=True)
+        self._tell_progress()
+        if self.halted is not None:
+            # docs/meta-errors.md: a rejected token (190) or a setup error stops the pass; the
+            # other requests would fail alike. Their events stay due.
+            marked = marked or self._mark_sending(chunk)
+            # Its answer goes with a later write: the mark must be in first (a mark that failed
+            # leaves nothing to answer, and the events stay due all the same).
+            wait([marked])
+            self._record(chunk, [self.halted] * len(chunk.events))
+            ahead.popleft()
+            return
+        self.lease.check()  # a pass whose lock lapsed may no longer be the only one
+        stopping.check()  # a stopping server sends no request it cannot record
+        # Marked request by request, not all before the first: the ledger's writes then
+        # overlap Meta's answers instead of holding back the first request.
+        if marked is None:
+            marked = self._mark_sending(chunk)
+        self._latest = pool.submit(self._post, chunk, marked)
+        self._in_flight[self._latest] = chunk
+        ahead.popleft()
 
     def _events_of(self, leads: Iterable[RowDecision]) -> Iterator[list[PlannedEvent]]:
         for d in leads:
@@ -368,24 +553,26 @@ class Sender:
             yield d.events
 
     def _mark_sending(self, chunk: Chunk) -> Future[None]:
-        """Mark the request's events `sending` and record the answers not recorded yet, in one
-        transaction (a commit per request and one per progress report, not one per request and
-        one per answer): a lead's earlier stage's answer is committed with, at the latest, the
-        mark of the request holding its later one. Written by LedgerWrites, in order: the
-        future is done when it is committed."""
-        answered, self._answers = self._answers, []
+        """Mark the request's events `sending`; the answers not recorded yet go with the next
+        write (a commit per request and one per progress report at most, not one per request
+        and one per answer): a lead's earlier stage's answer is committed with, at the latest,
+        the mark of the request holding its later one. Written by LedgerWrites: the future is
+        done when the mark is committed."""
+        self._writes.answer(self._answers)
+        self._answers = []
         notes = self.reports.notes
-        return self._writes.mark_sending(chunk.events, self._strengths, notes, self._now, answered)
+        return self._writes.mark_sending(chunk.events, self._strengths, notes, self._now)
 
-    def _flush(self) -> None:
-        """Record the answers no mark took, and wait until every write is committed, before
-        anything reads the ledger: before progress is told, and when sending ends or stops.
+    def _flush(self, *, answers_only: bool = False) -> None:
+        """Record the answers no write took yet, and wait until they are committed (when
+        sending ends or stops: every write), before anything reads the ledger: before progress
+        is told, and when sending ends or stops.
         Were the process to die first, their events stay `sending` and the next pass sends
-        them again with the same ids, as for a request in flight."""
-        if self._answers:
-            answered, self._answers = self._answers, []
-            self._writes.mark_sending((), {}, {}, self._now, answered)
-        self._writes.wait()
+        them again with the same ids, as for a request in flight. `answers_only`: raise only
+        if an answer could not be recorded (LedgerWrites.flush)."""
+        self._writes.answer(self._answers)
+        self._answers = []
+        self._writes.flush(answers_only=answers_only)
 
     def _post(self, chunk: Chunk, marked: Future[None]) -> list[SendOutcome]:
         """In a worker thread: once the request's mark is committed, the HTTP (payloads are
@@ -393,15 +580,19 @@ class Sender:
         marked.result()
         return self.capi.send([e.payload for e in chunk.events])
 
-    def _make_room(self, after: Future[list[SendOutcome]] | None) -> None:
-        """Wait for answers until one more request may leave: fewer than the limit in flight,
-        and `after` (the request holding this lead's earlier stages) answered and recorded."""
+    def _room(self, after: Future[list[SendOutcome]] | None, *, block: bool) -> bool:
+        """Whether one more request may leave: fewer than the limit in flight, and `after`
+        (the request holding this lead's earlier stages) answered and recorded. The answers
+        already in are recorded first; `block`: wait for more until it may."""
         while self._in_flight and self.halted is None:
             if self.limit.throttled(self.capi.throttled):
                 log.info("Meta is limiting calls: %s request(s) in flight now", self.limit.now)
             if len(self._in_flight) < self.limit.now and after not in self._in_flight:
-                return
+                return True
+            if not block and not any(f.done() for f in self._in_flight):
+                return False
             self._collect()
+        return True
 
     def _collect(self) -> None:
         """Record the answers of the requests that have finished (at least one). A request
@@ -450,6 +641,6 @@ class Sender:
         if self._answered != self._told:
             # The callback may read the ledger, or hand the tab to another pass (one that took
             # the lock over): the answers it counts are committed first.
-            self._flush()
+            self._flush(answers_only=True)
             self._told = self._answered
             self.progress("send", self._answered, self._total)

@@ -275,6 +275,37 @@ def test_resending_keeps_the_first_event_id(ledger: LedgerBackend) -> None:
     assert ledger.history(WHERE)["Lkey1"].events["Lead"].event_id == "sb.first"
 
 
+def test_unmarking_takes_back_only_what_its_own_mark_made(
+    ledger: LedgerBackend, ledger_location: str
+) -> None:
+    """A request marked ahead that never left (sync/send.py): its new events' records go; a
+    record the ledger held before, one another pass marked since, an answered one, and one
+    of another tab stay as they are."""
+    later = NOW + timedelta(minutes=1)
+    held_before = planned("Lheld")
+    ledger.mark_sending(WHERE, [held_before], {}, {}, NOW - timedelta(hours=1))
+    ahead = [
+        dataclasses.replace(planned(key), first=True) for key in ("Lnew", "Lanswered", "Lremarked")
+    ]
+    again = dataclasses.replace(held_before, first=True)  # wrongly called new: kept all the same
+    ledger.mark_sending(WHERE, [*ahead, again], {}, {}, later)
+    ledger.mark_sending(ELSEWHERE, ahead, {}, {}, later)
+    ledger.record_outcomes(WHERE, [(ahead[1], SendOutcome("sent", "Sent", fbtrace_id="t1"))], later)
+    ledger.mark_sending(WHERE, [ahead[2]], {}, {}, later)  # another pass's mark since
+
+    ledger.unmark_sending(WHERE, [*ahead, again], later)
+
+    kept = run_sql(
+        ledger_location,
+        "SELECT lead_key, state, attempts FROM events WHERE tab = 'Leads' "
+        "AND spreadsheet_id = 'sheet-1' ORDER BY lead_key",
+    )
+    assert kept == [("Lanswered", "sent", 1), ("Lheld", "sending", 2), ("Lremarked", "sending", 2)]
+    assert ledger.counts_by_state(ELSEWHERE) == {"sending": 3}
+    ledger.unmark_sending(WHERE, [planned("Lheld")], later)  # not new: nothing to take back
+    assert len(ledger.events(WHERE)) == 3
+
+
 def test_history_is_per_spreadsheet(ledger: LedgerBackend) -> None:
     ledger.mark_sending(WHERE, [planned()], {}, {}, NOW)
 

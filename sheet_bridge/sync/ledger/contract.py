@@ -337,6 +337,15 @@ class LedgerBackend(Protocol):
         pass flushes when it stops)."""
         ...
 
+    def unmark_sending(
+        self, where: SheetTab, events: Sequence[PlannedEvent], marked_at: datetime
+    ) -> None:
+        """Take back the marks `mark_sending(…, now=marked_at)` made for `events`, each one the
+        ledger held no record of before (`PlannedEvent.first`), whose request never left: their
+        records are deleted while still `sending` from that mark alone (attempts 1, planned at
+        `marked_at`). A record another pass has marked since, or any answer, is kept."""
+        ...
+
     def record_outcomes(
         self,
         where: SheetTab,

@@ -907,6 +907,28 @@ class PostgresLedger:
                 key=_event_key,
             )
 
+    def unmark_sending(
+        self, where: SheetTab, events: Sequence[PlannedEvent], marked_at: datetime
+    ) -> None:
+        """Delete the records of `events` (each new to the ledger) that their mark alone left:
+        `sending`, attempts 1, planned at `marked_at` (contract.py)."""
+        firsts = [e for e in events if e.first]
+        if not firsts:
+            return
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM events WHERE spreadsheet_id = %s AND tab = %s "
+                "AND state = 'sending' AND attempts = 1 AND first_planned = %s "
+                "AND (lead_key, event_name) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                (
+                    where.spreadsheet_id,
+                    where.tab,
+                    to_ts(marked_at),
+                    [e.lead_key for e in firsts],
+                    [e.event_name for e in firsts],
+                ),
+            )
+
     def record_outcomes(
         self,
         where: SheetTab,

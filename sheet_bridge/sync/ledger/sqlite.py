@@ -972,6 +972,21 @@ class SqliteLedger:
                 else:
                     db.execute(_MARK_SENDING, (where.spreadsheet_id, where.tab, t, marked))
 
+    def unmark_sending(
+        self, where: SheetTab, events: Sequence[PlannedEvent], marked_at: datetime
+    ) -> None:
+        """Delete the records of `events` (each new to the ledger) that their mark alone left:
+        `sending`, attempts 1, planned at `marked_at` (contract.py)."""
+        firsts = [(e.lead_key, e.event_name) for e in events if e.first]
+        if not firsts:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM events WHERE spreadsheet_id=? AND tab=? AND lead_key=? "
+                "AND event_name=? AND state='sending' AND attempts=1 AND first_planned=?",
+                [(where.spreadsheet_id, where.tab, k, n, to_ts(marked_at)) for k, n in firsts],
+            )
+
     def record_outcomes(
         self,
         where: SheetTab,
