@@ -1,0 +1,128 @@
+"""sync/send.py LedgerWrites, the pass's ledger writer thread, against a ledger that notes each
+write and can be held or made to fail: the order of marks, answers that go with the next write
+(not behind every mark queued), marks taken back, and failures."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sheet_bridge.meta.client import SendOutcome
+from sheet_bridge.sync.ledger import LedgerError, SheetTab
+from sheet_bridge.sync.send import Answers, LedgerWrites
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+WHERE = SheetTab("sheet-1", "Leads")
+
+
+class HeldLedger:
+    """Notes every write: ("mark", events, answers) or ("unmark", events). A write waits
+    while `hold` is clear; `fail` names the marks (by their first event) that raise."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[Any, ...]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.started = threading.Event()
+        self.fail: set[str] = set()
+        self.released = False
+
+    def mark_sending(
+        self, where: Any, events: Any, strengths: Any, notes: Any, now: Any, answered: Any = ()
+    ) -> None:
+        self.started.set()
+        self.hold.wait(10)
+        if events and events[0] in self.fail:
+            raise LedgerError("the ledger's disk is full")
+        answers = [e for pairs, _ in answered for e, _ in pairs]
+        self.writes.append(("mark", list(events), answers))
+
+    def unmark_sending(self, where: Any, events: Any, marked_at: Any) -> None:
+        self.writes.append(("unmark", list(events)))
+
+    def release_thread(self) -> None:
+        self.released = True
+
+
+def answers(*events: str) -> Answers:
+    return [([(e, SendOutcome("sent", "Sent")) for e in events], NOW)]
+
+
+def test_answers_go_with_the_next_write_not_behind_every_mark_queued() -> None:
+    ledger = HeldLedger()
+    writes = LedgerWrites(ledger, WHERE, NOW)
+    ledger.hold.clear()
+    first = writes.mark_sending(["a"], {}, {}, NOW)
+    assert ledger.started.wait(5)  # being written, held
+    queued = [writes.mark_sending([e], {}, {}, NOW) for e in ("b", "c")]
+    writes.answer(answers("x"))
+    flushed = threading.Thread(target=lambda: writes.flush(answers_only=True))
+    flushed.start()
+    ledger.hold.set()
+    flushed.join(5)
+    assert not flushed.is_alive()
+    writes.close()
+
+    assert first.result() is None and all(f.result() is None for f in queued)
+    # The answers rode with the first write the thread took after they came: "b"'s mark.
+    assert ledger.writes == [("mark", ["a"], []), ("mark", ["b"], ["x"]), ("mark", ["c"], [])]
+    assert ledger.released
+
+
+def test_a_mark_taken_back_before_it_is_written_is_never_written() -> None:
+    ledger = HeldLedger()
+    writes = LedgerWrites(ledger, WHERE, NOW)
+    ledger.hold.clear()
+    written = writes.mark_sending(["a"], {}, {}, NOW)
+    assert ledger.started.wait(5)
+    waiting = writes.mark_sending(["b"], {}, {}, NOW)
+
+    writes.unmark(["b"], NOW, waiting)
+    writes.unmark(["a"], NOW, written)
+    ledger.hold.set()
+    writes.close()
+
+    assert waiting.cancelled()
+    assert ledger.writes == [("mark", ["a"], []), ("unmark", ["a"])]
+
+
+def test_after_a_failed_mark_no_mark_is_written_and_answers_still_are() -> None:
+    ledger = HeldLedger()
+    ledger.fail = {"b"}
+    writes = LedgerWrites(ledger, WHERE, NOW)
+    marks = [writes.mark_sending([e], {}, {}, NOW) for e in "abc"]
+
+    assert marks[0].result() is None
+    for later in marks[1:]:
+        with pytest.raises(LedgerError, match="disk is full"):
+            later.result()
+    writes.answer(answers("x"))
+    writes.flush(answers_only=True)  # the answers are recorded: no error for them
+    with pytest.raises(LedgerError, match="disk is full"):
+        writes.flush()  # at the end, the failure is the pass's
+    writes.unmark(["b"], NOW, marks[1])
+    writes.close()
+
+    assert ledger.writes == [("mark", ["a"], []), ("mark", [], ["x"])]
+
+
+def test_answers_a_failed_write_carried_are_tried_again_at_the_next_flush() -> None:
+    ledger = HeldLedger()
+    ledger.fail = {"b"}
+    writes = LedgerWrites(ledger, WHERE, NOW)
+    ledger.hold.clear()
+    writes.mark_sending(["a"], {}, {}, NOW)
+    assert ledger.started.wait(5)  # "a" being written: "b" and the answer wait together
+    writes.mark_sending(["b"], {}, {}, NOW)
+    writes.answer(answers("x"))
+    ledger.hold.set()
+    with pytest.raises(LedgerError):
+        writes.flush(answers_only=True)  # "x" went with "b"'s mark, which failed
+
+    writes.flush(answers_only=True)  # tried again, alone: recorded now
+    writes.close()
+
+    assert ledger.writes == [("mark", ["a"], []), ("mark", [], ["x"])]
