@@ -21,7 +21,7 @@ from sheet_bridge.metrics import META_REQUEST_SECONDS, count_pass
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync import stopping
-from sheet_bridge.sync.collector import gc_pass, gc_paused
+from sheet_bridge.sync.collector import gc_pass, gc_paused, give_back_freed_memory
 from sheet_bridge.sync.hashing import IdentityHasher
 from sheet_bridge.sync.ledger import (
     PASS_LOST,
@@ -371,6 +371,8 @@ class Bridge:
         # would send, which a memo does not hold; a pass of some leads reports only those.
         full = read is None and keys is None and rows is None
         remembered: Remembered | None = None
+        if full:  # a whole tab's read is the largest thing a pass holds: room for it first
+            give_back_freed_memory(collect=True)
         try:
             progress("read", 0, 1)
             if full and not dry_run and self.row_memos:
