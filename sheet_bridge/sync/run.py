@@ -8,6 +8,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -29,6 +30,7 @@ from sheet_bridge.sync.ledger import (
     LedgerError,
     LockLease,
     LockLost,
+    RowMemo,
     SheetTab,
     SyncBusy,
     open_ledger,
@@ -440,10 +442,9 @@ class Bridge:
             due_events = memo_due_events(the_plan) if remembered is not None else {}
             one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
             result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now, lease)
-            if remembered is not None and remembered.skipped:
-                self._add_remembered(result, remembered)
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
+            wrote = False
             if not dry_run:
                 try:  # by the lock's holder only, and not by a server about to be killed
                     lease.check()
@@ -452,13 +453,17 @@ class Bridge:
                     raise _stopped(why, result.events_sent) from None
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
+                # The planned rows only: a row left out for its memo reads the bridge cells its
+                # report has (its digest holds them), so none of its cells would be written.
                 wrote = self._write_back(
                     written, first_row, layout, result, tz, progress, count_log
                 )
-                if remembered is not None and wrote:
-                    self._store_memos(
-                        remembered, result, fixed, due_events, written, first_row, layout, now
-                    )
+            if remembered is not None and remembered.skipped:
+                self._add_remembered(result, remembered)
+            if remembered is not None and wrote:
+                self._store_memos(
+                    remembered, result, fixed, due_events, written, first_row, layout, now
+                )
         except Exception as exc:
             # A pass the next one already marked lost stays lost (the ledger keeps the mark);
             # its answer says what it sent.
@@ -496,20 +501,33 @@ class Bridge:
     ) -> tuple[SheetTable, ColumnLayout, list[LeadRow], Remembered]:
         """Read the whole tab and type only the rows whose memo does not hold (the others are
         reported from their memo: `Remembered.skipped`)."""
-        try:
-            with gc_paused():
-                table = self.sheets.read_table()
-            layout = column_layout(table, self.config)
-        except (SheetsError, TableError) as exc:
-            raise SyncError(str(exc)) from None
-        where = self.sheet_tab
-        stored = self.ledger.row_memos(where)
-        busy_rows = {e.row_number for e in self.ledger.pending_edits(where)} if stored else set()
-        busy_keys = {q.lead_key for q in self.ledger.queued_edits(where)} if stored else set()
+        # The memos are read from the ledger on a thread of its own while Google sends the tab.
+        with ThreadPoolExecutor(1, thread_name_prefix="memo-read") as pool:
+            memos = pool.submit(self._memos_and_edits)
+            try:
+                with gc_paused():
+                    table = self.sheets.read_table()
+                layout = column_layout(table, self.config)
+            except (SheetsError, TableError) as exc:
+                raise SyncError(str(exc)) from None
+            stored, busy_rows, busy_keys = memos.result()
         with gc_paused():
             remembered = remember(table, self.config, layout, stored, busy_rows, busy_keys)
             leads = lead_rows(table, self.config, layout, remembered.leave_out)
         return table, layout, leads, remembered
+
+    def _memos_and_edits(self) -> tuple[dict[str, RowMemo], set[int], set[str]]:
+        """The tab's row memos, and the rows and leads with an edit waiting (none of their
+        rows may be left out); on the calling thread, which lets go of its connection after."""
+        where = self.sheet_tab
+        ledger = self.ledger
+        try:
+            stored = ledger.row_memos(where)
+            busy_rows = {e.row_number for e in ledger.pending_edits(where)} if stored else set()
+            busy_keys = {q.lead_key for q in ledger.queued_edits(where)} if stored else set()
+        finally:
+            self.ledger.release_thread()
+        return stored, busy_rows, busy_keys
 
     @staticmethod
     def _add_remembered(result: SyncResult, remembered: Remembered) -> None:
