@@ -90,8 +90,8 @@ def give_back_freed_memory(*, collect: bool = False) -> None:
     and text, big lists and dicts) for reuse, so the process kept the size of its largest pass
     and the next pass's read came on top of it. Measured with 100,000 leads (bench/RESULTS.md):
     a pass with no change after the first peaked at 475 MB, at 452 with the trim alone, and at
-    393–406 MB with the collection first. The trim takes under a millisecond; where there is no
-    malloc_trim, only the collection is done."""
+    393–439 MB with the collection first (four runs). The trim takes under a millisecond;
+    where there is no malloc_trim, only the collection is done."""
     if collect:
         gc.collect()
     if _TRIM is not None:
