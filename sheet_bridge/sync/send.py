@@ -271,8 +271,9 @@ class LedgerWrites:
         failed and for every mark after it."""
         mark = _Mark(events, strengths, notes, now)
         with self._cond:
-            if self._gone:
+            if self._gone:  # nothing would ever write it
                 mark.done.set_exception(self._failed or RuntimeError("the ledger writer stopped"))
+                return mark.done
             self._queue.append(mark)
             self._cond.notify_all()
         return mark.done
@@ -558,20 +559,23 @@ class Sender:
         and one per answer): a lead's earlier stage's answer is committed with, at the latest,
         the mark of the request holding its later one. Written by LedgerWrites: the future is
         done when the mark is committed."""
-        self._writes.answer(self._answers)
-        self._answers = []
+        self._hand_answers()  # they go with this mark, or an earlier one still queued
         notes = self.reports.notes
         return self._writes.mark_sending(chunk.events, self._strengths, notes, self._now)
 
-    def _flush(self, *, answers_only: bool = False) -> None:
-        """Record the answers no write took yet, and wait until they are committed (when
-        sending ends or stops: every write), before anything reads the ledger: before progress
-        is told, and when sending ends or stops.
-        Were the process to die first, their events stay `sending` and the next pass sends
-        them again with the same ids, as for a request in flight. `answers_only`: raise only
-        if an answer could not be recorded (LedgerWrites.flush)."""
+    def _hand_answers(self) -> None:
+        """Hand the answers not recorded yet to the ledger writer (its next write takes them)."""
         self._writes.answer(self._answers)
         self._answers = []
+
+    def _flush(self, *, answers_only: bool = False) -> None:
+        """Record the answers no write took yet and wait until they are committed, before
+        anything reads the ledger: before progress is told (`answers_only`: raise only if an
+        answer could not be recorded, LedgerWrites.flush), and when sending ends or stops
+        (every write, and any failure raised). Were the process to die first, their events
+        stay `sending` and the next pass sends them again with the same ids, as for a request
+        in flight."""
+        self._hand_answers()
         self._writes.flush(answers_only=answers_only)
 
     def _post(self, chunk: Chunk, marked: Future[None]) -> list[SendOutcome]:
