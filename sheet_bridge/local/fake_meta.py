@@ -639,13 +639,23 @@ def _answer(
     mode, fault_delay = state.take_fault()
     if mode is not None:
         _serve_fault(mode, fault_delay)
+    # Meta's own work is part of its round trip: the request is checked first, and the answer
+    # comes once the latency has passed (or once the checks are done, when they take longer).
+    refusal: Refusal | None = None
+    kept: list[dict[str, Any]] = []
+    try:
+        kept = _accept(state, version, pixel_id)
+    except Refusal as exc:
+        refusal = exc
     delay = speed.delay(len(data) if data else 0) - (time.monotonic() - started)
     if delay > 0:
         time.sleep(delay)  # Meta's round trip: the answer comes after it, whatever it says
     throttled = state.take_call(time.monotonic())
     if throttled is not None:
         raise _throttle(throttled, pixel_id)
-    return _accept(state, version, pixel_id)
+    if refusal is not None:
+        raise refusal
+    return _keep(state, kept)
 
 
 def _body_data_or_none() -> list[Any] | None:
@@ -679,8 +689,9 @@ def _serve_fault(mode: str, delay: float) -> None:
     )
 
 
-def _accept(state: FakeMetaState, version: str, pixel_id: str) -> int:
-    """Validate one events POST; keep every event or none (docs/meta-errors.md)."""
+def _accept(state: FakeMetaState, version: str, pixel_id: str) -> list[dict[str, Any]]:
+    """Validate one events POST: every event to keep (_keep), or a Refusal that keeps none
+    (docs/meta-errors.md)."""
     if not _VERSION.match(version):
         raise Refusal(2500, f"Unknown path components: /{version}/{pixel_id}/events")
     if _version_number(version) < _version_number(OLDEST_VERSION):
@@ -732,7 +743,11 @@ def _accept(state: FakeMetaState, version: str, pixel_id: str) -> int:
     extra: dict[str, Any] = {"pixel_id": pixel_id, "received_at": now}
     if body.get("test_event_code"):
         extra["test_event_code"] = body["test_event_code"]
-    kept = [{**event, **extra} for event in data]
+    return [{**event, **extra} for event in data]
+
+
+def _keep(state: FakeMetaState, kept: list[dict[str, Any]]) -> int:
+    """Keep an accepted POST's events (GET /_fake/events, --record)."""
     with state.lock:
         state.events.extend(kept)
         state.custom_event_names.update(

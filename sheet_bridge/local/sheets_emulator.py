@@ -400,8 +400,11 @@ def user_entered(
     return v, None
 
 
+_CELL_TYPES = (str, int, float, bool)
+
+
 def _check_cell(v: object, where: str) -> None:
-    if v is not None and not isinstance(v, str | int | float | bool):
+    if v is not None and not isinstance(v, _CELL_TYPES):
         raise ApiError(400, f"Invalid value at '{where}': cells hold strings, numbers or booleans")
 
 
@@ -620,7 +623,8 @@ class SheetsEmulator:
             raise ApiError(400, "Invalid values: expected a list of rows (lists of cells)")
         for i, r in enumerate(values):
             for j, v in enumerate(r):
-                _check_cell(v, f"data.values[{i}][{j}]")
+                if v is not None and not isinstance(v, _CELL_TYPES):  # where: named on failure
+                    _check_cell(v, f"data.values[{i}][{j}]")
         if major == "COLUMNS" and values:
             height = max(map(len, values))
             return [[c[i] if i < len(c) else None for c in values] for i in range(height)]
