@@ -37,6 +37,7 @@ import os
 import platform
 import random
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -217,8 +218,14 @@ def config_data(
 
 
 def serve(kind: str, data_path: str) -> None:
-    """Child mode: run the emulator or the fake Meta on a free port; print the port."""
-    from werkzeug.serving import make_server
+    """Child mode: run the emulator or the fake Meta on a free port; print the port once it
+    listens.
+
+    Under gunicorn's threaded worker (a dependency of the server extra), which keeps a
+    connection open between requests as Google's and Meta's endpoints do. Werkzeug's
+    development server (`sheet-bridge emulate`) closes each one, so every request would pay a
+    new connection: a cost of the stand-in, not of the bridge (httpx keeps its connections)."""
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     if kind == "sheets":
         from sheet_bridge.local.sheets_emulator import create_emulator
@@ -230,9 +237,30 @@ def serve(kind: str, data_path: str) -> None:
         from sheet_bridge.local.fake_meta import create_fake_meta
 
         app = create_fake_meta(access_token=TOKEN, pixel_ids=[PIXEL])
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    print(server.server_port, flush=True)
-    server.serve_forever()
+    with socket.socket() as probe:  # a free port (gunicorn says none back)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    class Serve(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            settings = {
+                "bind": f"127.0.0.1:{port}",
+                "workers": 1,  # one process: the stand-in's state (events, faults) is one
+                "worker_class": "gthread",
+                "threads": 16,
+                "keepalive": 120,
+                "timeout": 600,
+                "graceful_timeout": 1,
+                "loglevel": "warning",
+                "when_ready": lambda _server: print(port, flush=True),
+            }
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+    Serve().run()
 
 
 class Server:
@@ -247,8 +275,8 @@ class Server:
         self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
 
     def cpu_seconds(self) -> float | None:
-        """CPU time the server process has used (Linux /proc), or None where unknown."""
-        return proc_cpu_seconds(self.proc.pid)
+        """CPU time the server has used (Linux /proc), or None where unknown."""
+        return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -298,6 +326,25 @@ def cpu_seconds() -> float:
     return total
 
 
+def proc_children(pid: int) -> list[int]:
+    """The processes `pid` started (Linux /proc; none where unknown)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time a server has used, its worker process included (gunicorn's, see `serve`)."""
+    total = 0.0
+    for each in (pid, *proc_children(pid)):
+        cpu = proc_cpu_seconds(each)
+        if cpu is None:
+            return None
+        total += cpu
+    return total
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
     """CPU time another process has used (Linux /proc), or None where unknown."""
     try:
@@ -335,13 +382,13 @@ def timed_first_pass(bridge: Any) -> dict[str, Any]:
     it is fetched by the parent afterwards: its request log is megabytes that would count in
     this process's peak memory."""
     meta_pid = int(os.environ.get("BENCH_META_PID") or 0)
-    meta_cpu = proc_cpu_seconds(meta_pid) if meta_pid else None
+    meta_cpu = tree_cpu_seconds(meta_pid) if meta_pid else None
     cpu = cpu_seconds()
     started = time.perf_counter()
     result = bridge.sync(trigger="bench")
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu
-    meta_cpu_after = proc_cpu_seconds(meta_pid) if meta_pid else None
+    meta_cpu_after = tree_cpu_seconds(meta_pid) if meta_pid else None
     return {
         "seconds": seconds,
         "events": result.events_sent,

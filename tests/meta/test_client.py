@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -650,3 +651,27 @@ def test_setup_refusals_are_one_request_and_say_what_to_fix(
     assert client.requests_made == 1
     assert {o.state for o in outcomes} == {"not_sent"}
     assert fix in outcomes[0].message and "Meta refused the whole request" in outcomes[0].message
+
+
+def test_an_answer_and_its_request_body_are_freed_without_the_cyclic_collector(
+    httpserver, events_path, make_client, make_event
+):
+    """httpx keeps a response and its stream in a reference cycle that holds the request's
+    body; the client cuts it, so a pass may keep the collector off while it sends
+    (sync/collector.py) without keeping every body it sent."""
+    httpserver.expect_request(events_path, method="POST").respond_with_json(ok(1))
+    client = make_client(base(httpserver))
+    client.send([make_event(0)])  # the connection and httpx's lazy imports: made once
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(1, 4):
+            assert [o.state for o in client.send([make_event(i)])] == ["sent"]
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        found = gc.collect()
+        left = sorted({type(o).__name__ for o in gc.garbage})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert found == 0, left

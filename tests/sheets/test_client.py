@@ -12,6 +12,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 
 from sheet_bridge.config import LOG_TAB, SheetsConfig
@@ -22,6 +24,7 @@ from sheet_bridge.sheets.client import (
     SheetsNotFound,
     SheetsQuotaExceeded,
     SheetsUnavailable,
+    _chunks,
     build_service,
 )
 
@@ -434,3 +437,34 @@ def test_service_account_key_gets_a_token_and_its_calls_reach_the_emulator(
     assert client.read_table().header[0] == "Lead Status"
     assert len(httpserver.log) == 1
     assert emulator.stats()["values.get"] == 1
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(st.text(max_size=40), st.integers(), st.floats(allow_nan=False), st.none()),
+            max_size=6,
+        ),
+        max_size=300,
+    ),
+    st.sampled_from([1, 30, 200, 2_000, 20_000]),
+)
+def test_bodies_are_split_as_measuring_row_by_row_would(
+    rows: list[list[object]], limit: int
+) -> None:
+    """`_chunks` measures rows 64 at a time: the same calls as one json.dumps per row."""
+
+    def row_by_row() -> list[list[list[object]]]:
+        chunks: list[list[list[object]]] = []
+        chunk: list[list[object]] = []
+        size = 0
+        for row in rows:
+            n = len(json.dumps(row)) + 1
+            if chunk and size + n > limit:
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(row)
+            size += n
+        return [*chunks, chunk] if chunk else chunks
+
+    assert list(_chunks(iter(rows), limit)) == row_by_row()

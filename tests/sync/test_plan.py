@@ -698,3 +698,21 @@ def test_across_passes_no_event_is_planned_twice_and_every_event_is_in_order_and
             planned.add(key)
             assert ts(now - window) <= event.event_time <= ts(now), event
         _record(history, result)
+
+
+def test_fingerprints_are_the_payloads_whatever_order_leads_are_planned_in() -> None:
+    """A fingerprint is stored in the ledger and compared with a later pass's: it stays the
+    SHA-256 of the payload's sorted items as text, though a lead's events share the text of
+    their user_data (worked out once per lead)."""
+    rows = [
+        lead("Customer", ago(days=1), key=f"L{i}", row=i + 2, identity={"em": f"p{i}@x.co"})
+        for i in range(3)
+    ]
+    decisions = plan(rows, CONFIG, {}, NOW).decisions
+    events = [e for d in decisions for e in d.events]
+    assert len(events) == 15 and len({id(e.user_data) for e in events}) == 3
+    again = [e for d in reversed(plan(rows, CONFIG, {}, NOW).decisions) for e in d.events]
+    for event in [*events, *again]:
+        text = repr(sorted(event.payload.items()))
+        assert event.fingerprint == hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert len({e.fingerprint for e in events}) == 15

@@ -401,3 +401,31 @@ def test_a_pass_that_stops_midway_still_records_the_requests_in_flight(
     world.bridge().sync()
     events = Counter(e["event_id"] for e in world.meta_events())
     assert len(events) == 24 and set(events.values()) == {1}
+
+
+def test_progress_is_told_in_steps_not_per_request_and_always_at_the_end(
+    make_world: MakeWorld, world_now: datetime
+) -> None:
+    """A report waits for the answers it counts to be committed, and the next request waits
+    with it: a pass of many requests reports every twentieth of its events (or every second),
+    and its last report counts them all."""
+    leads = 200
+    world = make_world(
+        [lead_row(i, "New", now=world_now) for i in range(leads)],
+        meta={"batch_size": 2, "max_in_flight": 4},
+    )
+    told: list[tuple[int, int]] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "send":
+            told.append((done, total))
+
+    result = world.bridge().sync(progress=progress)
+
+    assert result.meta_requests == leads // 2
+    assert told[-1] == (leads, leads)
+    assert [d for d, _ in told] == sorted({d for d, _ in told})  # each once, rising
+    steps = [b - a for (a, _), (b, _) in pairwise(told)]
+    # Every twentieth (10 events) at least, unless a second passed: far fewer than requests.
+    assert len(told) < result.meta_requests / 2
+    assert all(s >= leads // 20 for s in steps[:-1]) or len(told) <= 20 + 5
