@@ -27,8 +27,9 @@ def gc_paused() -> Iterator[None]:
     while a phase builds them, and inside a pass (`gc_pass`) what the phase built is then frozen
     (gc.freeze) until the pass ends: later collections skip it. Reference counting still frees
     it all.
-    Sending to Meta stays outside any pause: the HTTP client leaves cycles behind that hold
-    request bodies, and those must be collected. Pauses from several threads nest; with passes
+    Sending to Meta is paused too: httpx leaves each response in a cycle that holds its
+    request's body, and meta/client.py cuts it once the answer is read, so sending leaves no
+    cyclic garbage (tests/meta/test_client.py). Pauses from several threads nest; with passes
     in several threads (the web server), a freeze also holds the other passes' uncollected
     garbage until the last pass ends, a bounded delay.
     """

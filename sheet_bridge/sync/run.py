@@ -85,10 +85,9 @@ ATTENTION_KEPT = 1000
 # How a pass reads the sheet: the whole tab (Bridge.read), or some rows of it (an edit's rows,
 # sync/edits.py). It gives the table as read, its column layout and the leads to plan.
 Reader = Callable[[], tuple[SheetTable, ColumnLayout, list[LeadRow]]]
-# One CAPI Log tab serves every tab of the spreadsheet: "Tab" says which one a line is about.
 # Remembered.to_store's answer: (lead key, digest, fingerprint, report) to store, keys to forget.
 _Memos = tuple[list[tuple[str, str, str, str]], set[str]]
-
+# One CAPI Log tab serves every tab of the spreadsheet: "Tab" says which one a line is about.
 LOG_HEADER = [
     "Time", "Row", "CAPI Key", "Lead Status", "Event", "Event ID", "Result", "Answer", "Tab"
 ]  # fmt: skip
