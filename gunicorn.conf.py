@@ -242,5 +242,12 @@ def on_starting(server: Any) -> None:
     from sheet_bridge.web.app import create_app
 
     app = create_app()  # prints the one line and exits 4 when it cannot start
+    # Its sweeper thread stops before any worker forks: a fork while it is inside SQLite (or
+    # any lock) gives the worker that lock held by no one, and the worker's own create_app
+    # then waited in sqlite3.connect forever (py-spy, tests/replicas/test_edit_after_kill.py).
+    # The master serves no request: the workers sweep.
+    sweeper = app.extensions.get("sheet_bridge_sweeper")
+    if sweeper is not None:
+        sweeper.stop()
     for bridge in app.extensions["sheet_bridge"].all():
         bridge.ledger.close()
