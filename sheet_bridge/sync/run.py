@@ -456,7 +456,8 @@ class Bridge:
                     raise _stopped(why, result.events_sent) from None
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
-                with ThreadPoolExecutor(1, thread_name_prefix="memo-make") as pool:
+                with ThreadPoolExecutor(2, thread_name_prefix="after-send") as pool:
+                    pool.submit(self._index_identities)  # while Google writes the sheet
                     if remembered is not None:  # made while Google writes the sheet
                         memos = pool.submit(
                             self._make_memos,
@@ -576,6 +577,17 @@ class Bridge:
             return remembered.to_store(
                 rows, fixed, due, written, first_row, fingerprint_after=after
             )
+
+    def _index_identities(self) -> None:
+        """On a helper thread, once the pass has sent: the events it wrote made searchable by
+        Leadgen ID, e-mail and phone in bulk (ledger.index_identities). Searches find them
+        before that all the same; one that fails is said, and the next pass indexes them."""
+        try:
+            self.ledger.index_identities()
+        except LedgerError as exc:
+            log.warning("the ledger's identity index is behind (the next pass catches up): %s", exc)
+        finally:
+            self.ledger.release_thread()
 
     def _store_memos(self, memos: _Memos, now: datetime) -> None:
         """After the write-back: memos for the rows at rest, the others' deleted. A ledger

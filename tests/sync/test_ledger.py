@@ -960,3 +960,45 @@ def test_a_ledger_without_the_log_count_gains_it_empty_and_keeps_everything(
     assert run_sql(
         ledger_location, "SELECT value FROM ledger_info WHERE key = 'schema_version'"
     ) == [(str(SCHEMA_VERSION),)]
+
+
+def test_a_pixels_leads_are_found_by_their_identity_as_last_written_indexed_or_not(
+    ledger: LedgerBackend,
+) -> None:
+    """pixel_events by Leadgen ID, e-mail and phone hash (sync/run.py: one identity per pixel)
+    finds the events whose stored user_data holds them, as last written: the same before and
+    after index_identities, and never by an identity an event no longer has."""
+    ledger.bind_pixel(WHERE, "px1", NOW)
+    first = {"em": "e" * 64, "ph": "1" * 64, "lead_id": 1234567890123456789}
+    lead = dataclasses.replace(planned("Lone"), user_data=first)
+    mql = dataclasses.replace(planned("Lone", MQL_STAGE), user_data=first)
+    other = dataclasses.replace(planned("Lother"), user_data={"em": "f" * 64})
+    ledger.mark_sending(WHERE, [lead, mql, other], {}, {}, NOW)
+
+    def found(**search: object) -> list[tuple[str, str]]:
+        return sorted((p.lead_key, p.event_name) for p in ledger.pixel_events("px1", **search))
+
+    both = [("Lone", "Lead"), ("Lone", "QualifiedLead")]
+    for _ in range(2):  # before the index is brought up to date, then after
+        assert found(lead_ids=[1234567890123456789]) == both
+        assert found(contacts=["e" * 64]) == both
+        assert found(contacts=["1" * 64]) == both
+        assert found(contacts=["f" * 64]) == [("Lother", "Lead")]
+        assert found(contacts=["e" * 64], since=NOW + timedelta(seconds=1)) == []
+        assert found(lead_ids=[1]) == found(contacts=["0" * 64]) == []
+        ledger.index_identities()
+    # Sent again with a new e-mail (the row's cell was corrected): found by the new one only.
+    again = dataclasses.replace(lead, user_data={**first, "em": "d" * 64})
+    ledger.mark_sending(WHERE, [again], {}, {}, NOW + timedelta(minutes=1))
+    for _ in range(2):
+        assert found(contacts=["e" * 64]) == [("Lone", "QualifiedLead")]
+        assert found(contacts=["d" * 64]) == [("Lone", "Lead")]
+        assert found(lead_ids=[1234567890123456789]) == both
+        ledger.index_identities()
+    # A mark taken back (a request that never left): its event is found no more.
+    ahead = dataclasses.replace(planned("Lahead"), user_data={"em": "c" * 64}, first=True)
+    ledger.mark_sending(WHERE, [ahead], {}, {}, NOW)
+    ledger.index_identities()
+    ledger.unmark_sending(WHERE, [ahead], NOW)
+    assert found(contacts=["c" * 64]) == []
+    assert ledger.index_identities() == 0  # nothing new since

@@ -373,3 +373,57 @@ def test_a_text_holding_a_nul_character_is_stored_whole(ledger: SqliteLedger) ->
     from tests.sync.test_ledger import texts_and_numbers_round_trip
 
     texts_and_numbers_round_trip(ledger, "a\x00b")
+
+
+def test_a_mark_leaves_the_identity_index_to_index_identities(ledger: SqliteLedger) -> None:
+    """A request's mark notes its events (appended by rowid) and writes nothing into
+    identity_index: that is written for a whole pass's events at once, after it has sent
+    (sqlite.py _IDENTITIES: the marks' cost). Searches find the events either way."""
+    ledger.bind_pixel(WHERE, "px1", NOW)
+    events = [planned(f"L{i}") for i in range(3)]
+    ledger.mark_sending(WHERE, events, {}, {}, NOW)
+    db = ledger._connect()
+    assert db.execute("SELECT COUNT(*) FROM identity_pending").fetchone() == (3,)
+    assert db.execute("SELECT COUNT(*) FROM identity_index").fetchone() == (0,)
+    assert len(ledger.pixel_events("px1", contacts=["a" * 64])) == 3
+
+    assert ledger.index_identities() == 3
+
+    assert db.execute("SELECT COUNT(*) FROM identity_pending").fetchone() == (0,)
+    assert db.execute("SELECT field, COUNT(*) FROM identity_index GROUP BY 1").fetchall() == [
+        ("em", 3)
+    ]
+    assert len(ledger.pixel_events("px1", contacts=["a" * 64])) == 3
+
+
+def test_a_ledger_with_the_indexes_on_user_data_trades_them_for_the_identity_index(
+    ledger_path: Path,
+) -> None:
+    """A ledger made while schema 5 indexed user_data (before the identity tables): opened,
+    it loses those indexes, its events are noted, and searches find them before and after
+    they are indexed."""
+    ledger = SqliteLedger(ledger_path)
+    ledger.bind_pixel(WHERE, "px1", NOW)
+    ledger.mark_sending(WHERE, [planned("L1"), planned("L2")], {}, {}, NOW)
+    ledger.close()
+    db = sqlite3.connect(ledger_path)
+    for name in ("events_insert_pends_identity", "events_update_pends_identity"):
+        db.execute(f"DROP TRIGGER {name}")
+    db.execute("DROP TABLE identity_index")
+    db.execute("DROP TABLE identity_pending")
+    for f in ("lead_id", "em", "ph"):
+        db.execute(
+            f"CREATE INDEX events_{f} ON events ((CASE WHEN json_valid(user_data) THEN "
+            f"json_extract(user_data, '$.{f}') END))"
+        )
+    db.commit()
+    db.close()
+
+    again = SqliteLedger(ledger_path)
+    names = {r[0] for r in again._connect().execute("SELECT name FROM sqlite_master")}
+    assert not names & {"events_lead_id", "events_em", "events_ph"}
+    assert {"identity_index", "identity_pending", "events_insert_pends_identity"} <= names
+    assert [p.lead_key for p in again.pixel_events("px1", contacts=["a" * 64])] == ["L1", "L2"]
+    assert again.index_identities() == 2
+    assert [p.lead_key for p in again.pixel_events("px1", contacts=["a" * 64])] == ["L1", "L2"]
+    again.close()

@@ -261,11 +261,53 @@ CREATE TABLE IF NOT EXISTS tab_pixels (
 CREATE INDEX IF NOT EXISTS tab_pixels_pixel ON tab_pixels (pixel_id);
 CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
 """
-    + "".join(
-        f"CREATE INDEX IF NOT EXISTS events_{f} ON events ({_user_field(f)});\n"
-        for f in PIXEL_MATCH_FIELDS
-    )
 )
+
+# Within schema 5: how a pixel's leads are found by Leadgen ID, e-mail or phone hash
+# (pixel_events). Schema 5 first indexed those fields of every event's stored user_data: three
+# more entries at random places of three indexes for each event a request marks, and a request
+# is marked in a commit of its own before it leaves, so a commit rewrote ~1,500 index pages for
+# ~500 events (measured replaying a 100,000-lead first pass's 376 marks: 13.2 s with those
+# indexes, 7.7 s without). Now a trigger notes each event whose user_data was written in
+# `identity_pending` (appended by rowid: no random place), and `index_identities` moves the
+# noted events' fields into `identity_index` in a few large transactions once a pass has sent
+# (each index page written once for thousands of events). A search looks in both, and checks
+# each event it finds against its own user_data: an entry left by an event since rewritten or
+# deleted finds nothing it should not.
+_IDENTITIES = """
+CREATE TABLE IF NOT EXISTS identity_index (
+    field TEXT NOT NULL,
+    value NOT NULL,
+    event_rowid INTEGER NOT NULL,
+    PRIMARY KEY (field, value, event_rowid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS identity_pending (event_rowid INTEGER PRIMARY KEY);
+CREATE TRIGGER IF NOT EXISTS events_insert_pends_identity AFTER INSERT ON events
+    WHEN NEW.user_data IS NOT NULL
+    BEGIN INSERT OR IGNORE INTO identity_pending VALUES (NEW.rowid); END;
+CREATE TRIGGER IF NOT EXISTS events_update_pends_identity AFTER UPDATE OF user_data ON events
+    WHEN NEW.user_data IS NOT NULL AND NEW.user_data IS NOT OLD.user_data
+    BEGIN INSERT OR IGNORE INTO identity_pending VALUES (NEW.rowid); END;
+"""
+_IDENTITY_TRIGGERS = ("events_insert_pends_identity", "events_update_pends_identity")
+# How many noted events one transaction of index_identities takes: ~0.3 s of holding the
+# ledger's write lock, so another tab's pass waits little (its busy timeout is 10 s).
+_INDEX_BATCH = 50_000
+
+
+def _add_identities(db: sqlite3.Connection) -> None:
+    """The identity tables and triggers (idempotent). A ledger that had schema 5's indexes on
+    user_data loses them, and notes every event that has a user_data: the next pass's
+    index_identities indexes them (until then a search reads them from the notes)."""
+    fresh = db.execute("SELECT 1 FROM sqlite_master WHERE name='identity_pending'").fetchone()
+    _run_script(db, _IDENTITIES)
+    for f in PIXEL_MATCH_FIELDS:
+        db.execute(f"DROP INDEX IF EXISTS events_{f}")
+    if fresh is None:
+        db.execute(
+            "INSERT OR IGNORE INTO identity_pending SELECT rowid FROM events "
+            "WHERE user_data IS NOT NULL"
+        )
 
 
 # Within schema 5: row memos (sync/memo.py), one per lead a full pass found at a fixed point.
@@ -304,6 +346,7 @@ def _migrate_to_5(db: sqlite3.Connection) -> None:
     _run_script(db, _SCHEMA_5)
     _add_queue_columns(db)
     _run_script(db, _LEAD_MEMOS)
+    _add_identities(db)
 
 
 # Added to edit_queue within schema 5 (contract.py): a ledger made before them gains them empty,
@@ -318,8 +361,14 @@ def _missing_queue_columns(db: sqlite3.Connection) -> list[str]:
 
 def _added_within_5_missing(db: sqlite3.Connection) -> bool:
     """Whether a ledger at schema 5 lacks what was added within 5 (edit_queue's columns, the
-    log_lines table, the lead_memos table and its triggers): _migrate_to_5 adds them."""
+    log_lines table, the lead_memos table and its triggers, the identity tables and their
+    triggers, or still has the indexes on user_data they replace): _migrate_to_5 adds them."""
     if _missing_queue_columns(db):
+        return True
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    if not {"identity_index", "identity_pending", *_IDENTITY_TRIGGERS} <= names or any(
+        f"events_{f}" in names for f in PIXEL_MATCH_FIELDS
+    ):
         return True
     if db.execute("SELECT 1 FROM sqlite_master WHERE name='log_lines'").fetchone() is None:
         return True
@@ -626,6 +675,7 @@ class SqliteLedger:
             contacts=contacts,
             since=since,
         )
+        fields = {_user_field(name, "e."): name for name in PIXEL_MATCH_FIELDS}
         found: list[PixelEvent] = []
         db = self._connect()
         try:
@@ -637,6 +687,13 @@ class SqliteLedger:
                     "(SELECT value FROM json_each(?))"
                 )
                 params: tuple[object, ...] = (pixel_id, json.dumps(values))
+                if column in fields:  # the candidates: indexed, or noted and not yet indexed
+                    sql += (
+                        " AND e.rowid IN (SELECT event_rowid FROM identity_index WHERE field = ? "
+                        "AND value IN (SELECT value FROM json_each(?)) "
+                        "UNION SELECT event_rowid FROM identity_pending)"
+                    )
+                    params = (*params, fields[column], params[1])
                 if after is not None:
                     sql += " AND e.first_planned >= ?"
                     params = (*params, to_ts(after))
@@ -644,6 +701,33 @@ class SqliteLedger:
         except sqlite3.Error as exc:
             raise self._explain(exc) from None
         return found
+
+    def index_identities(self) -> int:
+        """Index the Leadgen ID, e-mail and phone hash of the events noted since the last
+        call (see _IDENTITIES), a few large transactions for a whole pass's events; how many
+        events were indexed."""
+        done = 0
+        while True:
+            with self._tx(immediate=True) as db:
+                row = db.execute(
+                    "SELECT COUNT(*), MAX(event_rowid) FROM (SELECT event_rowid FROM "
+                    "identity_pending ORDER BY event_rowid LIMIT ?)",
+                    (_INDEX_BATCH,),
+                ).fetchone()
+                count, upto = row
+                if not count:
+                    return done
+                for f in PIXEL_MATCH_FIELDS:
+                    db.execute(
+                        "INSERT OR IGNORE INTO identity_index (field, value, event_rowid) "
+                        f"SELECT ?, v, r FROM (SELECT {_user_field(f, 'e.')} AS v, "
+                        "e.rowid AS r FROM identity_pending n JOIN events e "
+                        "ON e.rowid = n.event_rowid WHERE n.event_rowid <= ?) "
+                        "WHERE v IS NOT NULL ORDER BY v",
+                        (f, upto),
+                    )
+                db.execute("DELETE FROM identity_pending WHERE event_rowid <= ?", (upto,))
+            done += count
 
     def close(self) -> None:
         """Close the calling thread's connection (each thread has its own)."""
