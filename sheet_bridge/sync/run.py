@@ -457,6 +457,8 @@ class Bridge:
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
                 with ThreadPoolExecutor(2, thread_name_prefix="after-send") as pool:
+                    # Told before the indexing takes the ledger's write lock, not while it holds it.
+                    progress("write", 0, 1)
                     pool.submit(self._index_identities)  # while Google writes the sheet
                     if remembered is not None:  # made while Google writes the sheet
                         memos = pool.submit(
