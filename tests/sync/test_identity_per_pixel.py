@@ -235,23 +235,26 @@ def test_a_schema_3_ledger_migrates_to_5_and_sends_nothing_again(
 
 def make_schema_3(location: str) -> None:
     """Take the ledger back to schema 3 exactly: schema 5 only added tab_pixels and indexes
-    (in SQLite, the identity tables and their triggers in place of the indexes on user_data)."""
+    (the identity tables and their triggers in place of indexes on user_data)."""
     drop = [
         "DROP TABLE tab_pixels",
+        "DROP INDEX events_lead_key",
+        "DROP TABLE identity_index",
+        "DROP TABLE identity_pending",
         "UPDATE ledger_info SET value = '3' WHERE key = 'schema_version'",
     ]
     if is_ledger_url(location):
-        drop += [f"DROP INDEX events_{f}" for f in ("lead_key", "lead_id", "em", "ph")]
+        drop += [
+            "DROP TRIGGER events_insert_notes_identity ON events",
+            "DROP TRIGGER events_update_notes_identity ON events",
+        ]
         with psycopg.connect(location) as conn:
             for sql in drop:
                 conn.execute(sql)
         return
     drop += [
-        "DROP INDEX events_lead_key",
         "DROP TRIGGER events_insert_pends_identity",
         "DROP TRIGGER events_update_pends_identity",
-        "DROP TABLE identity_index",
-        "DROP TABLE identity_pending",
     ]
     db = sqlite3.connect(location)
     for sql in drop:

@@ -291,8 +291,8 @@ class LedgerBackend(Protocol):
         since: datetime | None = None,
     ) -> list[PixelEvent]: ...
     # What pixel_events searches, brought up to date with the events written since the last
-    # call, in bulk (after a pass has sent); how many events it took. pixel_events finds every
-    # event whether or not this ran.
+    # call, in bulk (after a pass has sent); how many of the backend's notes it took (none:
+    # nothing to do). pixel_events finds every event whether or not this ran.
     def index_identities(self) -> int: ...
     def lock(
         self, where: SheetTab, wait: float, lease: float = LOCK_LEASE

@@ -214,11 +214,98 @@ CREATE TABLE IF NOT EXISTS tab_pixels (
 CREATE INDEX IF NOT EXISTS tab_pixels_pixel ON tab_pixels (pixel_id);
 CREATE INDEX IF NOT EXISTS events_lead_key ON events (lead_key);
 """
-    + "".join(
-        f"CREATE INDEX IF NOT EXISTS events_{f} ON events (({_user_field(f)}));\n"
-        for f in PIXEL_MATCH_FIELDS
-    )
 )
+
+# Within schema 5: how a pixel's leads are found by Leadgen ID, e-mail or phone hash
+# (pixel_events), as in sqlite.py's _IDENTITIES: schema 5 first indexed those fields of every
+# event's user_data, three index entries (and three JSON parses) for each event a request
+# marks. Now triggers note the leads whose events' user_data was written in
+# `identity_pending`, and index_identities moves the fields of those leads' events into
+# `identity_index` (one entry per lead and value) in bulk once a pass has sent. A search reads
+# both for the leads, and checks each of their events against its own user_data.
+_IDENTITIES = """
+CREATE TABLE IF NOT EXISTS identity_index (
+    field text NOT NULL,
+    value text NOT NULL,
+    spreadsheet_id text NOT NULL,
+    tab text NOT NULL,
+    lead_key text NOT NULL,
+    PRIMARY KEY (field, value, spreadsheet_id, tab, lead_key)
+);
+CREATE TABLE IF NOT EXISTS identity_pending (
+    id bigserial PRIMARY KEY,
+    spreadsheet_id text NOT NULL,
+    tab text NOT NULL,
+    lead_key text NOT NULL
+);
+CREATE OR REPLACE FUNCTION sb_note_new_identities() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO identity_pending (spreadsheet_id, tab, lead_key)
+        SELECT DISTINCT spreadsheet_id, tab, lead_key FROM sb_written
+        WHERE user_data IS NOT NULL;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION sb_note_changed_identity() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO identity_pending (spreadsheet_id, tab, lead_key)
+        VALUES (NEW.spreadsheet_id, NEW.tab, NEW.lead_key);
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS events_insert_notes_identity ON events;
+CREATE TRIGGER events_insert_notes_identity AFTER INSERT ON events
+    REFERENCING NEW TABLE AS sb_written FOR EACH STATEMENT
+    EXECUTE FUNCTION sb_note_new_identities();
+DROP TRIGGER IF EXISTS events_update_notes_identity ON events;
+CREATE TRIGGER events_update_notes_identity AFTER UPDATE OF user_data ON events FOR EACH ROW
+    WHEN (NEW.user_data IS NOT NULL AND NEW.user_data IS DISTINCT FROM OLD.user_data)
+    EXECUTE FUNCTION sb_note_changed_identity();
+"""
+_IDENTITY_TRIGGERS = ("events_insert_notes_identity", "events_update_notes_identity")
+# How many noted events one statement of index_identities takes.
+_INDEX_BATCH = 50_000
+# One statement: the noted events it takes are exactly those it indexes (under READ COMMITTED
+# a second statement could see a note committed in between, and drop it unindexed); it
+# answers how many it took.
+_INDEX_NOTED = f"""
+WITH taken AS (
+    DELETE FROM identity_pending WHERE id IN (
+        SELECT id FROM identity_pending ORDER BY id LIMIT {_INDEX_BATCH}
+    ) RETURNING spreadsheet_id, tab, lead_key
+), parsed AS MATERIALIZED (
+    SELECT DISTINCT e.user_data::jsonb AS j, e.spreadsheet_id, e.tab, e.lead_key
+    FROM (SELECT DISTINCT * FROM taken) t JOIN events e USING (spreadsheet_id, tab, lead_key)
+    WHERE e.user_data IS NOT NULL
+), found AS (
+    SELECT f.field, f.value, p.spreadsheet_id, p.tab, p.lead_key
+    FROM parsed p CROSS JOIN LATERAL (VALUES {
+    ", ".join(f"('{f}', p.j ->> '{f}')" for f in PIXEL_MATCH_FIELDS)
+}) AS f (field, value)
+), put AS (
+    INSERT INTO identity_index SELECT * FROM found WHERE value IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
+SELECT COUNT(*) FROM taken
+"""
+
+
+def _add_identities(conn: Connection) -> None:
+    """The identity tables and triggers (idempotent). A ledger that had schema 5's indexes on
+    user_data loses them, and notes every event that has a user_data: the next pass's
+    index_identities indexes them (until then a search reads them from the notes)."""
+    fresh = conn.execute("SELECT to_regclass('identity_pending')").fetchone()
+    conn.execute(_IDENTITIES)
+    for f in PIXEL_MATCH_FIELDS:
+        conn.execute(f"DROP INDEX IF EXISTS events_{f}")
+    if fresh is None or fresh[0] is None:
+        conn.execute(
+            "INSERT INTO identity_pending (spreadsheet_id, tab, lead_key) "
+            "SELECT DISTINCT spreadsheet_id, tab, lead_key FROM events "
+            "WHERE user_data IS NOT NULL"
+        )
 
 
 # Within schema 5: row memos (sync/memo.py), one per lead a full pass found at a fixed point.
@@ -267,6 +354,7 @@ def _migrate_to_5(conn: Connection) -> None:
     conn.execute(_ADD_QUEUE_COLUMNS)
     conn.execute(_EVENTS_FILLFACTOR)
     conn.execute(_LEAD_MEMOS)
+    _add_identities(conn)
 
 
 # Within schema 5: events' pages are filled half, so that recording Meta's answer (an UPDATE
@@ -290,7 +378,8 @@ _ADD_QUEUE_COLUMNS = "ALTER TABLE edit_queue " + ", ".join(
 
 def _added_within_5_missing(conn: Connection) -> bool:
     """Whether a ledger at schema 5 lacks what was added within 5 (edit_queue's columns, the
-    log_lines table, events' fillfactor, the lead_memos table and its triggers)."""
+    log_lines table, events' fillfactor, the lead_memos table and its triggers, the identity
+    tables and their triggers, or still has the indexes on user_data they replace)."""
     have = {
         r[0]
         for r in conn.execute(
@@ -309,8 +398,21 @@ def _added_within_5_missing(conn: Connection) -> bool:
         "WHERE c.relnamespace = current_schema()::regnamespace "
         "AND t.tgname LIKE '%\\_forgets\\_memo'"
     ).fetchone()
+    identities = conn.execute(
+        "SELECT to_regclass('identity_pending') IS NOT NULL AND to_regclass('identity_index') "
+        "IS NOT NULL AND (SELECT COUNT(*) FROM pg_trigger t JOIN pg_class c ON c.oid = "
+        "t.tgrelid WHERE c.relnamespace = current_schema()::regnamespace AND t.tgname = "
+        "ANY(%s)) = %s AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = "
+        "current_schema()::regnamespace AND c.relname = ANY(%s))",
+        (
+            list(_IDENTITY_TRIGGERS),
+            len(_IDENTITY_TRIGGERS),
+            [f"events_{f}" for f in PIXEL_MATCH_FIELDS],
+        ),
+    ).fetchone()
     return (
-        not set(_QUEUE_ADDED) <= have
+        not (identities and identities[0])
+        or not set(_QUEUE_ADDED) <= have
         or found is None
         or found[0] is None
         or not (options and options[0])
@@ -495,6 +597,7 @@ class PostgresLedger:
                         conn.execute(_LOG_LINES)
                         conn.execute(_EVENTS_FILLFACTOR)
                         conn.execute(_LEAD_MEMOS)
+                        _add_identities(conn)
                     else:
                         conn.execute(_MIGRATE_3_TO_4)  # idempotent: 3 → 4 and 3 → 5 alike
                         _migrate_to_5(conn)
@@ -549,9 +652,17 @@ class PostgresLedger:
         return 0
 
     def index_identities(self) -> int:
-        """Nothing: PostgreSQL keeps schema 5's indexes on user_data as each event is written
-        (measured: its first pass is within 1.1× SQLite's, bench/RESULTS.md)."""
-        return 0
+        """Index the Leadgen ID, e-mail and phone hash of the events noted since the last
+        call (see _IDENTITIES), 50,000 notes a statement; how many notes it took (a lead's
+        events written by one statement are one note)."""
+        done = 0
+        while True:
+            with self._tx() as db:
+                row = db.execute(_INDEX_NOTED).fetchone()
+            taken = int(row[0]) if row else 0
+            if not taken:
+                return done
+            done += taken
 
     def close(self) -> None:
         """Close every pooled connection (the ledger is not used after)."""
@@ -671,6 +782,7 @@ class PostgresLedger:
             contacts=contacts,
             since=since,
         )
+        fields = {_user_field(name, "e."): name for name in PIXEL_MATCH_FIELDS}
         found: list[PixelEvent] = []
         with self._tx() as db:
             for column, values, after in searches:
@@ -680,6 +792,13 @@ class PostgresLedger:
                     f"WHERE (p.pixel_id = %s OR p.pixel_id IS NULL) AND {column} = ANY(%s)"
                 )
                 params: tuple[object, ...] = (pixel_id, values)
+                if column in fields:  # the candidates: indexed, or noted and not yet indexed
+                    sql += (
+                        " AND (e.spreadsheet_id, e.tab, e.lead_key) IN (SELECT spreadsheet_id, "
+                        "tab, lead_key FROM identity_index WHERE field = %s AND value = ANY(%s) "
+                        "UNION SELECT spreadsheet_id, tab, lead_key FROM identity_pending)"
+                    )
+                    params = (*params, fields[column], values)
                 if after is not None:
                     sql += " AND e.first_planned >= %s"
                     params = (*params, to_ts(after))
