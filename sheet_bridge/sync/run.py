@@ -457,9 +457,6 @@ class Bridge:
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
                 with ThreadPoolExecutor(2, thread_name_prefix="after-send") as pool:
-                    # Told before the indexing takes the ledger's write lock, not while it holds it.
-                    progress("write", 0, 1)
-                    pool.submit(self._index_identities)  # while Google writes the sheet
                     if remembered is not None:  # made while Google writes the sheet
                         memos = pool.submit(
                             self._make_memos,
@@ -475,7 +472,16 @@ class Bridge:
                     # cells its report has (its digest holds them), so none of its cells would
                     # be written.
                     wrote = self._write_back(
-                        written, first_row, layout, result, tz, progress, count_log
+                        written,
+                        first_row,
+                        layout,
+                        result,
+                        tz,
+                        progress,
+                        count_log,
+                        # Once the write phase is told (not while the indexing holds the
+                        # ledger's write lock), while Google writes the sheet.
+                        writing=lambda: pool.submit(self._index_identities),
                     )
             if remembered is not None and remembered.skipped:
                 self._add_remembered(result, remembered)
@@ -933,12 +939,14 @@ class Bridge:
         tz: tzinfo,
         progress: Progress,
         count_log: bool = False,
+        writing: Callable[[], object] | None = None,
     ) -> bool:
         """One values.batchUpdate of the bridge cells that changed, one append to the log;
         whether the sheet took them.
 
         `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order. `count_log`:
-        record the Log's line count after the append (`_log_behind` says when)."""
+        record the Log's line count after the append (`_log_behind` says when). `writing`:
+        called once the write phase is told, before the sheet is written."""
         cells: list[tuple[int, int, object]] = [(1, col, name) for col, name in layout.new_headers]
         columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
         with gc_paused():
@@ -952,6 +960,8 @@ class Bridge:
         if self._before_write_back is not None:
             self._before_write_back()
         progress("write", 0, 1)
+        if writing is not None:
+            writing()
         try:
             result.cells_written = self.sheets.write_cells(cells)
             del cells

@@ -276,3 +276,19 @@ def test_two_rows_of_one_lead_in_a_pass_send_once(make_world: Any, world_now: da
 
     assert [e["event_name"] for e in world.meta_events()] == ["Lead"]
     assert "has it already (row 2)" in str(world.column("CAPI Status")[1])
+
+
+def test_a_pass_leaves_its_leads_indexed_by_identity(
+    same_pixel: Any, world_now: datetime, ledger_location: str
+) -> None:
+    """Once a pass has sent, the identities it wrote are in the ledger's identity index, none
+    left noted (sync/run.py _index_identities; docs/ledger.md): the next pass's searches read
+    the index, not every event the first pass wrote."""
+    from tests.ledger_backends import run_sql
+
+    tabs = same_pixel(leads(world_now, with_lead_ids=True))
+    assert tabs.a.bridge().sync().events_sent > 0
+
+    assert run_sql(ledger_location, "SELECT COUNT(*) FROM identity_pending") == [(0,)]
+    fields = run_sql(ledger_location, "SELECT DISTINCT field FROM identity_index ORDER BY 1")
+    assert fields == [("em",), ("lead_id",)]  # these leads have no phone
