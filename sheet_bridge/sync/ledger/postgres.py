@@ -276,9 +276,12 @@ WITH taken AS (
         SELECT id FROM identity_pending ORDER BY id LIMIT {_INDEX_BATCH}
     ) RETURNING spreadsheet_id, tab, lead_key
 ), parsed AS MATERIALIZED (
-    SELECT DISTINCT e.user_data::jsonb AS j, e.spreadsheet_id, e.tab, e.lead_key
-    FROM (SELECT DISTINCT * FROM taken) t JOIN events e USING (spreadsheet_id, tab, lead_key)
-    WHERE e.user_data IS NOT NULL
+    SELECT DISTINCT e.user_data::jsonb AS j, t.spreadsheet_id, t.tab, t.lead_key
+    FROM (SELECT DISTINCT * FROM taken) t CROSS JOIN LATERAL (
+        -- Each lead's events by the primary key (not a scan of events for an edit's few).
+        SELECT user_data FROM events e WHERE e.spreadsheet_id = t.spreadsheet_id
+            AND e.tab = t.tab AND e.lead_key = t.lead_key AND e.user_data IS NOT NULL
+    ) e
 ), found AS (
     SELECT f.field, f.value, p.spreadsheet_id, p.tab, p.lead_key
     FROM parsed p CROSS JOIN LATERAL (VALUES {

@@ -721,7 +721,9 @@ class SqliteLedger:
                     db.execute(
                         "INSERT OR IGNORE INTO identity_index (field, value, event_rowid) "
                         f"SELECT ?, v, r FROM (SELECT {_user_field(f, 'e.')} AS v, "
-                        "e.rowid AS r FROM identity_pending n JOIN events e "
+                        # CROSS JOIN: the notes drive (SQLite otherwise may scan events
+                        # up to the newest note's rowid: a whole table for an edit's pass).
+                        "e.rowid AS r FROM identity_pending n CROSS JOIN events e "
                         "ON e.rowid = n.event_rowid WHERE n.event_rowid <= ?) "
                         "WHERE v IS NOT NULL ORDER BY v",
                         (f, upto),
