@@ -594,6 +594,8 @@ class Bridge:
             self.ledger.index_identities()
         except LedgerError as exc:
             log.warning("the ledger's identity index is behind (the next pass catches up): %s", exc)
+        except Exception:  # a fault of ours: said in full, not lost in a future nobody reads
+            log.exception("indexing the pass's identities failed (the next pass tries again)")
         finally:
             self.ledger.release_thread()
 

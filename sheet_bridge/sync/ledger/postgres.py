@@ -265,7 +265,7 @@ CREATE TRIGGER events_update_notes_identity AFTER UPDATE OF user_data ON events 
     EXECUTE FUNCTION sb_note_changed_identity();
 """
 _IDENTITY_TRIGGERS = ("events_insert_notes_identity", "events_update_notes_identity")
-# How many noted events one statement of index_identities takes.
+# How many notes (a lead each) one statement of index_identities takes.
 _INDEX_BATCH = 50_000
 # One statement: the noted events it takes are exactly those it indexes (under READ COMMITTED
 # a second statement could see a note committed in between, and drop it unindexed); it

@@ -290,7 +290,7 @@ CREATE TRIGGER IF NOT EXISTS events_update_pends_identity AFTER UPDATE OF user_d
     BEGIN INSERT OR IGNORE INTO identity_pending VALUES (NEW.rowid); END;
 """
 _IDENTITY_TRIGGERS = ("events_insert_pends_identity", "events_update_pends_identity")
-# How many noted events one transaction of index_identities takes: ~0.3 s of holding the
+# How many noted events one transaction of index_identities takes: ~0.4 s of holding the
 # ledger's write lock, so another tab's pass waits little (its busy timeout is 10 s).
 _INDEX_BATCH = 50_000
 
