@@ -6,7 +6,7 @@ import json
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -343,7 +343,9 @@ def table_width() -> int | None:
     return max(100, shutil.get_terminal_size((140, 20)).columns)
 
 
-def format_table(reports: list[RowReport], labels: dict[int, str], width: int | None = None) -> str:
+def format_table(
+    reports: Sequence[RowReport], labels: dict[int, str], width: int | None = None
+) -> str:
     """One line per row: what this pass did for it (pass_words). `width` cuts each line to
     fit a terminal; None keeps every line whole."""
     lines = [f"{'Row':>4}  {'Lead':<14} {'Status':<15} {'Result':<10} What this sync did"]

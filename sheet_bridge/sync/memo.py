@@ -14,13 +14,15 @@ reads the same, under the same fingerprint.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import sys
+import threading
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import sheet_bridge
 from sheet_bridge.config import BRIDGE_COLUMNS, BridgeConfig
@@ -47,8 +49,10 @@ MEMO_FORMAT = 2
 # depends on the clock (settling, scans, windows and pixel deduplication are all about events
 # still due).
 FIXED_OUTCOMES = frozenset({"already_sent", "moved_back"})
-# What a memo'd row's report may say (outcomes.py): never a row the sidebar lists.
-FIXED_REPORTS: frozenset[str] = frozenset({"already_sent"})
+# What every memo'd row's report says (outcomes.py): never a row the sidebar lists, so a pass
+# counts the rows it left out under it without decoding their reports (PassRows).
+REMEMBERED_OUTCOME: RowOutcome = "already_sent"
+FIXED_REPORTS: frozenset[str] = frozenset({REMEMBERED_OUTCOME})
 
 
 def rest_digest(row: Sequence[object], bridge: Collection[int]) -> str:
@@ -207,25 +211,6 @@ class Remembered:
         )
         return sorted([*leads, *lead_rows(rows, config, layout)], key=lambda r: r.row_number)
 
-    def reports(self) -> list[RowReport]:
-        """The left-out rows' reports, from their memos, in sheet order."""
-        left_out = sorted(self.skipped.items(), key=lambda item: item[1][0])
-        out: list[RowReport] = []
-        shared: dict[str, str] = {}  # one string per word the reports share (_report)
-        # One parse per 2,000 reports: 100,000 json.loads calls cost twice as much, and one
-        # parse of them all holds every parsed report at once beside the reports built.
-        for start in range(0, len(left_out), _PARSE_AT_ONCE):
-            part = left_out[start : start + _PARSE_AT_ONCE]
-            stored = cast(
-                list[list[Any]], json.loads("[" + ",".join(self.kept[k] for k, _ in part) + "]")
-            )
-            out += (
-                _report(number, key, report, shared)
-                for (key, (number, _)), report in zip(part, stored, strict=True)
-            )
-        self.kept = {}  # taken: the stored texts are not needed any more
-        return out
-
     def to_store(
         self,
         rows: Sequence[RowReport],
@@ -269,12 +254,75 @@ class Remembered:
                 and all(state == "sent" for _, _, state, _ in r.logged)
                 and all(state == "sent" for _, _, state, _ in r.event_states)
             ):
-                report = replace(r, outcome="already_sent", strength=None, logged=())
+                report = replace(r, outcome=REMEMBERED_OUTCOME, strength=None, logged=())
             if report is not None:
                 digest = row_digest(rest, report.cells)
                 new.append((r.lead_key, digest, fp, encode_report(report)))
         kept = {k for k, _, _, _ in new} | self.skipped.keys()
         return new, self.stored - kept
+
+
+def decode_reports(
+    skipped: Mapping[str, tuple[int, object]], kept: Mapping[str, str]
+) -> list[RowReport]:
+    """The reports of the rows left out (`skipped`: lead key → row number, …), from their
+    memos as stored (`kept`: lead key → report), in sheet order."""
+    left_out = sorted(skipped.items(), key=lambda item: item[1][0])
+    out: list[RowReport] = []
+    shared: dict[str, str] = {}  # one string per word the reports share (_report)
+    # One parse per 2,000 reports: 100,000 json.loads calls cost twice as much, and one
+    # parse of them all holds every parsed report at once beside the reports built.
+    for start in range(0, len(left_out), _PARSE_AT_ONCE):
+        part = left_out[start : start + _PARSE_AT_ONCE]
+        stored = cast(list[list[Any]], json.loads("[" + ",".join(kept[k] for k, _ in part) + "]"))
+        out += (
+            _report(number, key, report, shared)
+            for (key, (number, _)), report in zip(part, stored, strict=True)
+        )
+    return out
+
+
+class PassRows(Sequence[RowReport]):
+    """A full pass's row reports in sheet order: the rows it planned (`planned`), and the rows
+    it left out for their memo, whose reports are decoded from the memos only once something
+    reads them. The pass's counts, its summary (the add-on's answer, the ledger's record of
+    the pass) and its metrics need only how many they are (`remembered`): a memo'd report is
+    REMEMBERED_OUTCOME, which needs no attention, and it logs nothing. The CLI's table reads
+    every row; the add-on never does (decoding 95,000 of them was ~1.5 s of a 100,000-lead
+    pass with no change: bench/RESULTS.md)."""
+
+    def __init__(self, planned: list[RowReport], remembered: Remembered) -> None:
+        self.planned = planned
+        self.remembered = len(remembered.skipped)
+        # What decoding needs, not the whole Remembered (its digests of every row).
+        self._skipped: dict[str, tuple[int, list[object]]] | None = remembered.skipped
+        self._kept: dict[str, str] | None = remembered.kept
+        self._all: list[RowReport] | None = None
+        self._lock = threading.Lock()  # a web server's threads may read one pass's answer
+
+    def _rows(self) -> list[RowReport]:
+        with self._lock:
+            if self._all is None:
+                assert self._skipped is not None and self._kept is not None
+                kept = decode_reports(self._skipped, self._kept)
+                self._all = list(heapq.merge(self.planned, kept, key=lambda r: r.row))
+                self._skipped = self._kept = None
+            return self._all
+
+    def __len__(self) -> int:
+        return len(self.planned) + self.remembered
+
+    @overload
+    def __getitem__(self, index: int) -> RowReport: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[RowReport]: ...
+
+    def __getitem__(self, index: int | slice) -> RowReport | Sequence[RowReport]:
+        return self._rows()[index]
+
+    def __iter__(self) -> Iterator[RowReport]:
+        return iter(self._rows())
 
 
 def remember(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import shlex
@@ -35,7 +34,7 @@ from sheet_bridge.sync.ledger import (
     SyncBusy,
     open_ledger,
 )
-from sheet_bridge.sync.memo import Remembered, remember
+from sheet_bridge.sync.memo import REMEMBERED_OUTCOME, PassRows, Remembered, remember
 from sheet_bridge.sync.memo import due_events as memo_due_events
 from sheet_bridge.sync.memo import fingerprint as memo_fingerprint
 from sheet_bridge.sync.memo import fixed_points as memo_fixed_points
@@ -156,7 +155,8 @@ class SyncResult:
     dry_run: bool
     trigger: str
     counts: dict[str, int]
-    rows: list[RowReport]
+    # Every row's report, in sheet order (a full pass's: PassRows).
+    rows: Sequence[RowReport]
     events_sent: int = 0
     meta_requests: int = 0
     cells_written: int = 0
@@ -185,10 +185,15 @@ class SyncResult:
             "notices": self.notices,
         }
 
+    def planned_rows(self) -> Sequence[RowReport]:
+        """The rows that may need attention or have logged something: all but those reported
+        from their memo (PassRows), which never do."""
+        return self.rows.planned if isinstance(self.rows, PassRows) else self.rows
+
     def summary(self) -> dict[str, Any]:
         """What the pass answers the add-on (and keeps in its ledger record): the counts and
         the rows needing attention, not every row (a first pass has 100,000)."""
-        attention = attention_rows(self.rows)
+        attention = attention_rows(self.planned_rows())
         return {
             **self._head(),
             "halted": self.halted,
@@ -507,7 +512,7 @@ class Bridge:
             pass_id, result.counts, self.clock(), error=result.halted, summary=result.summary()
         )
         outcome = "preview" if dry_run else "halted" if result.halted else "done"
-        count_pass(outcome, (e[2] for r in result.rows for e in r.logged))
+        count_pass(outcome, (e[2] for r in result.planned_rows() for e in r.logged))
         log.info(
             "pass %s on %s: %s (%.2f s, %d row(s) from their memo)",
             trigger,
@@ -555,11 +560,12 @@ class Bridge:
     @staticmethod
     def _add_remembered(result: SyncResult, remembered: Remembered) -> None:
         """The rows left out join the pass's answer in sheet order, as if planned: their
-        memo holds the report a plan would give them."""
-        kept = remembered.reports()
-        result.rows = list(heapq.merge(result.rows, kept, key=lambda r: r.row))
-        result.counts = summary_counts(result.rows)
-        result.rows_remembered = len(kept)
+        memo holds the report a plan would give them (decoded once something reads it)."""
+        rows = PassRows(list(result.rows), remembered)
+        result.rows = rows
+        result.counts = summary_counts(rows.planned)
+        result.counts[REMEMBERED_OUTCOME] += rows.remembered
+        result.rows_remembered = rows.remembered
 
     def _make_memos(
         self,

@@ -24,6 +24,7 @@ from sheet_bridge.sync.ledger import (
     open_ledger,
 )
 from sheet_bridge.sync.ledger.contract import PendingEdit
+from sheet_bridge.sync import memo as memo_module
 from sheet_bridge.sync.memo import decode_report, encode_report
 from sheet_bridge.sync.outcomes import RowReport
 from sheet_bridge.sync.run import LOG_HEADER, LedgerBehindSheet, SyncResult
@@ -232,6 +233,36 @@ def test_a_pass_over_an_unchanged_sheet_answers_from_the_memos(
     assert bridge.ledger.events(bridge.sheet_tab) == events
     assert world.rows() == sheet
     assert bridge.sync().rows_remembered == 4  # and again
+
+
+def test_the_answer_of_a_pass_decodes_the_memos_only_when_its_rows_are_read(
+    make_world: MakeWorld, world_now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counts, the summary (the add-on's answer, the pass's record) and the metrics need no
+    memo'd report: they are decoded only for whoever reads the rows, and then are the rows a
+    plan would give."""
+    world = settled_world(make_world, world_now)
+    plain = world.bridge(row_memos=False).sync()
+    decoded: list[int] = []
+    real = memo_module.decode_reports
+
+    def counting(skipped: Any, kept: Any) -> list[RowReport]:
+        decoded.append(len(skipped))
+        return real(skipped, kept)
+
+    monkeypatch.setattr(memo_module, "decode_reports", counting)
+
+    result = world.bridge().sync()
+
+    assert result.rows_remembered == 4
+    assert result.counts == plain.counts
+    assert result.summary() == {**plain.summary(), "seconds": result.summary()["seconds"]}
+    assert len(result.rows) == len(plain.rows)
+    assert decoded == []
+    assert rows_json(result) == rows_json(plain)
+    assert rows_json(result) == rows_json(plain)  # read twice, decoded once
+    assert decoded == [4]
+    assert [r.row for r in result.rows[1:3]] == [r.row for r in plain.rows[1:3]]
 
 
 def test_a_changed_row_is_planned_again_and_the_others_stay_remembered(
