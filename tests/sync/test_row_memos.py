@@ -16,6 +16,7 @@ import pytest
 from sheet_bridge.config import BRIDGE_COLUMNS
 from sheet_bridge.meta.client import SendOutcome
 from sheet_bridge.sheets.client import SheetsClient
+from sheet_bridge.sync import memo as memo_module
 from sheet_bridge.sync.ledger import (
     AdoptedEvent,
     EditChange,
@@ -24,7 +25,6 @@ from sheet_bridge.sync.ledger import (
     open_ledger,
 )
 from sheet_bridge.sync.ledger.contract import PendingEdit
-from sheet_bridge.sync import memo as memo_module
 from sheet_bridge.sync.memo import decode_report, encode_report
 from sheet_bridge.sync.outcomes import RowReport
 from sheet_bridge.sync.run import LOG_HEADER, LedgerBehindSheet, SyncResult
