@@ -288,7 +288,7 @@ class PassRows(Sequence[RowReport]):
     reads them. The pass's counts, its summary (the add-on's answer, the ledger's record of
     the pass) and its metrics need only how many they are (`remembered`): a memo'd report is
     REMEMBERED_OUTCOME, which needs no attention, and it logs nothing. The CLI's table reads
-    every row; the add-on never does (decoding 95,000 of them was ~1.5 s of a 100,000-lead
+    every row; the add-on never does (decoding 95,000 of them was ~1.3 s of a 100,000-lead
     pass with no change: bench/RESULTS.md)."""
 
     def __init__(self, planned: list[RowReport], remembered: Remembered) -> None:
