@@ -2,7 +2,8 @@
 
 The Sheets emulator and the fake Meta run in their own subprocesses (as in sync_scale.py); the
 bridge runs here, its pass thread under cProfile (the sending threads only post). It prints the
-wall time of each pass (first, then no change) and the functions with the most cumulative time,
+wall time of each pass (first, then no change; `--first-only`: the first alone), the CPU it
+took here and in each stand-in, and the functions with the most cumulative time,
 and with `--out DIR` keeps the .prof files (read them with `python -m pstats`)."""
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class Phases:
         self.phases.setdefault(phase, [at, at])[1] = at
 
 
+def stand_in_cpu(server: sync_scale.Server) -> float:
+    """CPU a stand-in's process has used so far (0 where Linux's /proc cannot say)."""
+    return sync_scale.tree_cpu_seconds(server.proc.pid) or 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=100_000)
@@ -44,6 +50,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--no-profile", action="store_true", help="time the passes only")
+    parser.add_argument(
+        "--first-only", action="store_true", help="the first pass alone (say, under py-spy)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sheet-bridge-profile-") as tmp:
         workdir = Path(tmp)
@@ -58,11 +67,13 @@ def main() -> None:
                 speed = {"latency_ms": args.latency_ms}
                 httpx.post(meta.url + "/_fake/speed", json=speed, timeout=10).raise_for_status()
             bridge = sync_scale.child_bridge(workdir, with_capi=True)
-            for name in ("first", "no-change"):
+            for name in ("first",) if args.first_only else ("first", "no-change"):
                 profiler = None if args.no_profile else cProfile.Profile()
                 started = time.perf_counter()
                 cpu = resource.getrusage(resource.RUSAGE_SELF)
                 cpu_before = cpu.ru_utime + cpu.ru_stime
+                stand_ins = {"Sheets emulator": sheets, "fake Meta": meta}
+                stand_ins_before = {k: stand_in_cpu(s) for k, s in stand_ins.items()}
                 if profiler is not None:
                     profiler.enable()
                 phases: dict[str, list[float]] = {}
@@ -76,6 +87,13 @@ def main() -> None:
                     f"## {name} pass: {seconds:.2f} s, CPU {used:.2f} s (this process), "
                     f"{result.events_sent} events sent, load {os.getloadavg()[0]:.2f}",
                     flush=True,
+                )
+                print(
+                    "   CPU of the stand-ins (they share the machine's cores): "
+                    + ", ".join(
+                        f"{k} {stand_in_cpu(s) - stand_ins_before[k]:.1f} s"
+                        for k, s in stand_ins.items()
+                    )
                 )
                 print(
                     "   phases (first and last progress report, s from the start): "
