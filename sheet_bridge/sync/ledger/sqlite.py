@@ -365,19 +365,15 @@ def _added_within_5_missing(db: sqlite3.Connection) -> bool:
     triggers, or still has the indexes on user_data they replace): _migrate_to_5 adds them."""
     if _missing_queue_columns(db):
         return True
-    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-    if not {"identity_index", "identity_pending", *_IDENTITY_TRIGGERS} <= names or any(
-        f"events_{f}" in names for f in PIXEL_MATCH_FIELDS
-    ):
-        return True
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name='log_lines'").fetchone() is None:
-        return True
-    triggers = db.execute(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type='trigger' AND name LIKE '%_forgets_memo'"
-    ).fetchone()[0]
+    objects = db.execute("SELECT type, name FROM sqlite_master").fetchall()
+    names = {name for _, name in objects}
+    memo_triggers = sum(1 for t, n in objects if t == "trigger" and n.endswith("_forgets_memo"))
     return bool(
-        triggers != _MEMO_TRIGGERS
-        or db.execute("SELECT 1 FROM sqlite_master WHERE name='lead_memos'").fetchone() is None
+        not {"identity_index", "identity_pending", *_IDENTITY_TRIGGERS} <= names
+        or any(f"events_{f}" in names for f in PIXEL_MATCH_FIELDS)
+        or "log_lines" not in names
+        or "lead_memos" not in names
+        or memo_triggers != _MEMO_TRIGGERS
     )
 
 
