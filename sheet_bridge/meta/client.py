@@ -53,6 +53,15 @@ TOKEN_REJECTED = (
 )
 WHOLE_REQUEST = "Meta refused the whole request"
 _SUMMARY_LIMIT = 500
+# JSON as httpx would send it (httpx/_content.py encode_json): UTF-8, no spaces, no NaN.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def encode_events(events: Sequence[Mapping[str, Any]]) -> bytes:
+    """The events as a request's `data` holds them, encoded ahead of `CapiClient.send` (the
+    caller's thread does the encoding while the sending threads wait for Meta)."""
+    return _encode(list(events)).encode("utf-8")
+
 
 State = Literal["sent", "failed", "expired", "not_sent"]
 
@@ -208,6 +217,10 @@ class _Call:
     accepted: bool = False
     probed: bool = False
     last_refusal: _Answer | None = None
+    # The events of the whole call as `data` holds them, encoded by the caller (encode_events):
+    # sent as they are whenever a request carries all of them.
+    encoded: bytes | None = None
+    events: int = 0
 
 
 class _Throttle:
@@ -363,6 +376,8 @@ class CapiClient:
         self,
         events: Sequence[Mapping[str, Any]],
         on_progress: Callable[[int, int], None] | None = None,
+        *,
+        encoded: bytes | None = None,
     ) -> list[SendOutcome]:
         """Send every event; one outcome per event, in the same order. Never raises for what
         Meta answers: refusals, outages and token problems all become outcomes.
@@ -372,10 +387,13 @@ class CapiClient:
         others go once. The request is bad (token, pixel, permission, test_event_code, API
         version, throttling): no event is to blame, so nothing is bisected or blamed; every
         event not yet sent gets one "not_sent" outcome saying what to fix, and stays due.
+
+        `encoded`: `encode_events(events)`, made ahead by the caller; a request of them all
+        sends it as it is (a part of them, as bisection sends, is encoded here).
         """
         total = len(events)
         outcomes: list[SendOutcome | None] = [None] * total
-        call = _Call(started=self._clock())
+        call = _Call(started=self._clock(), encoded=encoded, events=total)
         try:
             for start in range(0, total, self.batch_size):
                 indices = list(range(start, min(start + self.batch_size, total)))
@@ -432,7 +450,10 @@ class CapiClient:
     ) -> _Answer | None:
         """POST events[indices] and fill their outcomes, or return Meta's refusal when it may
         be about the events in it (a group of two or more). Raises _Halt for the request."""
-        answer, attempts = self._post_with_retries([events[i] for i in indices], call.started)
+        whole = call.encoded if len(indices) == call.events else None
+        answer, attempts = self._post_with_retries(
+            [events[i] for i in indices], call.started, whole
+        )
         outcome = self._batch_outcome(answer, attempts, call)
         if outcome is None and len(indices) == 1:
             outcome = self._refused(answer, call)
@@ -579,7 +600,7 @@ class CapiClient:
     # ---- one request, retried ---------------------------------------------------------------
 
     def _post_with_retries(
-        self, batch: list[Mapping[str, Any]], started: float
+        self, batch: list[Mapping[str, Any]], started: float, encoded: bytes | None = None
     ) -> tuple[_Answer, int]:
         """POST one batch, retrying non-client errors with exponential backoff and jitter.
 
@@ -592,7 +613,7 @@ class CapiClient:
         while True:
             attempt += 1
             with self._throttle.turn():
-                answer = self._post(batch)
+                answer = self._post(batch, encoded)
                 pause = None
                 if answer.transient and not answer.ok:
                     pause = self._retry_pause(answer, attempt, started)
@@ -624,20 +645,25 @@ class CapiClient:
             return None
         return pause
 
-    def _post(self, batch: list[Mapping[str, Any]]) -> _Answer:
-        body: dict[str, Any] = {
-            "data": list(batch),
+    def _post(self, batch: list[Mapping[str, Any]], encoded: bytes | None = None) -> _Answer:
+        """One POST of `batch` (`encoded`: its `data` as encode_events gives it)."""
+        rest: dict[str, Any] = {
             "access_token": self._token,  # docs/meta-errors.md: in the body, never in the URL
             "partner_agent": self.partner_agent,
         }
         if self.test_event_code:
-            body["test_event_code"] = self.test_event_code
+            rest["test_event_code"] = self.test_event_code
+        data = encoded if encoded is not None else encode_events(batch)
+        # {"data":[…],"access_token":…}: the JSON httpx would make of the whole body.
+        body = b'{"data":' + data + b"," + _encode(rest).encode("utf-8")[1:]
         with self._lock:
             self.requests_made += 1
         log.debug("POST %s with %s events", self.url, len(batch))
         began = time.monotonic()
         try:
-            response = self._http.post(self.url, json=body)
+            response = self._http.post(
+                self.url, content=body, headers={"Content-Type": "application/json"}
+            )
         except httpx.TimeoutException:
             return _Answer(None, None, None, "timed out")
         except httpx.TransportError as exc:

@@ -451,8 +451,8 @@ class Bridge:
             result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now, lease)
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
-            wrote = False
             memos: Future[_Memos] | None = None
+            stored: list[Future[None]] = []
             if not dry_run:
                 try:  # by the lock's holder only, and not by a server about to be killed
                     lease.check()
@@ -461,7 +461,7 @@ class Bridge:
                     raise _stopped(why, result.events_sent) from None
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
-                with ThreadPoolExecutor(2, thread_name_prefix="after-send") as pool:
+                with ThreadPoolExecutor(3, thread_name_prefix="after-send") as pool:
                     if remembered is not None:  # made while Google writes the sheet
                         memos = pool.submit(
                             self._make_memos,
@@ -476,7 +476,13 @@ class Bridge:
                     # The planned rows only: a row left out for its memo reads the bridge
                     # cells its report has (its digest holds them), so none of its cells would
                     # be written.
-                    wrote = self._write_back(
+                    made = memos
+
+                    def store_memos() -> None:
+                        if made is not None:
+                            stored.append(pool.submit(self._store_memos, made, now))
+
+                    self._write_back(
                         written,
                         first_row,
                         layout,
@@ -487,11 +493,13 @@ class Bridge:
                         # Once the write phase is told (not while the indexing holds the
                         # ledger's write lock), while Google writes the sheet.
                         writing=lambda: pool.submit(self._index_identities),
+                        # Once the rows are as the memos say, while Google appends the Log.
+                        cells_written=store_memos,
                     )
+                for future in stored:
+                    future.result()
             if remembered is not None and remembered.skipped:
                 self._add_remembered(result, remembered)
-            if memos is not None and wrote:
-                self._store_memos(memos.result(), now)
         except Exception as exc:
             # A pass the next one already marked lost stays lost (the ledger keeps the mark);
             # its answer says what it sent.
@@ -579,7 +587,7 @@ class Bridge:
     ) -> _Memos:
         """The memos for the rows at rest once the write-back is done, the others' to delete
         (Remembered.to_store; `rows`: the planned rows' reports). Made while the sheet is
-        written, stored only once it was (_store_memos)."""
+        written, stored only once the rows' cells are (_store_memos)."""
         after = None
         if layout.new_headers:  # the header as the write-back leaves it
             header = list(remembered.shell.header)
@@ -605,16 +613,21 @@ class Bridge:
         finally:
             self.ledger.release_thread()
 
-    def _store_memos(self, memos: _Memos, now: datetime) -> None:
-        """After the write-back: memos for the rows at rest, the others' deleted. A ledger
-        that cannot store them costs the next pass its shortcut, nothing else."""
-        store, forget = memos
-        if not store and not forget:
-            return
+    def _store_memos(self, made: Future[_Memos], now: datetime) -> None:
+        """On a helper thread, once the write-back has written the rows' cells (while Google
+        appends the CAPI Log: the Log is no part of a row, and a row stands as its memo says
+        whether or not its lines could be appended): memos for the rows at rest, the others'
+        deleted. A ledger that cannot store them costs the next pass its shortcut, nothing
+        else."""
         try:
+            store, forget = made.result()
+            if not store and not forget:
+                return
             self.ledger.store_row_memos(self.sheet_tab, store, forget, now, self.clock())
         except LedgerError as exc:
             log.warning("could not store the row memos of %s: %s", self.sheet_tab, exc)
+        finally:
+            self.ledger.release_thread()
 
     def read(self) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
         """Read the tab (one API call) and type its rows."""
@@ -948,13 +961,15 @@ class Bridge:
         progress: Progress,
         count_log: bool = False,
         writing: Callable[[], object] | None = None,
+        cells_written: Callable[[], object] | None = None,
     ) -> bool:
         """One values.batchUpdate of the bridge cells that changed, one append to the log;
         whether the sheet took them.
 
         `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order. `count_log`:
         record the Log's line count after the append (`_log_behind` says when). `writing`:
-        called once the write phase is told, before the sheet is written."""
+        called once the write phase is told, before the sheet is written. `cells_written`:
+        called once the rows' cells are written, before the Log is appended."""
         cells: list[tuple[int, int, object]] = [(1, col, name) for col, name in layout.new_headers]
         columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
         with gc_paused():
@@ -973,6 +988,8 @@ class Bridge:
         try:
             result.cells_written = self.sheets.write_cells(cells)
             del cells
+            if cells_written is not None:
+                cells_written()
             if any(r.logged for r in result.rows):
                 stamp = format_sent_at(self.clock(), tz)
                 last = self.sheets.append_log(_log_rows(result, stamp), LOG_HEADER)

@@ -11,7 +11,9 @@ lead's stages in funnel order (docs/meta-events.md).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -20,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-from sheet_bridge.meta.client import CapiClient, SendOutcome
+from sheet_bridge.meta.client import CapiClient, SendOutcome, encode_events
 from sheet_bridge.sync import stopping
 from sheet_bridge.sync.collector import gc_paused
 from sheet_bridge.sync.ledger import LedgerBackend, LockLease, SheetTab
@@ -38,6 +40,36 @@ RESENT = (
 # to fill its last places: requests stay full (⌈events / batch size⌉ of them) while the order
 # (oldest change first) moves by at most one request.
 LOOKAHEAD = 64
+# While a pass sends, Python hands its lock to a waiting thread after 1 ms instead of 5 ms
+# (sys.setswitchinterval, docs.python.org/3/library/sys.html#sys.setswitchinterval). The sending
+# threads wait for Meta without the lock, and need it back only briefly, several times a request
+# (to send the body, to read the answer); while the pass's thread runs Python (completing leads,
+# building the next request), each of those waits took up to 5 ms: the answer's place stayed
+# empty that much longer (measured on a 100,000-lead first pass: bench/RESULTS.md, "Seventh
+# round").
+SENDING_SWITCH_INTERVAL = 0.001
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_before = 0.005
+
+
+@contextlib.contextmanager
+def quick_switches() -> Iterator[None]:
+    """The thread switch interval at SENDING_SWITCH_INTERVAL while any pass sends (passes in
+    several threads nest); the interval as it was once the last one ends."""
+    global _switch_users, _switch_before
+    with _switch_lock:
+        _switch_users += 1
+        if _switch_users == 1:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_before, SENDING_SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_before)
 
 
 @dataclass(slots=True)
@@ -47,6 +79,21 @@ class Chunk:
 
     events: list[PlannedEvent] = field(default_factory=list)
     follows: bool = False
+    # The events' payloads, and as the request's `data` (meta/client.py encode_events): made on
+    # the pass's thread before the request's place frees (Chunk.prepare), let go once sent.
+    payloads: list[dict[str, object]] | None = None
+    encoded: bytes | None = None
+
+    def prepare(self) -> None:
+        self.payloads = [e.payload for e in self.events]
+        self.encoded = encode_events(self.payloads)
+
+    def take_payloads(self) -> tuple[list[dict[str, object]], bytes | None]:
+        """The payloads and their encoding (made now if not prepared), let go by the chunk."""
+        payloads = self.payloads if self.payloads is not None else [e.payload for e in self.events]
+        encoded = self.encoded
+        self.payloads = self.encoded = None
+        return payloads, encoded
 
 
 def lead_chunks(
@@ -476,10 +523,17 @@ class Sender:
         self._writes = LedgerWrites(self.ledger, self.where, now)
         # Built and marked, not sent yet, oldest first (see _mark_ahead).
         ahead: deque[tuple[Chunk, Future[None] | None]] = deque()
-        with ThreadPoolExecutor(self.limit.most, thread_name_prefix="capi-send") as pool:
+        with (
+            quick_switches(),
+            ThreadPoolExecutor(self.limit.most, thread_name_prefix="capi-send") as pool,
+        ):
             try:
                 for chunk in lead_chunks(self._events_of(leads), self.batch_size):
                     ahead.append((chunk, self._mark_ahead(chunk)))
+                    # While the ledger writes its mark and the requests before it wait for
+                    # Meta: the sending thread then only sends it. (In `ahead` first: should it
+                    # fail, the mark is taken back with the others never sent.)
+                    chunk.prepare()
                     # What may leave now leaves; past `most` chunks ahead, wait for a place.
                     while ahead and (
                         len(ahead) > self.limit.most
@@ -585,10 +639,11 @@ class Sender:
         self._writes.flush(answers_only=answers_only)
 
     def _post(self, chunk: Chunk, marked: Future[None]) -> list[SendOutcome]:
-        """In a worker thread: once the request's mark is committed, the HTTP (payloads are
-        built here, as they are sent). A mark that failed raises, and nothing leaves."""
+        """In a worker thread: once the request's mark is committed, the HTTP (its body encoded
+        on the pass's thread, Chunk.prepare). A mark that failed raises, and nothing leaves."""
         marked.result()
-        return self.capi.send([e.payload for e in chunk.events])
+        payloads, encoded = chunk.take_payloads()
+        return self.capi.send(payloads, encoded=encoded)
 
     def _room(self, after: Future[list[SendOutcome]] | None, *, block: bool) -> bool:
         """Whether one more request may leave: fewer than the limit in flight, and `after`

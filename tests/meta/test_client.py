@@ -24,6 +24,7 @@ from sheet_bridge.meta.client import (
     CapiClient,
     CapiError,
     SendOutcome,
+    encode_events,
     request_bound,
 )
 from sheet_bridge.sync.run import capi_client
@@ -84,6 +85,40 @@ def test_token_travels_in_the_body_only_with_partner_agent_and_no_test_code(
     assert [e["event_id"] for e in body["data"]] == ["ev-1", "ev-2"]
     assert token not in request.url
     assert all(token not in value for value in request.headers.values())
+
+
+def test_events_encoded_ahead_are_sent_byte_for_byte_as_the_client_would_encode_them(
+    httpserver, events_path, make_client, make_event
+):
+    """The sender encodes a request's events on the pass's thread (encode_events): the body is
+    the one the client makes itself, and httpx would make of the dict: UTF-8 as is, no spaces."""
+    httpserver.expect_request(events_path, method="POST").respond_with_json(ok(2))
+    client = make_client(base(httpserver), test_event_code="TEST123")
+    events = [make_event(1), {**make_event(2), "custom_data": {"note": "Zoë ₹ 😀"}}]
+    client.send(events)
+    client.send(events, encoded=encode_events(events))
+    (plain, _), (ahead, _) = httpserver.log
+    assert ahead.get_data() == plain.get_data()
+    assert ahead.headers["Content-Type"] == "application/json"
+    expected = {"data": events, "access_token": TOKEN, "partner_agent": "sheet-bridge"}
+    expected["test_event_code"] = "TEST123"
+    as_httpx = json.dumps(expected, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert plain.get_data() == as_httpx.encode("utf-8")
+
+
+def test_a_refused_batch_encoded_ahead_is_bisected_with_its_parts_encoded_anew(
+    httpserver, events_path, make_client, make_event
+):
+    httpserver.expect_request(events_path, method="POST").respond_with_handler(
+        _refuse_if_it_holds({"ev-3"}, meta_error(100, "(#100) Invalid parameter"))
+    )
+    client = make_client(base(httpserver), batch_size=8)
+    events = [make_event(i) for i in range(8)]
+    outcomes = client.send(events, encoded=encode_events(events))
+    assert [i for i, o in enumerate(outcomes) if o.state != "sent"] == [3]
+    bodies = [json.loads(r.get_data())["data"] for r, _ in httpserver.log]
+    assert bodies[0] == events  # the whole batch as encoded ahead
+    assert all(len(b) < 8 for b in bodies[1:])  # its parts, each encoded for its request
 
 
 def test_test_event_code_is_sent_when_configured(httpserver, events_path, make_client, make_event):

@@ -15,7 +15,7 @@ import pytest
 
 from sheet_bridge.config import BRIDGE_COLUMNS
 from sheet_bridge.meta.client import SendOutcome
-from sheet_bridge.sheets.client import SheetsClient
+from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sync import memo as memo_module
 from sheet_bridge.sync.ledger import (
     AdoptedEvent,
@@ -233,6 +233,31 @@ def test_a_pass_over_an_unchanged_sheet_answers_from_the_memos(
     assert bridge.ledger.events(bridge.sheet_tab) == events
     assert world.rows() == sheet
     assert bridge.sync().rows_remembered == 4  # and again
+
+
+@pytest.mark.parametrize("refused", ["write_cells", "append_log"])
+def test_memos_are_stored_once_the_rows_cells_are_written_whatever_the_log_does(
+    make_world: MakeWorld, world_now: datetime, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    """The memos are stored while Google appends the CAPI Log: a row stands as its memo says
+    once its cells are written. Cells Google refused store none: the next pass plans the rows
+    and writes them."""
+    statuses = ["New", "MQL", "SQL", "Customer"]
+    world = make_world([lead_row(i, statuses[i], now=world_now) for i in range(4)])
+    bridge = world.bridge()
+
+    def refuse(*args: Any, **kw: Any) -> Any:
+        raise SheetsError("Google said no (403) this once")
+
+    monkeypatch.setattr(bridge.sheets, refused, refuse)
+    first = bridge.sync()
+    assert any("could not be updated" in n for n in first.notices)
+    second = world.bridge().sync()
+    assert second.events_sent == 0  # nothing twice, either way
+    if refused == "append_log":
+        assert second.rows_remembered == 4 and second.cells_written == 0
+    else:
+        assert second.rows_remembered == 0 and second.cells_written > 0
 
 
 def test_the_answer_of_a_pass_decodes_the_memos_only_when_its_rows_are_read(

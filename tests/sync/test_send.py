@@ -5,6 +5,7 @@ docs/meta-events.md)."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -19,7 +20,13 @@ from hypothesis import strategies as st
 from sheet_bridge.sheets.client import SheetsClient
 from sheet_bridge.sync.ledger import LedgerError, open_ledger
 from sheet_bridge.sync.run import Bridge, capi_client
-from sheet_bridge.sync.send import Chunk, InFlightLimit, lead_chunks
+from sheet_bridge.sync.send import (
+    SENDING_SWITCH_INTERVAL,
+    Chunk,
+    InFlightLimit,
+    lead_chunks,
+    quick_switches,
+)
 from tests.conftest import WORLD_TOKEN, World, lead_row
 
 MakeWorld = Callable[..., World]
@@ -168,6 +175,32 @@ def test_a_pass_keeps_four_requests_in_flight_and_records_every_answer(
     # requests were open at once, each started before an earlier one was answered.
     log = sorted(request_log(world), key=lambda r: r["started"])
     assert any(b["started"] < a["finished"] for a, b in zip(log, log[3:], strict=False))
+
+
+def test_threads_switch_every_millisecond_while_a_pass_sends_and_as_before_after(
+    make_world: MakeWorld, world_now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = make_world([lead_row(i, "New", now=world_now) for i in range(6)])
+    bridge = world.bridge()
+    assert bridge.capi is not None
+    send, seen = bridge.capi.send, []
+
+    def noting(*args: Any, **kw: Any) -> Any:
+        seen.append(sys.getswitchinterval())
+        return send(*args, **kw)
+
+    monkeypatch.setattr(bridge.capi, "send", noting)
+    before = sys.getswitchinterval()
+    assert before > SENDING_SWITCH_INTERVAL  # Python's 5 ms, unless someone changed it
+    assert bridge.sync().events_sent == 6
+    assert seen == [SENDING_SWITCH_INTERVAL]
+    assert sys.getswitchinterval() == before
+    # Passes in several threads: the interval comes back when the last one ends.
+    with quick_switches():
+        with quick_switches():
+            assert sys.getswitchinterval() == SENDING_SWITCH_INTERVAL
+        assert sys.getswitchinterval() == SENDING_SWITCH_INTERVAL
+    assert sys.getswitchinterval() == before
 
 
 def test_the_first_request_goes_alone(make_world: MakeWorld, world_now: datetime) -> None:

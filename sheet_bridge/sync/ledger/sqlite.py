@@ -1330,7 +1330,7 @@ class SqliteLedger:
         recorded or withdrawn since `since` (the pass's start) may have changed after the pass
         read its history, so its memo is not kept."""
         sid, tab = where.spreadsheet_id, where.tab
-        t = to_ts(since)
+        t, stored = to_ts(since), to_ts(now)
         with self._tx(immediate=True) as db:
             db.execute(
                 "DELETE FROM lead_memos WHERE spreadsheet_id=? AND tab=? "
@@ -1339,7 +1339,7 @@ class SqliteLedger:
             )
             db.executemany(
                 "INSERT OR REPLACE INTO lead_memos VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(sid, tab, k, d, f, r, to_ts(now)) for k, d, f, r in memos],
+                ((sid, tab, k, d, f, r, stored) for k, d, f, r in memos),
             )
             db.execute(
                 "DELETE FROM lead_memos WHERE spreadsheet_id=? AND tab=? AND lead_key IN ("
