@@ -494,7 +494,7 @@ class Bridge:
                         # ledger's write lock), while Google writes the sheet.
                         writing=lambda: pool.submit(self._index_identities),
                         # Once the rows are as the memos say, while Google appends the Log.
-                        cells_written=store_memos,
+                        on_cells_written=store_memos,
                     )
                 for future in stored:
                     future.result()
@@ -961,14 +961,14 @@ class Bridge:
         progress: Progress,
         count_log: bool = False,
         writing: Callable[[], object] | None = None,
-        cells_written: Callable[[], object] | None = None,
-    ) -> bool:
-        """One values.batchUpdate of the bridge cells that changed, one append to the log;
-        whether the sheet took them.
+        on_cells_written: Callable[[], object] | None = None,
+    ) -> None:
+        """One values.batchUpdate of the bridge cells that changed, one append to the log (a
+        refusal is said in the result's notices).
 
         `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order. `count_log`:
         record the Log's line count after the append (`_log_behind` says when). `writing`:
-        called once the write phase is told, before the sheet is written. `cells_written`:
+        called once the write phase is told, before the sheet is written. `on_cells_written`:
         called once the rows' cells are written, before the Log is appended."""
         cells: list[tuple[int, int, object]] = [(1, col, name) for col, name in layout.new_headers]
         columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
@@ -988,8 +988,8 @@ class Bridge:
         try:
             result.cells_written = self.sheets.write_cells(cells)
             del cells
-            if cells_written is not None:
-                cells_written()
+            if on_cells_written is not None:
+                on_cells_written()
             if any(r.logged for r in result.rows):
                 stamp = format_sent_at(self.clock(), tz)
                 last = self.sheets.append_log(_log_rows(result, stamp), LOG_HEADER)
@@ -1000,10 +1000,7 @@ class Bridge:
                 f"Sent to Meta and recorded in the ledger, but the sheet could not be updated "
                 f"({exc}); the next sync writes the rows again, nothing is sent twice"
             )
-            progress("write", 1, 1)
-            return False
         progress("write", 1, 1)
-        return True
 
 
 def rows_ahead_of(

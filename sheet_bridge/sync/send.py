@@ -88,10 +88,11 @@ class Chunk:
         self.payloads = [e.payload for e in self.events]
         self.encoded = encode_events(self.payloads)
 
-    def take_payloads(self) -> tuple[list[dict[str, object]], bytes | None]:
-        """The payloads and their encoding (made now if not prepared), let go by the chunk."""
-        payloads = self.payloads if self.payloads is not None else [e.payload for e in self.events]
-        encoded = self.encoded
+    def take_payloads(self) -> tuple[list[dict[str, object]], bytes]:
+        """The payloads and their encoding (Sender.send prepares every chunk it builds), let go
+        by the chunk."""
+        payloads, encoded = self.payloads, self.encoded
+        assert payloads is not None and encoded is not None, "a chunk is prepared before it is sent"
         self.payloads = self.encoded = None
         return payloads, encoded
 
