@@ -10,12 +10,14 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
+
+from sheet_bridge.meta.payload import dumps as _encode
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +55,18 @@ TOKEN_REJECTED = (
 )
 WHOLE_REQUEST = "Meta refused the whole request"
 _SUMMARY_LIMIT = 500
-# JSON as httpx would send it (httpx/_content.py encode_json): UTF-8, no spaces, no NaN.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def encode_events(events: Sequence[Mapping[str, Any]]) -> bytes:
     """The events as a request's `data` holds them, encoded ahead of `CapiClient.send` (the
     caller's thread does the encoding while the sending threads wait for Meta)."""
     return _encode(list(events)).encode("utf-8")
+
+
+def join_encoded(events: Iterable[str]) -> bytes:
+    """`encode_events` of events each already encoded alone (`_encode` of one event, as
+    sync/plan.py PlannedEvent.json gives it): the same bytes."""
+    return ("[" + ",".join(events) + "]").encode("utf-8")
 
 
 State = Literal["sent", "failed", "expired", "not_sent"]
@@ -451,9 +457,10 @@ class CapiClient:
         """POST events[indices] and fill their outcomes, or return Meta's refusal when it may
         be about the events in it (a group of two or more). Raises _Halt for the request."""
         whole = call.encoded if len(indices) == call.events else None
-        answer, attempts = self._post_with_retries(
-            [events[i] for i in indices], call.started, whole
-        )
+        # The whole call as given (its events may be built only when read: the encoded bytes
+        # go instead); a part of it, as bisection sends, is encoded from its events.
+        batch = events if whole is not None else [events[i] for i in indices]
+        answer, attempts = self._post_with_retries(batch, call.started, whole)
         outcome = self._batch_outcome(answer, attempts, call)
         if outcome is None and len(indices) == 1:
             outcome = self._refused(answer, call)
@@ -600,7 +607,7 @@ class CapiClient:
     # ---- one request, retried ---------------------------------------------------------------
 
     def _post_with_retries(
-        self, batch: list[Mapping[str, Any]], started: float, encoded: bytes | None = None
+        self, batch: Sequence[Mapping[str, Any]], started: float, encoded: bytes | None = None
     ) -> tuple[_Answer, int]:
         """POST one batch, retrying non-client errors with exponential backoff and jitter.
 
@@ -645,7 +652,7 @@ class CapiClient:
             return None
         return pause
 
-    def _post(self, batch: list[Mapping[str, Any]], encoded: bytes | None = None) -> _Answer:
+    def _post(self, batch: Sequence[Mapping[str, Any]], encoded: bytes | None = None) -> _Answer:
         """One POST of `batch` (`encoded`: its `data` as encode_events gives it)."""
         rest: dict[str, Any] = {
             "access_token": self._token,  # docs/meta-errors.md: in the body, never in the URL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shlex
@@ -837,8 +838,14 @@ class Bridge:
         the sender takes them, oldest first: the first requests leave while later leads are
         still being hashed, and Meta's round trips overlap that work at every size."""
         reports = RowReports(the_plan.decisions, self._funnel_order(), tz, dry_run)
+        record: Callable[[], None] | None = None
         if not dry_run:
-            self._record_decided(the_plan.observations, the_plan.decisions, now, reports)
+            for d in the_plan.decisions:
+                if d.todo is None:
+                    self._report_decided(d, reports)
+            record = functools.partial(
+                self._record_decided, the_plan.observations, the_plan.decisions, now
+            )
         todo = the_plan.unhashed
         if not dry_run:
             self.hasher.start(len(todo))  # a worker only when there is enough to hash
@@ -868,6 +875,10 @@ class Bridge:
                 lease=lease,
                 progress=progress,
             )
+            # Recorded by the ledger's writer before the first request's mark: the requests
+            # are built meanwhile (a 100,000-lead first pass records ~0.6 s of statuses seen).
+            sender.before(record)
+            record = None
             estimate = sum(len(d.events) for d in the_plan.leads_to_send)
             estimate += sum(len(d.todo.fresh) for d in todo if d.todo is not None)
             try:
@@ -882,7 +893,9 @@ class Bridge:
                 self.hasher.close()
             # What completing the leads decided without Meta (too old, no time, no usable
             # identifier): recorded once they are all complete.
-            self._record_decided([], completed, now, None)
+            self._record_decided([], completed, now)
+        if record is not None:
+            record()
         rows = reports.finish()
         halted = sent.halted.message if sent.halted else None
         return SyncResult(
@@ -899,14 +912,10 @@ class Bridge:
         )
 
     def _record_decided(
-        self,
-        observations: Sequence[Observation],
-        decisions: Sequence[RowDecision],
-        now: datetime,
-        reports: RowReports | None,
+        self, observations: Sequence[Observation], decisions: Sequence[RowDecision], now: datetime
     ) -> None:
         """What the plan decided without Meta: the statuses seen, the events too old to send,
-        the stages taken as a baseline (of the decisions complete; `reports`: tell them too)."""
+        the stages taken as a baseline (of the decisions complete)."""
         where, ledger = self.sheet_tab, self.ledger
         observed = [(o.lead_key, o.status, o.at, o.source) for o in observations]
         if observed:
@@ -918,9 +927,6 @@ class Bridge:
             ledger.record_expired(where, expired, now)
         if baseline:
             ledger.record_baseline(where, baseline, now)
-        if reports is not None:
-            for d in done:
-                self._report_decided(d, reports)
 
     @staticmethod
     def _report_decided(d: RowDecision, reports: RowReports) -> None:

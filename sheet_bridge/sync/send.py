@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from typing import overload
 
-from sheet_bridge.meta.client import CapiClient, SendOutcome, encode_events
+from sheet_bridge.meta.client import CapiClient, SendOutcome, join_encoded
 from sheet_bridge.sync import stopping
 from sheet_bridge.sync.collector import gc_paused
 from sheet_bridge.sync.ledger import LedgerBackend, LockLease, SheetTab
@@ -81,20 +82,43 @@ class Chunk:
     follows: bool = False
     # The events' payloads, and as the request's `data` (meta/client.py encode_events): made on
     # the pass's thread before the request's place frees (Chunk.prepare), let go once sent.
-    payloads: list[dict[str, object]] | None = None
+    payloads: Sequence[dict[str, object]] | None = None
     encoded: bytes | None = None
 
     def prepare(self) -> None:
-        self.payloads = [e.payload for e in self.events]
-        self.encoded = encode_events(self.payloads)
+        # Each payload is built only if the client reads it (a part of the request, bisected);
+        # the request itself goes as these bytes.
+        self.payloads = Payloads(self.events)
+        self.encoded = join_encoded(e.json for e in self.events)
 
-    def take_payloads(self) -> tuple[list[dict[str, object]], bytes]:
+    def take_payloads(self) -> tuple[Sequence[dict[str, object]], bytes]:
         """The payloads and their encoding (Sender.send prepares every chunk it builds), let go
         by the chunk."""
         payloads, encoded = self.payloads, self.encoded
         assert payloads is not None and encoded is not None, "a chunk is prepared before it is sent"
         self.payloads = self.encoded = None
         return payloads, encoded
+
+
+class Payloads(Sequence[dict[str, object]]):
+    """The events' payloads (PlannedEvent.payload), each built when read."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, events: Sequence[PlannedEvent]) -> None:
+        self._events = events
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, object]: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[dict[str, object]]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, object] | Sequence[dict[str, object]]:
+        if isinstance(i, slice):
+            return [e.payload for e in self._events[i]]
+        return self._events[i].payload
 
 
 def lead_chunks(
@@ -297,8 +321,15 @@ class LedgerWrites:
     After a write fails, no later mark is attempted (each future raises the same error, so its
     request never leaves), but answers still are, with the next flush."""
 
-    def __init__(self, ledger: LedgerBackend, where: SheetTab, now: datetime) -> None:
+    def __init__(
+        self,
+        ledger: LedgerBackend,
+        where: SheetTab,
+        now: datetime,
+        first: Callable[[], None] | None = None,
+    ) -> None:
         self.ledger, self.where = ledger, where
+        self._first = first  # written before any mark (Sender.before)
         self._cond = threading.Condition()
         self._queue: deque[_Mark | _Unmark] = deque()
         self._answers: Answers = []  # handed in, not recorded yet (oldest first)
@@ -385,6 +416,12 @@ class LedgerWrites:
     # -- on the thread ---------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            if self._first is not None:
+                try:
+                    self._first()
+                except Exception as exc:  # no mark may be written after it: the pass stops
+                    with self._cond:
+                        self._failed = exc
             while self._next():
                 pass
         except BaseException as exc:  # a fault of this class: nothing may wait for it forever
@@ -505,7 +542,14 @@ class Sender:
         self._answers: Answers = []  # answers the ledger has not recorded yet
         self._unreported: deque[tuple[list[tuple[PlannedEvent, SendOutcome]], datetime]] = deque()
         self._writes: LedgerWrites  # one per send(): closed when sending ends
+        self._before: Callable[[], None] | None = None
         self._latest: Future[list[SendOutcome]] | None = None  # the last request sent
+
+    def before(self, write: Callable[[], None] | None) -> None:
+        """A ledger write of the pass's own to make before the first mark of the next send(),
+        on the ledger's writer while the first requests are built; one that fails stops the
+        pass (its error raised) before any request leaves."""
+        self._before = write
 
     def send(self, leads: Iterable[RowDecision], now: datetime, total: int | None = None) -> Sent:
         """Send the leads' events, request by request: each request's events are marked
@@ -521,7 +565,8 @@ class Sender:
         self._now = now
         self._total = total or 0
         before = self.capi.requests_made
-        self._writes = LedgerWrites(self.ledger, self.where, now)
+        self._writes = LedgerWrites(self.ledger, self.where, now, self._before)
+        self._before = None
         # Built and marked, not sent yet, oldest first (see _mark_ahead).
         ahead: deque[tuple[Chunk, Future[None] | None]] = deque()
         with (

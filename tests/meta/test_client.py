@@ -8,7 +8,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -104,6 +104,31 @@ def test_events_encoded_ahead_are_sent_byte_for_byte_as_the_client_would_encode_
     expected["test_event_code"] = "TEST123"
     as_httpx = json.dumps(expected, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     assert plain.get_data() == as_httpx.encode("utf-8")
+
+
+class _Unread(Sequence[dict[str, Any]]):
+    """Events a request encoded ahead carries, which no one may read (the sender's payloads
+    are built only when read: sync/send.py Payloads)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: Any) -> Any:
+        raise AssertionError(f"event {i} was read")
+
+
+def test_a_request_encoded_ahead_is_sent_without_reading_its_events(
+    httpserver, events_path, make_client, make_event
+):
+    httpserver.expect_request(events_path, method="POST").respond_with_json(ok(3))
+    events = [make_event(i) for i in range(3)]
+    outcomes = make_client(base(httpserver)).send(_Unread(3), encoded=encode_events(events))
+    assert [o.state for o in outcomes] == ["sent"] * 3
+    (request, _), *_ = httpserver.log
+    assert json.loads(request.get_data())["data"] == events
 
 
 def test_a_refused_batch_encoded_ahead_is_bisected_with_its_parts_encoded_anew(

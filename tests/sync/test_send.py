@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -345,6 +346,52 @@ def test_a_mark_that_fails_sends_nothing_of_its_request_and_stops_the_pass(
     events = Counter(e["event_id"] for e in world.meta_events())
     assert len(events) == 24 and set(events.values()) == {1}
     assert ledger_states(world) == Counter({"sent": 24})
+
+
+class LedgerOfStatuses(RecordingLedger):
+    """Notes when the statuses seen were written against the marks; `fail`: refuses them."""
+
+    def __init__(self, inner: Any, fail: bool = False) -> None:
+        super().__init__(inner)
+        self.fail = fail
+        self.statuses_at: list[int] = []  # marks written before each write of statuses
+        self.threads: list[str] = []
+
+    def add_transitions(self, *args: Any) -> None:
+        self.statuses_at.append(len(self.marks))
+        self.threads.append(threading.current_thread().name)
+        if self.fail:
+            raise LedgerError("the ledger's disk is full")
+        self.inner.add_transitions(*args)
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["written", "refused"])
+def test_the_statuses_seen_are_written_before_the_first_mark_or_nothing_leaves(
+    make_world: MakeWorld, world_now: datetime, fail: bool
+) -> None:
+    """A pass records the statuses it saw on the ledger's writer, while the first requests are
+    built, and before their marks: a request never leaves before they are in. When they cannot
+    be written, the pass stops with the ledger's error and nothing goes to Meta."""
+    world = make_world(
+        [lead_row(i, "New", now=world_now) for i in range(12)],
+        meta={"batch_size": 2, "max_in_flight": 4},
+    )
+    bridge = world.bridge()
+    ledger = LedgerOfStatuses(bridge.ledger, fail=fail)
+    bridge.ledger = ledger
+    if fail:
+        with pytest.raises(LedgerError, match="disk is full"):
+            bridge.sync()
+        assert world.meta_events() == [] and not [ids for ids, _ in ledger.marks if ids]
+        bridge.ledger = ledger.inner  # the disk has room again
+        bridge.sync()
+    else:
+        bridge.sync()
+        assert ledger.statuses_at[0] == 0 and ledger.threads[0] == "ledger-write"
+        assert sum(1 for ids, _ in ledger.marks if ids) == 6
+    events = Counter(e["event_id"] for e in world.meta_events())
+    assert len(events) == 12 and set(events.values()) == {1}
+    assert ledger_states(world) == Counter({"sent": 12})
 
 
 _EVENT = {"New": "Lead", "MQL": "QualifiedLead", "SQL": "Schedule", "Opportunity": "StartTrial"}
