@@ -432,6 +432,13 @@ class Bridge:
                 only |= due
             if read is not None:  # taken only if read (a whole tab holds every lead there is)
                 due &= {r.key for r in leads}
+            if full and not dry_run:
+                # Started before planning, which a first pass of a big tab takes a second or
+                # more for: the worker (a fresh interpreter) is ready when the sender needs
+                # the first identities. Only when there may be that many to hash (the rows at
+                # rest taken back from their memos; a pass of some leads waits for its plan);
+                # one that turns out idle is closed with the pass.
+                self.hasher.start(len(leads))
             with gc_paused():
                 # A due lead's identity is hashed as the sender reaches it (_send_and_record).
                 the_plan = plan(
@@ -848,7 +855,7 @@ class Bridge:
             )
         todo = the_plan.unhashed
         if not dry_run:
-            self.hasher.start(len(todo))  # a worker only when there is enough to hash
+            self.hasher.start(len(todo))  # if not yet: only when there is enough to hash
         completed: list[RowDecision] = []
 
         def due_leads() -> Iterator[RowDecision]:
@@ -982,10 +989,14 @@ class Bridge:
             for report in result.rows:
                 i = report.row - first_row
                 current = written[i] if 0 <= i < len(written) else ()
-                for j, (col, value) in enumerate(zip(columns, report.cells, strict=True)):
+                row, new = report.row, report.cells
+                if not current:  # no bridge cell yet (a first pass): the non-empty ones
+                    cells += [(row, col, v) for col, v in zip(columns, new, strict=True) if v]
+                    continue
+                for j, (col, value) in enumerate(zip(columns, new, strict=True)):
                     old = current[j] if j < len(current) else ""
                     if str(old if old is not None else "") != value:
-                        cells.append((report.row, col, value))
+                        cells.append((row, col, value))
         if self._before_write_back is not None:
             self._before_write_back()
         progress("write", 0, 1)

@@ -209,6 +209,20 @@ def test_write_cells_refuses_values_a_sheet_cannot_hold(emulator: Emulator) -> N
         emulator.client().write_cells([(2, 1, {"a": 1})])
 
 
+@pytest.mark.parametrize("row, col", [(0, 1), (2, -1)])
+def test_write_cells_refuses_a_cell_outside_the_sheet(
+    emulator: Emulator, row: int, col: int
+) -> None:
+    with pytest.raises(ValueError, match=rf"cell \({row}, {col}\) is outside the sheet"):
+        emulator.client().write_cells([(2, 1, "fine"), (row, col, "x")])
+    assert emulator.stats() == {"total": 0}  # nothing written, not even the fine cell
+
+
+def test_write_cells_keeps_numbers_and_booleans_as_they_are(emulator: Emulator) -> None:
+    emulator.client().write_cells([(2, 4, 5), (2, 5, 2.5), (2, 6, True), (2, 7, "x")])
+    assert emulator.tab()[1][4:8] == [5, 2.5, True, "x"]
+
+
 def test_write_too_large_for_one_request_is_split_under_2_mb(emulator: Emulator) -> None:
     client = emulator.client()
     cells = [(row, 3, "x" * 100) for row in range(2, 20_002)]  # ~2.8 MB of JSON
