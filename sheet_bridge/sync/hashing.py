@@ -77,8 +77,7 @@ class IdentityHasher:
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self, leads: int) -> None:
-        """A pass of up to `leads` due leads begins: start the worker now, while it plans
-        (once: a pass may call it before planning and again once it knows its due leads)."""
+        """A pass of up to `leads` due leads begins: start the worker now, while it plans."""
         if self.workers and leads >= self.min_leads and self._pool is None:
             # spawn, not fork: the pass's process has threads (HTTP, the ledger's heartbeat,
             # a web server's), and a forked child would inherit their locks as they were.

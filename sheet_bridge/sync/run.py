@@ -432,13 +432,6 @@ class Bridge:
                 only |= due
             if read is not None:  # taken only if read (a whole tab holds every lead there is)
                 due &= {r.key for r in leads}
-            if full and not dry_run:
-                # Started before planning, which a first pass of a big tab takes a second or
-                # more for: the worker (a fresh interpreter) is ready when the sender needs
-                # the first identities. Only when there may be that many to hash (the rows at
-                # rest taken back from their memos; a pass of some leads waits for its plan);
-                # one that turns out idle is closed with the pass.
-                self.hasher.start(len(leads))
             with gc_paused():
                 # A due lead's identity is hashed as the sender reaches it (_send_and_record).
                 the_plan = plan(
@@ -855,7 +848,7 @@ class Bridge:
             )
         todo = the_plan.unhashed
         if not dry_run:
-            self.hasher.start(len(todo))  # if not yet: only when there is enough to hash
+            self.hasher.start(len(todo))  # a worker only when there is enough to hash
         completed: list[RowDecision] = []
 
         def due_leads() -> Iterator[RowDecision]:

@@ -15,7 +15,6 @@ import pytest
 from sheet_bridge.config import parse_config
 from sheet_bridge.local.demo_leads import DEMO_STAGES
 from sheet_bridge.meta.identity import HashedIdentity
-from sheet_bridge.sync import run as run_module
 from sheet_bridge.sync.hashing import WORKERS_ENV, IdentityHasher, default_workers
 from sheet_bridge.sync.plan import LeadRow, Plan, RowDecision, plan
 from tests.conftest import World, lead_row
@@ -150,55 +149,6 @@ def test_a_small_pass_or_one_core_hashes_on_the_pass_thread() -> None:
     assert default_workers({WORKERS_ENV: "0"}) == 0
     assert default_workers({WORKERS_ENV: "3"}) == 3
     assert default_workers({WORKERS_ENV: "many"}) == 0  # a typo hashes here, and says so
-
-
-class StartWatched(IdentityHasher):
-    """Notes whether the pass had planned yet each time it asked for a worker."""
-
-    def __init__(self, planned: list[bool], **kw: Any) -> None:
-        super().__init__(**kw)
-        self.planned = planned
-        self.starts: list[tuple[int, bool, bool]] = []  # (leads, planned yet, worker running)
-
-    def start(self, leads: int) -> None:
-        super().start(leads)
-        self.starts.append((leads, bool(self.planned), self._pool is not None))
-
-
-@pytest.mark.parametrize("dry_run", [False, True])
-def test_a_full_pass_starts_its_worker_before_planning_when_the_tab_is_big_enough(
-    make_world: MakeWorld, world_now: datetime, monkeypatch: pytest.MonkeyPatch, dry_run: bool
-) -> None:
-    """The worker is a fresh interpreter (~0.2 s): started while the pass plans, it is ready
-    when the sender needs the first identities. A pass of some leads, a small tab and a
-    preview start none before their plan."""
-    world = make_world(
-        [lead_row(i, "New", now=world_now) for i in range(30)]
-        + [lead_row(30, "Customer", now=world_now, changed_hours=24 * 30)]  # never sent
-    )
-    planned: list[bool] = []
-    real_plan = run_module.plan
-
-    def noting(*args: Any, **kw: Any) -> Any:
-        planned.append(True)
-        return real_plan(*args, **kw)
-
-    monkeypatch.setattr(run_module, "plan", noting)
-    hasher = StartWatched(planned, workers=1, min_leads=31)
-    result = world.bridge(hasher=hasher).sync(dry_run=dry_run)
-    if dry_run:
-        assert hasher.starts == [] and result.events_sent == 0
-        return
-    # 31 rows read, 30 of them due: a worker before planning, none to hash with afterwards.
-    assert hasher.starts == [(31, False, True), (30, True, True)]
-    assert result.events_sent == 30 and hasher._pool is None  # closed with the pass
-    small = StartWatched(planned, workers=1, min_leads=32)
-    planned.clear()
-    world.edit_cells([(2, "Lead Status", "MQL")])
-    world.bridge(hasher=small).sync()
-    # The rows at rest came from their memos: the edited lead and the one that needs
-    # attention are planned, and one of them is due.
-    assert small.starts == [(2, False, False), (1, True, False)]
 
 
 class WatchedHasher(IdentityHasher):
