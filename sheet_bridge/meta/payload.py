@@ -89,7 +89,7 @@ def event_json(
 ) -> str:
     """`dumps(build_event(...))` for an event without processing options, from the JSON of
     its user_data and custom_data worked out once for the events sharing them: the same text
-    (tests/meta/test_payload.py compares them), at a third of the cost."""
+    (tests/sync/test_event_text.py compares them), in about half the time."""
     return (
         f'{{"event_name":{_string(event_name)},"event_time":{int(event_time)!r},'
         f'"event_id":{_string(event_id)},"action_source":{_string(action_source)},'

@@ -80,7 +80,7 @@ class Chunk:
 
     events: list[PlannedEvent] = field(default_factory=list)
     follows: bool = False
-    # The events' payloads, and as the request's `data` (meta/client.py encode_events): made on
+    # The events' payloads, and as the request's `data` (meta/client.py join_encoded): made on
     # the pass's thread before the request's place frees (Chunk.prepare), let go once sent.
     payloads: Sequence[dict[str, object]] | None = None
     encoded: bytes | None = None
