@@ -75,6 +75,7 @@ class IdentityHasher:
         self.workers = default_workers() if workers is None else max(workers, 0)
         self.chunk, self.ahead, self.min_leads = max(chunk, 1), max(ahead, 1), min_leads
         self._pool: ProcessPoolExecutor | None = None
+        self._starting = False  # the pool is new: its worker is still starting
 
     def start(self, leads: int) -> None:
         """A pass of up to `leads` due leads begins: start the worker now, while it plans."""
@@ -84,6 +85,7 @@ class IdentityHasher:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
             self._pool.submit(hash_identities, [], "", assume_country=False)  # import now
+            self._starting = True
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -94,8 +96,14 @@ class IdentityHasher:
         self, decisions: Sequence[RowDecision], meta: MetaConfig
     ) -> Iterator[tuple[RowDecision, HashedIdentity | None]]:
         """Each due decision (with `todo`) and its row's identity hashed, in the order given;
-        None where the caller hashes it (no worker, or the worker failed)."""
+        None where the caller hashes it (no worker, the worker failed, or it is still starting).
+
+        A new worker is a fresh interpreter, ready ~0.15 s after `start`; the first chunk is
+        hashed by the caller meanwhile (500 leads, ~0.05 s): the first request leaves without
+        waiting for the worker, which hashes the chunks after it (measured at 10,000 leads:
+        bench/RESULTS.md, ninth round)."""
         pool = self._pool if len(decisions) >= self.min_leads else None
+        starting, self._starting = self._starting, False
         if pool is None:
             for d in decisions:
                 yield d, None
@@ -110,7 +118,9 @@ class IdentityHasher:
                 part = decisions[start : start + self.chunk]
                 future = None
                 raw = [d.todo.row.identity for d in part if d.todo is not None]
-                if not broken and len(raw) == len(part):
+                if starting:  # hashed by the caller while the worker starts
+                    starting = False
+                elif not broken and len(raw) == len(part):
                     try:
                         future = pool.submit(hash_identities, raw, country, assume_country=assume)
                     except (BrokenProcessPool, RuntimeError) as exc:  # shut down or dead

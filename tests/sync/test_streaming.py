@@ -142,6 +142,23 @@ def test_a_worker_that_dies_leaves_the_hashing_to_the_pass() -> None:
     assert described(later) == described(plan(leads, config, {}, NOW))
 
 
+def test_the_first_chunk_is_hashed_here_while_the_worker_starts() -> None:
+    config = config_for()
+    leads = hostile_leads(40)
+    hasher = IdentityHasher(workers=1, chunk=5, ahead=2, min_leads=0)
+    hasher.start(len(leads))
+    try:
+        the_plan = plan(leads, config, {}, NOW, hash_later=True)
+        pairs = list(hasher.hashed(the_plan.unhashed, config.meta))
+    finally:
+        hasher.close()
+
+    here = [hashed is None for _, hashed in pairs]
+    assert len(pairs) > 10
+    # The first chunk waits for no worker; the worker hashes every chunk after it.
+    assert here == [True] * 5 + [False] * (len(pairs) - 5)
+
+
 def test_a_small_pass_or_one_core_hashes_on_the_pass_thread() -> None:
     hasher = IdentityHasher(workers=1, min_leads=1000)
     hasher.start(999)

@@ -19,9 +19,10 @@ import hashlib
 import itertools
 import logging
 import re
+import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import psycopg
@@ -502,7 +503,10 @@ class PostgresLedger:
         """One transaction on a pooled connection: committed at the end, rolled back on error."""
         try:
             with self._pool.connection() as conn:
+                staged = _Staged.begin(conn)
                 yield conn
+                conn.commit()  # here, not as the pool takes it back: `staged` is this
+                staged.committed()  # transaction's until the connection goes back
         except psycopg.Error as exc:  # PoolTimeout is one too
             raise self._explain(exc) from None
 
@@ -1355,15 +1359,56 @@ _STAGING = {
 }
 
 
+class _Staged:
+    """A pooled connection's staging tables: those its session holds (their creation was
+    committed), and those the current transaction created or filled. Each write then costs
+    no catalog lookup, and no DELETE unless one transaction fills a table twice (the commit
+    empties it): measured on a 20,000-lead first pass's marks and answers, 118 lookups and
+    as many DELETEs took 0.3 s of the ledger writer's 2.5 s."""
+
+    __slots__ = ("created", "filled", "kept")
+    _of: ClassVar[weakref.WeakKeyDictionary[Connection, _Staged]] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.kept: set[str] = set()
+        self.created: set[str] = set()
+        self.filled: set[str] = set()
+
+    @classmethod
+    def begin(cls, conn: Connection) -> _Staged:
+        """A transaction begins on `conn` (PostgresLedger._tx)."""
+        staged = cls._of.get(conn)
+        if staged is None:
+            staged = cls._of[conn] = cls()
+        staged.created.clear()
+        staged.filled.clear()
+        return staged
+
+    def committed(self) -> None:
+        """The transaction committed: the tables it created stay for the session (a rollback
+        undoes their creation, and the next transaction makes them again)."""
+        self.kept |= self.created
+        self.created.clear()
+
+
 def _staging_table(db: Connection, name: str) -> str:
-    """The connection's staging table `name`, created in the current transaction the first
-    time (only connections that write in bulk pay for it; a rollback undoes the creation and
-    the next call makes it again)."""
+    """The connection's staging table `name`, empty: created in the current transaction the
+    first time (only connections that write in bulk pay for it), emptied if this transaction
+    filled it before (a commit empties it). A connection outside PostgresLedger._tx is
+    looked up and emptied every time."""
     table = f"sb_stage_{name}"
-    found = db.execute("SELECT to_regclass(%s)", (f"pg_temp.{table}",)).fetchone()
-    if not (found and found[0]):
-        columns = ", ".join(f"c{i} {t}" for i, t in enumerate(_STAGING[name].split()))
-        db.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DELETE ROWS")
+    staged = _Staged._of.get(db)
+    if staged is None or name not in staged.kept | staged.created:
+        found = db.execute("SELECT to_regclass(%s)", (f"pg_temp.{table}",)).fetchone()
+        if not (found and found[0]):
+            columns = ", ".join(f"c{i} {t}" for i, t in enumerate(_STAGING[name].split()))
+            db.execute(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DELETE ROWS")
+        if staged is not None:
+            staged.created.add(name)
+    if staged is None or name in staged.filled:
+        db.execute(f"DELETE FROM {table}")
+    if staged is not None:
+        staged.filled.add(name)
     return table
 
 
@@ -1432,7 +1477,6 @@ def _bulk(
                         copy.write_row(row)
                 cur.execute(statement)
                 changed += max(cur.rowcount, 0)
-                cur.execute(f"DELETE FROM {table}")
             chunk.clear()
             seen.clear()
 
