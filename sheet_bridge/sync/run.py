@@ -22,6 +22,7 @@ from sheet_bridge.metrics import META_REQUEST_SECONDS, count_pass
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync import stopping
+from sheet_bridge.sync.capi_log import LOG_HEADER, LogStream, log_lines, stamped
 from sheet_bridge.sync.collector import gc_pass, gc_paused, give_back_freed_memory
 from sheet_bridge.sync.hashing import IdentityHasher
 from sheet_bridge.sync.ledger import (
@@ -88,9 +89,6 @@ Reader = Callable[[], tuple[SheetTable, ColumnLayout, list[LeadRow]]]
 # Remembered.to_store's answer: (lead key, digest, fingerprint, report) to store, keys to forget.
 _Memos = tuple[list[tuple[str, str, str, str]], set[str]]
 # One CAPI Log tab serves every tab of the spreadsheet: "Tab" says which one a line is about.
-LOG_HEADER = [
-    "Time", "Row", "CAPI Key", "Lead Status", "Event", "Event ID", "Result", "Answer", "Tab"
-]  # fmt: skip
 
 
 class SyncError(Exception):
@@ -381,6 +379,7 @@ class Bridge:
         # would send, which a memo does not hold; a pass of some leads reports only those.
         full = read is None and keys is None and rows is None
         remembered: Remembered | None = None
+        stream: LogStream | None = None
         if full:  # a whole tab's read is the largest thing a pass holds: room for it first
             give_back_freed_memory(collect=True)
         try:
@@ -391,6 +390,10 @@ class Bridge:
                 table, layout, leads = (read or self.read)()
             progress("read", 1, 1)
             tz = time_zone(table)
+            if not dry_run:  # the CAPI Log's lines appended while sending (sync/capi_log.py)
+                stream = LogStream(
+                    self.sheets, cfg.sheets.tab, lambda: format_sent_at(self.clock(), tz)
+                )
             # After typing, only the bridge cells are still needed (for the write-back's
             # diff): the rest of a 100,000-row table is let go before planning.
             written = bridge_cells(table, layout)
@@ -449,7 +452,9 @@ class Bridge:
             fixed = memo_fixed_points(the_plan, due) if remembered is not None else set()
             due_events = memo_due_events(the_plan) if remembered is not None else {}
             one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
-            result = self._send_and_record(the_plan, tz, dry_run, trigger, progress, now, lease)
+            result = self._send_and_record(
+                the_plan, tz, dry_run, trigger, progress, now, lease, stream
+            )
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
             memos: Future[_Memos] | None = None
@@ -496,6 +501,7 @@ class Bridge:
                         writing=lambda: pool.submit(self._index_identities),
                         # Once the rows are as the memos say, while Google appends the Log.
                         on_cells_written=store_memos,
+                        stream=stream,
                     )
                 for future in stored:
                     future.result()
@@ -516,6 +522,8 @@ class Bridge:
             raise
         finally:
             self.hasher.close()
+            if stream is not None:
+                stream.close()  # an append in flight ends (its lines are in the Log or not)
         result.seconds = time.monotonic() - started
         ledger.finish_pass(
             pass_id, result.counts, self.clock(), error=result.halted, summary=result.summary()
@@ -831,13 +839,21 @@ class Bridge:
         progress: Progress,
         now: datetime,
         lease: LockLease,
+        stream: LogStream | None = None,
     ) -> SyncResult:
-        """Send what is due, record Meta's answers, and report every row.
+        """Send what is due, record Meta's answers, and report every row (`stream`: takes each
+        row's CAPI Log lines as soon as its report is final).
 
         The due leads are completed (their identity hashed, their events built) one by one as
         the sender takes them, oldest first: the first requests leave while later leads are
         still being hashed, and Meta's round trips overlap that work at every size."""
-        reports = RowReports(the_plan.decisions, self._funnel_order(), tz, dry_run)
+        reports = RowReports(
+            the_plan.decisions,
+            self._funnel_order(),
+            tz,
+            dry_run,
+            on_final=stream.add if stream is not None else None,
+        )
         record: Callable[[], None] | None = None
         if not dry_run:
             for d in the_plan.decisions:
@@ -968,6 +984,7 @@ class Bridge:
         count_log: bool = False,
         writing: Callable[[], object] | None = None,
         on_cells_written: Callable[[], object] | None = None,
+        stream: LogStream | None = None,
     ) -> None:
         """One values.batchUpdate of the bridge cells that changed, one append to the log (a
         refusal is said in the result's notices).
@@ -975,7 +992,9 @@ class Bridge:
         `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order. `count_log`:
         record the Log's line count after the append (`_log_behind` says when). `writing`:
         called once the write phase is told, before the sheet is written. `on_cells_written`:
-        called once the rows' cells are written, before the Log is appended."""
+        called once the rows' cells are written, before the Log is appended. `stream`: the
+        pass's LogStream; the rows whose lines it appended while sending are left out, every
+        other row's lines are appended here, row by row."""
         cells: list[tuple[int, int, object]] = [(1, col, name) for col, name in layout.new_headers]
         columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
         with gc_paused():
@@ -1000,11 +1019,17 @@ class Bridge:
             del cells
             if on_cells_written is not None:
                 on_cells_written()
-            if any(r.logged for r in result.rows):
-                stamp = format_sent_at(self.clock(), tz)
-                last = self.sheets.append_log(_log_rows(result, stamp), LOG_HEADER)
-                if count_log and last is not None:  # lines this ledger accounts for
-                    self.ledger.set_log_lines(self.sheet_tab, last, self.clock())
+            appended: Collection[int] = ()
+            last = None
+            if stream is not None:
+                stream.close()
+                appended, last = stream.appended, stream.last
+            left = [r for r in result.rows if r.logged and id(r) not in appended]
+            if left:
+                lines = stamped(log_lines(left, result.tab), format_sent_at(self.clock(), tz))
+                last = self.sheets.append_log(lines, LOG_HEADER) or last
+            if count_log and last is not None:  # lines this ledger accounts for
+                self.ledger.set_log_lines(self.sheet_tab, last, self.clock())
         except SheetsError as exc:
             result.notices.append(
                 f"Sent to Meta and recorded in the ledger, but the sheet could not be updated "
@@ -1125,20 +1150,3 @@ def log_cell(line: Sequence[object], col: Mapping[str, int], name: str) -> str:
     """One cell of a CAPI Log line, as text (empty when the line stops before it)."""
     i = col[name]
     return str(line[i]).strip() if i < len(line) and line[i] is not None else ""
-
-
-def _log_rows(result: SyncResult, stamp: str) -> Iterator[list[object]]:
-    """The CAPI Log rows of a pass: one per event it decided, row by row, funnel order."""
-    for report in result.rows:
-        for name, event_id, state, answer in report.logged:
-            yield [
-                stamp,
-                report.row,
-                report.lead_key,
-                report.status,
-                name,
-                event_id,
-                state,
-                answer,
-                result.tab,
-            ]

@@ -210,8 +210,10 @@ class RowReports:
         order: Mapping[str, int],
         tz: tzinfo,
         dry_run: bool,
+        on_final: Callable[[RowReport], object] | None = None,
     ) -> None:
         self.notes: dict[str, str | None] = {}
+        self._on_final = on_final  # told each report made before finish(), as it is made
         self._decisions = decisions
         self._order = order  # event name → funnel index
         self._tz, self._dry_run = tz, dry_run
@@ -250,8 +252,10 @@ class RowReports:
         wait[1] -= 1
         if wait[1] == 0:
             decision = self._decisions[wait[0]]
-            self._reports[wait[0]] = self._render(decision)
+            report = self._reports[wait[0]] = self._render(decision)
             decision.events.clear()
+            if self._on_final is not None:
+                self._on_final(report)
 
     def finish(self) -> list[RowReport]:
         """Every row's report, in sheet order (the rows nothing was sent for are written now)."""
