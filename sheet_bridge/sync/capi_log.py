@@ -25,6 +25,7 @@ from sheet_bridge.sync.outcomes import RowReport
 
 log = logging.getLogger(__name__)
 
+# One CAPI Log tab serves every tab of the spreadsheet: "Tab" says which one a line is about.
 LOG_HEADER = [
     "Time", "Row", "CAPI Key", "Lead Status", "Event", "Event ID", "Result", "Answer", "Tab"
 ]  # fmt: skip
@@ -35,18 +36,13 @@ _LINE_OVERHEAD = 64
 CALL_BYTES = MAX_PAYLOAD_BYTES
 
 
-def log_lines(reports: Iterable[RowReport], tab: str) -> Iterator[list[object]]:
-    """The CAPI Log lines of these rows without their time stamp (the first column, added when
-    they are appended): one per event the pass decided, row by row, funnel order."""
+def log_lines(reports: Iterable[RowReport], tab: str, stamp: str) -> Iterator[list[object]]:
+    """The CAPI Log lines of these rows, time-stamped `stamp`: one per event the pass decided,
+    row by row, funnel order."""
     for report in reports:
         for name, event_id, state, answer in report.logged:
-            yield [report.row, report.lead_key, report.status, name, event_id, state, answer, tab]
-
-
-def stamped(lines: Iterable[list[object]], stamp: str) -> Iterator[list[object]]:
-    """The lines with their time stamp in front, as the CAPI Log holds them."""
-    for line in lines:
-        yield [stamp, *line]
+            yield [stamp, report.row, report.lead_key, report.status, name, event_id, state,
+                   answer, tab]  # fmt: skip
 
 
 class LogStream:
@@ -92,7 +88,7 @@ class LogStream:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="log-append")
             # The lines are built on the stream's thread, as Google takes them.
-            lines = stamped(log_lines(self._sending, self.tab), self.stamp())
+            lines = log_lines(self._sending, self.tab, self.stamp())
             self._pending = self._pool.submit(self.sheets.append_log, lines, LOG_HEADER)
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from sheet_bridge.metrics import META_REQUEST_SECONDS, count_pass
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sheets.table import SheetTable, TableError
 from sheet_bridge.sync import stopping
-from sheet_bridge.sync.capi_log import LOG_HEADER, LogStream, log_lines, stamped
+from sheet_bridge.sync.capi_log import LOG_HEADER, LogStream, log_lines
 from sheet_bridge.sync.collector import gc_pass, gc_paused, give_back_freed_memory
 from sheet_bridge.sync.hashing import IdentityHasher
 from sheet_bridge.sync.ledger import (
@@ -88,7 +88,6 @@ ATTENTION_KEPT = 1000
 Reader = Callable[[], tuple[SheetTable, ColumnLayout, list[LeadRow]]]
 # Remembered.to_store's answer: (lead key, digest, fingerprint, report) to store, keys to forget.
 _Memos = tuple[list[tuple[str, str, str, str]], set[str]]
-# One CAPI Log tab serves every tab of the spreadsheet: "Tab" says which one a line is about.
 
 
 class SyncError(Exception):
@@ -1026,7 +1025,7 @@ class Bridge:
                 appended, last = stream.appended, stream.last
             left = [r for r in result.rows if r.logged and id(r) not in appended]
             if left:
-                lines = stamped(log_lines(left, result.tab), format_sent_at(self.clock(), tz))
+                lines = log_lines(left, result.tab, format_sent_at(self.clock(), tz))
                 last = self.sheets.append_log(lines, LOG_HEADER) or last
             if count_log and last is not None:  # lines this ledger accounts for
                 self.ledger.set_log_lines(self.sheet_tab, last, self.clock())
