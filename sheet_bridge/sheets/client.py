@@ -272,11 +272,14 @@ class SheetsClient:
             count += 1
         data = (self._range_data(block) for block in _blocks(runs))
         requests = (
-            self._values_api.batchUpdate(
-                spreadsheetId=self.config.spreadsheet_id,
-                body=_Body(valueInputOption="RAW", data=chunk),
+            _with_body(
+                self._values_api.batchUpdate(
+                    spreadsheetId=self.config.spreadsheet_id,
+                    body={"valueInputOption": "RAW", "data": []},
+                ),
+                f'{{"valueInputOption": "RAW", "data": [{text}]}}',
             )
-            for chunk in _chunks(data, MAX_PAYLOAD_BYTES)
+            for _, text in _encoded_chunks(data, MAX_PAYLOAD_BYTES)
         )
         for _ in self._in_order(requests, self.config.tab):
             pass
@@ -304,22 +307,21 @@ class SheetsClient:
         (developers.google.com/sheets/api/reference/rest/v4/spreadsheets.values/append); None
         when nothing was appended or Google did not say.
         """
-        chunks = _chunks(rows, MAX_PAYLOAD_BYTES)
+        chunks = _encoded_chunks(rows, MAX_PAYLOAD_BYTES)
         first = next(chunks, None)
         if first is None:
             return None
+        rows = text = first[1]
+        header_json = json.dumps(list(header))
         if LOG_TAB not in self._info().tabs and self._add_sheet(LOG_TAB):
-            first = [list(header), *first]
+            text = f"{header_json}, {rows}"
         try:
-            last = self._append(first)
+            last = self._append(text)
         except SheetsTabNotFound:
-            # Deleted since the tab list was cached.
-            if not self._add_sheet(LOG_TAB):
-                # Another run created it a moment ago, header included.
-                last = self._append(first)
-            else:
-                last = self._append([list(header), *first])
-        for answer in self._in_order((self._append_request(c) for c in chunks), LOG_TAB):
+            # Deleted since the tab list was cached: made again with its header, unless another
+            # run created it a moment ago (header included).
+            last = self._append(f"{header_json}, {rows}" if self._add_sheet(LOG_TAB) else text)
+        for answer in self._in_order((self._append_request(t) for _, t in chunks), LOG_TAB):
             last = _last_row(answer)
         return last
 
@@ -385,18 +387,20 @@ class SheetsClient:
             "values": [values for _, _, values in block],
         }
 
-    def _append(self, values: Sequence[Sequence[object]]) -> int | None:
-        """One values.append to the CAPI Log; the last row it wrote (None: not said)."""
-        return _last_row(self._execute(self._append_request(values), tab=LOG_TAB))
+    def _append(self, rows: str) -> int | None:
+        """One values.append to the CAPI Log (`rows`: their JSON, joined by ", "); the last row
+        it wrote (None: not said)."""
+        return _last_row(self._execute(self._append_request(rows), tab=LOG_TAB))
 
-    def _append_request(self, values: Sequence[Sequence[object]]) -> Any:
-        return self._values_api.append(
+    def _append_request(self, rows: str) -> Any:
+        request = self._values_api.append(
             spreadsheetId=self.config.spreadsheet_id,
             range=quote_tab(LOG_TAB),
             valueInputOption="RAW",
             insertDataOption="INSERT_ROWS",
-            body=_Body(values=values),
+            body={"values": []},
         )
+        return _with_body(request, f'{{"values": [{rows}]}}')
 
     def _add_sheet(self, title: str) -> bool:
         """Add a tab; False when it already exists (someone else just made it)."""
@@ -630,44 +634,49 @@ def _last_row(answer: Mapping[str, Any]) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _chunks(data: Iterable[_Item], limit: int) -> Iterator[list[_Item]]:
+def _encoded_chunks(data: Iterable[_Item], limit: int) -> Iterator[tuple[list[_Item], str]]:
     """Split ranges (or rows) into as few calls as keep each body under `limit` bytes; one
-    chunk at a time, so a generator's items never sit in memory all at once.
+    chunk at a time, so a generator's items never sit in memory all at once. Each chunk comes
+    with its items' JSON joined by ", ", as measured: the body's JSON array without its
+    brackets, which the request carries as it is (`_with_body`), not encoded a second time.
 
-    An item's size is its JSON as googleapiclient sends it (json.dumps with its ASCII
+    An item's size is its JSON as googleapiclient would send it (json.dumps with its ASCII
     escapes: an emoji is 12 bytes), plus one. Items are measured _MEASURED at a time: one
     json.dumps of the group, whose items are as long as theirs alone plus the ", " between
     them (a 100,000-lead first pass appends ~190,000 Log rows); a group that would not fit
     whole is measured item by item."""
     chunk: list[_Item] = []
+    texts: list[str] = []
     size = 0
     items = iter(data)
     while group := list(itertools.islice(items, _MEASURED)):
-        whole = len(json.dumps(group)) - 2 - 2 * (len(group) - 1) + len(group)
+        text = json.dumps(group)
+        whole = len(text) - 2 - 2 * (len(group) - 1) + len(group)
         if size + whole <= limit:
             chunk += group
+            texts.append(text[1:-1])
             size += whole
             continue
         for item in group:
-            n = len(json.dumps(item)) + 1
+            text = json.dumps(item)
+            n = len(text) + 1
             if chunk and size + n > limit:
-                yield chunk
-                chunk, size = [], 0
+                yield chunk, ", ".join(texts)
+                chunk, texts, size = [], [], 0
             chunk.append(item)
+            texts.append(text)
             size += n
     if chunk:
-        yield chunk
+        yield chunk, ", ".join(texts)
+
+
+def _with_body(request: Any, body: str) -> Any:
+    """A googleapiclient request (built with an empty body) that sends `body`, JSON already
+    encoded: googleapiclient would json.dumps the body again (~0.1 s per 2 MB body). json.dumps
+    escapes all but ASCII, so its length is its size."""
+    request.body = body
+    request.body_size = len(body)
+    return request
 
 
 _MEASURED = 64
-
-
-class _Body(dict[str, Any]):
-    """A request body. googleapiclient casts every keyword argument to a string before it
-    picks the query parameters out (discovery.py `_cast`: `str(body)`), and throws the body's
-    away: ~30 ms for each 2 MB body of a big write-back. It sends json.dumps of the dict."""
-
-    def __str__(self) -> str:
-        return "<request body>"
-
-    __repr__ = __str__

@@ -24,7 +24,7 @@ from sheet_bridge.sheets.client import (
     SheetsNotFound,
     SheetsQuotaExceeded,
     SheetsUnavailable,
-    _chunks,
+    _encoded_chunks,
     build_service,
 )
 
@@ -466,7 +466,8 @@ def test_service_account_key_gets_a_token_and_its_calls_reach_the_emulator(
 def test_bodies_are_split_as_measuring_row_by_row_would(
     rows: list[list[object]], limit: int
 ) -> None:
-    """`_chunks` measures rows 64 at a time: the same calls as one json.dumps per row."""
+    """`_encoded_chunks` measures rows 64 at a time: the same calls as one json.dumps per row,
+    each with the JSON of its rows as json.dumps would write them (the body sent as it is)."""
 
     def row_by_row() -> list[list[list[object]]]:
         chunks: list[list[list[object]]] = []
@@ -481,4 +482,6 @@ def test_bodies_are_split_as_measuring_row_by_row_would(
             size += n
         return [*chunks, chunk] if chunk else chunks
 
-    assert list(_chunks(iter(rows), limit)) == row_by_row()
+    chunks = list(_encoded_chunks(iter(rows), limit))
+    assert [chunk for chunk, _ in chunks] == row_by_row()
+    assert all(f"[{text}]" == json.dumps(chunk) for chunk, text in chunks)
