@@ -3,8 +3,10 @@ wired to them on loopback (nothing here can reach Google or Meta)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +39,31 @@ from tests.ledger_backends import (
 
 # The google_key / forger_key fixtures for ID-token tests.
 pytest_plugins = ["tests.google_tokens"]
+
+
+# Nothing in this process may reach Google or Meta (or any host but this one): a connection to
+# an address that is not loopback fails at once, whatever the code under test was told. Meta's
+# test events are real production data, and a test that passes by talking to Google proves
+# nothing about our stand-ins. (Unix sockets and pipes pass; the stand-ins listen on loopback.)
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:  # a name: every address it resolves to must be this host's
+        infos = socket.getaddrinfo(host, None)
+        return bool(infos) and all(_is_loopback(str(info[4][0])) for info in infos)
+
+
+def _loopback_only(connect: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(sock: socket.socket, address: Any) -> Any:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            raise OSError(f"tests reach loopback only, not {address[0]!r}")
+        return connect(sock, address)
+
+    return guarded
+
+
+socket.socket.connect = _loopback_only(socket.socket.connect)  # type: ignore[method-assign]
+socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)  # type: ignore[method-assign]
 
 # CI runs the same examples every time (a failure there is reproducible); locally Hypothesis
 # keeps exploring new ones.
