@@ -190,7 +190,7 @@ class SheetsClient:
             dateTimeRenderOption="SERIAL_NUMBER",
             majorDimension="ROWS",
         )
-        answer = self._execute(request, tab=tab)
+        answer = self._execute(request, tab=tab, large=True)
         values: list[list[object]] = answer.get("values", [])  # no key when the tab is empty
         return SheetTable(
             title=info.title,
@@ -455,8 +455,11 @@ class SheetsClient:
             _metadata[key] = info
         return info
 
-    def _execute(self, request: Any, *, tab: str | None = None) -> dict[str, Any]:
-        """Run one request, retrying 429/5xx/network errors with exponential backoff."""
+    def _execute(
+        self, request: Any, *, tab: str | None = None, large: bool = False
+    ) -> dict[str, Any]:
+        """Run one request, retrying 429/5xx/network errors with exponential backoff.
+        `large`: a GET whose answer is large (_execute_large)."""
         from google.auth.exceptions import RefreshError, TransportError
         from googleapiclient.errors import HttpError
         from httplib2 import HttpLib2Error
@@ -466,7 +469,9 @@ class SheetsClient:
             try:
                 # num_retries=0: retries are ours, so they use the injected sleep and count.
                 with self._lock:
-                    answer: dict[str, Any] = request.execute(num_retries=0)
+                    answer: dict[str, Any] = (
+                        _execute_large(request) if large else request.execute(num_retries=0)
+                    )
                 return answer
             except HttpError as exc:
                 status = int(exc.resp.status)
@@ -562,6 +567,27 @@ class SheetsClient:
 _GRID_ROWS = re.compile(r"exceeds grid limits\. Max rows: (\d+)")
 # The last row of an A1 range such as 'CAPI Log'!A12:I20.
 _LAST_ROW = re.compile(r"[A-Z]+(\d+)$")
+
+
+def _execute_large(request: Any) -> dict[str, Any]:
+    """`request.execute(num_retries=0)` for a GET with a large answer (a whole tab), the same
+    request on the same connection, with the answer's bytes let go once they are text, before
+    the JSON is parsed: googleapiclient's execute holds the bytes, their text and the parsed
+    rows at once (100,000 rows once their bridge cells are filled: a 30 MB answer, so 30 MB
+    more at the read's peak, the largest of a pass with no change). A refusal raises
+    googleapiclient's HttpError, as execute does."""
+    from googleapiclient.errors import HttpError
+
+    request.headers.setdefault("content-length", str(request.body_size))  # as execute does
+    resp, content = request.http.request(
+        str(request.uri), method=str(request.method), body=request.body, headers=request.headers
+    )
+    if resp.status >= 300:
+        raise HttpError(resp, content, uri=request.uri)
+    text = content.decode("utf-8")
+    del content
+    answer: dict[str, Any] = json.loads(text) if text else {}
+    return answer
 
 
 def _row_runs(rows: Iterable[int]) -> list[tuple[int, int]]:

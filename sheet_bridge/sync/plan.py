@@ -37,6 +37,7 @@ time we observed, never one we made up:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -306,8 +307,9 @@ class RowDecision:
     outcome: Outcome
     message: str
     events: list[PlannedEvent] = field(default_factory=list)
-    expired: list[ExpiredEvent] = field(default_factory=list)
-    baseline: list[BaselineEvent] = field(default_factory=list)
+    # Most leads have none: an empty tuple is shared, an empty list is ~56 bytes a lead each.
+    expired: Sequence[ExpiredEvent] = ()
+    baseline: Sequence[BaselineEvent] = ()
     warnings: list[str] = field(default_factory=list)
     match: MatchKeys | None = None
     # What the ledger holds for this lead's stages, funnel order (for the row's CAPI columns).
@@ -327,11 +329,11 @@ class Unhashed:
     stage: Stage
     fresh: list[tuple[Stage, datetime]]  # the stages to send and their times, funnel order
     current: StatusTime
-    unsent: list[str]  # stages reached at no time we can defend (baseline)
+    unsent: Sequence[str]  # stages reached at no time we can defend (baseline)
     records: Mapping[str, EventRecord]  # the ledger's, by event name
     identity: str  # lead_identity: its Leadgen ID's, or its key's
     oldest: int  # its oldest event time: the send order (oldest first)
-    held_words: list[str] = field(default_factory=list)  # from one_identity_per_pixel
+    held_words: Sequence[str] = ()  # from one_identity_per_pixel
 
 
 def hash_row(row: LeadRow, meta: MetaConfig) -> HashedIdentity:
@@ -439,7 +441,9 @@ def one_identity_per_pixel(the_plan: Plan, held: Mapping[tuple[str, str], str]) 
     Meta counts a lead once per (event_name, event_id) and only within 48 hours
     (https://developers.facebook.com/docs/marketing-api/conversions-api/deduplicate-pixel-and-server-events),
     so the bridge must never send one lead's event twice under two ids."""
-    taken = dict(held)
+    # Who has each: where in words (`held`), or the row number of this pass's row that has it
+    # (its words made only for a row that drops an event, not for each of ~200,000 events).
+    taken: dict[tuple[str, str], str | int] = dict(held)
     for d in the_plan.decisions:
         identity = decision_identity(d)
         if identity is None:
@@ -447,9 +451,9 @@ def one_identity_per_pixel(the_plan: Plan, held: Mapping[tuple[str, str], str]) 
         names = [s.event for s, _ in d.todo.fresh] if d.todo else [e.event_name for e in d.events]
         dropped: list[tuple[str, str]] = []
         for name in names:
-            holder = taken.setdefault((identity, name), f"row {d.row_number}")
-            if holder != f"row {d.row_number}":
-                dropped.append((name, holder))
+            holder = taken.setdefault((identity, name), d.row_number)
+            if holder != d.row_number:
+                dropped.append((name, holder if isinstance(holder, str) else f"row {holder}"))
         if not dropped:
             continue
         same = "Leadgen ID" if identity.startswith("lead:") else "CAPI Key"
@@ -461,14 +465,14 @@ def one_identity_per_pixel(the_plan: Plan, held: Mapping[tuple[str, str], str]) 
         if d.todo is not None:
             d.todo.fresh = [(s, at) for s, at in d.todo.fresh if s.event not in gone]
             if d.todo.fresh:
-                d.todo.held_words.append(words)
+                d.todo.held_words = [*d.todo.held_words, words]
                 continue
             d.todo = None
         else:
             d.events = [e for e in d.events if e.event_name not in gone]
             if d.events:
                 d.warnings.append(words)
-                d.message = "due: " + ", ".join(e.event_name for e in d.events)
+                d.message = _due_words(tuple(e.event_name for e in d.events))
                 continue
         d.outcome = "already_sent"
         d.message = words
@@ -511,6 +515,13 @@ class _LastText:
 
 _user_data_repr = _LastText(repr)
 _user_data_json = _LastText(dumps)
+
+
+@functools.lru_cache(maxsize=256)
+def _due_words(events: tuple[str, ...]) -> str:
+    """A due lead's words ("due: Lead, QualifiedLead"): one text for the leads due the same
+    stages, not one each (a plan holds every due lead's until the pass ends)."""
+    return "due: " + ", ".join(events)
 
 
 def _cut(text: str, limit: int = 60) -> str:
@@ -681,6 +692,8 @@ class _Planner:
         if pixel_note:
             decision.warnings.append(pixel_note)
         fresh: list[tuple[Stage, datetime]] = []
+        baseline: list[BaselineEvent] = []
+        expired: list[ExpiredEvent] = []
         identity = row_identity(row)
         for s in pending:
             record = history.events.get(s.event)
@@ -688,13 +701,13 @@ class _Planner:
             if at is None:
                 if record is None or record.state != "baseline":
                     event_id = self._event_id(row, s, identity)
-                    decision.baseline.append(
+                    baseline.append(
                         BaselineEvent(row.row_number, row.key, s.event, event_id, self.now)
                     )
                 continue
             age = self.now - at
             if age > self.window:
-                decision.expired.append(
+                expired.append(
                     ExpiredEvent(
                         row.row_number,
                         row.key,
@@ -708,7 +721,8 @@ class _Planner:
             else:
                 fresh.append((s, at))
 
-        unsent = [s.event for s in pending if s.index not in times]
+        decision.baseline, decision.expired = baseline or (), expired or ()
+        unsent = tuple(s.event for s in pending if s.index not in times)
         if not fresh:
             # The row's word is about the stage it is at: undatable, or too old.
             decision.outcome = "baseline" if stage.index not in times else "expired"
@@ -720,7 +734,7 @@ class _Planner:
             decision.message = "; ".join(parts)
             return decision
 
-        decision.message = "due: " + ", ".join(s.event for s, _ in fresh)
+        decision.message = _due_words(tuple(s.event for s, _ in fresh))
         decision.todo = Unhashed(
             row,
             stage,
@@ -742,7 +756,7 @@ class _Planner:
         except Exception as exc:  # no row may stop the tab (issue 21): this one is invalid
             decision.todo = None
             decision.outcome, decision.message = "invalid", unplannable(exc)
-            decision.events, decision.expired, decision.baseline = [], [], []
+            decision.events, decision.expired, decision.baseline = [], (), ()
 
     def _complete(self, decision: RowDecision, hashed: HashedIdentity | None) -> None:
         todo = decision.todo
@@ -767,8 +781,8 @@ class _Planner:
                 f"not sent: Meta needs a stronger identifier (this row has {have}); "
                 "add an e-mail, a phone number or the Leadgen ID"
             )
-            decision.expired = []
-            decision.baseline = []
+            decision.expired = ()
+            decision.baseline = ()
             return
         for s, at in fresh:
             record = todo.records.get(s.event)
@@ -1148,7 +1162,7 @@ class _Planner:
             return pixel
         return event_id_for(self.config.meta.pixel_id, identity, stage.event)
 
-    def _baseline_message(self, stage: Stage, unsent: list[str], current: StatusTime) -> str:
+    def _baseline_message(self, stage: Stage, unsent: Sequence[str], current: StatusTime) -> str:
         why = current.note or f"no {self.changed_col}"
         return (
             f"baseline: first seen at {stage.label} with no change time we can defend ({why}); "
@@ -1160,7 +1174,7 @@ class _Planner:
     def _time(self, at: datetime) -> str:
         return describe_time(at, self.tz)
 
-    def _expired_message(self, expired: list[ExpiredEvent]) -> str:
+    def _expired_message(self, expired: Sequence[ExpiredEvent]) -> str:
         oldest = max(expired, key=lambda x: x.age)
         names = ", ".join(x.event_name for x in expired)
         limit_days = oldest.limit.days

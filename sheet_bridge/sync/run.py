@@ -555,8 +555,10 @@ class Bridge:
             except (SheetsError, TableError) as exc:
                 raise SyncError(str(exc)) from None
             stored, busy_rows, busy_keys = memos.result()
+            del memos  # the future holds the memos too
         with gc_paused():
             remembered = remember(table, self.config, layout, stored, busy_rows, busy_keys)
+            del stored  # what typing needs of the memos is in `remembered`: room for the rows
             leads = lead_rows(table, self.config, layout, remembered.leave_out)
         return table, layout, leads, remembered
 
@@ -697,11 +699,13 @@ class Bridge:
     def _held_elsewhere(self, the_plan: Plan) -> dict[tuple[str, str], str]:
         """(identity, event name) → where, for the due leads' events that another row or tab of
         this pixel has sent (or is sending)."""
-        mine: dict[str, set[str]] = {}
+        # A list, not a set: one key an identity as a rule (a set is ~4 times the size, and a
+        # 100,000-lead plan makes one per lead).
+        mine: dict[str, list[str]] = {}
         for d in the_plan.decisions:
             identity = decision_identity(d)
             if identity is not None:
-                mine.setdefault(identity, set()).add(d.lead_key)
+                mine.setdefault(identity, []).append(d.lead_key)
         if not mine:
             return {}
         found = self.ledger.pixel_events(

@@ -144,6 +144,26 @@ def test_text_lead_id_keeps_every_digit_and_numeric_id_stays_a_number(
     assert rows[2] == ["0012"]
 
 
+def test_a_whole_tab_reads_as_googleapiclient_would_parse_it(
+    start_emulator: Callable[..., Emulator], sheet_data: Callable[..., Any]
+) -> None:
+    # read_table parses the answer itself, its bytes let go first (sheets/client.py
+    # _execute_large): the same rows as googleapiclient's own execute gives, any text included.
+    rows = [["Name", "Note"], ["Zoë Ødegård", "日本語 \u2028 😀"], ['a"b\\c', 1.5], [True, None]]
+    emulator = start_emulator(sheet_data(rows))
+    client = emulator.client()
+    table = client.read_table()
+    answer = client._values_api.get(
+        spreadsheetId=client.config.spreadsheet_id,
+        range="Leads",
+        valueRenderOption="UNFORMATTED_VALUE",
+        dateTimeRenderOption="SERIAL_NUMBER",
+        majorDimension="ROWS",
+    ).execute()
+    assert [table.header, *table.rows] == answer["values"]
+    assert table.rows[0] == ["Zoë Ødegård", "日本語 \u2028 😀"]
+
+
 def test_empty_tab_reads_as_no_header_and_no_rows(
     start_emulator: Callable[..., Emulator], sheet_data: Callable[..., Any]
 ) -> None:

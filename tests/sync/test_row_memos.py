@@ -64,6 +64,20 @@ def test_memos_are_stored_per_tab_and_forgotten_on_request(ledger: LedgerBackend
     assert sorted(ledger.row_memos(OTHER_TAB)) == ["kA"]
 
 
+def test_memos_read_back_share_one_fingerprint_text(ledger: LedgerBackend) -> None:
+    # A tab's 100,000 memos hold one fingerprint or two: read as one string each, not one a
+    # memo (the no-change pass holds them beside the whole tab's read).
+    fingerprint = "f" * 32
+    rows = [(f"k{i}", f"digest-{i}", "".join(fingerprint), "[]") for i in range(5)]
+    ledger.store_row_memos(WHERE, [*rows, ("kOld", "digest-old", "g" * 32, "[]")], [], NOW, NOW)
+
+    memos = ledger.row_memos(WHERE)
+
+    assert {m.fingerprint for m in memos.values()} == {"f" * 32, "g" * 32}
+    assert len({id(memos[f"k{i}"].fingerprint) for i in range(5)}) == 1
+    assert [memos[f"k{i}"].digest for i in range(5)] == [f"digest-{i}" for i in range(5)]
+
+
 def test_any_write_of_a_lead_deletes_its_memo_and_no_other(ledger: LedgerBackend) -> None:
     """The triggers: whoever writes an event, a transition or a queued edit of a lead (a pass,
     an edit, adopt, an older sheet-bridge) deletes that lead's memo, on that tab only."""

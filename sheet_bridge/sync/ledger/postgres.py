@@ -78,6 +78,7 @@ from sheet_bridge.sync.ledger.records import (
     pixel_searches,
     prune_statements,
     queued_edit,
+    row_memos,
     sending_rows,
     summary_json,
     transition_rows,
@@ -1282,15 +1283,14 @@ class PostgresLedger:
         """The tab's row memos by lead key (the triggers of _LEAD_MEMOS deleted those of every
         lead written since they were stored)."""
         with self._tx() as db:
-            return {
-                k: RowMemo(d, f, r)
-                for k, d, f, r in _fetch(
+            return row_memos(
+                _fetch(
                     db,
                     "SELECT lead_key, digest, fingerprint, report FROM lead_memos "
                     "WHERE spreadsheet_id = %s AND tab = %s",
                     (where.spreadsheet_id, where.tab),
                 )
-            }
+            )
 
     def store_row_memos(
         self,

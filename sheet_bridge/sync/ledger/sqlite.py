@@ -71,6 +71,7 @@ from sheet_bridge.sync.ledger.records import (
     pixel_searches,
     prune_statements,
     queued_edit,
+    row_memos,
     sending_rows,
     summary_json,
     transition_rows,
@@ -1304,18 +1305,15 @@ class SqliteLedger:
         """The tab's row memos by lead key (the triggers of _LEAD_MEMOS deleted those of every
         lead written since they were stored)."""
         try:
-            rows = (
-                self._connect()
-                .execute(
+            return row_memos(
+                self._connect().execute(
                     "SELECT lead_key, digest, fingerprint, report FROM lead_memos "
                     "WHERE spreadsheet_id=? AND tab=?",
                     (where.spreadsheet_id, where.tab),
                 )
-                .fetchall()
             )
         except sqlite3.Error as exc:
             raise self._explain(exc) from None
-        return {k: RowMemo(d, f, r) for k, d, f, r in rows}
 
     def store_row_memos(
         self,
