@@ -120,15 +120,17 @@ def fingerprint(config: BridgeConfig, table: SheetTable) -> str:
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def encode_report(report: RowReport) -> str:
+def encode_report(report: RowReport, *, remembered: bool = False) -> str:
     """What a memo keeps of a report: all but the row number (the sheet's, next time) and the
-    lead key (the memo's), and `logged` (a memo'd row logs nothing)."""
+    lead key (the memo's), and `logged` (a memo'd row logs nothing). `remembered`: the report
+    the next pass gives a row whose events this one sent (REMEMBERED_OUTCOME, no strength;
+    Remembered.to_store), without a copy of the report made for it."""
     return _encode(
         [
             report.status,
-            report.outcome,
+            REMEMBERED_OUTCOME if remembered else report.outcome,
             report.message,
-            report.strength,
+            None if remembered else report.strength,
             report.cells,
             report.event_states,
         ]
@@ -239,7 +241,6 @@ class Remembered:
             rest = self.digests.get(r.row)
             if rest is None or r.lead_key in self.skipped:
                 continue
-            report: RowReport | None = None
             if (
                 r.lead_key in fixed
                 and r.outcome in FIXED_REPORTS
@@ -247,17 +248,17 @@ class Remembered:
                 and 0 <= r.row - first_row < len(written)
                 and same_cells(r, written[r.row - first_row])
             ):
-                report = r
+                encoded = encode_report(r)
             elif (
                 r.outcome == "sent"
                 and len(r.logged) == due.get(r.lead_key, -1)
                 and all(state == "sent" for _, _, state, _ in r.logged)
                 and all(state == "sent" for _, _, state, _ in r.event_states)
             ):
-                report = replace(r, outcome=REMEMBERED_OUTCOME, strength=None, logged=())
-            if report is not None:
-                digest = row_digest(rest, report.cells)
-                new.append((r.lead_key, digest, fp, encode_report(report)))
+                encoded = encode_report(r, remembered=True)
+            else:
+                continue
+            new.append((r.lead_key, row_digest(rest, r.cells), fp, encoded))
         kept = {k for k, _, _, _ in new} | self.skipped.keys()
         return new, self.stored - kept
 

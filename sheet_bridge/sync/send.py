@@ -301,6 +301,13 @@ class _Mark:
 
 
 @dataclass(slots=True)
+class _Write:
+    """A write of the pass's own, in turn with the marks (LedgerWrites.write)."""
+
+    write: Callable[[], None]
+
+
+@dataclass(slots=True)
 class _Unmark:
     """Marks to take back (LedgerWrites.unmark)."""
 
@@ -333,16 +340,25 @@ class LedgerWrites:
         first: Callable[[], None] | None = None,
     ) -> None:
         self.ledger, self.where = ledger, where
-        self._first = first  # written before any mark (Sender.before)
         self._cond = threading.Condition()
-        self._queue: deque[_Mark | _Unmark] = deque()
+        self._queue: deque[_Mark | _Unmark | _Write] = deque()
         self._answers: Answers = []  # handed in, not recorded yet (oldest first)
         self._handed = self._attempted = self._recorded = 0  # answer hand-ins, counted
         self._busy = self._closing = self._gone = False
         self._now = now  # the pass's, for a write of answers alone
         self._failed: BaseException | None = None
+        if first is not None:
+            self._queue.append(_Write(first))
         self._thread = threading.Thread(target=self._run, name="ledger-write", daemon=True)
         self._thread.start()
+
+    def write(self, write: Callable[[], None]) -> None:
+        """Queue a write of the pass's own (after what is queued, before the marks asked for
+        after it). One that fails stops every mark after it, as a failed mark does: its error
+        is each one's, and `flush` raises it."""
+        with self._cond:
+            self._queue.append(_Write(write))
+            self._cond.notify_all()
 
     def mark_sending(
         self,
@@ -420,12 +436,6 @@ class LedgerWrites:
     # -- on the thread ---------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            if self._first is not None:
-                try:
-                    self._first()
-                except Exception as exc:  # no mark may be written after it: the pass stops
-                    with self._cond:
-                        self._failed = exc
             while self._next():
                 pass
         except BaseException as exc:  # a fault of this class: nothing may wait for it forever
@@ -451,12 +461,14 @@ class LedgerWrites:
             item = self._queue.popleft() if self._queue else None
             answered: Answers = []
             upto = self._attempted
-            if not isinstance(item, _Unmark):
+            if not isinstance(item, _Unmark | _Write):
                 answered, self._answers, upto = self._answers, [], self._handed
             self._busy = True
         try:
             if isinstance(item, _Unmark):
                 self._take_back(item)
+            elif isinstance(item, _Write):
+                self._own(item)
             else:
                 self._write(item, answered, upto)
         finally:
@@ -497,6 +509,15 @@ class LedgerWrites:
                 mark.done.set_result(None)
             else:
                 mark.done.set_exception(failure)
+
+    def _own(self, job: _Write) -> None:
+        if self._failed is not None:
+            return
+        try:
+            job.write()
+        except Exception as exc:  # no mark may be written after it: the pass stops
+            with self._cond:
+                self._failed = exc
 
     def _take_back(self, unmark: _Unmark) -> None:
         if unmark.marked.exception() is not None:
@@ -555,7 +576,13 @@ class Sender:
         pass (its error raised) before any request leaves."""
         self._before = write
 
-    def send(self, leads: Iterable[RowDecision], now: datetime, total: int | None = None) -> Sent:
+    def send(
+        self,
+        leads: Iterable[RowDecision],
+        now: datetime,
+        total: int | None = None,
+        writes: LedgerWrites | None = None,
+    ) -> Sent:
         """Send the leads' events, request by request: each request's events are marked
         `sending` in the ledger before it leaves (a crash before Meta's answer is recorded then
         resends them with the same event ids), and its answer is recorded before a request
@@ -563,13 +590,20 @@ class Sender:
 
         `leads` may be a generator that plans as it goes (sync/run.py): a request leaves as
         soon as its leads are planned, while later ones are still being planned. `total`: how
-        many events at most (for progress), when `leads` cannot say before it ends."""
+        many events at most (for progress), when `leads` cannot say before it ends. `writes`:
+        the pass's ledger writer when it started before (its writes so far come first), closed
+        once sending ends."""
         if isinstance(leads, Sequence):
             total = sum(len(d.events) for d in leads)
         self._now = now
         self._total = total or 0
         before = self.capi.requests_made
-        self._writes = LedgerWrites(self.ledger, self.where, now, self._before)
+        if writes is None:
+            self._writes = LedgerWrites(self.ledger, self.where, now, self._before)
+        else:
+            self._writes = writes
+            if self._before is not None:
+                writes.write(self._before)
         self._before = None
         # Built and marked, not sent yet, oldest first (see _mark_ahead).
         ahead: deque[tuple[Chunk, Future[None] | None]] = deque()

@@ -187,6 +187,11 @@ def test_sending_then_outcomes_round_trip_through_history(ledger: LedgerBackend)
     assert stored.lead_status == "New"
 
 
+# Control characters, characters JSON or JavaScript treat apart, and a text that reads like JSON's
+# escape of a NUL character.
+ODD_TEXTS = ["MQL \x01\x1f\x7f", "😀 ñ \u2028 \ufeff", "q\"\\u0000'\\"]
+
+
 def texts_and_numbers_round_trip(ledger: LedgerBackend, odd: str) -> None:
     """Marks and answers carrying `odd` in every text, and numbers to the last digit, read back
     exactly (a request's marks and answers reach the database as one JSON array each)."""
@@ -211,11 +216,63 @@ def texts_and_numbers_round_trip(ledger: LedgerBackend, odd: str) -> None:
     assert all(e.error is not None and odd in e.error for e in stored.values())
 
 
-@pytest.mark.parametrize("odd", ["MQL \x01\x1f\x7f", "😀 ñ \u2028 \ufeff", "q\"\\u0000'\\"])
+@pytest.mark.parametrize("odd", ODD_TEXTS)
 def test_marks_and_answers_store_every_text_and_number_exactly(
     ledger: LedgerBackend, odd: str
 ) -> None:
     texts_and_numbers_round_trip(ledger, odd)
+
+
+def statuses_and_memos_round_trip(ledger: LedgerBackend, odd: str) -> None:
+    """A scan's statuses seen and a pass's row memos carrying `odd` in every text, and a time
+    to the microsecond, read back exactly (each reaches the database as JSON arrays)."""
+    at = NOW - timedelta(hours=1, microseconds=123457)
+    ledger.add_transitions(WHERE, [(f"Lkey{odd}", odd, at, f"scan{odd}")], NOW)
+    memo = (f"k{odd}", f"digest{odd}", f"fp{odd}", f'["{odd}"]')
+    ledger.store_row_memos(WHERE, [memo], [], NOW, NOW)
+
+    assert ledger.history(WHERE)[f"Lkey{odd}"].transitions == (
+        Transition(odd, at, f"scan{odd}", NOW),
+    )
+    assert ledger.row_memos(WHERE)[f"k{odd}"] == memo[1:]
+
+
+@pytest.mark.parametrize("odd", ODD_TEXTS)
+def test_statuses_seen_and_row_memos_store_every_text_exactly(
+    ledger: LedgerBackend, odd: str
+) -> None:
+    statuses_and_memos_round_trip(ledger, odd)
+
+
+def test_the_statuses_a_scan_saw_of_one_lead_keep_their_order(ledger: LedgerBackend) -> None:
+    """A scan's statuses are written in lead order (SQLite: its index written page after
+    page); a lead's own, seen at one time, keep the order they were seen in."""
+    at = NOW - timedelta(hours=1)
+    seen = [("Lb", "MQL", at, "scan"), ("La", "New", at, "scan"), ("Lb", "SQL", at, "scan")]
+    ledger.add_transitions(
+        WHERE, [*seen, ("La", "MQL", at, "scan"), ("Lb", "New", at, "edit")], NOW
+    )
+
+    history = ledger.history(WHERE)
+
+    assert [(t.status, t.source) for t in history["Lb"].transitions] == [
+        ("MQL", "scan"),
+        ("SQL", "scan"),
+        ("New", "edit"),
+    ]
+    assert [t.status for t in history["La"].transitions] == ["New", "MQL"]
+
+
+def test_a_pass_s_many_row_memos_are_all_stored(ledger: LedgerBackend) -> None:
+    """More memos than one statement takes (SQLite writes a few thousand at a time)."""
+    memos = [(f"k{i:05}", f"digest-{i}", "fp", f"[{i}]") for i in range(12_001)]
+    ledger.store_row_memos(WHERE, memos[::-1], ["k00007"], NOW, NOW)
+
+    stored = ledger.row_memos(WHERE)
+
+    assert len(stored) == 12_001
+    assert stored["k12000"] == ("digest-12000", "fp", "[12000]")
+    assert stored["k00007"] == ("digest-7", "fp", "[7]")  # forgotten first, stored after
 
 
 def test_a_mark_records_the_answers_it_carries_in_its_own_transaction(

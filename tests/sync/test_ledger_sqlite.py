@@ -370,9 +370,10 @@ def test_ledger_and_its_wal_and_shm_are_readable_by_their_owner_only(ledger_path
 def test_a_text_holding_a_nul_character_is_stored_whole(ledger: SqliteLedger) -> None:
     """SQLite's JSON gives a text back only up to a NUL character: such rows are written row by
     row (PostgreSQL refuses NUL in a text, as it always did)."""
-    from tests.sync.test_ledger import texts_and_numbers_round_trip
+    from tests.sync.test_ledger import statuses_and_memos_round_trip, texts_and_numbers_round_trip
 
     texts_and_numbers_round_trip(ledger, "a\x00b")
+    statuses_and_memos_round_trip(ledger, "a\x00b")
 
 
 def test_a_mark_leaves_the_identity_index_to_index_identities(ledger: SqliteLedger) -> None:

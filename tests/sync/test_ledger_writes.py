@@ -126,3 +126,38 @@ def test_answers_a_failed_write_carried_are_tried_again_at_the_next_flush() -> N
     writes.close()
 
     assert ledger.writes == [("mark", ["a"], []), ("mark", [], ["x"])]
+
+
+def test_the_pass_s_own_writes_go_in_turn_and_one_that_fails_stops_every_mark_after_it() -> None:
+    """A write of the pass's own (the statuses it saw, started before its first request is
+    built) is done in its turn with the marks; a flush waits for it. Once one fails, no mark
+    after it is written, each raises its error, and so does the flush."""
+    ledger = HeldLedger()
+    done: list[str] = []
+    writes = LedgerWrites(ledger, WHERE, NOW, lambda: done.append("statuses"))
+    first = writes.mark_sending(["a"], {}, {}, NOW)
+    writes.write(lambda: done.append(f"expired, after {len(ledger.writes)} mark(s)"))
+    writes.flush()
+    assert first.result() is None
+    assert done == ["statuses", "expired, after 1 mark(s)"]
+
+    def full() -> None:
+        raise LedgerError("the ledger's disk is full")
+
+    ledger.hold.clear()
+    ledger.started.clear()
+    held = writes.mark_sending(["b"], {}, {}, NOW)
+    assert ledger.started.wait(5)  # being written, held
+    writes.write(full)
+    later = writes.mark_sending(["c"], {}, {}, NOW)
+    writes.write(lambda: done.append("never"))
+    ledger.hold.set()
+    with pytest.raises(LedgerError, match="disk is full"):
+        later.result(5)
+    with pytest.raises(LedgerError, match="disk is full"):
+        writes.flush()
+    writes.close()
+
+    assert held.result() is None
+    assert [w[1] for w in ledger.writes] == [["a"], ["b"]]
+    assert done == ["statuses", "expired, after 1 mark(s)"]

@@ -206,6 +206,33 @@ def test_a_report_survives_its_memo() -> None:
     )
 
 
+def test_a_sent_row_s_memo_holds_the_report_the_next_pass_gives_it() -> None:
+    """A row whose events a pass sent is remembered with the next pass's report: "already
+    sent", no strength, nothing logged (the rest as the pass wrote it)."""
+    sent = RowReport(
+        row=3,
+        lead_key="Lsent",
+        status="SQL",
+        outcome="sent",
+        message="Sent: Lead, QualifiedLead, Schedule",
+        event_states=(("Lead", "sb.1", "sent", 1), ("Schedule", "sb.3", "sent", 3)),
+        strength="strong",
+        cells=("Lsent", "sb.3", "Sent: Lead, QualifiedLead, Schedule", "2026-01-01", "ok"),
+        logged=(("Schedule", "sb.3", "sent", "ok"),),
+    )
+
+    remembered = decode_report(3, "Lsent", encode_report(sent, remembered=True))
+
+    assert remembered == RowReport(
+        **{  # type: ignore[arg-type]
+            **{f: getattr(sent, f) for f in sent.__slots__},  # type: ignore[attr-defined]
+            "outcome": "already_sent",
+            "strength": None,
+            "logged": (),
+        }
+    )
+
+
 # -- the pass's side -----------------------------------------------------------------------
 
 

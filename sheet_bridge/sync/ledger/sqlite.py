@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -908,12 +909,17 @@ class SqliteLedger:
         rows = transition_rows(where, items, to_ts(now))
         if not rows:
             return
+        # A scan's statuses (100,000 of them in a first pass, written before its first request
+        # leaves) in one statement, which runs with Python's lock released, as a mark does; in
+        # lead order, so the transitions' index (by lead) is written page after page. Stable: a
+        # lead's own transitions keep their order.
+        rows.sort(key=itemgetter(2))
+        seen = _json_rows(r[2:6] for r in rows)
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, "
-                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            if _NUL in seen:
+                db.executemany(_ADD_TRANSITION_ROW, rows)
+            else:
+                db.execute(_ADD_TRANSITIONS, (where.spreadsheet_id, where.tab, rows[0][6], seen))
 
     # -- edits -----------------------------------------------------------------------------
     def add_edit(
@@ -1335,10 +1341,20 @@ class SqliteLedger:
                 "AND lead_key IN (SELECT value FROM json_each(?))",
                 (sid, tab, json.dumps(sorted(forget))),
             )
-            db.executemany(
-                "INSERT OR REPLACE INTO lead_memos VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ((sid, tab, k, d, f, r, stored) for k, d, f, r in memos),
-            )
+            # In lead order (the table's key, so its pages are written one after another),
+            # a few thousand memos a statement: each runs with Python's lock released, and the
+            # JSON of one part at a time is in memory, not the reports of every row twice.
+            ordered = sorted(memos, key=itemgetter(0))
+            for start in range(0, len(ordered), _MEMOS_PER_STATEMENT):
+                part = ordered[start : start + _MEMOS_PER_STATEMENT]
+                rows = _json_rows(part)
+                if _NUL in rows:
+                    db.executemany(
+                        f"{_STORE_MEMO}VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        ((sid, tab, k, d, f, r, stored) for k, d, f, r in part),
+                    )
+                else:
+                    db.execute(_STORE_MEMOS, (sid, tab, stored, rows))
             db.execute(
                 "DELETE FROM lead_memos WHERE spreadsheet_id=? AND tab=? AND lead_key IN ("
                 "SELECT lead_key FROM edit_queue WHERE spreadsheet_id=? AND tab=? "
@@ -1395,6 +1411,24 @@ _MARK_SENDING_ROW = (
     f"{_MARK_COLUMNS}VALUES (?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) "
     f"{_MARK_CONFLICT}"
 )
+_ADD_TRANSITION_ROW = (
+    "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, recorded_at) "
+)
+# The transitions of ?4, a JSON array of (lead_key, status, at, source), recorded at ?3.
+_ADD_TRANSITIONS = (
+    f"{_ADD_TRANSITION_ROW}SELECT ?1, ?2, {', '.join(_row_field(i) for i in range(4))}, ?3 "
+    "FROM json_each(?4)"
+)
+_ADD_TRANSITION_ROW += "VALUES (?, ?, ?, ?, ?, ?, ?)"
+_STORE_MEMO = "INSERT OR REPLACE INTO lead_memos "
+# The memos of ?4, a JSON array of (lead_key, digest, fingerprint, report), stored at ?3.
+_STORE_MEMOS = (
+    f"{_STORE_MEMO}SELECT ?1, ?2, {', '.join(_row_field(i) for i in range(4))}, ?3 "
+    "FROM json_each(?4)"
+)
+_MEMOS_PER_STATEMENT = 5_000
+
+
 _OUTCOME_SET = (
     "UPDATE events SET state=?1, sent_at=COALESCE(?2, sent_at), fbtrace_id=?3, error=?4, "
     "retry=?5, updated_at=?6 WHERE spreadsheet_id=?7 AND tab=?8 AND "
