@@ -1053,7 +1053,11 @@ class SqliteLedger:
         # (what the pages held before it, to undo it alone) in a temporary file by default:
         # ~1 s of writes in a 100,000-lead first pass. In memory, on this connection only
         # (https://sqlite.org/pragma.html#pragma_temp_store): the journal lasts one statement.
-        self._connect().execute("PRAGMA temp_store=MEMORY")
+        # Set once per connection: each statement costs the writing thread Python's lock back.
+        conn = self._connect()
+        if getattr(self._local, "journal_in_memory", None) is not conn:
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._local.journal_in_memory = conn
         with self._tx() as db:
             if answered:
                 _record_outcomes(db, where, answered_rows(where, answered))
