@@ -824,8 +824,7 @@ class _Planner:
                     "row has not changed since; fix the row to retry"
                 )
             return
-        names = ", ".join(e.event_name for e in decision.events)
-        decision.message = f"due: {names}"
+        decision.message = _due_words(tuple(e.event_name for e in decision.events))
         if decision.expired:
             decision.message += "; " + self._expired_message(decision.expired)
         if todo.unsent:

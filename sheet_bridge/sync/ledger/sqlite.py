@@ -906,20 +906,22 @@ class SqliteLedger:
         now: datetime,
     ) -> None:
         """Record (lead key, status, at, source) transitions seen by an edit or a scan."""
-        rows = transition_rows(where, items, to_ts(now))
-        if not rows:
+        # A scan's statuses (100,000 of them in a first pass, written while the pass builds its
+        # first requests) a few thousand to a statement, which runs with Python's lock
+        # released, as a mark does; in lead order, so the transitions' index (by lead) is
+        # written page after page. Stable: a lead's own transitions keep their order.
+        ordered = sorted(items, key=itemgetter(0))
+        if not ordered:
             return
-        # A scan's statuses (100,000 of them in a first pass, written before its first request
-        # leaves) in one statement, which runs with Python's lock released, as a mark does; in
-        # lead order, so the transitions' index (by lead) is written page after page. Stable: a
-        # lead's own transitions keep their order.
-        rows.sort(key=itemgetter(2))
-        seen = _json_rows(r[2:6] for r in rows)
+        t = to_ts(now)
         with self._tx() as db:
-            if _NUL in seen:
-                db.executemany(_ADD_TRANSITION_ROW, rows)
-            else:
-                db.execute(_ADD_TRANSITIONS, (where.spreadsheet_id, where.tab, rows[0][6], seen))
+            for start in range(0, len(ordered), _ROWS_PER_STATEMENT):
+                part = ordered[start : start + _ROWS_PER_STATEMENT]
+                seen = _json_rows((k, s, to_ts(at), src) for k, s, at, src in part)
+                if _NUL in seen:
+                    db.executemany(_ADD_TRANSITION_ROW, transition_rows(where, part, t))
+                else:
+                    db.execute(_ADD_TRANSITIONS, (where.spreadsheet_id, where.tab, t, seen))
 
     # -- edits -----------------------------------------------------------------------------
     def add_edit(
@@ -1346,11 +1348,11 @@ class SqliteLedger:
                 (sid, tab, json.dumps(sorted(forget))),
             )
             # In lead order (the table's key, so its pages are written one after another),
-            # a few thousand memos a statement: each runs with Python's lock released, and the
-            # JSON of one part at a time is in memory, not the reports of every row twice.
+            # a few thousand memos a statement (_ROWS_PER_STATEMENT), each run with Python's
+            # lock released.
             ordered = sorted(memos, key=itemgetter(0))
-            for start in range(0, len(ordered), _MEMOS_PER_STATEMENT):
-                part = ordered[start : start + _MEMOS_PER_STATEMENT]
+            for start in range(0, len(ordered), _ROWS_PER_STATEMENT):
+                part = ordered[start : start + _ROWS_PER_STATEMENT]
                 rows = _json_rows(part)
                 if _NUL in rows:
                     db.executemany(
@@ -1430,7 +1432,9 @@ _STORE_MEMOS = (
     f"{_STORE_MEMO}SELECT ?1, ?2, {', '.join(_row_field(i) for i in range(4))}, ?3 "
     "FROM json_each(?4)"
 )
-_MEMOS_PER_STATEMENT = 5_000
+# Rows a statement writes, of many (statuses seen, memos): each statement's JSON is ~1–2 MB,
+# not the whole pass's at once.
+_ROWS_PER_STATEMENT = 5_000
 
 
 _OUTCOME_SET = (
