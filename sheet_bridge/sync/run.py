@@ -451,7 +451,7 @@ class Bridge:
             # checks the pixel's other tabs and builds its first requests (before any mark:
             # 100,000 of them in a first pass, ~0.5 s).
             writes = None
-            if not dry_run and the_plan.observations:
+            if not dry_run:
                 writes = LedgerWrites(
                     ledger,
                     where,
@@ -881,8 +881,8 @@ class Bridge:
             for d in the_plan.decisions:
                 if d.todo is None:
                     self._report_decided(d, reports)
-            seen = () if writes is not None else the_plan.observations
-            record = functools.partial(self._record_decided, seen, the_plan.decisions, now)
+            # The statuses seen are the writer's first write (_pass).
+            record = functools.partial(self._record_decided, (), the_plan.decisions, now)
         todo = the_plan.unhashed
         if not dry_run:
             self.hasher.start(len(todo))  # a worker only when there is enough to hash

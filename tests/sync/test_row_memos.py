@@ -7,6 +7,7 @@ pass plan the row again (issue 24: "the no-change pass reads, compares digests a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -223,14 +224,7 @@ def test_a_sent_row_s_memo_holds_the_report_the_next_pass_gives_it() -> None:
 
     remembered = decode_report(3, "Lsent", encode_report(sent, remembered=True))
 
-    assert remembered == RowReport(
-        **{  # type: ignore[arg-type]
-            **{f: getattr(sent, f) for f in sent.__slots__},  # type: ignore[attr-defined]
-            "outcome": "already_sent",
-            "strength": None,
-            "logged": (),
-        }
-    )
+    assert remembered == replace(sent, outcome="already_sent", strength=None, logged=())
 
 
 # -- the pass's side -----------------------------------------------------------------------
