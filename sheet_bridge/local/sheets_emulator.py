@@ -13,8 +13,8 @@ import tempfile
 import threading
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -462,6 +462,28 @@ def _select(obj: Any, tree: dict[str, Any] | None) -> Any:
 # The emulator
 
 
+_FAULT_SPEC = (
+    'send {"status": 429|500|403, "count": N}, and to fail only some calls "method" (say '
+    '"values.get") and "params" (query parameters they carry, say {"valueRenderOption": '
+    '"UNFORMATTED_VALUE"})'
+)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected error: `status` for the next call of `method` (None: any) that carries
+    every query parameter in `params`."""
+
+    status: int
+    method: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    def hits(self, method: str, args: Mapping[str, str]) -> bool:
+        return self.method in (None, method) and all(
+            args.get(k) == v for k, v in self.params.items()
+        )
+
+
 class SheetsEmulator:
     """The spreadsheets, the file they live in, call counts and injected faults."""
 
@@ -474,7 +496,10 @@ class SheetsEmulator:
         self.requests: deque[dict[str, Any]] = deque(maxlen=1000)
         self.changes = 0  # calls that changed data so far: what `grid_size` keeps until
         self._grids: dict[int, tuple[int, Rows, tuple[int, int]]] = {}
-        self.faults: deque[int] = deque()
+        # Injected faults, answered in turn, each for any call or only for the calls it names
+        # (a method, and query parameters the call must carry): a test fails the call it
+        # means even while other clients (a page refreshing its grid) use the emulator too.
+        self.faults: deque[Fault] = deque()
         if data is not None:
             # A JSON round trip is a fast deep copy and proves the data is what the file holds.
             raw = json.loads(json.dumps(data))
@@ -1019,10 +1044,18 @@ def create_emulator(
     def faults() -> Response:
         spec = request.get_json(silent=True) or {}
         status, count = spec.get("status"), spec.get("count", 1)
-        if not isinstance(status, int) or not 400 <= status <= 599 or not isinstance(count, int):
-            return reply({"error": 'send {"status": 429|500|403, "count": N}'}, 400)
+        method, params = spec.get("method"), spec.get("params", {})
+        if (
+            not isinstance(status, int)
+            or not 400 <= status <= 599
+            or not isinstance(count, int)
+            or not (method is None or (isinstance(method, str) and method))
+            or not isinstance(params, dict)
+            or not all(isinstance(v, str) for v in params.values())
+        ):
+            return reply({"error": _FAULT_SPEC}, 400)
         with emu.lock:
-            emu.faults.extend([status] * count)
+            emu.faults.extend([Fault(status, method, params)] * count)
         return reply({"ok": True, "pending": len(emu.faults)})
 
     @app.get("/_emulator/data")
@@ -1030,15 +1063,23 @@ def create_emulator(
         with emu.lock:
             return reply(emu.data)
 
-    def run(method: str, handler: Handler, sid: str, ranges: list[str] | None = None) -> Response:
+    def run(
+        method: str,
+        handler: Handler,
+        sid: str,
+        ranges: list[str] | None = None,
+        args: Mapping[str, str] | None = None,
+    ) -> Response:
         """Count and log the call, answer an injected fault if one is due, else run it; save
         changes."""
         try:
             with emu.lock:
                 emu.calls[method] += 1
                 emu.requests.append({"method": method, "ranges": ranges or []})
-                if emu.faults:
-                    code = emu.faults.popleft()
+                fault = next((f for f in emu.faults if f.hits(method, args or {})), None)
+                if fault is not None:
+                    emu.faults.remove(fault)
+                    code = fault.status
                     raise ApiError(code, _FAULT_MESSAGES.get(code, "Injected fault."))
                 try:
                     answer, changed = handler(sid)
@@ -1072,7 +1113,7 @@ def create_emulator(
             method, handler = _route(emu, http, tail, verb, args)
         except ApiError as exc:
             return reply(exc.body(), exc.code)
-        return run(method, handler, sid, _ranges_asked(tail, args))
+        return run(method, handler, sid, _ranges_asked(tail, args), args)
 
     @app.errorhandler(404)
     def not_found(_: Exception) -> Response:

@@ -170,11 +170,18 @@ def test_the_report_panel_shows_the_funnel_chart_and_the_advice(page: Any) -> No
 
 def test_a_backend_error_shows_in_the_sidebar(page: Any, playground: Playground) -> None:
     sidebar = page.frame_locator("#sidebar")
-    # Let the sidebar's own first status read finish, so the fault below hits Sync now's read.
     sidebar.locator('#counts [data-count="sent"]').wait_for(timeout=WAIT_MS)
-    # 403 is permanent (no retry with real sleeps): the backend's read fails at once.
+    # 403 is permanent (no retry with real sleeps): the backend's read fails at once. The fault
+    # is for the backend's read of the tab alone (stored values): the page refreshes its grid
+    # after every sidebar call (formatted values), and one such refresh may reach the
+    # emulator after this line.
     httpx.post(
-        playground.env.sheets_url + "/_emulator/faults", json={"status": 403, "count": 1}
+        playground.env.sheets_url + "/_emulator/faults",
+        json={
+            "status": 403,
+            "method": "values.get",
+            "params": {"valueRenderOption": "UNFORMATTED_VALUE"},
+        },
     ).raise_for_status()
     sidebar.locator("#sync-now").click()
     error = sidebar.locator("#error")

@@ -63,9 +63,11 @@ class Emulator:
     def reset_stats(self) -> None:
         httpx.post(f"{self.url}/_emulator/stats/reset").raise_for_status()
 
-    def fault(self, status: int, count: int = 1) -> None:
+    def fault(self, status: int, count: int = 1, **only: Any) -> None:
+        """The next `count` calls answer `status`; `only`: the calls it is for (`method`,
+        `params`)."""
         httpx.post(
-            f"{self.url}/_emulator/faults", json={"status": status, "count": count}
+            f"{self.url}/_emulator/faults", json={"status": status, "count": count, **only}
         ).raise_for_status()
 
     def data(self) -> dict[str, Any]:

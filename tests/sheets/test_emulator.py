@@ -640,6 +640,27 @@ def test_faults_answer_the_next_calls_in_googles_envelope(
     assert get(emu, "Leads")["values"][0][0] == "Status"
 
 
+def test_a_fault_for_one_call_leaves_the_others_alone(emu: Emulator) -> None:
+    # Two clients read the same tab, one of them stored values: the fault is for that one.
+    emu.fault(403, method="values.get", params={"valueRenderOption": "UNFORMATTED_VALUE"})
+    build_service(emu.config()).spreadsheets().get(spreadsheetId="sheet-1").execute()
+    formatted = get(emu, "Leads", valueRenderOption="FORMATTED_VALUE")
+    assert formatted["values"][0][0] == "Status"  # not the fault's call
+    assert error_of(lambda: get(emu, "Leads"))["error"]["code"] == 403
+    assert get(emu, "Leads")["values"][0][0] == "Status"  # one call only
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"method": ""}, {"method": 3}, {"params": ["x"]}, {"params": {"majorDimension": 1}}],
+)
+def test_a_fault_spec_it_cannot_read_is_refused(emu: Emulator, spec: dict[str, Any]) -> None:
+    answer = httpx.post(f"{emu.url}/_emulator/faults", json={"status": 403, **spec})
+    assert answer.status_code == 400
+    assert '"method"' in answer.json()["error"]
+    assert get(emu, "Leads")["values"][0][0] == "Status"  # nothing was queued
+
+
 @pytest.mark.parametrize("first_row", ["Leads!A1", "Leads!A1:E1"])
 def test_append_to_the_first_row_finds_the_whole_table_below_it(
     emu: Emulator, first_row: str
