@@ -404,6 +404,38 @@ def test_a_mark_leaves_the_identity_index_to_index_identities(ledger: SqliteLedg
     assert len(ledger.pixel_events("px1", contacts=["a" * 64])) == 3
 
 
+def test_index_identities_indexes_each_field_an_event_has_and_skips_unreadable_user_data(
+    ledger: SqliteLedger,
+) -> None:
+    """Each identifier an event's user_data has is indexed under its field (the Leadgen ID as
+    the number it is); an event without one, or whose user_data is not JSON (a hand-edited
+    ledger), gives no entry and stops nothing."""
+    ledger.bind_pixel(WHERE, "px1", NOW)
+    both, lead, bad = planned("L1"), planned("L2"), planned("L3")
+    both.user_data = {"em": "a" * 64, "ph": "b" * 64, "fn": "c" * 64}
+    lead.user_data = {"lead_id": 1234567890123456789}
+    ledger.mark_sending(WHERE, [both, lead, bad], {}, {}, NOW)
+    db = ledger._connect()
+    with db:
+        db.execute("UPDATE events SET user_data = '{not json' WHERE lead_key = 'L3'")
+
+    assert ledger.index_identities() == 3
+
+    entries = db.execute(
+        "SELECT i.field, i.value, e.lead_key FROM identity_index i "
+        "JOIN events e ON e.rowid = i.event_rowid ORDER BY 1, 3"
+    ).fetchall()
+    assert entries == [
+        ("em", "a" * 64, "L1"),
+        ("lead_id", 1234567890123456789, "L2"),
+        ("ph", "b" * 64, "L1"),
+    ]
+    assert [p.lead_key for p in ledger.pixel_events("px1", lead_ids=[1234567890123456789])] == [
+        "L2"
+    ]
+    assert db.execute("SELECT COUNT(*) FROM identity_pending").fetchone() == (0,)
+
+
 def test_a_ledger_with_the_indexes_on_user_data_trades_them_for_the_identity_index(
     ledger_path: Path,
 ) -> None:

@@ -705,6 +705,7 @@ class SqliteLedger:
         call (see _IDENTITIES), a few large transactions for a whole pass's events; how many
         events were indexed."""
         done = 0
+        fields = ", ".join(f"json_extract(u, '$.{f}') AS {f}" for f in PIXEL_MATCH_FIELDS)
         while True:
             with self._tx(immediate=True) as db:
                 row = db.execute(
@@ -715,17 +716,29 @@ class SqliteLedger:
                 count, upto = row
                 if not count:
                     return done
+                # Each event's user_data read once for its three fields (this SQLite parses
+                # a JSON text again at each json_ call: three fields, read where they are
+                # indexed, were six parses an event, a third of the time), into a table of
+                # this connection's own, then each field indexed in order.
+                db.execute("DROP TABLE IF EXISTS temp.identity_batch")
+                db.execute(
+                    f"CREATE TEMP TABLE identity_batch AS SELECT r, {fields} FROM ("
+                    "SELECT e.rowid AS r, CASE WHEN json_valid(e.user_data) "
+                    "THEN e.user_data END AS u "
+                    # CROSS JOIN: the notes drive (SQLite otherwise may scan events up to the
+                    # newest note's rowid: a whole table for an edit's pass).
+                    "FROM identity_pending n CROSS JOIN events e ON e.rowid = n.event_rowid "
+                    "WHERE n.event_rowid <= ?)",
+                    (upto,),
+                )
                 for f in PIXEL_MATCH_FIELDS:
                     db.execute(
                         "INSERT OR IGNORE INTO identity_index (field, value, event_rowid) "
-                        f"SELECT ?, v, r FROM (SELECT {_user_field(f, 'e.')} AS v, "
-                        # CROSS JOIN: the notes drive (SQLite otherwise may scan events
-                        # up to the newest note's rowid: a whole table for an edit's pass).
-                        "e.rowid AS r FROM identity_pending n CROSS JOIN events e "
-                        "ON e.rowid = n.event_rowid WHERE n.event_rowid <= ?) "
-                        "WHERE v IS NOT NULL ORDER BY v",
-                        (f, upto),
+                        f"SELECT ?, {f}, r FROM temp.identity_batch WHERE {f} IS NOT NULL "
+                        f"ORDER BY {f}",
+                        (f,),
                     )
+                db.execute("DROP TABLE temp.identity_batch")
                 db.execute("DELETE FROM identity_pending WHERE event_rowid <= ?", (upto,))
             done += count
 
