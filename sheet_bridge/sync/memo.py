@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, cast, overload
 
 import sheet_bridge
@@ -213,54 +214,91 @@ class Remembered:
         )
         return sorted([*leads, *lead_rows(rows, config, layout)], key=lambda r: r.row_number)
 
-    def to_store(
+
+class MemoMaker:
+    """The memos of one pass's rows, each made as soon as its report is final (`add`: while
+    the pass still waits for Meta's later answers), the rest once the pass has every report
+    (`to_store`). A memo is stored for
+    - a row planned at a fixed point (`fixed`) that logged nothing and whose cells the pass
+      left as they were: its report, as it is;
+    - a row whose every due event (`due`: lead key → events due when planned, before any was
+      held for another row) this pass sent, with nothing expired, taken as a baseline or
+      failed: the report the next pass gives it, which says the same in every cell (the
+      sheet's words depend only on the records) and is "already sent" with no strength
+      (outcomes.render_row), under the digest of the row as the write-back leaves it.
+    `fingerprint_after`: the fingerprint once the write-back created the bridge's missing
+    headers (the header is part of it). The memos are stored only once the rows' cells are
+    written (sync/run.py)."""
+
+    def __init__(
         self,
-        rows: Sequence[RowReport],
+        remembered: Remembered,
         fixed: Collection[str],
         due: Mapping[str, int],
         written: Sequence[Sequence[object]],
         first_row: int,
         fingerprint_after: str | None = None,
+    ) -> None:
+        self.remembered = remembered
+        self.fixed, self.due, self.written, self.first_row = fixed, due, written, first_row
+        self.fingerprint = fingerprint_after or remembered.fingerprint
+        self._new: list[tuple[str, str, str, str]] = []
+        self._made: set[int] = set()  # id() of the reports already taken (add)
+        self._queue: SimpleQueue[RowReport | None] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def add(self, report: RowReport) -> None:
+        """A row's report is final: its memo, if it gets one, is made now."""
+        self._made.add(id(report))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="memo-maker", daemon=True)
+            self._thread.start()
+        self._queue.put(report)
+
+    def _run(self) -> None:
+        while (r := self._queue.get()) is not None:
+            self._take(r)
+
+    def to_store(
+        self, rows: Sequence[RowReport]
     ) -> tuple[list[tuple[str, str, str, str]], set[str]]:
-        """After the pass wrote the sheet: the memos to store (lead key, digest, fingerprint,
-        report) and the memos to delete (every other one the ledger held but those of the
-        rows left out, which stand as they are). A memo is stored for
-        - a row planned at a fixed point (`fixed`) that logged nothing and whose cells the
-          pass left as they were: its report, as it is;
-        - a row whose every due event (`due`: lead key → events due when planned, before any
-          was held for another row) this pass sent, with nothing expired, taken as a baseline
-          or failed: the report the next pass gives it, which says the same in every cell
-          (the sheet's words depend only on the records) and is "already sent" with no
-          strength (outcomes.render_row), under the digest of the row as the write-back
-          leaves it.
-        `fingerprint_after`: the fingerprint once the write-back created the bridge's
-        missing headers (the header is part of it)."""
-        fp = fingerprint_after or self.fingerprint
-        new: list[tuple[str, str, str, str]] = []
+        """Every planned row's report (`rows`; those `add` took are not made again): the memos
+        to store and the memos to delete (every other one the ledger held but those of the
+        rows left out, which stand as they are)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        made = self._made
         for r in rows:
-            rest = self.digests.get(r.row)
-            if rest is None or r.lead_key in self.skipped:
-                continue
-            if (
-                r.lead_key in fixed
-                and r.outcome in FIXED_REPORTS
-                and not r.logged
-                and 0 <= r.row - first_row < len(written)
-                and same_cells(r, written[r.row - first_row])
-            ):
-                encoded = encode_report(r)
-            elif (
-                r.outcome == "sent"
-                and len(r.logged) == due.get(r.lead_key, -1)
-                and all(state == "sent" for _, _, state, _ in r.logged)
-                and all(state == "sent" for _, _, state, _ in r.event_states)
-            ):
-                encoded = encode_report(r, remembered=True)
-            else:
-                continue
-            new.append((r.lead_key, row_digest(rest, r.cells), fp, encoded))
-        kept = {k for k, _, _, _ in new} | self.skipped.keys()
-        return new, self.stored - kept
+            if id(r) not in made:
+                self._take(r)
+        new, remembered = self._new, self.remembered
+        kept = {k for k, _, _, _ in new} | remembered.skipped.keys()
+        return new, remembered.stored - kept
+
+    def _take(self, r: RowReport) -> None:
+        remembered, first_row, written = self.remembered, self.first_row, self.written
+        rest = remembered.digests.get(r.row)
+        if rest is None or r.lead_key in remembered.skipped:
+            return
+        if (
+            r.lead_key in self.fixed
+            and r.outcome in FIXED_REPORTS
+            and not r.logged
+            and 0 <= r.row - first_row < len(written)
+            and same_cells(r, written[r.row - first_row])
+        ):
+            encoded = encode_report(r)
+        elif (
+            r.outcome == "sent"
+            and len(r.logged) == self.due.get(r.lead_key, -1)
+            and all(state == "sent" for _, _, state, _ in r.logged)
+            and all(state == "sent" for _, _, state, _ in r.event_states)
+        ):
+            encoded = encode_report(r, remembered=True)
+        else:
+            return
+        self._new.append((r.lead_key, row_digest(rest, r.cells), self.fingerprint, encoded))
 
 
 def decode_reports(

@@ -36,7 +36,13 @@ from sheet_bridge.sync.ledger import (
     SyncBusy,
     open_ledger,
 )
-from sheet_bridge.sync.memo import REMEMBERED_OUTCOME, PassRows, Remembered, remember
+from sheet_bridge.sync.memo import (
+    REMEMBERED_OUTCOME,
+    MemoMaker,
+    PassRows,
+    Remembered,
+    remember,
+)
 from sheet_bridge.sync.memo import due_events as memo_due_events
 from sheet_bridge.sync.memo import fingerprint as memo_fingerprint
 from sheet_bridge.sync.memo import fixed_points as memo_fixed_points
@@ -461,19 +467,26 @@ class Bridge:
             try:
                 # Before one_identity_per_pixel: a lead whose due events it drops is not at
                 # rest.
-                fixed = memo_fixed_points(the_plan, due) if remembered is not None else set()
-                due_events = memo_due_events(the_plan) if remembered is not None else {}
+                maker = None
+                if remembered is not None:
+                    maker = MemoMaker(
+                        remembered,
+                        memo_fixed_points(the_plan, due),
+                        memo_due_events(the_plan),
+                        written,
+                        first_row,
+                        self._fingerprint_after(remembered, layout),
+                    )
                 one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
+                finals = [f.add for f in (stream, maker) if f is not None]
                 result = self._send_and_record(
-                    the_plan, tz, dry_run, trigger, progress, now, lease, stream, writes
+                    the_plan, tz, dry_run, trigger, progress, now, lease, finals, writes
                 )
             finally:
                 if writes is not None:
                     writes.close()
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
-            memos: Future[_Memos] | None = None
-            stored: list[Future[None]] = []
             if not dry_run:
                 try:  # by the lock's holder only, and not by a server about to be killed
                     lease.check()
@@ -482,27 +495,10 @@ class Bridge:
                     raise _stopped(why, result.events_sent) from None
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
-                with ThreadPoolExecutor(3, thread_name_prefix="after-send") as pool:
-                    if remembered is not None:  # made while Google writes the sheet
-                        memos = pool.submit(
-                            self._make_memos,
-                            remembered,
-                            result.rows,
-                            fixed,
-                            due_events,
-                            written,
-                            first_row,
-                            layout,
-                        )
-                    # The planned rows only: a row left out for its memo reads the bridge
-                    # cells its report has (its digest holds them), so none of its cells would
-                    # be written.
-                    made = memos
-
-                    def store_memos() -> None:
-                        if made is not None:
-                            stored.append(pool.submit(self._store_memos, made, now))
-
+                with ThreadPoolExecutor(2, thread_name_prefix="after-send") as pool:
+                    made: Future[_Memos] | None = None
+                    if maker is not None:  # the rest made while Google writes the sheet
+                        made = pool.submit(self._make_memos, maker, result.rows)
                     self._write_back(
                         written,
                         first_row,
@@ -511,16 +507,12 @@ class Bridge:
                         tz,
                         progress,
                         count_log,
-                        # Once the write phase is told (not while the indexing holds the
-                        # ledger's write lock), while the cells to write are worked out and
-                        # Google writes them.
-                        writing=lambda: pool.submit(self._index_identities),
-                        # Once the rows are as the memos say, while Google appends the Log.
-                        on_cells_written=store_memos,
+                        # Once the write phase is told (not while the ledger's write lock is
+                        # held), while the cells to write are worked out and Google writes
+                        # them and appends the Log.
+                        writing=lambda: pool.submit(self._after_send_ledger, made, now),
                         stream=stream,
                     )
-                for future in stored:
-                    future.result()
             if remembered is not None and remembered.skipped:
                 self._add_remembered(result, remembered)
         except Exception as exc:
@@ -602,50 +594,54 @@ class Bridge:
         result.counts[REMEMBERED_OUTCOME] += rows.remembered
         result.rows_remembered = rows.remembered
 
-    def _make_memos(
-        self,
-        remembered: Remembered,
-        rows: Sequence[RowReport],
-        fixed: Collection[str],
-        due: Mapping[str, int],
-        written: Sequence[Sequence[object]],
-        first_row: int,
-        layout: ColumnLayout,
-    ) -> _Memos:
+    @staticmethod
+    def _make_memos(maker: MemoMaker, rows: Sequence[RowReport]) -> _Memos:
         """The memos for the rows at rest once the write-back is done, the others' to delete
-        (Remembered.to_store; `rows`: the planned rows' reports). Made while the sheet is
-        written, stored only once the rows' cells are (_store_memos)."""
-        after = None
-        if layout.new_headers:  # the header as the write-back leaves it
-            header = list(remembered.shell.header)
-            for col, name in layout.new_headers:
-                header += [""] * (col + 1 - len(header))
-                header[col] = name
-            after = memo_fingerprint(self.config, replace(remembered.shell, header=header))
+        (`rows`: the planned rows' reports; the maker made those of the rows Meta answered as
+        it answered them). Made while the sheet is written, stored only once the rows' cells
+        are (_store_memos)."""
         with gc_paused():
-            return remembered.to_store(
-                rows, fixed, due, written, first_row, fingerprint_after=after
-            )
+            return maker.to_store(rows)
+
+    def _fingerprint_after(self, remembered: Remembered, layout: ColumnLayout) -> str | None:
+        """The memos' fingerprint once the write-back has written the bridge's missing headers
+        (None: it writes none)."""
+        if not layout.new_headers:
+            return None
+        header = list(remembered.shell.header)
+        for col, name in layout.new_headers:
+            header += [""] * (col + 1 - len(header))
+            header[col] = name
+        return memo_fingerprint(self.config, replace(remembered.shell, header=header))
+
+    def _after_send_ledger(self, made: Future[_Memos] | None, now: datetime) -> None:
+        """On a helper thread, once the pass has sent, while Google writes the sheet: the row
+        memos stored (`made`), then the events the pass wrote made searchable by Leadgen ID,
+        e-mail and phone in bulk (ledger.index_identities), one after the other (the ledger
+        has one writer at a time)."""
+        try:
+            if made is not None:
+                self._store_memos(made, now)
+            self._index_identities()
+        finally:
+            self.ledger.release_thread()
 
     def _index_identities(self) -> None:
-        """On a helper thread, once the pass has sent: the events it wrote made searchable by
-        Leadgen ID, e-mail and phone in bulk (ledger.index_identities). Searches find them
-        before that all the same; one that fails is said, and the next pass indexes them."""
+        """Searches find the pass's events before they are indexed all the same; an index
+        that fails is said, and the next pass indexes them."""
         try:
             self.ledger.index_identities()
         except LedgerError as exc:
             log.warning("the ledger's identity index is behind (the next pass catches up): %s", exc)
         except Exception:  # a fault of ours: said in full, not lost in a future nobody reads
             log.exception("indexing the pass's identities failed (the next pass tries again)")
-        finally:
-            self.ledger.release_thread()
 
     def _store_memos(self, made: Future[_Memos], now: datetime) -> None:
-        """On a helper thread, once the write-back has written the rows' cells (while Google
-        appends the CAPI Log: the Log is no part of a row, and a row stands as its memo says
-        whether or not its lines could be appended): memos for the rows at rest, the others'
-        deleted. A ledger that cannot store them costs the next pass its shortcut, nothing
-        else."""
+        """Memos for the rows at rest, the others' deleted. Stored while Google writes the
+        rows' cells, not after: a memo is trusted only for a row that reads as it digests, its
+        bridge cells included as the write-back leaves them (sync/memo.py), so a row whose
+        cells Google refuses does not match its memo, and the next pass plans it again. A
+        ledger that cannot store them costs the next pass its shortcut, nothing else."""
         try:
             store, forget = made.result()
             if not store and not forget:
@@ -653,8 +649,6 @@ class Bridge:
             self.ledger.store_row_memos(self.sheet_tab, store, forget, now, self.clock())
         except LedgerError as exc:
             log.warning("could not store the row memos of %s: %s", self.sheet_tab, exc)
-        finally:
-            self.ledger.release_thread()
 
     def read(self) -> tuple[SheetTable, ColumnLayout, list[LeadRow]]:
         """Read the tab (one API call) and type its rows."""
@@ -859,12 +853,13 @@ class Bridge:
         progress: Progress,
         now: datetime,
         lease: LockLease,
-        stream: LogStream | None = None,
+        on_final: Sequence[Callable[[RowReport], object]] = (),
         writes: LedgerWrites | None = None,
     ) -> SyncResult:
-        """Send what is due, record Meta's answers, and report every row (`stream`: takes each
-        row's CAPI Log lines as soon as its report is final; `writes`: the ledger's writer,
-        started with the plan's statuses seen).
+        """Send what is due, record Meta's answers, and report every row (`on_final`: each is
+        told each row's report as soon as it is final, while later requests wait for Meta:
+        the CAPI Log's stream, the row memos' maker; `writes`: the ledger's writer, started
+        with the plan's statuses seen).
 
         The due leads are completed (their identity hashed, their events built) one by one as
         the sender takes them, oldest first: the first requests leave while later leads are
@@ -874,7 +869,7 @@ class Bridge:
             self._funnel_order(),
             tz,
             dry_run,
-            on_final=stream.add if stream is not None else None,
+            on_final=on_final,
         )
         record: Callable[[], None] | None = None
         if not dry_run:
@@ -1006,7 +1001,6 @@ class Bridge:
         progress: Progress,
         count_log: bool = False,
         writing: Callable[[], object] | None = None,
-        on_cells_written: Callable[[], object] | None = None,
         stream: LogStream | None = None,
     ) -> None:
         """One values.batchUpdate of the bridge cells that changed, one append to the log (a
@@ -1014,8 +1008,7 @@ class Bridge:
 
         `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order. `count_log`:
         record the Log's line count after the append (`_log_behind` says when). `writing`:
-        called once the write phase is told, before the sheet is written. `on_cells_written`:
-        called once the rows' cells are written, before the Log is appended. `stream`: the
+        called once the write phase is told, before the sheet is written. `stream`: the
         pass's LogStream; the rows whose lines it appended while sending are left out, every
         other row's lines are appended here, row by row."""
         if self._before_write_back is not None:
@@ -1040,8 +1033,6 @@ class Bridge:
         try:
             result.cells_written = self.sheets.write_cells(cells)
             del cells
-            if on_cells_written is not None:
-                on_cells_written()
             appended: Collection[int] = ()
             last = None
             if stream is not None:

@@ -210,10 +210,10 @@ class RowReports:
         order: Mapping[str, int],
         tz: tzinfo,
         dry_run: bool,
-        on_final: Callable[[RowReport], object] | None = None,
+        on_final: Sequence[Callable[[RowReport], object]] = (),
     ) -> None:
         self.notes: dict[str, str | None] = {}
-        self._on_final = on_final  # told each report made before finish(), as it is made
+        self._on_final = on_final  # each told each report made before finish(), as it is made
         self._decisions = decisions
         self._order = order  # event name → funnel index
         self._tz, self._dry_run = tz, dry_run
@@ -254,8 +254,8 @@ class RowReports:
             decision = self._decisions[wait[0]]
             report = self._reports[wait[0]] = self._render(decision)
             decision.events.clear()
-            if self._on_final is not None:
-                self._on_final(report)
+            for tell in self._on_final:
+                tell(report)
 
     def finish(self) -> list[RowReport]:
         """Every row's report, in sheet order (the rows nothing was sent for are written now)."""
@@ -569,6 +569,7 @@ class Sender:
         self._writes: LedgerWrites  # one per send(): closed when sending ends
         self._before: Callable[[], None] | None = None
         self._latest: Future[list[SendOutcome]] | None = None  # the last request sent
+        self._built = False  # every request of this send() is built: no mark is to come
 
     def before(self, write: Callable[[], None] | None) -> None:
         """A ledger write of the pass's own to make before the first mark of the next send(),
@@ -597,6 +598,7 @@ class Sender:
             total = sum(len(d.events) for d in leads)
         self._now = now
         self._total = total or 0
+        self._built = False
         before = self.capi.requests_made
         if writes is None:
             self._writes = LedgerWrites(self.ledger, self.where, now, self._before)
@@ -624,6 +626,9 @@ class Sender:
                         or self._room(self._after(ahead[0][0]), block=False)
                     ):
                         self._send_first(ahead, pool)
+                # No mark is to come: each answer is handed to the ledger's writer as it
+                # comes (_collect), not all at the end.
+                self._built = True
                 while ahead:
                     self._send_first(ahead, pool)
             finally:
@@ -757,6 +762,8 @@ class Sender:
                 continue
             self._record(chunk, outcomes)
             self.limit.answered()
+        if self._built:  # recorded while the last requests wait for Meta
+            self._hand_answers()
         if failure is not None:
             raise failure
 

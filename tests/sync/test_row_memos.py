@@ -6,6 +6,7 @@ pass plan the row again (issue 24: "the no-change pass reads, compares digests a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -274,9 +275,9 @@ def test_a_pass_over_an_unchanged_sheet_answers_from_the_memos(
 def test_memos_are_stored_once_the_rows_cells_are_written_whatever_the_log_does(
     make_world: MakeWorld, world_now: datetime, monkeypatch: pytest.MonkeyPatch, refused: str
 ) -> None:
-    """The memos are stored while Google appends the CAPI Log: a row stands as its memo says
-    once its cells are written. Cells Google refused store none: the next pass plans the rows
-    and writes them."""
+    """A row stands as its memo says once its cells are written, whatever the CAPI Log's
+    append does. Cells Google refused leave rows that do not match their memos: the next pass
+    plans the rows and writes them."""
     statuses = ["New", "MQL", "SQL", "Customer"]
     world = make_world([lead_row(i, statuses[i], now=world_now) for i in range(4)])
     bridge = world.bridge()
@@ -293,6 +294,34 @@ def test_memos_are_stored_once_the_rows_cells_are_written_whatever_the_log_does(
         assert second.rows_remembered == 4 and second.cells_written == 0
     else:
         assert second.rows_remembered == 0 and second.cells_written > 0
+
+
+def test_a_memo_stored_while_google_refuses_its_rows_cells_is_not_trusted(
+    make_world: MakeWorld, world_now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memos are stored while Google writes the rows' cells, not after: a memo holds the
+    digest of its row as the write-back leaves it, bridge cells included, so a row Google did
+    not write reads differently and is planned again, whatever the ledger holds."""
+    statuses = ["New", "MQL", "SQL", "Customer"]
+    world = make_world([lead_row(i, statuses[i], now=world_now) for i in range(4)])
+    bridge = world.bridge()
+    stored_before_write: list[int] = []
+
+    def refuse(*args: Any, **kw: Any) -> Any:
+        deadline = time.monotonic() + 10  # the memos' store runs beside the write-back
+        while not bridge.ledger.row_memos(bridge.sheet_tab) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stored_before_write.append(len(bridge.ledger.row_memos(bridge.sheet_tab)))
+        raise SheetsError("Google said no (403) this once")
+
+    monkeypatch.setattr(bridge.sheets, "write_cells", refuse)
+    bridge.sync()
+    assert stored_before_write == [4]
+    assert len(bridge.ledger.row_memos(bridge.sheet_tab)) == 4
+
+    again = world.bridge().sync()
+    assert again.rows_remembered == 0 and again.events_sent == 0
+    assert again.cells_written > 0
 
 
 def test_the_answer_of_a_pass_decodes_the_memos_only_when_its_rows_are_read(
