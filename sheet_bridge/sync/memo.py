@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import logging
 import sys
 import threading
 from collections import Counter
@@ -41,6 +42,8 @@ from sheet_bridge.sync.rows import (
     own_key,
     pixel_event_id,
 )
+
+log = logging.getLogger(__name__)
 
 # Bumped when what a memo holds, or how a report is worded, changes without a version bump:
 # every memo of an older format is ignored (and replaced by the next full pass).
@@ -248,16 +251,28 @@ class MemoMaker:
         self._thread: threading.Thread | None = None
 
     def add(self, report: RowReport) -> None:
-        """A row's report is final: its memo, if it gets one, is made now."""
+        """A row's report is final: its memo, if it gets one, is made now on the maker's
+        thread (the pass's thread goes on sending)."""
         self._made.add(id(report))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="memo-maker", daemon=True)
             self._thread.start()
         self._queue.put(report)
 
+    def close(self) -> None:
+        """The memos of every report added are made (or the maker failed, and said so); its
+        thread has ended. Called by to_store, and by a pass that stops before it."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
     def _run(self) -> None:
-        while (r := self._queue.get()) is not None:
-            self._take(r)
+        try:
+            while (r := self._queue.get()) is not None:
+                self._take(r)
+        except Exception:  # a fault of ours: the rows after it get no memo, the pass goes on
+            log.exception("making the row memos failed (the next pass plans those rows)")
 
     def to_store(
         self, rows: Sequence[RowReport]
@@ -265,9 +280,7 @@ class MemoMaker:
         """Every planned row's report (`rows`; those `add` took are not made again): the memos
         to store and the memos to delete (every other one the ledger held but those of the
         rows left out, which stand as they are)."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
+        self.close()
         made = self._made
         for r in rows:
             if id(r) not in made:

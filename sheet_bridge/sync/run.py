@@ -385,6 +385,7 @@ class Bridge:
         full = read is None and keys is None and rows is None
         remembered: Remembered | None = None
         stream: LogStream | None = None
+        maker: MemoMaker | None = None
         if full:  # a whole tab's read is the largest thing a pass holds: room for it first
             give_back_freed_memory(collect=True)
         try:
@@ -467,7 +468,6 @@ class Bridge:
             try:
                 # Before one_identity_per_pixel: a lead whose due events it drops is not at
                 # rest.
-                maker = None
                 if remembered is not None:
                     maker = MemoMaker(
                         remembered,
@@ -530,6 +530,8 @@ class Bridge:
             raise
         finally:
             self.hasher.close()
+            if maker is not None:
+                maker.close()
             if stream is not None:
                 stream.close()  # an append in flight ends (its lines are in the Log or not)
         result.seconds = time.monotonic() - started
