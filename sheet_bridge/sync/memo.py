@@ -16,14 +16,12 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import logging
 import sys
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from queue import SimpleQueue
 from typing import Any, cast, overload
 
 import sheet_bridge
@@ -42,8 +40,6 @@ from sheet_bridge.sync.rows import (
     own_key,
     pixel_event_id,
 )
-
-log = logging.getLogger(__name__)
 
 # Bumped when what a memo holds, or how a report is worded, changes without a version bump:
 # every memo of an older format is ignored (and replaced by the next full pass).
@@ -217,101 +213,55 @@ class Remembered:
         )
         return sorted([*leads, *lead_rows(rows, config, layout)], key=lambda r: r.row_number)
 
-
-class MemoMaker:
-    """The memos of one pass's rows, each made as soon as its report is final (`add`: while
-    the pass still waits for Meta's later answers), the rest once the pass has every report
-    (`to_store`). A memo is stored for
-    - a row planned at a fixed point (`fixed`) that logged nothing and whose cells the pass
-      left as they were: its report, as it is;
-    - a row whose every due event (`due`: lead key → events due when planned, before any was
-      held for another row) this pass sent, with nothing expired, taken as a baseline or
-      failed: the report the next pass gives it, which says the same in every cell (the
-      sheet's words depend only on the records) and is "already sent" with no strength
-      (outcomes.render_row), under the digest of the row as the write-back leaves it.
-    `fingerprint_after`: the fingerprint once the write-back created the bridge's missing
-    headers (the header is part of it). The memos are stored only once the rows' cells are
-    written (sync/run.py)."""
-
-    def __init__(
+    def to_store(
         self,
-        remembered: Remembered,
+        rows: Sequence[RowReport],
         fixed: Collection[str],
         due: Mapping[str, int],
         written: Sequence[Sequence[object]],
         first_row: int,
         fingerprint_after: str | None = None,
-    ) -> None:
-        self.remembered = remembered
-        self.fixed, self.due, self.written, self.first_row = fixed, due, written, first_row
-        self.fingerprint = fingerprint_after or remembered.fingerprint
-        self._new: list[tuple[str, str, str, str]] = []
-        self._made: set[int] = set()  # id() of the reports already taken (add)
-        self._queue: SimpleQueue[RowReport | None] = SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def add(self, report: RowReport) -> None:
-        """A row's report is final: its memo, if it gets one, is made now on the maker's
-        thread (the pass's thread goes on sending)."""
-        self._made.add(id(report))
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="memo-maker", daemon=True)
-            self._thread.start()
-        self._queue.put(report)
-
-    def close(self) -> None:
-        """The memos of every report added are made (or the maker failed, and said so); its
-        thread has ended. Called by to_store, and by a pass that stops before it."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        try:
-            while (r := self._queue.get()) is not None:
-                self._take(r)
-        except Exception:  # a fault of ours: the rows after it get no memo, the pass goes on
-            log.exception("making the row memos failed (the next pass plans those rows)")
-
-    def to_store(
-        self, rows: Sequence[RowReport]
     ) -> tuple[list[tuple[str, str, str, str]], set[str]]:
-        """Every planned row's report (`rows`; those `add` took are not made again): the memos
-        to store and the memos to delete (every other one the ledger held but those of the
-        rows left out, which stand as they are)."""
-        self.close()
-        made = self._made
+        """Once the pass has every report: the memos to store (lead key, digest, fingerprint,
+        report) and the memos to delete (every other one the ledger held but those of the
+        rows left out, which stand as they are). A memo is stored for
+        - a row planned at a fixed point (`fixed`) that logged nothing and whose cells the
+          pass left as they were: its report, as it is;
+        - a row whose every due event (`due`: lead key → events due when planned, before any
+          was held for another row) this pass sent, with nothing expired, taken as a baseline
+          or failed: the report the next pass gives it, which says the same in every cell
+          (the sheet's words depend only on the records) and is "already sent" with no
+          strength (outcomes.render_row), under the digest of the row as the write-back
+          leaves it.
+        `fingerprint_after`: the fingerprint once the write-back created the bridge's
+        missing headers (the header is part of it). Stored while the write-back writes the
+        rows' cells: a row it could not write does not match its memo (sync/run.py)."""
+        fp = fingerprint_after or self.fingerprint
+        new: list[tuple[str, str, str, str]] = []
         for r in rows:
-            if id(r) not in made:
-                self._take(r)
-        new, remembered = self._new, self.remembered
-        kept = {k for k, _, _, _ in new} | remembered.skipped.keys()
-        return new, remembered.stored - kept
-
-    def _take(self, r: RowReport) -> None:
-        remembered, first_row, written = self.remembered, self.first_row, self.written
-        rest = remembered.digests.get(r.row)
-        if rest is None or r.lead_key in remembered.skipped:
-            return
-        if (
-            r.lead_key in self.fixed
-            and r.outcome in FIXED_REPORTS
-            and not r.logged
-            and 0 <= r.row - first_row < len(written)
-            and same_cells(r, written[r.row - first_row])
-        ):
-            encoded = encode_report(r)
-        elif (
-            r.outcome == "sent"
-            and len(r.logged) == self.due.get(r.lead_key, -1)
-            and all(state == "sent" for _, _, state, _ in r.logged)
-            and all(state == "sent" for _, _, state, _ in r.event_states)
-        ):
-            encoded = encode_report(r, remembered=True)
-        else:
-            return
-        self._new.append((r.lead_key, row_digest(rest, r.cells), self.fingerprint, encoded))
+            rest = self.digests.get(r.row)
+            if rest is None or r.lead_key in self.skipped:
+                continue
+            if (
+                r.lead_key in fixed
+                and r.outcome in FIXED_REPORTS
+                and not r.logged
+                and 0 <= r.row - first_row < len(written)
+                and same_cells(r, written[r.row - first_row])
+            ):
+                encoded = encode_report(r)
+            elif (
+                r.outcome == "sent"
+                and len(r.logged) == due.get(r.lead_key, -1)
+                and all(state == "sent" for _, _, state, _ in r.logged)
+                and all(state == "sent" for _, _, state, _ in r.event_states)
+            ):
+                encoded = encode_report(r, remembered=True)
+            else:
+                continue
+            new.append((r.lead_key, row_digest(rest, r.cells), fp, encoded))
+        kept = {k for k, _, _, _ in new} | self.skipped.keys()
+        return new, self.stored - kept
 
 
 def decode_reports(

@@ -36,13 +36,7 @@ from sheet_bridge.sync.ledger import (
     SyncBusy,
     open_ledger,
 )
-from sheet_bridge.sync.memo import (
-    REMEMBERED_OUTCOME,
-    MemoMaker,
-    PassRows,
-    Remembered,
-    remember,
-)
+from sheet_bridge.sync.memo import REMEMBERED_OUTCOME, PassRows, Remembered, remember
 from sheet_bridge.sync.memo import due_events as memo_due_events
 from sheet_bridge.sync.memo import fingerprint as memo_fingerprint
 from sheet_bridge.sync.memo import fixed_points as memo_fixed_points
@@ -385,7 +379,6 @@ class Bridge:
         full = read is None and keys is None and rows is None
         remembered: Remembered | None = None
         stream: LogStream | None = None
-        maker: MemoMaker | None = None
         if full:  # a whole tab's read is the largest thing a pass holds: room for it first
             give_back_freed_memory(collect=True)
         try:
@@ -468,19 +461,11 @@ class Bridge:
             try:
                 # Before one_identity_per_pixel: a lead whose due events it drops is not at
                 # rest.
-                if remembered is not None:
-                    maker = MemoMaker(
-                        remembered,
-                        memo_fixed_points(the_plan, due),
-                        memo_due_events(the_plan),
-                        written,
-                        first_row,
-                        self._fingerprint_after(remembered, layout),
-                    )
+                fixed = memo_fixed_points(the_plan, due) if remembered is not None else set()
+                due_events = memo_due_events(the_plan) if remembered is not None else {}
                 one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
-                finals = [f.add for f in (stream, maker) if f is not None]
                 result = self._send_and_record(
-                    the_plan, tz, dry_run, trigger, progress, now, lease, finals, writes
+                    the_plan, tz, dry_run, trigger, progress, now, lease, stream, writes
                 )
             finally:
                 if writes is not None:
@@ -497,8 +482,17 @@ class Bridge:
                 ledger.dequeue_edits(where, due, now)
                 with ThreadPoolExecutor(2, thread_name_prefix="after-send") as pool:
                     made: Future[_Memos] | None = None
-                    if maker is not None:  # the rest made while Google writes the sheet
-                        made = pool.submit(self._make_memos, maker, result.rows)
+                    if remembered is not None:  # made while Google writes the sheet
+                        made = pool.submit(
+                            self._make_memos,
+                            remembered,
+                            result.rows,
+                            fixed,
+                            due_events,
+                            written,
+                            first_row,
+                            layout,
+                        )
                     self._write_back(
                         written,
                         first_row,
@@ -530,8 +524,6 @@ class Bridge:
             raise
         finally:
             self.hasher.close()
-            if maker is not None:
-                maker.close()
             if stream is not None:
                 stream.close()  # an append in flight ends (its lines are in the Log or not)
         result.seconds = time.monotonic() - started
@@ -596,35 +588,40 @@ class Bridge:
         result.counts[REMEMBERED_OUTCOME] += rows.remembered
         result.rows_remembered = rows.remembered
 
-    @staticmethod
-    def _make_memos(maker: MemoMaker, rows: Sequence[RowReport]) -> _Memos:
+    def _make_memos(
+        self,
+        remembered: Remembered,
+        rows: Sequence[RowReport],
+        fixed: Collection[str],
+        due: Mapping[str, int],
+        written: Sequence[Sequence[object]],
+        first_row: int,
+        layout: ColumnLayout,
+    ) -> _Memos:
         """The memos for the rows at rest once the write-back is done, the others' to delete
-        (`rows`: the planned rows' reports; the maker made those of the rows Meta answered as
-        it answered them). Made while the sheet is written, stored only once the rows' cells
-        are (_store_memos)."""
+        (Remembered.to_store; `rows`: the planned rows' reports). Made and stored while the
+        sheet is written (_after_send_ledger)."""
+        after = None
+        if layout.new_headers:  # the header as the write-back leaves it
+            header = list(remembered.shell.header)
+            for col, name in layout.new_headers:
+                header += [""] * (col + 1 - len(header))
+                header[col] = name
+            after = memo_fingerprint(self.config, replace(remembered.shell, header=header))
         with gc_paused():
-            return maker.to_store(rows)
-
-    def _fingerprint_after(self, remembered: Remembered, layout: ColumnLayout) -> str | None:
-        """The memos' fingerprint once the write-back has written the bridge's missing headers
-        (None: it writes none)."""
-        if not layout.new_headers:
-            return None
-        header = list(remembered.shell.header)
-        for col, name in layout.new_headers:
-            header += [""] * (col + 1 - len(header))
-            header[col] = name
-        return memo_fingerprint(self.config, replace(remembered.shell, header=header))
+            return remembered.to_store(
+                rows, fixed, due, written, first_row, fingerprint_after=after
+            )
 
     def _after_send_ledger(self, made: Future[_Memos] | None, now: datetime) -> None:
-        """On a helper thread, once the pass has sent, while Google writes the sheet: the row
-        memos stored (`made`), then the events the pass wrote made searchable by Leadgen ID,
-        e-mail and phone in bulk (ledger.index_identities), one after the other (the ledger
-        has one writer at a time)."""
+        """On a helper thread, once the pass has sent, while Google writes the sheet: the
+        events the pass wrote made searchable by Leadgen ID, e-mail and phone in bulk
+        (ledger.index_identities) while the row memos are made on another thread, then the
+        memos stored (`made`), one after the other (the ledger has one writer at a time)."""
         try:
+            self._index_identities()
             if made is not None:
                 self._store_memos(made, now)
-            self._index_identities()
         finally:
             self.ledger.release_thread()
 
@@ -855,13 +852,12 @@ class Bridge:
         progress: Progress,
         now: datetime,
         lease: LockLease,
-        on_final: Sequence[Callable[[RowReport], object]] = (),
+        stream: LogStream | None = None,
         writes: LedgerWrites | None = None,
     ) -> SyncResult:
-        """Send what is due, record Meta's answers, and report every row (`on_final`: each is
-        told each row's report as soon as it is final, while later requests wait for Meta:
-        the CAPI Log's stream, the row memos' maker; `writes`: the ledger's writer, started
-        with the plan's statuses seen).
+        """Send what is due, record Meta's answers, and report every row (`stream`: takes each
+        row's CAPI Log lines as soon as its report is final; `writes`: the ledger's writer,
+        started with the plan's statuses seen).
 
         The due leads are completed (their identity hashed, their events built) one by one as
         the sender takes them, oldest first: the first requests leave while later leads are
@@ -871,7 +867,7 @@ class Bridge:
             self._funnel_order(),
             tz,
             dry_run,
-            on_final=on_final,
+            on_final=stream.add if stream is not None else None,
         )
         record: Callable[[], None] | None = None
         if not dry_run:

@@ -210,10 +210,10 @@ class RowReports:
         order: Mapping[str, int],
         tz: tzinfo,
         dry_run: bool,
-        on_final: Sequence[Callable[[RowReport], object]] = (),
+        on_final: Callable[[RowReport], object] | None = None,
     ) -> None:
         self.notes: dict[str, str | None] = {}
-        self._on_final = on_final  # each told each report made before finish(), as it is made
+        self._on_final = on_final  # told each report made before finish(), as it is made
         self._decisions = decisions
         self._order = order  # event name → funnel index
         self._tz, self._dry_run = tz, dry_run
@@ -254,8 +254,8 @@ class RowReports:
             decision = self._decisions[wait[0]]
             report = self._reports[wait[0]] = self._render(decision)
             decision.events.clear()
-            for tell in self._on_final:
-                tell(report)
+            if self._on_final is not None:
+                self._on_final(report)
 
     def finish(self) -> list[RowReport]:
         """Every row's report, in sheet order (the rows nothing was sent for are written now)."""

@@ -6,7 +6,6 @@ pass plan the row again (issue 24: "the no-change pass reads, compares digests a
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -323,26 +322,6 @@ def test_a_memo_stored_while_google_refuses_its_rows_cells_is_not_trusted(
     again = world.bridge().sync()
     assert again.rows_remembered == 0 and again.events_sent == 0
     assert again.cells_written > 0
-
-
-def test_a_pass_that_stops_while_sending_leaves_no_memo_thread_behind(
-    make_world: MakeWorld, world_now: datetime
-) -> None:
-    """The memos are made on a thread beside the sending: a pass that stops ends it (a server
-    runs pass after pass)."""
-    world = make_world(
-        [lead_row(i, "MQL", now=world_now) for i in range(6)],
-        meta={"batch_size": 2, "max_in_flight": 1},
-    )
-
-    def stop(phase: str, done: int, total: int) -> None:
-        if phase == "send" and done:
-            raise RuntimeError("the caller went away")
-
-    with pytest.raises(RuntimeError, match="went away"):
-        world.bridge().sync(progress=stop)
-    assert not [t for t in threading.enumerate() if t.name == "memo-maker"]
-    assert world.bridge().sync().events_sent > 0  # the rest, next time
 
 
 def test_the_answer_of_a_pass_decodes_the_memos_only_when_its_rows_are_read(
