@@ -480,7 +480,7 @@ class Bridge:
                     raise _stopped(why, result.events_sent) from None
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
-                with ThreadPoolExecutor(2, thread_name_prefix="after-send") as pool:
+                with ThreadPoolExecutor(3, thread_name_prefix="after-send") as pool:
                     made: Future[_Memos] | None = None
                     if remembered is not None:  # made while Google writes the sheet
                         made = pool.submit(
@@ -504,7 +504,7 @@ class Bridge:
                         # Once the write phase is told (not while the ledger's write lock is
                         # held), while the cells to write are worked out and Google writes
                         # them and appends the Log.
-                        writing=lambda: pool.submit(self._after_send_ledger, made, now),
+                        writing=lambda: self._after_send_ledger(pool, made, now),
                         stream=stream,
                     )
             if remembered is not None and remembered.skipped:
@@ -613,17 +613,28 @@ class Bridge:
                 rows, fixed, due, written, first_row, fingerprint_after=after
             )
 
-    def _after_send_ledger(self, made: Future[_Memos] | None, now: datetime) -> None:
-        """On a helper thread, once the pass has sent, while Google writes the sheet: the
-        events the pass wrote made searchable by Leadgen ID, e-mail and phone in bulk
-        (ledger.index_identities) while the row memos are made on another thread, then the
-        memos stored (`made`), one after the other (the ledger has one writer at a time)."""
-        try:
-            self._index_identities()
-            if made is not None:
-                self._store_memos(made, now)
-        finally:
-            self.ledger.release_thread()
+    def _after_send_ledger(
+        self, pool: ThreadPoolExecutor, made: Future[_Memos] | None, now: datetime
+    ) -> None:
+        """Once the pass has sent, while Google writes the sheet, on helper threads: the events
+        the pass wrote made searchable by Leadgen ID, e-mail and phone in bulk
+        (ledger.index_identities) while the row memos are made, and the memos stored (`made`).
+        A ledger with one writer at a time (SQLite) does one after the other on one thread
+        (two would take turns by waiting); PostgreSQL stores the memos beside the index."""
+
+        def released(*jobs: Callable[[], None]) -> None:
+            try:
+                for job in jobs:
+                    job()
+            finally:
+                self.ledger.release_thread()
+
+        store = functools.partial(self._store_memos, made, now) if made is not None else None
+        if self.ledger.one_writer or store is None:
+            pool.submit(released, self._index_identities, *([store] if store else []))
+        else:
+            pool.submit(released, self._index_identities)
+            pool.submit(released, store)
 
     def _index_identities(self) -> None:
         """Searches find the pass's events before they are indexed all the same; an index

@@ -275,6 +275,10 @@ class LedgerBackend(Protocol):
 
     Every method is scoped to one SheetTab; nothing of one tab is visible from another."""
 
+    # True: one write transaction at a time (SQLite): writes from several threads wait for
+    # each other, so a pass makes them one after the other; False (PostgreSQL): side by side.
+    one_writer: bool
+
     def claim_legacy_rows(self, where: SheetTab) -> int: ...
     def bind_pixel(self, where: SheetTab, pixel_id: str, now: datetime) -> None: ...
     def tabs_of_pixel(self, pixel_id: str) -> list[SheetTab]: ...

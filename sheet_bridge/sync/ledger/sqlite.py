@@ -408,6 +408,8 @@ class SqliteLedger:
     readable by its owner only: it holds hashes of e-mails and phones, which can be brute-forced.
     """
 
+    one_writer = True  # one write transaction at a time (https://sqlite.org/wal.html#concurrency)
+
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
