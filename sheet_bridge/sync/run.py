@@ -480,6 +480,7 @@ class Bridge:
                     raise _stopped(why, result.events_sent) from None
                 # Taken: planned (sent, held or refused by the rules) or not in the sheet.
                 ledger.dequeue_edits(where, due, now)
+                ledger_jobs: list[Future[None]] = []
                 with ThreadPoolExecutor(3, thread_name_prefix="after-send") as pool:
                     made: Future[_Memos] | None = None
                     if remembered is not None:  # made while Google writes the sheet
@@ -504,9 +505,13 @@ class Bridge:
                         # Once the write phase is told (not while the ledger's write lock is
                         # held), while the cells to write are worked out and Google writes
                         # them and appends the Log.
-                        writing=lambda: self._after_send_ledger(pool, made, now),
+                        writing=lambda: ledger_jobs.extend(
+                            self._after_send_ledger(pool, made, now)
+                        ),
                         stream=stream,
                     )
+                for job in ledger_jobs:  # a fault of ours in them is the pass's
+                    job.result()
             if remembered is not None and remembered.skipped:
                 self._add_remembered(result, remembered)
         except Exception as exc:
@@ -615,7 +620,7 @@ class Bridge:
 
     def _after_send_ledger(
         self, pool: ThreadPoolExecutor, made: Future[_Memos] | None, now: datetime
-    ) -> None:
+    ) -> list[Future[None]]:
         """Once the pass has sent, while Google writes the sheet, on helper threads: the events
         the pass wrote made searchable by Leadgen ID, e-mail and phone in bulk
         (ledger.index_identities) while the row memos are made, and the memos stored (`made`).
@@ -629,12 +634,15 @@ class Bridge:
             finally:
                 self.ledger.release_thread()
 
-        store = functools.partial(self._store_memos, made, now) if made is not None else None
-        if self.ledger.one_writer or store is None:
-            pool.submit(released, self._index_identities, *([store] if store else []))
-        else:
-            pool.submit(released, self._index_identities)
-            pool.submit(released, store)
+        jobs: list[Callable[[], None]] = [self._index_identities]
+        started: list[Future[None]] = []
+        if made is not None:
+            store = functools.partial(self._store_memos, made, now)
+            if self.ledger.one_writer:
+                jobs.append(store)
+            else:
+                started.append(pool.submit(released, store))
+        return [pool.submit(released, *jobs), *started]
 
     def _index_identities(self) -> None:
         """Searches find the pass's events before they are indexed all the same; an index

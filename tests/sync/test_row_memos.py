@@ -324,6 +324,24 @@ def test_a_memo_stored_while_google_refuses_its_rows_cells_is_not_trusted(
     assert again.cells_written > 0
 
 
+def test_a_fault_of_ours_while_the_memos_are_made_is_the_pass_s_not_lost_on_a_thread(
+    make_world: MakeWorld, world_now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memos are made and stored on helper threads beside the write-back: a bug there
+    fails the pass in full (its error raised), it is not left in a future nobody reads."""
+    world = make_world([lead_row(i, "MQL", now=world_now) for i in range(3)])
+
+    def broken(*args: Any, **kw: Any) -> Any:
+        raise RuntimeError("a bug in making the memos")
+
+    monkeypatch.setattr(memo_module.Remembered, "to_store", broken)
+    with pytest.raises(RuntimeError, match="a bug in making the memos"):
+        world.bridge().sync()
+    monkeypatch.undo()
+    again = world.bridge().sync()
+    assert again.events_sent == 0  # sent and recorded by the pass that failed
+
+
 def test_the_answer_of_a_pass_decodes_the_memos_only_when_its_rows_are_read(
     make_world: MakeWorld, world_now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
