@@ -1371,7 +1371,7 @@ class SqliteLedger:
                 rows = _json_rows(part)
                 if _NUL in rows:
                     db.executemany(
-                        f"{_STORE_MEMO}VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        _STORE_MEMO_ROW,
                         ((sid, tab, k, d, f, r, stored) for k, d, f, r in part),
                     )
                 else:
@@ -1432,16 +1432,17 @@ _MARK_SENDING_ROW = (
     f"{_MARK_COLUMNS}VALUES (?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) "
     f"{_MARK_CONFLICT}"
 )
-_ADD_TRANSITION_ROW = (
+_ADD_TRANSITION = (
     "INSERT INTO transitions (spreadsheet_id, tab, lead_key, status, at, source, recorded_at) "
 )
+_ADD_TRANSITION_ROW = f"{_ADD_TRANSITION}VALUES (?, ?, ?, ?, ?, ?, ?)"
 # The transitions of ?4, a JSON array of (lead_key, status, at, source), recorded at ?3.
 _ADD_TRANSITIONS = (
-    f"{_ADD_TRANSITION_ROW}SELECT ?1, ?2, {', '.join(_row_field(i) for i in range(4))}, ?3 "
+    f"{_ADD_TRANSITION}SELECT ?1, ?2, {', '.join(_row_field(i) for i in range(4))}, ?3 "
     "FROM json_each(?4)"
 )
-_ADD_TRANSITION_ROW += "VALUES (?, ?, ?, ?, ?, ?, ?)"
 _STORE_MEMO = "INSERT OR REPLACE INTO lead_memos "
+_STORE_MEMO_ROW = f"{_STORE_MEMO}VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
 # The memos of ?4, a JSON array of (lead_key, digest, fingerprint, report), stored at ?3.
 _STORE_MEMOS = (
     f"{_STORE_MEMO}SELECT ?1, ?2, {', '.join(_row_field(i) for i in range(4))}, ?3 "
