@@ -49,6 +49,13 @@ LOOKAHEAD = 64
 # empty that much longer (measured on a 100,000-lead first pass: bench/RESULTS.md, "Seventh
 # round").
 SENDING_SWITCH_INTERVAL = 0.001
+# How many noted identities the ledger writer indexes at a time while it has nothing to write
+# (LedgerWrites), once its marks have noted that many: a mark asked for meanwhile waits for at
+# most one slice (0.15-0.25 s in SQLite on a busy 2-core machine). Slices of 2,000 cost four
+# times the CPU of one bulk index (each commit rewrites pages all over the index); 5,000 to
+# 20,000 made no difference to the 100,000-lead first pass (bench/RESULTS.md, "Fourteenth
+# round").
+IDLE_INDEX_SLICE = 5000
 _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_before = 0.005
@@ -330,7 +337,14 @@ class LedgerWrites:
     and a flush waits for one write, not for every mark queued before it.
 
     After a write fails, no later mark is attempted (each future raises the same error, so its
-    request never leaves), but answers still are, with the next flush."""
+    request never leaves), but answers still are, with the next flush.
+
+    With nothing to write, once its marks have written IDLE_INDEX_SLICE events since the
+    identity index last caught up, the thread indexes that many noted identities
+    (ledger.index_identities): while Meta is slow that costs the pass little, and the index
+    left for after the sending (sync/run.py) is only the last requests' (measured:
+    bench/RESULTS.md, "Fourteenth round"). A slice that fails is logged, and that index after
+    the sending tries again. Closing, the thread leaves the rest to it."""
 
     def __init__(
         self,
@@ -345,6 +359,7 @@ class LedgerWrites:
         self._answers: Answers = []  # handed in, not recorded yet (oldest first)
         self._handed = self._attempted = self._recorded = 0  # answer hand-ins, counted
         self._busy = self._closing = self._gone = False
+        self._unindexed = 0  # events marked since the identity index was last caught up
         self._now = now  # the pass's, for a write of answers alone
         self._failed: BaseException | None = None
         if first is not None:
@@ -453,17 +468,25 @@ class LedgerWrites:
             self.ledger.release_thread()
 
     def _next(self) -> bool:
-        """Take and do the next write; False once closing with nothing left to do."""
+        """Take and do the next write (or, with none, a slice of the identity index); False
+        once closing with nothing left to write."""
         with self._cond:
-            self._cond.wait_for(lambda: self._queue or self._unattempted() or self._closing)
-            if not self._queue and not self._unattempted():
+            self._cond.wait_for(
+                lambda: self._queue or self._unattempted() or self._closing or self._idle()
+            )
+            idle = not self._queue and not self._unattempted()
+            if idle and self._closing:
                 return False
-            item = self._queue.popleft() if self._queue else None
-            answered: Answers = []
-            upto = self._attempted
-            if not isinstance(item, _Unmark | _Write):
-                answered, self._answers, upto = self._answers, [], self._handed
-            self._busy = True
+            if not idle:
+                item = self._queue.popleft() if self._queue else None
+                answered: Answers = []
+                upto = self._attempted
+                if not isinstance(item, _Unmark | _Write):
+                    answered, self._answers, upto = self._answers, [], self._handed
+                self._busy = True
+        if idle:
+            self._index_slice()
+            return True
         try:
             if isinstance(item, _Unmark):
                 self._take_back(item)
@@ -479,6 +502,19 @@ class LedgerWrites:
 
     def _unattempted(self) -> bool:
         return self._handed > self._attempted
+
+    def _idle(self) -> bool:
+        return self._unindexed >= IDLE_INDEX_SLICE and self._failed is None
+
+    def _index_slice(self) -> None:
+        """Index up to IDLE_INDEX_SLICE noted identities."""
+        try:
+            taken = self.ledger.index_identities(most=IDLE_INDEX_SLICE)
+        except Exception as exc:  # the index is for later passes' searches: not a write's fault
+            log.warning("could not index identities while sending (tried again after): %s", exc)
+            taken = 0
+        with self._cond:
+            self._unindexed = self._unindexed - taken if taken >= IDLE_INDEX_SLICE else 0
 
     def _write(self, mark: _Mark | None, answered: Answers, upto: int) -> None:
         """One transaction: the answers, then the mark (none after a failure)."""
@@ -501,6 +537,7 @@ class LedgerWrites:
             self._attempted = max(self._attempted, upto)
             if failure is None:
                 self._recorded = max(self._recorded, upto)
+                self._unindexed += len(mark.events) if mark is not None else 0
             else:
                 self._failed = self._failed or failure
                 self._answers[:0] = answered  # kept for the next write

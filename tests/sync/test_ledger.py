@@ -1059,3 +1059,30 @@ def test_a_pixels_leads_are_found_by_their_identity_as_last_written_indexed_or_n
     ledger.unmark_sending(WHERE, [ahead], NOW)
     assert found(contacts=["c" * 64]) == []
     assert ledger.index_identities() == 0  # nothing new since
+
+
+def test_index_identities_takes_at_most_the_notes_it_is_asked_for_oldest_first(
+    ledger: LedgerBackend, ledger_location: str
+) -> None:
+    """`most` (a slice the pass's ledger writer takes while it waits for Meta, sync/send.py):
+    one transaction of at most that many notes, the oldest; the rest stay noted, and the
+    searches find every event all along. A note is an event in SQLite and a lead in
+    PostgreSQL (one per lead a statement wrote): each request below writes one event a lead."""
+    from tests.ledger_backends import run_sql
+
+    ledger.bind_pixel(WHERE, "px1", NOW)
+    for n in range(3):  # three requests' marks, a lead each
+        event = dataclasses.replace(planned(f"L{n}"), user_data={"em": f"{n}" * 64})
+        ledger.mark_sending(WHERE, [event], {}, {}, NOW)
+
+    def indexed() -> list[str]:
+        rows = run_sql(ledger_location, "SELECT value FROM identity_index ORDER BY 1")
+        return [str(v)[0] for (v,) in rows]
+
+    assert ledger.index_identities(most=2) == 2
+    assert indexed() == ["0", "1"]  # the oldest two
+    assert run_sql(ledger_location, "SELECT COUNT(*) FROM identity_pending") == [(1,)]
+    assert {p.lead_key for p in ledger.pixel_events("px1", contacts=["2" * 64])} == {"L2"}
+    assert ledger.index_identities(most=2) == 1
+    assert indexed() == ["0", "1", "2"]
+    assert ledger.index_identities(most=2) == ledger.index_identities() == 0

@@ -161,3 +161,86 @@ def test_the_pass_s_own_writes_go_in_turn_and_one_that_fails_stops_every_mark_af
     assert held.result() is None
     assert [w[1] for w in ledger.writes] == [["a"], ["b"]]
     assert done == ["statuses", "expired, after 1 mark(s)"]
+
+
+class IndexingLedger(HeldLedger):
+    """HeldLedger that also notes index_identities slices: the identities its marks noted
+    (one per event) taken oldest first, `most` at a time; `broken` makes a slice raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.noted = 0
+        self.broken = False
+        self.sliced = threading.Event()
+
+    def mark_sending(
+        self, where: Any, events: Any, strengths: Any, notes: Any, now: Any, answered: Any = ()
+    ) -> None:
+        super().mark_sending(where, events, strengths, notes, now, answered)
+        self.noted += len(events)
+
+    def index_identities(self, most: int | None = None) -> int:
+        try:
+            if self.broken:
+                raise LedgerError("database is locked")
+            taken = self.noted if most is None else min(most, self.noted)
+            self.noted -= taken
+            self.writes.append(("index", most, taken))
+            return taken
+        finally:
+            self.sliced.set()
+
+
+def test_with_nothing_to_write_the_thread_indexes_what_its_marks_noted_a_slice_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the marks written since the index last caught up hold IDLE_INDEX_SLICE events,
+    the idle thread indexes that many; fewer are left for the pass's own index after the
+    sending (sync/run.py), and a mark never waits behind more than one slice."""
+    monkeypatch.setattr("sheet_bridge.sync.send.IDLE_INDEX_SLICE", 2)
+    ledger = IndexingLedger()
+    writes = LedgerWrites(ledger, WHERE, NOW)
+    writes.mark_sending(["a"], {}, {}, NOW).result(5)
+    writes.flush()
+    assert not ledger.sliced.wait(0.2)  # one event noted: under a slice, nothing indexed
+
+    writes.mark_sending(["b", "c"], {}, {}, NOW).result(5)
+    assert ledger.sliced.wait(5)
+    writes.flush()
+    ledger.sliced.clear()
+    writes.mark_sending(["d"], {}, {}, NOW).result(5)
+    assert ledger.sliced.wait(5)  # "c" and "d": a slice again
+    ledger.sliced.clear()
+    writes.mark_sending(["e"], {}, {}, NOW).result(5)
+    writes.close()  # "e" is left to the pass's own index
+
+    assert ledger.writes == [
+        ("mark", ["a"], []),
+        ("mark", ["b", "c"], []),
+        ("index", 2, 2),  # "a" and "b"; "c" waits for the next slice
+        ("mark", ["d"], []),
+        ("index", 2, 2),
+        ("mark", ["e"], []),
+    ]
+    assert ledger.noted == 1
+
+
+def test_a_slice_that_fails_is_logged_and_no_mark_or_flush_fails_for_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The index is for later passes' searches (they read the notes too): a slice that fails
+    is said, the marks after it are written, and the pass's own index tries again."""
+    monkeypatch.setattr("sheet_bridge.sync.send.IDLE_INDEX_SLICE", 1)
+    ledger = IndexingLedger()
+    ledger.broken = True
+    writes = LedgerWrites(ledger, WHERE, NOW)
+    writes.mark_sending(["a"], {}, {}, NOW).result(5)
+    assert ledger.sliced.wait(5)
+    after = writes.mark_sending(["b"], {}, {}, NOW)
+    writes.flush()
+    writes.close()
+
+    assert after.result() is None
+    assert [w[:2] for w in ledger.writes] == [("mark", ["a"]), ("mark", ["b"])]
+    assert "could not index identities while sending" in caplog.text
+    assert "database is locked" in caplog.text

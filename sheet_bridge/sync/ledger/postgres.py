@@ -275,7 +275,7 @@ _INDEX_BATCH = 50_000
 _INDEX_NOTED = f"""
 WITH taken AS (
     DELETE FROM identity_pending WHERE id IN (
-        SELECT id FROM identity_pending ORDER BY id LIMIT {_INDEX_BATCH}
+        SELECT id FROM identity_pending ORDER BY id LIMIT %s
     ) RETURNING spreadsheet_id, tab, lead_key
 ), parsed AS MATERIALIZED (
     -- A lead's events mostly share one user_data: each text parsed once. (Told apart as text,
@@ -667,18 +667,20 @@ class PostgresLedger:
         """Nothing to claim: rows without a tab come from SQLite's schema 1 only."""
         return 0
 
-    def index_identities(self) -> int:
+    def index_identities(self, most: int | None = None) -> int:
         """Index the Leadgen ID, e-mail and phone hash of the events noted since the last
-        call (see _IDENTITIES), 50,000 notes a statement; how many notes it took (a lead's
-        events written by one statement are one note)."""
+        call (see _IDENTITIES), 50,000 notes a statement (`most`: one statement of at most
+        that many, the oldest noted); how many notes it took (a lead's events written by one
+        statement are one note)."""
         done = 0
+        batch = _INDEX_BATCH if most is None else max(1, min(most, _INDEX_BATCH))
         while True:
             with self._tx() as db:
-                row = db.execute(_INDEX_NOTED).fetchone()
+                row = db.execute(_INDEX_NOTED, (batch,)).fetchone()
             taken = int(row[0]) if row else 0
-            if not taken:
-                return done
             done += taken
+            if not taken or most is not None:
+                return done
 
     def close(self) -> None:
         """Close every pooled connection (the ledger is not used after)."""

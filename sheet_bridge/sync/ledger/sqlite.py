@@ -702,18 +702,20 @@ class SqliteLedger:
             raise self._explain(exc) from None
         return found
 
-    def index_identities(self) -> int:
+    def index_identities(self, most: int | None = None) -> int:
         """Index the Leadgen ID, e-mail and phone hash of the events noted since the last
-        call (see _IDENTITIES), a few large transactions for a whole pass's events; how many
-        events were indexed."""
+        call (see _IDENTITIES), a few large transactions for a whole pass's events (`most`:
+        one transaction of at most that many, the oldest noted); how many events were
+        indexed."""
         done = 0
+        batch = _INDEX_BATCH if most is None else max(1, min(most, _INDEX_BATCH))
         fields = ", ".join(f"json_extract(u, '$.{f}') AS {f}" for f in PIXEL_MATCH_FIELDS)
         while True:
             with self._tx(immediate=True) as db:
                 row = db.execute(
                     "SELECT COUNT(*), MAX(event_rowid) FROM (SELECT event_rowid FROM "
                     "identity_pending ORDER BY event_rowid LIMIT ?)",
-                    (_INDEX_BATCH,),
+                    (batch,),
                 ).fetchone()
                 count, upto = row
                 if not count:
@@ -742,7 +744,9 @@ class SqliteLedger:
                     )
                 db.execute("DROP TABLE temp.identity_batch")
                 db.execute("DELETE FROM identity_pending WHERE event_rowid <= ?", (upto,))
-            done += count
+            done += int(count)
+            if most is not None:
+                return done
 
     def close(self) -> None:
         """Close the calling thread's connection (each thread has its own)."""
