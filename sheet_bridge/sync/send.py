@@ -56,6 +56,10 @@ SENDING_SWITCH_INTERVAL = 0.001
 # 20,000 made no difference to the 100,000-lead first pass (bench/RESULTS.md, "Fourteenth
 # round").
 IDLE_INDEX_SLICE = 5000
+# How long the ledger writer must have had nothing to write before it takes a slice: with
+# Meta answering at once it is asked for the next mark within a few ms, and a slice started
+# in that gap made the marks after it wait (PostgreSQL, 20,000 leads: four slices of 0.135 s).
+IDLE_WAIT = 0.02
 _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_before = 0.005
@@ -339,8 +343,8 @@ class LedgerWrites:
     After a write fails, no later mark is attempted (each future raises the same error, so its
     request never leaves), but answers still are, with the next flush.
 
-    With nothing to write, once its marks have written IDLE_INDEX_SLICE events since the
-    identity index last caught up, the thread indexes that many noted identities
+    With nothing to write for IDLE_WAIT, once its marks have written IDLE_INDEX_SLICE events
+    since the identity index last caught up, the thread indexes that many noted identities
     (ledger.index_identities): while Meta is slow that costs the pass little, and the index
     left for after the sending (sync/run.py) is only the last requests' (measured:
     bench/RESULTS.md, "Fourteenth round"). A slice that fails is logged, and that index after
@@ -471,12 +475,12 @@ class LedgerWrites:
         """Take and do the next write (or, with none, a slice of the identity index); False
         once closing with nothing left to write."""
         with self._cond:
-            self._cond.wait_for(
-                lambda: self._queue or self._unattempted() or self._closing or self._idle()
+            idle = not self._cond.wait_for(
+                lambda: self._queue or self._unattempted() or self._closing,
+                timeout=IDLE_WAIT if self._index_due() else None,
             )
-            idle = not self._queue and not self._unattempted()
-            if idle and self._closing:
-                return False
+            if not idle and not self._queue and not self._unattempted():
+                return False  # closing, nothing left to write
             if not idle:
                 item = self._queue.popleft() if self._queue else None
                 answered: Answers = []
@@ -503,7 +507,7 @@ class LedgerWrites:
     def _unattempted(self) -> bool:
         return self._handed > self._attempted
 
-    def _idle(self) -> bool:
+    def _index_due(self) -> bool:
         return self._unindexed >= IDLE_INDEX_SLICE and self._failed is None
 
     def _index_slice(self) -> None:
