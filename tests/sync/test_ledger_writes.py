@@ -195,8 +195,8 @@ def test_with_nothing_to_write_the_thread_indexes_what_its_marks_noted_a_slice_a
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Once the marks written since the index last caught up hold IDLE_INDEX_SLICE events,
-    the idle thread indexes that many; fewer are left for the pass's own index after the
-    sending (sync/run.py), and a mark never waits behind more than one slice."""
+    the idle thread indexes that many, one slice at a time; fewer are left for the pass's
+    own index after the sending (sync/run.py)."""
     monkeypatch.setattr("sheet_bridge.sync.send.IDLE_INDEX_SLICE", 2)
     ledger = IndexingLedger()
     writes = LedgerWrites(ledger, WHERE, NOW)
