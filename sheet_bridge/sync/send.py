@@ -479,9 +479,9 @@ class LedgerWrites:
                 lambda: self._queue or self._unattempted() or self._closing,
                 timeout=IDLE_WAIT if self._index_due() else None,
             )
-            if not idle and not self._queue and not self._unattempted():
-                return False  # closing, nothing left to write
             if not idle:
+                if not self._queue and not self._unattempted():
+                    return False  # closing, nothing left to write
                 item = self._queue.popleft() if self._queue else None
                 answered: Answers = []
                 upto = self._attempted
