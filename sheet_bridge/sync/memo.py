@@ -19,7 +19,7 @@ import json
 import sys
 import threading
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast, overload
@@ -221,10 +221,27 @@ class Remembered:
         written: Sequence[Sequence[object]],
         first_row: int,
         fingerprint_after: str | None = None,
+        made: Sequence[tuple[str, str, str, str]] = (),
     ) -> tuple[list[tuple[str, str, str, str]], set[str]]:
         """Once the pass has every report: the memos to store (lead key, digest, fingerprint,
-        report) and the memos to delete (every other one the ledger held but those of the
-        rows left out, which stand as they are). A memo is stored for
+        report: `made`, those made earlier for other rows (`memos_of`), then `rows`') and the
+        memos to delete (every other one the ledger held but those of the rows left out,
+        which stand as they are). Stored while the write-back writes the rows' cells: a row
+        it could not write does not match its memo (sync/run.py)."""
+        new = [*made, *self.memos_of(rows, fixed, due, written, first_row, fingerprint_after)]
+        kept = {k for k, _, _, _ in new} | self.skipped.keys()
+        return new, self.stored - kept
+
+    def memos_of(
+        self,
+        rows: Iterable[RowReport],
+        fixed: Collection[str],
+        due: Mapping[str, int],
+        written: Sequence[Sequence[object]],
+        first_row: int,
+        fingerprint_after: str | None = None,
+    ) -> list[tuple[str, str, str, str]]:
+        """The memos of these rows (their reports final). A memo is made for
         - a row planned at a fixed point (`fixed`) that logged nothing and whose cells the
           pass left as they were: its report, as it is;
         - a row whose every due event (`due`: lead key → events due when planned, before any
@@ -234,8 +251,7 @@ class Remembered:
           strength (outcomes.render_row), under the digest of the row as the write-back
           leaves it.
         `fingerprint_after`: the fingerprint once the write-back created the bridge's
-        missing headers (the header is part of it). Stored while the write-back writes the
-        rows' cells: a row it could not write does not match its memo (sync/run.py)."""
+        missing headers (the header is part of it)."""
         fp = fingerprint_after or self.fingerprint
         new: list[tuple[str, str, str, str]] = []
         for r in rows:
@@ -260,8 +276,7 @@ class Remembered:
             else:
                 continue
             new.append((r.lead_key, row_digest(rest, r.cells), fp, encoded))
-        kept = {k for k, _, _, _ in new} | self.skipped.keys()
-        return new, self.stored - kept
+        return new
 
 
 def decode_reports(

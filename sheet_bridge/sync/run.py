@@ -72,6 +72,7 @@ from sheet_bridge.sync.rows import (
 )
 from sheet_bridge.sync.send import LedgerWrites, RowReports, Sender, Sent
 from sheet_bridge.sync.stopping import ServerStopping
+from sheet_bridge.sync.writeback import EarlyWrite, changed_cells, header_cells, without
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,12 @@ class PassLockLost(PassStopped):
 
 def _stopped(why: Exception, sent: int) -> PassStopped:
     return PassLockLost(why, sent) if isinstance(why, LockLost) else PassStopped(why, sent)
+
+
+def _still_ours(lease: LockLease) -> None:
+    """Raises unless this pass still holds its tab's lock and the server is not stopping."""
+    lease.check()
+    stopping.check()
 
 
 def capi_client(meta: MetaConfig, access_token: str, **kw: Any) -> CapiClient:
@@ -451,6 +458,7 @@ class Bridge:
             # checks the pixel's other tabs and builds its first requests (before any mark:
             # 100,000 of them in a first pass, ~0.5 s).
             writes = None
+            early: EarlyWrite | None = None
             if not dry_run:
                 writes = LedgerWrites(
                     ledger,
@@ -464,12 +472,27 @@ class Bridge:
                 fixed = memo_fixed_points(the_plan, due) if remembered is not None else set()
                 due_events = memo_due_events(the_plan) if remembered is not None else {}
                 one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
+                if not dry_run:
+                    early = EarlyWrite(
+                        self.sheets,
+                        written,
+                        first_row,
+                        layout,
+                        memos_of=self._memos_of(
+                            remembered, fixed, due_events, written, first_row, layout
+                        ),
+                        allowed=functools.partial(_still_ours, lease),
+                    )
                 result = self._send_and_record(
-                    the_plan, tz, dry_run, trigger, progress, now, lease, stream, writes
+                    the_plan, tz, dry_run, trigger, progress, now, lease, stream, writes, early
                 )
             finally:
                 if writes is not None:
                     writes.close()
+                if early is not None:  # its rows are left to the write-back if it failed
+                    early.wait()
+            if early is not None and early.fault is not None:
+                raise early.fault  # a fault of ours beside the sending is the pass's
             result.notices[:0] = notices
             del the_plan  # sent: free it before the write-back's buffers
             if not dry_run:
@@ -493,6 +516,7 @@ class Bridge:
                             written,
                             first_row,
                             layout,
+                            early,
                         )
                     self._write_back(
                         written,
@@ -509,6 +533,7 @@ class Bridge:
                             self._after_send_ledger(pool, made, now)
                         ),
                         stream=stream,
+                        early=early,
                     )
                 for job in ledger_jobs:  # a fault of ours in them is the pass's
                     job.result()
@@ -602,21 +627,52 @@ class Bridge:
         written: Sequence[Sequence[object]],
         first_row: int,
         layout: ColumnLayout,
+        early: EarlyWrite | None = None,
     ) -> _Memos:
         """The memos for the rows at rest once the write-back is done, the others' to delete
-        (Remembered.to_store; `rows`: the planned rows' reports). Made and stored while the
-        sheet is written (_after_send_ledger)."""
-        after = None
-        if layout.new_headers:  # the header as the write-back leaves it
-            header = list(remembered.shell.header)
-            for col, name in layout.new_headers:
-                header += [""] * (col + 1 - len(header))
-                header[col] = name
-            after = memo_fingerprint(self.config, replace(remembered.shell, header=header))
+        (Remembered.to_store; `rows`: the planned rows' reports; `early`: the memos it made
+        are kept, its rows not made again). Made and stored while the sheet is written
+        (_after_send_ledger)."""
+        after = self._fingerprint_after(remembered, layout)
+        made = early.memos if early is not None else []
+        if early is not None and early.memo_rows:
+            rows = without(rows, early.memo_rows)
         with gc_paused():
             return remembered.to_store(
-                rows, fixed, due, written, first_row, fingerprint_after=after
+                rows, fixed, due, written, first_row, fingerprint_after=after, made=made
             )
+
+    def _fingerprint_after(self, remembered: Remembered, layout: ColumnLayout) -> str | None:
+        """The memos' fingerprint once the write-back created the bridge's missing headers
+        (None: there are none to create)."""
+        if not layout.new_headers:
+            return None
+        header = list(remembered.shell.header)
+        for col, name in layout.new_headers:
+            header += [""] * (col + 1 - len(header))
+            header[col] = name
+        return memo_fingerprint(self.config, replace(remembered.shell, header=header))
+
+    def _memos_of(
+        self,
+        remembered: Remembered | None,
+        fixed: Collection[str],
+        due: Mapping[str, int],
+        written: Sequence[Sequence[object]],
+        first_row: int,
+        layout: ColumnLayout,
+    ) -> Callable[[Sequence[RowReport]], list[tuple[str, str, str, str]]] | None:
+        """What makes the memos of some final rows (EarlyWrite); None when the pass stores
+        none."""
+        if remembered is None:
+            return None
+        after = self._fingerprint_after(remembered, layout)
+
+        def memos_of(rows: Sequence[RowReport]) -> list[tuple[str, str, str, str]]:
+            with gc_paused():
+                return remembered.memos_of(rows, fixed, due, written, first_row, after)
+
+        return memos_of
 
     def _after_send_ledger(
         self, pool: ThreadPoolExecutor, made: Future[_Memos] | None, now: datetime
@@ -873,20 +929,28 @@ class Bridge:
         lease: LockLease,
         stream: LogStream | None = None,
         writes: LedgerWrites | None = None,
+        early: EarlyWrite | None = None,
     ) -> SyncResult:
         """Send what is due, record Meta's answers, and report every row (`stream`: takes each
         row's CAPI Log lines as soon as its report is final; `writes`: the ledger's writer,
-        started with the plan's statuses seen).
+        started with the plan's statuses seen; `early`: takes each final report too, and
+        writes those final once every request is built).
 
         The due leads are completed (their identity hashed, their events built) one by one as
         the sender takes them, oldest first: the first requests leave while later leads are
         still being hashed, and Meta's round trips overlap that work at every size."""
+        told = [t.add for t in (stream, early) if t is not None]
+
+        def on_final(report: RowReport) -> None:
+            for tell in told:
+                tell(report)
+
         reports = RowReports(
             the_plan.decisions,
             self._funnel_order(),
             tz,
             dry_run,
-            on_final=stream.add if stream is not None else None,
+            on_final=on_final if told else None,
         )
         record: Callable[[], None] | None = None
         if not dry_run:
@@ -928,6 +992,8 @@ class Bridge:
             # are built meanwhile (a 100,000-lead first pass records ~0.6 s of statuses seen).
             sender.before(record)
             record = None
+            # While the last requests wait for Meta: the rows final by then are written.
+            sender.when_built(early.start if early is not None else None)
             estimate = sum(len(d.events) for d in the_plan.leads_to_send)
             estimate += sum(len(d.todo.fresh) for d in todo if d.todo is not None)
             try:
@@ -1019,36 +1085,33 @@ class Bridge:
         count_log: bool = False,
         writing: Callable[[], object] | None = None,
         stream: LogStream | None = None,
+        early: EarlyWrite | None = None,
     ) -> None:
-        """One values.batchUpdate of the bridge cells that changed, one append to the log (a
-        refusal is said in the result's notices).
+        """One values.batchUpdate of the bridge cells that changed (those `early` did not
+        write), one append to the log (a refusal is said in the result's notices).
 
         `written` holds each row's bridge cells as read, in BRIDGE_COLUMNS order. `count_log`:
         record the Log's line count after the append (`_log_behind` says when). `writing`:
         called once the write phase is told, before the sheet is written. `stream`: the
         pass's LogStream; the rows whose lines it appended while sending are left out, every
-        other row's lines are appended here, row by row."""
+        other row's lines are appended here, row by row. `early`: the rows whose cells it wrote
+        (and the headers with them) are left out."""
         if self._before_write_back is not None:
             self._before_write_back()
         progress("write", 0, 1)
         if writing is not None:  # it starts while the cells to write are worked out
             writing()
-        cells: list[tuple[int, int, object]] = [(1, col, name) for col, name in layout.new_headers]
-        columns = [layout.bridge[name] for name in BRIDGE_COLUMNS]
-        with gc_paused():
-            for report in result.rows:
-                i = report.row - first_row
-                current = written[i] if 0 <= i < len(written) else ()
-                row, new = report.row, report.cells
-                if not current:  # no bridge cell yet (a first pass): the non-empty ones
-                    cells += [(row, col, v) for col, v in zip(columns, new, strict=True) if v]
-                    continue
-                for j, (col, value) in enumerate(zip(columns, new, strict=True)):
-                    old = current[j] if j < len(current) else ""
-                    if str(old if old is not None else "") != value:
-                        cells.append((row, col, value))
+        rows: Sequence[RowReport] = result.rows
+        cells: list[tuple[int, int, object]] = []
+        if early is not None and early.done:
+            rows = without(rows, early.done)
+        if early is None or not early.headers:
+            cells += header_cells(layout)
+        cells += changed_cells(rows, written, first_row, layout)
+        del rows
+        result.cells_written = early.cells if early is not None else 0
         try:
-            result.cells_written = self.sheets.write_cells(cells)
+            result.cells_written += self.sheets.write_cells(cells)
             del cells
             appended: Collection[int] = ()
             last = None

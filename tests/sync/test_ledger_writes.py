@@ -244,3 +244,54 @@ def test_a_slice_that_fails_is_logged_and_no_mark_or_flush_fails_for_it(
     assert [w[:2] for w in ledger.writes] == [("mark", ["a"]), ("mark", ["b"])]
     assert "could not index identities while sending" in caplog.text
     assert "database is locked" in caplog.text
+
+
+def test_once_no_mark_is_to_come_the_idle_thread_indexes_the_rest_under_a_slice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every request built (no_more_marks): what the marks noted is indexed while the last
+    requests wait for Meta, though it is less than a slice; nothing is left to the pass's own
+    index after the sending."""
+    monkeypatch.setattr("sheet_bridge.sync.send.IDLE_INDEX_SLICE", 3)
+    ledger = IndexingLedger()
+    writes = LedgerWrites(ledger, WHERE, NOW)
+    writes.mark_sending(["a"], {}, {}, NOW).result(5)
+    writes.mark_sending(["b"], {}, {}, NOW).result(5)
+    assert not ledger.sliced.wait(0.2)  # two noted: under a slice, and marks may come
+    writes.no_more_marks()
+    assert ledger.sliced.wait(5)
+    writes.close()
+
+    assert ledger.writes == [("mark", ["a"], []), ("mark", ["b"], []), ("index", 3, 2)]
+    assert ledger.noted == 0
+
+
+def test_recorded_waits_for_the_answers_handed_in_and_says_false_once_the_writer_failed() -> None:
+    """The early write-back (sync/writeback.py) writes a row only once its answers are in
+    the ledger: `recorded` returns when the answers of the hand-ins counted by `handed` are
+    written, and False when the writer failed instead."""
+    ledger = HeldLedger()
+    writes = LedgerWrites(ledger, WHERE, NOW)
+    writes.mark_sending(["a"], {}, {}, NOW).result(5)
+    ledger.hold.clear()
+    writes.answer(answers("a"))
+    upto = writes.handed()
+    waited: list[bool] = []
+    waiter = threading.Thread(target=lambda: waited.append(writes.recorded(upto)))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # the answer is being written, held
+    ledger.hold.set()
+    waiter.join(5)
+    assert waited == [True]
+    assert ledger.writes[-1] == ("mark", [], ["a"])
+
+    failing = HeldLedger()
+    failing.fail.add("x")
+    broken = LedgerWrites(failing, WHERE, NOW)
+    with pytest.raises(LedgerError):
+        broken.mark_sending(["x"], {}, {}, NOW).result(5)
+    broken.answer(answers("a"))
+    assert broken.recorded(broken.handed()) is False
+    broken.close()
+    writes.close()
