@@ -17,8 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from sheet_bridge.config import BRIDGE_COLUMNS
 from sheet_bridge.sheets.client import SheetsClient, SheetsError
 from sheet_bridge.sync.collector import gc_paused
+from sheet_bridge.sync.ledger import LockLost
 from sheet_bridge.sync.outcomes import RowReport
 from sheet_bridge.sync.rows import ColumnLayout
+from sheet_bridge.sync.stopping import ServerStopping
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ class EarlyWrite:
         try:
             if self.allowed is not None:
                 self.allowed()  # the lock still held, the server not stopping
-        except Exception as exc:
+        except (LockLost, ServerStopping) as exc:  # the pass stops at its own check
             log.info("the early write-back of %d row(s) is left to the pass: %s", len(rows), exc)
             return
         cells = header_cells(self.layout) + changed_cells(

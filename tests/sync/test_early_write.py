@@ -16,8 +16,9 @@ import pytest
 from sheet_bridge.config import BRIDGE_COLUMNS
 from sheet_bridge.sheets.client import SheetsError
 from sheet_bridge.sync import memo as memo_module
-from sheet_bridge.sync import send, writeback
+from sheet_bridge.sync import run, send, writeback
 from sheet_bridge.sync.run import Bridge
+from sheet_bridge.sync.stopping import ServerStopping
 from tests.conftest import World, lead_row
 from tests.sync.test_capi_log import emulator_methods
 from tests.sync.test_send import set_speed
@@ -166,6 +167,26 @@ def test_a_write_at_the_end_google_refuses_leaves_the_early_rows_written(
     again = world.bridge().sync()  # the rest written then, nothing sent twice
     assert again.events_sent == 0 and again.cells_written > 0
     assert sheet_says_each_report(world, again.rows)
+
+
+def test_no_early_write_once_the_pass_may_not_write(
+    make_world: MakeWorld, world_now: datetime, monkeypatch: pytest.MonkeyPatch, early: None
+) -> None:
+    """The early write checks what the write-back checks first (the tab's lock still held,
+    the server not stopping); refused, it leaves every row to the pass, whose own check
+    decides (here it may write: the refusal was the early write's alone)."""
+
+    def stopping(lease: Any) -> None:
+        raise ServerStopping("the server is stopping")
+
+    monkeypatch.setattr(run, "_still_ours", stopping)
+    world = leads_world(make_world, world_now)
+    bridge = world.bridge()
+    writes = Writes(bridge)
+    result = bridge.sync()
+
+    assert [thread for _, thread in writes.calls] == ["MainThread"]
+    assert sheet_says_each_report(world, result.rows)
 
 
 def test_a_pass_with_fewer_final_rows_than_early_rows_writes_once_at_its_end(
