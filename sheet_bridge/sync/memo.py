@@ -214,21 +214,12 @@ class Remembered:
         return sorted([*leads, *lead_rows(rows, config, layout)], key=lambda r: r.row_number)
 
     def to_store(
-        self,
-        rows: Sequence[RowReport],
-        fixed: Collection[str],
-        due: Mapping[str, int],
-        written: Sequence[Sequence[object]],
-        first_row: int,
-        fingerprint_after: str | None = None,
-        made: Sequence[tuple[str, str, str, str]] = (),
+        self, new: list[tuple[str, str, str, str]]
     ) -> tuple[list[tuple[str, str, str, str]], set[str]]:
-        """Once the pass has every report: the memos to store (lead key, digest, fingerprint,
-        report: `made`, those made earlier for other rows (`memos_of`), then `rows`') and the
-        memos to delete (every other one the ledger held but those of the rows left out,
-        which stand as they are). Stored while the write-back writes the rows' cells: a row
-        it could not write does not match its memo (sync/run.py)."""
-        new = [*made, *self.memos_of(rows, fixed, due, written, first_row, fingerprint_after)]
+        """Once the pass has every report: the memos to store (`new`, every memo the pass
+        made: `memos_of`) and the memos to delete (every other one the ledger held but those of
+        the rows left out, which stand as they are). Stored while the write-back writes the
+        rows' cells: a row it could not write does not match its memo (sync/run.py)."""
         kept = {k for k, _, _, _ in new} | self.skipped.keys()
         return new, self.stored - kept
 

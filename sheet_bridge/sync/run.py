@@ -472,15 +472,14 @@ class Bridge:
                 fixed = memo_fixed_points(the_plan, due) if remembered is not None else set()
                 due_events = memo_due_events(the_plan) if remembered is not None else {}
                 one_identity_per_pixel(the_plan, self._held_elsewhere(the_plan))
+                memos_of = self._memos_of(remembered, fixed, due_events, written, first_row, layout)
                 if not dry_run:
                     early = EarlyWrite(
                         self.sheets,
                         written,
                         first_row,
                         layout,
-                        memos_of=self._memos_of(
-                            remembered, fixed, due_events, written, first_row, layout
-                        ),
+                        memos_of=memos_of,
                         allowed=functools.partial(_still_ours, lease),
                     )
                 result = self._send_and_record(
@@ -506,17 +505,9 @@ class Bridge:
                 ledger_jobs: list[Future[None]] = []
                 with ThreadPoolExecutor(3, thread_name_prefix="after-send") as pool:
                     made: Future[_Memos] | None = None
-                    if remembered is not None:  # made while Google writes the sheet
+                    if remembered is not None and memos_of is not None:  # while Google writes
                         made = pool.submit(
-                            self._make_memos,
-                            remembered,
-                            result.rows,
-                            fixed,
-                            due_events,
-                            written,
-                            first_row,
-                            layout,
-                            early,
+                            self._make_memos, remembered, memos_of, result.rows, early
                         )
                     self._write_back(
                         written,
@@ -618,40 +609,21 @@ class Bridge:
         result.counts[REMEMBERED_OUTCOME] += rows.remembered
         result.rows_remembered = rows.remembered
 
+    @staticmethod
     def _make_memos(
-        self,
         remembered: Remembered,
+        memos_of: Callable[[Sequence[RowReport]], list[tuple[str, str, str, str]]],
         rows: Sequence[RowReport],
-        fixed: Collection[str],
-        due: Mapping[str, int],
-        written: Sequence[Sequence[object]],
-        first_row: int,
-        layout: ColumnLayout,
         early: EarlyWrite | None = None,
     ) -> _Memos:
         """The memos for the rows at rest once the write-back is done, the others' to delete
         (Remembered.to_store; `rows`: the planned rows' reports; `early`: the memos it made
         are kept, its rows not made again). Made and stored while the sheet is written
         (_after_send_ledger)."""
-        after = self._fingerprint_after(remembered, layout)
         made = early.memos if early is not None else []
         if early is not None and early.memo_rows:
             rows = without(rows, early.memo_rows)
-        with gc_paused():
-            return remembered.to_store(
-                rows, fixed, due, written, first_row, fingerprint_after=after, made=made
-            )
-
-    def _fingerprint_after(self, remembered: Remembered, layout: ColumnLayout) -> str | None:
-        """The memos' fingerprint once the write-back created the bridge's missing headers
-        (None: there are none to create)."""
-        if not layout.new_headers:
-            return None
-        header = list(remembered.shell.header)
-        for col, name in layout.new_headers:
-            header += [""] * (col + 1 - len(header))
-            header[col] = name
-        return memo_fingerprint(self.config, replace(remembered.shell, header=header))
+        return remembered.to_store([*made, *memos_of(rows)])
 
     def _memos_of(
         self,
@@ -662,11 +634,18 @@ class Bridge:
         first_row: int,
         layout: ColumnLayout,
     ) -> Callable[[Sequence[RowReport]], list[tuple[str, str, str, str]]] | None:
-        """What makes the memos of some final rows (EarlyWrite); None when the pass stores
-        none."""
+        """What makes the memos of some final rows (Remembered.memos_of, with the
+        fingerprint the tab has once the write-back created the bridge's missing headers);
+        None when the pass stores none."""
         if remembered is None:
             return None
-        after = self._fingerprint_after(remembered, layout)
+        after = None
+        if layout.new_headers:  # the header as the write-back leaves it
+            header = list(remembered.shell.header)
+            for col, name in layout.new_headers:
+                header += [""] * (col + 1 - len(header))
+                header[col] = name
+            after = memo_fingerprint(self.config, replace(remembered.shell, header=header))
 
         def memos_of(rows: Sequence[RowReport]) -> list[tuple[str, str, str, str]]:
             with gc_paused():

@@ -96,21 +96,25 @@ class EarlyWrite:
         self.memo_rows: set[int] = set()
         self.fault: BaseException | None = None
         self._final: list[RowReport] = []
-        self._started = False
+        self._taking = True  # not started, and no more than EARLY_MOST final rows so far
         self._pool: ThreadPoolExecutor | None = None
 
     def add(self, report: RowReport) -> None:
-        """A row's report is final."""
-        if not self._started:
-            self._final.append(report)
+        """A row's report is final (past EARLY_MOST of them, none is kept: no early write)."""
+        if not self._taking:
+            return
+        if len(self._final) == EARLY_MOST:
+            self._final, self._taking = [], False
+            return
+        self._final.append(report)
 
     def start(self, recorded: Callable[[], bool]) -> None:
         """Every request is built: write the cells of the rows final so far, once `recorded`
         says their answers are in the ledger (the sheet never says "sent" before the ledger
         does; False: the ledger could not record them, and the rows are left to the pass's
         end, which raises why), and make their memos."""
-        rows, self._final, self._started = self._final, [], True
-        if not EARLY_ROWS <= len(rows) <= EARLY_MOST:
+        rows, self._final, self._taking = self._final, [], False
+        if len(rows) < EARLY_ROWS:  # (more than EARLY_MOST: none was kept)
             return
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="early-write")
         self._pool.submit(self._write, rows, recorded)

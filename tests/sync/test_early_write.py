@@ -17,7 +17,7 @@ from sheet_bridge.config import BRIDGE_COLUMNS
 from sheet_bridge.sheets.client import SheetsError
 from sheet_bridge.sync import memo as memo_module
 from sheet_bridge.sync import run, send, writeback
-from sheet_bridge.sync.run import Bridge
+from sheet_bridge.sync.run import Bridge, SyncResult
 from sheet_bridge.sync.stopping import ServerStopping
 from tests.conftest import World, lead_row
 from tests.sync.test_capi_log import emulator_methods
@@ -47,11 +47,11 @@ def early(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Writes:
-    """Wraps a bridge's write_cells: notes each call's rows and thread; `refuse_first` (or
-    `refuse`: the call's number, 1 the first) fails that call as Google's 503."""
+    """Wraps a bridge's write_cells: notes each call's rows and thread; `refuse` (the call's
+    number, 1 the first) fails that call as Google's 503."""
 
-    def __init__(self, bridge: Bridge, refuse_first: bool = False, refuse: int = 0) -> None:
-        self.refuse = 1 if refuse_first else refuse  # the call that fails (1: the first)
+    def __init__(self, bridge: Bridge, refuse: int = 0) -> None:
+        self.refuse = refuse
         self.calls: list[tuple[set[int], str]] = []
         self.cells = 0  # written (not refused)
         self._write = bridge.sheets.write_cells
@@ -66,6 +66,20 @@ class Writes:
             raise SheetsError("Google said no (503) this once")
         self.cells += len(cells)
         return self._write(cells)
+
+    @property
+    def threads(self) -> list[str]:
+        return [thread for _, thread in self.calls]
+
+
+def one_pass(
+    make_world: MakeWorld, world_now: datetime, refuse: int = 0
+) -> tuple[World, Writes, SyncResult]:
+    """The 16 leads' first pass, its write_cells calls noted (`refuse`: as Writes)."""
+    world = leads_world(make_world, world_now)
+    bridge = world.bridge()
+    writes = Writes(bridge, refuse)
+    return world, writes, bridge.sync()
 
 
 def sheet_says_each_report(world: World, rows: Any) -> bool:
@@ -83,10 +97,7 @@ def sheet_says_each_report(world: World, rows: Any) -> bool:
 def test_rows_final_once_every_request_is_built_are_written_before_the_pass_ends(
     make_world: MakeWorld, world_now: datetime, early: None
 ) -> None:
-    world = leads_world(make_world, world_now)
-    bridge = world.bridge()
-    writes = Writes(bridge)
-    result = bridge.sync()
+    world, writes, result = one_pass(make_world, world_now)
 
     (early, thread), (rest, main) = writes.calls
     assert thread.startswith("early-write") and main == "MainThread"
@@ -141,10 +152,7 @@ def test_the_early_write_waits_until_the_ledger_holds_its_rows_answers(
 def test_an_early_write_google_refuses_is_written_at_the_pass_s_end(
     make_world: MakeWorld, world_now: datetime, early: None
 ) -> None:
-    world = leads_world(make_world, world_now)
-    bridge = world.bridge()
-    writes = Writes(bridge, refuse_first=True)
-    result = bridge.sync()
+    world, writes, result = one_pass(make_world, world_now, refuse=1)
 
     (refused, _), (at_end, _) = writes.calls
     assert refused < at_end  # the refused rows, with the others, at the end
@@ -157,10 +165,7 @@ def test_an_early_write_google_refuses_is_written_at_the_pass_s_end(
 def test_a_write_at_the_end_google_refuses_leaves_the_early_rows_written(
     make_world: MakeWorld, world_now: datetime, early: None
 ) -> None:
-    world = leads_world(make_world, world_now)
-    bridge = world.bridge()
-    writes = Writes(bridge, refuse=2)
-    result = bridge.sync()
+    world, writes, result = one_pass(make_world, world_now, refuse=2)
 
     assert any("could not be updated" in n for n in result.notices)
     assert result.cells_written == writes.cells > 0  # the early write's
@@ -180,12 +185,9 @@ def test_no_early_write_once_the_pass_may_not_write(
         raise ServerStopping("the server is stopping")
 
     monkeypatch.setattr(run, "_still_ours", stopping)
-    world = leads_world(make_world, world_now)
-    bridge = world.bridge()
-    writes = Writes(bridge)
-    result = bridge.sync()
+    world, writes, result = one_pass(make_world, world_now)
 
-    assert [thread for _, thread in writes.calls] == ["MainThread"]
+    assert writes.threads == ["MainThread"]
     assert sheet_says_each_report(world, result.rows)
 
 
@@ -194,12 +196,9 @@ def test_a_pass_with_fewer_final_rows_than_early_rows_writes_once_at_its_end(
 ) -> None:
     monkeypatch.setattr(send, "HIDE_AT_LEAST", 0.05)
     assert len(STATUSES) < writeback.EARLY_ROWS
-    world = leads_world(make_world, world_now)
-    bridge = world.bridge()
-    writes = Writes(bridge)
-    bridge.sync()
+    world, writes, _ = one_pass(make_world, world_now)
 
-    assert [thread for _, thread in writes.calls] == ["MainThread"]
+    assert writes.threads == ["MainThread"]
     assert emulator_methods(world).count("values.batchUpdate") == 1
 
 
@@ -222,7 +221,7 @@ def test_with_meta_answering_at_once_nothing_is_written_before_the_pass_s_end(
     bridge.ledger.index_identities = noted  # type: ignore[method-assign]
     bridge.sync()
 
-    assert [thread for _, thread in writes.calls] == ["MainThread"]
+    assert writes.threads == ["MainThread"]
     assert indexed and all(name.startswith("after-send") for name in indexed)
 
 
@@ -245,10 +244,7 @@ def test_more_final_rows_than_early_most_are_all_written_at_the_pass_s_end(
     """More than the last requests' wait hides: writing them early would hold up the pass's
     end instead."""
     monkeypatch.setattr(writeback, "EARLY_MOST", 3)
-    world = leads_world(make_world, world_now)
-    bridge = world.bridge()
-    writes = Writes(bridge)
-    result = bridge.sync()
+    world, writes, result = one_pass(make_world, world_now)
 
-    assert [thread for _, thread in writes.calls] == ["MainThread"]
+    assert writes.threads == ["MainThread"]
     assert sheet_says_each_report(world, result.rows)
